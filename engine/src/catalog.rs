@@ -1,0 +1,117 @@
+//! The catalog: table names to tables, with an atomic switch of a name to a new table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::error::{EngineError, Result};
+use crate::schema::Schema;
+use crate::table::Table;
+
+type TableMap = HashMap<String, Arc<Table>, ahash::RandomState>;
+
+/// Readers load the current map without locking; changes (create, drop, switch) are
+/// serialized by `ddl` and publish a new map in one atomic store.
+pub(crate) struct Catalog {
+    tables: ArcSwap<TableMap>,
+    ddl: Mutex<()>,
+}
+
+impl Catalog {
+    pub fn new() -> Catalog {
+        Catalog {
+            tables: ArcSwap::from_pointee(TableMap::default()),
+            ddl: Mutex::new(()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Table>> {
+        self.tables
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownTable {
+                table: name.to_owned(),
+            })
+    }
+
+    /// Runs `f` on the named table without taking a reference count (the hot read path).
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(&Table) -> R) -> Result<R> {
+        let map = self.tables.load();
+        let table = map.get(name).ok_or_else(|| EngineError::UnknownTable {
+            table: name.to_owned(),
+        })?;
+        Ok(f(table))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tables.load().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn all(&self) -> Vec<Arc<Table>> {
+        let mut tables: Vec<Arc<Table>> = self.tables.load().values().cloned().collect();
+        tables.sort_by(|a, b| a.name().cmp(b.name()));
+        tables
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut TableMap)) {
+        let mut next = TableMap::clone(&self.tables.load());
+        change(&mut next);
+        self.tables.store(Arc::new(next));
+    }
+
+    pub fn create(&self, name: &str, schema: Schema) -> Result<Arc<Table>> {
+        let table = Arc::new(Table::new(name, schema));
+        self.add(Arc::clone(&table))?;
+        Ok(table)
+    }
+
+    /// Publishes an existing (unpublished) table under its own name.
+    pub fn add(&self, table: Arc<Table>) -> Result<()> {
+        let _ddl = self.ddl.lock();
+        if self.tables.load().contains_key(table.name()) {
+            return Err(EngineError::TableExists {
+                table: table.name().to_owned(),
+            });
+        }
+        self.publish(|m| {
+            m.insert(table.name().to_owned(), table);
+        });
+        Ok(())
+    }
+
+    /// Removes the name; the table is retired so that writers resolving it again get
+    /// [`EngineError::UnknownTable`]. Transactions already writing it finish on the
+    /// detached table.
+    pub fn drop_table(&self, name: &str) -> Result<Arc<Table>> {
+        let _ddl = self.ddl.lock();
+        let table = self.get(name)?;
+        self.publish(|m| {
+            m.remove(name);
+        });
+        table.gate.retire();
+        Ok(table)
+    }
+
+    /// Points `name` at `new` if it still designates `old`; retires `old`.
+    pub fn switch(&self, name: &str, old: &Arc<Table>, new: Arc<Table>) -> Result<()> {
+        let _ddl = self.ddl.lock();
+        let current = self.get(name)?;
+        if !Arc::ptr_eq(&current, old) {
+            return Err(EngineError::SwitchTargetChanged {
+                table: name.to_owned(),
+            });
+        }
+        self.publish(|m| {
+            m.insert(name.to_owned(), new);
+        });
+        // After the new map is visible: a writer told "retired" resolves the name again
+        // and must find the new table.
+        old.gate.retire();
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! The database handle: catalog, configuration, lock waits, commit gate, sessions and
+//! the writer hold a restructure's switch uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::RwLock;
+
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
+use crate::hooks::CommitGate;
+use crate::key::Key;
+use crate::lock::LockWaits;
+use crate::rid::Rid;
+use crate::schema::{Row, Schema};
+use crate::session::SessionInfo;
+use crate::table::Table;
+use crate::txn::Transaction;
+use crate::value::Value;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Longest a statement waits for a record lock, or for writers held by a switch,
+    /// before failing with a retryable error.
+    pub lock_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lock_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `ArcSwapOption` needs a sized pointee.
+pub(crate) struct GateCell(pub Arc<dyn CommitGate>);
+
+pub(crate) struct DbInner {
+    pub catalog: Catalog,
+    pub config: EngineConfig,
+    pub locks: LockWaits,
+    /// Multi-record commits hold it shared while publishing; a snapshot holds it
+    /// exclusively while it collects rows, so it never sees half a transaction.
+    pub commit_latch: RwLock<()>,
+    pub gate: ArcSwapOption<GateCell>,
+    next_txn: AtomicU64,
+}
+
+impl DbInner {
+    pub fn next_txn_id(&self) -> u64 {
+        self.next_txn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A main-memory database. Cheap to clone (a shared handle), `Send + Sync`.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database::new()
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("tables", &self.table_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// An empty database with default settings.
+    pub fn new() -> Database {
+        Database::with_config(EngineConfig::default())
+    }
+
+    /// An empty database with the given settings.
+    pub fn with_config(config: EngineConfig) -> Database {
+        Database {
+            inner: Arc::new(DbInner {
+                catalog: Catalog::new(),
+                config,
+                locks: LockWaits::new(),
+                commit_latch: RwLock::new(()),
+                gate: ArcSwapOption::empty(),
+                next_txn: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Creates an empty table.
+    pub fn create_table(&self, name: &str, schema: Schema) -> Result<Arc<Table>> {
+        self.inner.catalog.create(name, schema)
+    }
+
+    /// Publishes a table built outside the catalog (e.g. loaded or restructured) under
+    /// its own name; fails if the name is taken.
+    pub fn add_table(&self, table: Arc<Table>) -> Result<()> {
+        self.inner.catalog.add(table)
+    }
+
+    /// Removes a table from the catalog.
+    pub fn drop_table(&self, name: &str) -> Result<Arc<Table>> {
+        self.inner.catalog.drop_table(name)
+    }
+
+    /// The table currently published under `name`.
+    pub fn table(&self, name: &str) -> Result<Arc<Table>> {
+        self.inner.catalog.get(name)
+    }
+
+    /// Names of all tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        self.inner.catalog.names()
+    }
+
+    /// All tables, sorted by name.
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        self.inner.catalog.all()
+    }
+
+    /// A session acting as `info`.
+    pub fn session(&self, info: SessionInfo) -> Session {
+        Session {
+            db: self.clone(),
+            info,
+        }
+    }
+
+    /// Installs (or with `None` removes) the commit gate. Transactions that began
+    /// before the change keep the gate they began with.
+    pub fn set_commit_gate(&self, gate: Option<Arc<dyn CommitGate>>) {
+        self.inner.gate.store(gate.map(|g| Arc::new(GateCell(g))));
+    }
+
+    /// Holds new writers of `name`: transactions that have not yet written the table
+    /// wait (up to their lock timeout); those already writing it continue. Readers are
+    /// never held. The hold ends when the returned guard is dropped or switches.
+    pub fn hold_writers(&self, name: &str) -> Result<WriterHold> {
+        let table = self.table(name)?;
+        if !table.gate.hold() {
+            return Err(EngineError::AlreadyHeld {
+                table: name.to_owned(),
+            });
+        }
+        Ok(WriterHold {
+            db: self.clone(),
+            name: name.to_owned(),
+            table,
+            done: false,
+        })
+    }
+}
+
+/// New writers of one table held for a switch (see [`Database::hold_writers`]).
+///
+/// ```
+/// use kirikae_engine::*;
+/// let db = Database::new();
+/// let schema = Schema::new(vec![Column::new("k", ColumnType::Int)], &["k"]).unwrap();
+/// db.create_table("t", schema.clone()).unwrap();
+/// let s = db.session(SessionInfo::default());
+/// s.insert("t", vec![1.into()]).unwrap();
+///
+/// let twin = std::sync::Arc::new(Table::new("t", schema));
+/// twin.install(vec![1.into()]).unwrap();
+/// let hold = db.hold_writers("t").unwrap();
+/// hold.wait_idle(std::time::Duration::from_secs(1)).unwrap();
+/// hold.switch_to(twin.clone()).unwrap();
+/// assert_eq!(db.table("t").unwrap().id(), twin.id());
+/// s.insert("t", vec![2.into()]).unwrap(); // lands in the new table
+/// assert_eq!(twin.len(), 2);
+/// ```
+pub struct WriterHold {
+    db: Database,
+    name: String,
+    table: Arc<Table>,
+    done: bool,
+}
+
+impl WriterHold {
+    /// The table whose writers are held.
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// Transactions still writing the table.
+    pub fn in_flight(&self) -> u64 {
+        self.table.gate.in_flight()
+    }
+
+    /// Waits until no transaction is writing the table. On timeout the hold stays on
+    /// and [`EngineError::WritersInFlight`] says how many remain.
+    pub fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        if self.table.gate.wait_idle(timeout) {
+            Ok(())
+        } else {
+            Err(EngineError::WritersInFlight {
+                table: self.name.clone(),
+                in_flight: self.in_flight(),
+                waited_ms: started.elapsed().as_millis() as u64,
+            })
+        }
+    }
+
+    /// Publishes `new` under the held name, retires the old table and releases the
+    /// hold; held writers continue on `new`. Requires that no writer is in flight
+    /// (call [`wait_idle`](WriterHold::wait_idle) first). Returns the old table.
+    pub fn switch_to(mut self, new: Arc<Table>) -> Result<Arc<Table>> {
+        let in_flight = self.in_flight();
+        if in_flight != 0 {
+            return Err(EngineError::WritersInFlight {
+                table: self.name.clone(),
+                in_flight,
+                waited_ms: 0,
+            });
+        }
+        self.db.inner.catalog.switch(&self.name, &self.table, new)?;
+        self.done = true;
+        Ok(Arc::clone(&self.table))
+    }
+
+    /// Lifts the hold without switching.
+    pub fn release(mut self) {
+        self.done = true;
+        self.table.gate.release();
+    }
+}
+
+impl Drop for WriterHold {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.gate.release();
+        }
+    }
+}
+
+/// A caller's handle: its identity plus autocommit operations and transactions.
+///
+/// Single operations (`insert`, `update`, …) commit on their own. Reads see committed
+/// data only.
+#[derive(Clone, Debug)]
+pub struct Session {
+    db: Database,
+    info: SessionInfo,
+}
+
+impl Session {
+    /// Who this session acts as.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// The database this session belongs to.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Starts a transaction.
+    pub fn begin(&self) -> Transaction<'_> {
+        Transaction::begin(&self.db.inner, &self.info)
+    }
+
+    /// The committed record with `key`.
+    pub fn get(&self, table: &str, key: &Key) -> Result<Option<Arc<Row>>> {
+        self.db.inner.catalog.with(table, |t| {
+            t.schema().validate_key(t.name(), key)?;
+            Ok(t.get(key))
+        })?
+    }
+
+    /// The committed record at `rid`.
+    pub fn get_by_rid(&self, table: &str, rid: Rid) -> Result<Option<Arc<Row>>> {
+        self.db.inner.catalog.with(table, |t| t.get_by_rid(rid))
+    }
+
+    /// Inserts and commits `row`; returns its RID.
+    pub fn insert(&self, table: &str, row: Row) -> Result<Rid> {
+        self.autocommit(|t| t.insert(table, row))
+    }
+
+    /// Inserts and commits a row given as `(column, value)` pairs.
+    pub fn insert_named(&self, table: &str, values: &[(&str, Value)]) -> Result<Rid> {
+        self.autocommit(|t| t.insert_named(table, values))
+    }
+
+    /// Replaces and commits the record with `key`.
+    pub fn update(&self, table: &str, key: &Key, row: Row) -> Result<Rid> {
+        self.autocommit(|t| t.update(table, key, row))
+    }
+
+    /// Changes and commits the named columns of the record with `key`.
+    pub fn update_columns(&self, table: &str, key: &Key, changes: &[(&str, Value)]) -> Result<Rid> {
+        self.autocommit(|t| t.update_columns(table, key, changes))
+    }
+
+    /// Deletes and commits the record with `key`.
+    pub fn delete(&self, table: &str, key: &Key) -> Result<Rid> {
+        self.autocommit(|t| t.delete(table, key))
+    }
+
+    fn autocommit<T>(&self, op: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut txn = self.begin();
+        let out = op(&mut txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+}

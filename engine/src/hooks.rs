@@ -1,0 +1,121 @@
+//! Extension points that later layers attach to without the engine knowing them:
+//! the write observer (feeds a restructure's lock history) and the commit gate
+//! (feeds synchronous replication), plus the logical operations the gate sees.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::HookError;
+use crate::key::Key;
+use crate::rid::Rid;
+use crate::schema::Row;
+use crate::session::SessionInfo;
+
+/// Sees the RID of every record of one table that is locked for a write.
+///
+/// Called, with the record's latch held, (a) when a transaction locks the record for
+/// insert, update, delete or `get_for_update`, and (b) again when that transaction's
+/// commit makes the new image visible. (b) is what makes an observer installed while
+/// writers are in flight complete: every change of a committed image after
+/// installation is reported. Implementations must be fast and must not call back
+/// into the engine.
+pub trait WriteObserver: Send + Sync {
+    /// `rid` is locked for a write, or its write is becoming visible.
+    fn record_locked(&self, rid: Rid);
+}
+
+/// Decides whether a transaction may commit; installed once per database.
+///
+/// `prepare` runs with the transaction's locks held, before any of its writes is
+/// visible. It may block (e.g. a round trip to a peer). An error vetoes the commit:
+/// the transaction is rolled back and `commit` returns
+/// [`EngineError::CommitVetoed`](crate::EngineError::CommitVetoed) carrying the error.
+pub trait CommitGate: Send + Sync {
+    /// Accept (Ok) or veto (Err) the transaction described by `request`.
+    fn prepare(&self, request: &CommitRequest<'_>) -> Result<(), HookError>;
+
+    /// The transaction `txn`, accepted by `prepare`, is now visible.
+    fn committed(&self, _txn: u64) {}
+}
+
+/// What the commit gate is shown.
+#[derive(Debug)]
+pub struct CommitRequest<'a> {
+    /// The transaction's id, unique in this process.
+    pub txn: u64,
+    /// Who runs it.
+    pub session: &'a SessionInfo,
+    /// Its writes, in the order they were made.
+    pub operations: &'a [Operation],
+}
+
+/// Kind of a logical operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperationKind {
+    /// A new record.
+    Insert,
+    /// A changed record.
+    Update,
+    /// A removed record.
+    Delete,
+}
+
+impl fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OperationKind::Insert => "insert",
+            OperationKind::Update => "update",
+            OperationKind::Delete => "delete",
+        })
+    }
+}
+
+/// One write of a transaction, in logical terms (table, key, values): what
+/// replication ships to a peer. Serializable with serde.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Insert `row`.
+    Insert {
+        /// Table name.
+        table: String,
+        /// The full new row.
+        row: Row,
+    },
+    /// Replace the record whose key was `key` with `row` (which may carry a new key).
+    Update {
+        /// Table name.
+        table: String,
+        /// The key before the update.
+        key: Key,
+        /// The full new row.
+        row: Row,
+    },
+    /// Delete the record with `key`.
+    Delete {
+        /// Table name.
+        table: String,
+        /// The key deleted.
+        key: Key,
+    },
+}
+
+impl Operation {
+    /// The table written.
+    pub fn table(&self) -> &str {
+        match self {
+            Operation::Insert { table, .. }
+            | Operation::Update { table, .. }
+            | Operation::Delete { table, .. } => table,
+        }
+    }
+
+    /// Insert, update or delete.
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Operation::Insert { .. } => OperationKind::Insert,
+            Operation::Update { .. } => OperationKind::Update,
+            Operation::Delete { .. } => OperationKind::Delete,
+        }
+    }
+}

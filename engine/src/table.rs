@@ -1,0 +1,260 @@
+//! A table: record slots addressed by RID, a primary-key index, the write observer
+//! and the writer gate.
+//!
+//! Lock order, everywhere in the crate: index shard, then slot latch, then free list.
+//! Nothing touches the index while holding a slot latch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
+
+use crate::error::{EngineError, Result};
+use crate::hooks::WriteObserver;
+use crate::key::Key;
+use crate::rid::Rid;
+use crate::schema::{Row, Schema};
+use crate::slots::{SlotArray, SlotState};
+use crate::writer_gate::WriterGate;
+
+static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// `ArcSwapOption` needs a sized pointee.
+struct ObserverCell(Arc<dyn WriteObserver>);
+
+/// One table. Shared as `Arc<Table>`; all methods take `&self` and are safe to call
+/// from many threads.
+///
+/// Reads through `Table` see committed data only. Writes go through a
+/// [`Transaction`](crate::Transaction), except the maintenance methods
+/// ([`install`](Table::install), [`replace`](Table::replace), [`remove`](Table::remove)),
+/// which are for a table that is not yet published in a catalog (a restructure's new
+/// table, a snapshot being loaded) and take no record locks.
+pub struct Table {
+    id: u64,
+    name: String,
+    schema: Arc<Schema>,
+    pub(crate) slots: SlotArray,
+    pub(crate) index: DashMap<Key, Rid, ahash::RandomState>,
+    observer: ArcSwapOption<ObserverCell>,
+    pub(crate) gate: WriterGate,
+    /// Committed records.
+    live: AtomicU64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Table {
+    /// An empty table, not in any catalog.
+    pub fn new(name: impl Into<String>, schema: Schema) -> Table {
+        Table {
+            id: NEXT_TABLE_ID.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            schema: Arc::new(schema),
+            slots: SlotArray::new(),
+            index: DashMap::with_hasher(ahash::RandomState::new()),
+            observer: ArcSwapOption::empty(),
+            gate: WriterGate::new(),
+            live: AtomicU64::new(0),
+        }
+    }
+
+    /// Process-unique id of this table (a restructured twin gets a new one).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The name this table was created under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table's schema.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Number of committed records.
+    pub fn len(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether the table has no committed record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One past the highest RID ever used: a scan from `Rid(0)` to here sees every record.
+    pub fn rid_bound(&self) -> u64 {
+        self.slots.bound()
+    }
+
+    /// Writers (transactions) currently registered on this table.
+    pub fn writers_in_flight(&self) -> u64 {
+        self.gate.in_flight()
+    }
+
+    /// The committed record with primary key `key`.
+    pub fn get(&self, key: &Key) -> Option<Arc<Row>> {
+        self.get_with_rid(key).map(|(_, row)| row)
+    }
+
+    /// The committed record with primary key `key`, and its RID.
+    pub fn get_with_rid(&self, key: &Key) -> Option<(Rid, Arc<Row>)> {
+        let rid = *self.index.get(key)?;
+        let row = self.get_by_rid(rid)?;
+        // The entry may be a claim of an uncommitted insert or key change, or be stale
+        // for an instant after a commit; the committed image decides.
+        self.schema.key_matches(&row, key).then_some((rid, row))
+    }
+
+    /// The committed record at `rid`.
+    pub fn get_by_rid(&self, rid: Rid) -> Option<Arc<Row>> {
+        self.slots.get(rid)?.latch().committed.clone()
+    }
+
+    /// Up to `limit` committed records with RID `>= from`, in RID order, each read
+    /// atomically under its latch (never a torn or uncommitted image). Meant for a
+    /// copier that walks the table in chunks while writers run; continue from the
+    /// last RID returned plus one.
+    pub fn scan(&self, from: Rid, limit: usize) -> Vec<(Rid, Arc<Row>)> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        let bound = self.rid_bound();
+        let mut rid = from.0;
+        while rid < bound && out.len() < limit {
+            if let Some(row) = self.get_by_rid(Rid(rid)) {
+                out.push((Rid(rid), row));
+            }
+            rid += 1;
+        }
+        out
+    }
+
+    /// Installs (or with `None` removes) the write observer. Once this returns, every
+    /// later lock for write and every later commit of a write on this table is
+    /// reported (see [`WriteObserver`]).
+    pub fn set_write_observer(&self, observer: Option<Arc<dyn WriteObserver>>) {
+        self.observer
+            .store(observer.map(|o| Arc::new(ObserverCell(o))));
+    }
+
+    /// Reports `rid` to the observer. Call with the slot latch held, so that an
+    /// observer installed concurrently either sees this write or the copier reading
+    /// the slot after installation sees its result.
+    pub(crate) fn notify_locked(&self, rid: Rid) {
+        if let Some(cell) = self.observer.load().as_ref() {
+            cell.0.record_locked(rid);
+        }
+    }
+
+    pub(crate) fn count_live(&self, delta: i64) {
+        if delta >= 0 {
+            self.live.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.live.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    fn error_duplicate(&self, key: Key) -> EngineError {
+        EngineError::DuplicateKey {
+            table: self.name.clone(),
+            key,
+        }
+    }
+
+    /// Maintenance: stores `row` as a committed record under a new RID. For tables not
+    /// yet published (no concurrent transactions); validates the row and the key.
+    pub fn install(&self, row: Row) -> Result<Rid> {
+        self.schema.validate_row(&self.name, &row)?;
+        let key = self.schema.key_of(&row);
+        match self.index.entry(key) {
+            dashmap::Entry::Occupied(o) => Err(self.error_duplicate(o.key().clone())),
+            dashmap::Entry::Vacant(v) => {
+                let (rid, slot) = self.slots.allocate().ok_or(EngineError::TableFull {
+                    table: self.name.clone(),
+                    capacity: SlotArray::capacity(),
+                })?;
+                set_committed(&mut slot.latch(), row);
+                v.insert(rid);
+                self.count_live(1);
+                Ok(rid)
+            }
+        }
+    }
+
+    /// Maintenance: stores `row` at exactly `rid` (snapshot load). For tables not yet
+    /// published; fails if the RID or the key is taken.
+    pub(crate) fn install_at(&self, rid: Rid, row: Row) -> Result<()> {
+        self.schema.validate_row(&self.name, &row)?;
+        let key = self.schema.key_of(&row);
+        match self.index.entry(key) {
+            dashmap::Entry::Occupied(o) => Err(self.error_duplicate(o.key().clone())),
+            dashmap::Entry::Vacant(v) => {
+                let slot = self
+                    .slots
+                    .claim_exact(rid)
+                    .ok_or_else(|| EngineError::RidTaken {
+                        table: self.name.clone(),
+                        rid,
+                    })?;
+                set_committed(&mut slot.latch(), row);
+                v.insert(rid);
+                self.count_live(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Maintenance: replaces the committed record at `rid` with `row` (which may carry
+    /// a new key). For tables not yet published.
+    pub fn replace(&self, rid: Rid, row: Row) -> Result<()> {
+        self.schema.validate_row(&self.name, &row)?;
+        let new_key = self.schema.key_of(&row);
+        let old_row = self
+            .get_by_rid(rid)
+            .ok_or_else(|| EngineError::RidNotFound {
+                table: self.name.clone(),
+                rid,
+            })?;
+        let old_key = self.schema.key_of(&old_row);
+        if old_key != new_key {
+            match self.index.entry(new_key) {
+                dashmap::Entry::Occupied(o) => return Err(self.error_duplicate(o.key().clone())),
+                dashmap::Entry::Vacant(v) => {
+                    v.insert(rid);
+                }
+            }
+            self.index.remove_if(&old_key, |_, r| *r == rid);
+        }
+        if let Some(slot) = self.slots.get(rid) {
+            set_committed(&mut slot.latch(), row);
+        }
+        Ok(())
+    }
+
+    /// Maintenance: removes the committed record at `rid`, freeing the RID. Returns the
+    /// removed image, or `None` if the slot was empty. For tables not yet published.
+    pub fn remove(&self, rid: Rid) -> Option<Arc<Row>> {
+        let slot = self.slots.get(rid)?;
+        let old = slot.latch().committed.take()?;
+        self.index
+            .remove_if(&self.schema.key_of(&old), |_, r| *r == rid);
+        self.count_live(-1);
+        self.slots.release(rid);
+        Some(old)
+    }
+}
+
+fn set_committed(state: &mut SlotState, row: Row) {
+    debug_assert_eq!(state.owner, 0, "maintenance write on a locked record");
+    state.committed = Some(Arc::new(row));
+}
