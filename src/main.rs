@@ -1,1 +1,70 @@
-fn main() {}
+//! The `kirikae` command: `demo` (the main job) and `bench` (benchmark scenarios).
+
+mod bench_engine;
+mod demo;
+mod measure;
+
+use clap::{Parser, Subcommand};
+
+/// Errors the command reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the engine.
+    #[error(transparent)]
+    Engine(#[from] kirikae::engine::EngineError),
+    /// From SQLite (the benchmark's baseline).
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Printing the JSON report.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kirikae",
+    version,
+    about = "Embedded main-memory database: online restructuring and four-mode replication"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The main job: a telecom subscriber workload on a live table, with a report.
+    Demo(demo::DemoArgs),
+    /// Benchmark scenarios (machine-readable with --json).
+    Bench {
+        #[command(subcommand)]
+        scenario: BenchScenario,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchScenario {
+    /// Point reads and updates against SQLite in-memory, side by side.
+    Engine(bench_engine::EngineBenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Bench {
+            scenario: BenchScenario::Engine(args),
+        } => bench_engine::run(args).and_then(|report| {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench_engine::print_table(&report);
+            }
+            Ok(())
+        }),
+    };
+    if let Err(e) = outcome {
+        eprintln!("kirikae: {e}");
+        std::process::exit(1);
+    }
+}

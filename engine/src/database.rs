@@ -1,6 +1,7 @@
 //! The database handle: catalog, configuration, lock waits, commit gate, sessions and
 //! the writer hold a restructure's switch uses.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::hooks::CommitGate;
 use crate::key::Key;
 use crate::lock::LockWaits;
 use crate::rid::Rid;
-use crate::schema::{Row, Schema};
+use crate::schema::{Row, RowRef, Schema};
 use crate::session::SessionInfo;
 use crate::table::Table;
 use crate::txn::Transaction;
@@ -47,12 +48,28 @@ pub(crate) struct DbInner {
     /// exclusively while it collects rows, so it never sees half a transaction.
     pub commit_latch: RwLock<()>,
     pub gate: ArcSwapOption<GateCell>,
-    next_txn: AtomicU64,
 }
+
+/// Transaction ids come from a process-wide counter in blocks of `TXN_ID_BLOCK` per
+/// thread, so that threads do not contend on it.
+const TXN_ID_BLOCK: u64 = 1024;
 
 impl DbInner {
     pub fn next_txn_id(&self) -> u64 {
-        self.next_txn.fetch_add(1, Ordering::Relaxed)
+        static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+        thread_local! {
+            static BLOCK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+        }
+        BLOCK.with(|b| {
+            let (mut next, mut end) = b.get();
+            if next == end {
+                next = NEXT_BLOCK.fetch_add(TXN_ID_BLOCK, Ordering::Relaxed);
+                end = next + TXN_ID_BLOCK;
+            }
+            b.set((next + 1, end));
+            debug_assert_ne!(next, 0, "0 means no owner");
+            next
+        })
     }
 }
 
@@ -91,7 +108,6 @@ impl Database {
                 locks: LockWaits::new(),
                 commit_latch: RwLock::new(()),
                 gate: ArcSwapOption::empty(),
-                next_txn: AtomicU64::new(1),
             }),
         }
     }
@@ -276,7 +292,7 @@ impl Session {
     }
 
     /// The committed record with `key`.
-    pub fn get(&self, table: &str, key: &Key) -> Result<Option<Arc<Row>>> {
+    pub fn get(&self, table: &str, key: &Key) -> Result<Option<RowRef>> {
         self.db.inner.catalog.with(table, |t| {
             t.schema().validate_key(t.name(), key)?;
             Ok(t.get(key))
@@ -284,7 +300,7 @@ impl Session {
     }
 
     /// The committed record at `rid`.
-    pub fn get_by_rid(&self, table: &str, rid: Rid) -> Result<Option<Arc<Row>>> {
+    pub fn get_by_rid(&self, table: &str, rid: Rid) -> Result<Option<RowRef>> {
         self.db.inner.catalog.with(table, |t| t.get_by_rid(rid))
     }
 

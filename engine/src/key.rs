@@ -3,22 +3,35 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::value::Value;
 
 /// The primary-key values of one record, in primary-key column order.
+///
+/// A one-column key is stored inline (no allocation), so index entries hold their key
+/// bytes in the bucket itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Key(pub Vec<Value>);
+pub struct Key(SmallVec<[Value; 1]>);
 
 impl Key {
     /// A key of one column.
     pub fn single(v: impl Into<Value>) -> Key {
-        Key(vec![v.into()])
+        Key(smallvec::smallvec![v.into()])
+    }
+
+    /// A key from values in primary-key column order.
+    pub fn new(values: Vec<Value>) -> Key {
+        Key(SmallVec::from_vec(values))
     }
 
     /// The key's values in primary-key column order.
     pub fn values(&self) -> &[Value] {
         &self.0
+    }
+
+    pub(crate) fn from_iter(values: impl Iterator<Item = Value>) -> Key {
+        Key(values.collect())
     }
 }
 

@@ -82,7 +82,7 @@ pub use error::{EngineError, HookError, Result};
 pub use hooks::{CommitGate, CommitRequest, Operation, OperationKind, WriteObserver};
 pub use key::Key;
 pub use rid::Rid;
-pub use schema::{Column, Row, Schema};
+pub use schema::{Column, Row, RowRef, Schema};
 pub use session::SessionInfo;
 pub use snapshot::{SnapshotStats, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use table::Table;

@@ -6,8 +6,12 @@ use crate::error::{EngineError, Result};
 use crate::key::Key;
 use crate::value::{ColumnType, Value};
 
-/// A record's values, in schema column order.
+/// A record's values, in schema column order: what writers pass in.
 pub type Row = Vec<Value>;
+
+/// A committed record as readers get it: shared and immutable, so a read copies
+/// nothing and a later write never changes what a reader holds.
+pub type RowRef = std::sync::Arc<[Value]>;
 
 /// One column of a schema.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -213,14 +217,14 @@ impl Schema {
 
     /// Checks that `key` fits this schema's primary key: arity and types.
     pub fn validate_key(&self, table: &str, key: &Key) -> Result<()> {
-        if key.0.len() != self.primary_key.len() {
+        if key.values().len() != self.primary_key.len() {
             return Err(EngineError::WrongArity {
                 table: table.to_owned(),
                 expected: self.primary_key.len(),
-                found: key.0.len(),
+                found: key.values().len(),
             });
         }
-        for (&i, v) in self.primary_key.iter().zip(&key.0) {
+        for (&i, v) in self.primary_key.iter().zip(key.values()) {
             check_value(table, &self.columns[i], v)?;
         }
         Ok(())
@@ -228,16 +232,16 @@ impl Schema {
 
     /// The primary key of a row that fits this schema.
     pub fn key_of(&self, row: &[Value]) -> Key {
-        Key(self.primary_key.iter().map(|&i| row[i].clone()).collect())
+        Key::from_iter(self.primary_key.iter().map(|&i| row[i].clone()))
     }
 
     /// Whether `row`'s primary key equals `key`, without building a [`Key`].
     pub fn key_matches(&self, row: &[Value], key: &Key) -> bool {
-        key.0.len() == self.primary_key.len()
+        key.values().len() == self.primary_key.len()
             && self
                 .primary_key
                 .iter()
-                .zip(&key.0)
+                .zip(key.values())
                 .all(|(&i, v)| row.get(i) == Some(v))
     }
 

@@ -2,12 +2,12 @@
 //! free list that makes RIDs of deleted records reusable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::rid::Rid;
-use crate::schema::Row;
+use crate::schema::RowRef;
 
 /// Size of segment 0; segment `k` holds `FIRST_SEGMENT << k` slots.
 const FIRST_SEGMENT: u64 = 1024;
@@ -23,7 +23,7 @@ pub(crate) enum Pending {
     /// Locked (for update, or by `get_for_update`) but not changed.
     Unchanged,
     /// Replace the committed image (insert or update).
-    Put(Arc<Row>),
+    Put(RowRef),
     /// Remove the record.
     Delete,
 }
@@ -34,7 +34,7 @@ pub(crate) enum Pending {
 #[derive(Debug)]
 pub(crate) struct SlotState {
     /// The image every other transaction sees; `None` for a free or not yet committed slot.
-    pub committed: Option<Arc<Row>>,
+    pub committed: Option<RowRef>,
     /// Transaction holding the record lock, 0 if none.
     pub owner: TxnId,
     /// The owner's uncommitted change.
@@ -44,7 +44,7 @@ pub(crate) struct SlotState {
 impl SlotState {
     /// The image `txn` sees: its own pending change if it owns the slot, else the
     /// committed image.
-    pub fn visible_to(&self, txn: TxnId) -> Option<&Arc<Row>> {
+    pub fn visible_to(&self, txn: TxnId) -> Option<&RowRef> {
         if txn != 0 && self.owner == txn {
             match &self.pending {
                 Pending::Unchanged => self.committed.as_ref(),

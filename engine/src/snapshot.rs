@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::database::{Database, EngineConfig};
 use crate::error::{EngineError, Result};
 use crate::rid::Rid;
-use crate::schema::{Row, Schema};
+use crate::schema::{Row, RowRef, Schema};
 use crate::table::Table;
+use crate::value::Value;
 
 /// First bytes of every snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"KRKSNAP\0";
@@ -33,7 +34,7 @@ struct BodyOut<'a> {
 struct TableOut<'a> {
     name: &'a str,
     schema: &'a Schema,
-    rows: Vec<(Rid, &'a Row)>,
+    rows: Vec<(Rid, &'a [Value])>,
 }
 
 #[derive(Deserialize)]
@@ -68,7 +69,7 @@ impl Database {
     /// part. Multi-record commits wait while rows are collected (not while encoding).
     pub fn snapshot_bytes(&self) -> Result<(Vec<u8>, SnapshotStats)> {
         let tables = self.tables();
-        let images: Vec<Vec<(Rid, Arc<Row>)>> = {
+        let images: Vec<Vec<(Rid, RowRef)>> = {
             let _exclusive = self.inner.commit_latch.write();
             tables.iter().map(|t| t.scan(Rid(0), usize::MAX)).collect()
         };

@@ -14,7 +14,7 @@ use crate::error::{EngineError, Result};
 use crate::hooks::WriteObserver;
 use crate::key::Key;
 use crate::rid::Rid;
-use crate::schema::{Row, Schema};
+use crate::schema::{Row, RowRef, Schema};
 use crate::slots::{SlotArray, SlotState};
 use crate::writer_gate::WriterGate;
 
@@ -104,21 +104,31 @@ impl Table {
     }
 
     /// The committed record with primary key `key`.
-    pub fn get(&self, key: &Key) -> Option<Arc<Row>> {
+    pub fn get(&self, key: &Key) -> Option<RowRef> {
         self.get_with_rid(key).map(|(_, row)| row)
     }
 
     /// The committed record with primary key `key`, and its RID.
-    pub fn get_with_rid(&self, key: &Key) -> Option<(Rid, Arc<Row>)> {
+    pub fn get_with_rid(&self, key: &Key) -> Option<(Rid, RowRef)> {
         let rid = *self.index.get(key)?;
-        let row = self.get_by_rid(rid)?;
-        // The entry may be a claim of an uncommitted insert or key change, or be stale
-        // for an instant after a commit; the committed image decides.
+        let st = self.slots.get(rid)?.latch();
+        let row = st.committed.clone()?;
+        // An entry pointing at an unlocked record is exact (transactions fix the index
+        // before releasing a lock). On a locked record it may be the owner's claim of
+        // a key the committed image does not have yet: the image decides.
+        if st.owner == 0 {
+            debug_assert!(
+                self.schema.key_matches(&row, key),
+                "index entry {key} is stale at {rid}"
+            );
+            return Some((rid, row));
+        }
+        drop(st);
         self.schema.key_matches(&row, key).then_some((rid, row))
     }
 
     /// The committed record at `rid`.
-    pub fn get_by_rid(&self, rid: Rid) -> Option<Arc<Row>> {
+    pub fn get_by_rid(&self, rid: Rid) -> Option<RowRef> {
         self.slots.get(rid)?.latch().committed.clone()
     }
 
@@ -126,7 +136,7 @@ impl Table {
     /// atomically under its latch (never a torn or uncommitted image). Meant for a
     /// copier that walks the table in chunks while writers run; continue from the
     /// last RID returned plus one.
-    pub fn scan(&self, from: Rid, limit: usize) -> Vec<(Rid, Arc<Row>)> {
+    pub fn scan(&self, from: Rid, limit: usize) -> Vec<(Rid, RowRef)> {
         let mut out = Vec::with_capacity(limit.min(4096));
         let bound = self.rid_bound();
         let mut rid = from.0;
@@ -137,6 +147,11 @@ impl Table {
             rid += 1;
         }
         out
+    }
+
+    /// Every committed record in RID order (a full [`scan`](Table::scan)).
+    pub fn rows(&self) -> Vec<(Rid, RowRef)> {
+        self.scan(Rid(0), usize::MAX)
     }
 
     /// Installs (or with `None` removes) the write observer. Once this returns, every
@@ -243,7 +258,7 @@ impl Table {
 
     /// Maintenance: removes the committed record at `rid`, freeing the RID. Returns the
     /// removed image, or `None` if the slot was empty. For tables not yet published.
-    pub fn remove(&self, rid: Rid) -> Option<Arc<Row>> {
+    pub fn remove(&self, rid: Rid) -> Option<RowRef> {
         let slot = self.slots.get(rid)?;
         let old = slot.latch().committed.take()?;
         self.index
@@ -256,5 +271,5 @@ impl Table {
 
 fn set_committed(state: &mut SlotState, row: Row) {
     debug_assert_eq!(state.owner, 0, "maintenance write on a locked record");
-    state.committed = Some(Arc::new(row));
+    state.committed = Some(RowRef::from(row));
 }

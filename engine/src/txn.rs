@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::Entry;
+use smallvec::SmallVec;
 
 use crate::database::{DbInner, GateCell};
 use crate::error::{EngineError, Result};
@@ -18,19 +19,20 @@ use crate::hooks::{CommitRequest, Operation};
 use crate::key::Key;
 use crate::lock::WaitFailure;
 use crate::rid::Rid;
-use crate::schema::Row;
+use crate::schema::{Row, RowRef};
 use crate::session::SessionInfo;
 use crate::slots::{Pending, SlotArray, TxnId};
 use crate::table::Table;
 use crate::value::Value;
-use crate::writer_gate::Refusal;
+use crate::writer_gate::{Entered, Refusal};
 
 /// How many times a writer re-resolves a table name that keeps being switched away.
 const MAX_RESOLVE: usize = 8;
 
 /// One record this transaction has locked.
 struct WriteEntry {
-    table: Arc<Table>,
+    /// Index into `Transaction::entered`.
+    table: usize,
     rid: Rid,
     /// The committed key when the lock was taken; `None` for a record this
     /// transaction inserted.
@@ -56,9 +58,10 @@ pub struct Transaction<'s> {
     db: &'s DbInner,
     session: &'s SessionInfo,
     id: TxnId,
-    writes: Vec<WriteEntry>,
+    /// Inline for one record: an autocommit allocates nothing here.
+    writes: SmallVec<[WriteEntry; 1]>,
     /// Tables whose writer gate this transaction has entered (left at the end).
-    entered: Vec<Arc<Table>>,
+    entered: SmallVec<[(Arc<Table>, Entered); 1]>,
     /// The commit gate in force when the transaction began.
     gate: Option<Arc<GateCell>>,
     /// Logical operations, recorded only when there is a gate to show them to.
@@ -72,8 +75,8 @@ impl<'s> Transaction<'s> {
             db,
             session,
             id: db.next_txn_id(),
-            writes: Vec::new(),
-            entered: Vec::new(),
+            writes: SmallVec::new(),
+            entered: SmallVec::new(),
             gate: db.gate.load_full(),
             ops: Vec::new(),
             finished: false,
@@ -86,10 +89,10 @@ impl<'s> Transaction<'s> {
     }
 
     /// The record with `key` as this transaction sees it (its own writes included).
-    pub fn get(&self, table: &str, key: &Key) -> Result<Option<Arc<Row>>> {
-        let entered = self.entered.iter().find(|t| t.name() == table);
+    pub fn get(&self, table: &str, key: &Key) -> Result<Option<RowRef>> {
+        let entered = self.entered.iter().find(|(t, _)| t.name() == table);
         let t = match entered {
-            Some(t) => Arc::clone(t),
+            Some((t, _)) => Arc::clone(t),
             None => self.db.catalog.get(table)?,
         };
         t.schema().validate_key(t.name(), key)?;
@@ -108,29 +111,29 @@ impl<'s> Transaction<'s> {
 
     /// Locks the record with `key` for update and returns it as this transaction sees
     /// it; `None` (and no lock) if there is no such record.
-    pub fn get_for_update(&mut self, table: &str, key: &Key) -> Result<Option<Arc<Row>>> {
-        let t = self.writable(table)?;
+    pub fn get_for_update(&mut self, table: &str, key: &Key) -> Result<Option<RowRef>> {
+        let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
-        Ok(self.lock_key(&t, key)?.map(|(_, row)| row))
+        Ok(self.lock_key(ti, &t, key)?.map(|(_, row)| row))
     }
 
     /// Inserts `row` (all columns, in schema order); returns its RID.
     pub fn insert(&mut self, table: &str, row: Row) -> Result<Rid> {
-        let t = self.writable(table)?;
+        let (ti, t) = self.writable(table)?;
         t.schema().validate_row(t.name(), &row)?;
         let key = t.schema().key_of(&row);
         let op = self.gate.is_some().then(|| Operation::Insert {
             table: t.name().to_owned(),
             row: row.clone(),
         });
-        let row = Arc::new(row);
+        let row = RowRef::from(row);
         let mut deadline = None;
         let rid = loop {
             match t.index.entry(key.clone()) {
                 Entry::Vacant(v) => {
                     let rid = self.lock_new_slot(&t, Arc::clone(&row))?;
                     v.insert(rid);
-                    self.push_insert(&t, rid, key);
+                    self.push_insert(ti, rid, key);
                     break rid;
                 }
                 Entry::Occupied(mut o) => {
@@ -151,7 +154,7 @@ impl<'s> Transaction<'s> {
                                 drop(st);
                                 let new_rid = self.lock_new_slot(&t, Arc::clone(&row))?;
                                 o.insert(new_rid);
-                                self.push_insert(&t, new_rid, key);
+                                self.push_insert(ti, new_rid, key);
                                 break new_rid;
                             }
                             None => {
@@ -198,13 +201,13 @@ impl<'s> Transaction<'s> {
     /// Replaces the record with `key` by `row` (which may carry a new key); returns
     /// its RID, which does not change.
     pub fn update(&mut self, table: &str, key: &Key, row: Row) -> Result<Rid> {
-        let t = self.writable(table)?;
+        let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
         t.schema().validate_row(t.name(), &row)?;
-        let Some((rid, _)) = self.lock_key(&t, key)? else {
+        let Some((rid, _)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
-        self.put_locked(&t, rid, key, row)?;
+        self.put_locked(ti, &t, rid, key, row)?;
         Ok(rid)
     }
 
@@ -215,26 +218,26 @@ impl<'s> Transaction<'s> {
         key: &Key,
         changes: &[(&str, Value)],
     ) -> Result<Rid> {
-        let t = self.writable(table)?;
+        let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
         // Validate before locking: a bad column name must not leave a lock behind.
         for (name, _) in changes {
             t.schema().require_column(t.name(), name)?;
         }
-        let Some((rid, current)) = self.lock_key(&t, key)? else {
+        let Some((rid, current)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
         let row = t.schema().apply_changes(t.name(), &current, changes)?;
-        self.put_locked(&t, rid, key, row)?;
+        self.put_locked(ti, &t, rid, key, row)?;
         Ok(rid)
     }
 
     /// Deletes the record with `key`; returns the RID it had. The RID becomes reusable
     /// when the delete commits.
     pub fn delete(&mut self, table: &str, key: &Key) -> Result<Rid> {
-        let t = self.writable(table)?;
+        let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
-        let Some((rid, _)) = self.lock_key(&t, key)? else {
+        let Some((rid, _)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
         if let Some(slot) = t.slots.get(rid) {
@@ -280,19 +283,19 @@ impl<'s> Transaction<'s> {
         self.undo();
     }
 
-    /// Registers as a writer of `table`, resolving its name again if a switch retired
-    /// the table we found.
-    fn writable(&mut self, table: &str) -> Result<Arc<Table>> {
-        if let Some(t) = self.entered.iter().find(|t| t.name() == table) {
-            return Ok(Arc::clone(t));
+    /// Registers as a writer of `table` (resolving its name again if a switch retired
+    /// the table we found); returns its index in `entered` and the table.
+    fn writable(&mut self, table: &str) -> Result<(usize, Arc<Table>)> {
+        if let Some(i) = self.entered.iter().position(|(t, _)| t.name() == table) {
+            return Ok((i, Arc::clone(&self.entered[i].0)));
         }
         let timeout = self.db.config.lock_timeout;
         for _ in 0..MAX_RESOLVE {
             let t = self.db.catalog.get(table)?;
             match t.gate.enter(timeout) {
-                Ok(()) => {
-                    self.entered.push(Arc::clone(&t));
-                    return Ok(t);
+                Ok(entered) => {
+                    self.entered.push((Arc::clone(&t), entered));
+                    return Ok((self.entered.len() - 1, t));
                 }
                 Err(Refusal::Retired) => continue,
                 Err(Refusal::Held) => {
@@ -310,7 +313,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// Allocates a RID for a new record and locks it with `row` pending.
-    fn lock_new_slot(&self, t: &Table, row: Arc<Row>) -> Result<Rid> {
+    fn lock_new_slot(&self, t: &Table, row: RowRef) -> Result<Rid> {
         let (rid, slot) = t.slots.allocate().ok_or_else(|| EngineError::TableFull {
             table: t.name().to_owned(),
             capacity: SlotArray::capacity(),
@@ -326,9 +329,9 @@ impl<'s> Transaction<'s> {
         Ok(rid)
     }
 
-    fn push_insert(&mut self, t: &Arc<Table>, rid: Rid, key: Key) {
+    fn push_insert(&mut self, ti: usize, rid: Rid, key: Key) {
         self.writes.push(WriteEntry {
-            table: Arc::clone(t),
+            table: ti,
             rid,
             original_key: None,
             claimed: vec![key],
@@ -337,7 +340,7 @@ impl<'s> Transaction<'s> {
 
     /// Locks the record with `key`; returns its RID and its image as this transaction
     /// sees it, or `None` if there is no such record.
-    fn lock_key(&mut self, t: &Arc<Table>, key: &Key) -> Result<Option<(Rid, Arc<Row>)>> {
+    fn lock_key(&mut self, ti: usize, t: &Table, key: &Key) -> Result<Option<(Rid, RowRef)>> {
         let mut deadline = None;
         loop {
             let Some(rid) = t.index.get(key).map(|r| *r) else {
@@ -370,7 +373,7 @@ impl<'s> Transaction<'s> {
             t.notify_locked(rid);
             drop(st);
             self.writes.push(WriteEntry {
-                table: Arc::clone(t),
+                table: ti,
                 rid,
                 original_key: Some(key.clone()),
                 claimed: Vec::new(),
@@ -381,9 +384,9 @@ impl<'s> Transaction<'s> {
 
     /// Sets `row` as the pending image of the locked record at `rid`, whose key as
     /// this transaction sees it is `key`.
-    fn put_locked(&mut self, t: &Arc<Table>, rid: Rid, key: &Key, row: Row) -> Result<()> {
+    fn put_locked(&mut self, ti: usize, t: &Table, rid: Rid, key: &Key, row: Row) -> Result<()> {
         if !t.schema().key_matches(&row, key) {
-            self.claim_key(t, rid, t.schema().key_of(&row))?;
+            self.claim_key(ti, t, rid, t.schema().key_of(&row))?;
         }
         if self.gate.is_some() {
             self.ops.push(Operation::Update {
@@ -395,14 +398,14 @@ impl<'s> Transaction<'s> {
         if let Some(slot) = t.slots.get(rid) {
             let mut st = slot.latch();
             debug_assert_eq!(st.owner, self.id);
-            st.pending = Pending::Put(Arc::new(row));
+            st.pending = Pending::Put(RowRef::from(row));
         }
         Ok(())
     }
 
     /// Points the index entry `new_key` at `rid` (a locked record getting a new key),
     /// unless another record holds that key.
-    fn claim_key(&mut self, t: &Arc<Table>, rid: Rid, new_key: Key) -> Result<()> {
+    fn claim_key(&mut self, ti: usize, t: &Table, rid: Rid, new_key: Key) -> Result<()> {
         let mut deadline = None;
         loop {
             match t.index.entry(new_key.clone()) {
@@ -440,17 +443,15 @@ impl<'s> Transaction<'s> {
                 }
             }
         }
-        if let Some(w) = self.entry_mut(t.id(), rid) {
+        if let Some(w) = self
+            .writes
+            .iter_mut()
+            .rev()
+            .find(|w| w.table == ti && w.rid == rid)
+        {
             w.claimed.push(new_key);
         }
         Ok(())
-    }
-
-    fn entry_mut(&mut self, table_id: u64, rid: Rid) -> Option<&mut WriteEntry> {
-        self.writes
-            .iter_mut()
-            .rev()
-            .find(|w| w.table.id() == table_id && w.rid == rid)
     }
 
     fn wait_for(
@@ -487,46 +488,47 @@ impl<'s> Transaction<'s> {
     /// commit latch when several records change, so snapshots see all or none), (2) fix
     /// the index while still owning, (3) release the locks and free emptied RIDs.
     fn apply(&mut self) {
-        let mut stale_keys: Vec<Vec<Key>> = Vec::with_capacity(self.writes.len());
+        let mut stale: SmallVec<[(usize, Key); 1]> = SmallVec::new();
         {
             let _latch = (self.writes.len() > 1).then(|| self.db.commit_latch.read());
-            for w in &self.writes {
-                let mut stale = Vec::new();
-                if let Some(slot) = w.table.slots.get(w.rid) {
-                    let mut st = slot.latch();
-                    debug_assert_eq!(st.owner, self.id, "commit of a record not locked");
-                    match std::mem::replace(&mut st.pending, Pending::Unchanged) {
-                        Pending::Unchanged => {}
-                        Pending::Put(row) => {
-                            if st.committed.replace(row).is_none() {
-                                w.table.count_live(1);
-                            }
-                        }
-                        Pending::Delete => {
-                            if st.committed.take().is_some() {
-                                w.table.count_live(-1);
-                            }
+            for (wi, w) in self.writes.iter().enumerate() {
+                let t = &self.entered[w.table].0;
+                let Some(slot) = t.slots.get(w.rid) else {
+                    continue;
+                };
+                let mut st = slot.latch();
+                debug_assert_eq!(st.owner, self.id, "commit of a record not locked");
+                match std::mem::replace(&mut st.pending, Pending::Unchanged) {
+                    Pending::Unchanged => {}
+                    Pending::Put(row) => {
+                        if st.committed.replace(row).is_none() {
+                            t.count_live(1);
                         }
                     }
-                    w.table.notify_locked(w.rid);
-                    let schema = w.table.schema();
-                    for k in w.original_key.iter().chain(&w.claimed) {
-                        if !st
-                            .committed
-                            .as_ref()
-                            .is_some_and(|r| schema.key_matches(r, k))
-                        {
-                            stale.push(k.clone());
+                    Pending::Delete => {
+                        if st.committed.take().is_some() {
+                            t.count_live(-1);
                         }
                     }
                 }
-                stale_keys.push(stale);
+                t.notify_locked(w.rid);
+                for k in w.original_key.iter().chain(&w.claimed) {
+                    if !st
+                        .committed
+                        .as_ref()
+                        .is_some_and(|r| t.schema().key_matches(r, k))
+                    {
+                        stale.push((wi, k.clone()));
+                    }
+                }
             }
         }
-        for (w, stale) in self.writes.iter().zip(stale_keys) {
-            for k in &stale {
-                w.table.index.remove_if(k, |_, r| *r == w.rid);
-            }
+        for (wi, k) in &stale {
+            let w = &self.writes[*wi];
+            self.entered[w.table]
+                .0
+                .index
+                .remove_if(k, |_, r| *r == w.rid);
         }
         self.release_all();
     }
@@ -535,20 +537,24 @@ impl<'s> Transaction<'s> {
     /// absent), then drop this transaction's claims, then release the locks. The
     /// committed images were never touched.
     fn undo(&mut self) {
+        let any_claims = self.writes.iter().any(|w| !w.claimed.is_empty());
         for w in &self.writes {
-            if let Some(k) = &w.original_key {
-                w.table.index.insert(k.clone(), w.rid);
+            let t = &self.entered[w.table].0;
+            // Without claims, no entry of this transaction's records was redirected.
+            if let (true, Some(k)) = (any_claims, &w.original_key) {
+                t.index.insert(k.clone(), w.rid);
             }
         }
         for w in self.writes.iter().rev() {
+            let t = &self.entered[w.table].0;
             for k in &w.claimed {
                 if w.original_key.as_ref() != Some(k) {
-                    w.table.index.remove_if(k, |_, r| *r == w.rid);
+                    t.index.remove_if(k, |_, r| *r == w.rid);
                 }
             }
         }
         for w in &self.writes {
-            if let Some(slot) = w.table.slots.get(w.rid) {
+            if let Some(slot) = self.entered[w.table].0.slots.get(w.rid) {
                 slot.latch().pending = Pending::Unchanged;
             }
         }
@@ -557,7 +563,8 @@ impl<'s> Transaction<'s> {
 
     fn release_all(&mut self) {
         for w in self.writes.drain(..) {
-            let Some(slot) = w.table.slots.get(w.rid) else {
+            let t = &self.entered[w.table].0;
+            let Some(slot) = t.slots.get(w.rid) else {
                 continue;
             };
             let emptied = {
@@ -568,12 +575,12 @@ impl<'s> Transaction<'s> {
                 st.committed.is_none()
             };
             if emptied {
-                w.table.slots.release(w.rid);
+                t.slots.release(w.rid);
             }
-            self.db.locks.wake(w.table.id(), w.rid);
+            self.db.locks.wake(t.id(), w.rid);
         }
-        for t in self.entered.drain(..) {
-            t.gate.leave();
+        for (t, entered) in self.entered.drain(..) {
+            t.gate.leave(entered);
         }
     }
 }

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// The type of a column. A value of another type is refused at write time.
@@ -48,8 +49,9 @@ pub enum Value {
     Int(i64),
     /// A [`ColumnType::Float`] value.
     Float(f64),
-    /// A [`ColumnType::Text`] value.
-    Text(String),
+    /// A [`ColumnType::Text`] value. Up to 24 bytes are stored inline (no
+    /// allocation, no pointer to chase): IMSIs, MSISDNs and codes stay in the row.
+    Text(CompactString),
     /// A [`ColumnType::Bytes`] value.
     Bytes(Vec<u8>),
 }
@@ -80,10 +82,15 @@ impl Value {
         }
     }
 
+    /// A text value.
+    pub fn text(v: &str) -> Value {
+        Value::from(v)
+    }
+
     /// The text inside, if this is a [`Value::Text`].
     pub fn as_text(&self) -> Option<&str> {
         match self {
-            Value::Text(v) => Some(v),
+            Value::Text(v) => Some(v.as_str()),
             _ => None,
         }
     }
@@ -129,7 +136,7 @@ impl Ord for Value {
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
             (Value::Int(a), Value::Int(b)) => a.cmp(b),
             (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
-            (Value::Text(a), Value::Text(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.as_str().cmp(b.as_str()),
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
             _ => self.tag().cmp(&other.tag()),
         }
@@ -144,7 +151,7 @@ impl Hash for Value {
             Value::Bool(v) => v.hash(state),
             Value::Int(v) => v.hash(state),
             Value::Float(v) => v.to_bits().hash(state),
-            Value::Text(v) => v.hash(state),
+            Value::Text(v) => v.as_str().hash(state),
             Value::Bytes(v) => v.hash(state),
         }
     }
@@ -157,7 +164,7 @@ impl fmt::Display for Value {
             Value::Bool(v) => write!(f, "{v}"),
             Value::Int(v) => write!(f, "{v}"),
             Value::Float(v) => write!(f, "{v:?}"),
-            Value::Text(v) => write!(f, "{v:?}"),
+            Value::Text(v) => write!(f, "{:?}", v.as_str()),
             Value::Bytes(v) => {
                 f.write_str("0x")?;
                 for b in v.iter().take(32) {
@@ -194,11 +201,16 @@ impl From<f64> for Value {
 }
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::Text(v.to_owned())
+        Value::Text(CompactString::from(v))
     }
 }
 impl From<String> for Value {
     fn from(v: String) -> Self {
+        Value::Text(CompactString::from(v))
+    }
+}
+impl From<CompactString> for Value {
+    fn from(v: CompactString) -> Self {
         Value::Text(v)
     }
 }
@@ -243,6 +255,12 @@ mod tests {
         assert_ne!(Value::Int(1), Value::Float(1.0));
         assert_ne!(Value::Text("1".into()), Value::Int(1));
         assert!(Value::Null < Value::Bool(false));
+    }
+
+    #[test]
+    fn short_text_and_keys_stay_inline() {
+        assert!(std::mem::size_of::<Value>() <= 32);
+        assert!(!CompactString::from("440101234567890").is_heap_allocated());
     }
 
     #[test]

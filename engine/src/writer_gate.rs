@@ -1,14 +1,22 @@
 //! The per-table writer gate: counts transactions writing a table, and lets a switch
 //! hold new writers, wait for in-flight ones, and retire the table.
+//!
+//! The in-flight count is sharded per thread so that writers on different threads do
+//! not share a cache line. Entering is "increment my shard, then read the flags";
+//! holding is "set the flag, then sum the shards". With sequentially consistent
+//! operations on both sides (the Dekker pattern), either the writer sees the hold, or
+//! the holder's sum sees the writer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam::utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
-const HELD: u64 = 1 << 63;
-const RETIRED: u64 = 1 << 62;
-const COUNT: u64 = RETIRED - 1;
+const HELD: u64 = 1;
+const RETIRED: u64 = 2;
+const SHARDS: usize = 16;
 
 /// Why a writer could not enter.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,10 +27,13 @@ pub(crate) enum Refusal {
     Held,
 }
 
-/// State word: `HELD | RETIRED | in-flight writer count`. Entering and leaving cost one
-/// atomic each; the mutex and condvar are touched only while a hold is on.
+/// A registration: leave through the same shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Entered(usize);
+
 pub(crate) struct WriterGate {
-    state: AtomicU64,
+    flags: AtomicU64,
+    shards: [CachePadded<AtomicU64>; SHARDS],
     mutex: Mutex<()>,
     changed: Condvar,
 }
@@ -30,32 +41,42 @@ pub(crate) struct WriterGate {
 /// Upper bound on one condvar sleep, so that a missed notification costs at most this.
 const NAP: Duration = Duration::from_millis(2);
 
+fn my_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
+    }
+    SHARD.with(Cell::get)
+}
+
 impl WriterGate {
     pub fn new() -> WriterGate {
         WriterGate {
-            state: AtomicU64::new(0),
+            flags: AtomicU64::new(0),
+            shards: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             mutex: Mutex::new(()),
             changed: Condvar::new(),
         }
     }
 
     /// Registers one writer, waiting up to `timeout` while the gate is held.
-    pub fn enter(&self, timeout: Duration) -> Result<(), Refusal> {
+    pub fn enter(&self, timeout: Duration) -> Result<Entered, Refusal> {
+        let shard = my_shard();
         let deadline = Instant::now() + timeout;
         loop {
-            let prev = self.state.fetch_add(1, Ordering::SeqCst);
-            debug_assert!(prev & COUNT < COUNT, "writer count overflow");
-            if prev & (HELD | RETIRED) == 0 {
-                return Ok(());
+            self.shards[shard].fetch_add(1, Ordering::SeqCst);
+            let flags = self.flags.load(Ordering::SeqCst);
+            if flags == 0 {
+                return Ok(Entered(shard));
             }
-            self.leave();
-            if prev & RETIRED != 0 {
+            self.leave(Entered(shard));
+            if flags & RETIRED != 0 {
                 return Err(Refusal::Retired);
             }
             let mut guard = self.mutex.lock();
             loop {
-                let s = self.state.load(Ordering::SeqCst);
-                if s & RETIRED != 0 || s & HELD == 0 {
+                let f = self.flags.load(Ordering::SeqCst);
+                if f & RETIRED != 0 || f & HELD == 0 {
                     break;
                 }
                 let now = Instant::now();
@@ -68,10 +89,10 @@ impl WriterGate {
     }
 
     /// Unregisters one writer.
-    pub fn leave(&self) {
-        let prev = self.state.fetch_sub(1, Ordering::SeqCst);
-        debug_assert!(prev & COUNT > 0, "leave without enter");
-        if prev & HELD != 0 && prev & COUNT == 1 {
+    pub fn leave(&self, entered: Entered) {
+        let prev = self.shards[entered.0].fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(prev > 0, "leave without enter");
+        if self.flags.load(Ordering::SeqCst) & HELD != 0 {
             self.notify();
         }
     }
@@ -83,10 +104,10 @@ impl WriterGate {
 
     /// Holds new writers. `false` if already held (or retired).
     pub fn hold(&self) -> bool {
-        let prev = self.state.fetch_or(HELD, Ordering::SeqCst);
+        let prev = self.flags.fetch_or(HELD, Ordering::SeqCst);
         if prev & RETIRED != 0 {
             if prev & HELD == 0 {
-                self.state.fetch_and(!HELD, Ordering::SeqCst);
+                self.flags.fetch_and(!HELD, Ordering::SeqCst);
             }
             return false;
         }
@@ -95,13 +116,13 @@ impl WriterGate {
 
     /// Writers currently registered.
     pub fn in_flight(&self) -> u64 {
-        self.state.load(Ordering::SeqCst) & COUNT
+        self.shards.iter().map(|s| s.load(Ordering::SeqCst)).sum()
     }
 
     /// Waits until no writer is registered; `false` on timeout.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         debug_assert!(
-            self.state.load(Ordering::SeqCst) & HELD != 0,
+            self.flags.load(Ordering::SeqCst) & HELD != 0,
             "wait_idle without hold"
         );
         let deadline = Instant::now() + timeout;
@@ -120,15 +141,15 @@ impl WriterGate {
 
     /// Lifts the hold; held writers proceed.
     pub fn release(&self) {
-        self.state.fetch_and(!HELD, Ordering::SeqCst);
+        self.flags.fetch_and(!HELD, Ordering::SeqCst);
         self.notify();
     }
 
     /// Marks the table retired and lifts any hold: held and future writers are told to
     /// resolve the name again.
     pub fn retire(&self) {
-        self.state.fetch_or(RETIRED, Ordering::SeqCst);
-        self.state.fetch_and(!HELD, Ordering::SeqCst);
+        self.flags.fetch_or(RETIRED, Ordering::SeqCst);
+        self.flags.fetch_and(!HELD, Ordering::SeqCst);
         self.notify();
     }
 }
@@ -141,21 +162,23 @@ mod tests {
     #[test]
     fn hold_waits_for_in_flight_writers_and_blocks_new_ones() {
         let gate = Arc::new(WriterGate::new());
-        gate.enter(Duration::ZERO).expect("open gate");
+        let entered = gate.enter(Duration::ZERO).expect("open gate");
         assert!(gate.hold());
         assert!(!gate.hold(), "second hold refused");
         assert_eq!(gate.enter(Duration::from_millis(5)), Err(Refusal::Held));
         assert!(!gate.wait_idle(Duration::from_millis(5)));
         let g = Arc::clone(&gate);
+        // Leaving from another thread (a transaction moved across threads) still counts.
         let leaver = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            g.leave();
+            g.leave(entered);
         });
         assert!(gate.wait_idle(Duration::from_secs(5)));
         leaver.join().expect("thread");
         gate.release();
-        gate.enter(Duration::ZERO).expect("released");
-        gate.leave();
+        let e = gate.enter(Duration::ZERO).expect("released");
+        gate.leave(e);
+        assert_eq!(gate.in_flight(), 0);
     }
 
     #[test]
@@ -169,5 +192,43 @@ mod tests {
         assert_eq!(writer.join().expect("thread"), Err(Refusal::Retired));
         assert!(!gate.hold(), "a retired gate cannot be held");
         assert_eq!(gate.in_flight(), 0);
+    }
+
+    #[test]
+    fn many_threads_entering_and_leaving_never_slip_past_a_hold() {
+        let gate = Arc::new(WriterGate::new());
+        let inside = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (gate, inside, stop) =
+                    (Arc::clone(&gate), Arc::clone(&inside), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(e) = gate.enter(Duration::from_millis(50)) {
+                            inside.fetch_add(1, Ordering::SeqCst);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            gate.leave(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..50 {
+            assert!(gate.hold());
+            assert!(gate.wait_idle(Duration::from_secs(5)));
+            for _ in 0..100 {
+                assert_eq!(
+                    inside.load(Ordering::SeqCst),
+                    0,
+                    "a writer entered during the hold"
+                );
+            }
+            gate.release();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().expect("writer");
+        }
     }
 }

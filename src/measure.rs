@@ -1,0 +1,83 @@
+//! Timing helpers for the benchmarks: run an operation on N threads for a fixed time,
+//! with a progress bar on stderr.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar for one timed cell, drawn on stderr (stdout stays clean for JSON).
+pub fn cell_bar(label: &str, duration: Duration) -> ProgressBar {
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// Runs `op(thread, i)` on `threads` threads for `duration`; returns operations per
+/// second over all threads. `op` must be safe to call concurrently.
+pub fn ops_per_s(
+    label: &str,
+    threads: usize,
+    duration: Duration,
+    op: &(dyn Fn(usize, u64) + Sync),
+) -> f64 {
+    let bar = cell_bar(label, duration);
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    let deadline = started + duration;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let done = &done;
+            scope.spawn(move || {
+                let mut i = 0u64;
+                loop {
+                    for _ in 0..256 {
+                        op(t, i);
+                        i += 1;
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                done.fetch_add(i, Ordering::Relaxed);
+            });
+        }
+        while Instant::now() < deadline {
+            bar.set_position(started.elapsed().as_millis() as u64);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    bar.finish_with_message(format!("{:.0} ops/s", rate));
+    rate
+}
+
+/// Runs `op(i)` on the calling thread for `duration`; returns operations per second.
+/// For operations that cannot leave their thread (e.g. a SQLite prepared statement).
+pub fn ops_per_s_local(label: &str, duration: Duration, op: &mut dyn FnMut(u64)) -> f64 {
+    let bar = cell_bar(label, duration);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut i = 0u64;
+    loop {
+        for _ in 0..256 {
+            op(i);
+            i += 1;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if i % 65_536 == 0 {
+            bar.set_position((now - started).as_millis() as u64);
+        }
+    }
+    let rate = i as f64 / started.elapsed().as_secs_f64();
+    bar.finish_with_message(format!("{:.0} ops/s", rate));
+    rate
+}

@@ -1,0 +1,64 @@
+//! The `kirikae` binary as a user runs it: the demo completes with a report, and the
+//! engine benchmark prints well-formed JSON with consistent ratios.
+
+use std::process::Command;
+
+fn kirikae(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(args)
+        .output()
+        .expect("run kirikae");
+    assert!(
+        out.status.success(),
+        "kirikae {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn demo_runs_the_workload_and_reports() {
+    let out = kirikae(&["demo", "--rows", "20000", "--seconds", "0.3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("20000 subscribers loaded"), "{text}");
+    assert!(text.contains("ops/s"), "{text}");
+}
+
+#[test]
+fn bench_engine_prints_json_with_every_field() {
+    let out = kirikae(&[
+        "bench",
+        "engine",
+        "--rows",
+        "2000",
+        "--seconds",
+        "0.05",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    for side in ["kirikae", "sqlite"] {
+        for op in ["get", "update"] {
+            for suffix in ["", "_2t"] {
+                let field = format!("{side}_{op}_ops_per_s{suffix}");
+                let v = report[&field]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("missing {field}"));
+                assert!(v > 0.0, "{field} = {v}");
+            }
+        }
+    }
+    let ratio = report["get_ratio"].as_f64().expect("get_ratio");
+    let expected = report["kirikae_get_ops_per_s"].as_f64().expect("k")
+        / report["sqlite_get_ops_per_s"].as_f64().expect("s");
+    assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
+}
+
+#[test]
+fn bad_arguments_are_refused_with_usage() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["bench", "engine", "--rows", "many"])
+        .output()
+        .expect("run kirikae");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
+}
