@@ -9,20 +9,28 @@ use serde::{Deserialize, Serialize};
 use crate::error::HookError;
 use crate::key::Key;
 use crate::rid::Rid;
-use crate::schema::Row;
+use crate::schema::{Row, RowRef};
 use crate::session::SessionInfo;
 
 /// Sees the RID of every record of one table that is locked for a write.
 ///
-/// Called, with the record's latch held, (a) when a transaction locks the record for
-/// insert, update, delete or `get_for_update`, and (b) again when that transaction's
-/// commit makes the new image visible. (b) is what makes an observer installed while
-/// writers are in flight complete: every change of a committed image after
-/// installation is reported. Implementations must be fast and must not call back
-/// into the engine.
+/// Both methods run with the record's latch held: they must be fast and must not call
+/// back into the engine.
+///
+/// Every change of a committed image made after [`Table::set_write_observer`]
+/// (crate::Table::set_write_observer) returns is reported by `record_published`, even
+/// when the writer locked the record before the observer was installed: that is what
+/// lets a copier install an observer and then copy without stopping writers.
 pub trait WriteObserver: Send + Sync {
-    /// `rid` is locked for a write, or its write is becoming visible.
+    /// A transaction locked `rid` for insert, update, delete or `get_for_update`.
     fn record_locked(&self, rid: Rid);
+
+    /// A commit is making `image` (`None`: deleted) the committed image of `rid`.
+    /// By default this reports `rid` to [`record_locked`](WriteObserver::record_locked).
+    fn record_published(&self, rid: Rid, image: Option<&RowRef>) {
+        let _ = image;
+        self.record_locked(rid);
+    }
 }
 
 /// Decides whether a transaction may commit; installed once per database.

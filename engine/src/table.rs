@@ -162,12 +162,24 @@ impl Table {
             .store(observer.map(|o| Arc::new(ObserverCell(o))));
     }
 
-    /// Reports `rid` to the observer. Call with the slot latch held, so that an
-    /// observer installed concurrently either sees this write or the copier reading
-    /// the slot after installation sees its result.
+    /// Whether a write observer is installed.
+    pub fn has_write_observer(&self) -> bool {
+        self.observer.load().is_some()
+    }
+
+    /// Reports a lock of `rid` to the observer. Call with the slot latch held.
     pub(crate) fn notify_locked(&self, rid: Rid) {
         if let Some(cell) = self.observer.load().as_ref() {
             cell.0.record_locked(rid);
+        }
+    }
+
+    /// Reports the new committed image of `rid`. Call with the slot latch held, after
+    /// changing the image: an observer installed concurrently either sees this call,
+    /// or the copier that reads the slot after installing it sees the new image.
+    pub(crate) fn notify_published(&self, rid: Rid, image: Option<&RowRef>) {
+        if let Some(cell) = self.observer.load().as_ref() {
+            cell.0.record_published(rid, image);
         }
     }
 

@@ -511,7 +511,7 @@ impl<'s> Transaction<'s> {
                         }
                     }
                 }
-                t.notify_locked(w.rid);
+                t.notify_published(w.rid, st.committed.as_ref());
                 for k in w.original_key.iter().chain(&w.claimed) {
                     if !st
                         .committed
