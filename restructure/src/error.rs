@@ -24,21 +24,8 @@ pub enum RestructureError {
         reason: String,
     },
     /// A record could not be converted by the plan.
-    #[error("table `{table}` {rid} (key {key}): column `{column}` value {value}: {reason}")]
-    Conversion {
-        /// The table restructured.
-        table: String,
-        /// The record's RID in the old table.
-        rid: Rid,
-        /// The record's key in the old table.
-        key: Key,
-        /// The column whose value failed (empty for a row function's error).
-        column: String,
-        /// The value, rendered.
-        value: String,
-        /// Why it failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Conversion(Box<ConversionError>),
     /// Two records map to the same primary key in the new table (a key change plan).
     #[error("table `{table}`: new primary key {key} produced by both {rid} and {other_rid}")]
     DuplicateKey {
@@ -93,3 +80,21 @@ pub enum RestructureError {
 
 /// The restructure crate's result type.
 pub type Result<T, E = RestructureError> = std::result::Result<T, E>;
+
+/// A record the plan could not convert: which one, which value, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("table `{table}` {rid} (key {key}): column `{column}` value {value}: {reason}")]
+pub struct ConversionError {
+    /// The table restructured.
+    pub table: String,
+    /// The record's RID in the old table.
+    pub rid: Rid,
+    /// The record's key in the old table.
+    pub key: Key,
+    /// The column whose value failed (empty for a row function's error).
+    pub column: String,
+    /// The value, rendered.
+    pub value: String,
+    /// Why it failed.
+    pub reason: String,
+}

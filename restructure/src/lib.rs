@@ -68,7 +68,7 @@ pub use control::{
     start, NonConvergence, Phase, Progress, RestructureHandle, RestructureOptions, Strategy,
     SwitchInspector,
 };
-pub use error::{RestructureError, Result};
+pub use error::{ConversionError, RestructureError, Result};
 pub use journal::{Journal, JournalEntry};
 pub use lock_history::LockHistory;
 pub use plan::{CompiledTransform, Conversion, Plan, RowFailure, RowFn, Step, Transform};

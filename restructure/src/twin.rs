@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use kirikae_engine::{EngineError, Key, Rid, Table, Value};
+use kirikae_engine::{EngineError, Rid, Row, RowRef, Table, Value};
 
-use crate::error::{RestructureError, Result};
+use crate::error::{ConversionError, RestructureError, Result};
 use crate::plan::CompiledTransform;
 
 /// How many times a key collision in T' is resolved by re-reading the holder before
@@ -108,75 +108,82 @@ impl Twin {
             }
             return Ok(());
         };
-        let new_row = self
-            .transform
-            .apply(row)
-            .map_err(|f| RestructureError::Conversion {
+        let mut new_row = self.convert(old_table, old, row)?;
+        // Set when the given image was replaced by the record's current one.
+        let mut current: Option<RowRef> = None;
+        for attempt in 0..=COLLISION_RETRIES {
+            let stored = match self.forward.get(old) {
+                Some(new) => self.table.replace(new, new_row.clone()).map(|()| new),
+                None => self.table.install(new_row.clone()),
+            };
+            let key = match stored {
+                Ok(new) => {
+                    self.forward.set(old, Some(new));
+                    self.backward.set(new, Some(old));
+                    return Ok(());
+                }
+                Err(EngineError::DuplicateKey { key, .. }) => key,
+                Err(e) => return Err(self.rejected(old_table, old, row, e)),
+            };
+            let holder = self
+                .table
+                .get_with_rid(&key)
+                .and_then(|(new, _)| self.backward.get(new))
+                .filter(|&other| other != old);
+            match holder {
+                // The holder may have changed in the old table since it was copied:
+                // bring it up to date.
+                Some(other) if attempt % 2 == 0 && depth < COLLISION_RETRIES => {
+                    let state = old_table.get_by_rid(other);
+                    self.apply_depth(old_table, other, state.as_deref(), depth + 1)?;
+                }
+                // The image being applied may itself be stale (a journal replays old
+                // images): use the record's current one; later entries still bring it
+                // to its final state.
+                Some(_) if current.is_none() => {
+                    let Some(now) = old_table.get_by_rid(old) else {
+                        return self.apply_depth(old_table, old, None, depth);
+                    };
+                    new_row = self.convert(old_table, old, &now)?;
+                    current = Some(now);
+                }
+                Some(other) if attempt == COLLISION_RETRIES || depth >= COLLISION_RETRIES => {
+                    return Err(RestructureError::DuplicateKey {
+                        table: self.source_name.clone(),
+                        key,
+                        rid: old,
+                        other_rid: other,
+                    });
+                }
+                // The holder vanished meanwhile, or another round may settle it.
+                _ => {}
+            }
+        }
+        let key = self.transform.target().key_of(&new_row);
+        let other_rid = self
+            .table
+            .get_with_rid(&key)
+            .and_then(|(new, _)| self.backward.get(new))
+            .unwrap_or(old);
+        Err(RestructureError::DuplicateKey {
+            table: self.source_name.clone(),
+            key,
+            rid: old,
+            other_rid,
+        })
+    }
+
+    fn convert(&self, old_table: &Table, old: Rid, row: &[Value]) -> Result<Row> {
+        self.transform.apply(row).map_err(|f| {
+            RestructureError::Conversion(Box::new(ConversionError {
                 table: self.source_name.clone(),
                 rid: old,
                 key: old_table.schema().key_of(row),
                 column: f.column,
                 value: f.value,
                 reason: f.reason,
-            })?;
-        for attempt in 0.. {
-            let stored = match self.forward.get(old) {
-                Some(new) => self.table.replace(new, new_row.clone()).map(|()| new),
-                None => self.table.install(new_row.clone()),
-            };
-            match stored {
-                Ok(new) => {
-                    self.forward.set(old, Some(new));
-                    self.backward.set(new, Some(old));
-                    return Ok(());
-                }
-                Err(EngineError::DuplicateKey { key, .. }) => {
-                    self.resolve_collision(old_table, old, key, attempt, depth)?;
-                }
-                Err(e) => return Err(self.rejected(old_table, old, row, e)),
-            }
-        }
-        unreachable!("the loop returns")
-    }
-
-    /// T' already holds `key` for another old record. That record may have changed in
-    /// the old table since it was copied (it is then in the lock history anyway):
-    /// bring it up to date and try again. If it still holds the key, two old records
-    /// really map to one new key.
-    fn resolve_collision(
-        &mut self,
-        old_table: &Table,
-        old: Rid,
-        key: Key,
-        attempt: usize,
-        depth: usize,
-    ) -> Result<()> {
-        let holder = self
-            .table
-            .get_with_rid(&key)
-            .and_then(|(new, _)| self.backward.get(new));
-        match holder {
-            Some(other)
-                if other != old && attempt < COLLISION_RETRIES && depth < COLLISION_RETRIES =>
-            {
-                let current = old_table.get_by_rid(other);
-                self.apply_depth(old_table, other, current.as_deref(), depth + 1)
-            }
-            Some(other) => Err(RestructureError::DuplicateKey {
-                table: self.source_name.clone(),
-                key,
-                rid: old,
-                other_rid: other,
-            }),
-            // The holder vanished meanwhile: just retry.
-            None if attempt < COLLISION_RETRIES => Ok(()),
-            None => Err(RestructureError::DuplicateKey {
-                table: self.source_name.clone(),
-                key,
-                rid: old,
-                other_rid: old,
-            }),
-        }
+            }))
+        })
     }
 
     /// A row function produced a row that does not fit the target schema.
@@ -187,13 +194,13 @@ impl Twin {
         row: &[Value],
         e: EngineError,
     ) -> RestructureError {
-        RestructureError::Conversion {
+        RestructureError::Conversion(Box::new(ConversionError {
             table: self.source_name.clone(),
             rid: old,
             key: old_table.schema().key_of(row),
             column: String::new(),
             value: format!("{row:?}"),
             reason: e.to_string(),
-        }
+        }))
     }
 }

@@ -1,0 +1,491 @@
+//! Online restructuring under real concurrency: several plans with four writer
+//! threads, abort in each phase, conversion failures, long transactions postponing
+//! the switch, non-convergence, duplicate keys, a panicking row function, control.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{plans, setup, Writers, TABLE};
+use kirikae::engine::{Column, ColumnType, Key, Schema, SessionInfo, Value};
+use kirikae::restructure::{
+    start, tables_agree, Conversion, NonConvergence, Phase, Plan, RestructureError,
+    RestructureOptions, Step, Strategy, Transform,
+};
+
+fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> kirikae::restructure::SwitchInspector {
+    let compiled = Transform::Plan(plan.clone())
+        .compile(TABLE, &common::schema())
+        .expect("plan");
+    let agreed = Arc::clone(agreed);
+    Arc::new(move |old, new| {
+        let ok = tables_agree(old, new, |r| compiled.apply(r).ok());
+        agreed.store(ok, Ordering::SeqCst);
+    })
+}
+
+fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
+    const ROWS: i64 = 100_000;
+    let db = setup(ROWS);
+    let writers = Writers::start(&db, 4, ROWS, 7);
+    std::thread::sleep(Duration::from_millis(50));
+    let agreed = Arc::new(AtomicBool::new(false));
+    let options = RestructureOptions {
+        strategy,
+        verify: true,
+        inspect_at_switch: Some(inspector(&plan, &agreed)),
+        ..RestructureOptions::default()
+    };
+    let old_id = db.table(TABLE).expect("t").id();
+    let report = start(&db, TABLE, plan, options)
+        .expect("start")
+        .wait()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        agreed.load(Ordering::SeqCst),
+        "{name}: new table != plan(old) at the switch"
+    );
+    assert_eq!(report.mismatches, 0, "{name}: verification mismatches");
+    assert!(report.verified);
+    assert_ne!(db.table(TABLE).expect("t").id(), old_id, "{name}: switched");
+    // Writers keep going on the new table.
+    std::thread::sleep(Duration::from_millis(30));
+    let counts = writers.stop();
+    assert!(
+        counts.committed.load(Ordering::Relaxed) > 100,
+        "{name}: writers made progress"
+    );
+    // A write after the switch lands in the new table.
+    let s = db.session(SessionInfo::default());
+    let t = db.table(TABLE).expect("t");
+    let before = t.len();
+    let fresh = 9_000_000_000i64;
+    s.insert(TABLE, common::row_for(t.schema(), fresh, 5))
+        .expect("insert after switch");
+    assert_eq!(t.len(), before + 1);
+    eprintln!(
+        "{name} ({strategy:?}): copied {} rows in {:?}, {} rounds, stall {:?}, {} writer txns",
+        report.rows_copied,
+        report.phase1,
+        report.rounds,
+        report.stall,
+        counts.committed.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn every_plan_under_four_writer_threads() {
+    for (name, plan) in plans() {
+        run_plan_under_load(name, plan, Strategy::LockHistory);
+    }
+}
+
+#[test]
+fn the_journal_baseline_gives_the_same_result() {
+    let (name, plan) = plans().swap_remove(2);
+    run_plan_under_load(name, plan, Strategy::Journal);
+}
+
+fn add_column() -> Plan {
+    plans().swap_remove(0).1
+}
+
+fn assert_old_table_serves(db: &kirikae::engine::Database, old_id: u64) {
+    let t = db.table(TABLE).expect("t");
+    assert_eq!(t.id(), old_id, "the old table still serves");
+    assert!(!t.has_write_observer(), "the lock history was removed");
+    let s = db.session(SessionInfo::default());
+    s.update_columns(TABLE, &Key::from(1), &[("balance", Value::Int(1))])
+        .expect("writes still work");
+}
+
+#[test]
+fn abort_in_each_phase_leaves_the_old_table_serving() {
+    // Copying: a slow copy.
+    let db = setup(20_000);
+    let old_id = db.table(TABLE).expect("t").id();
+    let h = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            rate_limit_rows_per_s: Some(20_000),
+            chunk_rows: 256,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Copying);
+    h.abort();
+    match h.wait() {
+        Err(RestructureError::Aborted {
+            phase: Phase::Copying,
+            ..
+        }) => {}
+        other => panic!("expected abort while copying, got {other:?}"),
+    }
+    assert_old_table_serves(&db, old_id);
+
+    // Syncing: writers outpace a zero stall budget, so phase 2 keeps going.
+    let writers = Writers::start(&db, 2, 20_000, 3);
+    let h = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            max_stall: Duration::ZERO,
+            on_non_convergence: NonConvergence::KeepGoing,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Syncing);
+    h.abort();
+    match h.wait() {
+        Err(RestructureError::Aborted {
+            phase: Phase::Syncing,
+            ..
+        }) => {}
+        other => panic!("expected abort while syncing, got {other:?}"),
+    }
+    writers.stop();
+    assert_old_table_serves(&db, old_id);
+
+    // Switching: a long transaction keeps postponing the switch.
+    let s = db.session(SessionInfo::default());
+    let mut long = s.begin();
+    long.update_columns(TABLE, &Key::from(5), &[("balance", Value::Int(5))])
+        .expect("lock");
+    let h = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            switch_wait: Duration::from_millis(10),
+            switch_tries: 1_000,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Switching);
+    h.abort();
+    match h.wait() {
+        Err(RestructureError::Aborted {
+            phase: Phase::Switching,
+            ..
+        }) => {}
+        other => panic!("expected abort while switching, got {other:?}"),
+    }
+    long.commit()
+        .expect("the long transaction was never disturbed");
+    assert_old_table_serves(&db, old_id);
+}
+
+fn wait_for_phase(h: &kirikae::restructure::RestructureHandle, phase: Phase) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while h.progress().phase != phase {
+        assert!(
+            Instant::now() < until,
+            "phase {phase:?} never reached: {:?}",
+            h.progress()
+        );
+        assert!(!h.is_finished(), "finished before {phase:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_conversion_failure_names_the_record_and_keeps_the_old_table() {
+    let db = setup(1_000);
+    let old_id = db.table(TABLE).expect("t").id();
+    let s = db.session(SessionInfo::default());
+    s.update_columns(TABLE, &Key::from(777), &[("code", "12-34".into())])
+        .expect("bad code");
+    let plan = plans().swap_remove(2).1;
+    match start(&db, TABLE, plan, RestructureOptions::default())
+        .expect("start")
+        .wait()
+    {
+        Err(RestructureError::Conversion(e)) => {
+            assert_eq!(e.key, Key::from(777));
+            assert_eq!(e.column, "code");
+            assert_eq!(e.value, "\"12-34\"");
+            assert_eq!(
+                db.table(TABLE)
+                    .expect("t")
+                    .get_with_rid(&Key::from(777))
+                    .expect("row")
+                    .0,
+                e.rid
+            );
+        }
+        other => panic!("expected a conversion error, got {other:?}"),
+    }
+    assert_old_table_serves(&db, old_id);
+}
+
+#[test]
+fn a_bad_value_written_during_the_copy_fails_in_phase_two() {
+    let db = setup(20_000);
+    let h = start(
+        &db,
+        TABLE,
+        plans().swap_remove(2).1,
+        RestructureOptions {
+            rate_limit_rows_per_s: Some(100_000),
+            chunk_rows: 512,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Copying);
+    let s = db.session(SessionInfo::default());
+    s.update_columns(TABLE, &Key::from(3), &[("code", "x".into())])
+        .expect("bad code");
+    match h.wait() {
+        Err(RestructureError::Conversion(e)) => assert_eq!(e.key, Key::from(3)),
+        other => panic!("expected a conversion error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
+    let db = setup(5_000);
+    let s = db.session(SessionInfo::default());
+    let mut long = s.begin();
+    long.update_columns(TABLE, &Key::from(5), &[("balance", Value::Int(55))])
+        .expect("lock");
+    let h = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            switch_wait: Duration::from_millis(10),
+            switch_tries: 200,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Switching);
+    std::thread::sleep(Duration::from_millis(60));
+    long.commit().expect("commit");
+    let report = h.wait().expect("switched after the long transaction");
+    assert!(report.switch_attempts > 1, "postponed at least once");
+    let r = s.get(TABLE, &Key::from(5)).expect("get").expect("row");
+    assert_eq!(
+        r[2],
+        Value::Int(55),
+        "the long transaction's write reached the new table"
+    );
+    assert_eq!(r[4], Value::Int(1), "and the new column");
+
+    // With too few tries, the switch gives up and the old table keeps serving.
+    let mut long = s.begin();
+    long.update_columns(TABLE, &Key::from(6), &[("balance", Value::Int(66))])
+        .expect("lock");
+    let old_id = db.table(TABLE).expect("t").id();
+    let outcome = start(
+        &db,
+        TABLE,
+        Plan::new(vec![Step::Reorganize]),
+        RestructureOptions {
+            switch_wait: Duration::from_millis(5),
+            switch_tries: 3,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start")
+    .wait();
+    match outcome {
+        Err(RestructureError::SwitchPostponed {
+            tries: 3,
+            in_flight: 1,
+            ..
+        }) => {}
+        other => panic!("expected SwitchPostponed, got {other:?}"),
+    }
+    long.commit().expect("commit");
+    assert_old_table_serves(&db, old_id);
+}
+
+#[test]
+fn non_convergence_is_detected() {
+    let db = setup(20_000);
+    let writers = Writers::start(&db, 3, 20_000, 11);
+    let outcome = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            max_stall: Duration::ZERO,
+            stall_rounds: 3,
+            on_non_convergence: NonConvergence::Abort,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start")
+    .wait();
+    writers.stop();
+    match outcome {
+        Err(RestructureError::NotConverging { rounds, .. }) => assert!(rounds >= 3),
+        other => panic!("expected NotConverging, got {other:?}"),
+    }
+}
+
+#[test]
+fn throttling_writers_makes_a_hot_table_converge() {
+    let db = setup(20_000);
+    let writers = Writers::start(&db, 3, 20_000, 13);
+    let report = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            max_stall: Duration::from_micros(1),
+            stall_rounds: 2,
+            on_non_convergence: NonConvergence::ThrottleWriters,
+            verify: true,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start")
+    .wait()
+    .expect("converges by throttling");
+    writers.stop();
+    assert_eq!(report.mismatches, 0);
+}
+
+#[test]
+fn a_primary_key_change_with_collisions_names_both_records() {
+    let db = setup(100);
+    let s = db.session(SessionInfo::default());
+    s.update_columns(TABLE, &Key::from(10), &[("code", "1000020".into())])
+        .expect("collide with id 20");
+    let plan = plans().swap_remove(3).1;
+    match start(&db, TABLE, plan, RestructureOptions::default())
+        .expect("start")
+        .wait()
+    {
+        Err(RestructureError::DuplicateKey {
+            key,
+            rid,
+            other_rid,
+            ..
+        }) => {
+            assert_eq!(key, Key::from(1_000_020));
+            let t = db.table(TABLE).expect("t");
+            let mut rids = [rid, other_rid];
+            rids.sort();
+            let mut expected = [
+                t.get_with_rid(&Key::from(10)).expect("10").0,
+                t.get_with_rid(&Key::from(20)).expect("20").0,
+            ];
+            expected.sort();
+            assert_eq!(rids, expected);
+        }
+        other => panic!("expected DuplicateKey, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_panicking_row_function_poisons_the_restructure_not_the_table() {
+    let db = setup(1_000);
+    let old_id = db.table(TABLE).expect("t").id();
+    let transform = Transform::Custom {
+        target: common::schema(),
+        map: Arc::new(|r: &[Value]| {
+            if r[0] == Value::Int(500) {
+                panic!("row function bug at 500");
+            }
+            Ok(r.to_vec())
+        }),
+    };
+    match start(&db, TABLE, transform, RestructureOptions::default())
+        .expect("start")
+        .wait()
+    {
+        Err(RestructureError::Poisoned { detail, .. }) => {
+            assert!(detail.contains("500"), "{detail}")
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert_old_table_serves(&db, old_id);
+}
+
+#[test]
+fn a_row_function_with_its_own_schema() {
+    let db = setup(1_000);
+    let target = Schema::new(
+        vec![
+            Column::new("id", ColumnType::Int),
+            Column::new("label", ColumnType::Text),
+        ],
+        &["id"],
+    )
+    .expect("schema");
+    let transform = Transform::Custom {
+        target,
+        map: Arc::new(|r: &[Value]| {
+            let name = r[1].as_text().ok_or("name is text")?;
+            Ok(vec![r[0].clone(), format!("{name}:{}", r[2]).into()])
+        }),
+    };
+    start(&db, TABLE, transform, RestructureOptions::default())
+        .expect("start")
+        .wait()
+        .expect("switched");
+    let s = db.session(SessionInfo::default());
+    let r = s.get(TABLE, &Key::from(9)).expect("get").expect("row");
+    assert_eq!(r.to_vec(), vec![Value::Int(9), "n9:100".into()]);
+}
+
+#[test]
+fn invalid_plans_fail_before_anything_starts() {
+    let db = setup(10);
+    let plan = Plan::new(vec![Step::ChangeType {
+        column: "balance".into(),
+        conversion: Conversion::TextToInt,
+    }]);
+    match start(&db, TABLE, plan, RestructureOptions::default()) {
+        Err(RestructureError::InvalidPlan { column, .. }) => assert_eq!(column, "balance"),
+        other => panic!("expected InvalidPlan, got {:?}", other.map(|_| ())),
+    }
+    assert!(!db.table(TABLE).expect("t").has_write_observer());
+}
+
+#[test]
+fn progress_pause_resume_and_rate_limit() {
+    let db = setup(30_000);
+    let h = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            rate_limit_rows_per_s: Some(50_000),
+            chunk_rows: 500,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Copying);
+    std::thread::sleep(Duration::from_millis(100));
+    let p = h.progress();
+    assert_eq!(p.rows_total, 30_000);
+    assert!(p.rows_copied > 0 && p.rows_copied < 30_000, "{p:?}");
+    assert!(p.eta.is_some());
+    h.pause();
+    std::thread::sleep(Duration::from_millis(30));
+    let paused_at = h.progress().rows_copied;
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(
+        h.progress().rows_copied,
+        paused_at,
+        "no copying while paused"
+    );
+    h.resume();
+    h.set_rate_limit(None);
+    let report = h.wait().expect("finishes");
+    assert_eq!(report.rows_copied, 30_000);
+}
