@@ -147,7 +147,7 @@ impl Writers {
             .map(|t| {
                 let (db, stop, counts) = (db.clone(), Arc::clone(&stop), Arc::clone(&counts));
                 std::thread::spawn(move || {
-                    writer(&db, t, rows, seed ^ (t + 1) * 0x9e37_79b9, &stop, &counts)
+                    writer(&db, t, rows, seed ^ ((t + 1) * 0x9e37_79b9), &stop, &counts)
                 })
             })
             .collect();
