@@ -3,6 +3,9 @@
 
 use std::hint::black_box;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kirikae::engine::{Database, SessionInfo, Value};
 use kirikae::workload::{self, KeyChooser, SUBSCRIBER_TABLE};

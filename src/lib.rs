@@ -6,4 +6,5 @@ pub use kirikae_engine as engine;
 pub use kirikae_replicate as replicate;
 pub use kirikae_restructure as restructure;
 
+pub mod scenario;
 pub mod workload;

@@ -1,10 +1,16 @@
 //! The `kirikae` command: `demo` (the main job) and `bench` (benchmark scenarios).
 
 mod bench_engine;
+mod bench_restructure;
 mod demo;
 mod measure;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: faster than the system allocator for the engine's many small rows, and
+/// able to use huge pages (see `.cargo/config.toml`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Errors the command reports before exiting non-zero.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +24,23 @@ pub enum CliError {
     /// Printing the JSON report.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// From a restructure.
+    #[error(transparent)]
+    Restructure(#[from] kirikae::restructure::RestructureError),
+    /// From the restructure scenario.
+    #[error(transparent)]
+    Scenario(#[from] kirikae::scenario::ScenarioError),
+    /// Writing the plot.
+    #[error("plot {path}: {reason}")]
+    Plot {
+        /// The plot file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A bad argument value.
+    #[error("{0}")]
+    Usage(String),
 }
 
 #[derive(Parser, Debug)]
@@ -46,6 +69,8 @@ enum Command {
 enum BenchScenario {
     /// Point reads and updates against SQLite in-memory, side by side.
     Engine(bench_engine::EngineBenchArgs),
+    /// The subscriber workload with an online restructure in the middle.
+    Restructure(bench_restructure::RestructureBenchArgs),
 }
 
 fn main() {
@@ -59,6 +84,16 @@ fn main() {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 bench_engine::print_table(&report);
+            }
+            Ok(())
+        }),
+        Command::Bench {
+            scenario: BenchScenario::Restructure(args),
+        } => bench_restructure::run(args).and_then(|report| {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                bench_restructure::print_table(&report);
             }
             Ok(())
         }),

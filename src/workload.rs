@@ -376,3 +376,41 @@ mod tests {
         assert_eq!(report.write_latency_us[0].len(), report.writes);
     }
 }
+
+/// Restructure plans for the subscriber table, by the names `kirikae bench restructure
+/// --plan` takes. Every one keeps `imsi`, `balance` and `last_seen`, so the workload
+/// runs unchanged before and after the switch.
+pub fn subscriber_plan(name: &str) -> Option<kirikae_restructure::Plan> {
+    use kirikae_restructure::{Conversion, Plan, Step};
+    let add = Step::AddColumn {
+        column: Column::new("plan_id", ColumnType::Int).default_value(0),
+    };
+    let msisdn = Step::ChangeType {
+        column: "msisdn".into(),
+        conversion: Conversion::TextToInt,
+    };
+    Some(Plan::new(match name {
+        "demo" => vec![add, msisdn],
+        "add-column" => vec![add],
+        "msisdn-to-int" => vec![msisdn],
+        "drop-column" => vec![Step::DropColumn {
+            name: "region".into(),
+        }],
+        "rename-column" => vec![Step::RenameColumn {
+            from: "status".into(),
+            to: "state".into(),
+        }],
+        "reorganize" => vec![Step::Reorganize],
+        _ => return None,
+    }))
+}
+
+/// The names [`subscriber_plan`] knows.
+pub const PLAN_NAMES: [&str; 6] = [
+    "demo",
+    "add-column",
+    "msisdn-to-int",
+    "drop-column",
+    "rename-column",
+    "reorganize",
+];

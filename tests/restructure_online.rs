@@ -312,16 +312,26 @@ fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
 
 #[test]
 fn non_convergence_is_detected() {
-    let db = setup(20_000);
-    let writers = Writers::start(&db, 3, 20_000, 11);
+    let db = setup(5_000);
+    let writers = Writers::start(&db, 3, 5_000, 11);
+    // A slow row function makes every round long enough for the writers to dirty
+    // more records than it syncs.
+    let slow = Transform::Custom {
+        target: common::schema(),
+        map: Arc::new(|r: &[Value]| {
+            std::thread::sleep(Duration::from_micros(50));
+            Ok(r.to_vec())
+        }),
+    };
     let outcome = start(
         &db,
         TABLE,
-        add_column(),
+        slow,
         RestructureOptions {
             max_stall: Duration::ZERO,
             stall_rounds: 3,
             on_non_convergence: NonConvergence::Abort,
+            duty_cycle: 1.0,
             ..RestructureOptions::default()
         },
     )
@@ -329,7 +339,12 @@ fn non_convergence_is_detected() {
     .wait();
     writers.stop();
     match outcome {
-        Err(RestructureError::NotConverging { rounds, .. }) => assert!(rounds >= 3),
+        Err(RestructureError::NotConverging {
+            rounds, history, ..
+        }) => {
+            assert!(rounds >= 3);
+            assert!(history > 0);
+        }
         other => panic!("expected NotConverging, got {other:?}"),
     }
 }

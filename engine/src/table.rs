@@ -56,12 +56,18 @@ impl std::fmt::Debug for Table {
 impl Table {
     /// An empty table, not in any catalog.
     pub fn new(name: impl Into<String>, schema: Schema) -> Table {
+        Table::with_capacity(name, schema, 0)
+    }
+
+    /// An empty table whose index has room for `records` keys without rehashing
+    /// (e.g. a restructure's new table, sized like the old one).
+    pub fn with_capacity(name: impl Into<String>, schema: Schema, records: usize) -> Table {
         Table {
             id: NEXT_TABLE_ID.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             schema: Arc::new(schema),
             slots: SlotArray::new(),
-            index: DashMap::with_hasher(ahash::RandomState::new()),
+            index: DashMap::with_capacity_and_hasher(records, ahash::RandomState::new()),
             observer: ArcSwapOption::empty(),
             gate: WriterGate::new(),
             live: AtomicU64::new(0),

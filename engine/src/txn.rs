@@ -66,7 +66,15 @@ pub struct Transaction<'s> {
     gate: Option<Arc<GateCell>>,
     /// Logical operations, recorded only when there is a gate to show them to.
     ops: Vec<Operation>,
-    finished: bool,
+    state: State,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Open,
+    /// Publishing images; only a panic (e.g. in an observer) can interrupt this.
+    Publishing,
+    Finished,
 }
 
 impl<'s> Transaction<'s> {
@@ -79,7 +87,7 @@ impl<'s> Transaction<'s> {
             entered: SmallVec::new(),
             gate: db.gate.load_full(),
             ops: Vec::new(),
-            finished: false,
+            state: State::Open,
         }
     }
 
@@ -258,7 +266,6 @@ impl<'s> Transaction<'s> {
     /// the gate is asked first; a veto rolls everything back and returns
     /// [`EngineError::CommitVetoed`].
     pub fn commit(mut self) -> Result<()> {
-        self.finished = true;
         if let Some(gate) = self.gate.clone().filter(|_| !self.ops.is_empty()) {
             let request = CommitRequest {
                 txn: self.id,
@@ -266,6 +273,7 @@ impl<'s> Transaction<'s> {
                 operations: &self.ops,
             };
             if let Err(source) = gate.0.prepare(&request) {
+                self.state = State::Finished;
                 self.undo();
                 return Err(EngineError::CommitVetoed { source });
             }
@@ -279,7 +287,7 @@ impl<'s> Transaction<'s> {
 
     /// Discards every write and releases the locks.
     pub fn rollback(mut self) {
-        self.finished = true;
+        self.state = State::Finished;
         self.undo();
     }
 
@@ -488,6 +496,7 @@ impl<'s> Transaction<'s> {
     /// commit latch when several records change, so snapshots see all or none), (2) fix
     /// the index while still owning, (3) release the locks and free emptied RIDs.
     fn apply(&mut self) {
+        self.state = State::Publishing;
         let mut stale: SmallVec<[(usize, Key); 1]> = SmallVec::new();
         {
             let _latch = (self.writes.len() > 1).then(|| self.db.commit_latch.read());
@@ -587,8 +596,20 @@ impl<'s> Transaction<'s> {
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.undo();
+        match self.state {
+            State::Open => self.undo(),
+            // A hook panicked while images were being published. What is published
+            // stays; the rest is dropped and every lock and writer registration is
+            // released, so that the table is not wedged behind a dead transaction.
+            State::Publishing => {
+                for w in &self.writes {
+                    if let Some(slot) = self.entered[w.table].0.slots.get(w.rid) {
+                        slot.latch().pending = Pending::Unchanged;
+                    }
+                }
+                self.release_all();
+            }
+            State::Finished => {}
         }
     }
 }

@@ -457,3 +457,34 @@ fn dropped_tables_refuse_writers() {
     ));
     assert!(db.table_names().is_empty());
 }
+
+struct PanicsOnPublish;
+impl WriteObserver for PanicsOnPublish {
+    fn record_locked(&self, _rid: Rid) {}
+    fn record_published(&self, _rid: Rid, _image: Option<&RowRef>) {
+        panic!("observer bug");
+    }
+}
+
+/// Found by the restructure tests: a panicking observer during commit left the
+/// record locked and the writer registered forever, postponing every switch.
+#[test]
+fn a_hook_panicking_during_commit_does_not_wedge_the_table() {
+    let (db, s) = db_with(50);
+    s.insert("t", row(1, "a")).expect("insert");
+    let t = db.table("t").expect("t");
+    t.set_write_observer(Some(Arc::new(PanicsOnPublish)));
+    let s2 = s.clone();
+    let outcome = std::thread::spawn(move || s2.update("t", &1.into(), row(1, "b"))).join();
+    assert!(outcome.is_err(), "the commit panicked");
+    t.set_write_observer(None);
+    assert_eq!(
+        t.writers_in_flight(),
+        0,
+        "the writer registration was released"
+    );
+    s.update("t", &1.into(), row(1, "c"))
+        .expect("the record lock was released");
+    let hold = db.hold_writers("t").expect("hold");
+    hold.wait_idle(Duration::from_millis(100)).expect("idle");
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Database, Table, WriteObserver};
+use kirikae_engine::{Database, Rid, Table, WriteObserver};
 
 use crate::control::{Phase, RestructureOptions, Shared, Strategy};
 use crate::error::Result;
@@ -23,9 +23,11 @@ pub(crate) enum Tracker {
 }
 
 impl Tracker {
-    fn new(strategy: Strategy) -> Tracker {
+    fn new(strategy: Strategy, rid_bound: u64) -> Tracker {
         match strategy {
-            Strategy::LockHistory => Tracker::History(Arc::new(LockHistory::new())),
+            Strategy::LockHistory => {
+                Tracker::History(Arc::new(LockHistory::for_rid_bound(rid_bound)))
+            }
             Strategy::Journal => Tracker::Journal(Arc::new(Journal::new())),
         }
     }
@@ -79,8 +81,8 @@ impl Job {
         shared: Arc<Shared>,
     ) -> Job {
         Job {
-            twin: Twin::new(old.name(), transform),
-            tracker: Tracker::new(options.strategy),
+            twin: Twin::new(old.name(), transform, old.len(), old.rid_bound()),
+            tracker: Tracker::new(options.strategy, old.rid_bound()),
             db,
             old,
             options,
@@ -138,7 +140,10 @@ impl Job {
             switch,
             rounds: self.rounds,
             synced: self.synced,
-            stall,
+            stall: stall.total,
+            stall_wait: stall.wait,
+            stall_drain: stall.drain,
+            stall_drained: stall.drained,
             switch_attempts,
             copy_rows_per_s: copied as f64 / phase1.as_secs_f64().max(1e-9),
             history_peak_bytes,
@@ -152,12 +157,20 @@ impl Job {
     /// One phase-2 round: take what changed and apply it to the new table. Returns how
     /// many RIDs (or journal entries) it applied.
     pub fn round(&mut self) -> Result<usize> {
+        self.round_noting(None)
+    }
+
+    /// A round that also notes the RIDs it applied.
+    pub fn round_noting(&mut self, mut applied_rids: Option<&mut Vec<Rid>>) -> Result<usize> {
         let started = Instant::now();
         let applied = match &self.tracker {
             Tracker::History(h) => {
                 let rids = h.drain();
                 for &rid in &rids {
                     self.twin.sync(&self.old, rid)?;
+                }
+                if let Some(out) = applied_rids.as_mut() {
+                    out.extend_from_slice(&rids);
                 }
                 rids.len()
             }
@@ -166,6 +179,9 @@ impl Job {
                 for e in &entries {
                     let row = e.row();
                     self.twin.apply(&self.old, e.rid, row.as_deref())?;
+                }
+                if let Some(out) = applied_rids.as_mut() {
+                    out.extend(entries.iter().map(|e| e.rid));
                 }
                 entries.len()
             }

@@ -31,9 +31,16 @@ impl JournalEntry {
 /// After-images of every write published since installation, in publish order.
 #[derive(Default)]
 pub struct Journal {
-    entries: Mutex<Vec<JournalEntry>>,
-    bytes: AtomicU64,
+    /// Entries and their bytes, changed together so the count never runs ahead of the
+    /// entries it describes.
+    pending: Mutex<Pending>,
     peak: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    entries: Vec<JournalEntry>,
+    bytes: u64,
 }
 
 impl Journal {
@@ -44,15 +51,14 @@ impl Journal {
 
     /// Takes every entry, oldest first.
     pub fn drain(&self) -> Vec<JournalEntry> {
-        let taken = std::mem::take(&mut *self.entries.lock());
-        let freed: u64 = taken.iter().map(entry_bytes).sum();
-        self.bytes.fetch_sub(freed, Ordering::Relaxed);
-        taken
+        let mut pending = self.pending.lock();
+        pending.bytes = 0;
+        std::mem::take(&mut pending.entries)
     }
 
     /// Entries not yet drained.
     pub fn len(&self) -> u64 {
-        self.entries.lock().len() as u64
+        self.pending.lock().entries.len() as u64
     }
 
     /// Whether no entry is pending.
@@ -79,8 +85,12 @@ impl WriteObserver for Journal {
         });
         let entry = JournalEntry { rid, image };
         let size = entry_bytes(&entry);
-        self.entries.lock().push(entry);
-        let now = self.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        let now = {
+            let mut pending = self.pending.lock();
+            pending.entries.push(entry);
+            pending.bytes += size;
+            pending.bytes
+        };
         self.peak.fetch_max(now, Ordering::Relaxed);
     }
 }

@@ -16,8 +16,10 @@ use parking_lot::Mutex;
 const SEGMENT_BITS: u64 = 1 << 16;
 const WORDS: usize = (SEGMENT_BITS / 64) as usize;
 const SUMMARY_WORDS: usize = WORDS / 64;
-/// Segments addressable by the directory: 2^32 RIDs. Beyond, RIDs go to `overflow`.
-const DIRECTORY: usize = 1 << 16;
+/// RIDs the directory covers at least; it covers twice the table's RID bound at
+/// creation, so that a table can grow during a restructure. Beyond, RIDs go to
+/// `overflow` (correct, just slower).
+const MIN_COVERED_RIDS: u64 = 1 << 20;
 
 struct Segment {
     words: Box<[AtomicU64]>,
@@ -37,7 +39,7 @@ impl Segment {
 /// The RIDs of one table locked for update since it was installed as the table's
 /// write observer.
 pub struct LockHistory {
-    directory: Box<[OnceLock<Segment>]>,
+    directory: Box<[OnceLock<Box<Segment>>]>,
     /// Directory indices of allocated segments, so draining visits only those.
     allocated: Mutex<Vec<usize>>,
     overflow: Mutex<std::collections::BTreeSet<u64>>,
@@ -53,10 +55,17 @@ impl Default for LockHistory {
 }
 
 impl LockHistory {
-    /// An empty history.
+    /// An empty history for a small table.
     pub fn new() -> LockHistory {
+        LockHistory::for_rid_bound(0)
+    }
+
+    /// An empty history for a table whose RIDs are below `rid_bound` now.
+    pub fn for_rid_bound(rid_bound: u64) -> LockHistory {
+        let covered = rid_bound.saturating_mul(2).max(MIN_COVERED_RIDS);
+        let segments = covered.div_ceil(SEGMENT_BITS) as usize;
         LockHistory {
-            directory: (0..DIRECTORY).map(|_| OnceLock::new()).collect(),
+            directory: (0..segments).map(|_| OnceLock::new()).collect(),
             allocated: Mutex::new(Vec::new()),
             overflow: Mutex::new(Default::default()),
             len: AtomicU64::new(0),
@@ -68,14 +77,14 @@ impl LockHistory {
         self.directory[index].get_or_init(|| {
             self.allocated.lock().push(index);
             self.segments.fetch_add(1, Ordering::Relaxed);
-            Segment::new()
+            Box::new(Segment::new())
         })
     }
 
     /// Adds `rid`.
     pub fn record(&self, rid: Rid) {
         let seg = (rid.0 / SEGMENT_BITS) as usize;
-        if seg >= DIRECTORY {
+        if seg >= self.directory.len() {
             if self.overflow.lock().insert(rid.0) {
                 self.len.fetch_add(1, Ordering::SeqCst);
             }
@@ -98,7 +107,7 @@ impl LockHistory {
     /// Whether `rid` is recorded (not yet drained).
     pub fn contains(&self, rid: Rid) -> bool {
         let seg = (rid.0 / SEGMENT_BITS) as usize;
-        if seg >= DIRECTORY {
+        if seg >= self.directory.len() {
             return self.overflow.lock().contains(&rid.0);
         }
         let bit_in_seg = (rid.0 % SEGMENT_BITS) as usize;
@@ -152,9 +161,9 @@ impl LockHistory {
     /// Memory held: segments allocated (they are kept until the history is dropped, so
     /// this is also the peak) plus the directory.
     pub fn bytes(&self) -> u64 {
-        let segment = WORDS * 8 + SUMMARY_WORDS * 8;
-        (self.segments.load(Ordering::Relaxed) * segment
-            + DIRECTORY * std::mem::size_of::<OnceLock<Segment>>()) as u64
+        let segment = std::mem::size_of::<Segment>() + WORDS * 8;
+        let directory = self.directory.len() * std::mem::size_of::<OnceLock<Box<Segment>>>();
+        (self.segments.load(Ordering::Relaxed) * segment + directory) as u64
             + self.overflow.lock().len() as u64 * 40
     }
 }
@@ -185,7 +194,7 @@ mod tests {
         assert_eq!(h.drain(), [1, 5, 63, 64, 70_000].map(Rid).to_vec());
         assert!(h.is_empty());
         assert!(h.drain().is_empty());
-        let far = Rid(1 << 40);
+        let far = Rid(1 << 40); // beyond the directory: kept in the overflow set
         h.record(far);
         assert_eq!(h.drain(), vec![far]);
     }

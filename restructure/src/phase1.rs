@@ -24,6 +24,7 @@ impl Job {
         let mut from = 0u64;
         while from < bound {
             self.shared.checkpoint()?;
+            let chunk_started = Instant::now();
             // Each record is read atomically under its latch (never torn, never
             // uncommitted); what changes after the read is in the lock history.
             let rows = self.old.scan(Rid(from), chunk);
@@ -39,9 +40,20 @@ impl Job {
             self.shared
                 .history
                 .store(self.tracker.pending(), Ordering::Relaxed);
+            self.pace(chunk_started)?;
             self.throttle(copied, started)?;
         }
         Ok(copied)
+    }
+
+    /// Rests after a chunk so that chunks take at most `duty_cycle` of wall time.
+    pub(crate) fn pace(&self, chunk_started: Instant) -> Result<()> {
+        let duty = self.options.duty_cycle;
+        if duty > 0.0 && duty < 1.0 {
+            self.shared
+                .nap(chunk_started.elapsed().mul_f64((1.0 - duty) / duty))?;
+        }
+        Ok(())
     }
 
     /// Sleeps as needed to keep the copy at or under the rate limit.

@@ -13,7 +13,9 @@ impl Job {
         loop {
             self.shared.checkpoint()?;
             self.round()?;
-            if self.next_round_estimate() <= self.options.max_stall {
+            // The final drain must fit in the stall budget together with waiting for
+            // in-flight writers and the switch itself: aim for a quarter of it.
+            if self.next_round_estimate() <= self.options.max_stall / 4 {
                 return Ok(());
             }
             let pending = self.tracker.pending();

@@ -380,23 +380,28 @@ impl CompiledTransform {
                 value: format!("{row:?}"),
                 reason,
             }),
-            Mapper::Columns(sources) => sources
-                .iter()
-                .map(|s| match s {
-                    Source::Constant(v) => Ok(v.clone()),
-                    Source::Old(i, chain) => {
-                        let mut v = row[*i].clone();
-                        for c in chain {
-                            v = c.apply(&v).map_err(|reason| RowFailure {
-                                column: self.source_names[*i].clone(),
-                                value: row[*i].to_string(),
-                                reason,
-                            })?;
+            Mapper::Columns(sources) => {
+                // Exact capacity: collecting into `Result<Vec<_>>` has no size hint and
+                // would regrow the row (several allocations per copied record).
+                let mut out = Vec::with_capacity(sources.len());
+                for s in sources {
+                    out.push(match s {
+                        Source::Constant(v) => v.clone(),
+                        Source::Old(i, chain) => {
+                            let mut v = row[*i].clone();
+                            for c in chain {
+                                v = c.apply(&v).map_err(|reason| RowFailure {
+                                    column: self.source_names[*i].clone(),
+                                    value: row[*i].to_string(),
+                                    reason,
+                                })?;
+                            }
+                            v
                         }
-                        Ok(v)
-                    }
-                })
-                .collect(),
+                    });
+                }
+                Ok(out)
+            }
         }
     }
 }

@@ -29,6 +29,12 @@ pub struct RestructureReport {
     pub synced: u64,
     /// How long new writers were held at the successful switch.
     pub stall: Duration,
+    /// Of the stall: waiting for in-flight writers to finish.
+    pub stall_wait: Duration,
+    /// Of the stall: the final drain (RIDs applied with writers held).
+    pub stall_drain: Duration,
+    /// RIDs (or entries) applied in the final drain.
+    pub stall_drained: u64,
     /// Switch attempts (more than one when in-flight writers postponed it).
     pub switch_attempts: u32,
     /// Phase-1 copy rate.

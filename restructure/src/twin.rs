@@ -58,13 +58,23 @@ pub(crate) struct Twin {
 }
 
 impl Twin {
-    pub fn new(source_name: &str, transform: CompiledTransform) -> Twin {
+    /// A twin sized for an old table of `records` records below `rid_bound`.
+    pub fn new(
+        source_name: &str,
+        transform: CompiledTransform,
+        records: u64,
+        rid_bound: u64,
+    ) -> Twin {
         Twin {
-            table: Arc::new(Table::new(source_name, transform.target().clone())),
+            table: Arc::new(Table::with_capacity(
+                source_name,
+                transform.target().clone(),
+                records as usize,
+            )),
             source_name: source_name.to_owned(),
             transform,
-            forward: RidMap::default(),
-            backward: RidMap::default(),
+            forward: RidMap(vec![NONE; rid_bound as usize]),
+            backward: RidMap(Vec::with_capacity(records as usize)),
         }
     }
 
@@ -108,13 +118,15 @@ impl Twin {
             }
             return Ok(());
         };
-        let mut new_row = self.convert(old_table, old, row)?;
         // Set when the given image was replaced by the record's current one.
         let mut current: Option<RowRef> = None;
         for attempt in 0..=COLLISION_RETRIES {
+            // Converted again on each attempt: storing consumes the row, and a
+            // collision (rare) may change which image is applied.
+            let new_row = self.convert(old_table, old, current.as_deref().unwrap_or(row))?;
             let stored = match self.forward.get(old) {
-                Some(new) => self.table.replace(new, new_row.clone()).map(|()| new),
-                None => self.table.install(new_row.clone()),
+                Some(new) => self.table.replace(new, new_row).map(|()| new),
+                None => self.table.install(new_row),
             };
             let key = match stored {
                 Ok(new) => {
@@ -144,7 +156,6 @@ impl Twin {
                     let Some(now) = old_table.get_by_rid(old) else {
                         return self.apply_depth(old_table, old, None, depth);
                     };
-                    new_row = self.convert(old_table, old, &now)?;
                     current = Some(now);
                 }
                 Some(other) if attempt == COLLISION_RETRIES || depth >= COLLISION_RETRIES => {
@@ -159,6 +170,7 @@ impl Twin {
                 _ => {}
             }
         }
+        let new_row = self.convert(old_table, old, current.as_deref().unwrap_or(row))?;
         let key = self.transform.target().key_of(&new_row);
         let other_rid = self
             .table

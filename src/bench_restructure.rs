@@ -1,0 +1,305 @@
+//! `kirikae bench restructure`: the subscriber workload with an online restructure in
+//! the middle, measured side by side before, during and after (and, with
+//! `--strategy both`, the lock history against the journal baseline on the same
+//! workload).
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kirikae::engine::Database;
+use kirikae::restructure::{RestructureOptions, Strategy};
+use kirikae::scenario::{self, ScenarioConfig, ScenarioResult, DURING};
+use kirikae::workload::{self, PLAN_NAMES};
+use serde::Serialize;
+
+use crate::CliError;
+
+/// Which synchronization strategy to measure.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrategyArg {
+    /// RIDs only (seed 001).
+    LockHistory,
+    /// After-images (the baseline).
+    Journal,
+    /// Both, one after the other on the same workload.
+    Both,
+}
+
+/// Options of `kirikae bench restructure`.
+#[derive(clap::Args, Debug)]
+pub struct RestructureBenchArgs {
+    /// Subscribers in the table.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// The plan (demo, add-column, msisdn-to-int, drop-column, rename-column, reorganize).
+    #[arg(long, default_value = "demo")]
+    pub plan: String,
+    /// Lock history, journal, or both side by side.
+    #[arg(long, value_enum, default_value_t = StrategyArg::LockHistory)]
+    pub strategy: StrategyArg,
+    /// Share of reads in the workload.
+    #[arg(long, default_value_t = 0.8)]
+    pub read_ratio: f64,
+    /// Unmeasured warm-up seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Baseline seconds measured before the restructure.
+    #[arg(long, default_value_t = 2.0)]
+    pub baseline: f64,
+    /// Seconds measured after the switch.
+    #[arg(long, default_value_t = 1.0)]
+    pub after: f64,
+    /// Copy rate limit, rows/s (default: unlimited).
+    #[arg(long)]
+    pub rate_limit: Option<u64>,
+    /// Share of time the copy may work (0 < d ≤ 1); lower favours the foreground.
+    #[arg(long, default_value_t = 0.5)]
+    pub duty: f64,
+    /// Skip the verification pass.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One strategy's figures.
+#[derive(Debug, Serialize)]
+pub struct RestructureFigures {
+    strategy: Strategy,
+    plan: String,
+    rows: u64,
+    threads: usize,
+    duty_cycle: f64,
+    baseline_ops_per_s: f64,
+    during_ops_per_s: f64,
+    after_ops_per_s: f64,
+    throughput_ratio: f64,
+    switch_stall_us: u64,
+    switch_stall_wait_us: u64,
+    switch_stall_drain_us: u64,
+    switch_stall_drained: u64,
+    switch_attempts: u32,
+    write_latency_us_p99_during: u64,
+    write_latency_us_max_during: u64,
+    copy_rows_per_s: f64,
+    phase1_ms: f64,
+    phase2_ms: f64,
+    rounds: u32,
+    synced: u64,
+    history_peak_bytes: u64,
+    journal_peak_bytes: u64,
+    mismatches: u64,
+    verified: bool,
+}
+
+/// The whole report: one strategy, or both and their ratios.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RestructureBenchReport {
+    /// `--strategy lock-history` or `journal`.
+    One(RestructureFigures),
+    /// `--strategy both`.
+    Both {
+        /// The lock history run.
+        lock_history: Box<RestructureFigures>,
+        /// The journal run.
+        journal: Box<RestructureFigures>,
+        /// history peak bytes / journal peak bytes (seed 001 claims ≪ 1).
+        memory_ratio: f64,
+        /// lock-history phase 2 time / journal phase 2 time.
+        phase2_time_ratio: f64,
+    },
+}
+
+pub(crate) fn figures(
+    r: &ScenarioResult,
+    plan: &str,
+    rows: u64,
+    threads: usize,
+    duty_cycle: f64,
+) -> RestructureFigures {
+    let lat = &r.workload.write_latency_us[DURING];
+    RestructureFigures {
+        strategy: r.report.strategy,
+        plan: plan.to_owned(),
+        rows,
+        threads,
+        duty_cycle,
+        baseline_ops_per_s: r.baseline_ops_per_s,
+        during_ops_per_s: r.during_ops_per_s,
+        after_ops_per_s: r.after_ops_per_s,
+        throughput_ratio: r.during_ops_per_s / r.baseline_ops_per_s.max(1e-9),
+        switch_stall_us: r.report.stall.as_micros() as u64,
+        switch_stall_wait_us: r.report.stall_wait.as_micros() as u64,
+        switch_stall_drain_us: r.report.stall_drain.as_micros() as u64,
+        switch_stall_drained: r.report.stall_drained,
+        switch_attempts: r.report.switch_attempts,
+        write_latency_us_p99_during: lat.value_at_quantile(0.99),
+        write_latency_us_max_during: lat.max(),
+        copy_rows_per_s: r.report.copy_rows_per_s,
+        phase1_ms: r.report.phase1.as_secs_f64() * 1e3,
+        phase2_ms: r.report.phase2.as_secs_f64() * 1e3,
+        rounds: r.report.rounds,
+        synced: r.report.synced,
+        history_peak_bytes: r.report.history_peak_bytes,
+        journal_peak_bytes: r.report.journal_peak_bytes,
+        mismatches: r.report.mismatches,
+        verified: r.report.verified,
+    }
+}
+
+fn run_one(
+    args: &RestructureBenchArgs,
+    strategy: Strategy,
+) -> Result<RestructureFigures, CliError> {
+    let plan = workload::subscriber_plan(&args.plan).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown plan `{}` (one of: {})",
+            args.plan,
+            PLAN_NAMES.join(", ")
+        ))
+    })?;
+    let db = Database::new();
+    let load = ProgressBar::new(args.rows);
+    load.set_style(
+        ProgressStyle::with_template("load {bar:40} {pos}/{len} rows")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    workload::load_subscribers(&db, args.rows, &|n| load.set_position(n))?;
+    load.finish_and_clear();
+    let config = ScenarioConfig {
+        threads: args.threads,
+        read_ratio: args.read_ratio,
+        rows: args.rows,
+        warmup: Duration::from_secs_f64(args.warmup),
+        baseline: Duration::from_secs_f64(args.baseline),
+        after: Duration::from_secs_f64(args.after),
+        plan,
+        options: RestructureOptions {
+            strategy,
+            verify: !args.no_verify,
+            rate_limit_rows_per_s: args.rate_limit,
+            duty_cycle: args.duty,
+            ..RestructureOptions::default()
+        },
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let result = scenario::run(&db, &config, &mut |tick| {
+        let what = match tick.restructure {
+            Some(p) => format!(
+                "{strategy:?} {:?}: {}/{} rows, history {}, round {}",
+                p.phase, p.rows_copied, p.rows_total, p.history, p.round
+            ),
+            None => format!(
+                "phase {}",
+                ["warm-up", "baseline", "restructure", "after switch"][tick.sample.phase]
+            ),
+        };
+        bar.set_message(format!("{:>9.0} ops/s  {what}", tick.sample.ops_per_s));
+        bar.tick();
+    })?;
+    bar.finish_and_clear();
+    Ok(figures(
+        &result,
+        &args.plan,
+        args.rows,
+        args.threads,
+        args.duty,
+    ))
+}
+
+/// Runs the benchmark.
+pub fn run(args: &RestructureBenchArgs) -> Result<RestructureBenchReport, CliError> {
+    Ok(match args.strategy {
+        StrategyArg::LockHistory => {
+            RestructureBenchReport::One(run_one(args, Strategy::LockHistory)?)
+        }
+        StrategyArg::Journal => RestructureBenchReport::One(run_one(args, Strategy::Journal)?),
+        StrategyArg::Both => {
+            let lock_history = run_one(args, Strategy::LockHistory)?;
+            let journal = run_one(args, Strategy::Journal)?;
+            RestructureBenchReport::Both {
+                memory_ratio: lock_history.history_peak_bytes as f64
+                    / journal.journal_peak_bytes.max(1) as f64,
+                phase2_time_ratio: lock_history.phase2_ms / journal.phase2_ms.max(1e-9),
+                lock_history: Box::new(lock_history),
+                journal: Box::new(journal),
+            }
+        }
+    })
+}
+
+/// Prints the report as a table.
+pub fn print_table(report: &RestructureBenchReport) {
+    let rows: Vec<&RestructureFigures> = match report {
+        RestructureBenchReport::One(f) => vec![f],
+        RestructureBenchReport::Both {
+            lock_history,
+            journal,
+            ..
+        } => vec![lock_history, journal],
+    };
+    println!(
+        "{:<28}{}",
+        "",
+        rows.iter()
+            .map(|f| format!("{:>16}", format!("{:?}", f.strategy)))
+            .collect::<String>()
+    );
+    let line = |name: &str, v: &dyn Fn(&RestructureFigures) -> String| {
+        println!(
+            "{name:<28}{}",
+            rows.iter()
+                .map(|f| format!("{:>16}", v(f)))
+                .collect::<String>()
+        );
+    };
+    line("duty cycle", &|f| format!("{:.2}", f.duty_cycle));
+    line("baseline ops/s", &|f| {
+        format!("{:.0}", f.baseline_ops_per_s)
+    });
+    line("during ops/s", &|f| format!("{:.0}", f.during_ops_per_s));
+    line("throughput ratio", &|f| {
+        format!("{:.3}", f.throughput_ratio)
+    });
+    line("switch stall µs", &|f| f.switch_stall_us.to_string());
+    line("  waiting for writers µs", &|f| {
+        f.switch_stall_wait_us.to_string()
+    });
+    line("  final drain µs", &|f| {
+        f.switch_stall_drain_us.to_string()
+    });
+    line("  final drain RIDs", &|f| {
+        f.switch_stall_drained.to_string()
+    });
+    line("write p99 during µs", &|f| {
+        f.write_latency_us_p99_during.to_string()
+    });
+    line("write max during µs", &|f| {
+        f.write_latency_us_max_during.to_string()
+    });
+    line("copy rows/s", &|f| format!("{:.0}", f.copy_rows_per_s));
+    line("phase 1 ms", &|f| format!("{:.1}", f.phase1_ms));
+    line("phase 2 ms", &|f| format!("{:.1}", f.phase2_ms));
+    line("rounds", &|f| f.rounds.to_string());
+    line("synced RIDs/entries", &|f| f.synced.to_string());
+    line("history peak bytes", &|f| f.history_peak_bytes.to_string());
+    line("journal peak bytes", &|f| f.journal_peak_bytes.to_string());
+    line("mismatches", &|f| f.mismatches.to_string());
+    if let RestructureBenchReport::Both {
+        memory_ratio,
+        phase2_time_ratio,
+        ..
+    } = report
+    {
+        println!("memory ratio (history/journal): {memory_ratio:.4}; phase-2 time ratio: {phase2_time_ratio:.3}");
+    }
+}
