@@ -1,11 +1,15 @@
-//! `kirikae demo`: the main job. Loads a subscriber table and runs the telecom
-//! workload on it with live progress, then prints a report.
+//! `kirikae demo`: the main job. A telecom subscriber table under a live workload is
+//! restructured online in the middle of the run (a new column, and msisdn from text to
+//! integer), with live progress, a final report, and a throughput-over-time plot.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
-use kirikae::workload::{self, KeyChooser, Workload};
+use kirikae::restructure::{Phase, RestructureOptions};
+use kirikae::scenario::{self, ScenarioConfig, AFTER, BASELINE, DURING};
+use kirikae::workload::{self, SUBSCRIBER_TABLE};
 
 use crate::CliError;
 
@@ -18,75 +22,151 @@ pub struct DemoArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Seconds of workload.
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
+    /// Seconds of workload measured before the restructure (after 1 s of warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    pub before: f64,
+    /// Seconds of workload measured after the switch.
+    #[arg(long, default_value_t = 3.0)]
+    pub after: f64,
     /// Share of operations that are reads.
     #[arg(long, default_value_t = 0.8)]
     pub read_ratio: f64,
+    /// Share of time the restructure copy may work (lower favours the workload).
+    #[arg(long, default_value_t = 0.5)]
+    pub duty: f64,
+    /// Where to write the throughput plot (SVG).
+    #[arg(long, default_value = "kirikae-demo.svg")]
+    pub plot: PathBuf,
 }
 
-fn bar(len: u64, template: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     let db = Database::new();
-    let load = bar(args.rows, "load     [{bar:40}] {pos}/{len} rows {per_sec}");
+    let bars = MultiProgress::new();
+    let load = bars.add(ProgressBar::new(args.rows));
+    load.set_style(style(
+        "load      [{bar:40}] {pos}/{len} subscribers {per_sec}",
+    ));
     let started = Instant::now();
     workload::load_subscribers(&db, args.rows, &|n| load.set_position(n))?;
     load.finish();
     let load_s = started.elapsed().as_secs_f64();
+    let sample_key = workload::subscriber_key(7);
+    let before_row = db.table(SUBSCRIBER_TABLE)?.get(&sample_key);
 
-    let duration = Duration::from_secs_f64(args.seconds);
-    let running = Workload {
+    let live = bars.add(ProgressBar::new_spinner());
+    live.set_style(style("workload  {spinner} {msg}"));
+    let copy = bars.add(ProgressBar::new(args.rows));
+    copy.set_style(style("copy      [{bar:40}] {pos}/{len} rows  {msg}"));
+    let sync = bars.add(ProgressBar::new_spinner());
+    sync.set_style(style("sync      {spinner} {msg}"));
+    let phase_names = ["warm-up", "baseline", "RESTRUCTURING", "after switch"];
+    let config = ScenarioConfig {
         threads: args.threads,
         read_ratio: args.read_ratio,
-        keys: KeyChooser::hot_set(args.rows),
-    }
-    .start(&db);
-    let live = bar(duration.as_millis() as u64, "workload [{bar:40}] {msg}");
-    let started = Instant::now();
-    let (mut last_ops, mut last_t) = (0u64, Instant::now());
-    while started.elapsed() < duration {
-        std::thread::sleep(Duration::from_millis(100));
-        let (ops, now) = (running.ops(), Instant::now());
-        let rate = (ops - last_ops) as f64 / (now - last_t).as_secs_f64();
-        (last_ops, last_t) = (ops, now);
-        live.set_position(started.elapsed().as_millis() as u64);
-        live.set_message(format!("{rate:>10.0} ops/s"));
-    }
-    let report = running.stop();
-    let elapsed = started.elapsed().as_secs_f64();
+        rows: args.rows,
+        warmup: Duration::from_secs(1),
+        baseline: Duration::from_secs_f64(args.before),
+        after: Duration::from_secs_f64(args.after),
+        plan: workload::subscriber_plan("demo")
+            .ok_or_else(|| CliError::Usage("demo plan".into()))?,
+        options: RestructureOptions {
+            verify: true,
+            duty_cycle: args.duty,
+            ..RestructureOptions::default()
+        },
+    };
+    let result = scenario::run(&db, &config, &mut |tick| {
+        live.set_message(format!(
+            "{:>10.0} ops/s   t={:>5.1}s   {}",
+            tick.sample.ops_per_s, tick.sample.t_s, phase_names[tick.sample.phase]
+        ));
+        live.tick();
+        if let Some(p) = tick.restructure {
+            copy.set_length(p.rows_total.max(1));
+            copy.set_position(p.rows_copied);
+            if p.phase == Phase::Copying {
+                copy.set_message(
+                    p.eta
+                        .map_or(String::new(), |e| format!("eta {:.1}s", e.as_secs_f64())),
+                );
+            } else {
+                copy.set_message("done".to_owned());
+            }
+            sync.set_message(format!(
+                "{:?}: {} RIDs in the lock history, round {}",
+                p.phase, p.history, p.round
+            ));
+            sync.tick();
+        }
+    })?;
     live.finish();
+    copy.finish();
+    sync.finish();
 
-    let ops = report.reads + report.writes;
-    let lat = &report.write_latency_us[0];
+    let r = &result.report;
+    let after_row = db.table(SUBSCRIBER_TABLE)?.get(&sample_key);
+    println!();
     println!(
-        "kirikae demo: {} subscribers loaded in {load_s:.2} s",
-        args.rows
+        "kirikae demo — {} subscribers (loaded in {load_s:.2} s), {} worker threads",
+        args.rows, args.threads
+    );
+    println!("  plan: add column plan_id (default 0); msisdn text -> int");
+    println!(
+        "  throughput  before {:>10.0} ops/s   during {:>10.0} ops/s ({:.0}%)   after {:>10.0} ops/s",
+        result.baseline_ops_per_s,
+        result.during_ops_per_s,
+        100.0 * result.during_ops_per_s / result.baseline_ops_per_s.max(1e-9),
+        result.after_ops_per_s
     );
     println!(
-        "  {} threads, {:.0}% reads: {:.0} ops/s ({} reads, {} writes, {} retries)",
-        args.threads,
-        args.read_ratio * 100.0,
-        ops as f64 / elapsed,
-        report.reads,
-        report.writes,
-        report.retries
+        "  restructure phase 1 {:.2} s ({:.0} rows/s), phase 2 {:.2} s ({} rounds, {} RIDs), switch stall {} µs",
+        r.phase1.as_secs_f64(),
+        r.copy_rows_per_s,
+        r.phase2.as_secs_f64(),
+        r.rounds,
+        r.synced,
+        r.stall.as_micros()
     );
     println!(
-        "  write latency: p50 {} µs, p99 {} µs, max {} µs",
-        lat.value_at_quantile(0.5),
-        lat.value_at_quantile(0.99),
-        lat.max()
+        "  lock history peak {} KiB; verification: {} mismatches",
+        r.history_peak_bytes / 1024,
+        r.mismatches
     );
+    for (name, phase) in [("before", BASELINE), ("during", DURING), ("after", AFTER)] {
+        let h = &result.workload.write_latency_us[phase];
+        println!(
+            "  write latency {name:<6}  p50 {:>4} µs  p99 {:>5} µs  max {:>6} µs  ({} writes)",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max(),
+            h.len()
+        );
+    }
+    show_row("  subscriber 7 before", before_row.as_deref());
+    show_row("  subscriber 7 after ", after_row.as_deref());
+    crate::plot::throughput(
+        &args.plot,
+        &result.samples,
+        result.restructure_window_s,
+        "kirikae: subscriber workload during an online restructure",
+    )?;
+    println!("  throughput plot: {}", args.plot.display());
     Ok(())
+}
+
+fn show_row(label: &str, row: Option<&[kirikae::engine::Value]>) {
+    match row {
+        Some(values) => {
+            let cells: Vec<String> = values.iter().map(ToString::to_string).collect();
+            println!("{label}: ({})", cells.join(", "));
+        }
+        None => println!("{label}: (missing)"),
+    }
 }

@@ -4,6 +4,7 @@ mod bench_engine;
 mod bench_restructure;
 mod demo;
 mod measure;
+mod plot;
 
 use clap::{Parser, Subcommand};
 

@@ -339,44 +339,6 @@ impl RunningWorkload {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_fit_the_schema_and_are_about_100_bytes() {
-        let schema = subscriber_schema();
-        let row = subscriber_row(123_456);
-        schema.validate_row(SUBSCRIBER_TABLE, &row).expect("valid");
-        let bytes = postcard::to_stdvec(&row).expect("encodes").len();
-        assert!((50..=120).contains(&bytes), "{bytes} bytes");
-    }
-
-    #[test]
-    fn the_hot_set_takes_most_accesses() {
-        let keys = KeyChooser::hot_set(100_000);
-        let mut rng = Rng::new(7);
-        let hot = (0..100_000).filter(|_| keys.next(&mut rng) < 1_000).count();
-        assert!((89_000..=92_000).contains(&hot), "{hot}");
-    }
-
-    #[test]
-    fn a_short_run_reads_and_writes() {
-        let db = Database::new();
-        load_subscribers(&db, 1_000, &|_| {}).expect("load");
-        let run = Workload {
-            threads: 2,
-            read_ratio: 0.5,
-            keys: KeyChooser::uniform(1_000),
-        }
-        .start(&db);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let report = run.stop();
-        assert!(report.reads > 0 && report.writes > 0);
-        assert_eq!(report.write_latency_us[0].len(), report.writes);
-    }
-}
-
 /// Restructure plans for the subscriber table, by the names `kirikae bench restructure
 /// --plan` takes. Every one keeps `imsi`, `balance` and `last_seen`, so the workload
 /// runs unchanged before and after the switch.
@@ -414,3 +376,41 @@ pub const PLAN_NAMES: [&str; 6] = [
     "rename-column",
     "reorganize",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_fit_the_schema_and_are_about_100_bytes() {
+        let schema = subscriber_schema();
+        let row = subscriber_row(123_456);
+        schema.validate_row(SUBSCRIBER_TABLE, &row).expect("valid");
+        let bytes = postcard::to_stdvec(&row).expect("encodes").len();
+        assert!((50..=120).contains(&bytes), "{bytes} bytes");
+    }
+
+    #[test]
+    fn the_hot_set_takes_most_accesses() {
+        let keys = KeyChooser::hot_set(100_000);
+        let mut rng = Rng::new(7);
+        let hot = (0..100_000).filter(|_| keys.next(&mut rng) < 1_000).count();
+        assert!((89_000..=92_000).contains(&hot), "{hot}");
+    }
+
+    #[test]
+    fn a_short_run_reads_and_writes() {
+        let db = Database::new();
+        load_subscribers(&db, 1_000, &|_| {}).expect("load");
+        let run = Workload {
+            threads: 2,
+            read_ratio: 0.5,
+            keys: KeyChooser::uniform(1_000),
+        }
+        .start(&db);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let report = run.stop();
+        assert!(report.reads > 0 && report.writes > 0);
+        assert_eq!(report.write_latency_us[0].len(), report.writes);
+    }
+}

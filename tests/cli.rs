@@ -17,11 +17,36 @@ fn kirikae(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn demo_runs_the_workload_and_reports() {
-    let out = kirikae(&["demo", "--rows", "20000", "--seconds", "0.3"]);
+fn demo_restructures_under_load_and_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plot = dir.path().join("demo.svg");
+    let out = kirikae(&[
+        "demo",
+        "--rows",
+        "20000",
+        "--before",
+        "0.3",
+        "--after",
+        "0.3",
+        "--plot",
+        plot.to_str().expect("utf-8 path"),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("20000 subscribers loaded"), "{text}");
-    assert!(text.contains("ops/s"), "{text}");
+    assert!(text.contains("20000 subscribers"), "{text}");
+    assert!(text.contains("switch stall"), "{text}");
+    assert!(text.contains("verification: 0 mismatches"), "{text}");
+    // Subscriber 7 before: msisdn is text; after: an integer and a new plan_id column.
+    let after = text
+        .lines()
+        .find(|l| l.contains("subscriber 7 after"))
+        .unwrap_or_else(|| panic!("no row shown: {text}"));
+    assert!(after.contains("9000000007, \"active\""), "{after}");
+    assert!(after.trim_end().ends_with(", 0)"), "{after}");
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("polyline"),
+        "an SVG with a line"
+    );
 }
 
 #[test]

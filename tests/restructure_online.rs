@@ -35,6 +35,7 @@ fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
     let options = RestructureOptions {
         strategy,
         verify: true,
+        duty_cycle: 1.0,
         inspect_at_switch: Some(inspector(&plan, &agreed)),
         ..RestructureOptions::default()
     };
@@ -153,10 +154,11 @@ fn abort_in_each_phase_leaves_the_old_table_serving() {
     writers.stop();
     assert_old_table_serves(&db, old_id);
 
-    // Switching: a long transaction keeps postponing the switch.
+    // Switching: a long transaction keeps postponing the switch. (It inserts its own
+    // record: the random writers above may have deleted any existing one.)
     let s = db.session(SessionInfo::default());
     let mut long = s.begin();
-    long.update_columns(TABLE, &Key::from(5), &[("balance", Value::Int(5))])
+    long.insert(TABLE, common::row(777_777_777, 5))
         .expect("lock");
     let h = start(
         &db,
@@ -310,16 +312,45 @@ fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
     assert_old_table_serves(&db, old_id);
 }
 
+/// Writers that only update existing records, as fast as they can: the history is
+/// bounded by the table, so a sync that cannot keep up saturates instead of growing.
+fn updaters(
+    db: &kirikae::engine::Database,
+    threads: u64,
+    rows: i64,
+) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = (0..threads)
+        .map(|t| {
+            let (db, stop) = (db.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let s = db.session(SessionInfo::default());
+                let mut i = t as i64;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7919) % rows;
+                    match s.update_columns(TABLE, &Key::from(i), &[("balance", Value::Int(i))]) {
+                        Ok(_) => {}
+                        Err(e) if e.is_retryable() => {}
+                        Err(kirikae::engine::EngineError::UnknownTable { .. }) => break,
+                        Err(e) => panic!("updater: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    (stop, handles)
+}
+
 #[test]
 fn non_convergence_is_detected() {
-    let db = setup(5_000);
-    let writers = Writers::start(&db, 3, 5_000, 11);
-    // A slow row function makes every round long enough for the writers to dirty
-    // more records than it syncs.
+    let db = setup(2_000);
+    let (stop, handles) = updaters(&db, 2, 2_000);
+    // A slow row function makes every round long enough for the updaters to dirty
+    // as many records as it syncs.
     let slow = Transform::Custom {
         target: common::schema(),
         map: Arc::new(|r: &[Value]| {
-            std::thread::sleep(Duration::from_micros(50));
+            std::thread::sleep(Duration::from_micros(20));
             Ok(r.to_vec())
         }),
     };
@@ -337,7 +368,10 @@ fn non_convergence_is_detected() {
     )
     .expect("start")
     .wait();
-    writers.stop();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("updater");
+    }
     match outcome {
         Err(RestructureError::NotConverging {
             rounds, history, ..

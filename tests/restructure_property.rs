@@ -102,6 +102,7 @@ fn run(c: Case) {
         },
         chunk_rows: c.chunk_rows,
         verify: true,
+        duty_cycle: 1.0,
         switch_wait: Duration::from_millis(20),
         inspect_at_switch: Some(Arc::new(move |old, new| {
             seen.store(

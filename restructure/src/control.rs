@@ -31,7 +31,8 @@ pub enum Strategy {
 pub enum NonConvergence {
     /// Keep running rounds (up to `max_rounds`).
     KeepGoing,
-    /// Run rounds with new writers held, so that they cannot outpace the sync.
+    /// Run one round with new writers held, so that they cannot outpace it, then
+    /// switch.
     ThrottleWriters,
     /// Give up with [`RestructureError::NotConverging`].
     Abort,
@@ -86,7 +87,7 @@ impl Default for RestructureOptions {
             max_stall: Duration::from_millis(1),
             stall_rounds: 8,
             on_non_convergence: NonConvergence::ThrottleWriters,
-            max_rounds: 10_000,
+            max_rounds: 1_000,
             switch_wait: Duration::from_millis(100),
             switch_tries: 20,
             verify: false,

@@ -16,6 +16,10 @@ use crate::plan::CompiledTransform;
 use crate::report::RestructureReport;
 use crate::twin::Twin;
 
+/// A round checks for abort and pause this often (records), so that a long round
+/// stays controllable.
+const CHECKPOINT_EVERY: usize = 4096;
+
 /// What phase 2 drains.
 pub(crate) enum Tracker {
     History(Arc<LockHistory>),
@@ -166,7 +170,10 @@ impl Job {
         let applied = match &self.tracker {
             Tracker::History(h) => {
                 let rids = h.drain();
-                for &rid in &rids {
+                for (i, &rid) in rids.iter().enumerate() {
+                    if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
+                        self.shared.checkpoint()?;
+                    }
                     self.twin.sync(&self.old, rid)?;
                 }
                 if let Some(out) = applied_rids.as_mut() {
@@ -176,7 +183,10 @@ impl Job {
             }
             Tracker::Journal(j) => {
                 let entries = j.drain();
-                for e in &entries {
+                for (i, e) in entries.iter().enumerate() {
+                    if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
+                        self.shared.checkpoint()?;
+                    }
                     let row = e.row();
                     self.twin.apply(&self.old, e.rid, row.as_deref())?;
                 }

@@ -29,9 +29,10 @@ impl Job {
             if stuck >= self.options.stall_rounds || out_of_rounds {
                 match self.options.on_non_convergence {
                     NonConvergence::KeepGoing if !out_of_rounds => {}
+                    // Writers outpace the sync: one round with them held catches up, and
+                    // the switch follows at once (it drains the rest under its own hold).
                     NonConvergence::ThrottleWriters if !out_of_rounds => {
-                        self.round_with_writers_held()?;
-                        stuck = 0;
+                        return self.round_with_writers_held();
                     }
                     _ => {
                         return Err(RestructureError::NotConverging {
