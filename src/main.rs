@@ -74,30 +74,27 @@ enum BenchScenario {
     Restructure(bench_restructure::RestructureBenchArgs),
 }
 
+/// Prints a report as JSON on stdout, or as a table.
+fn emit<R: serde::Serialize>(json: bool, report: &R, table: fn(&R)) -> Result<(), CliError> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        table(report);
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Bench {
             scenario: BenchScenario::Engine(args),
-        } => bench_engine::run(args).and_then(|report| {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench_engine::print_table(&report);
-            }
-            Ok(())
-        }),
+        } => bench_engine::run(args).and_then(|r| emit(args.json, &r, bench_engine::print_table)),
         Command::Bench {
             scenario: BenchScenario::Restructure(args),
-        } => bench_restructure::run(args).and_then(|report| {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                bench_restructure::print_table(&report);
-            }
-            Ok(())
-        }),
+        } => bench_restructure::run(args)
+            .and_then(|r| emit(args.json, &r, bench_restructure::print_table)),
     };
     if let Err(e) = outcome {
         eprintln!("kirikae: {e}");

@@ -33,6 +33,8 @@ pub fn throughput(
         .configure_mesh()
         .x_desc("seconds since the workload started")
         .y_desc("operations per second")
+        .x_label_formatter(&|t| format!("{t:.0}"))
+        .y_label_formatter(&|v| format!("{:.1}M", v / 1e6))
         .draw()
         .map_err(|e| fail(&e))?;
     chart

@@ -160,18 +160,7 @@ fn abort_in_each_phase_leaves_the_old_table_serving() {
     let mut long = s.begin();
     long.insert(TABLE, common::row(777_777_777, 5))
         .expect("lock");
-    let h = start(
-        &db,
-        TABLE,
-        add_column(),
-        RestructureOptions {
-            switch_wait: Duration::from_millis(10),
-            switch_tries: 1_000,
-            ..RestructureOptions::default()
-        },
-    )
-    .expect("start");
-    wait_for_phase(&h, Phase::Switching);
+    let h = start_postponable(&db, 1_000);
     h.abort();
     match h.wait() {
         Err(RestructureError::Aborted {
@@ -183,6 +172,27 @@ fn abort_in_each_phase_leaves_the_old_table_serving() {
     long.commit()
         .expect("the long transaction was never disturbed");
     assert_old_table_serves(&db, old_id);
+}
+
+/// Starts adding a column with short switch attempts, and waits until it is trying to
+/// switch (a long transaction is expected to postpone it).
+fn start_postponable(
+    db: &kirikae::engine::Database,
+    tries: u32,
+) -> kirikae::restructure::RestructureHandle {
+    let h = start(
+        db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            switch_wait: Duration::from_millis(10),
+            switch_tries: tries,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start");
+    wait_for_phase(&h, Phase::Switching);
+    h
 }
 
 fn wait_for_phase(h: &kirikae::restructure::RestructureHandle, phase: Phase) {
@@ -259,18 +269,7 @@ fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
     let mut long = s.begin();
     long.update_columns(TABLE, &Key::from(5), &[("balance", Value::Int(55))])
         .expect("lock");
-    let h = start(
-        &db,
-        TABLE,
-        add_column(),
-        RestructureOptions {
-            switch_wait: Duration::from_millis(10),
-            switch_tries: 200,
-            ..RestructureOptions::default()
-        },
-    )
-    .expect("start");
-    wait_for_phase(&h, Phase::Switching);
+    let h = start_postponable(&db, 200);
     std::thread::sleep(Duration::from_millis(60));
     long.commit().expect("commit");
     let report = h.wait().expect("switched after the long transaction");

@@ -23,6 +23,9 @@ impl Job {
             // attempt) is synced now, with writers running: the drain under the hold
             // must stay within the allowed stall.
             self.synchronize()?;
+            if self.options.verify {
+                self.recheck_suspicious()?;
+            }
             let held_at = Instant::now();
             let hold = self.db.hold_writers(&self.shared.table)?;
             if hold.wait_idle(self.options.switch_wait).is_err() {

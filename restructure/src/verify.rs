@@ -29,17 +29,25 @@ impl Job {
             from = last.0 + 1;
             self.pace(chunk_started)?;
         }
+        self.suspicious = suspicious;
         for _ in 0..2 {
             self.round()?;
-            let mut still = Vec::new();
-            for rid in suspicious {
-                if !self.agrees(rid)? {
-                    still.push(rid);
-                }
-            }
-            suspicious = still;
+            self.recheck_suspicious()?;
         }
-        self.suspicious = suspicious;
+        Ok(())
+    }
+
+    /// Keeps only the suspicious records that still differ (writers running). Called
+    /// right before the hold, it leaves records changed since the last round: those
+    /// the final drain re-syncs anyway.
+    pub(crate) fn recheck_suspicious(&mut self) -> Result<()> {
+        let mut still = Vec::new();
+        for rid in std::mem::take(&mut self.suspicious) {
+            if !self.agrees(rid)? {
+                still.push(rid);
+            }
+        }
+        self.suspicious = still;
         Ok(())
     }
 
