@@ -5,6 +5,8 @@ use std::path::Path;
 
 #[path = "../fuzz/harness/engine_ops.rs"]
 mod engine_ops;
+#[path = "../fuzz/harness/rules_parse.rs"]
+mod rules_parse;
 #[path = "../fuzz/harness/snapshot_load.rs"]
 mod snapshot_load;
 
@@ -29,6 +31,11 @@ fn replay(target: &str, run: fn(&[u8])) {
 #[test]
 fn engine_ops_corpus() {
     replay("engine_ops", engine_ops::run);
+}
+
+#[test]
+fn rules_parse_corpus() {
+    replay("rules_parse", rules_parse::run);
 }
 
 #[test]

@@ -1,8 +1,40 @@
 //! # kirikae-replicate
 //!
-//! Four-mode (skip / async / ordered / sync) replication to a peer, built on
-//! [`kirikae_engine`]'s commit gate and logical operations; filled in by the
-//! replication issue.
+//! Four-mode replication to a peer (seeds 000, 002, 003, 004). This crate so far holds
+//! the operator's **rules**: which mode (skip, async, ordered, sync) each operation and
+//! transaction gets, matched on kind, table, user, group, source address and time of
+//! day. The link, peer, difference file and failover follow.
+//!
+//! ```
+//! use kirikae_engine::{Operation, SessionInfo};
+//! use kirikae_replicate::{Mode, RuleSet, TimeOfDay};
+//!
+//! let rules = RuleSet::parse(r#"
+//!     default = "async"
+//!     [[rule]]
+//!     name = "billing commits"
+//!     kind = "commit"
+//!     table = "billing*"
+//!     mode = "sync"
+//! "#, "example.toml").unwrap();
+//! let ops = vec![Operation::Delete { table: "billing_2026".into(), key: 1.into() }];
+//! let d = rules.decide_transaction(&ops, &SessionInfo::default(), TimeOfDay::hm(9, 0));
+//! assert_eq!(d.mode, Mode::Sync);
+//! assert_eq!(d.rule.as_deref(), Some("billing commits"));
+//!
+//! let err = RuleSet::parse("[[rule]]\nmode = \"fast\"\n", "bad.toml").unwrap_err();
+//! assert_eq!(err.to_string(), "rules bad.toml:2:8: unknown mode `fast` (skip, async, ordered, sync)");
+//! ```
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod error;
+mod mode;
+mod rules;
+#[cfg(test)]
+mod rules_tests;
+
+pub use error::{ReplicateError, Result};
 pub use kirikae_engine as engine;
+pub use mode::{Mode, WhenPeerDown};
+pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};

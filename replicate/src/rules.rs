@@ -1,0 +1,463 @@
+//! Operator rules (seed 000 §4.2): which replication mode each operation gets. A rule
+//! file is TOML an operator can read and edit; the first matching rule wins, else the
+//! default mode. A bad file is refused whole, with the line and column at fault.
+//!
+//! ```toml
+//! default = "async"            # mode when no rule matches
+//! when_peer_down = "continue"  # default for sync rules: continue | fail
+//!
+//! [[rule]]
+//! name = "reads"
+//! kind = "read"                # insert update delete read commit ddl, or a list
+//! mode = "skip"
+//!
+//! [[rule]]
+//! name = "billing"
+//! kind = "commit"
+//! table = "billing_*"          # exact name or glob
+//! group = "charging"           # also: user = "…"
+//! source = "10.0.0.0/8"        # exact address or CIDR
+//! time = "08:00-20:00"         # time-of-day window, UTC; may wrap midnight
+//! mode = "sync"
+//! when_peer_down = "fail"
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use kirikae_engine::{Operation, OperationKind, SessionInfo};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{ReplicateError, Result};
+use crate::mode::{Mode, WhenPeerDown};
+
+/// What an access is, for rule matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AccessKind {
+    /// A new record.
+    Insert,
+    /// A changed record.
+    Update,
+    /// A removed record.
+    Delete,
+    /// A read.
+    Read,
+    /// A transaction's commit (decides the mode of the whole transaction).
+    Commit,
+    /// A schema change (e.g. a restructure).
+    Ddl,
+}
+
+impl FromStr for AccessKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<AccessKind, String> {
+        Ok(match s {
+            "insert" => AccessKind::Insert,
+            "update" => AccessKind::Update,
+            "delete" => AccessKind::Delete,
+            "read" => AccessKind::Read,
+            "commit" => AccessKind::Commit,
+            "ddl" => AccessKind::Ddl,
+            other => {
+                return Err(format!(
+                    "unknown kind `{other}` (insert, update, delete, read, commit, ddl)"
+                ))
+            }
+        })
+    }
+}
+
+impl From<OperationKind> for AccessKind {
+    fn from(k: OperationKind) -> AccessKind {
+        match k {
+            OperationKind::Insert => AccessKind::Insert,
+            OperationKind::Update => AccessKind::Update,
+            OperationKind::Delete => AccessKind::Delete,
+        }
+    }
+}
+
+/// Seconds since midnight, UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeOfDay(pub u32);
+
+impl TimeOfDay {
+    /// The current time of day (UTC).
+    pub fn now() -> TimeOfDay {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        TimeOfDay((secs % 86_400) as u32)
+    }
+
+    /// `hours:minutes`.
+    pub fn hm(hours: u32, minutes: u32) -> TimeOfDay {
+        TimeOfDay((hours * 3600 + minutes * 60) % 86_400)
+    }
+}
+
+/// A window of the day, start inclusive, end exclusive; wraps midnight if end < start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TimeWindow {
+    start: TimeOfDay,
+    end: TimeOfDay,
+}
+
+impl TimeWindow {
+    fn contains(&self, t: TimeOfDay) -> bool {
+        if self.start <= self.end {
+            self.start <= t && t < self.end
+        } else {
+            t >= self.start || t < self.end
+        }
+    }
+}
+
+impl FromStr for TimeWindow {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<TimeWindow, String> {
+        let bad = || format!("time window `{s}` is not HH:MM-HH:MM");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let parse = |hm: &str| -> std::result::Result<TimeOfDay, String> {
+            let (h, m) = hm.trim().split_once(':').ok_or_else(bad)?;
+            let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if h > 24 || m > 59 || (h == 24 && m != 0) {
+                return Err(format!("`{hm}` is not a time of day"));
+            }
+            Ok(TimeOfDay::hm(h, m))
+        };
+        let window = TimeWindow {
+            start: parse(a)?,
+            end: parse(b)?,
+        };
+        if window.start == window.end {
+            return Err(format!("time window `{s}` is empty"));
+        }
+        Ok(window)
+    }
+}
+
+/// One access to decide a mode for.
+#[derive(Clone, Copy, Debug)]
+pub struct Access<'a> {
+    /// What it is.
+    pub kind: AccessKind,
+    /// The table, if the access concerns one.
+    pub table: Option<&'a str>,
+    /// Who does it.
+    pub session: &'a SessionInfo,
+    /// When.
+    pub time: TimeOfDay,
+}
+
+/// One rule: conditions (all must hold; an absent one always holds) and a mode.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// The rule's name (its position if unnamed), for events and logs.
+    pub name: String,
+    /// 1-based line of the rule in its file.
+    pub line: usize,
+    kinds: Vec<AccessKind>,
+    table: Option<glob::Pattern>,
+    user: Option<String>,
+    group: Option<String>,
+    source: Option<IpNet>,
+    time: Option<TimeWindow>,
+    /// The mode it gives.
+    pub mode: Mode,
+    /// What a sync operation under this rule does while the peer is down.
+    pub when_peer_down: WhenPeerDown,
+}
+
+impl Rule {
+    /// Whether every condition of the rule holds for `access`.
+    pub fn matches(&self, access: &Access<'_>) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&access.kind))
+            && self
+                .table
+                .as_ref()
+                .is_none_or(|p| access.table.is_some_and(|t| p.matches(t)))
+            && self.user.as_ref().is_none_or(|u| *u == access.session.user)
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| *g == access.session.group)
+            && self
+                .source
+                .is_none_or(|net| access.session.source.is_some_and(|ip| net.contains(&ip)))
+            && self.time.is_none_or(|w| w.contains(access.time))
+    }
+}
+
+/// The mode chosen for an access or a transaction, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The mode.
+    pub mode: Mode,
+    /// What to do if the peer is down and the mode is sync.
+    pub when_peer_down: WhenPeerDown,
+    /// The deciding rule's name; `None` for the default.
+    pub rule: Option<String>,
+}
+
+/// A validated rule set.
+#[derive(Clone, Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    default: Mode,
+    default_when_peer_down: WhenPeerDown,
+}
+
+impl fmt::Display for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "default {}", self.default)?;
+        for r in &self.rules {
+            writeln!(f, "line {}: {} -> {}", r.line, r.name, r.mode)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    default: Option<Spanned<String>>,
+    when_peer_down: Option<Spanned<String>>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    kind: Option<Spanned<OneOrMany>>,
+    table: Option<Spanned<String>>,
+    user: Option<String>,
+    group: Option<String>,
+    source: Option<Spanned<String>>,
+    time: Option<Spanned<String>>,
+    mode: Spanned<String>,
+    when_peer_down: Option<Spanned<String>>,
+}
+
+/// Turns byte offsets into 1-based line and column for errors.
+struct Positions<'a> {
+    text: &'a str,
+    source_name: &'a str,
+}
+
+impl Positions<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut end = offset.min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let before = &self.text[..end];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    fn error(&self, offset: usize, message: impl Into<String>) -> ReplicateError {
+        let (line, column) = self.line_col(offset);
+        ReplicateError::Rules {
+            source_name: self.source_name.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn parse<T: FromStr<Err = String>>(&self, value: &Spanned<String>) -> Result<T> {
+        value
+            .get_ref()
+            .parse()
+            .map_err(|e: String| self.error(value.span().start, e))
+    }
+}
+
+impl RuleSet {
+    /// Parses and validates a rule file's text; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<RuleSet> {
+        let at = Positions { text, source_name };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            at.error(offset, e.message().trim().to_owned())
+        })?;
+        let default = match &raw.default {
+            Some(m) => at.parse(m)?,
+            None => Mode::Async,
+        };
+        let default_when_peer_down = match &raw.when_peer_down {
+            Some(w) => at.parse(w)?,
+            None => WhenPeerDown::Continue,
+        };
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        for (i, spanned) in raw.rules.iter().enumerate() {
+            let line = at.line_col(spanned.span().start).0;
+            let r = spanned.get_ref();
+            let kinds = match &r.kind {
+                None => Vec::new(),
+                Some(k) => {
+                    let names = match k.get_ref() {
+                        OneOrMany::One(s) => vec![s.clone()],
+                        OneOrMany::Many(v) => v.clone(),
+                    };
+                    names
+                        .iter()
+                        .map(|n| n.parse().map_err(|e: String| at.error(k.span().start, e)))
+                        .collect::<Result<Vec<AccessKind>>>()?
+                }
+            };
+            let table = r
+                .table
+                .as_ref()
+                .map(|t| {
+                    glob::Pattern::new(t.get_ref()).map_err(|e| {
+                        at.error(
+                            t.span().start,
+                            format!("table pattern `{}`: {e}", t.get_ref()),
+                        )
+                    })
+                })
+                .transpose()?;
+            let source = r
+                .source
+                .as_ref()
+                .map(|s| parse_source(s.get_ref()).map_err(|e| at.error(s.span().start, e)))
+                .transpose()?;
+            let time = r.time.as_ref().map(|t| at.parse(t)).transpose()?;
+            rules.push(Rule {
+                name: r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1)),
+                line,
+                kinds,
+                table,
+                user: r.user.clone(),
+                group: r.group.clone(),
+                source,
+                time,
+                mode: at.parse(&r.mode)?,
+                when_peer_down: match &r.when_peer_down {
+                    Some(w) => at.parse(w)?,
+                    None => default_when_peer_down,
+                },
+            });
+        }
+        Ok(RuleSet {
+            rules,
+            default,
+            default_when_peer_down,
+        })
+    }
+
+    /// Reads and parses a rule file.
+    pub fn load(path: &Path) -> Result<RuleSet> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReplicateError::RulesIo {
+            path: path.display().to_string(),
+            source,
+        })?;
+        RuleSet::parse(&text, &path.display().to_string())
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The mode when no rule matches.
+    pub fn default_mode(&self) -> Mode {
+        self.default
+    }
+
+    /// The first matching rule's decision, else the default.
+    pub fn decide(&self, access: &Access<'_>) -> Decision {
+        match self.rules.iter().find(|r| r.matches(access)) {
+            Some(r) => Decision {
+                mode: r.mode,
+                when_peer_down: r.when_peer_down,
+                rule: Some(r.name.clone()),
+            },
+            None => Decision {
+                mode: self.default,
+                when_peer_down: self.default_when_peer_down,
+                rule: None,
+            },
+        }
+    }
+
+    /// The mode of a whole transaction. A rule of kind `commit` matching the commit
+    /// (for any table the transaction writes, or with no table condition) decides it.
+    /// Otherwise the strongest mode among its operations wins, and a sync transaction
+    /// fails while the peer is down if any of its sync operations' rules says `fail`.
+    pub fn decide_transaction(
+        &self,
+        operations: &[Operation],
+        session: &SessionInfo,
+        time: TimeOfDay,
+    ) -> Decision {
+        let commit = |table| Access {
+            kind: AccessKind::Commit,
+            table,
+            session,
+            time,
+        };
+        let commit_rule = self.rules.iter().find(|r| {
+            r.kinds.contains(&AccessKind::Commit)
+                && (r.matches(&commit(None))
+                    || operations
+                        .iter()
+                        .any(|op| r.matches(&commit(Some(op.table())))))
+        });
+        if let Some(r) = commit_rule {
+            return Decision {
+                mode: r.mode,
+                when_peer_down: r.when_peer_down,
+                rule: Some(r.name.clone()),
+            };
+        }
+        let mut strongest: Option<Decision> = None;
+        let mut fail_if_down = false;
+        for op in operations {
+            let d = self.decide(&Access {
+                kind: op.kind().into(),
+                table: Some(op.table()),
+                session,
+                time,
+            });
+            fail_if_down |= d.mode == Mode::Sync && d.when_peer_down == WhenPeerDown::Fail;
+            if strongest.as_ref().is_none_or(|s| d.mode > s.mode) {
+                strongest = Some(d);
+            }
+        }
+        let mut decision = strongest.unwrap_or(Decision {
+            mode: Mode::Skip,
+            when_peer_down: self.default_when_peer_down,
+            rule: None,
+        });
+        if fail_if_down {
+            decision.when_peer_down = WhenPeerDown::Fail;
+        }
+        decision
+    }
+}
+
+fn parse_source(s: &str) -> std::result::Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("source `{s}` is neither an address nor a CIDR block"))
+}
