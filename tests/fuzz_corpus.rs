@@ -5,6 +5,8 @@ use std::path::Path;
 
 #[path = "../fuzz/harness/engine_ops.rs"]
 mod engine_ops;
+#[path = "../fuzz/harness/frame_decode.rs"]
+mod frame_decode;
 #[path = "../fuzz/harness/rules_parse.rs"]
 mod rules_parse;
 #[path = "../fuzz/harness/snapshot_load.rs"]
@@ -31,6 +33,11 @@ fn replay(target: &str, run: fn(&[u8])) {
 #[test]
 fn engine_ops_corpus() {
     replay("engine_ops", engine_ops::run);
+}
+
+#[test]
+fn frame_decode_corpus() {
+    replay("frame_decode", frame_decode::run);
 }
 
 #[test]
@@ -82,4 +89,76 @@ fn write_snapshot_seeds() {
     std::fs::write(dir.join("truncated-mixed"), &bytes[..bytes.len() / 2]).expect("write");
     let (empty, _) = Database::new().snapshot_bytes().expect("encode");
     std::fs::write(dir.join("valid-empty"), &empty).expect("write");
+}
+
+/// Seeds the frame corpus with valid and damaged streams (run with `--ignored`).
+#[test]
+#[ignore]
+fn write_frame_seeds() {
+    use kirikae_engine::{Key, Operation};
+    use kirikae_replicate::{encode, Message, Mode, MAX_FRAME_BYTES};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame_decode");
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    let ops = vec![
+        Operation::Update {
+            table: "subscriber".into(),
+            key: Key::from("440101234567890"),
+            row: vec!["440101234567890".into(), 7.into()],
+        },
+        Operation::Delete {
+            table: "session".into(),
+            key: Key::from(3),
+        },
+    ];
+    let messages = [
+        Message::Ship {
+            seq: 1,
+            epoch: 1,
+            mode: Mode::Async,
+            operations: ops.clone(),
+        },
+        Message::Prepare {
+            seq: 2,
+            epoch: 1,
+            operations: ops,
+        },
+        Message::Prepared { seq: 2, digest: 77 },
+        Message::Rejected {
+            seq: 3,
+            reason: "no".into(),
+        },
+        Message::Commit { seq: 2 },
+        Message::Abort { seq: 3 },
+        Message::Ack { seq: 2 },
+        Message::Heartbeat {
+            epoch: 1,
+            last_seq: 3,
+        },
+    ];
+    let body: Vec<u8> = messages
+        .iter()
+        .flat_map(|m| encode(m, MAX_FRAME_BYTES).expect("encodes"))
+        .collect();
+    // First byte: 0x80 = the harness prepends a valid Hello; low bits = chunk size.
+    for (name, chunk) in [
+        ("all-chunk1", 0x81u8),
+        ("all-chunk5", 0x85),
+        ("all-whole", 0xff),
+    ] {
+        let mut input = vec![chunk];
+        input.extend_from_slice(&body);
+        std::fs::write(dir.join(name), &input).expect("write");
+    }
+    let mut flipped = vec![0x90u8];
+    flipped.extend_from_slice(&body);
+    flipped[30] ^= 1;
+    std::fs::write(dir.join("flipped"), &flipped).expect("write");
+    let mut no_hello = vec![0x10u8];
+    no_hello.extend_from_slice(&body);
+    std::fs::write(dir.join("no-hello"), &no_hello).expect("write");
+    std::fs::write(
+        dir.join("huge-length"),
+        [0x81u8, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0],
+    )
+    .expect("write");
 }

@@ -27,5 +27,55 @@ pub enum ReplicateError {
     },
 }
 
+/// A byte stream from a peer that is not a valid frame sequence. Offsets count bytes
+/// from the start of the connection; the connection must be closed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A frame header announces more than the maximum frame size.
+    #[error("frame at byte {offset}: {len} bytes exceeds the {max}-byte maximum")]
+    TooLarge {
+        /// Stream offset of the frame.
+        offset: u64,
+        /// Announced payload length.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The payload does not match its CRC-32.
+    #[error("frame at byte {offset}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// Stream offset of the frame.
+        offset: u64,
+        /// CRC in the header.
+        stored: u32,
+        /// CRC of the payload as received.
+        computed: u32,
+    },
+    /// The payload passed its checksum but is not a message.
+    #[error("frame at byte {offset}: undecodable message: {reason}")]
+    Decode {
+        /// Stream offset of the frame.
+        offset: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    Version {
+        /// Our version.
+        ours: u16,
+        /// The peer's.
+        theirs: u16,
+    },
+    /// The first frame was not a `Hello`.
+    #[error("frame at byte {offset}: expected a Hello handshake, got {got}")]
+    NoHandshake {
+        /// Stream offset of the frame.
+        offset: u64,
+        /// What came instead.
+        got: String,
+    },
+}
+
 /// The replication crate's result type.
 pub type Result<T, E = ReplicateError> = std::result::Result<T, E>;

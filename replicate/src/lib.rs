@@ -1,9 +1,11 @@
 //! # kirikae-replicate
 //!
 //! Four-mode replication to a peer (seeds 000, 002, 003, 004). This crate so far holds
-//! the operator's **rules**: which mode (skip, async, ordered, sync) each operation and
-//! transaction gets, matched on kind, table, user, group, source address and time of
-//! day. The link, peer, difference file and failover follow.
+//! the operator's **rules** (which mode — skip, async, ordered, sync — each operation
+//! and transaction gets, matched on kind, table, user, group, source address and time
+//! of day) and the **wire** framing (CRC-checked, size-limited frames, a versioned
+//! handshake, sequence numbers and epochs). The link, peer, difference file and
+//! failover follow.
 //!
 //! ```
 //! use kirikae_engine::{Operation, SessionInfo};
@@ -33,8 +35,12 @@ mod mode;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
+mod wire;
+#[cfg(test)]
+mod wire_tests;
 
-pub use error::{ReplicateError, Result};
+pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
 pub use mode::{Mode, WhenPeerDown};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
+pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

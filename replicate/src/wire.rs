@@ -1,0 +1,229 @@
+//! The wire protocol between a primary and its peer: length-prefixed frames, each
+//! `payload length (u32 LE) | CRC-32 of payload (u32 LE) | payload (postcard)`, with a
+//! maximum frame size checked before anything is buffered, and a `Hello` handshake
+//! that refuses other protocol versions. Every message that carries operations has the
+//! primary's sequence number (its commit order) and the sender's epoch, so that a peer
+//! can apply in order, drop duplicates, and fence a stale primary.
+
+use kirikae_engine::Operation;
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+use crate::mode::Mode;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Default maximum payload per frame.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+const HEADER: usize = 8;
+
+/// One protocol message (version 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// First message in each direction.
+    Hello {
+        /// Protocol version of the sender.
+        version: u16,
+        /// The sender's epoch (grows at each failover).
+        epoch: u64,
+        /// The sender's node name.
+        node: String,
+        /// Highest sequence the sender has applied (a peer) or sent (a primary).
+        last_seq: u64,
+    },
+    /// A committed transaction shipped without waiting (async or ordered).
+    Ship {
+        /// Primary commit order.
+        seq: u64,
+        /// Primary's epoch.
+        epoch: u64,
+        /// Async (per-key order) or ordered (commit order).
+        mode: Mode,
+        /// Its writes.
+        operations: Vec<Operation>,
+    },
+    /// A sync transaction to apply and hold open.
+    Prepare {
+        /// Primary commit order.
+        seq: u64,
+        /// Primary's epoch.
+        epoch: u64,
+        /// Its writes.
+        operations: Vec<Operation>,
+    },
+    /// The peer applied a prepared transaction; `digest` summarizes its responses.
+    Prepared {
+        /// The transaction's sequence.
+        seq: u64,
+        /// Digest of the peer's responses, compared with the primary's own.
+        digest: u64,
+    },
+    /// The peer could not apply a shipped or prepared transaction.
+    Rejected {
+        /// The transaction's sequence.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Make a prepared transaction permanent.
+    Commit {
+        /// The transaction's sequence.
+        seq: u64,
+    },
+    /// Roll a prepared transaction back.
+    Abort {
+        /// The transaction's sequence.
+        seq: u64,
+    },
+    /// Everything up to `seq` is applied at the peer.
+    Ack {
+        /// Highest applied sequence.
+        seq: u64,
+    },
+    /// Liveness, both directions.
+    Heartbeat {
+        /// The sender's epoch.
+        epoch: u64,
+        /// Highest sequence sent (primary) or applied (peer).
+        last_seq: u64,
+    },
+}
+
+impl Message {
+    fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Ship { .. } => "Ship",
+            Message::Prepare { .. } => "Prepare",
+            Message::Prepared { .. } => "Prepared",
+            Message::Rejected { .. } => "Rejected",
+            Message::Commit { .. } => "Commit",
+            Message::Abort { .. } => "Abort",
+            Message::Ack { .. } => "Ack",
+            Message::Heartbeat { .. } => "Heartbeat",
+        }
+    }
+}
+
+/// Encodes `message` as one frame. Fails if it exceeds `max_frame_bytes`: the sender
+/// checks the same limit the receiver enforces.
+pub fn encode(message: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, WireError> {
+    let payload = postcard::to_stdvec(message).map_err(|e| WireError::Decode {
+        offset: 0,
+        reason: format!("cannot encode {}: {e}", message.name()),
+    })?;
+    if payload.len() > max_frame_bytes || u32::try_from(payload.len()).is_err() {
+        return Err(WireError::TooLarge {
+            offset: 0,
+            len: payload.len() as u64,
+            max: max_frame_bytes as u64,
+        });
+    }
+    let mut frame = Vec::with_capacity(HEADER + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Splits a byte stream into messages, however the bytes arrive.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buffer: Vec<u8>,
+    /// Stream offset of `buffer[0]`.
+    offset: u64,
+    max_frame_bytes: usize,
+    handshake_seen: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder for a new connection, enforcing `max_frame_bytes` per payload.
+    pub fn new(max_frame_bytes: usize) -> FrameDecoder {
+        FrameDecoder {
+            buffer: Vec::new(),
+            offset: 0,
+            max_frame_bytes,
+            handshake_seen: false,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed. The first
+    /// message must be a `Hello` of our protocol version. After an error the
+    /// connection is unusable.
+    pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
+        if self.buffer.len() < HEADER {
+            return Ok(None);
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([
+                self.buffer[at],
+                self.buffer[at + 1],
+                self.buffer[at + 2],
+                self.buffer[at + 3],
+            ])
+        };
+        let len = word(0) as usize;
+        let stored = word(4);
+        if len > self.max_frame_bytes {
+            return Err(WireError::TooLarge {
+                offset: self.offset,
+                len: len as u64,
+                max: self.max_frame_bytes as u64,
+            });
+        }
+        if self.buffer.len() < HEADER + len {
+            return Ok(None);
+        }
+        let payload = &self.buffer[HEADER..HEADER + len];
+        let computed = crc32fast::hash(payload);
+        if computed != stored {
+            return Err(WireError::Checksum {
+                offset: self.offset,
+                stored,
+                computed,
+            });
+        }
+        let message = match postcard::take_from_bytes::<Message>(payload) {
+            Ok((m, [])) => m,
+            Ok((_, rest)) => {
+                return Err(WireError::Decode {
+                    offset: self.offset,
+                    reason: format!("{} bytes after the message", rest.len()),
+                })
+            }
+            Err(e) => {
+                return Err(WireError::Decode {
+                    offset: self.offset,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        if !self.handshake_seen {
+            match &message {
+                Message::Hello { version, .. } if *version == PROTOCOL_VERSION => {
+                    self.handshake_seen = true
+                }
+                Message::Hello { version, .. } => {
+                    return Err(WireError::Version {
+                        ours: PROTOCOL_VERSION,
+                        theirs: *version,
+                    })
+                }
+                other => {
+                    return Err(WireError::NoHandshake {
+                        offset: self.offset,
+                        got: other.name().to_owned(),
+                    })
+                }
+            }
+        }
+        self.buffer.drain(..HEADER + len);
+        self.offset += (HEADER + len) as u64;
+        Ok(Some(message))
+    }
+}
