@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+#[path = "../fuzz/harness/difference_decode.rs"]
+mod difference_decode;
 #[path = "../fuzz/harness/engine_ops.rs"]
 mod engine_ops;
 #[path = "../fuzz/harness/frame_decode.rs"]
@@ -28,6 +30,11 @@ fn replay(target: &str, run: fn(&[u8])) {
         assert!(outcome.is_ok(), "{target}: input {} fails", path.display());
     }
     eprintln!("{target}: {} inputs replayed", inputs.len());
+}
+
+#[test]
+fn difference_decode_corpus() {
+    replay("difference_decode", difference_decode::run);
 }
 
 #[test]
@@ -161,4 +168,39 @@ fn write_frame_seeds() {
         [0x81u8, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0],
     )
     .expect("write");
+}
+
+/// Seeds the difference-file corpus with a real segment and a torn copy (run with
+/// `--ignored`).
+#[test]
+#[ignore]
+fn write_difference_seeds() {
+    use kirikae_engine::Operation;
+    use kirikae_replicate::{DiffRecord, DifferenceFile, DifferenceOptions, Mode};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/difference_decode");
+    std::fs::create_dir_all(&corpus).expect("corpus dir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = DifferenceFile::open(dir.path(), DifferenceOptions::default()).expect("open");
+    for seq in 1..=4u64 {
+        let record = DiffRecord {
+            seq,
+            epoch: 2,
+            mode: Mode::Ordered,
+            operations: vec![Operation::Delete {
+                table: "session".into(),
+                key: (seq as i64).into(),
+            }],
+        };
+        f.append(&record).expect("append");
+    }
+    f.sync().expect("sync");
+    let segment = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .next()
+        .expect("one segment")
+        .expect("entry")
+        .path();
+    let bytes = std::fs::read(segment).expect("read");
+    std::fs::write(corpus.join("four-records"), &bytes).expect("write");
+    std::fs::write(corpus.join("torn"), &bytes[..bytes.len() - 3]).expect("write");
 }

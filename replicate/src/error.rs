@@ -16,6 +16,33 @@ pub enum ReplicateError {
         /// What is wrong.
         message: String,
     },
+    /// Reading or writing the difference file failed.
+    #[error("difference file {path}: {source}")]
+    DifferenceIo {
+        /// The segment or directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A difference-file segment is damaged before its end (not a torn tail).
+    #[error("difference file {path}: damaged record at byte {offset}: {reason}")]
+    DifferenceCorrupt {
+        /// The segment.
+        path: String,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An append whose sequence does not follow the last one.
+    #[error("difference file: sequence {seq} appended after {last}; sequences must increase")]
+    DifferenceSequence {
+        /// The sequence appended.
+        seq: u64,
+        /// The last sequence in the file.
+        last: u64,
+    },
     /// Reading a rule file failed.
     #[error("rules {path}: {source}")]
     RulesIo {

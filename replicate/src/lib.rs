@@ -30,6 +30,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod difference_file;
+#[cfg(test)]
+mod difference_file_tests;
 mod error;
 mod mode;
 mod rules;
@@ -39,6 +42,9 @@ mod wire;
 #[cfg(test)]
 mod wire_tests;
 
+pub use difference_file::{
+    decode_segment_bytes, DiffRecord, DifferenceFile, DifferenceOptions, Recovery,
+};
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
 pub use mode::{Mode, WhenPeerDown};

@@ -82,12 +82,8 @@ impl Job {
             .twin
             .forward(rid)
             .and_then(|n| self.twin.table.get_by_rid(n));
-        Ok(same(expected.as_deref(), actual.as_deref()))
+        Ok(expected.as_deref() == actual.as_deref())
     }
-}
-
-fn same(a: Option<&[Value]>, b: Option<&[Value]>) -> bool {
-    a == b
 }
 
 /// Test support: whether `new` equals `plan(old)` record for record (by new key).

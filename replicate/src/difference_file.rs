@@ -1,0 +1,332 @@
+//! The difference file (seed 002, seed 000 §4.3): while the peer is down, every
+//! operation not yet delivered is appended here, in sequence order, so that nothing
+//! is lost and the peer can be brought back by replaying it.
+//!
+//! A directory of segments `diff-<first seq>.seg`. Each record is
+//! `length (u32 LE) | CRC-32 of body (u32 LE) | body (postcard DiffRecord)`. Appends are
+//! buffered and made durable by [`DifferenceFile::sync`] (one fsync per batch). After a
+//! crash, the last segment may end in a torn record: opening detects it, keeps every
+//! record before it and truncates the rest. Damage anywhere else is an error.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use kirikae_engine::Operation;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ReplicateError, Result};
+use crate::mode::Mode;
+
+const HEADER: usize = 8;
+/// Records larger than this are taken for damage, not data.
+const MAX_RECORD_BYTES: usize = 64 << 20;
+
+/// One undelivered transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiffRecord {
+    /// Primary commit order; strictly increasing through the file.
+    pub seq: u64,
+    /// The primary's epoch when it committed.
+    pub epoch: u64,
+    /// The mode its rules gave it.
+    pub mode: Mode,
+    /// Its writes.
+    pub operations: Vec<Operation>,
+}
+
+/// Settings of a difference file.
+#[derive(Clone, Debug)]
+pub struct DifferenceOptions {
+    /// A new segment starts when the current one passes this size.
+    pub segment_bytes: u64,
+    /// Whether [`DifferenceFile::sync`] calls fsync (off only for tests and benches).
+    pub fsync: bool,
+}
+
+impl Default for DifferenceOptions {
+    fn default() -> Self {
+        DifferenceOptions {
+            segment_bytes: 64 << 20,
+            fsync: true,
+        }
+    }
+}
+
+/// What opening found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Valid records found.
+    pub records: u64,
+    /// Bytes of a torn tail that were cut off.
+    pub torn_bytes: u64,
+    /// Highest sequence found.
+    pub last_seq: Option<u64>,
+}
+
+struct Segment {
+    path: PathBuf,
+    first_seq: u64,
+    bytes: u64,
+}
+
+/// An open difference file.
+pub struct DifferenceFile {
+    dir: PathBuf,
+    options: DifferenceOptions,
+    segments: Vec<Segment>,
+    writer: Option<BufWriter<File>>,
+    last_seq: Option<u64>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
+    move |source| ReplicateError::DifferenceIo {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Decodes the records of one segment's bytes. Returns them and the offset where valid
+/// data ends (less than `bytes.len()` if the tail is torn or damaged).
+fn decode_segment(bytes: &[u8]) -> (Vec<DiffRecord>, usize, Option<String>) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes.len() - at < HEADER {
+            return (records, at, Some("truncated header".into()));
+        }
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let len = word(at) as usize;
+        let stored = word(at + 4);
+        if len > MAX_RECORD_BYTES {
+            return (
+                records,
+                at,
+                Some(format!("record length {len} is implausible")),
+            );
+        }
+        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
+            return (records, at, Some("truncated record".into()));
+        };
+        if crc32fast::hash(body) != stored {
+            return (records, at, Some("checksum mismatch".into()));
+        }
+        match postcard::from_bytes::<DiffRecord>(body) {
+            Ok(r) => records.push(r),
+            Err(e) => return (records, at, Some(format!("undecodable record: {e}"))),
+        }
+        at += HEADER + len;
+    }
+    (records, at, None)
+}
+
+impl DifferenceFile {
+    /// Opens (creating if needed) the difference file in `dir`, recovering from a torn
+    /// tail in its last segment.
+    pub fn open(dir: &Path, options: DifferenceOptions) -> Result<(DifferenceFile, Recovery)> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if let Some(first_seq) = name
+                .strip_prefix("diff-")
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                segments.push(Segment {
+                    path,
+                    first_seq,
+                    bytes: 0,
+                });
+            }
+        }
+        segments.sort_by_key(|s| s.first_seq);
+        let mut recovery = Recovery::default();
+        let count = segments.len();
+        for (i, seg) in segments.iter_mut().enumerate() {
+            let bytes = fs::read(&seg.path).map_err(io(&seg.path))?;
+            let (records, valid, problem) = decode_segment(&bytes);
+            for r in &records {
+                if recovery.last_seq.is_some_and(|last| r.seq <= last) {
+                    return Err(ReplicateError::DifferenceCorrupt {
+                        path: seg.path.display().to_string(),
+                        offset: 0,
+                        reason: format!(
+                            "sequence {} does not follow {:?}",
+                            r.seq, recovery.last_seq
+                        ),
+                    });
+                }
+                recovery.last_seq = Some(r.seq);
+            }
+            recovery.records += records.len() as u64;
+            if let Some(reason) = problem {
+                if i + 1 < count {
+                    return Err(ReplicateError::DifferenceCorrupt {
+                        path: seg.path.display().to_string(),
+                        offset: valid as u64,
+                        reason,
+                    });
+                }
+                // The last segment ends in a torn write: keep what was whole.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(io(&seg.path))?;
+                file.set_len(valid as u64).map_err(io(&seg.path))?;
+                file.sync_all().map_err(io(&seg.path))?;
+                recovery.torn_bytes = (bytes.len() - valid) as u64;
+            }
+            seg.bytes = valid as u64;
+        }
+        let file = DifferenceFile {
+            dir: dir.to_owned(),
+            options,
+            segments,
+            writer: None,
+            last_seq: recovery.last_seq,
+        };
+        Ok((file, recovery))
+    }
+
+    /// Highest sequence appended.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    /// Bytes held in all segments (appended, durable or not).
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Appends one record (buffered until [`sync`](DifferenceFile::sync)). Sequences
+    /// must strictly increase.
+    pub fn append(&mut self, record: &DiffRecord) -> Result<()> {
+        if let Some(last) = self.last_seq.filter(|&last| record.seq <= last) {
+            return Err(ReplicateError::DifferenceSequence {
+                seq: record.seq,
+                last,
+            });
+        }
+        let body = postcard::to_stdvec(record).map_err(|e| ReplicateError::DifferenceCorrupt {
+            path: self.dir.display().to_string(),
+            offset: self.bytes(),
+            reason: format!("cannot encode sequence {}: {e}", record.seq),
+        })?;
+        let needs_segment = self
+            .segments
+            .last()
+            .is_none_or(|s| s.bytes >= self.options.segment_bytes);
+        if needs_segment || self.writer.is_none() {
+            self.sync()?;
+            if needs_segment {
+                let path = self.dir.join(format!("diff-{:020}.seg", record.seq));
+                self.segments.push(Segment {
+                    path,
+                    first_seq: record.seq,
+                    bytes: 0,
+                });
+            }
+            let path = &self.segments[self.segments.len() - 1].path;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(io(path))?;
+            self.writer = Some(BufWriter::new(file));
+        }
+        let seg = self.segments.len() - 1;
+        let path = self.segments[seg].path.clone();
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| ReplicateError::DifferenceIo {
+                path: path.display().to_string(),
+                source: std::io::Error::other("no open segment"),
+            })?;
+        w.write_all(&(body.len() as u32).to_le_bytes())
+            .map_err(io(&path))?;
+        w.write_all(&crc32fast::hash(&body).to_le_bytes())
+            .map_err(io(&path))?;
+        w.write_all(&body).map_err(io(&path))?;
+        self.segments[seg].bytes += (HEADER + body.len()) as u64;
+        self.last_seq = Some(record.seq);
+        Ok(())
+    }
+
+    /// Makes every appended record durable (flush, then fsync if configured).
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            let path = self
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            w.flush().map_err(io(&path))?;
+            if self.options.fsync {
+                w.get_ref().sync_data().map_err(io(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every record with a sequence above `after`, in order (for replay to a peer that
+    /// has applied up to `after`). Reads what was synced or flushed.
+    pub fn read_after(&mut self, after: u64) -> Result<Vec<DiffRecord>> {
+        self.sync()?;
+        let mut out = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            // A segment whose successor starts at or below `after + 1` holds nothing newer.
+            if self
+                .segments
+                .get(i + 1)
+                .is_some_and(|next| next.first_seq <= after + 1)
+            {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            File::open(&seg.path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io(&seg.path))?;
+            let (records, valid, problem) = decode_segment(&bytes);
+            if let Some(reason) = problem {
+                return Err(ReplicateError::DifferenceCorrupt {
+                    path: seg.path.display().to_string(),
+                    offset: valid as u64,
+                    reason,
+                });
+            }
+            out.extend(records.into_iter().filter(|r| r.seq > after));
+        }
+        Ok(out)
+    }
+
+    /// Deletes segments whose records are all at or below `seq` (acknowledged by the
+    /// peer). The segment being written is kept.
+    pub fn retire_through(&mut self, seq: u64) -> Result<usize> {
+        let mut retired = 0;
+        while self.segments.len() > 1 && self.segments[1].first_seq <= seq + 1 {
+            let seg = self.segments.remove(0);
+            fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            retired += 1;
+        }
+        if retired > 0 {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
+        }
+        Ok(retired)
+    }
+}
+
+/// Test and fuzz support: the records of one segment's bytes, and whether its tail is
+/// damaged (`Some(offset)` where valid data ends).
+pub fn decode_segment_bytes(bytes: &[u8]) -> (Vec<DiffRecord>, Option<usize>) {
+    let (records, valid, problem) = decode_segment(bytes);
+    (records, problem.map(|_| valid))
+}

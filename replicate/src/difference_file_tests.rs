@@ -1,0 +1,161 @@
+//! The difference file: durable append and replay, torn tails cut at the last valid
+//! record at every possible byte, damage elsewhere refused, segments and retirement.
+
+use kirikae_engine::{Key, Operation};
+
+use crate::*;
+
+fn record(seq: u64) -> DiffRecord {
+    DiffRecord {
+        seq,
+        epoch: 1,
+        mode: if seq % 2 == 0 {
+            Mode::Ordered
+        } else {
+            Mode::Async
+        },
+        operations: vec![Operation::Update {
+            table: "subscriber".into(),
+            key: Key::from(format!("44010{seq:010}")),
+            row: vec![format!("44010{seq:010}").into(), (seq as i64).into()],
+        }],
+    }
+}
+
+fn options(segment_bytes: u64) -> DifferenceOptions {
+    DifferenceOptions {
+        segment_bytes,
+        fsync: true,
+    }
+}
+
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn appended_records_survive_reopening_and_replay_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("open");
+    assert_eq!(rec, Recovery::default());
+    for seq in 1..=50 {
+        f.append(&record(seq)).expect("append");
+    }
+    f.sync().expect("sync");
+    drop(f);
+    let (mut f, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("reopen");
+    assert_eq!(
+        (rec.records, rec.torn_bytes, rec.last_seq),
+        (50, 0, Some(50))
+    );
+    let all = f.read_after(0).expect("read");
+    assert_eq!(all, (1..=50).map(record).collect::<Vec<_>>());
+    assert_eq!(f.read_after(45).expect("read").len(), 5);
+    assert!(matches!(
+        f.append(&record(50)),
+        Err(ReplicateError::DifferenceSequence { seq: 50, last: 50 })
+    ));
+    f.append(&record(51)).expect("continues after reopening");
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("open");
+    for seq in 1..=3 {
+        f.append(&record(seq)).expect("append");
+    }
+    f.sync().expect("sync");
+    drop(f);
+    let path = segment_files(dir.path()).remove(0);
+    let whole = std::fs::read(&path).expect("read");
+    let (records, damaged) = decode_segment_bytes(&whole);
+    assert_eq!((records.len(), damaged), (3, None));
+    // Where valid data ends once the last byte is gone: the start of the third record.
+    let (two, third_starts) = decode_segment_bytes(&whole[..whole.len() - 1]);
+    assert_eq!(two.len(), 2);
+    let third_starts = third_starts.expect("a torn record");
+    for cut in third_starts..whole.len() {
+        std::fs::write(&path, &whole[..cut]).expect("tear");
+        let (mut f, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("recovers");
+        assert_eq!(rec.records, 2, "cut at {cut}");
+        assert_eq!(rec.torn_bytes as usize, cut - third_starts, "cut at {cut}");
+        assert_eq!(rec.last_seq, Some(2));
+        f.append(&record(3)).expect("append after recovery");
+        f.sync().expect("sync");
+        assert_eq!(
+            f.read_after(0).expect("read"),
+            (1..=3).map(record).collect::<Vec<_>>()
+        );
+        drop(f);
+        std::fs::write(&path, &whole).expect("restore");
+    }
+    // Garbage after the last record (a write that never completed) is cut too.
+    let mut garbage = whole.clone();
+    garbage.extend_from_slice(&[0xab; 11]);
+    std::fs::write(&path, &garbage).expect("write");
+    let (_, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("recovers");
+    assert_eq!((rec.records, rec.torn_bytes), (3, 11));
+}
+
+#[test]
+fn damage_before_the_last_segment_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = DifferenceFile::open(dir.path(), options(300)).expect("open");
+    for seq in 1..=20 {
+        f.append(&record(seq)).expect("append");
+    }
+    f.sync().expect("sync");
+    drop(f);
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2, "small segments roll over: {files:?}");
+    let mut bytes = std::fs::read(&files[0]).expect("read");
+    bytes[12] ^= 0xff;
+    std::fs::write(&files[0], &bytes).expect("damage");
+    match DifferenceFile::open(dir.path(), options(300)) {
+        Err(ReplicateError::DifferenceCorrupt {
+            path,
+            offset,
+            reason,
+        }) => {
+            assert!(path.ends_with(files[0].file_name().and_then(|n| n.to_str()).expect("name")));
+            assert_eq!(offset, 0);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!(
+            "expected DifferenceCorrupt, got {:?}",
+            other.map(|(_, r)| r)
+        ),
+    }
+}
+
+#[test]
+fn acknowledged_segments_are_retired_and_replay_stays_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = DifferenceFile::open(dir.path(), options(300)).expect("open");
+    for seq in 1..=30 {
+        f.append(&record(seq)).expect("append");
+    }
+    f.sync().expect("sync");
+    let before = segment_files(dir.path()).len();
+    let bytes_before = f.bytes();
+    let retired = f.retire_through(17).expect("retire");
+    assert!(retired > 0 && segment_files(dir.path()).len() == before - retired);
+    assert!(f.bytes() < bytes_before);
+    assert_eq!(
+        f.read_after(17).expect("read"),
+        (18..=30).map(record).collect::<Vec<_>>()
+    );
+    drop(f);
+    let (mut f, rec) = DifferenceFile::open(dir.path(), options(300)).expect("reopen");
+    assert_eq!(rec.last_seq, Some(30));
+    assert_eq!(
+        f.read_after(17).expect("read"),
+        (18..=30).map(record).collect::<Vec<_>>()
+    );
+}
