@@ -51,6 +51,11 @@ struct WriteEntry {
 /// before changing it). A transaction's writes become visible together with respect to
 /// snapshots; a concurrent reader of several records may see some of them before others.
 ///
+/// One corner: a transaction that moves a record off key `K` (a key-changing update)
+/// and then inserts a new record with `K` redirects `K`'s index entry to the new,
+/// uncommitted record; until it ends, other readers looking up `K` find nothing
+/// rather than the old committed record.
+///
 /// A failed statement leaves no change behind and the transaction stays usable; after
 /// a [retryable](EngineError::is_retryable) error the caller should roll back and retry.
 /// Dropping an open transaction rolls it back.
