@@ -2,7 +2,9 @@
 //! the write observer (feeds a restructure's lock history) and the commit gate
 //! (feeds synchronous replication), plus the logical operations the gate sees.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +41,20 @@ pub trait WriteObserver: Send + Sync {
 /// visible. It may block (e.g. a round trip to a peer). An error vetoes the commit:
 /// the transaction is rolled back and `commit` returns
 /// [`EngineError::CommitVetoed`](crate::EngineError::CommitVetoed) carrying the error.
+/// Once `prepare` accepts, the commit cannot fail.
 pub trait CommitGate: Send + Sync {
-    /// Accept (Ok) or veto (Err) the transaction described by `request`.
-    fn prepare(&self, request: &CommitRequest<'_>) -> Result<(), HookError>;
+    /// Accept (Ok) or veto (Err) the transaction described by `request`. An accepted
+    /// commit may carry a note, handed back by
+    /// [`Transaction::commit_noted`](crate::Transaction::commit_noted).
+    fn prepare(&self, request: &CommitRequest<'_>) -> Result<Option<GateNote>, HookError>;
 
     /// The transaction `txn`, accepted by `prepare`, is now visible.
     fn committed(&self, _txn: u64) {}
 }
+
+/// What a commit gate attaches to a commit it accepted; the gate's own type, to be
+/// downcast by whoever knows it.
+pub type GateNote = Arc<dyn Any + Send + Sync>;
 
 /// What the commit gate is shown.
 #[derive(Debug)]
@@ -56,6 +65,9 @@ pub struct CommitRequest<'a> {
     pub session: &'a SessionInfo,
     /// Its writes, in the order they were made.
     pub operations: &'a [Operation],
+    /// For each operation, the image it replaced as the transaction saw it (`None`
+    /// for an insert): what a peer compares its own responses against.
+    pub before: &'a [Option<RowRef>],
 }
 
 /// Kind of a logical operation.

@@ -79,7 +79,7 @@ mod writer_gate;
 
 pub use database::{Database, EngineConfig, Session, WriterHold};
 pub use error::{EngineError, HookError, Result};
-pub use hooks::{CommitGate, CommitRequest, Operation, OperationKind, WriteObserver};
+pub use hooks::{CommitGate, CommitRequest, GateNote, Operation, OperationKind, WriteObserver};
 pub use key::Key;
 pub use rid::Rid;
 pub use schema::{Column, Row, RowRef, Schema};

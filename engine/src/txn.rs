@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 
 use crate::database::{DbInner, GateCell};
 use crate::error::{EngineError, Result};
-use crate::hooks::{CommitRequest, Operation};
+use crate::hooks::{CommitRequest, GateNote, Operation};
 use crate::key::Key;
 use crate::lock::WaitFailure;
 use crate::rid::Rid;
@@ -71,6 +71,8 @@ pub struct Transaction<'s> {
     gate: Option<Arc<GateCell>>,
     /// Logical operations, recorded only when there is a gate to show them to.
     ops: Vec<Operation>,
+    /// The image each of `ops` replaced (`None` for an insert), as this transaction saw it.
+    before: Vec<Option<RowRef>>,
     state: State,
 }
 
@@ -92,6 +94,7 @@ impl<'s> Transaction<'s> {
             entered: SmallVec::new(),
             gate: db.gate.load_full(),
             ops: Vec::new(),
+            before: Vec::new(),
             state: State::Open,
         }
     }
@@ -195,7 +198,10 @@ impl<'s> Transaction<'s> {
                 }
             }
         };
-        self.ops.extend(op);
+        if let Some(op) = op {
+            self.ops.push(op);
+            self.before.push(None);
+        }
         Ok(rid)
     }
 
@@ -217,10 +223,10 @@ impl<'s> Transaction<'s> {
         let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
         t.schema().validate_row(t.name(), &row)?;
-        let Some((rid, _)) = self.lock_key(ti, &t, key)? else {
+        let Some((rid, current)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
-        self.put_locked(ti, &t, rid, key, row)?;
+        self.put_locked(ti, &t, rid, key, current, row)?;
         Ok(rid)
     }
 
@@ -241,7 +247,7 @@ impl<'s> Transaction<'s> {
             return Err(not_found(&t, key));
         };
         let row = t.schema().apply_changes(t.name(), &current, changes)?;
-        self.put_locked(ti, &t, rid, key, row)?;
+        self.put_locked(ti, &t, rid, key, current, row)?;
         Ok(rid)
     }
 
@@ -250,7 +256,7 @@ impl<'s> Transaction<'s> {
     pub fn delete(&mut self, table: &str, key: &Key) -> Result<Rid> {
         let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
-        let Some((rid, _)) = self.lock_key(ti, &t, key)? else {
+        let Some((rid, current)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
         if let Some(slot) = t.slots.get(rid) {
@@ -263,6 +269,7 @@ impl<'s> Transaction<'s> {
                 table: t.name().to_owned(),
                 key: key.clone(),
             });
+            self.before.push(Some(current));
         }
         Ok(rid)
     }
@@ -270,24 +277,36 @@ impl<'s> Transaction<'s> {
     /// Makes every write visible and releases the locks. With a commit gate installed,
     /// the gate is asked first; a veto rolls everything back and returns
     /// [`EngineError::CommitVetoed`].
-    pub fn commit(mut self) -> Result<()> {
-        if let Some(gate) = self.gate.clone().filter(|_| !self.ops.is_empty()) {
-            let request = CommitRequest {
-                txn: self.id,
-                session: self.session,
-                operations: &self.ops,
-            };
-            if let Err(source) = gate.0.prepare(&request) {
+    pub fn commit(self) -> Result<()> {
+        self.commit_noted().map(drop)
+    }
+
+    /// [`commit`](Transaction::commit), also returning the note the commit gate
+    /// attached to its acceptance (e.g. replication's "committed here only").
+    pub fn commit_noted(mut self) -> Result<Option<GateNote>> {
+        let Some(gate) = self.gate.clone().filter(|_| !self.ops.is_empty()) else {
+            self.apply();
+            return Ok(None);
+        };
+        debug_assert_eq!(self.ops.len(), self.before.len());
+        let request = CommitRequest {
+            txn: self.id,
+            session: self.session,
+            operations: &self.ops,
+            before: &self.before,
+        };
+        match gate.0.prepare(&request) {
+            Ok(note) => {
+                self.apply();
+                gate.0.committed(self.id);
+                Ok(note)
+            }
+            Err(source) => {
                 self.state = State::Finished;
                 self.undo();
-                return Err(EngineError::CommitVetoed { source });
+                Err(EngineError::CommitVetoed { source })
             }
-            self.apply();
-            gate.0.committed(self.id);
-        } else {
-            self.apply();
         }
-        Ok(())
     }
 
     /// Discards every write and releases the locks.
@@ -395,9 +414,17 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    /// Sets `row` as the pending image of the locked record at `rid`, whose key as
-    /// this transaction sees it is `key`.
-    fn put_locked(&mut self, ti: usize, t: &Table, rid: Rid, key: &Key, row: Row) -> Result<()> {
+    /// Sets `row` as the pending image of the locked record at `rid`, whose key and
+    /// image as this transaction sees them are `key` and `current`.
+    fn put_locked(
+        &mut self,
+        ti: usize,
+        t: &Table,
+        rid: Rid,
+        key: &Key,
+        current: RowRef,
+        row: Row,
+    ) -> Result<()> {
         if !t.schema().key_matches(&row, key) {
             self.claim_key(ti, t, rid, t.schema().key_of(&row))?;
         }
@@ -407,6 +434,7 @@ impl<'s> Transaction<'s> {
                 key: key.clone(),
                 row: row.clone(),
             });
+            self.before.push(Some(current));
         }
         if let Some(slot) = t.slots.get(rid) {
             let mut st = slot.latch();

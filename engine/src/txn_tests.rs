@@ -305,7 +305,10 @@ struct Gate {
     committed: AtomicUsize,
 }
 impl CommitGate for Gate {
-    fn prepare(&self, r: &CommitRequest<'_>) -> std::result::Result<(), HookError> {
+    fn prepare(
+        &self,
+        r: &CommitRequest<'_>,
+    ) -> std::result::Result<Option<crate::GateNote>, HookError> {
         self.seen
             .lock()
             .push((r.session.user.clone(), r.operations.to_vec()));
@@ -316,7 +319,7 @@ impl CommitGate for Gate {
         if vetoed {
             Err("peer refused".into())
         } else {
-            Ok(())
+            Ok(None)
         }
     }
     fn committed(&self, _txn: u64) {
@@ -373,6 +376,50 @@ fn the_commit_gate_sees_operations_and_can_veto() {
     // Read-only transactions do not bother the gate.
     s.begin().commit().expect("empty commit");
     assert_eq!(gate.seen.lock().len(), 2);
+}
+
+/// Records the before images it is shown and notes each accepted commit.
+struct BeforeGate(Mutex<Vec<Vec<Option<Vec<Value>>>>>);
+impl CommitGate for BeforeGate {
+    fn prepare(
+        &self,
+        r: &CommitRequest<'_>,
+    ) -> std::result::Result<Option<crate::GateNote>, HookError> {
+        assert_eq!(r.before.len(), r.operations.len());
+        let images = r
+            .before
+            .iter()
+            .map(|b| b.as_ref().map(|r| r.to_vec()))
+            .collect();
+        self.0.lock().push(images);
+        Ok(Some(Arc::new(r.operations.len())))
+    }
+}
+
+#[test]
+fn the_commit_gate_sees_before_images_and_its_note_comes_back() {
+    let (db, s) = db_with(100);
+    s.insert("t", row(1, "a")).expect("seed");
+    let gate = Arc::new(BeforeGate(Mutex::new(Vec::new())));
+    db.set_commit_gate(Some(gate.clone()));
+    let mut tx = s.begin();
+    tx.update_columns("t", &1.into(), &[("v", "b".into())])
+        .expect("update");
+    tx.update("t", &1.into(), row(1, "c")).expect("update");
+    tx.insert("t", row(2, "x")).expect("insert");
+    tx.delete("t", &1.into()).expect("delete");
+    let note = tx.commit_noted().expect("commit").expect("a note");
+    assert_eq!(note.downcast_ref::<usize>(), Some(&4));
+    assert_eq!(
+        gate.0.lock()[0],
+        vec![
+            Some(row(1, "a")),
+            Some(row(1, "b")),
+            None,
+            Some(row(1, "c"))
+        ],
+        "each operation sees the image it replaced, its own earlier writes included"
+    );
 }
 
 #[test]
