@@ -123,13 +123,21 @@ fn write_frame_seeds() {
             epoch: 1,
             mode: Mode::Async,
             operations: ops.clone(),
+            verify: false,
         },
         Message::Prepare {
             seq: 2,
             epoch: 1,
             operations: ops,
         },
-        Message::Prepared { seq: 2, digest: 77 },
+        Message::Prepared {
+            seq: 2,
+            responses: vec![77],
+        },
+        Message::Applied {
+            seq: 1,
+            responses: vec![5, 6],
+        },
         Message::Rejected {
             seq: 3,
             reason: "no".into(),

@@ -9,7 +9,7 @@
 //! record before it and truncates the rest. Damage anywhere else is an error.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use kirikae_engine::Operation;
@@ -22,7 +22,8 @@ const HEADER: usize = 8;
 /// Records larger than this are taken for damage, not data.
 const MAX_RECORD_BYTES: usize = 64 << 20;
 
-/// One undelivered transaction.
+/// One undelivered transaction. A record with mode [`Mode::Skip`] and no operations
+/// marks a sequence that was aborted (a sync transaction the peer may hold prepared).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DiffRecord {
     /// Primary commit order; strictly increasing through the file.
@@ -77,6 +78,50 @@ pub struct DifferenceFile {
     segments: Vec<Segment>,
     writer: Option<BufWriter<File>>,
     last_seq: Option<u64>,
+    cursor: Option<ReadCursor>,
+}
+
+/// Where the last [`DifferenceFile::read_batch`] stopped.
+#[derive(Clone, Copy)]
+struct ReadCursor {
+    /// First sequence of the segment (its identity).
+    segment: u64,
+    /// Byte offset of the next record in it.
+    offset: u64,
+    /// The last sequence returned: a batch asking for records after it resumes here.
+    after: u64,
+}
+
+/// Reads the record at `*offset`, advancing it.
+fn read_record(reader: &mut impl Read, path: &Path, offset: &mut u64) -> Result<DiffRecord> {
+    let corrupt = |offset: u64, reason: String| ReplicateError::DifferenceCorrupt {
+        path: path.display().to_string(),
+        offset,
+        reason,
+    };
+    let mut header = [0u8; HEADER];
+    reader
+        .read_exact(&mut header)
+        .map_err(|e| corrupt(*offset, format!("truncated header: {e}")))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let stored = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD_BYTES {
+        return Err(corrupt(
+            *offset,
+            format!("record length {len} is implausible"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| corrupt(*offset, format!("truncated record: {e}")))?;
+    if crc32fast::hash(&body) != stored {
+        return Err(corrupt(*offset, "checksum mismatch".into()));
+    }
+    let record = postcard::from_bytes::<DiffRecord>(&body)
+        .map_err(|e| corrupt(*offset, format!("undecodable record: {e}")))?;
+    *offset += (HEADER + len) as u64;
+    Ok(record)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
@@ -190,6 +235,7 @@ impl DifferenceFile {
             segments,
             writer: None,
             last_seq: recovery.last_seq,
+            cursor: None,
         };
         Ok((file, recovery))
     }
@@ -259,6 +305,19 @@ impl DifferenceFile {
         Ok(())
     }
 
+    /// Hands buffered records to the OS (readable, not yet durable).
+    fn flush(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            let path = self
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            w.flush().map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
     /// Makes every appended record durable (flush, then fsync if configured).
     pub fn sync(&mut self) -> Result<()> {
         if let Some(w) = self.writer.as_mut() {
@@ -276,33 +335,53 @@ impl DifferenceFile {
     }
 
     /// Every record with a sequence above `after`, in order (for replay to a peer that
-    /// has applied up to `after`). Reads what was synced or flushed.
+    /// has applied up to `after`). Reads what was appended, synced or not.
     pub fn read_after(&mut self, after: u64) -> Result<Vec<DiffRecord>> {
-        self.sync()?;
+        self.read_batch(after, usize::MAX)
+    }
+
+    /// Up to `limit` records with a sequence above `after`, in order. A batch that
+    /// continues where the previous one stopped resumes at its byte offset, so a
+    /// catch-up reads the file once, not once per batch.
+    pub fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<DiffRecord>> {
+        self.flush()?;
         let mut out = Vec::new();
-        for (i, seg) in self.segments.iter().enumerate() {
-            // A segment whose successor starts at or below `after + 1` holds nothing newer.
-            if self
-                .segments
-                .get(i + 1)
-                .is_some_and(|next| next.first_seq <= after + 1)
-            {
+        // The last segment that can hold `after + 1`: earlier ones hold only older records.
+        let first = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_seq <= after.saturating_add(1))
+            .unwrap_or(0);
+        for seg in &self.segments[first..] {
+            let mut offset = match self.cursor {
+                Some(c) if c.segment == seg.first_seq && c.after == after => c.offset,
+                _ => 0,
+            };
+            if offset >= seg.bytes {
                 continue;
             }
-            let mut bytes = Vec::new();
-            File::open(&seg.path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
+            let file = File::open(&seg.path).map_err(io(&seg.path))?;
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            reader
+                .seek(SeekFrom::Start(offset))
                 .map_err(io(&seg.path))?;
-            let (records, valid, problem) = decode_segment(&bytes);
-            if let Some(reason) = problem {
-                return Err(ReplicateError::DifferenceCorrupt {
-                    path: seg.path.display().to_string(),
-                    offset: valid as u64,
-                    reason,
-                });
+            while offset < seg.bytes {
+                let record = read_record(&mut reader, &seg.path, &mut offset)?;
+                if record.seq > after {
+                    let seq = record.seq;
+                    out.push(record);
+                    if out.len() >= limit {
+                        self.cursor = Some(ReadCursor {
+                            segment: seg.first_seq,
+                            offset,
+                            after: seq,
+                        });
+                        return Ok(out);
+                    }
+                }
             }
-            out.extend(records.into_iter().filter(|r| r.seq > after));
         }
+        self.cursor = None;
         Ok(out)
     }
 

@@ -159,3 +159,41 @@ fn acknowledged_segments_are_retired_and_replay_stays_exact() {
         (18..=30).map(record).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn batches_resume_where_they_stopped_and_see_later_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = DifferenceFile::open(dir.path(), options(600)).expect("open");
+    for seq in 1..=40 {
+        f.append(&record(seq)).expect("append");
+    }
+    assert!(
+        segment_files(dir.path()).len() > 2,
+        "spans several segments"
+    );
+    let mut after = 3;
+    let mut seen = Vec::new();
+    let mut appended = false;
+    loop {
+        let batch = f.read_batch(after, 7).expect("batch");
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= 7);
+        after = batch.last().expect("nonempty").seq;
+        seen.extend(batch.into_iter().map(|r| r.seq));
+        if after >= 30 && !appended {
+            appended = true;
+            for seq in 41..=45 {
+                f.append(&record(seq)).expect("append while reading");
+            }
+        }
+    }
+    assert_eq!(seen, (4..=45).collect::<Vec<_>>());
+    // A batch from an arbitrary point (not where the last stopped) is exact too.
+    let again = f.read_batch(17, 3).expect("batch");
+    assert_eq!(
+        again.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![18, 19, 20]
+    );
+}

@@ -43,6 +43,58 @@ pub enum ReplicateError {
         /// The last sequence in the file.
         last: u64,
     },
+    /// A frame could not be built or a peer's byte stream is invalid.
+    #[error("wire: {0}")]
+    Wire(#[from] WireError),
+    /// The peer's engine refused an operation, or the primary's could not be read.
+    #[error("engine: {0}")]
+    Engine(#[from] kirikae_engine::EngineError),
+    /// A network operation failed (naming the address and what was tried).
+    #[error("{what} {addr}: {source}")]
+    Network {
+        /// What was tried (connect, listen, ...).
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sync transaction was refused by the peer or answered differently there; it
+    /// was rolled back on both sides.
+    #[error("sync transaction {seq} rolled back on both sides: {reason}")]
+    RolledBackOnBoth {
+        /// Its sequence.
+        seq: u64,
+        /// The peer's reason or what differed.
+        reason: String,
+    },
+    /// A sync transaction got no answer in time and its rule says `fail`: it was
+    /// rolled back here, the peer may hold it prepared and is told to abort it when it
+    /// reconnects.
+    #[error("sync transaction {seq}: outcome unknown at the peer ({reason}); rolled back here, the peer aborts it at reconnect")]
+    OutcomeUnknown {
+        /// Its sequence.
+        seq: u64,
+        /// Why there was no answer.
+        reason: String,
+    },
+    /// A sync transaction's rule says `fail` and the peer is down; nothing was sent.
+    #[error("sync transaction refused: {reason} and its rule says fail")]
+    PeerDown {
+        /// Why the peer is down.
+        reason: String,
+    },
+    /// The other side broke the protocol (a gap in sequences, a stale epoch, a
+    /// message in the wrong direction); the connection is closed.
+    #[error("protocol: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The replicator was shut down.
+    #[error("replication is shut down")]
+    Shutdown,
     /// Reading a rule file failed.
     #[error("rules {path}: {source}")]
     RulesIo {

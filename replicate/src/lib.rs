@@ -30,10 +30,13 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod applier;
 mod difference_file;
 #[cfg(test)]
 mod difference_file_tests;
+mod digest;
 mod error;
+mod link;
 mod mode;
 mod rules;
 #[cfg(test)]
@@ -42,11 +45,16 @@ mod wire;
 #[cfg(test)]
 mod wire_tests;
 
+pub use applier::{Applier, ApplierStats};
 pub use difference_file::{
     decode_segment_bytes, DiffRecord, DifferenceFile, DifferenceOptions, Recovery,
 };
+pub use digest::response_digest;
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
+pub use link::{
+    DiffLog, Event, Link, LinkConfig, LinkMetrics, LinkState, Micros, Submitted, SyncOutcome,
+};
 pub use mode::{Mode, WhenPeerDown};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -37,10 +37,13 @@ pub enum Message {
         seq: u64,
         /// Primary's epoch.
         epoch: u64,
-        /// Async (per-key order) or ordered (commit order).
+        /// Async (per-key order), ordered (commit order), or sync (a sync commit
+        /// replayed from the difference file: apply and commit at once).
         mode: Mode,
         /// Its writes.
         operations: Vec<Operation>,
+        /// Answer with `Applied` and the responses, to be verified.
+        verify: bool,
     },
     /// A sync transaction to apply and hold open.
     Prepare {
@@ -51,12 +54,13 @@ pub enum Message {
         /// Its writes.
         operations: Vec<Operation>,
     },
-    /// The peer applied a prepared transaction; `digest` summarizes its responses.
+    /// The peer applied a prepared transaction and holds it open.
     Prepared {
         /// The transaction's sequence.
         seq: u64,
-        /// Digest of the peer's responses, compared with the primary's own.
-        digest: u64,
+        /// One digest per operation of the peer's response (see `digest`), compared
+        /// with the primary's own.
+        responses: Vec<u64>,
     },
     /// The peer could not apply a shipped or prepared transaction.
     Rejected {
@@ -87,6 +91,13 @@ pub enum Message {
         /// Highest sequence sent (primary) or applied (peer).
         last_seq: u64,
     },
+    /// The peer applied a shipped transaction marked `verify`.
+    Applied {
+        /// The transaction's sequence.
+        seq: u64,
+        /// One digest per operation of the peer's response.
+        responses: Vec<u64>,
+    },
 }
 
 impl Message {
@@ -101,6 +112,7 @@ impl Message {
             Message::Abort { .. } => "Abort",
             Message::Ack { .. } => "Ack",
             Message::Heartbeat { .. } => "Heartbeat",
+            Message::Applied { .. } => "Applied",
         }
     }
 }

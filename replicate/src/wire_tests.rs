@@ -32,6 +32,7 @@ fn all_messages() -> Vec<Message> {
             epoch: 3,
             mode: Mode::Ordered,
             operations: ops.clone(),
+            verify: true,
         },
         Message::Prepare {
             seq: 43,
@@ -40,7 +41,11 @@ fn all_messages() -> Vec<Message> {
         },
         Message::Prepared {
             seq: 43,
-            digest: 0xdead_beef,
+            responses: vec![0xdead_beef, 7],
+        },
+        Message::Applied {
+            seq: 42,
+            responses: vec![1, 2],
         },
         Message::Rejected {
             seq: 44,
