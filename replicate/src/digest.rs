@@ -22,6 +22,16 @@ pub fn response_digest(kind: OperationKind, before: Option<&[Value]>) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
+/// An order-independent checksum of a table's committed rows (the wrapping sum of
+/// each row's XXH3-64 over its postcard bytes): equal tables have equal checksums
+/// whatever their RIDs, layouts or insertion orders.
+pub fn table_checksum(table: &kirikae_engine::Table) -> u64 {
+    table.rows().iter().fold(0u64, |sum, (_, row)| {
+        let bytes = postcard::to_stdvec(&row[..]).unwrap_or_default();
+        sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(&bytes))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ mod digest;
 mod error;
 mod link;
 mod mode;
+mod peer;
+mod replicator;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
@@ -49,12 +51,14 @@ pub use applier::{Applier, ApplierStats};
 pub use difference_file::{
     decode_segment_bytes, DiffRecord, DifferenceFile, DifferenceOptions, Recovery,
 };
-pub use digest::response_digest;
+pub use digest::{response_digest, table_checksum};
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
 pub use link::{
     DiffLog, Event, Link, LinkConfig, LinkMetrics, LinkState, Micros, Submitted, SyncOutcome,
 };
 pub use mode::{Mode, WhenPeerDown};
+pub use peer::{Peer, PeerConfig, PeerStatus};
+pub use replicator::{Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

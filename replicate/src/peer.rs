@@ -1,0 +1,307 @@
+//! The peer as a TCP server: accepts one primary at a time and drives an
+//! [`Applier`] with what it sends. Used by `kirikae peer` and embeddable.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kirikae_engine::{Database, SessionInfo};
+use parking_lot::Mutex;
+
+use crate::applier::{Applier, ApplierStats};
+use crate::difference_file::{DifferenceFile, DifferenceOptions};
+use crate::error::{ReplicateError, Result};
+use crate::wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES};
+
+/// Settings of a peer server.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// This node's name, sent in the handshake.
+    pub node: String,
+    /// Where the peer logs what it applied, so a restarted process recovers its
+    /// tables (`None`: memory only; a restart loses everything).
+    pub log_dir: Option<PathBuf>,
+    /// Whether the log is fsynced before each acknowledgement.
+    pub fsync: bool,
+    /// A heartbeat goes out when nothing else has for this long.
+    pub heartbeat_every: Duration,
+    /// A primary silent this long is dropped.
+    pub primary_timeout: Duration,
+    /// Largest frame accepted or sent.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            node: "peer".into(),
+            log_dir: None,
+            fsync: true,
+            heartbeat_every: Duration::from_millis(100),
+            primary_timeout: Duration::from_secs(2),
+            max_frame_bytes: MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// What a running peer reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStatus {
+    /// Whether a primary is connected.
+    pub connected: bool,
+    /// Highest sequence up to which everything is resolved and logged.
+    pub last_seq: u64,
+    /// Sync transactions held open.
+    pub held: usize,
+    /// Counts.
+    pub stats: ApplierStats,
+    /// Why the last connection ended.
+    pub last_disconnect: Option<String>,
+}
+
+/// A running peer server.
+pub struct Peer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<PeerStatus>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl Peer {
+    /// Binds `listen` and serves primaries, applying to `database` (which must hold
+    /// the replicated tables, e.g. opened from the primary's snapshot). With a log
+    /// directory, first recovers what an earlier run applied.
+    pub fn start(database: Database, listen: impl ToSocketAddrs, config: PeerConfig) -> Result<Peer> {
+        let shown = listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let network = |what, source| ReplicateError::Network {
+            what,
+            addr: shown.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(listen).map_err(|e| network("listen on", e))?;
+        let addr = listener.local_addr().map_err(|e| network("listen on", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| network("listen on", e))?;
+        let log = match &config.log_dir {
+            Some(dir) => {
+                let options = DifferenceOptions {
+                    fsync: config.fsync,
+                    ..DifferenceOptions::default()
+                };
+                Some(DifferenceFile::open(dir, options)?.0)
+            }
+            None => None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(Mutex::new(PeerStatus::default()));
+        // Recover before returning, so a caller sees a bad log as an error at once.
+        let (ready_tx, ready_rx) = crossbeam::channel::bounded(1);
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let status = Arc::clone(&status);
+            std::thread::Builder::new()
+                .name("kirikae-peer".into())
+                .spawn(move || serve(database, listener, log, config, stop, status, ready_tx))
+                .map_err(|e| network("start serving", e))?
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Peer {
+                addr,
+                stop,
+                status,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(thread
+                .join()
+                .ok()
+                .and_then(|r| r.err())
+                .unwrap_or(ReplicateError::Shutdown)),
+        }
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Current status.
+    pub fn status(&self) -> PeerStatus {
+        self.status.lock().clone()
+    }
+
+    /// Whether the server thread has ended (an error, or stopped).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops serving (held transactions roll back) and returns how it ended.
+    pub fn stop(mut self) -> Result<()> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(Err(ReplicateError::Shutdown)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
+
+fn serve(
+    database: Database,
+    listener: TcpListener,
+    log: Option<DifferenceFile>,
+    config: PeerConfig,
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<PeerStatus>>,
+    ready: crossbeam::channel::Sender<Result<()>>,
+) -> Result<()> {
+    let session = database.session(SessionInfo::new("replication", "replication", None));
+    let mut applier = match Applier::new(&session, log) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    {
+        let mut s = status.lock();
+        s.last_seq = applier.last_seq();
+        s.stats = applier.stats().clone();
+    }
+    let _ = ready.send(Ok(()));
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, from)) => {
+                status.lock().connected = true;
+                let ended = connection(&mut applier, stream, &config, &stop, &status);
+                let reason = match ended {
+                    Ok(()) => "primary closed the connection".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::info!("primary {from} disconnected: {reason}");
+                let mut s = status.lock();
+                s.connected = false;
+                s.last_disconnect = Some(reason);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => {
+                return Err(ReplicateError::Network {
+                    what: "accept on",
+                    addr: listener
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves one primary until it goes away, breaks the protocol, or the peer stops.
+fn connection(
+    applier: &mut Applier<'_>,
+    mut stream: TcpStream,
+    config: &PeerConfig,
+    stop: &AtomicBool,
+    status: &Mutex<PeerStatus>,
+) -> Result<()> {
+    let addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let network = |what, source| ReplicateError::Network {
+        what,
+        addr: addr.clone(),
+        source,
+    };
+    stream.set_nonblocking(false).map_err(|e| network("serve", e))?;
+    stream.set_nodelay(true).map_err(|e| network("serve", e))?;
+    let tick = config.heartbeat_every.min(Duration::from_millis(20));
+    stream
+        .set_read_timeout(Some(tick))
+        .map_err(|e| network("serve", e))?;
+    let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+    let mut buf = vec![0u8; 256 << 10];
+    let mut greeted = false;
+    let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
+    let mut out = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+            Err(e) => return Err(network("read from", e)),
+        };
+        let mut replies = Vec::new();
+        if n > 0 {
+            last_heard = Instant::now();
+            decoder.push(&buf[..n]);
+            let mut handled = false;
+            while let Some(message) = decoder.next_message()? {
+                if !greeted {
+                    let Message::Hello { epoch, .. } = message else {
+                        return Err(ReplicateError::Protocol {
+                            reason: "the first message was not a Hello".into(),
+                        });
+                    };
+                    applier.connected(epoch)?;
+                    replies.push(applier.hello(&config.node));
+                    greeted = true;
+                    continue;
+                }
+                applier.handle(message, &mut replies)?;
+                handled = true;
+            }
+            if handled {
+                applier.flush(&mut replies)?;
+            }
+        } else if last_heard.elapsed() > config.primary_timeout {
+            return Err(ReplicateError::Protocol {
+                reason: format!(
+                    "no word from the primary for {} ms",
+                    last_heard.elapsed().as_millis()
+                ),
+            });
+        }
+        if greeted && replies.is_empty() && last_sent.elapsed() >= config.heartbeat_every {
+            replies.push(Message::Heartbeat {
+                epoch: 0,
+                last_seq: applier.last_seq(),
+            });
+        }
+        if !replies.is_empty() {
+            out.clear();
+            for r in &replies {
+                out.extend_from_slice(&encode(r, config.max_frame_bytes)?);
+            }
+            stream.write_all(&out).map_err(|e| network("write to", e))?;
+            last_sent = Instant::now();
+            let mut s = status.lock();
+            s.last_seq = applier.last_seq();
+            s.held = applier.held();
+            s.stats = applier.stats().clone();
+        }
+    }
+    Ok(())
+}
