@@ -22,6 +22,9 @@ use crate::error::{ReplicateError, Result};
 use crate::mode::{Mode, WhenPeerDown};
 use crate::wire::{encode, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
+/// Output a catch-up tick produces before handing it to the shell.
+const CATCHUP_BYTES_PER_TICK: usize = 4 << 20;
+
 /// Microseconds on the shell's monotonic clock.
 pub type Micros = u64;
 
@@ -586,7 +589,18 @@ impl<D: DiffLog> Link<D> {
     pub fn tick(&mut self, now: Micros) {
         match self.state {
             LinkState::Degraded => return,
-            LinkState::CatchingUp => self.pump(now),
+            LinkState::CatchingUp => {
+                // Replay as much as the shell can write in one go: catching up must
+                // outrun the incoming rate, which a batch per tick would not.
+                while self.state == LinkState::CatchingUp && self.out.len() < CATCHUP_BYTES_PER_TICK
+                {
+                    let before = self.catch_up.as_ref().map(|c| c.cursor);
+                    self.pump(now);
+                    if self.catch_up.as_ref().map(|c| c.cursor) == before {
+                        break;
+                    }
+                }
+            }
             LinkState::Duplex => {}
         }
         if self.state == LinkState::Degraded {

@@ -75,7 +75,11 @@ impl Peer {
     /// Binds `listen` and serves primaries, applying to `database` (which must hold
     /// the replicated tables, e.g. opened from the primary's snapshot). With a log
     /// directory, first recovers what an earlier run applied.
-    pub fn start(database: Database, listen: impl ToSocketAddrs, config: PeerConfig) -> Result<Peer> {
+    pub fn start(
+        database: Database,
+        listen: impl ToSocketAddrs,
+        config: PeerConfig,
+    ) -> Result<Peer> {
         let shown = listen
             .to_socket_addrs()
             .ok()
@@ -228,13 +232,18 @@ fn connection(
     stop: &AtomicBool,
     status: &Mutex<PeerStatus>,
 ) -> Result<()> {
-    let addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let network = |what, source| ReplicateError::Network {
         what,
         addr: addr.clone(),
         source,
     };
-    stream.set_nonblocking(false).map_err(|e| network("serve", e))?;
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| network("serve", e))?;
     stream.set_nodelay(true).map_err(|e| network("serve", e))?;
     let tick = config.heartbeat_every.min(Duration::from_millis(20));
     stream

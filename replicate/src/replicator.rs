@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
-use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError};
+use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, Operation};
 use parking_lot::{Condvar, Mutex};
 
 use crate::difference_file::{DifferenceFile, DifferenceOptions};
@@ -234,21 +234,38 @@ impl Drop for Replicator {
 struct Gate(Arc<Shared>);
 
 impl CommitGate for Gate {
-    fn prepare(&self, request: &CommitRequest<'_>) -> std::result::Result<Option<GateNote>, HookError> {
+    fn prepare(
+        &self,
+        request: &CommitRequest<'_>,
+    ) -> std::result::Result<Option<GateNote>, HookError> {
         let shared = &self.0;
-        let decision =
+        let (decision, shipped) =
             shared
                 .rules
-                .decide_transaction(request.operations, request.session, TimeOfDay::now());
+                .decide_operations(request.operations, request.session, TimeOfDay::now());
         if decision.mode == Mode::Skip {
             return Ok(Some(Arc::new(Replication::Skipped)));
         }
+        let all = shipped.iter().all(|&s| s);
+        let operations: Vec<Operation> = if all {
+            request.operations.to_vec()
+        } else {
+            request
+                .operations
+                .iter()
+                .zip(&shipped)
+                .filter(|(_, &s)| s)
+                .map(|(op, _)| op.clone())
+                .collect()
+        };
         let responses = || {
             request
                 .operations
                 .iter()
                 .zip(request.before)
-                .map(|(op, before)| response_digest(op.kind(), before.as_deref()))
+                .zip(&shipped)
+                .filter(|(_, &s)| s)
+                .map(|((op, before), _)| response_digest(op.kind(), before.as_deref()))
                 .collect()
         };
         let mut core = shared.core.lock();
@@ -260,7 +277,7 @@ impl CommitGate for Gate {
             now,
             decision.mode,
             decision.when_peer_down,
-            request.operations.to_vec(),
+            operations,
             responses,
         )?;
         shared.drain(&mut core);
@@ -289,11 +306,15 @@ impl CommitGate for Gate {
         drop(core);
         let seq_or_0 = seq.unwrap_or(0);
         match outcome {
-            SyncOutcome::Replicated => Ok(Some(Arc::new(Replication::Replicated { seq: seq_or_0 }))),
-            SyncOutcome::CommittedAlone { reason } => Ok(Some(Arc::new(Replication::NotReplicated {
-                seq: seq_or_0,
-                reason,
-            }))),
+            SyncOutcome::Replicated => {
+                Ok(Some(Arc::new(Replication::Replicated { seq: seq_or_0 })))
+            }
+            SyncOutcome::CommittedAlone { reason } => {
+                Ok(Some(Arc::new(Replication::NotReplicated {
+                    seq: seq_or_0,
+                    reason,
+                })))
+            }
             SyncOutcome::Refused { reason } => Err(ReplicateError::RolledBackOnBoth {
                 seq: seq_or_0,
                 reason,
@@ -342,7 +363,8 @@ fn link_thread(shared: Arc<Shared>) {
                 if let Err(e) = s.write_all(&out) {
                     let mut core = shared.core.lock();
                     let now = shared.now();
-                    core.link.disconnected(now, &format!("write to the peer: {e}"));
+                    core.link
+                        .disconnected(now, &format!("write to the peer: {e}"));
                     shared.drain(&mut core);
                     drop(core);
                     close_connection(&mut stream, &mut reader, &shared);
@@ -393,7 +415,9 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     };
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
         .map_err(|e| network("connect to", e))?;
-    stream.set_nodelay(true).map_err(|e| network("connect to", e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| network("connect to", e))?;
     let (hello, max) = {
         let core = shared.core.lock();
         (core.link.hello(), core.link.config().max_frame_bytes)
@@ -447,7 +471,12 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
 }
 
 /// Feeds the peer's messages to the link until the connection ends.
-fn read_loop(shared: Arc<Shared>, mut stream: TcpStream, mut decoder: FrameDecoder, generation: u64) {
+fn read_loop(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    mut decoder: FrameDecoder,
+    generation: u64,
+) {
     let mut buf = vec![0u8; 256 << 10];
     let reason = loop {
         let n = match stream.read(&mut buf) {
@@ -467,7 +496,8 @@ fn read_loop(shared: Arc<Shared>, mut stream: TcpStream, mut decoder: FrameDecod
                 Ok(Some(m)) => core.link.receive(now, m),
                 Ok(None) => break,
                 Err(e) => {
-                    core.link.disconnected(now, &format!("bad frame from the peer: {e}"));
+                    core.link
+                        .disconnected(now, &format!("bad frame from the peer: {e}"));
                     shared.drain(&mut core);
                     drop(core);
                     shared.wake_writer();

@@ -407,6 +407,31 @@ impl RuleSet {
         session: &SessionInfo,
         time: TimeOfDay,
     ) -> Decision {
+        self.decide_shipment(operations, session, time, None)
+    }
+
+    /// [`decide_transaction`](RuleSet::decide_transaction), also saying which
+    /// operations are shipped: all of them when a commit rule decided, otherwise those
+    /// whose own rule is not `skip` (a table that is not replicated stays local even
+    /// inside a replicated transaction).
+    pub fn decide_operations(
+        &self,
+        operations: &[Operation],
+        session: &SessionInfo,
+        time: TimeOfDay,
+    ) -> (Decision, Vec<bool>) {
+        let mut shipped = Vec::with_capacity(operations.len());
+        let d = self.decide_shipment(operations, session, time, Some(&mut shipped));
+        (d, shipped)
+    }
+
+    fn decide_shipment(
+        &self,
+        operations: &[Operation],
+        session: &SessionInfo,
+        time: TimeOfDay,
+        mut shipped: Option<&mut Vec<bool>>,
+    ) -> Decision {
         let commit = |table| Access {
             kind: AccessKind::Commit,
             table,
@@ -421,6 +446,9 @@ impl RuleSet {
                         .any(|op| r.matches(&commit(Some(op.table())))))
         });
         if let Some(r) = commit_rule {
+            if let Some(shipped) = shipped {
+                shipped.extend(operations.iter().map(|_| r.mode != Mode::Skip));
+            }
             return Decision {
                 mode: r.mode,
                 when_peer_down: r.when_peer_down,
@@ -437,6 +465,9 @@ impl RuleSet {
                 time,
             });
             fail_if_down |= d.mode == Mode::Sync && d.when_peer_down == WhenPeerDown::Fail;
+            if let Some(shipped) = shipped.as_deref_mut() {
+                shipped.push(d.mode != Mode::Skip);
+            }
             if strongest.as_ref().is_none_or(|s| d.mode > s.mode) {
                 strongest = Some(d);
             }

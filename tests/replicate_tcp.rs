@@ -1,0 +1,384 @@
+//! Replication end to end over real TCP on loopback, with the peer in this process:
+//! each mode, both-side rollback, a peer stopped under load and restarted from its
+//! log, and in-doubt sync transactions.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kirikae::engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
+use kirikae_replicate::{
+    table_checksum, DifferenceFile, DifferenceOptions, Event, LinkConfig, LinkState, Peer,
+    PeerConfig, ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet,
+};
+
+const T: &str = "acct";
+
+fn database() -> Database {
+    let db = Database::new();
+    let schema = Schema::new(
+        vec![
+            Column::new("k", ColumnType::Int),
+            Column::new("v", ColumnType::Int),
+        ],
+        &["k"],
+    )
+    .expect("schema");
+    db.create_table(T, schema.clone()).expect("acct");
+    db.create_table("scratch", schema).expect("scratch");
+    db
+}
+
+fn rules(default: &str) -> RuleSet {
+    RuleSet::parse(
+        &format!(
+            r#"
+            default = "{default}"
+            [[rule]]
+            name = "scratch is not replicated"
+            table = "scratch"
+            mode = "skip"
+            "#
+        ),
+        "test.toml",
+    )
+    .expect("rules")
+}
+
+fn link() -> LinkConfig {
+    LinkConfig {
+        heartbeat_every: Duration::from_millis(20),
+        peer_timeout: Duration::from_millis(300),
+        sync_timeout: Duration::from_millis(300),
+        reconnect_min: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(100),
+        ..LinkConfig::default()
+    }
+}
+
+fn peer_config(log: Option<&Path>) -> PeerConfig {
+    PeerConfig {
+        log_dir: log.map(Path::to_owned),
+        fsync: false,
+        heartbeat_every: Duration::from_millis(20),
+        ..PeerConfig::default()
+    }
+}
+
+fn replicator(db: &Database, peer: std::net::SocketAddr, default: &str, dir: &Path) -> Replicator {
+    Replicator::start(
+        db,
+        ReplicatorConfig {
+            peer,
+            rules: rules(default),
+            link: link(),
+            difference_dir: dir.to_owned(),
+            difference: DifferenceOptions {
+                fsync: false,
+                ..DifferenceOptions::default()
+            },
+        },
+    )
+    .expect("replicator")
+}
+
+fn row(k: i64, v: i64) -> Vec<Value> {
+    vec![k.into(), v.into()]
+}
+
+fn checksum(db: &Database, table: &str) -> u64 {
+    table_checksum(&db.table(table).expect("table"))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Inserts, updates and deletes with two threads; returns the commit count.
+fn traffic(db: &Database, keys: i64, rounds: i64) -> u64 {
+    let commits = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2i64 {
+            let session = db.session(SessionInfo::new("app", "app", None));
+            let commits = &commits;
+            s.spawn(move || {
+                for i in 0..rounds {
+                    let k = t * keys + (i % keys);
+                    let mut tx = session.begin();
+                    let exists = tx.get(T, &Key::from(k)).expect("get").is_some();
+                    let r = if !exists {
+                        tx.insert(T, row(k, i))
+                    } else if i % 7 == 0 {
+                        tx.delete(T, &Key::from(k))
+                    } else {
+                        tx.update(T, &Key::from(k), row(k, i))
+                    };
+                    r.expect("write");
+                    tx.insert("scratch", row(t * 1_000_000 + i, i))
+                        .expect("scratch");
+                    tx.commit().expect("commit");
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    commits.load(Ordering::Relaxed)
+}
+
+#[test]
+fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
+    for mode in ["async", "ordered", "sync"] {
+        let primary = database();
+        let replica = database();
+        let peer = Peer::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rep = replicator(&primary, peer.local_addr(), mode, dir.path());
+        wait_for("duplex", Duration::from_secs(5), || {
+            rep.metrics().state == Some(LinkState::Duplex)
+        });
+        let commits = traffic(&primary, 50, 400);
+        assert_eq!(commits, 800);
+        assert!(
+            rep.wait_caught_up(Duration::from_secs(10)),
+            "{mode}: caught up"
+        );
+        assert_eq!(
+            checksum(&primary, T),
+            checksum(&replica, T),
+            "{mode}: acct equal"
+        );
+        assert!(!primary.table(T).expect("t").is_empty());
+        assert_eq!(
+            replica.table("scratch").expect("s").len(),
+            0,
+            "{mode}: skip stays local"
+        );
+        let m = rep.metrics();
+        assert_eq!(
+            m.last_seq, 800,
+            "{mode}: one sequence per replicated commit"
+        );
+        assert_eq!(m.mismatches, 0);
+        assert_eq!(m.apply_errors, 0);
+        assert_eq!(peer.status().stats.applied, 800, "{mode}");
+        rep.shutdown();
+    }
+}
+
+#[test]
+fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
+    let primary = database();
+    let replica = database();
+    let peer = Peer::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rep = replicator(&primary, peer.local_addr(), "sync", dir.path());
+    wait_for("duplex", Duration::from_secs(5), || {
+        rep.metrics().state == Some(LinkState::Duplex)
+    });
+    let app = primary.session(SessionInfo::new("app", "app", None));
+    let mut tx = app.begin();
+    tx.insert(T, row(1, 1)).expect("insert");
+    let note = tx.commit_noted().expect("replicated commit");
+    assert!(matches!(
+        Replication::of(&note),
+        Some(Replication::Replicated { seq: 1 })
+    ));
+    // A row only the peer has: the primary's insert of the same key fails there.
+    replica
+        .session(SessionInfo::default())
+        .insert(T, row(7, 700))
+        .expect("peer-only row");
+    let mut tx = app.begin();
+    tx.update(T, &Key::from(1), row(1, 2)).expect("update");
+    tx.insert(T, row(7, 1)).expect("insert");
+    let err = tx.commit().expect_err("the peer refuses");
+    let EngineError::CommitVetoed { source } = &err else {
+        panic!("expected a veto, got {err:?}")
+    };
+    let rep_err = source
+        .downcast_ref::<ReplicateError>()
+        .expect("a replication error");
+    assert!(
+        matches!(rep_err, ReplicateError::RolledBackOnBoth { seq: 2, .. }),
+        "{rep_err}"
+    );
+    assert!(
+        rep_err.to_string().contains("rolled back on both sides"),
+        "{rep_err}"
+    );
+    // Both sides rolled back: the update of key 1 is undone here and there.
+    assert_eq!(app.get(T, &Key::from(7)).expect("get"), None);
+    assert_eq!(
+        app.get(T, &Key::from(1)).expect("get").expect("row")[1],
+        Value::Int(1)
+    );
+    wait_for("peer resolved 2", Duration::from_secs(5), || {
+        peer.status().last_seq == 2
+    });
+    let peer_view = replica.session(SessionInfo::default());
+    assert_eq!(
+        peer_view.get(T, &Key::from(1)).expect("get").expect("row")[1],
+        Value::Int(1),
+        "the peer rolled the update back too"
+    );
+    assert_eq!(peer.status().held, 0);
+    // The link is still duplex and the next sync commit goes through.
+    app.insert(T, row(8, 8)).expect("next commit");
+    assert!(rep.wait_caught_up(Duration::from_secs(5)));
+    assert_eq!(
+        peer_view.get(T, &Key::from(8)).expect("get").expect("row")[1],
+        Value::Int(8)
+    );
+}
+
+#[test]
+fn a_peer_stopped_under_load_is_caught_up_from_the_difference_file() {
+    let primary = database();
+    let peer_log = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replica = database();
+    let peer =
+        Peer::start(replica, "127.0.0.1:0", peer_config(Some(peer_log.path()))).expect("peer");
+    let addr = peer.local_addr();
+    let rep = replicator(&primary, addr, "ordered", dir.path());
+    let events = rep.events();
+    wait_for("duplex", Duration::from_secs(5), || {
+        rep.metrics().state == Some(LinkState::Duplex)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let db = primary.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let s = db.session(SessionInfo::new("app", "app", None));
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let k = i % 500;
+                if s.get(T, &Key::from(k)).expect("get").is_some() {
+                    s.update(T, &Key::from(k), row(k, i)).expect("update");
+                } else {
+                    s.insert(T, row(k, i)).expect("insert");
+                }
+                i += 1;
+                // A steady incoming rate (~20k/s) that a catch-up must outrun.
+                if i % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            i
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    peer.stop().expect("peer stops");
+    wait_for("degraded", Duration::from_secs(5), || {
+        rep.metrics().state == Some(LinkState::Degraded)
+    });
+    wait_for(
+        "records in the difference file",
+        Duration::from_secs(5),
+        || rep.metrics().difference_bytes > 10_000,
+    );
+    let diverged = events
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("an event ({e}); metrics {:?}", rep.metrics()));
+    assert!(matches!(diverged, Event::Diverged { .. }), "{diverged:?}");
+    // The peer comes back on the same port with a fresh database and its log.
+    let replica = database();
+    let peer = Peer::start(replica.clone(), addr, peer_config(Some(peer_log.path())))
+        .expect("peer restarts");
+    assert!(peer.status().stats.recovered > 0, "recovered from its log");
+    let recovered = loop {
+        let event = events
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "an event ({e}): metrics {:?}, peer {:?}",
+                    rep.metrics(),
+                    peer.status()
+                )
+            });
+        match event {
+            e @ Event::Recovered { .. } => break e,
+            Event::Diverged { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let Event::Recovered { ops_replayed, .. } = recovered else {
+        unreachable!()
+    };
+    assert!(ops_replayed > 0);
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().expect("load");
+    assert!(writes > 1000);
+    assert!(rep.wait_caught_up(Duration::from_secs(10)));
+    assert_eq!(checksum(&primary, T), checksum(&replica, T));
+    assert_eq!(rep.metrics().apply_errors, 0);
+    assert_eq!(rep.metrics().mismatches, 0);
+}
+
+#[test]
+fn sync_commits_while_the_peer_is_down_follow_their_rule() {
+    let primary = database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nobody listens here: the link stays degraded.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let rules = RuleSet::parse(
+        r#"
+        default = "sync"
+        [[rule]]
+        name = "strict"
+        table = "scratch"
+        mode = "sync"
+        when_peer_down = "fail"
+        "#,
+        "t.toml",
+    )
+    .expect("rules");
+    let rep = Replicator::start(
+        &primary,
+        ReplicatorConfig {
+            peer: addr,
+            rules,
+            link: link(),
+            difference_dir: dir.path().to_owned(),
+            difference: DifferenceOptions::default(),
+        },
+    )
+    .expect("replicator");
+    let app = primary.session(SessionInfo::new("app", "app", None));
+    let mut tx = app.begin();
+    tx.insert(T, row(1, 1)).expect("insert");
+    let note = tx.commit_noted().expect("continue: commits alone");
+    assert!(matches!(
+        Replication::of(&note),
+        Some(Replication::NotReplicated { seq: 1, .. })
+    ));
+    let err = app.insert("scratch", row(1, 1)).expect_err("fail: refused");
+    assert!(err.to_string().contains("rule says fail"), "{err}");
+    assert_eq!(app.get("scratch", &Key::from(1)).expect("get"), None);
+    let diverged = rep
+        .events()
+        .recv_timeout(Duration::from_secs(2))
+        .expect("event");
+    assert!(
+        matches!(diverged, Event::Diverged { since_seq: 1, .. }),
+        "{diverged:?}"
+    );
+    rep.shutdown();
+    let (mut diff, _) =
+        DifferenceFile::open(dir.path(), DifferenceOptions::default()).expect("open");
+    let records = diff.read_after(0).expect("read");
+    assert_eq!(
+        records.len(),
+        1,
+        "the continued commit waits in the difference file"
+    );
+    assert_eq!(records[0].seq, 1);
+}
