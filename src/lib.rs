@@ -7,4 +7,5 @@ pub use kirikae_replicate as replicate;
 pub use kirikae_restructure as restructure;
 
 pub mod scenario;
+pub mod telecom;
 pub mod workload;

@@ -4,6 +4,7 @@ mod bench_engine;
 mod bench_restructure;
 mod demo;
 mod measure;
+mod nodes;
 mod plot;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ pub enum CliError {
         reason: String,
     },
     /// A bad argument value.
+    #[error(transparent)]
+    Replicate(#[from] kirikae::replicate::ReplicateError),
     #[error("{0}")]
     Usage(String),
 }
@@ -59,6 +62,10 @@ struct Cli {
 enum Command {
     /// The main job: a telecom subscriber workload on a live table, with a report.
     Demo(demo::DemoArgs),
+    /// Serve as a replication peer (applies what a primary sends).
+    Peer(nodes::PeerArgs),
+    /// Run telecom traffic replicated to a peer.
+    Primary(nodes::PrimaryArgs),
     /// Benchmark scenarios (machine-readable with --json).
     Bench {
         #[command(subcommand)]
@@ -88,6 +95,8 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Peer(args) => nodes::peer(args),
+        Command::Primary(args) => nodes::primary(args),
         Command::Bench {
             scenario: BenchScenario::Engine(args),
         } => bench_engine::run(args).and_then(|r| emit(args.json, &r, bench_engine::print_table)),

@@ -39,6 +39,7 @@ mod error;
 mod link;
 mod mode;
 mod peer;
+mod proxy;
 mod replicator;
 mod rules;
 #[cfg(test)]
@@ -59,6 +60,7 @@ pub use link::{
 };
 pub use mode::{Mode, WhenPeerDown};
 pub use peer::{Peer, PeerConfig, PeerStatus};
+pub use proxy::{Impairment, LoopbackProxy};
 pub use replicator::{Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

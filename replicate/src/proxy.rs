@@ -1,0 +1,180 @@
+//! A loopback TCP proxy that adds one-way delay and loss between a primary and its
+//! peer, for tests and benchmarks. Loss on TCP is not a missing message but a
+//! retransmission: a "lost" chunk arrives one retransmission timeout late, and since
+//! TCP delivers in order, everything behind it waits too — which is what the proxy
+//! does.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::{ReplicateError, Result};
+
+/// What the proxy does to traffic, in each direction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Impairment {
+    /// Added one-way delay (an RTT of `2 × delay`).
+    pub delay: Duration,
+    /// Chance that a chunk is "lost" and retransmitted.
+    pub loss: f64,
+    /// How late a lost chunk arrives (Linux's minimum RTO is 200 ms).
+    pub retransmit_after: Duration,
+}
+
+impl Default for Impairment {
+    fn default() -> Self {
+        Impairment {
+            delay: Duration::ZERO,
+            loss: 0.0,
+            retransmit_after: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A running proxy: connect to [`local_addr`](LoopbackProxy::local_addr) to reach
+/// the target through the impairment.
+pub struct LoopbackProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LoopbackProxy {
+    /// Listens on a free loopback port and forwards each connection to `target`.
+    pub fn start(target: SocketAddr, impairment: Impairment) -> Result<LoopbackProxy> {
+        let network = |source| ReplicateError::Network {
+            what: "proxy to",
+            addr: target.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(network)?;
+        let addr = listener.local_addr().map_err(network)?;
+        listener.set_nonblocking(true).map_err(network)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            let connections = Arc::clone(&connections);
+            std::thread::Builder::new()
+                .name("kirikae-proxy".into())
+                .spawn(move || accept_loop(listener, target, impairment, stop, connections))
+                .map_err(network)?
+        };
+        Ok(LoopbackProxy {
+            addr,
+            stop,
+            connections,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where to connect.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cuts every connection through the proxy (new ones are still accepted).
+    pub fn cut(&self) {
+        for s in self.connections.lock().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for LoopbackProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    impairment: Impairment,
+    stop: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok((client, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        let Ok(server) = TcpStream::connect(target) else {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        };
+        let _ = client.set_nonblocking(false);
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let pairs = [
+            (client.try_clone(), server.try_clone()),
+            (server.try_clone(), client.try_clone()),
+        ];
+        {
+            let mut c = connections.lock();
+            c.extend(client.try_clone().ok());
+            c.extend(server.try_clone().ok());
+        }
+        for (from, to) in pairs {
+            if let (Ok(from), Ok(to)) = (from, to) {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let s = seed;
+                std::thread::spawn(move || forward(from, to, impairment, s));
+            }
+        }
+    }
+}
+
+/// Copies `from` to `to`, each chunk released `delay` after it was read (later if
+/// "lost"), in order.
+fn forward(mut from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64) {
+    let (tx, rx) = crossbeam::channel::unbounded::<(Instant, Vec<u8>)>();
+    let writer = std::thread::spawn(move || {
+        let mut to = to;
+        let mut not_before = Instant::now();
+        for (release, chunk) in rx {
+            // In order: a late chunk holds back the ones behind it.
+            not_before = not_before.max(release);
+            let now = Instant::now();
+            if not_before > now {
+                std::thread::sleep(not_before - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    let mut rng = seed | 1;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut release = Instant::now() + impairment.delay;
+        // xorshift64: a chunk is "lost" with probability `loss`.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        if ((rng >> 11) as f64 / (1u64 << 53) as f64) < impairment.loss {
+            release += impairment.retransmit_after;
+        }
+        if tx.send((release, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
+}

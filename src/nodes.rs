@@ -1,0 +1,172 @@
+//! `kirikae peer` and `kirikae primary`: the two ends of replication as real
+//! processes, both starting from the same deterministic telecom tables.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use kirikae::engine::Database;
+use kirikae::replicate::{
+    table_checksum, DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator,
+    ReplicatorConfig, RuleSet,
+};
+use kirikae::telecom::{self, Traffic};
+
+use crate::CliError;
+
+/// The mixed policy of seed 000, built in (also in replicate/rules/seed000-mixed.toml).
+pub const MIXED_RULES: &str = include_str!("../replicate/rules/seed000-mixed.toml");
+
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    /// Address to listen on (port 0: any free port; the chosen address is printed).
+    #[arg(long)]
+    listen: String,
+    /// Subscribers in the initial tables (must match the primary's).
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    /// Log applied transactions here, so a restarted peer recovers its tables.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Do not fsync the log (faster; a machine crash may lose acknowledged work).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Stop when standard input closes, printing the tables' checksums as JSON.
+    #[arg(long)]
+    until_stdin_closes: bool,
+}
+
+/// Checksums of the telecom tables.
+pub fn checksums(db: &Database) -> Result<BTreeMap<String, u64>, CliError> {
+    let mut out = BTreeMap::new();
+    for t in telecom::TABLES {
+        out.insert(t.to_owned(), table_checksum(&*db.table(t)?));
+    }
+    Ok(out)
+}
+
+pub fn peer(args: &PeerArgs) -> Result<(), CliError> {
+    let db = Database::new();
+    telecom::create_tables(&db, args.subscribers)?;
+    let config = PeerConfig {
+        log_dir: args.data_dir.clone(),
+        fsync: !args.no_fsync,
+        ..PeerConfig::default()
+    };
+    let peer = Peer::start(db.clone(), args.listen.as_str(), config)?;
+    let status = peer.status();
+    println!(
+        "kirikae peer listening on {} (recovered {} transactions, at sequence {})",
+        peer.local_addr(),
+        status.stats.recovered,
+        status.last_seq
+    );
+    std::io::stdout().flush().ok();
+    if args.until_stdin_closes {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+    } else {
+        while !peer.is_finished() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let status = peer.status();
+    peer.stop()?;
+    let report = serde_json::json!({
+        "last_seq": status.last_seq,
+        "stats": status.stats,
+        "checksums": checksums(&db)?,
+    });
+    println!("{report}");
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct PrimaryArgs {
+    /// The peer's address.
+    #[arg(long)]
+    peer: SocketAddr,
+    /// Directory of the difference file.
+    #[arg(long)]
+    difference_dir: PathBuf,
+    /// Rule file (default: the built-in seed-000 mixed policy).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Subscribers in the initial tables (must match the peer's).
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: u64,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 2)]
+    sessions: usize,
+    /// Operations per second over all sessions (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to run (0: until killed).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
+pub fn load_rules(path: Option<&PathBuf>) -> Result<RuleSet, CliError> {
+    Ok(match path {
+        Some(p) => RuleSet::load(p)?,
+        None => RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
+    })
+}
+
+pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
+    let rules = load_rules(args.rules.as_ref())?;
+    let db = Database::new();
+    telecom::create_tables(&db, args.subscribers)?;
+    let replicator = Replicator::start(
+        &db,
+        ReplicatorConfig {
+            peer: args.peer,
+            rules,
+            link: LinkConfig::default(),
+            difference_dir: args.difference_dir.clone(),
+            difference: DifferenceOptions::default(),
+        },
+    )?;
+    let traffic = Traffic {
+        sessions: args.sessions,
+        subscribers: args.subscribers,
+        mix: Default::default(),
+        rate: args.rate,
+        seed: 1,
+    }
+    .start(&db);
+    let started = Instant::now();
+    while args.seconds <= 0.0 || started.elapsed().as_secs_f64() < args.seconds {
+        std::thread::sleep(Duration::from_millis(500));
+        let m = replicator.metrics();
+        println!(
+            "{:>6.1}s ops {:>9} state {:?} seq {} acked {} difference {} B",
+            started.elapsed().as_secs_f64(),
+            traffic.ops(),
+            m.state,
+            m.last_seq,
+            m.last_acked_seq,
+            m.difference_bytes
+        );
+        std::io::stdout().flush().ok();
+    }
+    let report = traffic.stop();
+    let caught_up = replicator.wait_caught_up(Duration::from_secs(30));
+    let m = replicator.metrics();
+    replicator.shutdown();
+    let out = serde_json::json!({
+        "ops": report.ops,
+        "failed": report.failed,
+        "caught_up": caught_up,
+        "metrics": m,
+        "checksums": checksums(&db)?,
+    });
+    println!("{out}");
+    Ok(())
+}
