@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator,
-    ReplicatorConfig, RuleSet,
+    table_checksum, DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig,
+    RuleSet,
 };
 use kirikae::telecom::{self, Traffic};
 

@@ -163,9 +163,7 @@ impl Traffic {
                         &key,
                         &[("balance", Value::Int(rng.below(100_000) as i64))],
                     )
-                    .and_then(|_| {
-                        tx.insert(BILLING_TABLE, vec![next_id.into(), imsi, 10.into()])
-                    })
+                    .and_then(|_| tx.insert(BILLING_TABLE, vec![next_id.into(), imsi, 10.into()]))
                 } else {
                     tx.insert(EVENT_TABLE, vec![next_id.into(), imsi, next_id.into()])
                 };

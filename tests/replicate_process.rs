@@ -1,0 +1,262 @@
+//! Replication with real processes: the peer as a spawned `kirikae peer` (each mode,
+//! killed under load and restarted from its log), and a `kirikae primary` killed with
+//! SIGKILL while degraded, leaving a readable difference file.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kirikae::engine::Database;
+use kirikae::replicate::{
+    table_checksum, DifferenceFile, DifferenceOptions, Event, LinkConfig, LinkState, Replicator,
+    ReplicatorConfig, RuleSet,
+};
+use kirikae::telecom::{self, Traffic};
+
+const SUBSCRIBERS: u64 = 2_000;
+
+struct PeerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+}
+
+impl PeerProcess {
+    fn spawn(listen: &str, data_dir: &Path) -> PeerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+            .args([
+                "peer",
+                "--listen",
+                listen,
+                "--no-fsync",
+                "--until-stdin-closes",
+            ])
+            .args(["--subscribers", &SUBSCRIBERS.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn kirikae peer");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the peer's first line");
+        let addr = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        PeerProcess {
+            child,
+            stdin,
+            stdout,
+            addr,
+        }
+    }
+
+    /// Stops it by closing its stdin; returns its final report.
+    fn finish(mut self) -> serde_json::Value {
+        drop(self.stdin.take());
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).expect("report");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "peer exited with {status}");
+        serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("{e}: {rest:?}"))
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+fn primary_db() -> Database {
+    let db = Database::new();
+    telecom::create_tables(&db, SUBSCRIBERS).expect("tables");
+    db
+}
+
+fn start(db: &Database, peer: SocketAddr, rules: RuleSet, dir: &Path) -> Replicator {
+    Replicator::start(
+        db,
+        ReplicatorConfig {
+            peer,
+            rules,
+            link: LinkConfig {
+                peer_timeout: Duration::from_millis(500),
+                reconnect_min: Duration::from_millis(20),
+                reconnect_max: Duration::from_millis(200),
+                ..LinkConfig::default()
+            },
+            difference_dir: dir.to_owned(),
+            difference: DifferenceOptions {
+                fsync: false,
+                ..DifferenceOptions::default()
+            },
+        },
+    )
+    .expect("replicator")
+}
+
+fn traffic(rate: Option<f64>) -> Traffic {
+    Traffic {
+        sessions: 2,
+        subscribers: SUBSCRIBERS,
+        mix: Default::default(),
+        rate,
+        seed: 7,
+    }
+}
+
+fn assert_checksums_equal(db: &Database, report: &serde_json::Value, what: &str) {
+    for t in telecom::TABLES {
+        let ours = table_checksum(&db.table(t).expect("table"));
+        let theirs = report["checksums"][t].as_u64().expect("checksum");
+        assert_eq!(ours, theirs, "{what}: table {t} differs");
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn each_mode_replicates_to_a_peer_process() {
+    for mode in ["async", "ordered", "sync", "mixed"] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let diff = tempfile::tempdir().expect("tempdir");
+        let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+        let rules = if mode == "mixed" {
+            RuleSet::load(Path::new("replicate/rules/seed000-mixed.toml")).expect("rules")
+        } else {
+            RuleSet::parse(&format!("default = \"{mode}\""), "t.toml").expect("rules")
+        };
+        let db = primary_db();
+        let rep = start(&db, peer.addr, rules, diff.path());
+        wait_for("duplex", Duration::from_secs(10), || {
+            rep.metrics().state == Some(LinkState::Duplex)
+        });
+        let running = traffic(None).start(&db);
+        std::thread::sleep(Duration::from_millis(400));
+        let report = running.stop();
+        assert!(report.ops > 1_000, "{mode}: {} ops", report.ops);
+        assert_eq!(report.failed, 0, "{mode}");
+        assert!(
+            rep.wait_caught_up(Duration::from_secs(20)),
+            "{mode}: caught up"
+        );
+        let m = rep.metrics();
+        assert!(m.last_seq > 500, "{mode}: {m:?}");
+        assert_eq!((m.mismatches, m.apply_errors), (0, 0), "{mode}");
+        rep.shutdown();
+        let peer_report = peer.finish();
+        assert_eq!(peer_report["last_seq"].as_u64(), Some(m.last_seq), "{mode}");
+        assert_checksums_equal(&db, &peer_report, mode);
+    }
+}
+
+#[test]
+fn a_killed_peer_process_is_caught_up_after_restart() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let diff = tempfile::tempdir().expect("tempdir");
+    let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+    let addr = peer.addr;
+    let db = primary_db();
+    let rep = start(
+        &db,
+        addr,
+        RuleSet::load(Path::new("replicate/rules/seed000-mixed.toml")).expect("rules"),
+        diff.path(),
+    );
+    let events = rep.events();
+    wait_for("duplex", Duration::from_secs(10), || {
+        rep.metrics().state == Some(LinkState::Duplex)
+    });
+    // A steady load; billing commits are sync with `fail` while the peer is down.
+    let running = traffic(Some(8_000.0)).start(&db);
+    std::thread::sleep(Duration::from_millis(500));
+    peer.kill();
+    wait_for("degraded", Duration::from_secs(5), || {
+        rep.metrics().state == Some(LinkState::Degraded)
+    });
+    let diverged = events.recv_timeout(Duration::from_secs(5)).expect("event");
+    assert!(matches!(diverged, Event::Diverged { .. }), "{diverged:?}");
+    wait_for("the difference file grows", Duration::from_secs(5), || {
+        rep.metrics().difference_bytes > 50_000
+    });
+    let peer = PeerProcess::spawn(&addr.to_string(), data.path());
+    let recovered = loop {
+        match events.recv_timeout(Duration::from_secs(20)).expect("event") {
+            e @ Event::Recovered { .. } => break e,
+            Event::Diverged { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let Event::Recovered { ops_replayed, .. } = recovered else {
+        unreachable!()
+    };
+    assert!(ops_replayed > 100, "{ops_replayed}");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = running.stop();
+    assert!(
+        report.failed > 0,
+        "sync billing commits failed while the peer was down"
+    );
+    assert!(rep.wait_caught_up(Duration::from_secs(20)));
+    let m = rep.metrics();
+    assert_eq!((m.mismatches, m.apply_errors), (0, 0));
+    rep.shutdown();
+    let peer_report = peer.finish();
+    assert_checksums_equal(&db, &peer_report, "after catch-up");
+}
+
+#[test]
+fn a_primary_killed_while_degraded_leaves_a_readable_difference_file() {
+    let diff = tempfile::tempdir().expect("tempdir");
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = nobody.local_addr().expect("addr");
+    drop(nobody);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["primary", "--peer", &addr.to_string(), "--seconds", "0"])
+        .args(["--subscribers", &SUBSCRIBERS.to_string()])
+        .arg("--difference-dir")
+        .arg(diff.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn kirikae primary");
+    let bytes = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    wait_for("difference records", Duration::from_secs(20), || {
+        bytes(diff.path()) > 200_000
+    });
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let (mut file, recovery) =
+        DifferenceFile::open(diff.path(), DifferenceOptions::default()).expect("readable");
+    let records = file.read_after(0).expect("records");
+    assert!(recovery.records > 100 && records.len() as u64 == recovery.records);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(
+            r.seq,
+            i as u64 + 1,
+            "contiguous sequences up to the last valid record"
+        );
+        assert!(!r.operations.is_empty() || r.mode == kirikae::replicate::Mode::Skip);
+    }
+}
