@@ -1,6 +1,7 @@
 //! The `kirikae` command: `demo` (the main job) and `bench` (benchmark scenarios).
 
 mod bench_engine;
+mod bench_replicate;
 mod bench_restructure;
 mod demo;
 mod measure;
@@ -79,6 +80,8 @@ enum BenchScenario {
     Engine(bench_engine::EngineBenchArgs),
     /// The subscriber workload with an online restructure in the middle.
     Restructure(bench_restructure::RestructureBenchArgs),
+    /// Replication to a peer over loopback: policies × RTT × loss, and catch-up.
+    Replicate(bench_replicate::ReplicateBenchArgs),
 }
 
 /// Prints a report as JSON on stdout, or as a table.
@@ -104,6 +107,10 @@ fn main() {
             scenario: BenchScenario::Restructure(args),
         } => bench_restructure::run(args)
             .and_then(|r| emit(args.json, &r, bench_restructure::print_table)),
+        Command::Bench {
+            scenario: BenchScenario::Replicate(args),
+        } => bench_replicate::run(args)
+            .and_then(|r| emit(args.json, &r, bench_replicate::print_table)),
     };
     if let Err(e) = outcome {
         eprintln!("kirikae: {e}");

@@ -142,7 +142,10 @@ pub fn encode(message: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, Wire
 #[derive(Debug)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
-    /// Stream offset of `buffer[0]`.
+    /// Bytes of `buffer` already decoded (compacted away lazily, so decoding many
+    /// small frames from one large read does not shift the rest after each).
+    start: usize,
+    /// Stream offset of `buffer[start]`.
     offset: u64,
     max_frame_bytes: usize,
     handshake_seen: bool,
@@ -153,6 +156,7 @@ impl FrameDecoder {
     pub fn new(max_frame_bytes: usize) -> FrameDecoder {
         FrameDecoder {
             buffer: Vec::new(),
+            start: 0,
             offset: 0,
             max_frame_bytes,
             handshake_seen: false,
@@ -161,6 +165,10 @@ impl FrameDecoder {
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start * 2 >= self.buffer.len() {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
         self.buffer.extend_from_slice(bytes);
     }
 
@@ -168,15 +176,16 @@ impl FrameDecoder {
     /// message must be a `Hello` of our protocol version. After an error the
     /// connection is unusable.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
-        if self.buffer.len() < HEADER {
+        let pending = &self.buffer[self.start..];
+        if pending.len() < HEADER {
             return Ok(None);
         }
         let word = |at: usize| {
             u32::from_le_bytes([
-                self.buffer[at],
-                self.buffer[at + 1],
-                self.buffer[at + 2],
-                self.buffer[at + 3],
+                pending[at],
+                pending[at + 1],
+                pending[at + 2],
+                pending[at + 3],
             ])
         };
         let len = word(0) as usize;
@@ -188,10 +197,10 @@ impl FrameDecoder {
                 max: self.max_frame_bytes as u64,
             });
         }
-        if self.buffer.len() < HEADER + len {
+        if pending.len() < HEADER + len {
             return Ok(None);
         }
-        let payload = &self.buffer[HEADER..HEADER + len];
+        let payload = &pending[HEADER..HEADER + len];
         let computed = crc32fast::hash(payload);
         if computed != stored {
             return Err(WireError::Checksum {
@@ -234,7 +243,7 @@ impl FrameDecoder {
                 }
             }
         }
-        self.buffer.drain(..HEADER + len);
+        self.start += HEADER + len;
         self.offset += (HEADER + len) as u64;
         Ok(Some(message))
     }

@@ -1,0 +1,357 @@
+//! `kirikae bench replicate`: the telecom traffic replicated to a peer (in this
+//! process, over loopback TCP through the delay/loss proxy) under the seed-000 mixed
+//! policy and each pure mode, at several RTTs and loss rates, against the same
+//! traffic unreplicated — like seed 000's Fig. 5 — plus a catch-up measurement after
+//! a peer outage.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use kirikae::engine::Database;
+use kirikae::replicate::{
+    DifferenceOptions, Event, Impairment, LinkConfig, LinkState, LoopbackProxy, Peer, PeerConfig,
+    Replicator, ReplicatorConfig, RuleSet,
+};
+use kirikae::telecom::{self, Traffic, TrafficReport};
+use serde::Serialize;
+
+use crate::nodes::MIXED_RULES;
+use crate::CliError;
+
+/// Options of `kirikae bench replicate`.
+#[derive(clap::Args, Debug)]
+pub struct ReplicateBenchArgs {
+    /// Subscribers in the tables.
+    #[arg(long, default_value_t = 100_000)]
+    pub subscribers: u64,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 8)]
+    pub sessions: usize,
+    /// Seconds measured per cell.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Round-trip times to add, ms (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,10")]
+    pub rtt_ms: Vec<f64>,
+    /// Loss rates, percent (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.1,1")]
+    pub loss_pct: Vec<f64>,
+    /// Policies: mixed, async, ordered, sync (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mixed,async,ordered,sync"
+    )]
+    pub policies: Vec<String>,
+    /// Incoming operations per second during the catch-up measurement.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub catchup_rate: f64,
+    /// Seconds the peer is down before the catch-up.
+    #[arg(long, default_value_t = 2.0)]
+    pub outage: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured cell.
+#[derive(Debug, Serialize)]
+pub struct Cell {
+    pub policy: String,
+    pub rtt_ms: f64,
+    pub loss_pct: f64,
+    pub ops_per_s: f64,
+    pub commits_per_s: f64,
+    pub ratio_to_unreplicated: f64,
+    pub commit_latency_us_p50: u64,
+    pub commit_latency_us_p99: u64,
+    pub failed: u64,
+    /// For sync: sessions ÷ RTT, the group-commit bound on commits per second.
+    pub sessions_per_rtt: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct ReplicateBenchReport {
+    pub subscribers: u64,
+    pub sessions: usize,
+    pub seconds_per_cell: f64,
+    pub unreplicated_ops_per_s: f64,
+    pub unreplicated_commit_latency_us_p50: u64,
+    pub unreplicated_commit_latency_us_p99: u64,
+    pub cells: Vec<Cell>,
+    /// Operations per second the peer absorbed while catching up.
+    pub catchup_ops_per_s: f64,
+    /// Replicated transactions per second arriving meanwhile.
+    pub catchup_incoming_per_s: f64,
+    pub catchup_ratio: f64,
+    pub catchup_ops_replayed: u64,
+    pub catchup_pause_us: u64,
+}
+
+fn rules(policy: &str) -> Result<RuleSet, CliError> {
+    Ok(match policy {
+        "mixed" => RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
+        "async" | "ordered" | "sync" => {
+            RuleSet::parse(&format!("default = \"{policy}\""), "bench.toml")?
+        }
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown policy `{other}` (mixed, async, ordered, sync)"
+            )))
+        }
+    })
+}
+
+fn fresh(subscribers: u64) -> Result<Database, CliError> {
+    let db = Database::new();
+    telecom::create_tables(&db, subscribers)?;
+    Ok(db)
+}
+
+fn traffic(args: &ReplicateBenchArgs, rate: Option<f64>) -> Traffic {
+    Traffic {
+        sessions: args.sessions,
+        subscribers: args.subscribers,
+        mix: Default::default(),
+        rate,
+        seed: 11,
+    }
+}
+
+fn run_for(t: &Traffic, db: &Database, seconds: f64) -> TrafficReport {
+    let running = t.start(db);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    running.stop()
+}
+
+fn link_config() -> LinkConfig {
+    LinkConfig {
+        // Cells at 1 % loss see 200 ms retransmissions; keep the peer counted alive.
+        peer_timeout: Duration::from_secs(2),
+        sync_timeout: Duration::from_secs(2),
+        ..LinkConfig::default()
+    }
+}
+
+struct Pair {
+    primary: Database,
+    replicator: Replicator,
+    _proxy: LoopbackProxy,
+    _peer: Peer,
+    _dir: tempfile::TempDir,
+}
+
+fn pair(
+    args: &ReplicateBenchArgs,
+    policy: &str,
+    rtt_ms: f64,
+    loss_pct: f64,
+) -> Result<Pair, CliError> {
+    let primary = fresh(args.subscribers)?;
+    let replica = fresh(args.subscribers)?;
+    let peer = Peer::start(
+        replica,
+        "127.0.0.1:0",
+        PeerConfig {
+            fsync: false,
+            ..PeerConfig::default()
+        },
+    )?;
+    let proxy = LoopbackProxy::start(
+        peer.local_addr(),
+        Impairment {
+            delay: Duration::from_secs_f64(rtt_ms / 2000.0),
+            loss: loss_pct / 100.0,
+            ..Impairment::default()
+        },
+    )?;
+    let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
+    let replicator = Replicator::start(
+        &primary,
+        ReplicatorConfig {
+            peer: proxy.local_addr(),
+            rules: rules(policy)?,
+            link: link_config(),
+            difference_dir: dir.path().to_owned(),
+            difference: DifferenceOptions::default(),
+        },
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replicator.metrics().state != Some(LinkState::Duplex) {
+        if Instant::now() > deadline {
+            return Err(CliError::Usage("the peer did not come up".into()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(Pair {
+        primary,
+        replicator,
+        _proxy: proxy,
+        _peer: peer,
+        _dir: dir,
+    })
+}
+
+pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> {
+    let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len() + 2;
+    let bar = ProgressBar::new(cells_total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("unreplicated");
+    let t = traffic(args, None);
+    let base = run_for(&t, &fresh(args.subscribers)?, args.seconds);
+    let base_ops = base.ops as f64 / base.elapsed.as_secs_f64();
+    bar.inc(1);
+    let mut cells = Vec::new();
+    for policy in &args.policies {
+        for &rtt in &args.rtt_ms {
+            for &loss in &args.loss_pct {
+                bar.set_message(format!("{policy} rtt {rtt} ms loss {loss} %"));
+                let p = pair(args, policy, rtt, loss)?;
+                let r = run_for(&t, &p.primary, args.seconds);
+                let secs = r.elapsed.as_secs_f64();
+                let ops = r.ops as f64 / secs;
+                cells.push(Cell {
+                    policy: policy.clone(),
+                    rtt_ms: rtt,
+                    loss_pct: loss,
+                    ops_per_s: ops,
+                    commits_per_s: r.commit_latency_us.len() as f64 / secs,
+                    ratio_to_unreplicated: ops / base_ops,
+                    commit_latency_us_p50: r.commit_latency_us.value_at_quantile(0.5),
+                    commit_latency_us_p99: r.commit_latency_us.value_at_quantile(0.99),
+                    failed: r.failed,
+                    sessions_per_rtt: (policy == "sync" && rtt > 0.0)
+                        .then(|| args.sessions as f64 / (rtt / 1000.0)),
+                });
+                p.replicator.shutdown();
+                bar.inc(1);
+            }
+        }
+    }
+    bar.set_message("catch-up after an outage");
+    let (catchup_ops_per_s, incoming, replayed, pause_us) = catch_up(args)?;
+    bar.finish_and_clear();
+    Ok(ReplicateBenchReport {
+        subscribers: args.subscribers,
+        sessions: args.sessions,
+        seconds_per_cell: args.seconds,
+        unreplicated_ops_per_s: base_ops,
+        unreplicated_commit_latency_us_p50: base.commit_latency_us.value_at_quantile(0.5),
+        unreplicated_commit_latency_us_p99: base.commit_latency_us.value_at_quantile(0.99),
+        cells,
+        catchup_ops_per_s,
+        catchup_incoming_per_s: incoming,
+        catchup_ratio: catchup_ops_per_s / incoming.max(1e-9),
+        catchup_ops_replayed: replayed,
+        catchup_pause_us: pause_us,
+    })
+}
+
+/// Ordered replication at a steady incoming rate; the peer (with its log) is stopped
+/// for the outage, restarted, and timed until `Recovered`.
+fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError> {
+    let primary = fresh(args.subscribers)?;
+    let log = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
+    let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
+    let peer_config = || PeerConfig {
+        fsync: false,
+        log_dir: Some(log.path().to_owned()),
+        ..PeerConfig::default()
+    };
+    let peer = Peer::start(fresh(args.subscribers)?, "127.0.0.1:0", peer_config())?;
+    let addr = peer.local_addr();
+    let replicator = Replicator::start(
+        &primary,
+        ReplicatorConfig {
+            peer: addr,
+            rules: rules("ordered")?,
+            link: LinkConfig {
+                peer_timeout: Duration::from_millis(300),
+                reconnect_max: Duration::from_millis(100),
+                ..LinkConfig::default()
+            },
+            difference_dir: dir.path().to_owned(),
+            difference: DifferenceOptions::default(),
+        },
+    )?;
+    let events = replicator.events();
+    let running = traffic(args, Some(args.catchup_rate)).start(&primary);
+    std::thread::sleep(Duration::from_millis(500));
+    peer.stop()?;
+    let seq_at_outage = replicator.metrics().last_seq;
+    let outage_started = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(args.outage));
+    let seq_before = replicator.metrics().last_seq;
+    let incoming = (seq_before - seq_at_outage) as f64 / outage_started.elapsed().as_secs_f64();
+    // Events from before the outage (e.g. the first connection's) are not this one's.
+    while events.try_recv().is_ok() {}
+    let peer = Peer::start(fresh(args.subscribers)?, addr, peer_config())?;
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(120);
+    let (replayed, pause_us) = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Recovered {
+                ops_replayed,
+                pause_us,
+            }) => break (ops_replayed, pause_us),
+            Ok(_) => continue,
+            Err(_) => return Err(CliError::Usage("the peer never caught up".into())),
+        }
+    };
+    let took = restarted.elapsed().as_secs_f64();
+    running.stop();
+    replicator.shutdown();
+    peer.stop()?;
+    Ok((replayed as f64 / took, incoming, replayed, pause_us))
+}
+
+pub fn print_table(r: &ReplicateBenchReport) {
+    println!(
+        "{} subscribers, {} sessions, {} s per cell; unreplicated {:.0} ops/s (commit p50 {} µs, p99 {} µs)",
+        r.subscribers,
+        r.sessions,
+        r.seconds_per_cell,
+        r.unreplicated_ops_per_s,
+        r.unreplicated_commit_latency_us_p50,
+        r.unreplicated_commit_latency_us_p99
+    );
+    println!(
+        "{:<8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>9} {:>9} {:>8} {:>12}",
+        "policy",
+        "rtt ms",
+        "loss %",
+        "ops/s",
+        "commits/s",
+        "ratio",
+        "p50 µs",
+        "p99 µs",
+        "failed",
+        "sessions/rtt"
+    );
+    for c in &r.cells {
+        println!(
+            "{:<8} {:>7} {:>7} {:>12.0} {:>12.0} {:>7.3} {:>9} {:>9} {:>8} {:>12}",
+            c.policy,
+            c.rtt_ms,
+            c.loss_pct,
+            c.ops_per_s,
+            c.commits_per_s,
+            c.ratio_to_unreplicated,
+            c.commit_latency_us_p50,
+            c.commit_latency_us_p99,
+            c.failed,
+            c.sessions_per_rtt
+                .map(|b| format!("{b:.0}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "catch-up: {:.0} ops/s replayed vs {:.0}/s incoming = {:.1}× ({} replayed, commits paused {} µs)",
+        r.catchup_ops_per_s, r.catchup_incoming_per_s, r.catchup_ratio, r.catchup_ops_replayed, r.catchup_pause_us
+    );
+}
