@@ -34,12 +34,18 @@ pub struct DemoArgs {
     /// Share of time the restructure copy may work (lower favours the workload).
     #[arg(long, default_value_t = 0.5)]
     pub duty: f64,
+    /// Seconds of replicated traffic in the second part (0: skip it).
+    #[arg(long, default_value_t = 6.0)]
+    pub replicate: f64,
+    /// Subscribers in the replication part.
+    #[arg(long, default_value_t = 100_000)]
+    pub replicate_subscribers: u64,
     /// Where to write the throughput plot (SVG).
     #[arg(long, default_value = "kirikae-demo.svg")]
     pub plot: PathBuf,
 }
 
-fn style(template: &str) -> ProgressStyle {
+pub(crate) fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
@@ -158,6 +164,14 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
         "kirikae: subscriber workload during an online restructure",
     )?;
     println!("  throughput plot: {}", args.plot.display());
+    if args.replicate > 0.0 {
+        crate::demo_replication::run(
+            &MultiProgress::new(),
+            args.replicate_subscribers,
+            args.threads,
+            args.replicate,
+        )?;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod bench_engine;
 mod bench_replicate;
 mod bench_restructure;
 mod demo;
+mod demo_replication;
 mod measure;
 mod nodes;
 mod plot;

@@ -28,6 +28,10 @@ fn demo_restructures_under_load_and_reports() {
         "0.3",
         "--after",
         "0.3",
+        "--replicate",
+        "1.5",
+        "--replicate-subscribers",
+        "5000",
         "--plot",
         plot.to_str().expect("utf-8 path"),
     ]);
@@ -42,6 +46,16 @@ fn demo_restructures_under_load_and_reports() {
         .unwrap_or_else(|| panic!("no row shown: {text}"));
     assert!(after.contains("9000000007, \"active\""), "{after}");
     assert!(after.trim_end().ends_with(", 0)"), "{after}");
+    assert!(text.contains("caught up: true"), "{text}");
+    assert!(text.contains("Diverged since"), "{text}");
+    assert!(text.contains("Recovered:"), "{text}");
+    for table in ["subscriber", "billing", "call_event"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("checksum {table} ")))
+            .unwrap_or_else(|| panic!("no checksum for {table}: {text}"));
+        assert!(line.trim_end().ends_with("equal"), "{line}");
+    }
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(
         svg.starts_with("<svg") && svg.contains("polyline"),

@@ -103,8 +103,6 @@ fn int(v: &Value) -> i64 {
 }
 
 struct InFlight {
-    at: u64,
-    order: u64,
     conn: u64,
     /// Position in its connection and direction (what TCP numbers).
     index: u64,
@@ -138,7 +136,8 @@ struct Sim {
     conn: Option<u64>,
     next_conn: u64,
     order: u64,
-    net: Vec<InFlight>,
+    /// In flight, by (delivery time, send order).
+    net: BTreeMap<(u64, u64), InFlight>,
     last_at: [u64; 2],
     /// Per direction: messages sent and delivered on the current connection.
     sent_index: [u64; 2],
@@ -176,6 +175,7 @@ impl Sim {
             window_limit: 2_000,
             verify_every: 3,
             catchup_batch: 16,
+            catchup_window: 64,
             pause_within: 8,
             reconnect_min: Duration::from_millis(2),
             reconnect_max: Duration::from_millis(30),
@@ -194,7 +194,7 @@ impl Sim {
             conn: None,
             next_conn: 1,
             order: 0,
-            net: Vec::new(),
+            net: BTreeMap::new(),
             last_at: [0; 2],
             sent_index: [0; 2],
             delivered_index: [0; 2],
@@ -236,14 +236,15 @@ impl Sim {
         }
         self.order += 1;
         self.sent_index[dir] += 1;
-        self.net.push(InFlight {
-            at,
-            order: self.order,
-            conn,
-            index: self.sent_index[dir],
-            to_peer,
-            message,
-        });
+        self.net.insert(
+            (at, self.order),
+            InFlight {
+                conn,
+                index: self.sent_index[dir],
+                to_peer,
+                message,
+            },
+        );
     }
 
     /// Decodes the link's output into messages and puts them on the network.
@@ -404,10 +405,9 @@ impl Sim {
     }
 
     fn deliver(&mut self, faults: &Faults) {
-        self.net.sort_by_key(|m| (m.at, m.order));
-        let due = self.net.partition_point(|m| m.at <= self.now);
-        let arrived: Vec<InFlight> = self.net.drain(..due).collect();
-        for m in arrived {
+        let later = self.net.split_off(&(self.now + 1, 0));
+        let arrived = std::mem::replace(&mut self.net, later);
+        for m in arrived.into_values() {
             if Some(m.conn) != self.conn || self.broken.contains(&m.conn) {
                 continue;
             }

@@ -98,6 +98,9 @@ pub struct LinkConfig {
     pub verify_every: u64,
     /// Records per catch-up step.
     pub catchup_batch: usize,
+    /// Most replayed records sent but not yet acknowledged: the catch-up is paced by
+    /// the peer's acknowledgements, so a connection lost mid-way wastes at most this.
+    pub catchup_window: u64,
     /// Commits pause when the catch-up is this few sequences from the end.
     pub pause_within: u64,
     /// Past this size the difference file stops growing and `ResyncRequired` is raised.
@@ -121,6 +124,7 @@ impl Default for LinkConfig {
             window_limit: 1 << 20,
             verify_every: 100,
             catchup_batch: 1024,
+            catchup_window: 1 << 16,
             pause_within: 256,
             difference_cap_bytes: 1 << 30,
             reconnect_min: Duration::from_millis(50),
@@ -912,7 +916,13 @@ impl<D: DiffLog> Link<D> {
         let Some(cu) = self.catch_up.as_mut() else {
             return;
         };
-        let batch = match self.diff.read_batch(cu.cursor, self.config.catchup_batch) {
+        let in_flight = cu.cursor.saturating_sub(self.acked);
+        let room = self.config.catchup_window.saturating_sub(in_flight);
+        let limit = (room as usize).min(self.config.catchup_batch);
+        if limit == 0 && cu.cursor < self.seq {
+            return;
+        }
+        let batch = match self.diff.read_batch(cu.cursor, limit.max(1)) {
             Ok(b) => b,
             Err(e) => {
                 let reason = format!("cannot read the difference file: {e}");
