@@ -101,3 +101,57 @@ fn bad_arguments_are_refused_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
 }
+
+#[test]
+fn bench_replicate_prints_json_with_every_field() {
+    let out = kirikae(&[
+        "bench",
+        "replicate",
+        "--subscribers",
+        "2000",
+        "--sessions",
+        "2",
+        "--seconds",
+        "0.2",
+        "--rtt-ms",
+        "0,1",
+        "--loss-pct",
+        "0",
+        "--policies",
+        "mixed,sync",
+        "--catchup-rate",
+        "3000",
+        "--outage",
+        "0.3",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let cells = report["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 4, "2 policies × 2 RTTs × 1 loss");
+    for c in cells {
+        for field in [
+            "ops_per_s",
+            "ratio_to_unreplicated",
+            "commit_latency_us_p50",
+            "commit_latency_us_p99",
+        ] {
+            let v = c[field]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{field} in {c}"));
+            assert!(v > 0.0, "{field} = {v} in {c}");
+        }
+        assert_eq!(c["failed"].as_u64(), Some(0), "{c}");
+    }
+    let sync_1ms = cells
+        .iter()
+        .find(|c| c["policy"] == "sync" && c["rtt_ms"].as_f64() == Some(1.0))
+        .expect("sync at 1 ms");
+    assert_eq!(sync_1ms["sessions_per_rtt"].as_f64(), Some(2000.0));
+    assert!(
+        sync_1ms["commit_latency_us_p50"].as_u64().expect("p50") >= 1000,
+        "a sync commit waits at least one round trip: {sync_1ms}"
+    );
+    assert!(report["unreplicated_ops_per_s"].as_f64().expect("baseline") > 0.0);
+    assert!(report["catchup_ops_replayed"].as_u64().expect("replayed") > 0);
+    assert!(report["catchup_ops_per_s"].as_f64().expect("catch-up") > 0.0);
+}

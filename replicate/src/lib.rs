@@ -1,11 +1,66 @@
 //! # kirikae-replicate
 //!
-//! Four-mode replication to a peer (seeds 000, 002, 003, 004). This crate so far holds
-//! the operator's **rules** (which mode — skip, async, ordered, sync — each operation
-//! and transaction gets, matched on kind, table, user, group, source address and time
-//! of day) and the **wire** framing (CRC-checked, size-limited frames, a versioned
-//! handshake, sequence numbers and epochs). The link, peer, difference file and
-//! failover follow.
+//! Four-mode replication to a peer (seeds 000, 002, 004; SPEC §3):
+//!
+//! - **Rules** ([`RuleSet`]): which mode — skip, async, ordered, sync — each operation
+//!   and transaction gets, matched on kind, table, user, group, source address and time
+//!   of day; what a sync transaction does while the peer is down.
+//! - **Wire** ([`Message`], [`FrameDecoder`]): CRC-checked, size-limited frames, a
+//!   versioned handshake, sequence numbers (the primary's commit order) and epochs.
+//! - **Link** ([`Link`]): the primary's side as a deterministic state machine —
+//!   duplex, degraded, catching up; heartbeats, timeouts, backoff; sync outcomes;
+//!   the **difference file** ([`DifferenceFile`]) while the peer is down, replayed on
+//!   reconnect; events [`Event`] and [`LinkMetrics`].
+//! - **Applier** ([`Applier`]): the peer's side — in-order apply, idempotent replay,
+//!   sync transactions held open between `Prepare` and `Commit`/`Abort`, response
+//!   digests ([`response_digest`]) compared by the primary.
+//! - **Shells**: [`Replicator`] (installs itself as the database's commit gate and
+//!   drives the link over TCP) and [`Peer`] (a TCP server around an applier); a
+//!   [`LoopbackProxy`] adds delay and loss for tests and benchmarks.
+//!
+//! A transaction is replicated as a whole in its mode; operations whose own rule is
+//! skip stay local. Sync commits wait for the peer's answer with their locks held;
+//! a refusal or a differing answer rolls back both sides
+//! ([`ReplicateError::RolledBackOnBoth`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use kirikae_engine::{Column, ColumnType, Database, Schema, SessionInfo, Key};
+//! use kirikae_replicate::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let schema = Schema::new(vec![Column::new("k", ColumnType::Int), Column::new("v", ColumnType::Int)], &["k"])?;
+//! let (primary, replica) = (Database::new(), Database::new());
+//! primary.create_table("t", schema.clone())?;
+//! replica.create_table("t", schema)?;
+//!
+//! let peer = Peer::start(replica.clone(), "127.0.0.1:0", PeerConfig::default())?;
+//! let dir = std::env::temp_dir().join(format!("kirikae-doc-{}", std::process::id()));
+//! let replicator = Replicator::start(&primary, ReplicatorConfig {
+//!     peer: peer.local_addr(),
+//!     rules: RuleSet::parse("default = \"sync\"", "rules.toml")?,
+//!     link: LinkConfig::default(),
+//!     difference_dir: dir.clone(),
+//!     difference: DifferenceOptions::default(),
+//! })?;
+//! while replicator.metrics().state != Some(LinkState::Duplex) {
+//!     std::thread::sleep(Duration::from_millis(5));
+//! }
+//! let session = primary.session(SessionInfo::default());
+//! let mut tx = session.begin();
+//! tx.insert("t", vec![1.into(), 10.into()])?;
+//! let note = tx.commit_noted()?;
+//! assert!(matches!(Replication::of(&note), Some(Replication::Replicated { seq: 1 })));
+//! // When a sync commit returns, the peer has applied it and holds it prepared; the
+//! // Commit sent right after makes it visible there.
+//! assert!(replicator.wait_caught_up(Duration::from_secs(5)));
+//! assert!(replica.session(SessionInfo::default()).get("t", &Key::from(1))?.is_some());
+//! replicator.shutdown();
+//! std::fs::remove_dir_all(dir)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Rules in a file:
 //!
 //! ```
 //! use kirikae_engine::{Operation, SessionInfo};
