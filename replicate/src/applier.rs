@@ -160,14 +160,7 @@ impl<'s> Applier<'s> {
                         }
                         self.resolve(seq, mode, operations)
                     }
-                    Err((at, e)) => {
-                        self.stats.rejected += 1;
-                        replies.push(Message::Rejected {
-                            seq,
-                            reason: format!("operation {at}: {e}"),
-                        });
-                        self.resolve(seq, Mode::Skip, Vec::new())
-                    }
+                    Err((at, e)) => self.reject(seq, at, &e, replies),
                 }
             }
             Message::Prepare {
@@ -190,14 +183,7 @@ impl<'s> Applier<'s> {
                         replies.push(Message::Prepared { seq, responses });
                         Ok(())
                     }
-                    Err((at, e)) => {
-                        self.stats.rejected += 1;
-                        replies.push(Message::Rejected {
-                            seq,
-                            reason: format!("operation {at}: {e}"),
-                        });
-                        self.resolve(seq, Mode::Skip, Vec::new())
-                    }
+                    Err((at, e)) => self.reject(seq, at, &e, replies),
                 }
             }
             Message::Commit { seq } => match self.take_held(seq) {
@@ -243,6 +229,23 @@ impl<'s> Applier<'s> {
         }
         replies.push(Message::Ack { seq: self.resolved });
         Ok(())
+    }
+
+    /// Reports a transaction the peer could not apply; its sequence is resolved (as
+    /// nothing) all the same.
+    fn reject(
+        &mut self,
+        seq: u64,
+        at: usize,
+        error: &ReplicateError,
+        replies: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.stats.rejected += 1;
+        replies.push(Message::Rejected {
+            seq,
+            reason: format!("operation {at}: {error}"),
+        });
+        self.resolve(seq, Mode::Skip, Vec::new())
     }
 
     /// Removes a held transaction; the stream has reached its sequence.

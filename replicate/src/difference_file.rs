@@ -320,16 +320,14 @@ impl DifferenceFile {
 
     /// Makes every appended record durable (flush, then fsync if configured).
     pub fn sync(&mut self) -> Result<()> {
-        if let Some(w) = self.writer.as_mut() {
+        self.flush()?;
+        if let (Some(w), true) = (self.writer.as_ref(), self.options.fsync) {
             let path = self
                 .segments
                 .last()
                 .map(|s| s.path.clone())
                 .unwrap_or_default();
-            w.flush().map_err(io(&path))?;
-            if self.options.fsync {
-                w.get_ref().sync_data().map_err(io(&path))?;
-            }
+            w.get_ref().sync_data().map_err(io(&path))?;
         }
         Ok(())
     }
