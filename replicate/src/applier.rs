@@ -16,7 +16,7 @@
 //! in order; an aborted or failed one as an empty `Skip` record): reopening it rebuilds
 //! the tables a peer process held when it was killed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
 
@@ -306,14 +306,6 @@ impl<'s> Applier<'s> {
             self.resolved = record.seq;
         }
         Ok(())
-    }
-}
-
-/// The set of sequences resolved above the contiguous mark (for tests).
-impl Applier<'_> {
-    /// Sequences resolved but not yet contiguous with [`last_seq`](Applier::last_seq).
-    pub fn resolved_above(&self) -> BTreeSet<u64> {
-        self.pending_log.keys().copied().collect()
     }
 }
 

@@ -687,11 +687,6 @@ impl<D: DiffLog> Link<D> {
         m
     }
 
-    /// The difference file.
-    pub fn diff(&self) -> &D {
-        &self.diff
-    }
-
     fn down_reason(&self) -> String {
         match self.state {
             LinkState::Degraded => "peer is down".into(),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -98,7 +98,6 @@ struct Shared {
     events: Sender<Event>,
     stop: AtomicBool,
     peer: SocketAddr,
-    sync_waits: AtomicU64,
 }
 
 impl Shared {
@@ -161,7 +160,6 @@ impl Replicator {
             events: tx,
             stop: AtomicBool::new(false),
             peer: config.peer,
-            sync_waits: AtomicU64::new(0),
         });
         let thread = {
             let shared = Arc::clone(&shared);
@@ -290,18 +288,15 @@ impl CommitGate for Gate {
                 })))
             }
             Submitted::Settled { seq, outcome } => (seq, outcome),
-            Submitted::Waiting { seq } => {
-                shared.sync_waits.fetch_add(1, Ordering::Relaxed);
-                loop {
-                    if let Some(o) = core.outcomes.remove(&seq) {
-                        break (Some(seq), o);
-                    }
-                    if shared.stop.load(Ordering::Relaxed) {
-                        return Err(ReplicateError::Shutdown.into());
-                    }
-                    shared.settled.wait_for(&mut core, Duration::from_millis(5));
+            Submitted::Waiting { seq } => loop {
+                if let Some(o) = core.outcomes.remove(&seq) {
+                    break (Some(seq), o);
                 }
-            }
+                if shared.stop.load(Ordering::Relaxed) {
+                    return Err(ReplicateError::Shutdown.into());
+                }
+                shared.settled.wait_for(&mut core, Duration::from_millis(5));
+            },
         };
         drop(core);
         let seq_or_0 = seq.unwrap_or(0);
