@@ -7,16 +7,19 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
+use crate::reclaimer::Reclaimer;
 use crate::schema::Schema;
 use crate::table::Table;
 
 type TableMap = HashMap<String, Arc<Table>, ahash::RandomState>;
 
 /// Readers load the current map without locking; changes (create, drop, switch) are
-/// serialized by `ddl` and publish a new map in one atomic store.
+/// serialized by `ddl` and publish a new map in one atomic store. Tables taken out of
+/// the map go to the reclaimer, which frees them off the foreground.
 pub(crate) struct Catalog {
     tables: ArcSwap<TableMap>,
     ddl: Mutex<()>,
+    pub reclaimer: Reclaimer,
 }
 
 impl Catalog {
@@ -24,6 +27,7 @@ impl Catalog {
         Catalog {
             tables: ArcSwap::from_pointee(TableMap::default()),
             ddl: Mutex::new(()),
+            reclaimer: Reclaimer::new(),
         }
     }
 
@@ -94,6 +98,7 @@ impl Catalog {
             m.remove(name);
         });
         table.gate.retire();
+        self.reclaimer.retire_table(Arc::clone(&table));
         Ok(table)
     }
 
@@ -112,6 +117,7 @@ impl Catalog {
         // After the new map is visible: a writer told "retired" resolves the name again
         // and must find the new table.
         old.gate.retire();
+        self.reclaimer.retire_table(Arc::clone(old));
         Ok(())
     }
 }

@@ -48,6 +48,32 @@ pub(crate) struct DbInner {
     /// exclusively while it collects rows, so it never sees half a transaction.
     pub commit_latch: RwLock<()>,
     pub gate: ArcSwapOption<GateCell>,
+    /// Writer holds begun and ended (see [`WriterHolds`]).
+    pub holds_begun: AtomicU64,
+    pub holds_ended: AtomicU64,
+}
+
+/// How many writer holds (switches, throttled rounds) have begun and ended on a
+/// database, for measuring what writers experience: a write that read these before it
+/// started and `begun` again after it finished overlapped a hold if `begun != ended`
+/// at the start or `begun` moved in between.
+///
+/// `begun` counts up before new writers are held, `ended` after they are let go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterHolds {
+    /// Holds started.
+    pub begun: u64,
+    /// Holds finished.
+    pub ended: u64,
+}
+
+impl WriterHolds {
+    /// Whether a write that saw `self` when it started and `after` when it finished
+    /// overlapped a hold (conservative: a hold that ended between the two reads that
+    /// make `self` also counts).
+    pub fn overlapped(&self, after: &WriterHolds) -> bool {
+        self.begun != self.ended || after.begun != self.begun
+    }
 }
 
 /// Transaction ids come from a process-wide counter in blocks of `TXN_ID_BLOCK` per
@@ -108,6 +134,8 @@ impl Database {
                 locks: LockWaits::new(),
                 commit_latch: RwLock::new(()),
                 gate: ArcSwapOption::empty(),
+                holds_begun: AtomicU64::new(0),
+                holds_ended: AtomicU64::new(0),
             }),
         }
     }
@@ -162,12 +190,36 @@ impl Database {
         self.inner.gate.store(gate.map(|g| Arc::new(GateCell(g))));
     }
 
+    /// Hands `item` to the background reclaimer, which drops it once nobody else
+    /// references it: the caller's thread never pays for freeing it, nor does any
+    /// other thread that still holds a reference. For large structures retired while
+    /// the service runs (a restructure's lock history or journal, for instance).
+    pub fn free_later(&self, item: Arc<dyn std::any::Any + Send + Sync>) {
+        self.inner.catalog.reclaimer.retire(item);
+    }
+
+    /// What the reclaimer has freed and what it still waits for. Retired tables
+    /// (switched away or dropped) are freed there, once the last transaction, reader
+    /// or caller holding them lets go.
+    pub fn reclaim_stats(&self) -> crate::ReclaimStats {
+        self.inner.catalog.reclaimer.stats()
+    }
+
+    /// Writer holds begun and ended so far, read `ended` first (see [`WriterHolds`]).
+    pub fn writer_holds(&self) -> WriterHolds {
+        let ended = self.inner.holds_ended.load(Ordering::SeqCst);
+        let begun = self.inner.holds_begun.load(Ordering::SeqCst);
+        WriterHolds { begun, ended }
+    }
+
     /// Holds new writers of `name`: transactions that have not yet written the table
     /// wait (up to their lock timeout); those already writing it continue. Readers are
     /// never held. The hold ends when the returned guard is dropped or switches.
     pub fn hold_writers(&self, name: &str) -> Result<WriterHold> {
         let table = self.table(name)?;
+        self.inner.holds_begun.fetch_add(1, Ordering::SeqCst);
         if !table.gate.hold() {
+            self.inner.holds_ended.fetch_add(1, Ordering::SeqCst);
             return Err(EngineError::AlreadyHeld {
                 table: name.to_owned(),
             });
@@ -247,21 +299,27 @@ impl WriterHold {
         }
         self.db.inner.catalog.switch(&self.name, &self.table, new)?;
         self.done = true;
+        self.db.inner.holds_ended.fetch_add(1, Ordering::SeqCst);
         Ok(Arc::clone(&self.table))
     }
 
     /// Lifts the hold without switching.
     pub fn release(mut self) {
-        self.done = true;
-        self.table.gate.release();
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.table.gate.release();
+            self.db.inner.holds_ended.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
 impl Drop for WriterHold {
     fn drop(&mut self) {
-        if !self.done {
-            self.table.gate.release();
-        }
+        self.end();
     }
 }
 

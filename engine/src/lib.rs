@@ -15,7 +15,9 @@
 //! - **Exact undo**: rollback (or dropping an open transaction) restores the previous
 //!   state, including which RIDs are in use.
 //! - **Switch**: [`Database::hold_writers`] holds new writers of one table, waits for
-//!   in-flight ones, and switches its name to another table; readers never wait.
+//!   in-flight ones, and switches its name to another table; readers never wait. The
+//!   retired table is freed by a background reclaimer, never inside a caller's read
+//!   or write (see [`Database::reclaim_stats`]).
 //! - **Hooks**: a [`WriteObserver`] per table sees the RID of every record locked for
 //!   write; a [`CommitGate`] sees each transaction's [`Operation`]s before they become
 //!   visible and may veto them.
@@ -65,6 +67,7 @@ mod error;
 mod hooks;
 mod key;
 mod lock;
+mod reclaimer;
 mod rid;
 mod schema;
 mod session;
@@ -77,7 +80,8 @@ mod txn_tests;
 mod value;
 mod writer_gate;
 
-pub use database::{Database, EngineConfig, Session, WriterHold};
+pub use database::{Database, EngineConfig, Session, WriterHold, WriterHolds};
+pub use reclaimer::ReclaimStats;
 pub use error::{EngineError, HookError, Result};
 pub use hooks::{CommitGate, CommitRequest, GateNote, Operation, OperationKind, WriteObserver};
 pub use key::Key;

@@ -174,6 +174,14 @@ impl SlotArray {
         Some(self.materialize(rid.0))
     }
 
+    /// The allocated segments, for freeing a table piece by piece.
+    pub fn into_segments(self) -> Vec<Box<[Slot]>> {
+        self.segments
+            .into_iter()
+            .filter_map(|mut s| s.take())
+            .collect()
+    }
+
     #[cfg(test)]
     /// Number of RIDs waiting in the free list.
     pub fn free_count(&self) -> usize {

@@ -18,6 +18,9 @@ use crate::schema::{Row, RowRef, Schema};
 use crate::slots::{SlotArray, SlotState};
 use crate::writer_gate::WriterGate;
 
+/// The primary-key index: key to RID.
+pub(crate) type Index = DashMap<Key, Rid, ahash::RandomState>;
+
 static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// `ArcSwapOption` needs a sized pointee.
@@ -36,7 +39,7 @@ pub struct Table {
     name: String,
     schema: Arc<Schema>,
     pub(crate) slots: SlotArray,
-    pub(crate) index: DashMap<Key, Rid, ahash::RandomState>,
+    pub(crate) index: Index,
     observer: ArcSwapOption<ObserverCell>,
     pub(crate) gate: WriterGate,
     /// Committed records.
@@ -197,6 +200,11 @@ impl Table {
         }
     }
 
+    /// Takes the table apart for the reclaimer: its slot segments and its index.
+    pub(crate) fn into_storage(self) -> (Vec<Box<[crate::slots::Slot]>>, Index) {
+        (self.slots.into_segments(), self.index)
+    }
+
     fn error_duplicate(&self, key: Key) -> EngineError {
         EngineError::DuplicateKey {
             table: self.name.clone(),
@@ -206,7 +214,8 @@ impl Table {
 
     /// Maintenance: stores `row` as a committed record under a new RID. For tables not
     /// yet published (no concurrent transactions); validates the row and the key.
-    pub fn install(&self, row: Row) -> Result<Rid> {
+    pub fn install(&self, row: impl Into<RowRef>) -> Result<Rid> {
+        let row: RowRef = row.into();
         self.schema.validate_row(&self.name, &row)?;
         let key = self.schema.key_of(&row);
         match self.index.entry(key) {
@@ -227,6 +236,7 @@ impl Table {
     /// Maintenance: stores `row` at exactly `rid` (snapshot load). For tables not yet
     /// published; fails if the RID or the key is taken.
     pub(crate) fn install_at(&self, rid: Rid, row: Row) -> Result<()> {
+        let row = RowRef::from(row);
         self.schema.validate_row(&self.name, &row)?;
         let key = self.schema.key_of(&row);
         match self.index.entry(key) {
@@ -249,7 +259,8 @@ impl Table {
 
     /// Maintenance: replaces the committed record at `rid` with `row` (which may carry
     /// a new key). For tables not yet published.
-    pub fn replace(&self, rid: Rid, row: Row) -> Result<()> {
+    pub fn replace(&self, rid: Rid, row: impl Into<RowRef>) -> Result<()> {
+        let row: RowRef = row.into();
         self.schema.validate_row(&self.name, &row)?;
         let new_key = self.schema.key_of(&row);
         let old_row = self
@@ -287,7 +298,7 @@ impl Table {
     }
 }
 
-fn set_committed(state: &mut SlotState, row: Row) {
+fn set_committed(state: &mut SlotState, row: RowRef) {
     debug_assert_eq!(state.owner, 0, "maintenance write on a locked record");
-    state.committed = Some(RowRef::from(row));
+    state.committed = Some(row);
 }

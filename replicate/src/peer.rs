@@ -300,16 +300,20 @@ fn connection(
             });
         }
         if !replies.is_empty() {
+            // Status first: once the primary reads an acknowledgement, whoever asks
+            // this peer must see at least what was acknowledged.
+            {
+                let mut s = status.lock();
+                s.last_seq = applier.last_seq();
+                s.held = applier.held();
+                s.stats = applier.stats().clone();
+            }
             out.clear();
             for r in &replies {
                 out.extend_from_slice(&encode(r, config.max_frame_bytes)?);
             }
             stream.write_all(&out).map_err(|e| network("write to", e))?;
             last_sent = Instant::now();
-            let mut s = status.lock();
-            s.last_seq = applier.last_seq();
-            s.held = applier.held();
-            s.stats = applier.stats().clone();
         }
     }
     Ok(())
