@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
 use kirikae::restructure::{RestructureOptions, Strategy};
-use kirikae::scenario::{self, ScenarioConfig, ScenarioResult, DURING};
+use kirikae::scenario::{self, ScenarioConfig, ScenarioResult};
 use kirikae::workload::{self, PLAN_NAMES};
 use serde::Serialize;
 
@@ -61,10 +61,22 @@ pub struct RestructureBenchArgs {
     /// Skip the verification pass.
     #[arg(long)]
     pub no_verify: bool,
+    /// Pause after each operation, µs (0: saturated writers). The kernel's timer
+    /// slack makes each pause some 50 µs longer than asked.
+    #[arg(long, default_value_t = DEFAULT_THINK_US)]
+    pub think_us: u64,
+    /// Also copy an idle table of the same size at full duty (no workload, no
+    /// verification), twice: first into fresh memory, then into memory the process
+    /// already has.
+    #[arg(long)]
+    pub idle_copy: bool,
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }
+
+/// Default think time of the bench and the demo, µs.
+pub const DEFAULT_THINK_US: u64 = 50;
 
 /// One strategy's figures.
 #[derive(Debug, Serialize)]
@@ -73,18 +85,32 @@ pub struct RestructureFigures {
     plan: String,
     rows: u64,
     threads: usize,
+    think_us: u64,
     duty_cycle: f64,
     baseline_ops_per_s: f64,
     during_ops_per_s: f64,
     after_ops_per_s: f64,
     throughput_ratio: f64,
+    /// The longest write (as the writer's call took it) that overlapped any hold.
+    writer_stall_us_max: u64,
+    writes_held: u64,
+    write_latency_us_max_before: u64,
+    write_latency_us_p99_99_before: u64,
+    write_latency_us_max_during: u64,
+    write_latency_us_p99_99_during: u64,
+    window_s_before: f64,
+    window_s_during: f64,
+    /// The restructure's own timer of the switch hold (not what writers saw).
     switch_stall_us: u64,
     switch_stall_wait_us: u64,
     switch_stall_drain_us: u64,
     switch_stall_drained: u64,
     switch_attempts: u32,
-    write_latency_us_p99_during: u64,
-    write_latency_us_max_during: u64,
+    holds: usize,
+    holds_total_us: u64,
+    hold_max_us: u64,
+    max_stall_us: u64,
+    key_evictions: u64,
     copy_rows_per_s: f64,
     phase1_ms: f64,
     phase2_ms: f64,
@@ -92,8 +118,13 @@ pub struct RestructureFigures {
     synced: u64,
     history_peak_bytes: u64,
     journal_peak_bytes: u64,
-    mismatches: u64,
-    verified: bool,
+    mismatches: Option<u64>,
+    /// `--idle-copy`: the copy rate on an idle table, into fresh memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_copy_rows_per_s: Option<f64>,
+    /// `--idle-copy`: the same into memory the process already had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_copy_rows_per_s_warm: Option<f64>,
 }
 
 /// The whole report: one strategy, or both and their ratios.
@@ -101,7 +132,7 @@ pub struct RestructureFigures {
 #[serde(untagged)]
 pub enum RestructureBenchReport {
     /// `--strategy lock-history` or `journal`.
-    One(RestructureFigures),
+    One(Box<RestructureFigures>),
     /// `--strategy both`.
     Both {
         /// The lock history run.
@@ -115,31 +146,37 @@ pub enum RestructureBenchReport {
     },
 }
 
-pub(crate) fn figures(
-    r: &ScenarioResult,
-    plan: &str,
-    rows: u64,
-    threads: usize,
-    duty_cycle: f64,
-) -> RestructureFigures {
-    let lat = &r.workload.write_latency_us[DURING];
+pub(crate) fn figures(r: &ScenarioResult, args: &RestructureBenchArgs) -> RestructureFigures {
+    let us = |d: Duration| d.as_micros() as u64;
     RestructureFigures {
         strategy: r.report.strategy,
-        plan: plan.to_owned(),
-        rows,
-        threads,
-        duty_cycle,
+        plan: args.plan.clone(),
+        rows: args.rows,
+        threads: args.threads,
+        think_us: args.think_us,
+        duty_cycle: args.duty,
         baseline_ops_per_s: r.baseline_ops_per_s,
         during_ops_per_s: r.during_ops_per_s,
         after_ops_per_s: r.after_ops_per_s,
         throughput_ratio: r.during_ops_per_s / r.baseline_ops_per_s.max(1e-9),
-        switch_stall_us: r.report.stall.as_micros() as u64,
-        switch_stall_wait_us: r.report.stall_wait.as_micros() as u64,
-        switch_stall_drain_us: r.report.stall_drain.as_micros() as u64,
+        writer_stall_us_max: r.writer_stall_us_max,
+        writes_held: r.workload.held_writes,
+        write_latency_us_max_before: r.before.max_us,
+        write_latency_us_p99_99_before: r.before.p99_99_us,
+        write_latency_us_max_during: r.during.max_us,
+        write_latency_us_p99_99_during: r.during.p99_99_us,
+        window_s_before: r.before.seconds,
+        window_s_during: r.during.seconds,
+        switch_stall_us: us(r.report.stall),
+        switch_stall_wait_us: us(r.report.stall_wait),
+        switch_stall_drain_us: us(r.report.stall_drain),
         switch_stall_drained: r.report.stall_drained,
         switch_attempts: r.report.switch_attempts,
-        write_latency_us_p99_during: lat.value_at_quantile(0.99),
-        write_latency_us_max_during: lat.max(),
+        holds: r.report.holds.len(),
+        holds_total_us: us(r.report.holds_total),
+        hold_max_us: us(r.report.hold_max),
+        max_stall_us: us(r.report.max_stall),
+        key_evictions: r.report.key_evictions,
         copy_rows_per_s: r.report.copy_rows_per_s,
         phase1_ms: r.report.phase1.as_secs_f64() * 1e3,
         phase2_ms: r.report.phase2.as_secs_f64() * 1e3,
@@ -148,8 +185,27 @@ pub(crate) fn figures(
         history_peak_bytes: r.report.history_peak_bytes,
         journal_peak_bytes: r.report.journal_peak_bytes,
         mismatches: r.report.mismatches,
-        verified: r.report.verified,
+        idle_copy_rows_per_s: None,
+        idle_copy_rows_per_s_warm: None,
     }
+}
+
+/// Copies an idle table of `rows` subscribers through `plan` at full duty; returns
+/// the copy rate.
+fn idle_copy(rows: u64, plan: &kirikae::restructure::Plan) -> Result<f64, CliError> {
+    let db = Database::new();
+    workload::load_subscribers(&db, rows, &|_| {})?;
+    let report = kirikae::restructure::start(
+        &db,
+        workload::SUBSCRIBER_TABLE,
+        plan.clone(),
+        RestructureOptions {
+            duty_cycle: 1.0,
+            ..RestructureOptions::default()
+        },
+    )?
+    .wait()?;
+    Ok(report.copy_rows_per_s)
 }
 
 fn run_one(
@@ -171,9 +227,16 @@ fn run_one(
     );
     workload::load_subscribers(&db, args.rows, &|n| load.set_position(n))?;
     load.finish_and_clear();
+    let idle = if args.idle_copy {
+        eprintln!("idle copy of {} rows, fresh memory, then warm", args.rows);
+        Some((idle_copy(args.rows, &plan)?, idle_copy(args.rows, &plan)?))
+    } else {
+        None
+    };
     let config = ScenarioConfig {
         threads: args.threads,
         read_ratio: args.read_ratio,
+        think_us: args.think_us,
         rows: args.rows,
         warmup: Duration::from_secs_f64(args.warmup),
         baseline: Duration::from_secs_f64(args.baseline),
@@ -207,22 +270,23 @@ fn run_one(
         bar.tick();
     })?;
     bar.finish_and_clear();
-    Ok(figures(
-        &result,
-        &args.plan,
-        args.rows,
-        args.threads,
-        args.duty,
-    ))
+    let mut figures = figures(&result, args);
+    if let Some((cold, warm)) = idle {
+        figures.idle_copy_rows_per_s = Some(cold);
+        figures.idle_copy_rows_per_s_warm = Some(warm);
+    }
+    Ok(figures)
 }
 
 /// Runs the benchmark.
 pub fn run(args: &RestructureBenchArgs) -> Result<RestructureBenchReport, CliError> {
     Ok(match args.strategy {
         StrategyArg::LockHistory => {
-            RestructureBenchReport::One(run_one(args, Strategy::LockHistory)?)
+            RestructureBenchReport::One(Box::new(run_one(args, Strategy::LockHistory)?))
         }
-        StrategyArg::Journal => RestructureBenchReport::One(run_one(args, Strategy::Journal)?),
+        StrategyArg::Journal => {
+            RestructureBenchReport::One(Box::new(run_one(args, Strategy::Journal)?))
+        }
         StrategyArg::Both => {
             let lock_history = run_one(args, Strategy::LockHistory)?;
             let journal = run_one(args, Strategy::Journal)?;
@@ -270,7 +334,33 @@ pub fn print_table(report: &RestructureBenchReport) {
     line("throughput ratio", &|f| {
         format!("{:.3}", f.throughput_ratio)
     });
-    line("switch stall µs", &|f| f.switch_stall_us.to_string());
+    line("think µs", &|f| f.think_us.to_string());
+    line("writer stall max µs", &|f| {
+        f.writer_stall_us_max.to_string()
+    });
+    line("  writes held", &|f| f.writes_held.to_string());
+    line("write max before µs", &|f| {
+        f.write_latency_us_max_before.to_string()
+    });
+    line("write p99.99 before µs", &|f| {
+        f.write_latency_us_p99_99_before.to_string()
+    });
+    line("write max during µs", &|f| {
+        f.write_latency_us_max_during.to_string()
+    });
+    line("write p99.99 during µs", &|f| {
+        f.write_latency_us_p99_99_during.to_string()
+    });
+    line("  windows (before/during) s", &|f| {
+        format!("{:.1}/{:.1}", f.window_s_before, f.window_s_during)
+    });
+    line("holds (count)", &|f| f.holds.to_string());
+    line("  longest / total µs", &|f| {
+        format!("{}/{}", f.hold_max_us, f.holds_total_us)
+    });
+    line("switch stall µs (internal)", &|f| {
+        f.switch_stall_us.to_string()
+    });
     line("  waiting for writers µs", &|f| {
         f.switch_stall_wait_us.to_string()
     });
@@ -280,20 +370,27 @@ pub fn print_table(report: &RestructureBenchReport) {
     line("  final drain RIDs", &|f| {
         f.switch_stall_drained.to_string()
     });
-    line("write p99 during µs", &|f| {
-        f.write_latency_us_p99_during.to_string()
+    line("copy rows/s (under load)", &|f| {
+        format!("{:.0}", f.copy_rows_per_s)
     });
-    line("write max during µs", &|f| {
-        f.write_latency_us_max_during.to_string()
+    line("idle copy rows/s (fresh/warm)", &|f| match (
+        f.idle_copy_rows_per_s,
+        f.idle_copy_rows_per_s_warm,
+    ) {
+        (Some(c), Some(w)) => format!("{c:.0}/{w:.0}"),
+        _ => "-".to_owned(),
     });
-    line("copy rows/s", &|f| format!("{:.0}", f.copy_rows_per_s));
+    line("key evictions", &|f| f.key_evictions.to_string());
     line("phase 1 ms", &|f| format!("{:.1}", f.phase1_ms));
     line("phase 2 ms", &|f| format!("{:.1}", f.phase2_ms));
     line("rounds", &|f| f.rounds.to_string());
     line("synced RIDs/entries", &|f| f.synced.to_string());
     line("history peak bytes", &|f| f.history_peak_bytes.to_string());
     line("journal peak bytes", &|f| f.journal_peak_bytes.to_string());
-    line("mismatches", &|f| f.mismatches.to_string());
+    line("mismatches", &|f| {
+        f.mismatches
+            .map_or("not verified".to_owned(), |m| m.to_string())
+    });
     if let RestructureBenchReport::Both {
         memory_ratio,
         phase2_time_ratio,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
 use kirikae::restructure::{Phase, RestructureOptions};
-use kirikae::scenario::{self, ScenarioConfig, AFTER, BASELINE, DURING};
+use kirikae::scenario::{self, ScenarioConfig, AFTER};
 use kirikae::workload::{self, SUBSCRIBER_TABLE};
 
 use crate::CliError;
@@ -34,6 +34,9 @@ pub struct DemoArgs {
     /// Share of time the restructure copy may work (lower favours the workload).
     #[arg(long, default_value_t = 0.5)]
     pub duty: f64,
+    /// Pause after each operation, µs (0: saturated writers).
+    #[arg(long, default_value_t = crate::bench_restructure::DEFAULT_THINK_US)]
+    pub think_us: u64,
     /// Seconds of replicated traffic in the second part (0: skip it).
     #[arg(long, default_value_t = 6.0)]
     pub replicate: f64,
@@ -76,6 +79,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     let config = ScenarioConfig {
         threads: args.threads,
         read_ratio: args.read_ratio,
+        think_us: args.think_us,
         rows: args.rows,
         warmup: Duration::from_secs(1),
         baseline: Duration::from_secs_f64(args.before),
@@ -120,8 +124,8 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     let after_row = db.table(SUBSCRIBER_TABLE)?.get(&sample_key);
     println!();
     println!(
-        "kirikae demo — {} subscribers (loaded in {load_s:.2} s), {} worker threads",
-        args.rows, args.threads
+        "kirikae demo — {} subscribers (loaded in {load_s:.2} s), {} worker threads, think {} µs",
+        args.rows, args.threads, args.think_us
     );
     println!("  plan: add column plan_id (default 0); msisdn text -> int");
     println!(
@@ -132,29 +136,41 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
         result.after_ops_per_s
     );
     println!(
-        "  restructure phase 1 {:.2} s ({:.0} rows/s), phase 2 {:.2} s ({} rounds, {} RIDs), switch stall {} µs",
+        "  restructure phase 1 {:.2} s ({:.0} rows/s), phase 2 {:.2} s ({} rounds, {} RIDs)",
         r.phase1.as_secs_f64(),
         r.copy_rows_per_s,
         r.phase2.as_secs_f64(),
         r.rounds,
         r.synced,
-        r.stall.as_micros()
     );
     println!(
-        "  lock history peak {} KiB; verification: {} mismatches",
+        "  switch: the longest write held by it took {} µs as the writer saw it ({} writes held); \
+         the switch's own timer: {} µs; {} hold(s), longest {} µs",
+        result.writer_stall_us_max,
+        result.workload.held_writes,
+        r.stall.as_micros(),
+        r.holds.len(),
+        r.hold_max.as_micros()
+    );
+    println!(
+        "  lock history peak {} KiB; verification: {}",
         r.history_peak_bytes / 1024,
         r.mismatches
+            .map_or("not run".to_owned(), |m| format!("{m} mismatches"))
     );
-    for (name, phase) in [("before", BASELINE), ("during", DURING), ("after", AFTER)] {
-        let h = &result.workload.write_latency_us[phase];
+    for (name, w) in [("before", &result.before), ("during", &result.during)] {
         println!(
-            "  write latency {name:<6}  p50 {:>4} µs  p99 {:>5} µs  max {:>6} µs  ({} writes)",
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.max(),
-            h.len()
+            "  write latency {name:<6}  p99.99 {:>5} µs  max {:>6} µs  ({} writes in {:.1} s)",
+            w.p99_99_us, w.max_us, w.writes, w.seconds
         );
     }
+    let after = &result.workload.write_latency_us[AFTER];
+    println!(
+        "  write latency after   p99.99 {:>5} µs  max {:>6} µs  ({} writes)",
+        after.value_at_quantile(0.9999),
+        after.max(),
+        after.len()
+    );
     show_row("  subscriber 7 before", before_row.as_deref());
     show_row("  subscriber 7 after ", after_row.as_deref());
     crate::plot::throughput(

@@ -10,7 +10,9 @@ use kirikae_restructure::{
     Plan, Progress, RestructureError, RestructureOptions, RestructureReport,
 };
 
-use crate::workload::{KeyChooser, RunningWorkload, Workload, WorkloadReport, SUBSCRIBER_TABLE};
+use crate::workload::{
+    KeyChooser, RunningWorkload, Workload, WorkloadReport, SLICE, SUBSCRIBER_TABLE,
+};
 
 /// Measurement phases (the workload's phase tags).
 pub const WARMUP: usize = 0;
@@ -36,6 +38,8 @@ pub struct ScenarioConfig {
     pub baseline: Duration,
     /// Measured run after the switch.
     pub after: Duration,
+    /// Pause after each operation, µs (0: saturated writers).
+    pub think_us: u64,
     /// The plan.
     pub plan: Plan,
     /// Restructure options.
@@ -51,6 +55,31 @@ pub struct Sample {
     pub ops_per_s: f64,
     /// Phase tag at the sample.
     pub phase: usize,
+}
+
+/// Write latency over one window, as the writers' calls saw it.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LatencyWindow {
+    /// Length of the window.
+    pub seconds: f64,
+    /// Writes in it.
+    pub writes: u64,
+    /// 99.99th percentile, µs.
+    pub p99_99_us: u64,
+    /// Longest write, µs.
+    pub max_us: u64,
+}
+
+impl LatencyWindow {
+    fn over(workload: &WorkloadReport, slices: std::ops::Range<usize>) -> LatencyWindow {
+        let h = workload.latency_over(slices.clone());
+        LatencyWindow {
+            seconds: slices.len() as f64 * SLICE.as_secs_f64(),
+            writes: h.len(),
+            p99_99_us: h.value_at_quantile(0.9999),
+            max_us: h.max(),
+        }
+    }
 }
 
 /// Everything the scenario measured.
@@ -69,6 +98,13 @@ pub struct ScenarioResult {
     pub after_ops_per_s: f64,
     /// When the restructure started and switched, seconds since the workload started.
     pub restructure_window_s: (f64, f64),
+    /// Writes while the restructure ran (whole 100 ms slices covering it).
+    pub during: LatencyWindow,
+    /// The same workload in a window of equal length right before the restructure
+    /// (shorter only if the baseline was): the machine's own noise floor.
+    pub before: LatencyWindow,
+    /// The longest write that overlapped any hold of writers or the switch, µs.
+    pub writer_stall_us_max: u64,
 }
 
 /// Errors of the scenario.
@@ -133,9 +169,10 @@ pub fn run(
         threads: config.threads,
         read_ratio: config.read_ratio,
         keys: KeyChooser::hot_set(config.rows),
+        think_us: config.think_us,
     }
     .start(db);
-    let started = Instant::now();
+    let started = running.epoch();
     let mut sampler = Sampler {
         started,
         last: (started, 0),
@@ -158,6 +195,7 @@ pub fn run(
         }
     };
     window(&mut sampler, WARMUP, config.warmup, display);
+    let baseline_from = started.elapsed();
     window(&mut sampler, BASELINE, config.baseline, display);
 
     running.set_phase(DURING);
@@ -183,7 +221,17 @@ pub fn run(
     }
     let workload = running.stop();
     let report = outcome?;
+    let slice_of = |s: f64| (s / SLICE.as_secs_f64()) as usize;
+    let during = slice_of(began)..slice_of(switched) + 1;
+    let baseline_start = slice_of(baseline_from.as_secs_f64()) + 1;
+    let before = during
+        .start
+        .saturating_sub(during.len())
+        .max(baseline_start)..during.start;
     Ok(ScenarioResult {
+        during: LatencyWindow::over(&workload, during),
+        before: LatencyWindow::over(&workload, before),
+        writer_stall_us_max: workload.held_write_us_max,
         baseline_ops_per_s: sampler.rate(BASELINE),
         during_ops_per_s: sampler.rate(DURING),
         after_ops_per_s: sampler.rate(AFTER),

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
 use hdrhistogram::Histogram;
@@ -164,6 +164,10 @@ impl KeyChooser {
 /// Phases a workload's measurements are split by (set by whoever drives the run).
 pub const PHASES: usize = 4;
 
+/// Write latencies are also kept per slice of this long, so that a window before a
+/// restructure can be compared with one of equal length during it.
+pub const SLICE: Duration = Duration::from_millis(100);
+
 /// Mixed reads and balance updates on the subscriber table.
 #[derive(Clone, Debug)]
 pub struct Workload {
@@ -173,6 +177,8 @@ pub struct Workload {
     pub read_ratio: f64,
     /// Which subscribers are touched.
     pub keys: KeyChooser,
+    /// Pause after each operation, in µs (0: saturated writers, no pause at all).
+    pub think_us: u64,
 }
 
 /// A workload running on its threads.
@@ -180,18 +186,11 @@ pub struct RunningWorkload {
     stop: Arc<AtomicBool>,
     phase: Arc<AtomicUsize>,
     counters: Arc<Vec<CachePadded<AtomicU64>>>,
-    workers: Vec<JoinHandle<WorkerReport>>,
+    workers: Vec<JoinHandle<WorkloadReport>>,
+    epoch: Instant,
 }
 
-/// What one worker measured.
-struct WorkerReport {
-    reads: u64,
-    writes: u64,
-    retries: u64,
-    write_latency_us: Vec<Histogram<u64>>,
-}
-
-/// What a whole run measured.
+/// What one worker (or, merged, the whole run) measured.
 #[derive(Debug)]
 pub struct WorkloadReport {
     /// Point reads done.
@@ -202,10 +201,73 @@ pub struct WorkloadReport {
     pub retries: u64,
     /// Write latency in µs, one histogram per phase.
     pub write_latency_us: Vec<Histogram<u64>>,
+    /// Write latency in µs per [`SLICE`] since the workload started.
+    pub slices: Vec<Histogram<u64>>,
+    /// The longest write (µs, retries included) that overlapped a hold of writers
+    /// (a restructure's held round or switch), as the writer's call saw it.
+    pub held_write_us_max: u64,
+    /// Writes that overlapped a hold.
+    pub held_writes: u64,
 }
 
+impl WorkloadReport {
+    fn new() -> WorkloadReport {
+        WorkloadReport {
+            reads: 0,
+            writes: 0,
+            retries: 0,
+            write_latency_us: (0..PHASES).map(|_| new_histogram()).collect(),
+            slices: Vec::new(),
+            held_write_us_max: 0,
+            held_writes: 0,
+        }
+    }
+
+    fn merge(&mut self, other: &WorkloadReport) {
+        self.reads += other.reads;
+        self.writes += other.writes;
+        self.retries += other.retries;
+        self.held_write_us_max = self.held_write_us_max.max(other.held_write_us_max);
+        self.held_writes += other.held_writes;
+        for (t, h) in self
+            .write_latency_us
+            .iter_mut()
+            .zip(&other.write_latency_us)
+        {
+            add(t, h);
+        }
+        for (i, h) in other.slices.iter().enumerate() {
+            add(slice(&mut self.slices, i), h);
+        }
+    }
+
+    /// Write latency over slices `range` (merged).
+    pub fn latency_over(&self, range: std::ops::Range<usize>) -> Histogram<u64> {
+        let mut total = new_histogram();
+        for h in self.slices.get(range).unwrap_or_default() {
+            add(&mut total, h);
+        }
+        total
+    }
+}
+
+fn add(total: &mut Histogram<u64>, h: &Histogram<u64>) {
+    total
+        .add(h)
+        .unwrap_or_else(|e| unreachable!("same bounds: {e}"));
+}
+
+/// The histogram of slice `i`, created (with the ones before it) on first use.
+fn slice(slices: &mut Vec<Histogram<u64>>, i: usize) -> &mut Histogram<u64> {
+    while slices.len() <= i {
+        slices.push(new_histogram());
+    }
+    &mut slices[i]
+}
+
+/// 1 µs to 60 s, two significant digits: small enough to keep one per slice.
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3)
+    Histogram::new_with_bounds(1, 60_000_000, 2)
         .unwrap_or_else(|e| unreachable!("static histogram bounds are valid: {e}"))
 }
 
@@ -220,6 +282,7 @@ impl Workload {
                 .collect(),
         );
         let keys = self.keys.sample(1 << 18, 42);
+        let epoch = Instant::now();
         let workers = (0..self.threads)
             .map(|i| {
                 let session = db.session(SessionInfo::new(format!("worker{i}"), "service", None));
@@ -229,9 +292,13 @@ impl Workload {
                     Arc::clone(&counters),
                     Arc::clone(&keys),
                 );
-                let read_ratio = self.read_ratio;
+                let shape = Shape {
+                    read_ratio: self.read_ratio,
+                    think: Duration::from_micros(self.think_us),
+                    epoch,
+                };
                 std::thread::spawn(move || {
-                    worker(i, &session, read_ratio, &keys, &stop, &phase, &counters[i])
+                    worker(i, &session, &shape, &keys, &stop, &phase, &counters[i])
                 })
             })
             .collect();
@@ -240,40 +307,50 @@ impl Workload {
             phase,
             counters,
             workers,
+            epoch,
         }
     }
+}
+
+/// What each worker does besides its keys.
+struct Shape {
+    read_ratio: f64,
+    think: Duration,
+    /// When the workload started: slices count from here.
+    epoch: Instant,
 }
 
 fn worker(
     index: usize,
     session: &kirikae_engine::Session,
-    read_ratio: f64,
+    shape: &Shape,
     keys: &[Key],
     stop: &AtomicBool,
     phase: &AtomicUsize,
     counter: &AtomicU64,
-) -> WorkerReport {
+) -> WorkloadReport {
     let mut rng = Rng::new(index as u64 + 1);
     let mut at = rng.below(keys.len() as u64) as usize;
-    let mut report = WorkerReport {
-        reads: 0,
-        writes: 0,
-        retries: 0,
-        write_latency_us: (0..PHASES).map(|_| new_histogram()).collect(),
-    };
-    let epoch = Instant::now();
+    let mut report = WorkloadReport::new();
+    let db = session.database();
     while !stop.load(Ordering::Relaxed) {
         at = (at + 1) % keys.len();
         let key = &keys[at];
-        if rng.chance(read_ratio) {
+        if rng.chance(shape.read_ratio) {
             let row = session.get(SUBSCRIBER_TABLE, key);
             debug_assert!(matches!(row, Ok(Some(_))), "subscriber {key} readable");
             report.reads += 1;
         } else {
+            // The hold counters are read around the whole call, so that a write held
+            // at a switch is known as such, whatever the restructure's timers say.
+            let holds = db.writer_holds();
             let started = Instant::now();
             let changes = [
                 ("balance", Value::Int(rng.below(100_000) as i64)),
-                ("last_seen", Value::Int(epoch.elapsed().as_millis() as i64)),
+                (
+                    "last_seen",
+                    Value::Int(shape.epoch.elapsed().as_millis() as i64),
+                ),
             ];
             loop {
                 match session.update_columns(SUBSCRIBER_TABLE, key, &changes) {
@@ -288,12 +365,21 @@ fn worker(
                     }
                 }
             }
-            let us = started.elapsed().as_micros() as u64;
+            let us = (started.elapsed().as_micros() as u64).max(1);
+            if holds.overlapped(&db.writer_holds()) {
+                report.held_write_us_max = report.held_write_us_max.max(us);
+                report.held_writes += 1;
+            }
             let p = phase.load(Ordering::Relaxed).min(PHASES - 1);
-            report.write_latency_us[p].saturating_record(us.max(1));
+            report.write_latency_us[p].saturating_record(us);
+            let i = (started.duration_since(shape.epoch).as_nanos() / SLICE.as_nanos()) as usize;
+            slice(&mut report.slices, i).saturating_record(us);
             report.writes += 1;
         }
         counter.fetch_add(1, Ordering::Relaxed);
+        if !shape.think.is_zero() {
+            std::thread::sleep(shape.think);
+        }
     }
     report
 }
@@ -313,26 +399,19 @@ impl RunningWorkload {
         self.phase.store(phase, Ordering::Relaxed);
     }
 
+    /// When the workload started (slices count from here).
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// Stops the threads and merges what they measured.
     pub fn stop(self) -> WorkloadReport {
         self.stop.store(true, Ordering::Relaxed);
-        let mut total = WorkloadReport {
-            reads: 0,
-            writes: 0,
-            retries: 0,
-            write_latency_us: (0..PHASES).map(|_| new_histogram()).collect(),
-        };
+        let mut total = WorkloadReport::new();
         for w in self.workers {
-            let r = match w.join() {
-                Ok(r) => r,
+            match w.join() {
+                Ok(r) => total.merge(&r),
                 Err(panic) => std::panic::resume_unwind(panic),
-            };
-            total.reads += r.reads;
-            total.writes += r.writes;
-            total.retries += r.retries;
-            for (t, h) in total.write_latency_us.iter_mut().zip(&r.write_latency_us) {
-                t.add(h)
-                    .unwrap_or_else(|e| unreachable!("same bounds: {e}"));
             }
         }
         total
@@ -406,11 +485,56 @@ mod tests {
             threads: 2,
             read_ratio: 0.5,
             keys: KeyChooser::uniform(1_000),
+            think_us: 0,
         }
         .start(&db);
         std::thread::sleep(std::time::Duration::from_millis(50));
         let report = run.stop();
         assert!(report.reads > 0 && report.writes > 0);
         assert_eq!(report.write_latency_us[0].len(), report.writes);
+        let sliced: u64 = report.slices.iter().map(Histogram::len).sum();
+        assert_eq!(sliced, report.writes);
+        assert_eq!(report.held_writes, 0, "nothing held the writers");
+    }
+
+    fn wait_for_ops(run: &RunningWorkload, at_least: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while run.ops() < at_least {
+            assert!(Instant::now() < deadline, "the workload made no progress");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn writes_held_by_a_hold_are_counted_as_held() {
+        let db = Database::new();
+        load_subscribers(&db, 1_000, &|_| {}).expect("load");
+        // The writer must reach a write while the hold is on; on a busy machine it may
+        // not be scheduled during a short hold, so try a few times.
+        for _ in 0..20 {
+            let run = Workload {
+                threads: 1,
+                read_ratio: 0.0,
+                keys: KeyChooser::uniform(1_000),
+                think_us: 0,
+            }
+            .start(&db);
+            wait_for_ops(&run, 100);
+            let hold = db.hold_writers(SUBSCRIBER_TABLE).expect("hold");
+            std::thread::sleep(Duration::from_millis(2));
+            hold.release();
+            let released_at = run.ops();
+            wait_for_ops(&run, released_at + 10);
+            let report = run.stop();
+            if report.held_writes > 0 {
+                assert!(report.held_write_us_max >= 1);
+                assert!(
+                    report.held_writes < report.writes,
+                    "most writes were not held"
+                );
+                return;
+            }
+        }
+        panic!("no write overlapped any of 20 holds");
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::{plans, setup, Writers, TABLE};
 use kirikae::engine::{Column, ColumnType, Key, Schema, SessionInfo, Value};
 use kirikae::restructure::{
-    start, tables_agree, Conversion, NonConvergence, Phase, Plan, RestructureError,
-    RestructureOptions, Step, Strategy, Transform,
+    start, tables_agree, Conversion, HoldEnd, HoldKind, NonConvergence, Phase, Plan,
+    RestructureError, RestructureOptions, Step, Strategy, Transform,
 };
 
 fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> kirikae::restructure::SwitchInspector {
@@ -48,8 +48,12 @@ fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
         agreed.load(Ordering::SeqCst),
         "{name}: new table != plan(old) at the switch"
     );
-    assert_eq!(report.mismatches, 0, "{name}: verification mismatches");
-    assert!(report.verified);
+    assert_eq!(
+        report.mismatches,
+        Some(0),
+        "{name}: verification mismatches"
+    );
+    assert_eq!(report.holds.last().map(|h| h.end), Some(HoldEnd::Switched));
     assert_ne!(db.table(TABLE).expect("t").id(), old_id, "{name}: switched");
     // Writers keep going on the new table.
     std::thread::sleep(Duration::from_millis(30));
@@ -102,12 +106,17 @@ fn assert_old_table_serves(db: &kirikae::engine::Database, old_id: u64) {
     assert!(!t.has_write_observer(), "the lock history was removed");
     let s = db.session(SessionInfo::default());
     let id = PROBE.fetch_sub(1, Ordering::Relaxed);
-    s.insert(TABLE, common::row(id, 0))
+    let schema = t.schema();
+    let (key, balance) = (common::key_for(schema, id), common::balance_column(schema));
+    s.insert(TABLE, common::row_for(schema, id, 0))
         .expect("inserts still work");
-    s.update_columns(TABLE, &Key::from(id), &[("balance", Value::Int(1))])
+    s.update_columns(TABLE, &key, &[(balance, Value::Int(1))])
         .expect("updates still work");
-    let row = s.get(TABLE, &Key::from(id)).expect("get").expect("probe");
-    assert_eq!(row[2], Value::Int(1));
+    let row = s.get(TABLE, &key).expect("get").expect("probe");
+    assert_eq!(
+        row[schema.column_index(balance).expect("balance")],
+        Value::Int(1)
+    );
 }
 
 #[test]
@@ -193,7 +202,7 @@ fn start_postponable(
         TABLE,
         add_column(),
         RestructureOptions {
-            switch_wait: Duration::from_millis(10),
+            switch_retry_pause: Duration::from_millis(10),
             switch_tries: tries,
             ..RestructureOptions::default()
         },
@@ -300,7 +309,7 @@ fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
         TABLE,
         Plan::new(vec![Step::Reorganize]),
         RestructureOptions {
-            switch_wait: Duration::from_millis(5),
+            switch_retry_pause: Duration::from_millis(5),
             switch_tries: 3,
             ..RestructureOptions::default()
         },
@@ -391,16 +400,17 @@ fn non_convergence_is_detected() {
 }
 
 #[test]
-fn throttling_writers_makes_a_hot_table_converge() {
+fn throttled_rounds_are_bounded_recorded_and_lead_to_the_switch() {
     let db = setup(20_000);
-    let writers = Writers::start(&db, 3, 20_000, 13);
+    let (stop, handles) = updaters(&db, 2, 20_000);
+    // Throttle from the first round that does not fit: held rounds happen for sure.
     let report = start(
         &db,
         TABLE,
         add_column(),
         RestructureOptions {
-            max_stall: Duration::from_micros(1),
-            stall_rounds: 2,
+            max_stall: Duration::from_millis(2),
+            stall_rounds: 0,
             on_non_convergence: NonConvergence::ThrottleWriters,
             verify: true,
             ..RestructureOptions::default()
@@ -409,8 +419,58 @@ fn throttling_writers_makes_a_hot_table_converge() {
     .expect("start")
     .wait()
     .expect("converges by throttling");
-    writers.stop();
-    assert_eq!(report.mismatches, 0);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("updater");
+    }
+    assert_eq!(report.mismatches, Some(0));
+    let throttled: Vec<_> = report
+        .holds
+        .iter()
+        .filter(|h| h.kind == HoldKind::ThrottledRound)
+        .collect();
+    assert!(!throttled.is_empty(), "{:?}", report.holds);
+    assert!(throttled
+        .iter()
+        .all(|h| matches!(h.end, HoldEnd::RoundDone | HoldEnd::OutOfTime)));
+    assert_eq!(report.holds.last().map(|h| h.end), Some(HoldEnd::Switched));
+    assert_eq!(
+        report.holds_total,
+        report.holds.iter().map(|h| h.duration).sum::<Duration>()
+    );
+    assert!(report.hold_max <= report.holds_total);
+}
+
+#[test]
+fn a_switch_that_cannot_fit_its_bound_lets_writers_go_every_time() {
+    let db = setup(2_000);
+    let (stop, handles) = updaters(&db, 1, 2_000);
+    // No hold can end within a zero bound: every attempt lets writers go again.
+    let outcome = start(
+        &db,
+        TABLE,
+        add_column(),
+        RestructureOptions {
+            max_stall: Duration::ZERO,
+            on_non_convergence: NonConvergence::KeepGoing,
+            max_rounds: 3,
+            ..RestructureOptions::default()
+        },
+    )
+    .expect("start")
+    .wait();
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("updater");
+    }
+    match outcome {
+        Err(RestructureError::NotConverging { .. } | RestructureError::SwitchPostponed { .. }) => {}
+        other => panic!("expected the restructure to give up, got {other:?}"),
+    }
+    // Writers were never stopped for good: the table serves.
+    let s = db.session(SessionInfo::default());
+    s.update_columns(TABLE, &Key::from(1), &[("balance", Value::Int(3))])
+        .expect("writes still work");
 }
 
 #[test]

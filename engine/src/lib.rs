@@ -81,10 +81,10 @@ mod value;
 mod writer_gate;
 
 pub use database::{Database, EngineConfig, Session, WriterHold, WriterHolds};
-pub use reclaimer::ReclaimStats;
 pub use error::{EngineError, HookError, Result};
 pub use hooks::{CommitGate, CommitRequest, GateNote, Operation, OperationKind, WriteObserver};
 pub use key::Key;
+pub use reclaimer::ReclaimStats;
 pub use rid::Rid;
 pub use schema::{Column, Row, RowRef, Schema};
 pub use session::SessionInfo;

@@ -249,8 +249,12 @@ mod tests {
         assert_eq!((stats.tables_freed, stats.pending), (1, 0));
         // The new table serves.
         let s = db.session(SessionInfo::default());
-        s.insert("t", vec![Value::Int(1)]).expect("insert into the new table");
-        assert_eq!(s.get("t", &Key::from(1)).expect("get").map(|r| r.len()), Some(1));
+        s.insert("t", vec![Value::Int(1)])
+            .expect("insert into the new table");
+        assert_eq!(
+            s.get("t", &Key::from(1)).expect("get").map(|r| r.len()),
+            Some(1)
+        );
     }
 
     #[test]
@@ -263,9 +267,14 @@ mod tests {
             .set_write_observer(Some(Arc::new(DropSpy(Arc::clone(&dropped_on)))));
         let s = db.session(SessionInfo::default());
         let mut tx = s.begin();
-        tx.update("t", &Key::from(5), vec![Value::Int(5)]).expect("update");
+        tx.update("t", &Key::from(5), vec![Value::Int(5)])
+            .expect("update");
         db.drop_table("t").expect("drop");
-        assert_eq!(db.reclaim_stats().pending, 1, "still referenced by the transaction");
+        assert_eq!(
+            db.reclaim_stats().pending,
+            1,
+            "still referenced by the transaction"
+        );
         tx.commit().expect("commit on the detached table");
         wait_until("freed", || dropped_on.lock().is_some());
         assert_eq!(dropped_on.lock().as_deref(), Some("kirikae-reclaimer"));

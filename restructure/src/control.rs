@@ -31,8 +31,9 @@ pub enum Strategy {
 pub enum NonConvergence {
     /// Keep running rounds (up to `max_rounds`).
     KeepGoing,
-    /// Run one round with new writers held, so that they cannot outpace it, then
-    /// switch.
+    /// Alternate rounds run with new writers held (each bounded by `max_stall`, and
+    /// followed by at least as long with writers running) with ordinary rounds, until
+    /// the history fits the stall budget or `max_rounds` is reached.
     ThrottleWriters,
     /// Give up with [`RestructureError::NotConverging`].
     Abort,
@@ -57,8 +58,9 @@ pub struct RestructureOptions {
     /// machine with two busy workers it keeps about 80% of their throughput); 1.0
     /// copies at full speed.
     pub duty_cycle: f64,
-    /// Phase 2 stops looping when the next round is estimated to take no longer than
-    /// this (like Db2 REORG's MAXRO); it bounds the switch stall.
+    /// The bound on every hold of writers (like Db2 REORG's MAXRO): a switch attempt
+    /// or a held round that reaches it lets writers go and is retried. Phase 2 loops
+    /// until the final drain is estimated to take a quarter of it.
     pub max_stall: Duration,
     /// Rounds without the history shrinking before it counts as not converging.
     pub stall_rounds: u32,
@@ -66,8 +68,9 @@ pub struct RestructureOptions {
     pub on_non_convergence: NonConvergence,
     /// Hard bound on phase-2 rounds.
     pub max_rounds: u32,
-    /// How long one switch attempt waits for in-flight writers.
-    pub switch_wait: Duration,
+    /// Pause between two switch attempts, writers running: while a long transaction
+    /// postpones the switch, writers are held at most `max_stall` per this long.
+    pub switch_retry_pause: Duration,
     /// Switch attempts before giving up with [`RestructureError::SwitchPostponed`].
     pub switch_tries: u32,
     /// Compare plan(old) with new before switching (a chunked pass, re-checked under
@@ -88,8 +91,8 @@ impl Default for RestructureOptions {
             stall_rounds: 8,
             on_non_convergence: NonConvergence::ThrottleWriters,
             max_rounds: 1_000,
-            switch_wait: Duration::from_millis(100),
-            switch_tries: 20,
+            switch_retry_pause: Duration::from_millis(10),
+            switch_tries: 100,
             verify: false,
             inspect_at_switch: None,
         }
@@ -250,16 +253,45 @@ impl Shared {
     }
 }
 
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.phase)?;
+        if self.rows_total > 0 {
+            write!(
+                f,
+                ": {}/{} rows copied ({:.0}%)",
+                self.rows_copied,
+                self.rows_total,
+                100.0 * self.rows_copied as f64 / self.rows_total as f64
+            )?;
+        }
+        write!(
+            f,
+            ", {} pending in the lock history, round {}, {:.1} s elapsed",
+            self.history,
+            self.round,
+            self.elapsed.as_secs_f64()
+        )?;
+        if let Some(eta) = self.eta {
+            write!(f, ", eta {:.1} s", eta.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
 /// A restructure running on its background thread.
 ///
 /// Dropping the handle without [`wait`](RestructureHandle::wait) aborts the
-/// restructure (the old table keeps serving).
+/// restructure (the old table keeps serving): keep it until the end.
+#[must_use = "dropping the handle aborts the restructure; call `wait`"]
 pub struct RestructureHandle {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<Result<RestructureReport>>>,
 }
 
 /// Starts restructuring `table` of `db` by `transform` on a background thread.
+///
+/// The returned handle must be kept: dropping it aborts the restructure.
 ///
 /// The transform is validated against the table first: an invalid plan fails here and
 /// nothing starts. The old table keeps serving reads and writes throughout; at the end

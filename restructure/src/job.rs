@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::journal::Journal;
 use crate::lock_history::LockHistory;
 use crate::plan::CompiledTransform;
-use crate::report::RestructureReport;
+use crate::report::{Hold, HoldEnd, HoldKind, RestructureReport};
 use crate::twin::Twin;
 
 /// A round checks for abort and pause this often (records), so that a long round
@@ -43,6 +43,13 @@ impl Tracker {
         }
     }
 
+    fn shared(&self) -> Arc<dyn std::any::Any + Send + Sync> {
+        match self {
+            Tracker::History(h) => Arc::clone(h) as _,
+            Tracker::Journal(j) => Arc::clone(j) as _,
+        }
+    }
+
     pub fn pending(&self) -> u64 {
         match self {
             Tracker::History(h) => h.len(),
@@ -61,6 +68,14 @@ impl Drop for ObserverGuard {
     }
 }
 
+/// How a round ended.
+pub(crate) struct Round {
+    /// RIDs (or journal entries) applied.
+    pub applied: usize,
+    /// `false`: the deadline came first; what was not applied is pending again.
+    pub complete: bool,
+}
+
 pub(crate) struct Job {
     pub db: Database,
     pub old: Arc<Table>,
@@ -74,6 +89,8 @@ pub(crate) struct Job {
     /// Records that differed during the verification pass, re-checked under the hold.
     pub suspicious: Vec<kirikae_engine::Rid>,
     pub mismatches: u64,
+    /// Every time writers were held, in order.
+    pub holds: Vec<Hold>,
 }
 
 impl Job {
@@ -95,6 +112,7 @@ impl Job {
             synced: 0,
             suspicious: Vec::new(),
             mismatches: 0,
+            holds: Vec::new(),
         }
     }
 
@@ -102,7 +120,11 @@ impl Job {
         let outcome = self.run_phases();
         if outcome.is_err() {
             self.shared.set_phase(Phase::Failed);
+            // The new table is not needed any more; freeing it is not the caller's work.
+            self.db.free_later(Arc::clone(&self.twin.table) as _);
         }
+        // A writer's observer call may still hold the tracker (a journal can be large).
+        self.db.free_later(self.tracker.shared());
         outcome
     }
 
@@ -134,6 +156,13 @@ impl Job {
             Tracker::History(h) => (h.bytes(), 0),
             Tracker::Journal(j) => (0, j.peak_bytes()),
         };
+        let holds_total = self.holds.iter().map(|h| h.duration).sum();
+        let hold_max = self
+            .holds
+            .iter()
+            .map(|h| h.duration)
+            .max()
+            .unwrap_or_default();
         Ok(RestructureReport {
             table: self.shared.table.clone(),
             strategy: self.options.strategy,
@@ -149,71 +178,122 @@ impl Job {
             stall_drain: stall.drain,
             stall_drained: stall.drained,
             switch_attempts,
+            holds: std::mem::take(&mut self.holds),
+            holds_total,
+            hold_max,
+            max_stall: self.options.max_stall,
+            key_evictions: self.twin.evictions(),
             copy_rows_per_s: copied as f64 / phase1.as_secs_f64().max(1e-9),
             history_peak_bytes,
             journal_peak_bytes,
             map_bytes: self.twin.map_bytes(),
-            mismatches: self.mismatches,
-            verified: self.options.verify,
+            mismatches: self.options.verify.then_some(self.mismatches),
         })
     }
 
-    /// One phase-2 round: take what changed and apply it to the new table. Returns how
-    /// many RIDs (or journal entries) it applied.
-    pub fn round(&mut self) -> Result<usize> {
-        self.round_noting(None)
+    /// Notes a hold of writers that began at `held_at` and has just ended.
+    pub fn note_hold(&mut self, kind: HoldKind, end: HoldEnd, held_at: Instant) {
+        self.holds.push(Hold {
+            kind,
+            end,
+            duration: held_at.elapsed(),
+        });
     }
 
-    /// A round that also notes the RIDs it applied.
-    pub fn round_noting(&mut self, mut applied_rids: Option<&mut Vec<Rid>>) -> Result<usize> {
+    /// One phase-2 round, writers running: take what changed and apply it to the new
+    /// table, then place parked records again. Returns how many RIDs (or journal
+    /// entries) it applied.
+    pub fn round(&mut self) -> Result<usize> {
+        Ok(self.round_within(None, None)?.applied)
+    }
+
+    /// A round that stops at `deadline` (writers held: no pause, no abort check),
+    /// putting back what it did not apply, and notes the RIDs it applied.
+    pub fn round_within(
+        &mut self,
+        deadline: Option<Instant>,
+        mut applied_rids: Option<&mut Vec<Rid>>,
+    ) -> Result<Round> {
         let started = Instant::now();
-        let applied = match &self.tracker {
+        let mut round = Round {
+            applied: 0,
+            complete: true,
+        };
+        match &self.tracker {
             Tracker::History(h) => {
                 let rids = h.drain();
                 for (i, &rid) in rids.iter().enumerate() {
-                    if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
-                        self.shared.checkpoint()?;
+                    if self.past(deadline, i)? {
+                        for &rest in &rids[i..] {
+                            h.record(rest);
+                        }
+                        round.complete = false;
+                        break;
                     }
                     self.twin.sync(&self.old, rid)?;
+                    round.applied += 1;
                 }
                 if let Some(out) = applied_rids.as_mut() {
-                    out.extend_from_slice(&rids);
+                    out.extend_from_slice(&rids[..round.applied]);
                 }
-                rids.len()
             }
             Tracker::Journal(j) => {
-                let entries = j.drain();
-                for (i, e) in entries.iter().enumerate() {
-                    if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
-                        self.shared.checkpoint()?;
+                let mut entries = j.drain();
+                for i in 0..entries.len() {
+                    if self.past(deadline, i)? {
+                        j.put_back(entries.split_off(i));
+                        round.complete = false;
+                        break;
                     }
+                    let e = &entries[i];
                     let row = e.row();
                     self.twin.apply(&self.old, e.rid, row.as_deref())?;
+                    round.applied += 1;
                 }
                 if let Some(out) = applied_rids.as_mut() {
-                    out.extend(entries.iter().map(|e| e.rid));
+                    out.extend(entries.iter().take(round.applied).map(|e| e.rid));
                 }
-                entries.len()
             }
-        };
+        }
+        if round.complete {
+            self.twin.retry_parked(&self.old)?;
+        }
         self.rounds += 1;
-        self.synced += applied as u64;
-        if applied > 0 {
-            let ns = started.elapsed().as_nanos() as u64 / applied as u64;
+        self.synced += round.applied as u64;
+        if round.applied > 0 {
+            let ns = started.elapsed().as_nanos() as u64 / round.applied as u64;
             self.shared
                 .sync_ns_per_rid
                 .store(ns.max(1), Ordering::Relaxed);
         }
         self.shared.round.store(self.rounds, Ordering::Relaxed);
-        self.shared
-            .history
-            .store(self.tracker.pending(), Ordering::Relaxed);
-        Ok(applied)
+        self.shared.history.store(self.pending(), Ordering::Relaxed);
+        Ok(round)
+    }
+
+    /// Whether the round should stop before its `i`-th record: past the deadline of
+    /// a held round, or (writers running) never, after honouring pause and abort.
+    fn past(&self, deadline: Option<Instant>, i: usize) -> Result<bool> {
+        match deadline {
+            // Before every record: a slow row function must not stretch a hold.
+            Some(d) => Ok(Instant::now() >= d),
+            None => {
+                if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
+                    self.shared.checkpoint()?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// RIDs (or entries) waiting for phase 2, parked records included.
+    pub fn pending(&self) -> u64 {
+        self.tracker.pending() + self.twin.parked()
     }
 
     /// Estimated duration of the next round.
     pub fn next_round_estimate(&self) -> Duration {
         let per = self.shared.sync_ns_per_rid.load(Ordering::Relaxed).max(1);
-        Duration::from_nanos(self.tracker.pending().saturating_mul(per))
+        Duration::from_nanos(self.pending().saturating_mul(per))
     }
 }

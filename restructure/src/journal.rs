@@ -56,6 +56,16 @@ impl Journal {
         std::mem::take(&mut pending.entries)
     }
 
+    /// Puts back entries a drain took but did not apply, ahead of any written since,
+    /// so that replay order stays publish order.
+    pub fn put_back(&self, mut entries: Vec<JournalEntry>) {
+        let bytes: u64 = entries.iter().map(entry_bytes).sum();
+        let mut pending = self.pending.lock();
+        entries.append(&mut pending.entries);
+        pending.entries = entries;
+        pending.bytes += bytes;
+    }
+
     /// Entries not yet drained.
     pub fn len(&self) -> u64 {
         self.pending.lock().entries.len() as u64

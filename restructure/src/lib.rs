@@ -72,5 +72,5 @@ pub use error::{ConversionError, RestructureError, Result};
 pub use journal::{Journal, JournalEntry};
 pub use lock_history::LockHistory;
 pub use plan::{CompiledTransform, Conversion, Plan, RowFailure, RowFn, Step, Transform};
-pub use report::RestructureReport;
+pub use report::{Hold, HoldEnd, HoldKind, RestructureReport};
 pub use verify::tables_agree;

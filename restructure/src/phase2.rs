@@ -2,9 +2,12 @@
 //! apply its current state to the new one, until the next round would fit in the
 //! allowed stall.
 
+use std::time::Instant;
+
 use crate::control::NonConvergence;
 use crate::error::{RestructureError, Result};
 use crate::job::Job;
+use crate::report::{HoldEnd, HoldKind};
 
 impl Job {
     pub(crate) fn synchronize(&mut self) -> Result<()> {
@@ -18,7 +21,7 @@ impl Job {
             if self.next_round_estimate() <= self.options.max_stall / 4 {
                 return Ok(());
             }
-            let pending = self.tracker.pending();
+            let pending = self.pending();
             if pending < best {
                 best = pending;
                 stuck = 0;
@@ -29,10 +32,14 @@ impl Job {
             if stuck >= self.options.stall_rounds || out_of_rounds {
                 match self.options.on_non_convergence {
                     NonConvergence::KeepGoing if !out_of_rounds => {}
-                    // Writers outpace the sync: one round with them held catches up, and
-                    // the switch follows at once (it drains the rest under its own hold).
+                    // Writers outpace the sync: alternate held rounds (each within the
+                    // stall budget) with unheld ones until the history fits.
                     NonConvergence::ThrottleWriters if !out_of_rounds => {
-                        return self.round_with_writers_held();
+                        // A held round that drained everything leaves only what
+                        // in-flight writers added: the switch can drain that.
+                        if self.throttled_round()? {
+                            return Ok(());
+                        }
                     }
                     _ => {
                         return Err(RestructureError::NotConverging {
@@ -46,12 +53,24 @@ impl Job {
         }
     }
 
-    /// A round during which new writers wait: they cannot add to the history while it
-    /// is applied. Bounded by the switch wait; in-flight writers keep going.
-    fn round_with_writers_held(&mut self) -> Result<()> {
+    /// A round during which new writers wait, so that they cannot add to the history
+    /// while it is applied; in-flight writers keep going. It stops at `max_stall`
+    /// (what is left stays pending), and writers then run at least as long as they
+    /// were held before anything holds them again. Returns whether it drained
+    /// everything.
+    fn throttled_round(&mut self) -> Result<bool> {
+        let held_at = Instant::now();
         let hold = self.db.hold_writers(&self.shared.table)?;
-        self.round()?;
+        let round = self.round_within(Some(held_at + self.options.max_stall), None);
         hold.release();
-        Ok(())
+        let end = match &round {
+            Ok(r) if r.complete => HoldEnd::RoundDone,
+            Ok(_) => HoldEnd::OutOfTime,
+            Err(_) => HoldEnd::Failed,
+        };
+        self.note_hold(HoldKind::ThrottledRound, end, held_at);
+        let complete = round?.complete;
+        self.shared.nap(held_at.elapsed())?;
+        Ok(complete)
     }
 }

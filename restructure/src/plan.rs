@@ -4,8 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use kirikae_engine::{Column, ColumnType, Row, Schema, Value};
+use kirikae_engine::{Column, ColumnType, Row, RowRef, Schema, Value};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::error::{RestructureError, Result};
 
@@ -375,32 +376,58 @@ impl CompiledTransform {
     /// plan; a row function's result is checked when it is stored.
     pub fn apply(&self, row: &[Value]) -> std::result::Result<Row, RowFailure> {
         match &self.mapper {
-            Mapper::Custom(f) => f(row).map_err(|reason| RowFailure {
-                column: String::new(),
-                value: format!("{row:?}"),
-                reason,
-            }),
+            Mapper::Custom(f) => self.call(f, row),
             Mapper::Columns(sources) => {
-                // Exact capacity: collecting into `Result<Vec<_>>` has no size hint and
-                // would regrow the row (several allocations per copied record).
                 let mut out = Vec::with_capacity(sources.len());
                 for s in sources {
-                    out.push(match s {
-                        Source::Constant(v) => v.clone(),
-                        Source::Old(i, chain) => {
-                            let mut v = row[*i].clone();
-                            for c in chain {
-                                v = c.apply(&v).map_err(|reason| RowFailure {
-                                    column: self.source_names[*i].clone(),
-                                    value: row[*i].to_string(),
-                                    reason,
-                                })?;
-                            }
-                            v
-                        }
-                    });
+                    out.push(self.value(s, row)?);
                 }
                 Ok(out)
+            }
+        }
+    }
+
+    /// [`apply`](Self::apply) into the shared form a table stores, allocated once at
+    /// its exact size (the copy's hot path: no `Vec` moved into an `Arc` afterwards).
+    pub fn apply_shared(&self, row: &[Value]) -> std::result::Result<RowRef, RowFailure> {
+        match &self.mapper {
+            Mapper::Custom(f) => self.call(f, row).map(RowRef::from),
+            Mapper::Columns(sources) => {
+                // The fallible part first, on the stack; then one exact allocation (an
+                // iterator over a range has a trusted length).
+                let mut values: SmallVec<[Value; 16]> = SmallVec::with_capacity(sources.len());
+                for s in sources {
+                    values.push(self.value(s, row)?);
+                }
+                Ok((0..values.len())
+                    .map(|i| std::mem::replace(&mut values[i], Value::Null))
+                    .collect())
+            }
+        }
+    }
+
+    fn call(&self, f: &RowFn, row: &[Value]) -> std::result::Result<Row, RowFailure> {
+        f(row).map_err(|reason| RowFailure {
+            column: String::new(),
+            value: format!("{row:?}"),
+            reason,
+        })
+    }
+
+    /// One new column's value from the old row.
+    fn value(&self, source: &Source, row: &[Value]) -> std::result::Result<Value, RowFailure> {
+        match source {
+            Source::Constant(v) => Ok(v.clone()),
+            Source::Old(i, chain) => {
+                let mut v = row[*i].clone();
+                for c in chain {
+                    v = c.apply(&v).map_err(|reason| RowFailure {
+                        column: self.source_names[*i].clone(),
+                        value: row[*i].to_string(),
+                        reason,
+                    })?;
+                }
+                Ok(v)
             }
         }
     }

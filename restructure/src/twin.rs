@@ -5,17 +5,34 @@
 //! out compact), and `forward[old] = new` says where each old record lives in T'. When
 //! the old table reuses a RID (delete, then insert of another record), the state
 //! applied to `forward[old]` is the new record's: T' never keeps a stale copy.
+//!
+//! ## Key collisions
+//!
+//! T' is indexed by the new primary key, and T' holds a mix of current and stale
+//! images while phases 1 and 2 run. A transaction that swaps or rotates keys among
+//! records (a→tmp, b→a, tmp→b) makes the record being applied collide with a record
+//! whose T' image is stale. Such a holder is **evicted**: taken out of T' and of the
+//! RID maps, and placed again from its current image once the record being applied is
+//! stored (which may evict another stale holder, and so on along the rotation).
+//!
+//! When the holder's *current* image has the same new key, two live records of T want
+//! one key of T'. That may be transient (a change in flight between the two reads) or
+//! a true duplicate of plan(T). The record being applied is then **parked**: kept out
+//! of T' and placed again by every later round. Only a record still parked with
+//! writers held at the switch is a true duplicate in plan(T) at the switch instant:
+//! [`RestructureError::DuplicateKey`], naming both records.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kirikae_engine::{EngineError, Rid, Row, RowRef, Table, Value};
+use kirikae_engine::{EngineError, Key, Rid, RowRef, Table, Value};
 
 use crate::error::{ConversionError, RestructureError, Result};
 use crate::plan::CompiledTransform;
 
-/// How many times a key collision in T' is resolved by re-reading the holder before
-/// it is taken for a real duplicate.
-const COLLISION_RETRIES: usize = 4;
+/// Evictions one application may cascade into before the rest is parked for the next
+/// round (a rotation through this many records is already extraordinary).
+const MAX_EVICTIONS: usize = 1024;
 
 /// `Vec`-backed RID map; `NONE` marks an absent entry.
 #[derive(Default)]
@@ -48,6 +65,13 @@ impl RidMap {
     }
 }
 
+/// Why a record is parked: the new key it wants and the record (old RID) holding it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Collision {
+    pub key: Key,
+    pub holder: Rid,
+}
+
 /// T' under construction.
 pub(crate) struct Twin {
     pub table: Arc<Table>,
@@ -55,6 +79,11 @@ pub(crate) struct Twin {
     transform: CompiledTransform,
     forward: RidMap,
     backward: RidMap,
+    /// Old records kept out of T' because their current new key is held by another
+    /// record's current image; placed again by every round.
+    parked: BTreeMap<Rid, Collision>,
+    /// Stale key holders evicted so far (for the report).
+    evictions: u64,
 }
 
 impl Twin {
@@ -75,6 +104,8 @@ impl Twin {
             transform,
             forward: RidMap(vec![NONE; rid_bound as usize]),
             backward: RidMap(Vec::with_capacity(records as usize)),
+            parked: BTreeMap::new(),
+            evictions: 0,
         }
     }
 
@@ -92,38 +123,80 @@ impl Twin {
         self.forward.bytes() + self.backward.bytes()
     }
 
+    /// Records parked on a key collision.
+    pub fn parked(&self) -> u64 {
+        self.parked.len() as u64
+    }
+
+    /// Stale key holders evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
     /// Re-reads `old`'s current committed state from the old table and applies it.
     pub fn sync(&mut self, old_table: &Table, old: Rid) -> Result<()> {
         let image = old_table.get_by_rid(old);
         self.apply(old_table, old, image.as_deref())
     }
 
-    /// Makes T' hold plan(`image`) for `old` (`None`: the old record is gone).
-    pub fn apply(&mut self, old_table: &Table, old: Rid, image: Option<&[Value]>) -> Result<()> {
-        self.apply_depth(old_table, old, image, 0)
+    /// Places every parked record again from its current image; returns how many
+    /// were tried.
+    pub fn retry_parked(&mut self, old_table: &Table) -> Result<usize> {
+        let parked: Vec<Rid> = self.parked.keys().copied().collect();
+        for &old in &parked {
+            self.sync(old_table, old)?;
+        }
+        Ok(parked.len())
     }
 
-    fn apply_depth(
+    /// A record still parked: with writers held, a true duplicate in plan(T).
+    pub fn duplicate(&self) -> Option<RestructureError> {
+        let (&rid, collision) = self.parked.iter().next()?;
+        Some(RestructureError::DuplicateKey {
+            table: self.source_name.clone(),
+            key: collision.key.clone(),
+            rid,
+            other_rid: collision.holder,
+        })
+    }
+
+    /// Makes T' hold plan(`image`) for `old` (`None`: the old record is gone), evicting
+    /// stale holders of its new key and placing them again from their current images.
+    pub fn apply(&mut self, old_table: &Table, old: Rid, image: Option<&[Value]>) -> Result<()> {
+        let mut evicted = Vec::new();
+        self.place(old_table, old, image, &mut evicted)?;
+        let mut budget = MAX_EVICTIONS;
+        while let Some(other) = evicted.pop() {
+            if budget == 0 {
+                // Placed by the next round: parked records are always retried, and
+                // the retry under the switch hold records the real collision, if any.
+                let key = Key::new(Vec::new());
+                self.parked.insert(other, Collision { key, holder: old });
+                continue;
+            }
+            budget -= 1;
+            let current = old_table.get_by_rid(other);
+            self.place(old_table, other, current.as_deref(), &mut evicted)?;
+        }
+        Ok(())
+    }
+
+    fn place(
         &mut self,
         old_table: &Table,
         old: Rid,
         image: Option<&[Value]>,
-        depth: usize,
+        evicted: &mut Vec<Rid>,
     ) -> Result<()> {
+        self.parked.remove(&old);
         let Some(row) = image else {
-            if let Some(new) = self.forward.get(old) {
-                self.table.remove(new);
-                self.forward.set(old, None);
-                self.backward.set(new, None);
-            }
+            self.take_out(old);
             return Ok(());
         };
-        // Set when the given image was replaced by the record's current one.
-        let mut current: Option<RowRef> = None;
-        for attempt in 0..=COLLISION_RETRIES {
-            // Converted again on each attempt: storing consumes the row, and a
-            // collision (rare) may change which image is applied.
-            let new_row = self.convert(old_table, old, current.as_deref().unwrap_or(row))?;
+        // At most twice: after evicting the holder the key is free (only this twin
+        // writes T').
+        for _ in 0..2 {
+            let new_row = self.convert(old_table, old, row)?;
             let stored = match self.forward.get(old) {
                 Some(new) => self.table.replace(new, new_row).map(|()| new),
                 None => self.table.install(new_row),
@@ -141,52 +214,53 @@ impl Twin {
                 .table
                 .get_with_rid(&key)
                 .and_then(|(new, _)| self.backward.get(new))
-                .filter(|&other| other != old);
-            match holder {
-                // The holder may have changed in the old table since it was copied:
-                // bring it up to date.
-                Some(other) if attempt % 2 == 0 && depth < COLLISION_RETRIES => {
-                    let state = old_table.get_by_rid(other);
-                    self.apply_depth(old_table, other, state.as_deref(), depth + 1)?;
-                }
-                // The image being applied may itself be stale (a journal replays old
-                // images): use the record's current one; later entries still bring it
-                // to its final state.
-                Some(_) if current.is_none() => {
-                    let Some(now) = old_table.get_by_rid(old) else {
-                        return self.apply_depth(old_table, old, None, depth);
-                    };
-                    current = Some(now);
-                }
-                Some(other) if attempt == COLLISION_RETRIES || depth >= COLLISION_RETRIES => {
-                    return Err(RestructureError::DuplicateKey {
-                        table: self.source_name.clone(),
-                        key,
-                        rid: old,
-                        other_rid: other,
-                    });
-                }
-                // The holder vanished meanwhile, or another round may settle it.
-                _ => {}
+                .filter(|&h| h != old);
+            let Some(holder) = holder else {
+                debug_assert!(false, "T' key {key} held by no other old record");
+                break;
+            };
+            if self.holds_currently(old_table, holder, &key)? {
+                self.take_out(old);
+                self.parked.insert(old, Collision { key, holder });
+                return Ok(());
             }
+            // The holder's image in T' is stale (its key moved on in T): take it out
+            // and place it again from its current image once this one is stored.
+            self.take_out(holder);
+            self.evictions += 1;
+            evicted.push(holder);
         }
-        let new_row = self.convert(old_table, old, current.as_deref().unwrap_or(row))?;
-        let key = self.transform.target().key_of(&new_row);
-        let other_rid = self
-            .table
-            .get_with_rid(&key)
-            .and_then(|(new, _)| self.backward.get(new))
-            .unwrap_or(old);
         Err(RestructureError::DuplicateKey {
             table: self.source_name.clone(),
-            key,
+            key: old_table.schema().key_of(row),
             rid: old,
-            other_rid,
+            other_rid: old,
         })
     }
 
-    fn convert(&self, old_table: &Table, old: Rid, row: &[Value]) -> Result<Row> {
-        self.transform.apply(row).map_err(|f| {
+    /// Whether `holder`'s current image in the old table maps to `key`.
+    fn holds_currently(&self, old_table: &Table, holder: Rid, key: &Key) -> Result<bool> {
+        let Some(current) = old_table.get_by_rid(holder) else {
+            return Ok(false);
+        };
+        let mapped = self.convert(old_table, holder, &current)?;
+        let target = self.transform.target();
+        // A row that does not fit holds nothing: placing it will fail with its error.
+        Ok(target.validate_row(&self.source_name, &mapped).is_ok()
+            && target.key_matches(&mapped, key))
+    }
+
+    /// Removes `old`'s record from T' and from the maps.
+    fn take_out(&mut self, old: Rid) {
+        if let Some(new) = self.forward.get(old) {
+            self.table.remove(new);
+            self.forward.set(old, None);
+            self.backward.set(new, None);
+        }
+    }
+
+    fn convert(&self, old_table: &Table, old: Rid, row: &[Value]) -> Result<RowRef> {
+        self.transform.apply_shared(row).map_err(|f| {
             RestructureError::Conversion(Box::new(ConversionError {
                 table: self.source_name.clone(),
                 rid: old,
