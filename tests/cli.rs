@@ -37,7 +37,11 @@ fn demo_restructures_under_load_and_reports() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("20000 subscribers"), "{text}");
-    assert!(text.contains("switch stall"), "{text}");
+    assert!(text.contains("as the writer saw it"), "{text}");
+    assert!(text.contains("the switch's own timer"), "{text}");
+    for window in ["write latency before", "write latency during"] {
+        assert!(text.contains(window), "{text}");
+    }
     assert!(text.contains("verification: 0 mismatches"), "{text}");
     // Subscriber 7 before: msisdn is text; after: an integer and a new plan_id column.
     let after = text

@@ -73,6 +73,10 @@ pub struct RestructureOptions {
     pub switch_retry_pause: Duration,
     /// Switch attempts before giving up with [`RestructureError::SwitchPostponed`].
     pub switch_tries: u32,
+    /// The journal baseline fails with [`RestructureError::NotConverging`] once its
+    /// pending images hold more than this (writers outpacing its replay would
+    /// otherwise grow it without bound).
+    pub journal_bytes_max: u64,
     /// Compare plan(old) with new before switching (a chunked pass, re-checked under
     /// the hold); mismatches are re-synced and counted in the report.
     pub verify: bool,
@@ -93,6 +97,7 @@ impl Default for RestructureOptions {
             max_rounds: 1_000,
             switch_retry_pause: Duration::from_millis(10),
             switch_tries: 100,
+            journal_bytes_max: 1 << 30,
             verify: false,
             inspect_at_switch: None,
         }

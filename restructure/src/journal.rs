@@ -76,6 +76,11 @@ impl Journal {
         self.len() == 0
     }
 
+    /// Memory the pending entries hold now.
+    pub fn bytes(&self) -> u64 {
+        self.pending.lock().bytes
+    }
+
     /// Most memory the journal held at once.
     pub fn peak_bytes(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)

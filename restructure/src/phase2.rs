@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::control::NonConvergence;
 use crate::error::{RestructureError, Result};
-use crate::job::Job;
+use crate::job::{Job, Tracker};
 use crate::report::{HoldEnd, HoldKind};
 
 impl Job {
@@ -28,7 +28,9 @@ impl Job {
             } else {
                 stuck += 1;
             }
-            let out_of_rounds = self.rounds >= self.options.max_rounds;
+            let journal_full = matches!(&self.tracker,
+                Tracker::Journal(j) if j.bytes() > self.options.journal_bytes_max);
+            let out_of_rounds = self.rounds >= self.options.max_rounds || journal_full;
             if stuck >= self.options.stall_rounds || out_of_rounds {
                 match self.options.on_non_convergence {
                     NonConvergence::KeepGoing if !out_of_rounds => {}
