@@ -72,8 +72,18 @@ impl Drop for ObserverGuard {
 pub(crate) struct Round {
     /// RIDs (or journal entries) applied.
     pub applied: usize,
-    /// `false`: the deadline came first; what was not applied is pending again.
+    /// `false`: the deadline came first; see `left`.
     pub complete: bool,
+    /// What the deadline left unapplied: the caller hands it back to the tracker
+    /// ([`Job::put_back`]) once writers are let go, so that a hold never pays for it.
+    pub left: Left,
+}
+
+/// Drained but not applied.
+#[derive(Default)]
+pub(crate) struct Left {
+    rids: Vec<Rid>,
+    entries: Vec<crate::journal::JournalEntry>,
 }
 
 pub(crate) struct Job {
@@ -218,15 +228,14 @@ impl Job {
         let mut round = Round {
             applied: 0,
             complete: true,
+            left: Left::default(),
         };
         match &self.tracker {
             Tracker::History(h) => {
                 let rids = h.drain();
                 for (i, &rid) in rids.iter().enumerate() {
                     if self.past(deadline, i)? {
-                        for &rest in &rids[i..] {
-                            h.record(rest);
-                        }
+                        round.left.rids = rids[i..].to_vec();
                         round.complete = false;
                         break;
                     }
@@ -241,7 +250,7 @@ impl Job {
                 let mut entries = j.drain();
                 for i in 0..entries.len() {
                     if self.past(deadline, i)? {
-                        j.put_back(entries.split_off(i));
+                        round.left.entries = entries.split_off(i);
                         round.complete = false;
                         break;
                     }
@@ -269,6 +278,16 @@ impl Job {
         self.shared.round.store(self.rounds, Ordering::Relaxed);
         self.shared.history.store(self.pending(), Ordering::Relaxed);
         Ok(round)
+    }
+
+    /// Hands what a round left unapplied back to the tracker: RIDs are recorded
+    /// again, journal entries go back ahead of newer ones.
+    pub fn put_back(&self, left: Left) {
+        match &self.tracker {
+            Tracker::History(h) => left.rids.into_iter().for_each(|rid| h.record(rid)),
+            Tracker::Journal(j) => j.put_back(left.entries),
+        }
+        self.shared.history.store(self.pending(), Ordering::Relaxed);
     }
 
     /// Whether the round should stop before its `i`-th record: past the deadline of

@@ -71,7 +71,9 @@ impl Job {
             Err(_) => HoldEnd::Failed,
         };
         self.note_hold(HoldKind::ThrottledRound, end, held_at);
-        let complete = round?.complete;
+        let round = round?;
+        let complete = round.complete;
+        self.put_back(round.left);
         self.shared.nap(held_at.elapsed())?;
         Ok(complete)
     }

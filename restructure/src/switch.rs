@@ -38,7 +38,9 @@ impl Job {
             let held_at = Instant::now();
             let deadline = held_at + self.options.max_stall;
             let hold = self.db.hold_writers(&self.shared.table)?;
-            match self.attempt(&hold, held_at, deadline) {
+            let mut left = crate::job::Left::default();
+            let attempt_result = self.attempt(&hold, held_at, deadline, &mut left);
+            match attempt_result {
                 Ok(Some(mut stall)) => {
                     if let Some(inspect) = &self.options.inspect_at_switch {
                         inspect(&self.old, &self.twin.table);
@@ -63,6 +65,7 @@ impl Job {
                     };
                     hold.release();
                     self.note_hold(HoldKind::Switch, end, held_at);
+                    self.put_back(left);
                     // Writers (and a long transaction) go on; the new table keeps up.
                     self.round()?;
                     self.shared.nap(self.options.switch_retry_pause)?;
@@ -70,6 +73,7 @@ impl Job {
                 Err(e) => {
                     hold.release();
                     self.note_hold(HoldKind::Switch, HoldEnd::Failed, held_at);
+                    self.put_back(left);
                     return Err(e);
                 }
             }
@@ -89,6 +93,7 @@ impl Job {
         hold: &WriterHold,
         held_at: Instant,
         deadline: Instant,
+        left: &mut crate::job::Left,
     ) -> Result<Option<Stall>> {
         if hold
             .wait_idle(deadline.saturating_duration_since(Instant::now()))
@@ -103,6 +108,7 @@ impl Job {
         loop {
             let round = self.round_within(Some(deadline), Some(&mut drained))?;
             if !round.complete {
+                *left = round.left;
                 return Ok(None);
             }
             if round.applied == 0 {
