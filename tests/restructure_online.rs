@@ -360,6 +360,13 @@ fn updaters(
     (stop, handles)
 }
 
+fn stop_updaters(stop: &AtomicBool, handles: Vec<std::thread::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("updater");
+    }
+}
+
 #[test]
 fn non_convergence_is_detected() {
     let db = setup(2_000);
@@ -387,10 +394,7 @@ fn non_convergence_is_detected() {
     )
     .expect("start")
     .wait();
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().expect("updater");
-    }
+    stop_updaters(&stop, handles);
     match outcome {
         Err(RestructureError::NotConverging {
             rounds, history, ..
@@ -422,10 +426,7 @@ fn throttled_rounds_are_bounded_recorded_and_lead_to_the_switch() {
     .expect("start")
     .wait()
     .expect("converges by throttling");
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().expect("updater");
-    }
+    stop_updaters(&stop, handles);
     assert_eq!(report.mismatches, Some(0));
     let throttled: Vec<_> = report
         .holds
@@ -462,10 +463,7 @@ fn a_switch_that_cannot_fit_its_bound_lets_writers_go_every_time() {
     )
     .expect("start")
     .wait();
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        h.join().expect("updater");
-    }
+    stop_updaters(&stop, handles);
     match outcome {
         Err(RestructureError::NotConverging { .. } | RestructureError::SwitchPostponed { .. }) => {}
         other => panic!("expected the restructure to give up, got {other:?}"),
