@@ -58,6 +58,9 @@ pub struct RestructureBenchArgs {
     /// Share of time the copy may work (0 < d ≤ 1); lower favours the foreground.
     #[arg(long, default_value_t = 0.5)]
     pub duty: f64,
+    /// Length of one slice of background work, µs (then it rests per --duty).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub work_slice_us: u64,
     /// Skip the verification pass.
     #[arg(long)]
     pub no_verify: bool,
@@ -247,6 +250,7 @@ fn run_one(
             verify: !args.no_verify,
             rate_limit_rows_per_s: args.rate_limit,
             duty_cycle: args.duty,
+            work_slice: Duration::from_micros(args.work_slice_us),
             ..RestructureOptions::default()
         },
     };

@@ -217,6 +217,9 @@ impl Database {
     /// never held. The hold ends when the returned guard is dropped or switches.
     pub fn hold_writers(&self, name: &str) -> Result<WriterHold> {
         let table = self.table(name)?;
+        // A switch retires the table: the thread that frees it must not start inside
+        // the hold.
+        self.inner.catalog.reclaimer.start();
         self.inner.holds_begun.fetch_add(1, Ordering::SeqCst);
         if !table.gate.hold() {
             self.inner.holds_ended.fetch_add(1, Ordering::SeqCst);

@@ -13,8 +13,13 @@
 //! tables are ever made). A retired table is no longer in the catalog, so nobody can
 //! obtain a new reference except by cloning an existing one, and there is none left
 //! to clone: once unique, it stays unique. The records are then dropped in bounded
-//! chunks with a yield between chunks, so that the reclaimer never holds a core for
-//! long while the service runs.
+//! chunks with a yield between chunks.
+//!
+//! Why it runs at the lowest priority (nice 19, Linux): on a machine whose cores are
+//! all busy with writers, a reclaimer at normal priority takes a core for itself and
+//! leaves writers to share the others in 4 ms scheduler ticks, so a write that crosses
+//! a tick waits milliseconds (seen with 2 writers on 2 cores after a 10M-row switch).
+//! Freed memory can wait; writers cannot.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,8 +71,8 @@ struct Shared {
     others_freed: AtomicU64,
 }
 
-/// One database's reclaimer. The thread starts at the first retirement and ends when
-/// the database is dropped.
+/// One database's reclaimer. The thread starts at the first retirement or hold of
+/// writers, whichever comes first, and ends when the database is dropped.
 pub(crate) struct Reclaimer {
     shared: Arc<Shared>,
 }
@@ -82,6 +87,29 @@ impl Reclaimer {
     /// Hands a retired table over; it is freed once nobody else references it.
     pub fn retire_table(&self, table: Arc<Table>) {
         self.hand_over(Retired::Table(table));
+    }
+
+    /// Starts the thread if it is not running yet. The database calls this before it
+    /// holds writers, so that a switch never pays for starting a thread.
+    pub fn start(&self) {
+        let mut queue = self.shared.queue.lock();
+        if queue.started {
+            return;
+        }
+        queue.started = true;
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name("kirikae-reclaimer".into())
+            .spawn(move || {
+                lower_priority();
+                run(&shared)
+            });
+        if let Err(e) = spawned {
+            // Without a thread the items stay referenced here until the database is
+            // dropped: memory is held longer, nothing is freed in the foreground.
+            tracing::warn!("cannot start the reclaimer thread: {e}");
+            queue.started = false;
+        }
     }
 
     /// Hands any retired structure over (e.g. a restructure's lock history, which a
@@ -100,21 +128,8 @@ impl Reclaimer {
 
     fn hand_over(&self, item: Retired) {
         self.shared.pending.fetch_add(1, Ordering::Relaxed);
-        let mut queue = self.shared.queue.lock();
-        queue.incoming.push(item);
-        if !queue.started {
-            queue.started = true;
-            let shared = Arc::clone(&self.shared);
-            let spawned = std::thread::Builder::new()
-                .name("kirikae-reclaimer".into())
-                .spawn(move || run(&shared));
-            if let Err(e) = spawned {
-                // Without a thread the items stay referenced here until the database
-                // is dropped: memory is held longer, nothing is freed in the foreground.
-                tracing::warn!("cannot start the reclaimer thread: {e}");
-                queue.started = false;
-            }
-        }
+        self.start();
+        self.shared.queue.lock().incoming.push(item);
         self.shared.wake.notify_one();
     }
 }
@@ -123,6 +138,15 @@ impl Drop for Reclaimer {
     fn drop(&mut self) {
         self.shared.queue.lock().closing = true;
         self.shared.wake.notify_one();
+    }
+}
+
+/// Nice 19 for the calling thread only (on Linux, `setpriority` on a thread id
+/// applies to that thread). Failing to lower it costs speed, not correctness.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::warn!("cannot lower the reclaimer's priority: {e}");
     }
 }
 
@@ -197,8 +221,15 @@ mod tests {
     use super::*;
     use crate::{Column, ColumnType, Database, Key, Rid, RowRef, Schema, SessionInfo, Value};
 
-    /// A write observer that notes which thread dropped it: the table it is installed
-    /// on is freed by the same drop.
+    /// Who frees retired tables: the reclaimer, at the lowest priority where it can be set.
+    const RECLAIMER: &str = if cfg!(target_os = "linux") {
+        "kirikae-reclaimer nice 19"
+    } else {
+        "kirikae-reclaimer"
+    };
+
+    /// A write observer that notes which thread dropped it, and that thread's nice
+    /// value: the table it is installed on is freed by the same drop.
     struct DropSpy(Arc<Mutex<Option<String>>>);
 
     impl crate::WriteObserver for DropSpy {
@@ -208,7 +239,14 @@ mod tests {
 
     impl Drop for DropSpy {
         fn drop(&mut self) {
-            *self.0.lock() = std::thread::current().name().map(str::to_owned);
+            let name = std::thread::current().name().unwrap_or("?").to_owned();
+            #[cfg(target_os = "linux")]
+            let name = format!(
+                "{name} nice {}",
+                rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+                    .unwrap_or(i32::MIN)
+            );
+            *self.0.lock() = Some(name);
         }
     }
 
@@ -244,7 +282,7 @@ mod tests {
         // This thread is now the only holder besides the reclaimer.
         drop(old);
         wait_until("freed", || dropped_on.lock().is_some());
-        assert_eq!(dropped_on.lock().as_deref(), Some("kirikae-reclaimer"));
+        assert_eq!(dropped_on.lock().as_deref(), Some(RECLAIMER));
         let stats = db.reclaim_stats();
         assert_eq!((stats.tables_freed, stats.pending), (1, 0));
         // The new table serves.
@@ -277,7 +315,7 @@ mod tests {
         );
         tx.commit().expect("commit on the detached table");
         wait_until("freed", || dropped_on.lock().is_some());
-        assert_eq!(dropped_on.lock().as_deref(), Some("kirikae-reclaimer"));
+        assert_eq!(dropped_on.lock().as_deref(), Some(RECLAIMER));
         assert_eq!(db.reclaim_stats().tables_freed, 1);
     }
 

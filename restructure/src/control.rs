@@ -53,11 +53,15 @@ pub struct RestructureOptions {
     /// Phase-1 copy rate limit (rows/s); `None` copies as fast as it can.
     pub rate_limit_rows_per_s: Option<u64>,
     /// Share of wall time the copy and verification passes may work (0 < d ≤ 1): after
-    /// each chunk they rest `(1 - d) / d` times as long as the chunk took, leaving the
+    /// each slice of work they rest `(1 - d) / d` times as long as the slice took, leaving the
     /// CPU to the foreground. The default, 0.5, favours live traffic (on a 2-core
     /// machine with two busy workers it keeps about 80% of their throughput); 1.0
     /// copies at full speed.
     pub duty_cycle: f64,
+    /// Those passes work in slices this long and rest after each (see `duty_cycle`):
+    /// a writer that shares a core with the restructure waits about this long at
+    /// most. Shorter slices mean more context switches, longer ones longer waits.
+    pub work_slice: Duration,
     /// The bound on every hold of writers (like Db2 REORG's MAXRO): a switch attempt
     /// or a held round that reaches it lets writers go and is retried. Phase 2 loops
     /// until the final drain is estimated to take a quarter of it.
@@ -91,6 +95,7 @@ impl Default for RestructureOptions {
             chunk_rows: 4096,
             rate_limit_rows_per_s: None,
             duty_cycle: 0.5,
+            work_slice: Duration::from_micros(500),
             max_stall: Duration::from_millis(1),
             stall_rounds: 8,
             on_non_convergence: NonConvergence::ThrottleWriters,
@@ -110,6 +115,8 @@ impl fmt::Debug for RestructureOptions {
             .field("strategy", &self.strategy)
             .field("chunk_rows", &self.chunk_rows)
             .field("rate_limit_rows_per_s", &self.rate_limit_rows_per_s)
+            .field("duty_cycle", &self.duty_cycle)
+            .field("work_slice", &self.work_slice)
             .field("max_stall", &self.max_stall)
             .field("verify", &self.verify)
             .finish_non_exhaustive()
@@ -186,6 +193,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn new(table: &str, rows_total: u64, rate_limit_rows_per_s: Option<u64>) -> Shared {
+        Shared {
+            table: table.to_owned(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            rows_copied: AtomicU64::new(0),
+            rows_total: AtomicU64::new(rows_total),
+            history: AtomicU64::new(0),
+            round: AtomicU32::new(0),
+            sync_ns_per_rid: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
+            rate_limit: AtomicU64::new(rate_limit_rows_per_s.unwrap_or(0)),
+            started: Instant::now(),
+            copy_started_ns: AtomicU64::new(0),
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::SeqCst))
     }
@@ -196,6 +220,11 @@ impl Shared {
                 .store(self.started.elapsed().as_nanos() as u64, Ordering::SeqCst);
         }
         self.phase.store(p as u8, Ordering::SeqCst);
+    }
+
+    /// The next checkpoint fails with [`RestructureError::Aborted`].
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
     }
 
     pub fn rate_limit(&self) -> Option<u64> {
@@ -309,20 +338,7 @@ pub fn start(
 ) -> Result<RestructureHandle> {
     let old = db.table(table)?;
     let compiled = transform.into().compile(table, old.schema())?;
-    let shared = Arc::new(Shared {
-        table: table.to_owned(),
-        phase: AtomicU8::new(Phase::Starting as u8),
-        rows_copied: AtomicU64::new(0),
-        rows_total: AtomicU64::new(old.len()),
-        history: AtomicU64::new(0),
-        round: AtomicU32::new(0),
-        sync_ns_per_rid: AtomicU64::new(0),
-        paused: AtomicBool::new(false),
-        aborted: AtomicBool::new(false),
-        rate_limit: AtomicU64::new(options.rate_limit_rows_per_s.unwrap_or(0)),
-        started: Instant::now(),
-        copy_started_ns: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(table, old.len(), options.rate_limit_rows_per_s));
     let job = Job::new(db.clone(), old, compiled, options, Arc::clone(&shared));
     let thread = std::thread::Builder::new()
         .name(format!("restructure-{table}"))
@@ -360,13 +376,13 @@ impl RestructureHandle {
             .store(rows_per_s.unwrap_or(0), Ordering::SeqCst);
     }
 
-    /// Stops the restructure at the next chunk or round boundary, in any phase: the
+    /// Stops the restructure within a work slice, in any phase: the
     /// new table is dropped and the old one keeps serving. [`wait`] then returns
     /// [`RestructureError::Aborted`] (or the report, if the switch already happened).
     ///
     /// [`wait`]: RestructureHandle::wait
     pub fn abort(&self) {
-        self.shared.aborted.store(true, Ordering::SeqCst);
+        self.shared.abort();
     }
 
     /// Whether the worker has finished (switched or failed).

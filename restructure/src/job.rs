@@ -12,13 +12,10 @@ use crate::control::{Phase, RestructureOptions, Shared, Strategy};
 use crate::error::Result;
 use crate::journal::Journal;
 use crate::lock_history::LockHistory;
+use crate::pace::Pacer;
 use crate::plan::CompiledTransform;
 use crate::report::{Hold, HoldEnd, HoldKind, RestructureReport};
 use crate::twin::Twin;
-
-/// A round checks for abort and pause this often (records), so that a long round
-/// stays controllable.
-const CHECKPOINT_EVERY: usize = 4096;
 
 /// What phase 2 drains.
 pub(crate) enum Tracker {
@@ -101,6 +98,12 @@ pub(crate) struct Job {
     pub mismatches: u64,
     /// Every time writers were held, in order.
     pub holds: Vec<Hold>,
+    /// Slices and rests of the passes that run beside writers.
+    pub pacer: Pacer,
+    /// Phase-2 rounds beside writers: slices for pause and abort, but no rests, so
+    /// that the history converges (a slower round lets writers add more to it, and
+    /// then writers are held to throttle them).
+    pub round_pacer: Pacer,
 }
 
 impl Job {
@@ -112,6 +115,8 @@ impl Job {
         shared: Arc<Shared>,
     ) -> Job {
         Job {
+            pacer: Pacer::new(options.duty_cycle, options.work_slice),
+            round_pacer: Pacer::new(1.0, options.work_slice),
             twin: Twin::new(old.name(), transform, old.len(), old.rid_bound()),
             tracker: Tracker::new(options.strategy, old.rid_bound()),
             db,
@@ -135,6 +140,9 @@ impl Job {
         }
         // A writer's observer call may still hold the tracker (a journal can be large).
         self.db.free_later(self.tracker.shared());
+        // Freeing the maps (16 bytes per record) here would keep this thread on a
+        // core writers may be waiting for.
+        self.db.free_later(self.twin.take_maps());
         outcome
     }
 
@@ -201,6 +209,15 @@ impl Job {
         })
     }
 
+    /// Rests for one work slice before or after a hold of writers. While this thread
+    /// runs, a writer that shares its core waits, at whatever point of its write it
+    /// was. Resting right before a hold lets such writers finish first, and resting
+    /// right after lets them go: a writer then waits for the hold, not for the work
+    /// around it.
+    pub fn rest_beside_hold(&self) -> Result<()> {
+        self.shared.nap(self.options.work_slice)
+    }
+
     /// Notes a hold of writers that began at `held_at` and has just ended.
     pub fn note_hold(&mut self, kind: HoldKind, end: HoldEnd, held_at: Instant) {
         self.holds.push(Hold {
@@ -230,11 +247,14 @@ impl Job {
             complete: true,
             left: Left::default(),
         };
+        if deadline.is_none() {
+            self.round_pacer.restart();
+        }
         match &self.tracker {
             Tracker::History(h) => {
                 let rids = h.drain();
                 for (i, &rid) in rids.iter().enumerate() {
-                    if self.past(deadline, i)? {
+                    if Self::past(&mut self.round_pacer, &self.shared, deadline)? {
                         round.left.rids = rids[i..].to_vec();
                         round.complete = false;
                         break;
@@ -249,7 +269,7 @@ impl Job {
             Tracker::Journal(j) => {
                 let mut entries = j.drain();
                 for i in 0..entries.len() {
-                    if self.past(deadline, i)? {
+                    if Self::past(&mut self.round_pacer, &self.shared, deadline)? {
                         round.left.entries = entries.split_off(i);
                         round.complete = false;
                         break;
@@ -290,16 +310,15 @@ impl Job {
         self.shared.history.store(self.pending(), Ordering::Relaxed);
     }
 
-    /// Whether the round should stop before its `i`-th record: past the deadline of
-    /// a held round, or (writers running) never, after honouring pause and abort.
-    fn past(&self, deadline: Option<Instant>, i: usize) -> Result<bool> {
+    /// Whether the round should stop before its next record: past the deadline of a
+    /// held round, or (writers running) never, after pacing (which honours pause and
+    /// abort).
+    fn past(pacer: &mut Pacer, shared: &Shared, deadline: Option<Instant>) -> Result<bool> {
         match deadline {
             // Before every record: a slow row function must not stretch a hold.
             Some(d) => Ok(Instant::now() >= d),
             None => {
-                if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1 {
-                    self.shared.checkpoint()?;
-                }
+                pacer.step(shared)?;
                 Ok(false)
             }
         }

@@ -56,6 +56,7 @@ mod error;
 mod job;
 mod journal;
 mod lock_history;
+mod pace;
 mod phase1;
 mod phase2;
 mod plan;

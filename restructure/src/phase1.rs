@@ -22,9 +22,9 @@ impl Job {
         let started = Instant::now();
         let mut copied = 0u64;
         let mut from = 0u64;
+        self.pacer.restart();
         while from < bound {
             self.shared.checkpoint()?;
-            let chunk_started = Instant::now();
             // Each record is read atomically under its latch (never torn, never
             // uncommitted); what changes after the read is in the lock history.
             let rows = self.old.scan(Rid(from), chunk);
@@ -34,26 +34,16 @@ impl Job {
             for (rid, row) in rows.iter().filter(|(rid, _)| rid.0 < bound) {
                 self.twin.apply(&self.old, *rid, Some(row))?;
                 copied += 1;
+                self.pacer.step(&self.shared)?;
             }
             from = last.0 + 1;
             self.shared.rows_copied.store(copied, Ordering::Relaxed);
             self.shared
                 .history
                 .store(self.tracker.pending(), Ordering::Relaxed);
-            self.pace(chunk_started)?;
             self.throttle(copied, started)?;
         }
         Ok(copied)
-    }
-
-    /// Rests after a chunk so that chunks take at most `duty_cycle` of wall time.
-    pub(crate) fn pace(&self, chunk_started: Instant) -> Result<()> {
-        let duty = self.options.duty_cycle;
-        if duty > 0.0 && duty < 1.0 {
-            self.shared
-                .nap(chunk_started.elapsed().mul_f64((1.0 - duty) / duty))?;
-        }
-        Ok(())
     }
 
     /// Sleeps as needed to keep the copy at or under the rate limit.

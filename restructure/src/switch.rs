@@ -35,6 +35,7 @@ impl Job {
             if self.options.verify {
                 self.recheck_suspicious()?;
             }
+            self.rest_beside_hold()?;
             let held_at = Instant::now();
             let deadline = held_at + self.options.max_stall;
             let hold = self.db.hold_writers(&self.shared.table)?;
@@ -65,10 +66,11 @@ impl Job {
                     };
                     hold.release();
                     self.note_hold(HoldKind::Switch, end, held_at);
-                    self.put_back(left);
-                    // Writers (and a long transaction) go on; the new table keeps up.
-                    self.round()?;
+                    // Writers (and a long transaction) go on first; then the new
+                    // table catches up with what they did.
                     self.shared.nap(self.options.switch_retry_pause)?;
+                    self.put_back(left);
+                    self.round()?;
                 }
                 Err(e) => {
                     hold.release();

@@ -118,6 +118,15 @@ impl Twin {
         self.forward.get(old)
     }
 
+    /// Takes the RID maps out (they are not needed once the switch happened or the
+    /// restructure failed), so that the caller can have them freed in the background.
+    pub fn take_maps(&mut self) -> Arc<dyn std::any::Any + Send + Sync> {
+        Arc::new((
+            std::mem::take(&mut self.forward.0),
+            std::mem::take(&mut self.backward.0),
+        ))
+    }
+
     /// Memory of the two maps.
     pub fn map_bytes(&self) -> u64 {
         self.forward.bytes() + self.backward.bytes()

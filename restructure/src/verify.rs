@@ -14,9 +14,9 @@ impl Job {
         let bound = self.old.rid_bound();
         let chunk = self.options.chunk_rows.max(1);
         let mut suspicious = Vec::new();
+        self.pacer.restart();
         while from < bound {
             self.shared.checkpoint()?;
-            let chunk_started = std::time::Instant::now();
             let rows = self.old.scan(Rid(from), chunk);
             let Some(&(last, _)) = rows.last() else {
                 break;
@@ -25,9 +25,9 @@ impl Job {
                 if !self.agrees(*rid)? {
                     suspicious.push(*rid);
                 }
+                self.pacer.step(&self.shared)?;
             }
             from = last.0 + 1;
-            self.pace(chunk_started)?;
         }
         self.suspicious = suspicious;
         for _ in 0..2 {
