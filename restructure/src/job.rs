@@ -17,6 +17,10 @@ use crate::plan::CompiledTransform;
 use crate::report::{Hold, HoldEnd, HoldKind, RestructureReport};
 use crate::twin::Twin;
 
+/// See [`Job::rest_before_hold`]: long enough for a preempted write (microseconds)
+/// to finish, short enough not to let the history grow.
+const REST_BEFORE_HOLD: Duration = Duration::from_micros(100);
+
 /// What phase 2 drains.
 pub(crate) enum Tracker {
     History(Arc<LockHistory>),
@@ -209,13 +213,12 @@ impl Job {
         })
     }
 
-    /// Rests for one work slice before or after a hold of writers. While this thread
-    /// runs, a writer that shares its core waits, at whatever point of its write it
-    /// was. Resting right before a hold lets such writers finish first, and resting
-    /// right after lets them go: a writer then waits for the hold, not for the work
-    /// around it.
-    pub fn rest_beside_hold(&self) -> Result<()> {
-        self.shared.nap(self.options.work_slice)
+    /// Rests briefly right before a hold of writers. While this thread runs, a writer
+    /// that shares its core waits, at whatever point of its write it was; resting
+    /// first lets such a writer finish, so that it waits for the hold, not for the
+    /// work before it. Short, because writers add to the history meanwhile.
+    pub fn rest_before_hold(&self) -> Result<()> {
+        self.shared.nap(REST_BEFORE_HOLD)
     }
 
     /// Notes a hold of writers that began at `held_at` and has just ended.

@@ -61,7 +61,7 @@ impl Job {
     /// were held before anything holds them again. Returns whether it drained
     /// everything.
     fn throttled_round(&mut self) -> Result<bool> {
-        self.rest_beside_hold()?;
+        self.rest_before_hold()?;
         let held_at = Instant::now();
         let hold = self.db.hold_writers(&self.shared.table)?;
         let round = self.round_within(Some(held_at + self.options.max_stall), None);
@@ -74,8 +74,7 @@ impl Job {
         self.note_hold(HoldKind::ThrottledRound, end, held_at);
         let round = round?;
         // The rest comes first: writers go before anything else runs here.
-        self.shared
-            .nap(held_at.elapsed().max(self.options.work_slice))?;
+        self.shared.nap(held_at.elapsed())?;
         let complete = round.complete;
         self.put_back(round.left);
         Ok(complete)

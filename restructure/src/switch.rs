@@ -35,7 +35,7 @@ impl Job {
             if self.options.verify {
                 self.recheck_suspicious()?;
             }
-            self.rest_beside_hold()?;
+            self.rest_before_hold()?;
             let held_at = Instant::now();
             let deadline = held_at + self.options.max_stall;
             let hold = self.db.hold_writers(&self.shared.table)?;
