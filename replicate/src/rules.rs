@@ -252,21 +252,39 @@ struct RawRule {
     when_peer_down: Option<Spanned<String>>,
 }
 
-/// Turns byte offsets into 1-based line and column for errors.
+/// Turns byte offsets into 1-based line and column for errors and rule lines.
+///
+/// The offsets of line starts are collected once, so that each lookup is a binary
+/// search plus the length of one line: a file of 40,000 rules parses in linear time
+/// (counting newlines from the start for every rule made it quadratic).
 struct Positions<'a> {
     text: &'a str,
     source_name: &'a str,
+    /// Byte offset of the first character of each line, in order; starts with 0.
+    line_starts: Vec<usize>,
 }
 
-impl Positions<'_> {
+impl<'a> Positions<'a> {
+    fn new(text: &'a str, source_name: &'a str) -> Positions<'a> {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Positions {
+            text,
+            source_name,
+            line_starts,
+        }
+    }
+
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let mut end = offset.min(self.text.len());
         while !self.text.is_char_boundary(end) {
             end -= 1;
         }
-        let before = &self.text[..end];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        // The last line start at or before `end` (there is always one: 0).
+        let line = self.line_starts.partition_point(|&start| start <= end);
+        let start = self.line_starts[line.saturating_sub(1)];
+        let column = self.text[start..end].chars().count() + 1;
         (line, column)
     }
 
@@ -291,7 +309,7 @@ impl Positions<'_> {
 impl RuleSet {
     /// Parses and validates a rule file's text; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<RuleSet> {
-        let at = Positions { text, source_name };
+        let at = Positions::new(text, source_name);
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             at.error(offset, e.message().trim().to_owned())
