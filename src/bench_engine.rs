@@ -22,10 +22,10 @@ use crate::CliError;
 #[derive(clap::Args, Debug)]
 pub struct EngineBenchArgs {
     /// Subscribers in the table.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 200_000, value_parser = crate::arg_ranges::rows)]
     pub rows: u64,
     /// Seconds per measured cell.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::arg_ranges::positive_seconds)]
     pub seconds: f64,
     /// Print the report as JSON on stdout.
     #[arg(long)]

@@ -22,19 +22,19 @@ use crate::CliError;
 #[derive(clap::Args, Debug)]
 pub struct ReplicateBenchArgs {
     /// Subscribers in the tables.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = crate::arg_ranges::rows)]
     pub subscribers: u64,
     /// Concurrent sessions.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::arg_ranges::threads)]
     pub sessions: usize,
     /// Seconds measured per cell.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::arg_ranges::positive_seconds)]
     pub seconds: f64,
     /// Round-trip times to add, ms (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "0,1,10")]
+    #[arg(long, value_delimiter = ',', default_value = "0,1,10", value_parser = crate::arg_ranges::rtt_ms)]
     pub rtt_ms: Vec<f64>,
     /// Loss rates, percent (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "0,0.1,1")]
+    #[arg(long, value_delimiter = ',', default_value = "0,0.1,1", value_parser = crate::arg_ranges::percent)]
     pub loss_pct: Vec<f64>,
     /// Policies: mixed, async, ordered, sync (comma-separated).
     #[arg(
@@ -44,10 +44,10 @@ pub struct ReplicateBenchArgs {
     )]
     pub policies: Vec<String>,
     /// Incoming operations per second during the catch-up measurement.
-    #[arg(long, default_value_t = 20_000.0)]
+    #[arg(long, default_value_t = 20_000.0, value_parser = crate::arg_ranges::rate)]
     pub catchup_rate: f64,
     /// Seconds the peer is down before the catch-up.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::arg_ranges::seconds)]
     pub outage: f64,
     /// Print JSON instead of a table.
     #[arg(long)]

@@ -29,10 +29,10 @@ pub enum StrategyArg {
 #[derive(clap::Args, Debug)]
 pub struct RestructureBenchArgs {
     /// Subscribers in the table.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = crate::arg_ranges::rows)]
     pub rows: u64,
     /// Worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::arg_ranges::threads)]
     pub threads: usize,
     /// The plan (demo, add-column, msisdn-to-int, drop-column, rename-column, reorganize).
     #[arg(long, default_value = "demo")]
@@ -41,22 +41,22 @@ pub struct RestructureBenchArgs {
     #[arg(long, value_enum, default_value_t = StrategyArg::LockHistory)]
     pub strategy: StrategyArg,
     /// Share of reads in the workload.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = crate::arg_ranges::share)]
     pub read_ratio: f64,
     /// Unmeasured warm-up seconds.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::arg_ranges::seconds)]
     pub warmup: f64,
     /// Baseline seconds measured before the restructure.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::arg_ranges::positive_seconds)]
     pub baseline: f64,
     /// Seconds measured after the switch.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::arg_ranges::seconds)]
     pub after: f64,
     /// Copy rate limit, rows/s (default: unlimited).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::arg_ranges::rate_limit)]
     pub rate_limit: Option<u64>,
     /// Share of time the copy may work (0 < d ≤ 1); lower favours the foreground.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = crate::arg_ranges::duty)]
     pub duty: f64,
     /// Length of one slice of background work, µs (then it rests per --duty).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
@@ -66,7 +66,7 @@ pub struct RestructureBenchArgs {
     pub no_verify: bool,
     /// Pause after each operation, µs (0: saturated writers). The kernel's timer
     /// slack makes each pause some 50 µs longer than asked.
-    #[arg(long, default_value_t = DEFAULT_THINK_US)]
+    #[arg(long, default_value_t = DEFAULT_THINK_US, value_parser = crate::arg_ranges::think_us)]
     pub think_us: u64,
     /// Also copy an idle table of the same size at full duty (no workload, no
     /// verification), twice: first into fresh memory, then into memory the process

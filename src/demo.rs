@@ -17,31 +17,31 @@ use crate::CliError;
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Subscribers to load.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = crate::arg_ranges::rows)]
     pub rows: u64,
     /// Worker threads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::arg_ranges::threads)]
     pub threads: usize,
     /// Seconds of workload measured before the restructure (after 1 s of warm-up).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = crate::arg_ranges::positive_seconds)]
     pub before: f64,
     /// Seconds of workload measured after the switch.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = crate::arg_ranges::seconds)]
     pub after: f64,
     /// Share of operations that are reads.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = crate::arg_ranges::share)]
     pub read_ratio: f64,
     /// Share of time the restructure copy may work (lower favours the workload).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = crate::arg_ranges::duty)]
     pub duty: f64,
     /// Pause after each operation, µs (0: saturated writers).
-    #[arg(long, default_value_t = crate::bench_restructure::DEFAULT_THINK_US)]
+    #[arg(long, default_value_t = crate::bench_restructure::DEFAULT_THINK_US, value_parser = crate::arg_ranges::think_us)]
     pub think_us: u64,
     /// Seconds of replicated traffic in the second part (0: skip it).
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 6.0, value_parser = crate::arg_ranges::seconds)]
     pub replicate: f64,
     /// Subscribers in the replication part.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = crate::arg_ranges::rows)]
     pub replicate_subscribers: u64,
     /// Where to write the throughput plot (SVG).
     #[arg(long, default_value = "kirikae-demo.svg")]

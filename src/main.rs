@@ -1,5 +1,6 @@
 //! The `kirikae` command: `demo` (the main job) and `bench` (benchmark scenarios).
 
+mod arg_ranges;
 mod bench_engine;
 mod bench_replicate;
 mod bench_restructure;

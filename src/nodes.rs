@@ -26,7 +26,7 @@ pub struct PeerArgs {
     #[arg(long)]
     listen: String,
     /// Subscribers in the initial tables (must match the primary's).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = crate::arg_ranges::rows)]
     subscribers: u64,
     /// Log applied transactions here, so a restarted peer recovers its tables.
     #[arg(long)]
@@ -99,16 +99,16 @@ pub struct PrimaryArgs {
     #[arg(long)]
     rules: Option<PathBuf>,
     /// Subscribers in the initial tables (must match the peer's).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = crate::arg_ranges::rows)]
     subscribers: u64,
     /// Concurrent sessions.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::arg_ranges::threads)]
     sessions: usize,
     /// Operations per second over all sessions (default: as fast as possible).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::arg_ranges::rate)]
     rate: Option<f64>,
     /// How long to run (0: until killed).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = crate::arg_ranges::seconds)]
     seconds: f64,
 }
 

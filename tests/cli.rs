@@ -96,14 +96,88 @@ fn bench_engine_prints_json_with_every_field() {
     assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
 }
 
+/// Every number out of its range is a usage error (exit 2) naming the option and the
+/// range, before anything runs: never a panic, never a run that hangs or divides by 0.
 #[test]
 fn bad_arguments_are_refused_with_usage() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-        .args(["bench", "engine", "--rows", "many"])
-        .output()
-        .expect("run kirikae");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["bench", "engine", "--rows", "many"],
+            "--rows",
+            "not a whole number",
+        ),
+        (&["demo", "--rows", "0"], "--rows", "1 to 100000000"),
+        (&["demo", "--before=-1"], "--before", "seconds, more than 0"),
+        (
+            &["demo", "--before", "nan"],
+            "--before",
+            "seconds, more than 0",
+        ),
+        (&["demo", "--after", "inf"], "--after", "seconds, 0 to"),
+        (&["demo", "--duty", "5"], "--duty", "more than 0, up to 1"),
+        (&["demo", "--threads", "0"], "--threads", "1 to 1024"),
+        (
+            &["demo", "--read-ratio", "2"],
+            "--read-ratio",
+            "a share, 0 to 1",
+        ),
+        (&["bench", "engine", "--rows", "0"], "--rows", "1 to"),
+        (
+            &["bench", "replicate", "--sessions", "0"],
+            "--sessions",
+            "1 to 1024",
+        ),
+        (
+            &["bench", "replicate", "--loss-pct", "150"],
+            "--loss-pct",
+            "0 to 100",
+        ),
+        (
+            &["bench", "replicate", "--rtt-ms", "1,-2"],
+            "--rtt-ms",
+            "0 to 10000",
+        ),
+        (
+            &["bench", "restructure", "--warmup=-1"],
+            "--warmup",
+            "seconds, 0 to",
+        ),
+        (
+            &["bench", "restructure", "--rate-limit", "0"],
+            "--rate-limit",
+            "1 to",
+        ),
+        (
+            &["bench", "restructure", "--think-us=-1"],
+            "--think-us",
+            "0 to 1000000",
+        ),
+        (
+            &[
+                "primary",
+                "--peer",
+                "127.0.0.1:1",
+                "--difference-dir",
+                "x",
+                "--rate",
+                "0",
+            ],
+            "--rate",
+            "more than 0",
+        ),
+    ];
+    for (args, option, range) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+            .args(*args)
+            .output()
+            .expect("run kirikae");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(option) && stderr.contains(range) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]
