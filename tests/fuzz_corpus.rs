@@ -84,7 +84,7 @@ fn write_snapshot_seeds() {
                 format!("k{i}").into(),
                 Value::from(Some(i)),
                 (i as f64).into(),
-                Value::Bytes(vec![i as u8]),
+                Value::from(vec![i as u8]),
                 true.into(),
             ],
         )

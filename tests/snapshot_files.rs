@@ -45,7 +45,7 @@ fn sample() -> Database {
                 },
                 (i % 2 == 0).into(),
                 if i % 5 == 0 {
-                    Value::Bytes(vec![i as u8; 3])
+                    Value::from(vec![i as u8; 3])
                 } else {
                     Value::Null
                 },

@@ -52,8 +52,10 @@ pub enum Value {
     /// A [`ColumnType::Text`] value. Up to 24 bytes are stored inline (no
     /// allocation, no pointer to chase): IMSIs, MSISDNs and codes stay in the row.
     Text(CompactString),
-    /// A [`ColumnType::Bytes`] value.
-    Bytes(Vec<u8>),
+    /// A [`ColumnType::Bytes`] value. A boxed slice, not a `Vec`: with it every value
+    /// fits in 24 bytes (the text's spare byte tells the variants apart), a quarter
+    /// less memory per row and per index key than 32.
+    Bytes(Box<[u8]>),
 }
 
 impl Value {
@@ -216,12 +218,12 @@ impl From<CompactString> for Value {
 }
 impl From<Vec<u8>> for Value {
     fn from(v: Vec<u8>) -> Self {
-        Value::Bytes(v)
+        Value::Bytes(v.into_boxed_slice())
     }
 }
 impl From<&[u8]> for Value {
     fn from(v: &[u8]) -> Self {
-        Value::Bytes(v.to_vec())
+        Value::Bytes(v.into())
     }
 }
 impl<T: Into<Value>> From<Option<T>> for Value {
@@ -259,8 +261,42 @@ mod tests {
 
     #[test]
     fn short_text_and_keys_stay_inline() {
-        assert!(std::mem::size_of::<Value>() <= 32);
+        assert_eq!(std::mem::size_of::<Value>(), 24, "a value fits in 24 bytes");
+        assert_eq!(
+            std::mem::size_of::<crate::Key>(),
+            32,
+            "a one-column key is inline"
+        );
         assert!(!CompactString::from("440101234567890").is_heap_allocated());
+    }
+
+    /// The encoding every file and frame carries values in: variant index, then the
+    /// payload (a byte string as length and bytes, whether boxed or in a `Vec`).
+    #[test]
+    fn encoding_is_pinned() {
+        let values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-2),
+            Value::Float(0.5),
+            Value::from("ab"),
+            Value::from(vec![1u8, 2]),
+        ];
+        let bytes = postcard::to_stdvec(&values).expect("encodes");
+        assert_eq!(
+            bytes,
+            [
+                6, // six values
+                0, // Null
+                1, 1, // Bool(true)
+                2, 3, // Int(-2), zigzag
+                3, 0, 0, 0, 0, 0, 0, 0xe0, 0x3f, // Float(0.5), little-endian
+                4, 2, b'a', b'b', // Text
+                5, 2, 1, 2, // Bytes
+            ]
+        );
+        let back: Vec<Value> = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, values);
     }
 
     #[test]

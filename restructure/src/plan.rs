@@ -94,7 +94,7 @@ impl Conversion {
             (IntToBool, Value::Int(0)) => Value::Bool(false),
             (IntToBool, Value::Int(1)) => Value::Bool(true),
             (IntToBool, Value::Int(_)) => return Err("only 0 and 1 convert to bool".to_owned()),
-            (TextToBytes, Value::Text(s)) => Value::Bytes(s.as_bytes().to_vec()),
+            (TextToBytes, Value::Text(s)) => Value::Bytes(s.as_bytes().into()),
             (BytesToText, Value::Bytes(b)) => {
                 Value::from(std::str::from_utf8(b).map_err(|e| format!("not UTF-8 ({e})"))?)
             }
@@ -597,7 +597,7 @@ mod tests {
             .is_err());
         assert!(Conversion::IntToBool.apply(&Value::Int(2)).is_err());
         assert!(Conversion::BytesToText
-            .apply(&Value::Bytes(vec![0xff]))
+            .apply(&Value::from(vec![0xff]))
             .is_err());
         assert_eq!(
             Conversion::TextToInt.apply(&Value::Null).expect("null"),
