@@ -19,7 +19,7 @@ use crate::session::SessionInfo;
 /// Both methods run with the record's latch held: they must be fast and must not call
 /// back into the engine.
 ///
-/// Every change of a committed image made after [`Table::set_write_observer`]
+/// Every change of a committed image made after [`Table::set_write_observer`](crate::Table::set_write_observer)
 /// (crate::Table::set_write_observer) returns is reported by `record_published`, even
 /// when the writer locked the record before the observer was installed: that is what
 /// lets a copier install an observer and then copy without stopping writers.
