@@ -1,6 +1,9 @@
 //! Engine micro-benchmarks on a 100,000-subscriber table: point get, autocommit update,
 //! insert, and a 4-update transaction.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 
 #[global_allocator]

@@ -2,6 +2,9 @@
 //! the restructure rate per plan on an idle 200,000-row table (one core, no
 //! foreground load; phase 1 dominates).
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 #[global_allocator]

@@ -1,6 +1,9 @@
 //! The `kirikae` binary as a user runs it: the demo completes with a report, and the
 //! engine benchmark prints well-formed JSON with consistent ratios.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn kirikae(args: &[&str]) -> std::process::Output {

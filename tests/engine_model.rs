@@ -2,6 +2,9 @@
 //! rollbacks, key changes and RID reuse) against a `BTreeMap` model. After every step
 //! the table, its index and the model agree, and RIDs are stable and unique.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use kirikae::engine::{

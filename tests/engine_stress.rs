@@ -3,6 +3,9 @@
 //! (a snapshot never sees half a transfer); lock timeouts and deadlocks are retried,
 //! never lost.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! Replays the checked-in fuzz corpora through the same harnesses `cargo fuzz` runs,
 //! so that stable CI exercises every fuzz target (and every crash input once fixed).
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 #[path = "../fuzz/harness/difference_decode.rs"]

@@ -2,6 +2,9 @@
 //! killed under load and restarted from its log), and a `kirikae primary` killed with
 //! SIGKILL while degraded, leaving a readable difference file.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;

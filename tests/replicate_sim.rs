@@ -16,6 +16,9 @@
 //! `KIRIKAE_SIM_SEEDS=n` runs more seeds; `KIRIKAE_SIM_SEED=s` runs one (a failure
 //! prints its seed).
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! each mode, both-side rollback, a peer stopped under load and restarted from its
 //! log, and in-doubt sync transactions.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

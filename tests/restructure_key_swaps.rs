@@ -6,6 +6,9 @@
 //! with writers held, the new table must equal plan(old) row for row and by index
 //! lookup, and the restructure must succeed.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -2,6 +2,9 @@
 //! threads, abort in each phase, conversion failures, long transactions postponing
 //! the switch, non-convergence, duplicate keys, a panicking row function, control.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

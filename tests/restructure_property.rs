@@ -4,6 +4,9 @@
 //! writers held, the new table equals plan(old table); after the switch every
 //! committed write is visible in the new table.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,9 @@
 //! Snapshot files: round trip (rows, RIDs, holes), and every kind of damage gives a
 //! typed error instead of a panic.
 
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use kirikae::engine::{

@@ -59,7 +59,6 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod catalog;
 mod database;
