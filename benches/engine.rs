@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kirikae::engine::{Database, SessionInfo, Value};
-use kirikae::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
+use kirikae_workload::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
 
 const ROWS: u64 = 100_000;
 

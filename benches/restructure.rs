@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kirikae::engine::{Database, SessionInfo, Value};
 use kirikae::restructure::{start, LockHistory, RestructureOptions};
-use kirikae::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
+use kirikae_workload::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
 
 fn write_path(c: &mut Criterion) {
     const ROWS: u64 = 100_000;

@@ -27,11 +27,11 @@ use kirikae::engine::{
     Column, ColumnType, Database, Key, Operation, OperationKind, Schema, Session, SessionInfo,
     Value,
 };
-use kirikae::workload::Rng;
 use kirikae_replicate::{
     response_digest, Applier, DifferenceFile, DifferenceOptions, Event, Link, LinkConfig,
     LinkState, Message, Mode, SyncOutcome, WhenPeerDown,
 };
+use kirikae_workload::workload::Rng;
 
 const ACCT: &str = "acct";
 const LEDGER: &str = "ledger";

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
 use kirikae::restructure::{Phase, RestructureOptions};
-use kirikae::scenario::{self, ScenarioConfig, AFTER};
-use kirikae::workload::{self, SUBSCRIBER_TABLE};
+use kirikae_workload::scenario::{self, ScenarioConfig, AFTER};
+use kirikae_workload::workload::{self, SUBSCRIBER_TABLE};
 
 use crate::CliError;
 
@@ -122,20 +122,22 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
 
     let r = &result.report;
     let after_row = db.table(SUBSCRIBER_TABLE)?.get(&sample_key);
-    println!();
-    println!(
+    say!();
+    say!(
         "kirikae demo — {} subscribers (loaded in {load_s:.2} s), {} worker threads, think {} µs",
-        args.rows, args.threads, args.think_us
+        args.rows,
+        args.threads,
+        args.think_us
     );
-    println!("  plan: add column plan_id (default 0); msisdn text -> int");
-    println!(
+    say!("  plan: add column plan_id (default 0); msisdn text -> int");
+    say!(
         "  throughput  before {:>10.0} ops/s   during {:>10.0} ops/s ({:.0}%)   after {:>10.0} ops/s",
         result.baseline_ops_per_s,
         result.during_ops_per_s,
         100.0 * result.during_ops_per_s / result.baseline_ops_per_s.max(1e-9),
         result.after_ops_per_s
     );
-    println!(
+    say!(
         "  restructure phase 1 {:.2} s ({:.0} rows/s), phase 2 {:.2} s ({} rounds, {} RIDs)",
         r.phase1.as_secs_f64(),
         r.copy_rows_per_s,
@@ -143,7 +145,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
         r.rounds,
         r.synced,
     );
-    println!(
+    say!(
         "  switch: the longest write held by it took {} µs as the writer saw it ({} writes held); \
          the switch's own timer: {} µs; {} hold(s), longest {} µs",
         result.writer_stall_us_max,
@@ -152,20 +154,23 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
         r.holds.len(),
         r.hold_max.as_micros()
     );
-    println!(
+    say!(
         "  lock history peak {} KiB; verification: {}",
         r.history_peak_bytes / 1024,
         r.mismatches
             .map_or("not run".to_owned(), |m| format!("{m} mismatches"))
     );
     for (name, w) in [("before", &result.before), ("during", &result.during)] {
-        println!(
+        say!(
             "  write latency {name:<6}  p99.99 {:>5} µs  max {:>6} µs  ({} writes in {:.1} s)",
-            w.p99_99_us, w.max_us, w.writes, w.seconds
+            w.p99_99_us,
+            w.max_us,
+            w.writes,
+            w.seconds
         );
     }
     let after = &result.workload.write_latency_us[AFTER];
-    println!(
+    say!(
         "  write latency after   p99.99 {:>5} µs  max {:>6} µs  ({} writes)",
         after.value_at_quantile(0.9999),
         after.max(),
@@ -179,7 +184,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
         result.restructure_window_s,
         "kirikae: subscriber workload during an online restructure",
     )?;
-    println!("  throughput plot: {}", args.plot.display());
+    say!("  throughput plot: {}", args.plot.display());
     if args.replicate > 0.0 {
         crate::demo_replication::run(
             &MultiProgress::new(),
@@ -195,8 +200,8 @@ fn show_row(label: &str, row: Option<&[kirikae::engine::Value]>) {
     match row {
         Some(values) => {
             let cells: Vec<String> = values.iter().map(ToString::to_string).collect();
-            println!("{label}: ({})", cells.join(", "));
+            say!("{label}: ({})", cells.join(", "));
         }
-        None => println!("{label}: (missing)"),
+        None => say!("{label}: (missing)"),
     }
 }

@@ -1,5 +1,31 @@
 //! The `kirikae` command: `demo` (the main job) and `bench` (benchmark scenarios).
 
+/// `println!` for the command's output. A closed standard output (the reader went
+/// away: a pipe to `head`, a test harness that died) ends the command the way the
+/// default SIGPIPE action would, exit status 141, instead of panicking. Defined before
+/// the modules so that they all see it.
+macro_rules! say {
+    () => {
+        $crate::stdout_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to standard output and flushes it; see [`say!`].
+fn stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{args}").and_then(|()| out.flush()).is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kirikae: standard output is closed; stopping"
+        );
+        std::process::exit(141);
+    }
+}
+
 mod arg_ranges;
 mod bench_engine;
 mod bench_replicate;
@@ -34,7 +60,7 @@ pub enum CliError {
     Restructure(#[from] kirikae::restructure::RestructureError),
     /// From the restructure scenario.
     #[error(transparent)]
-    Scenario(#[from] kirikae::scenario::ScenarioError),
+    Scenario(#[from] kirikae_workload::scenario::ScenarioError),
     /// Writing the plot.
     #[error("plot {path}: {reason}")]
     Plot {
@@ -89,7 +115,7 @@ enum BenchScenario {
 /// Prints a report as JSON on stdout, or as a table.
 fn emit<R: serde::Serialize>(json: bool, report: &R, table: fn(&R)) -> Result<(), CliError> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        say!("{}", serde_json::to_string_pretty(report)?);
     } else {
         table(report);
     }

@@ -16,7 +16,7 @@ use kirikae::replicate::{
     table_checksum, DifferenceFile, DifferenceOptions, Event, LinkConfig, LinkState, Replicator,
     ReplicatorConfig, RuleSet,
 };
-use kirikae::telecom::{self, Traffic};
+use kirikae_workload::telecom::{self, Traffic};
 
 const SUBSCRIBERS: u64 = 2_000;
 
@@ -138,7 +138,11 @@ fn each_mode_replicates_to_a_peer_process() {
         let diff = tempfile::tempdir().expect("tempdir");
         let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
         let rules = if mode == "mixed" {
-            RuleSet::load(Path::new("replicate/rules/seed000-mixed.toml")).expect("rules")
+            RuleSet::load(Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../replicate/rules/seed000-mixed.toml"
+            )))
+            .expect("rules")
         } else {
             RuleSet::parse(&format!("default = \"{mode}\""), "t.toml").expect("rules")
         };
@@ -176,7 +180,11 @@ fn a_killed_peer_process_is_caught_up_after_restart() {
     let rep = start(
         &db,
         addr,
-        RuleSet::load(Path::new("replicate/rules/seed000-mixed.toml")).expect("rules"),
+        RuleSet::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../replicate/rules/seed000-mixed.toml"
+        )))
+        .expect("rules"),
         diff.path(),
     );
     let events = rep.events();

@@ -12,7 +12,7 @@ use kirikae::replicate::{
     DifferenceOptions, Event, Impairment, LinkConfig, LinkState, LoopbackProxy, Peer, PeerConfig,
     Replicator, ReplicatorConfig, RuleSet,
 };
-use kirikae::telecom::{self, Traffic, TrafficReport};
+use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
 use crate::nodes::MIXED_RULES;
@@ -311,7 +311,7 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
 }
 
 pub fn print_table(r: &ReplicateBenchReport) {
-    println!(
+    say!(
         "{} subscribers, {} sessions, {} s per cell; unreplicated {:.0} ops/s (commit p50 {} µs, p99 {} µs)",
         r.subscribers,
         r.sessions,
@@ -320,7 +320,7 @@ pub fn print_table(r: &ReplicateBenchReport) {
         r.unreplicated_commit_latency_us_p50,
         r.unreplicated_commit_latency_us_p99
     );
-    println!(
+    say!(
         "{:<8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>9} {:>9} {:>8} {:>12}",
         "policy",
         "rtt ms",
@@ -334,7 +334,7 @@ pub fn print_table(r: &ReplicateBenchReport) {
         "sessions/rtt"
     );
     for c in &r.cells {
-        println!(
+        say!(
             "{:<8} {:>7} {:>7} {:>12.0} {:>12.0} {:>7.3} {:>9} {:>9} {:>8} {:>12}",
             c.policy,
             c.rtt_ms,
@@ -350,7 +350,7 @@ pub fn print_table(r: &ReplicateBenchReport) {
                 .unwrap_or_default()
         );
     }
-    println!(
+    say!(
         "catch-up: {:.0} ops/s replayed vs {:.0}/s incoming = {:.1}× ({} replayed, commits paused {} µs)",
         r.catchup_ops_per_s, r.catchup_incoming_per_s, r.catchup_ratio, r.catchup_ops_replayed, r.catchup_pause_us
     );

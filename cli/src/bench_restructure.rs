@@ -8,8 +8,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
 use kirikae::restructure::{RestructureOptions, Strategy};
-use kirikae::scenario::{self, ScenarioConfig, ScenarioResult};
-use kirikae::workload::{self, PLAN_NAMES};
+use kirikae_workload::scenario::{self, ScenarioConfig, ScenarioResult};
+use kirikae_workload::workload::{self, PLAN_NAMES};
 use serde::Serialize;
 
 use crate::CliError;
@@ -315,7 +315,7 @@ pub fn print_table(report: &RestructureBenchReport) {
             ..
         } => vec![lock_history, journal],
     };
-    println!(
+    say!(
         "{:<28}{}",
         "",
         rows.iter()
@@ -323,7 +323,7 @@ pub fn print_table(report: &RestructureBenchReport) {
             .collect::<String>()
     );
     let line = |name: &str, v: &dyn Fn(&RestructureFigures) -> String| {
-        println!(
+        say!(
             "{name:<28}{}",
             rows.iter()
                 .map(|f| format!("{:>16}", v(f)))
@@ -401,6 +401,6 @@ pub fn print_table(report: &RestructureBenchReport) {
         ..
     } = report
     {
-        println!("memory ratio (history/journal): {memory_ratio:.4}; phase-2 time ratio: {phase2_time_ratio:.3}");
+        say!("memory ratio (history/journal): {memory_ratio:.4}; phase-2 time ratio: {phase2_time_ratio:.3}");
     }
 }

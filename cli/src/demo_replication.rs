@@ -10,7 +10,7 @@ use kirikae::engine::Database;
 use kirikae::replicate::{
     DifferenceOptions, Event, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig, RuleSet,
 };
-use kirikae::telecom::{self, Traffic};
+use kirikae_workload::telecom::{self, Traffic};
 
 use crate::nodes::{checksums, MIXED_RULES};
 use crate::CliError;
@@ -116,16 +116,16 @@ pub fn run(
     if let Some(p) = peer.take() {
         p.stop()?;
     }
-    println!();
-    println!(
+    say!();
+    say!(
         "replication — mixed policy (reads skip, subscriber updates ordered, billing commits sync/fail, the rest async), peer on {addr}"
     );
-    println!(
+    say!(
         "  {} operations, {} refused (billing commits while the peer was down), {} replicated transactions, caught up: {caught_up}",
         report.ops, report.failed, m.last_seq
     );
     for line in &log {
-        println!("  {line}");
+        say!("  {line}");
     }
     let (ours, theirs) = (checksums(&primary)?, checksums(&replica)?);
     for (table, sum) in &ours {
@@ -135,7 +135,7 @@ pub fn run(
         } else {
             "DIFFERENT"
         };
-        println!("  checksum {table:<11} primary {sum:016x}  peer {peer_sum:016x}  {verdict}");
+        say!("  checksum {table:<11} primary {sum:016x}  peer {peer_sum:016x}  {verdict}");
     }
     Ok(())
 }

@@ -13,12 +13,12 @@ use kirikae::replicate::{
     table_checksum, DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig,
     RuleSet,
 };
-use kirikae::telecom::{self, Traffic};
+use kirikae_workload::telecom::{self, Traffic};
 
 use crate::CliError;
 
 /// The mixed policy of seed 000, built in (also in replicate/rules/seed000-mixed.toml).
-pub const MIXED_RULES: &str = include_str!("../replicate/rules/seed000-mixed.toml");
+pub const MIXED_RULES: &str = include_str!("../../replicate/rules/seed000-mixed.toml");
 
 #[derive(Args, Debug)]
 pub struct PeerArgs {
@@ -58,7 +58,7 @@ pub fn peer(args: &PeerArgs) -> Result<(), CliError> {
     };
     let peer = Peer::start(db.clone(), args.listen.as_str(), config)?;
     let status = peer.status();
-    println!(
+    say!(
         "kirikae peer listening on {} (recovered {} transactions, at sequence {})",
         peer.local_addr(),
         status.stats.recovered,
@@ -83,7 +83,7 @@ pub fn peer(args: &PeerArgs) -> Result<(), CliError> {
         "stats": status.stats,
         "checksums": checksums(&db)?,
     });
-    println!("{report}");
+    say!("{report}");
     Ok(())
 }
 
@@ -145,7 +145,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     while args.seconds <= 0.0 || started.elapsed().as_secs_f64() < args.seconds {
         std::thread::sleep(Duration::from_millis(500));
         let m = replicator.metrics();
-        println!(
+        say!(
             "{:>6.1}s ops {:>9} state {:?} seq {} acked {} difference {} B",
             started.elapsed().as_secs_f64(),
             traffic.ops(),
@@ -167,6 +167,6 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         "metrics": m,
         "checksums": checksums(&db)?,
     });
-    println!("{out}");
+    say!("{out}");
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use kirikae::scenario::Sample;
+use kirikae_workload::scenario::Sample;
 use plotters::prelude::*;
 
 use crate::CliError;

@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use kirikae::engine::{Database, SessionInfo, Value};
-use kirikae::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
+use kirikae_workload::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -186,13 +186,15 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
 
 /// Prints the report as a table.
 pub fn print_table(r: &EngineBenchReport) {
-    println!("{} subscribers, {} s per cell", r.rows, r.seconds_per_cell);
-    println!(
+    say!("{} subscribers, {} s per cell", r.rows, r.seconds_per_cell);
+    say!(
         "{:<22} {:>14} {:>14} {:>8}",
-        "operation", "kirikae ops/s", "sqlite ops/s", "ratio"
+        "operation",
+        "kirikae ops/s",
+        "sqlite ops/s",
+        "ratio"
     );
-    let line =
-        |name: &str, k: f64, s: f64| println!("{name:<22} {k:>14.0} {s:>14.0} {:>8.1}", k / s);
+    let line = |name: &str, k: f64, s: f64| say!("{name:<22} {k:>14.0} {s:>14.0} {:>8.1}", k / s);
     line(
         "get, 1 thread",
         r.kirikae_get_ops_per_s,

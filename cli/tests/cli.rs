@@ -236,3 +236,22 @@ fn bench_replicate_prints_json_with_every_field() {
     assert!(report["catchup_ops_replayed"].as_u64().expect("replayed") > 0);
     assert!(report["catchup_ops_per_s"].as_f64().expect("catch-up") > 0.0);
 }
+
+/// A reader that goes away (a pipe to `head`, a harness that died) ends the command
+/// like SIGPIPE would (status 141), with a message instead of a panic.
+#[test]
+fn a_closed_standard_output_ends_the_command_without_a_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["bench", "engine", "--rows", "1000", "--seconds", "0.05"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kirikae");
+    // Closed before the bench has loaded its rows, so before its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.contains("standard output is closed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
