@@ -133,6 +133,35 @@ fn traffic(db: &Database, keys: i64, rounds: i64) -> u64 {
     commits.load(Ordering::Relaxed)
 }
 
+/// `wait_duplex` returns as soon as the link is in step with a live peer, and with
+/// no peer at all it returns `false` once its timeout has passed (not before).
+#[test]
+fn wait_duplex_returns_when_in_step_or_when_its_time_is_up() {
+    let primary = database();
+    let replica = database();
+    let peer = Peer::start(replica, "127.0.0.1:0", peer_config(None)).expect("peer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rep = replicator(&primary, peer.local_addr(), "sync", dir.path());
+    assert!(
+        rep.wait_duplex(Duration::from_secs(10)),
+        "duplex with a live peer"
+    );
+    assert_eq!(rep.metrics().state, Some(LinkState::Duplex));
+    drop(rep);
+
+    // A port nobody listens on: the peer from above, stopped.
+    let addr = peer.local_addr();
+    peer.stop().expect("stop");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rep = replicator(&primary, addr, "sync", dir.path());
+    let started = std::time::Instant::now();
+    assert!(
+        !rep.wait_duplex(Duration::from_millis(300)),
+        "no peer, no duplex"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
 #[test]
 fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
     for mode in ["async", "ordered", "sync"] {
@@ -141,9 +170,7 @@ fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
         let peer = Peer::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
         let dir = tempfile::tempdir().expect("tempdir");
         let rep = replicator(&primary, peer.local_addr(), mode, dir.path());
-        wait_for("duplex", Duration::from_secs(5), || {
-            rep.metrics().state == Some(LinkState::Duplex)
-        });
+        assert!(rep.wait_duplex(Duration::from_secs(5)), "duplex");
         let commits = traffic(&primary, 50, 400);
         assert_eq!(commits, 800);
         assert!(

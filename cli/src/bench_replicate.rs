@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    DifferenceOptions, Event, Impairment, LinkConfig, LinkState, LoopbackProxy, Peer, PeerConfig,
-    Replicator, ReplicatorConfig, RuleSet,
+    DifferenceOptions, Event, Impairment, LinkConfig, LoopbackProxy, Peer, PeerConfig, Replicator,
+    ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
@@ -177,12 +177,11 @@ fn pair(
             difference: DifferenceOptions::default(),
         },
     )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while replicator.metrics().state != Some(LinkState::Duplex) {
-        if Instant::now() > deadline {
-            return Err(CliError::Usage("the peer did not come up".into()));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    if !replicator.wait_duplex(Duration::from_secs(10)) {
+        return Err(CliError::Usage(format!(
+            "the peer at {} did not answer within 10 s",
+            proxy.local_addr()
+        )));
     }
     Ok(Pair {
         primary,
@@ -278,6 +277,11 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
             difference: DifferenceOptions::default(),
         },
     )?;
+    if !replicator.wait_duplex(Duration::from_secs(10)) {
+        return Err(CliError::Usage(format!(
+            "the peer at {addr} did not answer within 10 s"
+        )));
+    }
     let events = replicator.events();
     let running = traffic(args, Some(args.catchup_rate)).start(&primary);
     std::thread::sleep(Duration::from_millis(500));

@@ -58,6 +58,13 @@ pub fn run(
             difference: DifferenceOptions::default(),
         },
     )?;
+    // Without this, the first commits find the peer still connecting and are
+    // reported as diverged ("peer is down") although nothing went wrong.
+    if !replicator.wait_duplex(Duration::from_secs(10)) {
+        return Err(CliError::Usage(format!(
+            "the peer at {addr} did not answer within 10 s"
+        )));
+    }
     let events = replicator.events();
     let traffic = Traffic {
         sessions,

@@ -133,6 +133,16 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             difference: DifferenceOptions::default(),
         },
     )?;
+    say!("waiting up to 10 s for the peer at {}", args.peer);
+    if replicator.wait_duplex(Duration::from_secs(10)) {
+        say!("peer at {} in step: replicating", args.peer);
+    } else {
+        say!(
+            "peer at {} not answering: commits go to the difference file in {} until it does",
+            args.peer,
+            args.difference_dir.display()
+        );
+    }
     let traffic = Traffic {
         sessions: args.sessions,
         subscribers: args.subscribers,

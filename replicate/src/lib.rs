@@ -43,9 +43,7 @@
 //!     difference_dir: dir.clone(),
 //!     difference: DifferenceOptions::default(),
 //! })?;
-//! while replicator.metrics().state != Some(LinkState::Duplex) {
-//!     std::thread::sleep(Duration::from_millis(5));
-//! }
+//! assert!(replicator.wait_duplex(Duration::from_secs(5)), "peer in step");
 //! let session = primary.session(SessionInfo::default());
 //! let mut tx = session.begin();
 //! tx.insert("t", vec![1.into(), 10.into()])?;

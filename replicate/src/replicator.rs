@@ -84,11 +84,13 @@ struct Core {
     outcomes: HashMap<u64, SyncOutcome>,
     /// Connection generation: a reader of an older connection must not touch the link.
     generation: u64,
+    /// The link's state when last drained: a change wakes [`Replicator::wait_duplex`].
+    seen_state: crate::LinkState,
 }
 
 struct Shared {
     core: Mutex<Core>,
-    /// Sync outcomes settled, or a catch-up pause ended.
+    /// Sync outcomes settled, a catch-up pause ended, or the link changed state.
     settled: Condvar,
     /// Output is waiting for the link thread.
     wake: Condvar,
@@ -111,7 +113,10 @@ impl Shared {
             let _ = self.events.send(e);
         }
         let outcomes = core.link.take_outcomes();
-        if !outcomes.is_empty() {
+        let state = core.link.state();
+        let changed = state != core.seen_state;
+        core.seen_state = state;
+        if !outcomes.is_empty() || changed {
             core.outcomes.extend(outcomes);
             self.settled.notify_all();
         }
@@ -151,6 +156,7 @@ impl Replicator {
                 link: Link::new(config.link, diff, 0),
                 outcomes: HashMap::new(),
                 generation: 0,
+                seen_state: crate::LinkState::Degraded,
             }),
             settled: Condvar::new(),
             wake: Condvar::new(),
@@ -191,6 +197,28 @@ impl Replicator {
     pub fn metrics(&self) -> LinkMetrics {
         let now = self.shared.now();
         self.shared.core.lock().link.metrics(now)
+    }
+
+    /// Waits until the link is duplex (connected, handshake done, the peer in step:
+    /// commits replicate in their rules' modes), or `timeout` passes; returns whether
+    /// it is. Call it after [`Replicator::start`] so that the first commits do not
+    /// find the peer still connecting (and go to the difference file as "peer down").
+    pub fn wait_duplex(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut core = self.shared.core.lock();
+        loop {
+            if core.link.state() == crate::LinkState::Duplex {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Woken by the state change; the bound only caps a missed wake-up.
+            self.shared
+                .settled
+                .wait_for(&mut core, (deadline - now).min(Duration::from_millis(50)));
+        }
     }
 
     /// Waits until the peer has acknowledged everything committed so far, or
