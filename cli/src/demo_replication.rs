@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar};
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    DifferenceOptions, Event, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig, RuleSet,
+    DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -95,7 +95,7 @@ pub fn run(
             log.push(format!("{t:>5.1}s  peer restarted from its log"));
         }
         for e in events.try_iter() {
-            log.push(format!("{t:>5.1}s  {}", describe(&e)));
+            log.push(format!("{t:>5.1}s  {e}"));
         }
         let m = replicator.metrics();
         let ops = traffic.ops();
@@ -115,7 +115,7 @@ pub fn run(
     let report = traffic.stop();
     let caught_up = replicator.wait_caught_up(Duration::from_secs(30));
     for e in events.try_iter() {
-        log.push(format!("  end  {}", describe(&e)));
+        log.push(format!("  end  {e}"));
     }
     live.finish();
     let m = replicator.metrics();
@@ -145,18 +145,4 @@ pub fn run(
         say!("  checksum {table:<11} primary {sum:016x}  peer {peer_sum:016x}  {verdict}");
     }
     Ok(())
-}
-
-fn describe(e: &Event) -> String {
-    match e {
-        Event::Diverged { since_seq, reason } => format!("Diverged since {since_seq}: {reason}"),
-        Event::Recovered {
-            ops_replayed,
-            pause_us,
-        } => format!("Recovered: {ops_replayed} replayed, commits paused {pause_us} µs"),
-        Event::Mismatch {
-            seq, table, detail, ..
-        } => format!("Mismatch at {seq} in {table}: {detail}"),
-        Event::ResyncRequired { reason } => format!("ResyncRequired: {reason}"),
-    }
 }

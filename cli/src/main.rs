@@ -74,6 +74,24 @@ pub enum CliError {
     Replicate(#[from] kirikae::replicate::ReplicateError),
     #[error("{0}")]
     Usage(String),
+    /// `kirikae primary` ended with transactions the peer has not acknowledged.
+    #[error(
+        "the peer at {peer} did not acknowledge transactions {}..={last_seq} before the \
+         end (the link events above say why); what the difference file in {} holds is \
+         replayed by a run with --resume",
+        acked + 1,
+        difference_dir.display()
+    )]
+    NotCaughtUp {
+        /// The peer's address.
+        peer: std::net::SocketAddr,
+        /// Last transaction committed.
+        last_seq: u64,
+        /// Last transaction the peer acknowledged.
+        acked: u64,
+        /// Where the unacknowledged transactions are.
+        difference_dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Parser, Debug)]

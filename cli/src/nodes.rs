@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -89,12 +89,17 @@ pub fn peer(args: &PeerArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct PrimaryArgs {
-    /// The peer's address.
-    #[arg(long)]
+    /// The peer's address (`HOST:PORT`; a name such as `localhost` is resolved).
+    #[arg(long, value_parser = resolve)]
     peer: SocketAddr,
-    /// Directory of the difference file.
+    /// Directory of the difference file. It must be empty, unless `--resume`.
     #[arg(long)]
     difference_dir: PathBuf,
+    /// Use a difference directory left by an earlier run: what it holds is replayed
+    /// into the peer. Without it such a directory is refused, so that stale
+    /// transactions never reach a fresh peer.
+    #[arg(long)]
+    resume: bool,
     /// Rule file (default: the built-in seed-000 mixed policy).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -112,6 +117,42 @@ pub struct PrimaryArgs {
     seconds: f64,
 }
 
+/// `HOST:PORT` to the first address it resolves to.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| format!("`{s}`: {e} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
+}
+
+/// Refuses a difference directory that already holds files, unless resuming.
+fn check_difference_dir(dir: &Path, resume: bool) -> Result<(), CliError> {
+    let held: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect(),
+        // Created by the replicator.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(CliError::Usage(format!(
+                "--difference-dir {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    if held.is_empty() || resume {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "--difference-dir {} holds {} from an earlier run ({}): pass --resume to replay \
+         it into the peer, or choose an empty directory",
+        dir.display(),
+        if held.len() == 1 { "a file" } else { "files" },
+        held.join(", ")
+    )))
+}
+
 pub fn load_rules(path: Option<&PathBuf>) -> Result<RuleSet, CliError> {
     Ok(match path {
         Some(p) => RuleSet::load(p)?,
@@ -121,6 +162,7 @@ pub fn load_rules(path: Option<&PathBuf>) -> Result<RuleSet, CliError> {
 
 pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     let rules = load_rules(args.rules.as_ref())?;
+    check_difference_dir(&args.difference_dir, args.resume)?;
     let db = Database::new();
     telecom::create_tables(&db, args.subscribers)?;
     let replicator = Replicator::start(
@@ -133,6 +175,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             difference: DifferenceOptions::default(),
         },
     )?;
+    let events = replicator.events();
     say!("waiting up to 10 s for the peer at {}", args.peer);
     if replicator.wait_duplex(Duration::from_secs(10)) {
         say!("peer at {} in step: replicating", args.peer);
@@ -154,6 +197,9 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     let started = Instant::now();
     while args.seconds <= 0.0 || started.elapsed().as_secs_f64() < args.seconds {
         std::thread::sleep(Duration::from_millis(500));
+        for e in events.try_iter() {
+            say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
+        }
         let m = replicator.metrics();
         say!(
             "{:>6.1}s ops {:>9} state {:?} seq {} acked {} difference {} B",
@@ -167,7 +213,16 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         std::io::stdout().flush().ok();
     }
     let report = traffic.stop();
+    let m = replicator.metrics();
+    say!(
+        "traffic stopped; waiting up to 30 s for the peer to acknowledge up to {} (acked {})",
+        m.last_seq,
+        m.last_acked_seq
+    );
     let caught_up = replicator.wait_caught_up(Duration::from_secs(30));
+    for e in events.try_iter() {
+        say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
+    }
     let m = replicator.metrics();
     replicator.shutdown();
     let out = serde_json::json!({
@@ -178,5 +233,13 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         "checksums": checksums(&db)?,
     });
     say!("{out}");
+    if !caught_up {
+        return Err(CliError::NotCaughtUp {
+            peer: args.peer,
+            last_seq: m.last_seq,
+            acked: m.last_acked_seq,
+            difference_dir: args.difference_dir.clone(),
+        });
+    }
     Ok(())
 }

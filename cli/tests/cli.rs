@@ -255,3 +255,22 @@ fn a_closed_standard_output_ends_the_command_without_a_panic() {
     assert!(stderr.contains("standard output is closed"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `kirikae primary` refuses a difference directory left by an earlier run unless
+/// told to resume: stale transactions must never be replayed into a fresh peer.
+#[test]
+fn primary_refuses_a_used_difference_directory_without_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("old.diff"), b"earlier run").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["primary", "--peer", "127.0.0.1:9", "--difference-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run kirikae");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("old.diff") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+}

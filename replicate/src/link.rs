@@ -169,6 +169,31 @@ pub enum Event {
     },
 }
 
+/// One line an operator can read: the event's name, then what it carries.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Diverged { since_seq, reason } => {
+                write!(f, "Diverged since {since_seq}: {reason}")
+            }
+            Event::Recovered {
+                ops_replayed,
+                pause_us,
+            } => write!(
+                f,
+                "Recovered: {ops_replayed} replayed, commits paused {pause_us} µs"
+            ),
+            Event::Mismatch {
+                seq,
+                table,
+                key,
+                detail,
+            } => write!(f, "Mismatch at {seq} in {table} (key {key}): {detail}"),
+            Event::ResyncRequired { reason } => write!(f, "ResyncRequired: {reason}"),
+        }
+    }
+}
+
 /// How a sync transaction ended, as far as replication is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
