@@ -56,6 +56,17 @@ pub(crate) fn style(template: &str) -> ProgressStyle {
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<(), CliError> {
+    // The plot is written at the end: find out now, not after minutes of work, that
+    // it cannot be.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&args.plot)
+        .map_err(|e| CliError::Plot {
+            path: args.plot.display().to_string(),
+            reason: format!("cannot be written: {e}"),
+        })?;
     let db = Database::new();
     let bars = MultiProgress::new();
     let load = bars.add(ProgressBar::new(args.rows));

@@ -274,3 +274,17 @@ fn primary_refuses_a_used_difference_directory_without_resume() {
         "{stderr}"
     );
 }
+
+/// A plot path that cannot be written is refused before the demo loads anything.
+#[test]
+fn demo_checks_its_plot_path_before_the_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["demo", "--plot", "/nonexistent-dir/plot.svg"])
+        .output()
+        .expect("run kirikae");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent-dir/plot.svg"), "{stderr}");
+    // The default demo loads 1M rows first; refusing must not wait for that.
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
