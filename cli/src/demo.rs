@@ -2,6 +2,7 @@
 //! restructured online in the middle of the run (a new column, and msisdn from text to
 //! integer), with live progress, a final report, and a throughput-over-time plot.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,9 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     load.set_style(style(
         "load      [{bar:40}] {pos}/{len} subscribers {per_sec}",
     ));
+    if !std::io::stderr().is_terminal() {
+        eprintln!("loading {} subscribers", args.rows);
+    }
     let started = Instant::now();
     workload::load_subscribers(&db, args.rows, &|n| load.set_position(n))?;
     load.finish();
@@ -103,7 +107,24 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
             ..RestructureOptions::default()
         },
     };
+    // Bars are invisible when stderr is not a terminal (a log file, CI): then progress
+    // goes there as a plain line a second.
+    let plain = !std::io::stderr().is_terminal();
+    let mut next_line_s = 0.0;
     let result = scenario::run(&db, &config, &mut |tick| {
+        if plain && tick.sample.t_s >= next_line_s {
+            next_line_s = tick.sample.t_s.floor() + 1.0;
+            let restructure = tick.restructure.as_ref().map_or(String::new(), |p| {
+                format!(
+                    "  {:?}: copied {}/{}, {} RIDs in the lock history, round {}",
+                    p.phase, p.rows_copied, p.rows_total, p.history, p.round
+                )
+            });
+            eprintln!(
+                "{:>6.1}s {:>10.0} ops/s  {}{restructure}",
+                tick.sample.t_s, tick.sample.ops_per_s, phase_names[tick.sample.phase]
+            );
+        }
         live.set_message(format!(
             "{:>10.0} ops/s   t={:>5.1}s   {}",
             tick.sample.ops_per_s, tick.sample.t_s, phase_names[tick.sample.phase]
