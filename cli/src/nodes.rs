@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -112,7 +114,8 @@ pub struct PrimaryArgs {
     /// Operations per second over all sessions (default: as fast as possible).
     #[arg(long, value_parser = crate::arg_ranges::rate)]
     rate: Option<f64>,
-    /// How long to run (0: until killed).
+    /// How long to run (0: until SIGINT or SIGTERM, which end the run with the same
+    /// final report).
     #[arg(long, default_value_t = 5.0, value_parser = crate::arg_ranges::seconds)]
     seconds: f64,
 }
@@ -163,6 +166,11 @@ pub fn load_rules(path: Option<&PathBuf>) -> Result<RuleSet, CliError> {
 pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     let rules = load_rules(args.rules.as_ref())?;
     check_difference_dir(&args.difference_dir, args.resume)?;
+    // SIGINT and SIGTERM end the traffic; the final wait and report still happen.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| CliError::Usage(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
     let db = Database::new();
     telecom::create_tables(&db, args.subscribers)?;
     let replicator = Replicator::start(
@@ -195,8 +203,15 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     }
     .start(&db);
     let started = Instant::now();
-    while args.seconds <= 0.0 || started.elapsed().as_secs_f64() < args.seconds {
-        std::thread::sleep(Duration::from_millis(500));
+    let tick = Duration::from_millis(500);
+    while !interrupted.load(Ordering::SeqCst)
+        && (args.seconds <= 0.0 || started.elapsed().as_secs_f64() < args.seconds)
+    {
+        // Short sleeps, so that a signal ends the run promptly.
+        let slept = Instant::now();
+        while slept.elapsed() < tick && !interrupted.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for e in events.try_iter() {
             say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
         }
@@ -213,6 +228,9 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         std::io::stdout().flush().ok();
     }
     let report = traffic.stop();
+    if interrupted.load(Ordering::SeqCst) {
+        say!("interrupted: stopping the traffic");
+    }
     let m = replicator.metrics();
     say!(
         "traffic stopped; waiting up to 30 s for the peer to acknowledge up to {} (acked {})",

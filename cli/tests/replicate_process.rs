@@ -271,3 +271,55 @@ fn a_primary_killed_while_degraded_leaves_a_readable_difference_file() {
         assert!(!r.operations.is_empty() || r.mode == kirikae::replicate::Mode::Skip);
     }
 }
+
+/// `kirikae primary --seconds 0` runs until SIGTERM, then stops its traffic, waits for
+/// the peer and prints the same final report as a timed run (exit 0: caught up).
+#[test]
+fn sigterm_ends_a_primary_with_its_final_report() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let diff = tempfile::tempdir().expect("tempdir");
+    let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args([
+            "primary",
+            "--peer",
+            &peer.addr.to_string(),
+            "--seconds",
+            "0",
+        ])
+        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
+        .arg("--difference-dir")
+        .arg(diff.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kirikae primary");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    // Its first status line: traffic is running (every line arrives within a second).
+    while !seen.contains(" ops ") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).expect("read") > 0,
+            "ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("the rest");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}: {seen}{rest}");
+    assert!(rest.contains("interrupted"), "{rest}");
+    let report: serde_json::Value = rest
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON report in {rest:?}"));
+    assert_eq!(report["caught_up"], serde_json::Value::Bool(true), "{rest}");
+    assert!(report["ops"].as_u64().unwrap_or(0) > 0, "{rest}");
+    peer.finish();
+}
