@@ -167,3 +167,28 @@ fn a_valid_checksum_over_garbage_is_a_decode_error() {
         Err(WireError::Decode { offset: 0, .. })
     ));
 }
+
+/// The bytes of every message kind, pinned: a reordered enum (here or in the engine's
+/// `Value` and `Operation`) or a changed field would silently break mixed-version
+/// peers. If this fails on purpose, bump `PROTOCOL_VERSION` and update the bytes.
+#[test]
+fn the_wire_encoding_is_pinned() {
+    let hex: String = stream(&all_messages())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, GOLDEN_STREAM, "the wire encoding changed");
+}
+
+/// `stream(&all_messages())`, hex: per frame, length and CRC-32 (little-endian), then
+/// the postcard payload.
+const GOLDEN_STREAM: &str = concat!(
+    "0e00000036236b55000103097072696d6172792d61293200000010345926012a",
+    "030202000a7375627363726962657202040f3434303130313233343536373839",
+    "30020a020773657373696f6e0102120130000000522c848d022b0302000a7375",
+    "627363726962657202040f343430313031323334353637383930020a02077365",
+    "7373696f6e010212090000006a316d1b032b02effdb6f50d0705000000355e2c",
+    "f0092a020102100000004badfd92042c0d6475706c6963617465206b65790200",
+    "0000fa1f1290052b020000009ad95b25062c02000000787d24a2072b03000000",
+    "8ab7a7e808032c",
+);
