@@ -412,3 +412,100 @@ fn sync_commits_while_the_peer_is_down_follow_their_rule() {
     );
     assert_eq!(records[0].seq, 1);
 }
+
+/// A peer that completes the handshake, keeps sending heartbeats, and never reads
+/// again: the socket buffers fill and the link thread's write blocks. Without a write
+/// timeout that thread (which also ticks the link) stopped for good, so nothing ever
+/// noticed; now the write gives up after the peer timeout, the link degrades, and
+/// commits keep returning.
+#[test]
+fn a_peer_that_stops_reading_degrades_the_link_instead_of_freezing_it() {
+    use kirikae_replicate::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = Arc::clone(&done);
+    let silent_peer = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut buf = [0u8; 4096];
+        while decoder.next_message().expect("frame").is_none() {
+            let n = socket.read(&mut buf).expect("read hello");
+            assert!(n > 0, "closed before its hello");
+            decoder.push(&buf[..n]);
+        }
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            epoch: 0,
+            node: "silent".into(),
+            last_seq: 0,
+        };
+        socket
+            .write_all(&encode(&hello, MAX_FRAME_BYTES).expect("encode"))
+            .expect("answer");
+        // Never read again, but keep sending heartbeats (a peer whose reader is stuck
+        // while its writer lives): only the blocked write can tell.
+        while !done2.load(Ordering::SeqCst) {
+            let beat = Message::Heartbeat {
+                epoch: 0,
+                last_seq: 0,
+            };
+            if socket
+                .write_all(&encode(&beat, MAX_FRAME_BYTES).expect("encode"))
+                .is_err()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+
+    let primary = database();
+    let blobs = Schema::new(
+        vec![
+            Column::new("k", ColumnType::Int),
+            Column::new("b", ColumnType::Bytes),
+        ],
+        &["k"],
+    )
+    .expect("schema");
+    primary.create_table("blob", blobs).expect("blob");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rep = replicator(&primary, addr, "async", dir.path());
+    assert!(
+        rep.wait_duplex(Duration::from_secs(5)),
+        "handshake with the silent peer"
+    );
+    let events = rep.events();
+    let session = primary.session(SessionInfo::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut k = 0i64;
+    let reason = 'found: loop {
+        // 64 KiB rows: the socket buffers fill within milliseconds, long before the
+        // link's own timers (overdue acknowledgements) could notice anything.
+        for _ in 0..100 {
+            session
+                .insert("blob", vec![k.into(), vec![7u8; 64 << 10].into()])
+                .expect("async commits never wait");
+            k += 1;
+        }
+        for e in events.try_iter() {
+            if let Event::Diverged { reason, .. } = e {
+                break 'found reason;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Diverged after {k} commits; state {:?}",
+            rep.metrics().state
+        );
+    };
+    assert!(reason.contains("write"), "{reason}");
+    assert_eq!(rep.metrics().state, Some(LinkState::Degraded));
+    // Commits go on, into the difference file.
+    session.insert(T, row(k, k)).expect("commit while degraded");
+    done.store(true, Ordering::SeqCst);
+    silent_peer.join().expect("silent peer");
+}

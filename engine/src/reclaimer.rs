@@ -283,8 +283,11 @@ mod tests {
         drop(old);
         wait_until("freed", || dropped_on.lock().is_some());
         assert_eq!(dropped_on.lock().as_deref(), Some(RECLAIMER));
-        let stats = db.reclaim_stats();
-        assert_eq!((stats.tables_freed, stats.pending), (1, 0));
+        // Counted once the teardown has returned, a moment after the spy's drop.
+        wait_until("counted", || {
+            let stats = db.reclaim_stats();
+            (stats.tables_freed, stats.pending) == (1, 0)
+        });
         // The new table serves.
         let s = db.session(SessionInfo::default());
         s.insert("t", vec![Value::Int(1)])
@@ -316,7 +319,7 @@ mod tests {
         tx.commit().expect("commit on the detached table");
         wait_until("freed", || dropped_on.lock().is_some());
         assert_eq!(dropped_on.lock().as_deref(), Some(RECLAIMER));
-        assert_eq!(db.reclaim_stats().tables_freed, 1);
+        wait_until("counted", || db.reclaim_stats().tables_freed == 1);
     }
 
     #[test]

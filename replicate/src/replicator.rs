@@ -441,10 +441,22 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     stream
         .set_nodelay(true)
         .map_err(|e| network("connect to", e))?;
-    let (hello, max) = {
+    let (hello, max, peer_timeout) = {
         let core = shared.core.lock();
-        (core.link.hello(), core.link.config().max_frame_bytes)
+        let config = core.link.config();
+        (
+            core.link.hello(),
+            config.max_frame_bytes,
+            config.peer_timeout,
+        )
     };
+    // A peer that accepts and then stops reading (hung, or paused with SIGSTOP) must
+    // not block this thread in a write: it also ticks the link, and a frozen link
+    // never notices the missing heartbeats, so sync commits would wait forever. A
+    // write that cannot finish within the peer timeout ends the connection instead.
+    stream
+        .set_write_timeout(Some(peer_timeout.max(Duration::from_millis(1))))
+        .map_err(|e| network("connect to", e))?;
     stream
         .write_all(&encode(&hello, max)?)
         .map_err(|e| network("greet", e))?;

@@ -13,8 +13,24 @@ impl Job {
     pub(crate) fn synchronize(&mut self) -> Result<()> {
         let mut best = u64::MAX;
         let mut stuck = 0u32;
+        // Once writers are throttled, every round is a held one: an unheld round in
+        // between would give writers a free run of unbounded length (on a busy
+        // machine the history then never shrinks). Writers still get as much time
+        // as they were held.
+        let mut throttling = false;
         loop {
             self.shared.checkpoint()?;
+            if throttling {
+                if self.out_of_rounds() {
+                    return Err(self.not_converging());
+                }
+                if self.throttled_round()?
+                    || self.next_round_estimate() <= self.options.max_stall / 4
+                {
+                    return Ok(());
+                }
+                continue;
+            }
             self.round()?;
             // The final drain must fit in the stall budget together with waiting for
             // in-flight writers and the switch itself: aim for a quarter of it.
@@ -28,30 +44,38 @@ impl Job {
             } else {
                 stuck += 1;
             }
-            let journal_full = matches!(&self.tracker,
-                Tracker::Journal(j) if j.bytes() > self.options.journal_bytes_max);
-            let out_of_rounds = self.rounds >= self.options.max_rounds || journal_full;
+            let out_of_rounds = self.out_of_rounds();
             if stuck >= self.options.stall_rounds || out_of_rounds {
                 match self.options.on_non_convergence {
                     NonConvergence::KeepGoing if !out_of_rounds => {}
                     // Writers outpace the sync: alternate held rounds (each within the
                     // stall budget) with unheld ones until the history fits.
                     NonConvergence::ThrottleWriters if !out_of_rounds => {
+                        throttling = true;
                         // A held round that drained everything leaves only what
                         // in-flight writers added: the switch can drain that.
                         if self.throttled_round()? {
                             return Ok(());
                         }
                     }
-                    _ => {
-                        return Err(RestructureError::NotConverging {
-                            table: self.shared.table.clone(),
-                            rounds: self.rounds,
-                            history: pending,
-                        })
-                    }
+                    _ => return Err(self.not_converging()),
                 }
             }
+        }
+    }
+
+    /// Past `max_rounds`, or (journal baseline) past `journal_bytes_max`.
+    fn out_of_rounds(&self) -> bool {
+        let journal_full = matches!(&self.tracker,
+            Tracker::Journal(j) if j.bytes() > self.options.journal_bytes_max);
+        self.rounds >= self.options.max_rounds || journal_full
+    }
+
+    fn not_converging(&self) -> RestructureError {
+        RestructureError::NotConverging {
+            table: self.shared.table.clone(),
+            rounds: self.rounds,
+            history: self.pending(),
         }
     }
 
