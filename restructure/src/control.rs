@@ -31,9 +31,11 @@ pub enum Strategy {
 pub enum NonConvergence {
     /// Keep running rounds (up to `max_rounds`).
     KeepGoing,
-    /// Alternate rounds run with new writers held (each bounded by `max_stall`, and
-    /// followed by at least as long with writers running) with ordinary rounds, until
-    /// the history fits the stall budget or `max_rounds` is reached.
+    /// From then on, every round runs with new writers held (each bounded by
+    /// `max_stall`), each followed by writers running for as long as the hold, or
+    /// for half as long again whenever a held round did not shrink the history (down
+    /// to 1/16 of it), until the history fits the stall budget or `max_rounds` is
+    /// reached. Writers are never held longer than `max_stall` at a time.
     ThrottleWriters,
     /// Give up with [`RestructureError::NotConverging`].
     Abort,

@@ -9,14 +9,20 @@ use crate::error::{RestructureError, Result};
 use crate::job::{Job, Tracker};
 use crate::report::{HoldEnd, HoldKind};
 
+/// The least time writers get after a throttled round, as a share of the hold.
+const MIN_WRITERS_SHARE: f64 = 1.0 / 16.0;
+
 impl Job {
     pub(crate) fn synchronize(&mut self) -> Result<()> {
         let mut best = u64::MAX;
         let mut stuck = 0u32;
-        // Once writers are throttled, every round is a held one: an unheld round in
-        // between would give writers a free run of unbounded length (on a busy
-        // machine the history then never shrinks). Writers still get as much time
-        // as they were held.
+        // Writers' time after each held round, as a share of the hold. Halved whenever
+        // a held round leaves more pending than it found (writers outpace it, e.g. on a
+        // busy machine), so that throttling always converges; writers are never
+        // stopped for longer than `max_stall` at a time.
+        let mut writers_share = 1.0f64;
+        // Once throttling, every round is a held one: an unheld round lets writers add
+        // as much as it applies.
         let mut throttling = false;
         loop {
             self.shared.checkpoint()?;
@@ -24,10 +30,14 @@ impl Job {
                 if self.out_of_rounds() {
                     return Err(self.not_converging());
                 }
-                if self.throttled_round()?
+                let before = self.pending();
+                if self.throttled_round(writers_share)?
                     || self.next_round_estimate() <= self.options.max_stall / 4
                 {
                     return Ok(());
+                }
+                if self.pending() >= before {
+                    writers_share = (writers_share / 2.0).max(MIN_WRITERS_SHARE);
                 }
                 continue;
             }
@@ -54,7 +64,7 @@ impl Job {
                         throttling = true;
                         // A held round that drained everything leaves only what
                         // in-flight writers added: the switch can drain that.
-                        if self.throttled_round()? {
+                        if self.throttled_round(writers_share)? {
                             return Ok(());
                         }
                     }
@@ -81,10 +91,9 @@ impl Job {
 
     /// A round during which new writers wait, so that they cannot add to the history
     /// while it is applied; in-flight writers keep going. It stops at `max_stall`
-    /// (what is left stays pending), and writers then run at least as long as they
-    /// were held before anything holds them again. Returns whether it drained
-    /// everything.
-    fn throttled_round(&mut self) -> Result<bool> {
+    /// (what is left stays pending), and writers then run for `writers_share` of the
+    /// hold before anything holds them again. Returns whether it drained everything.
+    fn throttled_round(&mut self, writers_share: f64) -> Result<bool> {
         self.rest_before_hold()?;
         let held_at = Instant::now();
         let hold = self.db.hold_writers(&self.shared.table)?;
@@ -98,7 +107,7 @@ impl Job {
         self.note_hold(HoldKind::ThrottledRound, end, held_at);
         let round = round?;
         // The rest comes first: writers go before anything else runs here.
-        self.shared.nap(held_at.elapsed())?;
+        self.shared.nap(held_at.elapsed().mul_f64(writers_share))?;
         let complete = round.complete;
         self.put_back(round.left);
         Ok(complete)
