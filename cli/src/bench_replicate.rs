@@ -134,6 +134,29 @@ fn link_config() -> LinkConfig {
     }
 }
 
+/// A link that notices an outage quickly: the catch-up measurement and the demo stop
+/// the peer on purpose.
+pub fn outage_link_config() -> LinkConfig {
+    LinkConfig {
+        peer_timeout: Duration::from_millis(300),
+        reconnect_max: Duration::from_millis(100),
+        ..LinkConfig::default()
+    }
+}
+
+/// Starts replicating `primary` and waits (up to 10 s) until the link is in step, so
+/// that the first commits do not find the peer still connecting.
+pub fn start_in_step(primary: &Database, config: ReplicatorConfig) -> Result<Replicator, CliError> {
+    let peer = config.peer;
+    let replicator = Replicator::start(primary, config)?;
+    if !replicator.wait_duplex(Duration::from_secs(10)) {
+        return Err(CliError::Usage(format!(
+            "the peer at {peer} did not answer within 10 s"
+        )));
+    }
+    Ok(replicator)
+}
+
 struct Pair {
     primary: Database,
     replicator: Replicator,
@@ -167,7 +190,7 @@ fn pair(
         },
     )?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
-    let replicator = Replicator::start(
+    let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
             peer: proxy.local_addr(),
@@ -177,12 +200,6 @@ fn pair(
             difference: DifferenceOptions::default(),
         },
     )?;
-    if !replicator.wait_duplex(Duration::from_secs(10)) {
-        return Err(CliError::Usage(format!(
-            "the peer at {} did not answer within 10 s",
-            proxy.local_addr()
-        )));
-    }
     Ok(Pair {
         primary,
         replicator,
@@ -263,25 +280,16 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
     };
     let peer = Peer::start(fresh(args.subscribers)?, "127.0.0.1:0", peer_config())?;
     let addr = peer.local_addr();
-    let replicator = Replicator::start(
+    let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
             peer: addr,
             rules: rules("ordered")?,
-            link: LinkConfig {
-                peer_timeout: Duration::from_millis(300),
-                reconnect_max: Duration::from_millis(100),
-                ..LinkConfig::default()
-            },
+            link: outage_link_config(),
             difference_dir: dir.path().to_owned(),
             difference: DifferenceOptions::default(),
         },
     )?;
-    if !replicator.wait_duplex(Duration::from_secs(10)) {
-        return Err(CliError::Usage(format!(
-            "the peer at {addr} did not answer within 10 s"
-        )));
-    }
     let events = replicator.events();
     let running = traffic(args, Some(args.catchup_rate)).start(&primary);
     std::thread::sleep(Duration::from_millis(500));

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar};
 use kirikae::engine::Database;
-use kirikae::replicate::{
-    DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig, RuleSet,
-};
+use kirikae::replicate::{DifferenceOptions, Peer, PeerConfig, ReplicatorConfig, RuleSet};
 use kirikae_workload::telecom::{self, Traffic};
 
+use crate::bench_replicate::{outage_link_config, start_in_step};
 use crate::nodes::{checksums, MIXED_RULES};
 use crate::CliError;
 
@@ -44,27 +43,18 @@ pub fn run(
         .as_ref()
         .map(Peer::local_addr)
         .ok_or(CliError::Usage("no peer".into()))?;
-    let replicator = Replicator::start(
+    // In step before traffic: otherwise the first commits find the peer still
+    // connecting and are reported as diverged ("peer is down").
+    let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
             peer: addr,
             rules: RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
-            link: LinkConfig {
-                peer_timeout: Duration::from_millis(300),
-                reconnect_max: Duration::from_millis(100),
-                ..LinkConfig::default()
-            },
+            link: outage_link_config(),
             difference_dir: diff_dir.path().to_owned(),
             difference: DifferenceOptions::default(),
         },
     )?;
-    // Without this, the first commits find the peer still connecting and are
-    // reported as diverged ("peer is down") although nothing went wrong.
-    if !replicator.wait_duplex(Duration::from_secs(10)) {
-        return Err(CliError::Usage(format!(
-            "the peer at {addr} did not answer within 10 s"
-        )));
-    }
     let events = replicator.events();
     let traffic = Traffic {
         sessions,
