@@ -16,31 +16,8 @@ impl Job {
     pub(crate) fn synchronize(&mut self) -> Result<()> {
         let mut best = u64::MAX;
         let mut stuck = 0u32;
-        // Writers' time after each held round, as a share of the hold. Halved whenever
-        // a held round leaves more pending than it found (writers outpace it, e.g. on a
-        // busy machine), so that throttling always converges; writers are never
-        // stopped for longer than `max_stall` at a time.
-        let mut writers_share = 1.0f64;
-        // Once throttling, every round is a held one: an unheld round lets writers add
-        // as much as it applies.
-        let mut throttling = false;
         loop {
             self.shared.checkpoint()?;
-            if throttling {
-                if self.out_of_rounds() {
-                    return Err(self.not_converging());
-                }
-                let before = self.pending();
-                if self.throttled_round(writers_share)?
-                    || self.next_round_estimate() <= self.options.max_stall / 4
-                {
-                    return Ok(());
-                }
-                if self.pending() >= before {
-                    writers_share = (writers_share / 2.0).max(MIN_WRITERS_SHARE);
-                }
-                continue;
-            }
             self.round()?;
             // The final drain must fit in the stall budget together with waiting for
             // in-flight writers and the switch itself: aim for a quarter of it.
@@ -58,18 +35,38 @@ impl Job {
             if stuck >= self.options.stall_rounds || out_of_rounds {
                 match self.options.on_non_convergence {
                     NonConvergence::KeepGoing if !out_of_rounds => {}
-                    // Writers outpace the sync: alternate held rounds (each within the
-                    // stall budget) with unheld ones until the history fits.
+                    // Writers outpace the sync.
                     NonConvergence::ThrottleWriters if !out_of_rounds => {
-                        throttling = true;
-                        // A held round that drained everything leaves only what
-                        // in-flight writers added: the switch can drain that.
-                        if self.throttled_round(writers_share)? {
-                            return Ok(());
-                        }
+                        return self.throttle_writers()
                     }
                     _ => return Err(self.not_converging()),
                 }
+            }
+        }
+    }
+
+    /// Held rounds only (an unheld round lets writers add as much as it applies), each
+    /// within `max_stall`, until the history fits the stall budget. Writers run after
+    /// each for a share of the hold: all of it at first, halved whenever a held round
+    /// leaves more pending than it found (writers still outpace it, e.g. on a busy
+    /// machine), down to [`MIN_WRITERS_SHARE`], so that throttling converges.
+    fn throttle_writers(&mut self) -> Result<()> {
+        let mut writers_share = 1.0f64;
+        loop {
+            self.shared.checkpoint()?;
+            if self.out_of_rounds() {
+                return Err(self.not_converging());
+            }
+            let before = self.pending();
+            // A held round that drained everything leaves only what in-flight writers
+            // added: the switch can drain that.
+            if self.throttled_round(writers_share)?
+                || self.next_round_estimate() <= self.options.max_stall / 4
+            {
+                return Ok(());
+            }
+            if self.pending() >= before {
+                writers_share = (writers_share / 2.0).max(MIN_WRITERS_SHARE);
             }
         }
     }
