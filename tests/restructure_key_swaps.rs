@@ -19,8 +19,7 @@ use std::thread::JoinHandle;
 use common::{plans, setup, TABLE};
 use kirikae::engine::{Database, EngineError, Key, SessionInfo, Table, Transaction, Value};
 use kirikae::restructure::{
-    start, tables_agree, CompiledTransform, RestructureOptions, RestructureReport,
-    Strategy as SyncStrategy, Transform,
+    start, tables_agree, CompiledTransform, RestructureOptions, RestructureReport, Transform,
 };
 use proptest::prelude::*;
 
@@ -260,11 +259,7 @@ fn run(c: &Case) -> (RestructureReport, u64) {
     let verdict = Arc::new(parking_lot::Mutex::new(None));
     let (seen, flag) = (Arc::clone(&verdict), Arc::clone(&switched));
     let options = RestructureOptions {
-        strategy: if c.journal {
-            SyncStrategy::Journal
-        } else {
-            SyncStrategy::LockHistory
-        },
+        strategy: common::strategy(c.journal),
         chunk_rows: c.chunk_rows,
         // A slow copy, so that many permutations land on records already copied.
         rate_limit_rows_per_s: Some(100_000),

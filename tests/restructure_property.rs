@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use common::{balance_column, key_for, plans, row_for, setup, Writers, TABLE};
 use kirikae::engine::{SessionInfo, Value};
-use kirikae::restructure::{
-    start, tables_agree, RestructureOptions, Strategy as SyncStrategy, Transform,
-};
+use kirikae::restructure::{start, tables_agree, RestructureOptions, Transform};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -98,11 +96,7 @@ fn run(c: Case) {
     let agreed = Arc::new(AtomicBool::new(false));
     let seen = Arc::clone(&agreed);
     let options = RestructureOptions {
-        strategy: if c.journal {
-            SyncStrategy::Journal
-        } else {
-            SyncStrategy::LockHistory
-        },
+        strategy: common::strategy(c.journal),
         chunk_rows: c.chunk_rows,
         verify: true,
         duty_cycle: 1.0,

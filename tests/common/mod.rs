@@ -8,9 +8,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kirikae::engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
-use kirikae::restructure::{Conversion, Plan, Step};
+use kirikae::restructure::{Conversion, Plan, Step, Strategy};
 
 pub const TABLE: &str = "acct";
+
+/// The strategy a property case drew: the journal baseline or the lock history.
+pub fn strategy(journal: bool) -> Strategy {
+    if journal {
+        Strategy::Journal
+    } else {
+        Strategy::LockHistory
+    }
+}
 
 /// id (int, key), name (text), balance (int), code (numeric text, unique).
 pub fn schema() -> Schema {
