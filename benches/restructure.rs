@@ -50,7 +50,7 @@ fn copy_rate(c: &mut Criterion) {
     let mut group = c.benchmark_group("restructure_idle_table");
     group.throughput(Throughput::Elements(ROWS));
     group.sample_size(10);
-    for plan_name in ["add-column", "msisdn-to-int", "reorganize"] {
+    for plan_name in ["demo", "add-column", "msisdn-to-int", "reorganize"] {
         let plan = workload::subscriber_plan(plan_name).expect("plan");
         group.bench_function(plan_name, |b| {
             b.iter_batched(

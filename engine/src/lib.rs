@@ -60,10 +60,12 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bulk_load;
 mod catalog;
 mod database;
 mod error;
 mod hooks;
+mod index;
 mod key;
 mod lock;
 mod reclaimer;
@@ -79,6 +81,7 @@ mod txn_tests;
 mod value;
 mod writer_gate;
 
+pub use bulk_load::{BulkLoad, Displaced};
 pub use database::{Database, EngineConfig, Session, WriterHold, WriterHolds};
 pub use error::{EngineError, HookError, Result};
 pub use hooks::{CommitGate, CommitRequest, GateNote, Operation, OperationKind, WriteObserver};
@@ -88,6 +91,6 @@ pub use rid::Rid;
 pub use schema::{Column, Row, RowRef, Schema};
 pub use session::SessionInfo;
 pub use snapshot::{SnapshotStats, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
-pub use table::Table;
+pub use table::{Table, KEYS_PER_SHARD};
 pub use txn::Transaction;
 pub use value::{ColumnType, Value};

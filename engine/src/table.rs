@@ -8,20 +8,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use dashmap::DashMap;
 
+use crate::bulk_load::BulkLoad;
 use crate::error::{EngineError, Result};
 use crate::hooks::WriteObserver;
+use crate::index::{Entry, KeyIndex};
 use crate::key::Key;
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef, Schema};
 use crate::slots::{SlotArray, SlotState};
 use crate::writer_gate::WriterGate;
 
-/// The primary-key index: key to RID.
-pub(crate) type Index = DashMap<Key, Rid, ahash::RandomState>;
-
 static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Keys per index shard a presized table aims at: a shard of 4096 keys (8192 buckets
+/// of 41 bytes for a one-column key) is about 330 KB, under a core's L2 cache.
+pub const KEYS_PER_SHARD: usize = 4096;
+/// Fewest index shards: enough for a few writer threads to rarely meet.
+const MIN_SHARDS: usize = 16;
+/// Most index shards (each empty shard costs a cache line or two).
+const MAX_SHARDS: usize = 1 << 14;
 
 /// `ArcSwapOption` needs a sized pointee.
 struct ObserverCell(Arc<dyn WriteObserver>);
@@ -39,7 +45,7 @@ pub struct Table {
     name: String,
     schema: Arc<Schema>,
     pub(crate) slots: SlotArray,
-    pub(crate) index: Index,
+    pub(crate) index: KeyIndex,
     observer: ArcSwapOption<ObserverCell>,
     pub(crate) gate: WriterGate,
     /// Committed records.
@@ -64,13 +70,20 @@ impl Table {
 
     /// An empty table whose index has room for `records` keys without rehashing
     /// (e.g. a restructure's new table, sized like the old one).
+    ///
+    /// A large capacity also gets more index shards, about one per
+    /// [`KEYS_PER_SHARD`] keys: each shard's table then fits in a core's cache while a
+    /// [`BulkLoad`] fills it, and writers contend less.
     pub fn with_capacity(name: impl Into<String>, schema: Schema, records: usize) -> Table {
+        let shards = (records / KEYS_PER_SHARD)
+            .next_power_of_two()
+            .clamp(MIN_SHARDS, MAX_SHARDS);
         Table {
             id: NEXT_TABLE_ID.fetch_add(1, Ordering::Relaxed),
             name: name.into(),
             schema: Arc::new(schema),
             slots: SlotArray::new(),
-            index: DashMap::with_capacity_and_hasher(records, ahash::RandomState::new()),
+            index: KeyIndex::new(records, shards),
             observer: ArcSwapOption::empty(),
             gate: WriterGate::new(),
             live: AtomicU64::new(0),
@@ -119,7 +132,7 @@ impl Table {
 
     /// The committed record with primary key `key`, and its RID.
     pub fn get_with_rid(&self, key: &Key) -> Option<(Rid, RowRef)> {
-        let rid = *self.index.get(key)?;
+        let rid = self.index.get(key)?;
         let st = self.slots.get(rid)?.latch();
         let row = st.committed.clone()?;
         // An entry pointing at an unlocked record is exact (transactions fix the index
@@ -201,8 +214,24 @@ impl Table {
     }
 
     /// Takes the table apart for the reclaimer: its slot segments and its index.
-    pub(crate) fn into_storage(self) -> (Vec<Box<[crate::slots::Slot]>>, Index) {
+    pub(crate) fn into_storage(self) -> (Vec<Box<[crate::slots::Slot]>>, KeyIndex) {
         (self.slots.into_segments(), self.index)
+    }
+
+    /// Maintenance: starts loading records in bulk (see [`BulkLoad`]), expecting about
+    /// `records` of them. For tables not yet published (no concurrent transactions,
+    /// no other maintenance call until the load is finished).
+    pub fn bulk_load(self: &Arc<Self>, records: usize) -> BulkLoad {
+        BulkLoad::new(Arc::clone(self), records)
+    }
+
+    /// Empties the slot of a record that was never indexed and frees its RID.
+    pub(crate) fn remove_unindexed(&self, rid: Rid) {
+        let taken = self.slots.get(rid).and_then(|s| s.latch().committed.take());
+        if taken.is_some() {
+            self.count_live(-1);
+            self.slots.release(rid);
+        }
     }
 
     fn error_duplicate(&self, key: Key) -> EngineError {
@@ -219,8 +248,8 @@ impl Table {
         self.schema.validate_row(&self.name, &row)?;
         let key = self.schema.key_of(&row);
         match self.index.entry(key) {
-            dashmap::Entry::Occupied(o) => Err(self.error_duplicate(o.key().clone())),
-            dashmap::Entry::Vacant(v) => {
+            Entry::Occupied(o) => Err(self.error_duplicate(o.key().clone())),
+            Entry::Vacant(v) => {
                 let (rid, slot) = self.slots.allocate().ok_or(EngineError::TableFull {
                     table: self.name.clone(),
                     capacity: SlotArray::capacity(),
@@ -240,8 +269,8 @@ impl Table {
         self.schema.validate_row(&self.name, &row)?;
         let key = self.schema.key_of(&row);
         match self.index.entry(key) {
-            dashmap::Entry::Occupied(o) => Err(self.error_duplicate(o.key().clone())),
-            dashmap::Entry::Vacant(v) => {
+            Entry::Occupied(o) => Err(self.error_duplicate(o.key().clone())),
+            Entry::Vacant(v) => {
                 let slot = self
                     .slots
                     .claim_exact(rid)
@@ -272,12 +301,12 @@ impl Table {
         let old_key = self.schema.key_of(&old_row);
         if old_key != new_key {
             match self.index.entry(new_key) {
-                dashmap::Entry::Occupied(o) => return Err(self.error_duplicate(o.key().clone())),
-                dashmap::Entry::Vacant(v) => {
+                Entry::Occupied(o) => return Err(self.error_duplicate(o.key().clone())),
+                Entry::Vacant(v) => {
                     v.insert(rid);
                 }
             }
-            self.index.remove_if(&old_key, |_, r| *r == rid);
+            self.index.remove_if(&old_key, rid);
         }
         if let Some(slot) = self.slots.get(rid) {
             set_committed(&mut slot.latch(), row);
@@ -290,8 +319,7 @@ impl Table {
     pub fn remove(&self, rid: Rid) -> Option<RowRef> {
         let slot = self.slots.get(rid)?;
         let old = slot.latch().committed.take()?;
-        self.index
-            .remove_if(&self.schema.key_of(&old), |_, r| *r == rid);
+        self.index.remove_if(&self.schema.key_of(&old), rid);
         self.count_live(-1);
         self.slots.release(rid);
         Some(old)

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use dashmap::Entry;
+use crate::index::Entry;
 use smallvec::SmallVec;
 
 use crate::database::{DbInner, GateCell};
@@ -112,7 +112,7 @@ impl<'s> Transaction<'s> {
             None => self.db.catalog.get(table)?,
         };
         t.schema().validate_key(t.name(), key)?;
-        let Some(rid) = t.index.get(key).map(|r| *r) else {
+        let Some(rid) = t.index.get(key) else {
             return Ok(None);
         };
         let Some(slot) = t.slots.get(rid) else {
@@ -153,7 +153,7 @@ impl<'s> Transaction<'s> {
                     break rid;
                 }
                 Entry::Occupied(mut o) => {
-                    let rid = *o.get();
+                    let rid = o.get();
                     let Some(slot) = t.slots.get(rid) else {
                         o.remove();
                         continue;
@@ -375,7 +375,7 @@ impl<'s> Transaction<'s> {
     fn lock_key(&mut self, ti: usize, t: &Table, key: &Key) -> Result<Option<(Rid, RowRef)>> {
         let mut deadline = None;
         loop {
-            let Some(rid) = t.index.get(key).map(|r| *r) else {
+            let Some(rid) = t.index.get(key) else {
                 return Ok(None);
             };
             let Some(slot) = t.slots.get(rid) else {
@@ -455,7 +455,7 @@ impl<'s> Transaction<'s> {
                     break;
                 }
                 Entry::Occupied(mut o) => {
-                    let other = *o.get();
+                    let other = o.get();
                     if other == rid {
                         return Ok(());
                     }
@@ -567,10 +567,7 @@ impl<'s> Transaction<'s> {
         }
         for (wi, k) in &stale {
             let w = &self.writes[*wi];
-            self.entered[w.table]
-                .0
-                .index
-                .remove_if(k, |_, r| *r == w.rid);
+            self.entered[w.table].0.index.remove_if(k, w.rid);
         }
         self.release_all();
     }
@@ -591,7 +588,7 @@ impl<'s> Transaction<'s> {
             let t = &self.entered[w.table].0;
             for k in &w.claimed {
                 if w.original_key.as_ref() != Some(k) {
-                    t.index.remove_if(k, |_, r| *r == w.rid);
+                    t.index.remove_if(k, w.rid);
                 }
             }
         }

@@ -32,7 +32,7 @@ impl Job {
                 break;
             };
             for (rid, row) in rows.iter().filter(|(rid, _)| rid.0 < bound) {
-                self.twin.apply(&self.old, *rid, Some(row))?;
+                self.twin.copy(&self.old, *rid, row)?;
                 copied += 1;
                 self.pacer.step(&self.shared)?;
             }
@@ -43,6 +43,7 @@ impl Job {
                 .store(self.tracker.pending(), Ordering::Relaxed);
             self.throttle(copied, started)?;
         }
+        self.twin.finish_copy(&self.old)?;
         Ok(copied)
     }
 
