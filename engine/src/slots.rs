@@ -87,6 +87,9 @@ pub(crate) struct SlotArray {
     bound: AtomicU64,
     /// RIDs free for reuse (deleted and committed, or rolled-back inserts).
     free: Mutex<Vec<u64>>,
+    /// Length of `free`, kept under its lock, read without it: a table being filled
+    /// (a bulk load, a copy) allocates without taking the lock for every record.
+    free_len: AtomicU64,
 }
 
 /// Segment index and offset of a RID.
@@ -103,6 +106,7 @@ impl SlotArray {
             segments: std::array::from_fn(|_| OnceLock::new()),
             bound: AtomicU64::new(0),
             free: Mutex::new(Vec::new()),
+            free_len: AtomicU64::new(0),
         }
     }
 
@@ -137,8 +141,13 @@ impl SlotArray {
     /// A RID for a new record: a freed one if any, else the next never-used one.
     /// `None` when the array is full.
     pub fn allocate(&self) -> Option<(Rid, &Slot)> {
-        if let Some(rid) = self.free.lock().pop() {
-            return Some((Rid(rid), self.materialize(rid)));
+        // A RID freed concurrently with a read of 0 here is reused by a later call.
+        if self.free_len.load(Ordering::Acquire) > 0 {
+            let mut free = self.free.lock();
+            if let Some(rid) = free.pop() {
+                self.free_len.store(free.len() as u64, Ordering::Release);
+                return Some((Rid(rid), self.materialize(rid)));
+            }
         }
         let rid = self
             .bound
@@ -153,7 +162,9 @@ impl SlotArray {
     /// no index entry points to it.
     pub fn release(&self, rid: Rid) {
         debug_assert!(rid.0 < self.bound());
-        self.free.lock().push(rid.0);
+        let mut free = self.free.lock();
+        free.push(rid.0);
+        self.free_len.store(free.len() as u64, Ordering::Release);
     }
 
     /// Claims a specific RID (snapshot load); RIDs skipped over become free.
@@ -163,14 +174,16 @@ impl SlotArray {
             return None;
         }
         let bound = self.bound();
+        let mut free = self.free.lock();
         if rid.0 >= bound {
-            self.free.lock().extend((bound..rid.0).rev());
+            free.extend((bound..rid.0).rev());
             self.bound.store(rid.0 + 1, Ordering::Release);
         } else {
-            let mut free = self.free.lock();
             let pos = free.iter().position(|&r| r == rid.0)?;
             free.swap_remove(pos);
         }
+        self.free_len.store(free.len() as u64, Ordering::Release);
+        drop(free);
         Some(self.materialize(rid.0))
     }
 

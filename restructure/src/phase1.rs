@@ -31,7 +31,7 @@ impl Job {
             let Some(&(last, _)) = rows.last() else {
                 break;
             };
-            for (rid, row) in rows.iter().filter(|(rid, _)| rid.0 < bound) {
+            for (rid, row) in rows.iter().take_while(|(rid, _)| rid.0 < bound) {
                 self.twin.copy(&self.old, *rid, row)?;
                 copied += 1;
                 self.pacer.step(&self.shared)?;
