@@ -61,6 +61,9 @@ pub struct RestructureBenchArgs {
     /// Length of one slice of background work, µs (then it rests per --duty).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     pub work_slice_us: u64,
+    /// Longest the restructure may hold writers at a time, µs.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_stall_us: u64,
     /// Skip the verification pass.
     #[arg(long)]
     pub no_verify: bool,
@@ -256,6 +259,7 @@ fn run_one(
             rate_limit_rows_per_s: args.rate_limit,
             duty_cycle: args.duty,
             work_slice: Duration::from_micros(args.work_slice_us),
+            max_stall: Duration::from_micros(args.max_stall_us),
             ..RestructureOptions::default()
         },
     };
