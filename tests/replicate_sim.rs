@@ -175,7 +175,7 @@ impl Sim {
             heartbeat_every: Duration::from_millis(5),
             peer_timeout: Duration::from_millis(40),
             sync_timeout: Duration::from_millis(15),
-            window_limit: 2_000,
+            window_txns_max: 2_000,
             verify_every: 3,
             catchup_batch: 16,
             catchup_window: 64,

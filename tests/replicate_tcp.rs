@@ -420,60 +420,28 @@ fn sync_commits_while_the_peer_is_down_follow_their_rule() {
 /// commits keep returning.
 #[test]
 fn a_peer_that_stops_reading_degrades_the_link_instead_of_freezing_it() {
-    use kirikae_replicate::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
-    use std::io::{Read, Write};
-
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let done = Arc::new(AtomicBool::new(false));
-    let done2 = Arc::clone(&done);
-    let silent_peer = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().expect("accept");
-        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
-        let mut buf = [0u8; 4096];
-        while decoder.next_message().expect("frame").is_none() {
-            let n = socket.read(&mut buf).expect("read hello");
-            assert!(n > 0, "closed before its hello");
-            decoder.push(&buf[..n]);
-        }
-        let hello = Message::Hello {
-            version: PROTOCOL_VERSION,
-            epoch: 0,
-            node: "silent".into(),
-            last_seq: 0,
-        };
-        socket
-            .write_all(&encode(&hello, MAX_FRAME_BYTES).expect("encode"))
-            .expect("answer");
-        // Never read again, but keep sending heartbeats (a peer whose reader is stuck
-        // while its writer lives): only the blocked write can tell.
-        while !done2.load(Ordering::SeqCst) {
-            let beat = Message::Heartbeat {
-                epoch: 0,
-                last_seq: 0,
-            };
-            if socket
-                .write_all(&encode(&beat, MAX_FRAME_BYTES).expect("encode"))
-                .is_err()
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
-
-    let primary = database();
-    let blobs = Schema::new(
-        vec![
-            Column::new("k", ColumnType::Int),
-            Column::new("b", ColumnType::Bytes),
-        ],
-        &["k"],
-    )
-    .expect("schema");
-    primary.create_table("blob", blobs).expect("blob");
+    let (addr, done, silent_peer) = silent_peer();
+    let primary = database_with_blobs();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rep = replicator(&primary, addr, "async", dir.path());
+    let rep = Replicator::start(
+        &primary,
+        ReplicatorConfig {
+            peer: addr,
+            rules: rules("async"),
+            // Without the bound on unsent output, so that the write timeout is what
+            // ends the connection.
+            link: LinkConfig {
+                output_bytes_max: 1 << 30,
+                ..link()
+            },
+            difference_dir: dir.path().to_owned(),
+            difference: DifferenceOptions {
+                fsync: false,
+                ..DifferenceOptions::default()
+            },
+        },
+    )
+    .expect("replicator");
     assert!(
         rep.wait_duplex(Duration::from_secs(5)),
         "handshake with the silent peer"
@@ -508,4 +476,142 @@ fn a_peer_that_stops_reading_degrades_the_link_instead_of_freezing_it() {
     session.insert(T, row(k, k)).expect("commit while degraded");
     done.store(true, Ordering::SeqCst);
     silent_peer.join().expect("silent peer");
+}
+
+/// A peer that completes the handshake, keeps sending heartbeats every 10 ms, and never
+/// reads again, until `done` is set (then it closes the connection). Returns its
+/// address, `done`, and its thread.
+fn silent_peer() -> (
+    std::net::SocketAddr,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use kirikae_replicate::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = Arc::clone(&done);
+    let thread = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().expect("accept");
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut buf = [0u8; 4096];
+        while decoder.next_message().expect("frame").is_none() {
+            let n = socket.read(&mut buf).expect("read hello");
+            assert!(n > 0, "closed before its hello");
+            decoder.push(&buf[..n]);
+        }
+        let hello = Message::Hello {
+            version: PROTOCOL_VERSION,
+            epoch: 0,
+            node: "silent".into(),
+            last_seq: 0,
+        };
+        socket
+            .write_all(&encode(&hello, MAX_FRAME_BYTES).expect("encode"))
+            .expect("answer");
+        // Never read again, but keep sending heartbeats (a peer whose reader is stuck
+        // while its writer lives): only the blocked write can tell.
+        while !done2.load(Ordering::SeqCst) {
+            let beat = Message::Heartbeat {
+                epoch: 0,
+                last_seq: 0,
+            };
+            if socket
+                .write_all(&encode(&beat, MAX_FRAME_BYTES).expect("encode"))
+                .is_err()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    (addr, done, thread)
+}
+
+/// [`database`] plus a table `blob` (k int, b bytes) for rows large enough to fill
+/// socket buffers quickly.
+fn database_with_blobs() -> Database {
+    let db = database();
+    let blobs = Schema::new(
+        vec![
+            Column::new("k", ColumnType::Int),
+            Column::new("b", ColumnType::Bytes),
+        ],
+        &["k"],
+    )
+    .expect("schema");
+    db.create_table("blob", blobs).expect("blob");
+    db
+}
+
+/// The link thread is stuck in a write to a peer that stopped reading, for far longer
+/// than the sync timeout (its write timeout is the 60 s peer timeout here), so it
+/// cannot tick the link. A sync commit must still end at its own deadline (sync
+/// timeout + grace), settled by its rule as the link's timeout would settle it.
+#[test]
+fn a_sync_commit_ends_at_its_own_deadline_while_the_link_thread_is_stuck() {
+    let (addr, done, silent_peer) = silent_peer();
+    let primary = database_with_blobs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = RuleSet::parse(
+        r#"
+        default = "async"
+        [[rule]]
+        name = "accounts are sync and strict"
+        table = "acct"
+        mode = "sync"
+        when_peer_down = "fail"
+        "#,
+        "t.toml",
+    )
+    .expect("rules");
+    let rep = Replicator::start(
+        &primary,
+        ReplicatorConfig {
+            peer: addr,
+            rules,
+            link: LinkConfig {
+                peer_timeout: Duration::from_secs(60),
+                sync_timeout: Duration::from_millis(100),
+                output_bytes_max: 1 << 30,
+                ..link()
+            },
+            difference_dir: dir.path().to_owned(),
+            difference: DifferenceOptions {
+                fsync: false,
+                ..DifferenceOptions::default()
+            },
+        },
+    )
+    .expect("replicator");
+    assert!(rep.wait_duplex(Duration::from_secs(5)), "handshake");
+    let session = primary.session(SessionInfo::default());
+    // 64 MiB of async commits: more than loopback's socket buffers hold (4 MiB send,
+    // at most 32 MiB receive here), so the link thread ends up blocked in a write.
+    for k in 0..1024i64 {
+        session
+            .insert("blob", vec![k.into(), vec![7u8; 64 << 10].into()])
+            .expect("async commits never wait");
+    }
+    let started = Instant::now();
+    let err = session
+        .insert(T, row(1, 1))
+        .expect_err("no answer and the rule says fail");
+    let waited = started.elapsed();
+    // Settled by the commit's own deadline, not by the link thread's timeout tick.
+    assert!(
+        err.to_string().contains("waiter's deadline"),
+        "{err} (after {waited:?})"
+    );
+    assert_eq!(
+        session.get(T, &Key::from(1)).expect("get"),
+        None,
+        "rolled back"
+    );
+    assert_eq!(rep.metrics().state, Some(LinkState::Degraded));
+    done.store(true, Ordering::SeqCst);
+    silent_peer.join().expect("silent peer");
+    rep.shutdown();
 }

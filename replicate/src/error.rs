@@ -95,6 +95,20 @@ pub enum ReplicateError {
     /// The replicator was shut down.
     #[error("replication is shut down")]
     Shutdown,
+    /// A replication thread panicked: commits fail at once instead of waiting for a
+    /// link nobody drives. Restart the replicator.
+    #[error("replication stopped: {detail}")]
+    Poisoned {
+        /// Which thread, and its panic message.
+        detail: String,
+    },
+    /// A commit waited this long for the last stretch of a catch-up to drain (commits
+    /// pause then) and gave up.
+    #[error("commit waited {waited_ms} ms for the peer's catch-up to finish")]
+    CatchUpStalled {
+        /// How long it waited.
+        waited_ms: u64,
+    },
     /// Reading a rule file failed.
     #[error("rules {path}: {source}")]
     RulesIo {

@@ -89,10 +89,14 @@ mod difference_file_tests;
 mod digest;
 mod error;
 mod link;
+#[cfg(test)]
+mod link_tests;
 mod mode;
 mod peer;
 mod proxy;
 mod replicator;
+#[cfg(test)]
+mod replicator_tests;
 mod rules;
 #[cfg(test)]
 mod rules_tests;

@@ -92,7 +92,10 @@ pub struct LinkConfig {
     pub sync_timeout: Duration,
     /// More unacknowledged transactions than this in memory: the peer is too far
     /// behind and is treated as down.
-    pub window_limit: usize,
+    pub window_txns_max: usize,
+    /// More bytes than this written by committers and not yet taken by the shell (a
+    /// peer that reads too slowly): the peer is treated as down.
+    pub output_bytes_max: usize,
     /// Every Nth shipped (async or ordered) transaction is verified (0: none); sync
     /// transactions always are.
     pub verify_every: u64,
@@ -121,7 +124,8 @@ impl Default for LinkConfig {
             heartbeat_every: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(1),
             sync_timeout: Duration::from_millis(500),
-            window_limit: 1 << 20,
+            window_txns_max: 1 << 20,
+            output_bytes_max: 64 << 20,
             verify_every: 100,
             catchup_batch: 1024,
             catchup_window: 1 << 16,
@@ -270,6 +274,8 @@ pub struct LinkMetrics {
     pub replayed: u64,
     /// Connections made to the peer.
     pub connects: u64,
+    /// Events dropped because the embedder did not read them (the oldest go first).
+    pub events_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -563,15 +569,23 @@ impl<D: DiffLog> Link<D> {
             sent_at: now,
             status,
         });
-        if self.window.len() > self.config.window_limit {
-            self.go_down(
-                now,
-                format!(
-                    "peer is {} transactions behind (limit {})",
-                    self.window.len(),
-                    self.config.window_limit
-                ),
-            );
+        let overflow = if self.window.len() > self.config.window_txns_max {
+            Some(format!(
+                "peer is {} transactions behind (limit {})",
+                self.window.len(),
+                self.config.window_txns_max
+            ))
+        } else if self.out.len() > self.config.output_bytes_max {
+            Some(format!(
+                "{} bytes wait to be sent to the peer (limit {})",
+                self.out.len(),
+                self.config.output_bytes_max
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = overflow {
+            self.go_down(now, reason);
             // The outcome of a just-sent sync transaction is settled by going down.
             if let Some(o) = self.outcomes.iter().position(|(s, _)| *s == seq) {
                 let (_, outcome) = self.outcomes.remove(o);
@@ -670,6 +684,21 @@ impl<D: DiffLog> Link<D> {
                     epoch: self.config.epoch,
                     last_seq: self.sent,
                 },
+            );
+        }
+    }
+
+    /// A sync transaction's waiter gave up on `seq` at its own deadline (the shell did
+    /// not tick the link in time). Settles it, and every other undecided sync
+    /// transaction, as the link's own sync timeout does: the peer is treated as down.
+    pub fn expire_sync(&mut self, now: Micros, seq: u64) {
+        let undecided = self
+            .position(seq)
+            .is_some_and(|i| matches!(self.window[i].status, Status::Preparing { .. }));
+        if undecided {
+            self.go_down(
+                now,
+                format!("sync transaction {seq} got no answer before its waiter's deadline"),
             );
         }
     }
@@ -879,6 +908,9 @@ impl<D: DiffLog> Link<D> {
     fn go_down(&mut self, now: Micros, reason: String) {
         tracing::info!("replication link down: {reason}");
         self.state = LinkState::Degraded;
+        // Frames for the connection being dropped; the window goes to the difference
+        // file and is replayed from there.
+        self.out.clear();
         self.catch_up = None;
         self.close = true;
         self.down_since = now;

@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, Operation};
 use parking_lot::{Condvar, Mutex};
 
@@ -79,17 +79,27 @@ impl Replication {
     }
 }
 
-struct Core {
+/// Events kept for the embedder; past this the oldest is dropped (and counted in
+/// [`LinkMetrics::events_dropped`]).
+pub(crate) const EVENTS_MAX: usize = 4096;
+/// How much longer than the link's sync timeout a sync commit waits for its outcome
+/// before settling it itself (the link thread normally settles it at the timeout, on
+/// its next tick).
+const SYNC_WAIT_GRACE: Duration = Duration::from_millis(100);
+
+pub(crate) struct Core {
     link: Link<DifferenceFile>,
-    outcomes: HashMap<u64, SyncOutcome>,
+    /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
+    /// waiter that gives up removes its own entry.
+    pub(crate) waiters: HashMap<u64, Sender<SyncOutcome>>,
     /// Connection generation: a reader of an older connection must not touch the link.
     generation: u64,
     /// The link's state when last drained: a change wakes [`Replicator::wait_duplex`].
     seen_state: crate::LinkState,
 }
 
-struct Shared {
-    core: Mutex<Core>,
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<Core>,
     /// Sync outcomes settled, a catch-up pause ended, or the link changed state.
     settled: Condvar,
     /// Output is waiting for the link thread.
@@ -98,7 +108,12 @@ struct Shared {
     rules: RuleSet,
     epoch: Instant,
     events: Sender<Event>,
+    /// The same channel's receiving end, to drop the oldest event when it is full.
+    events_oldest: Receiver<Event>,
+    events_dropped: AtomicU64,
     stop: AtomicBool,
+    /// Set when a replication thread panicked (see [`ReplicateError::Poisoned`]).
+    poisoned: Mutex<Option<String>>,
     peer: SocketAddr,
 }
 
@@ -110,16 +125,76 @@ impl Shared {
     /// Moves what the link produced (events, outcomes) to where it goes.
     fn drain(&self, core: &mut Core) {
         for e in core.link.take_events() {
-            let _ = self.events.send(e);
+            self.raise(e);
         }
-        let outcomes = core.link.take_outcomes();
+        for (seq, outcome) in core.link.take_outcomes() {
+            if let Some(waiter) = core.waiters.remove(&seq) {
+                // The capacity is one and this is the only send: it cannot block.
+                let _ = waiter.try_send(outcome);
+            }
+        }
         let state = core.link.state();
-        let changed = state != core.seen_state;
-        core.seen_state = state;
-        if !outcomes.is_empty() || changed {
-            core.outcomes.extend(outcomes);
+        if state != core.seen_state {
+            core.seen_state = state;
             self.settled.notify_all();
         }
+    }
+
+    /// Queues an event for the embedder, dropping the oldest when the queue is full
+    /// (an embedder that never reads events must not make memory grow).
+    pub(crate) fn raise(&self, event: Event) {
+        let mut event = event;
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) => return,
+                Err(TrySendError::Full(e)) => {
+                    if self.events_oldest.try_recv().is_ok() {
+                        self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    event = e;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    /// Why replication stopped, if a thread of it panicked.
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
+    /// Records that a replication thread panicked: every waiting commit wakes (its
+    /// channel closes) and every later one fails at once.
+    pub(crate) fn poison(&self, detail: String) {
+        tracing::error!("{detail}");
+        self.poisoned.lock().get_or_insert(detail);
+        self.core.lock().waiters.clear();
+        self.settled.notify_all();
+    }
+
+    /// Runs `body` as the thread `name`; a panic in it poisons the replicator.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        body: impl FnOnce(Arc<Shared>) + Send + 'static,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let shared = Arc::clone(self);
+        let thread = name.to_owned();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    body(Arc::clone(&shared))
+                }));
+                if let Err(panic) = outcome {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    shared.poison(format!("thread {thread} panicked: {message}"));
+                }
+            })
     }
 
     fn wake_writer(&self) {
@@ -131,7 +206,7 @@ impl Shared {
 
 /// Replicates a database's commits to a peer (see the module docs).
 pub struct Replicator {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     database: Database,
     events: Receiver<Event>,
     thread: Option<JoinHandle<()>>,
@@ -150,11 +225,11 @@ impl Replicator {
                 recovery.records
             );
         }
-        let (tx, rx) = crossbeam::channel::unbounded();
+        let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 link: Link::new(config.link, diff, 0),
-                outcomes: HashMap::new(),
+                waiters: HashMap::new(),
                 generation: 0,
                 seen_state: crate::LinkState::Degraded,
             }),
@@ -164,20 +239,20 @@ impl Replicator {
             rules: config.rules,
             epoch: Instant::now(),
             events: tx,
+            events_oldest: rx.clone(),
+            events_dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
             peer: config.peer,
         });
-        let thread = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("kirikae-link".into())
-                .spawn(move || link_thread(shared))
+        let thread =
+            shared
+                .spawn("kirikae-link", link_thread)
                 .map_err(|e| ReplicateError::Network {
                     what: "start the link to",
                     addr: config.peer.to_string(),
                     source: e,
-                })?
-        };
+                })?;
         database.set_commit_gate(Some(Arc::new(Gate(Arc::clone(&shared)))));
         Ok(Replicator {
             shared,
@@ -188,7 +263,9 @@ impl Replicator {
     }
 
     /// Events (`Diverged`, `Recovered`, `Mismatch`, `ResyncRequired`), in order.
-    /// Each event goes to one receiver; clone it to share.
+    /// Each event goes to one receiver; clone it to share. The newest 4096 unread
+    /// events are kept; older ones are dropped and counted in
+    /// [`LinkMetrics::events_dropped`].
     pub fn events(&self) -> Receiver<Event> {
         self.events.clone()
     }
@@ -196,7 +273,9 @@ impl Replicator {
     /// The link's numbers now.
     pub fn metrics(&self) -> LinkMetrics {
         let now = self.shared.now();
-        self.shared.core.lock().link.metrics(now)
+        let mut metrics = self.shared.core.lock().link.metrics(now);
+        metrics.events_dropped = self.shared.events_dropped.load(Ordering::Relaxed);
+        metrics
     }
 
     /// Waits until the link is duplex (connected, handshake done, the peer in step:
@@ -244,6 +323,8 @@ impl Replicator {
     fn halt(&mut self) {
         self.database.set_commit_gate(None);
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Closing their channels wakes the commits still waiting for an outcome.
+        self.shared.core.lock().waiters.clear();
         self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -294,9 +375,29 @@ impl CommitGate for Gate {
                 .map(|((op, before), _)| response_digest(op.kind(), before.as_deref()))
                 .collect()
         };
+        if let Some(detail) = shared.poisoned() {
+            return Err(ReplicateError::Poisoned { detail }.into());
+        }
         let mut core = shared.core.lock();
-        while core.link.paused() && !shared.stop.load(Ordering::Relaxed) {
-            shared.settled.wait_for(&mut core, Duration::from_millis(1));
+        let sync_timeout = core.link.config().sync_timeout;
+        let pause_started = Instant::now();
+        while core.link.paused() {
+            if shared.stop.load(Ordering::Relaxed) {
+                return Err(ReplicateError::Shutdown.into());
+            }
+            let waited = pause_started.elapsed();
+            if waited >= sync_timeout {
+                return Err(ReplicateError::CatchUpStalled {
+                    waited_ms: waited.as_millis() as u64,
+                }
+                .into());
+            }
+            // Woken when the pause ends (the link changes state); the bound only caps
+            // a missed wake-up.
+            shared.settled.wait_for(
+                &mut core,
+                (sync_timeout - waited).min(Duration::from_millis(5)),
+            );
         }
         let now = shared.now();
         let submitted = core.link.submit(
@@ -306,7 +407,16 @@ impl CommitGate for Gate {
             operations,
             responses,
         )?;
+        let waiter = match submitted {
+            Submitted::Waiting { seq } => {
+                let (tx, rx) = crossbeam::channel::bounded(1);
+                core.waiters.insert(seq, tx);
+                Some((seq, rx))
+            }
+            _ => None,
+        };
         shared.drain(&mut core);
+        drop(core);
         shared.wake_writer();
         let (seq, outcome) = match submitted {
             Submitted::Queued { seq } => {
@@ -316,17 +426,13 @@ impl CommitGate for Gate {
                 })))
             }
             Submitted::Settled { seq, outcome } => (seq, outcome),
-            Submitted::Waiting { seq } => loop {
-                if let Some(o) = core.outcomes.remove(&seq) {
-                    break (Some(seq), o);
-                }
-                if shared.stop.load(Ordering::Relaxed) {
+            Submitted::Waiting { .. } => {
+                let Some((seq, rx)) = waiter else {
                     return Err(ReplicateError::Shutdown.into());
-                }
-                shared.settled.wait_for(&mut core, Duration::from_millis(5));
-            },
+                };
+                (Some(seq), wait_outcome(shared, seq, &rx, sync_timeout)?)
+            }
         };
-        drop(core);
         let seq_or_0 = seq.unwrap_or(0);
         match outcome {
             SyncOutcome::Replicated => {
@@ -351,6 +457,41 @@ impl CommitGate for Gate {
             SyncOutcome::PeerDown { reason } => Err(ReplicateError::PeerDown { reason }.into()),
         }
     }
+}
+
+/// Waits for the outcome of sync transaction `seq`, at most the link's sync timeout
+/// plus [`SYNC_WAIT_GRACE`]: the link thread settles it at the timeout, but a commit
+/// must not wait longer whatever that thread is doing. Past the deadline the commit
+/// settles it itself, as the link's own timeout would.
+pub(crate) fn wait_outcome(
+    shared: &Shared,
+    seq: u64,
+    rx: &Receiver<SyncOutcome>,
+    sync_timeout: Duration,
+) -> std::result::Result<SyncOutcome, HookError> {
+    let closed = || -> HookError {
+        match shared.poisoned() {
+            Some(detail) => ReplicateError::Poisoned { detail }.into(),
+            None => ReplicateError::Shutdown.into(),
+        }
+    };
+    match rx.recv_timeout(sync_timeout + SYNC_WAIT_GRACE) {
+        Ok(outcome) => return Ok(outcome),
+        Err(RecvTimeoutError::Disconnected) => return Err(closed()),
+        Err(RecvTimeoutError::Timeout) => {}
+    }
+    let mut core = shared.core.lock();
+    // Settled while this thread took the lock?
+    if let Ok(outcome) = rx.try_recv() {
+        return Ok(outcome);
+    }
+    let now = shared.now();
+    core.link.expire_sync(now, seq);
+    shared.drain(&mut core);
+    core.waiters.remove(&seq);
+    drop(core);
+    shared.wake_writer();
+    rx.try_recv().map_err(|_| closed())
 }
 
 /// Connects (with the link's backoff), ticks the link, and writes its output.
@@ -497,10 +638,10 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     };
     shared.wake_writer();
     let read_half = stream.try_clone().map_err(|e| network("connect to", e))?;
-    let shared2 = Arc::clone(shared);
-    let reader = std::thread::Builder::new()
-        .name("kirikae-link-reader".into())
-        .spawn(move || read_loop(shared2, read_half, decoder, generation))
+    let reader = shared
+        .spawn("kirikae-link-reader", move |shared| {
+            read_loop(shared, read_half, decoder, generation)
+        })
         .map_err(|e| network("connect to", e))?;
     Ok((stream, reader))
 }
