@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Column, ColumnType, Database, Schema, SessionInfo, Value};
+use kirikae_engine::{Database, SessionInfo, Value};
 
 use crate::difference_file::DifferenceOptions;
 use crate::link::{Event, LinkConfig, SyncOutcome};
@@ -13,16 +13,7 @@ use crate::rules::RuleSet;
 
 /// A replicator whose peer address has nobody listening (the link stays degraded).
 fn degraded_replicator(dir: &std::path::Path) -> (Database, Replicator) {
-    let db = Database::new();
-    let schema = Schema::new(
-        vec![
-            Column::new("k", ColumnType::Int),
-            Column::new("v", ColumnType::Int),
-        ],
-        &["k"],
-    )
-    .expect("schema");
-    db.create_table("t", schema).expect("table");
+    let db = kirikae_testkit::kv_database(&["t"]);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let peer: SocketAddr = closed.local_addr().expect("addr");
     drop(closed);

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{balance_column, key_for, plans, row_for, setup, Writers, TABLE};
-use kirikae::engine::{SessionInfo, Value};
-use kirikae::restructure::{start, tables_agree, RestructureOptions, Transform};
+use kirikae_engine::{SessionInfo, Value};
+use kirikae_restructure::{start, tables_agree, RestructureOptions, Transform};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

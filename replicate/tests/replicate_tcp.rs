@@ -10,27 +10,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae::engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
+use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
 use kirikae_replicate::{
     table_checksum, DifferenceFile, DifferenceOptions, Event, LinkConfig, LinkState, Peer,
     PeerConfig, ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet,
 };
 
+use kirikae_testkit::{kv_database, kv_row, wait_for};
+
 const T: &str = "acct";
 
 fn database() -> Database {
-    let db = Database::new();
-    let schema = Schema::new(
-        vec![
-            Column::new("k", ColumnType::Int),
-            Column::new("v", ColumnType::Int),
-        ],
-        &["k"],
-    )
-    .expect("schema");
-    db.create_table(T, schema.clone()).expect("acct");
-    db.create_table("scratch", schema).expect("scratch");
-    db
+    kv_database(&[T, "scratch"])
 }
 
 fn rules(default: &str) -> RuleSet {
@@ -70,12 +61,22 @@ fn peer_config(log: Option<&Path>) -> PeerConfig {
 }
 
 fn replicator(db: &Database, peer: std::net::SocketAddr, default: &str, dir: &Path) -> Replicator {
+    replicator_with(db, peer, rules(default), link(), dir)
+}
+
+fn replicator_with(
+    db: &Database,
+    peer: std::net::SocketAddr,
+    rules: RuleSet,
+    link: LinkConfig,
+    dir: &Path,
+) -> Replicator {
     Replicator::start(
         db,
         ReplicatorConfig {
             peer,
-            rules: rules(default),
-            link: link(),
+            rules,
+            link,
             difference_dir: dir.to_owned(),
             difference: DifferenceOptions {
                 fsync: false,
@@ -86,20 +87,8 @@ fn replicator(db: &Database, peer: std::net::SocketAddr, default: &str, dir: &Pa
     .expect("replicator")
 }
 
-fn row(k: i64, v: i64) -> Vec<Value> {
-    vec![k.into(), v.into()]
-}
-
 fn checksum(db: &Database, table: &str) -> u64 {
     table_checksum(&db.table(table).expect("table"))
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Inserts, updates and deletes with two threads; returns the commit count.
@@ -115,14 +104,14 @@ fn traffic(db: &Database, keys: i64, rounds: i64) -> u64 {
                     let mut tx = session.begin();
                     let exists = tx.get(T, &Key::from(k)).expect("get").is_some();
                     let r = if !exists {
-                        tx.insert(T, row(k, i))
+                        tx.insert(T, kv_row(k, i))
                     } else if i % 7 == 0 {
                         tx.delete(T, &Key::from(k))
                     } else {
-                        tx.update(T, &Key::from(k), row(k, i))
+                        tx.update(T, &Key::from(k), kv_row(k, i))
                     };
                     r.expect("write");
-                    tx.insert("scratch", row(t * 1_000_000 + i, i))
+                    tx.insert("scratch", kv_row(t * 1_000_000 + i, i))
                         .expect("scratch");
                     tx.commit().expect("commit");
                     commits.fetch_add(1, Ordering::Relaxed);
@@ -212,7 +201,7 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     });
     let app = primary.session(SessionInfo::new("app", "app", None));
     let mut tx = app.begin();
-    tx.insert(T, row(1, 1)).expect("insert");
+    tx.insert(T, kv_row(1, 1)).expect("insert");
     let note = tx.commit_noted().expect("replicated commit");
     assert!(matches!(
         Replication::of(&note),
@@ -221,11 +210,11 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     // A row only the peer has: the primary's insert of the same key fails there.
     replica
         .session(SessionInfo::default())
-        .insert(T, row(7, 700))
+        .insert(T, kv_row(7, 700))
         .expect("peer-only row");
     let mut tx = app.begin();
-    tx.update(T, &Key::from(1), row(1, 2)).expect("update");
-    tx.insert(T, row(7, 1)).expect("insert");
+    tx.update(T, &Key::from(1), kv_row(1, 2)).expect("update");
+    tx.insert(T, kv_row(7, 1)).expect("insert");
     let err = tx.commit().expect_err("the peer refuses");
     let EngineError::CommitVetoed { source } = &err else {
         panic!("expected a veto, got {err:?}")
@@ -258,7 +247,7 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     );
     assert_eq!(peer.status().held, 0);
     // The link is still duplex and the next sync commit goes through.
-    app.insert(T, row(8, 8)).expect("next commit");
+    app.insert(T, kv_row(8, 8)).expect("next commit");
     assert!(rep.wait_caught_up(Duration::from_secs(5)));
     assert_eq!(
         peer_view.get(T, &Key::from(8)).expect("get").expect("row")[1],
@@ -290,9 +279,9 @@ fn a_peer_stopped_under_load_is_caught_up_from_the_difference_file() {
             while !stop.load(Ordering::Relaxed) {
                 let k = i % 500;
                 if s.get(T, &Key::from(k)).expect("get").is_some() {
-                    s.update(T, &Key::from(k), row(k, i)).expect("update");
+                    s.update(T, &Key::from(k), kv_row(k, i)).expect("update");
                 } else {
-                    s.insert(T, row(k, i)).expect("insert");
+                    s.insert(T, kv_row(k, i)).expect("insert");
                 }
                 i += 1;
                 // A steady incoming rate (~20k/s) that a catch-up must outrun.
@@ -371,26 +360,18 @@ fn sync_commits_while_the_peer_is_down_follow_their_rule() {
         "t.toml",
     )
     .expect("rules");
-    let rep = Replicator::start(
-        &primary,
-        ReplicatorConfig {
-            peer: addr,
-            rules,
-            link: link(),
-            difference_dir: dir.path().to_owned(),
-            difference: DifferenceOptions::default(),
-        },
-    )
-    .expect("replicator");
+    let rep = replicator_with(&primary, addr, rules, link(), dir.path());
     let app = primary.session(SessionInfo::new("app", "app", None));
     let mut tx = app.begin();
-    tx.insert(T, row(1, 1)).expect("insert");
+    tx.insert(T, kv_row(1, 1)).expect("insert");
     let note = tx.commit_noted().expect("continue: commits alone");
     assert!(matches!(
         Replication::of(&note),
         Some(Replication::NotReplicated { seq: 1, .. })
     ));
-    let err = app.insert("scratch", row(1, 1)).expect_err("fail: refused");
+    let err = app
+        .insert("scratch", kv_row(1, 1))
+        .expect_err("fail: refused");
     assert!(err.to_string().contains("rule says fail"), "{err}");
     assert_eq!(app.get("scratch", &Key::from(1)).expect("get"), None);
     let diverged = rep
@@ -423,25 +404,18 @@ fn a_peer_that_stops_reading_degrades_the_link_instead_of_freezing_it() {
     let (addr, done, silent_peer) = silent_peer();
     let primary = database_with_blobs();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rep = Replicator::start(
+    let rep = replicator_with(
         &primary,
-        ReplicatorConfig {
-            peer: addr,
-            rules: rules("async"),
-            // Without the bound on unsent output, so that the write timeout is what
-            // ends the connection.
-            link: LinkConfig {
-                output_bytes_max: 1 << 30,
-                ..link()
-            },
-            difference_dir: dir.path().to_owned(),
-            difference: DifferenceOptions {
-                fsync: false,
-                ..DifferenceOptions::default()
-            },
+        addr,
+        rules("async"),
+        // Without the bound on unsent output, so that the write timeout is what ends
+        // the connection.
+        LinkConfig {
+            output_bytes_max: 1 << 30,
+            ..link()
         },
-    )
-    .expect("replicator");
+        dir.path(),
+    );
     assert!(
         rep.wait_duplex(Duration::from_secs(5)),
         "handshake with the silent peer"
@@ -473,7 +447,9 @@ fn a_peer_that_stops_reading_degrades_the_link_instead_of_freezing_it() {
     assert!(reason.contains("write"), "{reason}");
     assert_eq!(rep.metrics().state, Some(LinkState::Degraded));
     // Commits go on, into the difference file.
-    session.insert(T, row(k, k)).expect("commit while degraded");
+    session
+        .insert(T, kv_row(k, k))
+        .expect("commit while degraded");
     done.store(true, Ordering::SeqCst);
     silent_peer.join().expect("silent peer");
 }
@@ -567,25 +543,18 @@ fn a_sync_commit_ends_at_its_own_deadline_while_the_link_thread_is_stuck() {
         "t.toml",
     )
     .expect("rules");
-    let rep = Replicator::start(
+    let rep = replicator_with(
         &primary,
-        ReplicatorConfig {
-            peer: addr,
-            rules,
-            link: LinkConfig {
-                peer_timeout: Duration::from_secs(60),
-                sync_timeout: Duration::from_millis(100),
-                output_bytes_max: 1 << 30,
-                ..link()
-            },
-            difference_dir: dir.path().to_owned(),
-            difference: DifferenceOptions {
-                fsync: false,
-                ..DifferenceOptions::default()
-            },
+        addr,
+        rules,
+        LinkConfig {
+            peer_timeout: Duration::from_secs(60),
+            sync_timeout: Duration::from_millis(100),
+            output_bytes_max: 1 << 30,
+            ..link()
         },
-    )
-    .expect("replicator");
+        dir.path(),
+    );
     assert!(rep.wait_duplex(Duration::from_secs(5)), "handshake");
     let session = primary.session(SessionInfo::default());
     // 64 MiB of async commits: more than loopback's socket buffers hold (4 MiB send,
@@ -597,7 +566,7 @@ fn a_sync_commit_ends_at_its_own_deadline_while_the_link_thread_is_stuck() {
     }
     let started = Instant::now();
     let err = session
-        .insert(T, row(1, 1))
+        .insert(T, kv_row(1, 1))
         .expect_err("no answer and the rule says fail");
     let waited = started.elapsed();
     // Settled by the commit's own deadline, not by the link thread's timeout tick.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kirikae::engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
-use kirikae::restructure::{Conversion, Plan, Step, Strategy};
+use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
+use kirikae_restructure::{Conversion, Plan, Step, Strategy};
 
 pub const TABLE: &str = "acct";
 
@@ -77,10 +77,10 @@ pub fn key_for(schema: &Schema, id: i64) -> Key {
 }
 
 pub fn setup(rows: i64) -> Database {
-    let db = Database::with_config(kirikae::engine::EngineConfig {
+    let db = Database::with_config(kirikae_engine::EngineConfig {
         lock_timeout: std::time::Duration::from_millis(200),
     });
-    let t = Arc::new(kirikae::engine::Table::new(TABLE, schema()));
+    let t = Arc::new(kirikae_engine::Table::new(TABLE, schema()));
     for id in 0..rows {
         t.install(row(id, 100)).expect("load");
     }
@@ -176,29 +176,22 @@ impl Writers {
     }
 }
 
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn writer(db: &Database, t: u64, rows: i64, seed: u64, stop: &AtomicBool, counts: &Counts) {
     let s = db.session(SessionInfo::new(format!("w{t}"), "test", None));
-    let mut rng = seed | 1;
+    let mut rng = kirikae_testkit::Rng::new(seed);
     let mut fresh = rows + (t as i64 + 1) * 1_000_000;
     while !stop.load(Ordering::Relaxed) {
         // Re-read the shape each transaction; a switch in between shows up as a schema
         // error, and the transaction is retried in the new shape.
         let schema = db.table(TABLE).expect("table").schema().clone();
         let mut tx = s.begin();
-        let ops = 1 + next(&mut rng) % 3;
+        let ops = 1 + rng.below(3);
         let mut result: Result<(), EngineError> = Ok(());
         for _ in 0..ops {
-            let id = (next(&mut rng) % rows as u64) as i64;
+            let id = (rng.below(rows as u64)) as i64;
             let key = key_for(&schema, id);
-            let balance = Value::Int((next(&mut rng) % 1000) as i64);
-            let step = match next(&mut rng) % 10 {
+            let balance = Value::Int((rng.below(1000)) as i64);
+            let step = match rng.below(10) {
                 0..=5 => tx
                     .update_columns(TABLE, &key, &[(balance_column(&schema), balance)])
                     .map(|_| ()),
@@ -222,7 +215,7 @@ fn writer(db: &Database, t: u64, rows: i64, seed: u64, stop: &AtomicBool, counts
             }
         }
         match result {
-            Ok(()) if next(&mut rng) % 5 == 0 => {
+            Ok(()) if rng.below(5) == 0 => {
                 tx.rollback();
                 counts.rolled_back.fetch_add(1, Ordering::Relaxed);
             }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use kirikae::engine::{
+use kirikae_engine::{
     Column, ColumnType, Database, EngineConfig, EngineError, Key, Rid, RowRef, Schema, SessionInfo,
     Value, SNAPSHOT_VERSION,
 };

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{plans, setup, Writers, TABLE};
-use kirikae::engine::{Column, ColumnType, Key, Schema, SessionInfo, Value};
-use kirikae::restructure::{
+use kirikae_engine::{Column, ColumnType, Database, Key, Schema, SessionInfo, Value};
+use kirikae_restructure::{
     start, tables_agree, Conversion, HoldEnd, HoldKind, NonConvergence, Phase, Plan,
-    RestructureError, RestructureOptions, Step, Strategy, Transform,
+    RestructureError, RestructureOptions, RestructureReport, Step, Strategy, Transform,
 };
 
-fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> kirikae::restructure::SwitchInspector {
+fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> kirikae_restructure::SwitchInspector {
     let compiled = Transform::Plan(plan.clone())
         .compile(TABLE, &common::schema())
         .expect("plan");
@@ -105,7 +105,7 @@ fn add_column() -> Plan {
 
 /// Checks that the old table still serves writes, on a record of its own: the random
 /// writers of a test may have deleted any record they share.
-fn assert_old_table_serves(db: &kirikae::engine::Database, old_id: u64) {
+fn assert_old_table_serves(db: &Database, old_id: u64) {
     static PROBE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
     let t = db.table(TABLE).expect("t");
     assert_eq!(t.id(), old_id, "the old table still serves");
@@ -199,10 +199,7 @@ fn abort_in_each_phase_leaves_the_old_table_serving() {
 
 /// Starts adding a column with short switch attempts, and waits until it is trying to
 /// switch (a long transaction is expected to postpone it).
-fn start_postponable(
-    db: &kirikae::engine::Database,
-    tries: u32,
-) -> kirikae::restructure::RestructureHandle {
+fn start_postponable(db: &Database, tries: u32) -> kirikae_restructure::RestructureHandle {
     let h = start(
         db,
         TABLE,
@@ -218,7 +215,7 @@ fn start_postponable(
     h
 }
 
-fn wait_for_phase(h: &kirikae::restructure::RestructureHandle, phase: Phase) {
+fn wait_for_phase(h: &kirikae_restructure::RestructureHandle, phase: Phase) {
     let until = Instant::now() + Duration::from_secs(30);
     while h.progress().phase != phase {
         assert!(
@@ -337,7 +334,7 @@ fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
 /// Writers that only update existing records, as fast as they can: the history is
 /// bounded by the table, so a sync that cannot keep up saturates instead of growing.
 fn updaters(
-    db: &kirikae::engine::Database,
+    db: &Database,
     threads: u64,
     rows: i64,
 ) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>) {
@@ -353,7 +350,7 @@ fn updaters(
                     match s.update_columns(TABLE, &Key::from(i), &[("balance", Value::Int(i))]) {
                         Ok(_) => {}
                         Err(e) if e.is_retryable() => {}
-                        Err(kirikae::engine::EngineError::UnknownTable { .. }) => break,
+                        Err(kirikae_engine::EngineError::UnknownTable { .. }) => break,
                         Err(e) => panic!("updater: {e}"),
                     }
                 }
@@ -370,10 +367,24 @@ fn stop_updaters(stop: &AtomicBool, handles: Vec<std::thread::JoinHandle<()>>) {
     }
 }
 
+/// Restructures `db`'s table of `rows` records through `transform` while `threads`
+/// updaters keep writing it; returns how the restructure ended.
+fn restructure_under_updaters(
+    db: &Database,
+    rows: i64,
+    threads: u64,
+    transform: impl Into<Transform>,
+    options: RestructureOptions,
+) -> Result<RestructureReport, RestructureError> {
+    let (stop, handles) = updaters(db, threads, rows);
+    let outcome = start(db, TABLE, transform, options).expect("start").wait();
+    stop_updaters(&stop, handles);
+    outcome
+}
+
 #[test]
 fn non_convergence_is_detected() {
     let db = setup(2_000);
-    let (stop, handles) = updaters(&db, 2, 2_000);
     // A slow row function makes every round long enough for the updaters to dirty
     // as many records as it syncs.
     let slow = Transform::Custom {
@@ -383,9 +394,10 @@ fn non_convergence_is_detected() {
             Ok(r.to_vec())
         }),
     };
-    let outcome = start(
+    let outcome = restructure_under_updaters(
         &db,
-        TABLE,
+        2_000,
+        2,
         slow,
         RestructureOptions {
             max_stall: Duration::ZERO,
@@ -394,10 +406,7 @@ fn non_convergence_is_detected() {
             duty_cycle: 1.0,
             ..RestructureOptions::default()
         },
-    )
-    .expect("start")
-    .wait();
-    stop_updaters(&stop, handles);
+    );
     match outcome {
         Err(RestructureError::NotConverging {
             rounds, history, ..
@@ -412,11 +421,11 @@ fn non_convergence_is_detected() {
 #[test]
 fn throttled_rounds_are_bounded_recorded_and_lead_to_the_switch() {
     let db = setup(20_000);
-    let (stop, handles) = updaters(&db, 2, 20_000);
     // Throttle from the first round that does not fit: held rounds happen for sure.
-    let report = start(
+    let report = restructure_under_updaters(
         &db,
-        TABLE,
+        20_000,
+        2,
         add_column(),
         RestructureOptions {
             max_stall: Duration::from_millis(2),
@@ -426,10 +435,7 @@ fn throttled_rounds_are_bounded_recorded_and_lead_to_the_switch() {
             ..RestructureOptions::default()
         },
     )
-    .expect("start")
-    .wait()
     .expect("converges by throttling");
-    stop_updaters(&stop, handles);
     assert_eq!(report.mismatches, Some(0));
     let throttled: Vec<_> = report
         .holds
@@ -451,11 +457,11 @@ fn throttled_rounds_are_bounded_recorded_and_lead_to_the_switch() {
 #[test]
 fn a_switch_that_cannot_fit_its_bound_lets_writers_go_every_time() {
     let db = setup(2_000);
-    let (stop, handles) = updaters(&db, 1, 2_000);
     // No hold can end within a zero bound: every attempt lets writers go again.
-    let outcome = start(
+    let outcome = restructure_under_updaters(
         &db,
-        TABLE,
+        2_000,
+        1,
         add_column(),
         RestructureOptions {
             max_stall: Duration::ZERO,
@@ -463,10 +469,7 @@ fn a_switch_that_cannot_fit_its_bound_lets_writers_go_every_time() {
             max_rounds: 3,
             ..RestructureOptions::default()
         },
-    )
-    .expect("start")
-    .wait();
-    stop_updaters(&stop, handles);
+    );
     match outcome {
         Err(RestructureError::NotConverging { .. } | RestructureError::SwitchPostponed { .. }) => {}
         other => panic!("expected the restructure to give up, got {other:?}"),

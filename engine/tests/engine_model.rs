@@ -7,9 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kirikae::engine::{
-    Column, ColumnType, Database, EngineError, Key, Rid, Schema, SessionInfo, Value,
-};
+use kirikae_engine::{Database, EngineError, Key, Rid, SessionInfo, Value};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -69,20 +67,11 @@ fn rids_unique(m: &Model) {
 }
 
 fn run(ops: Vec<Op>) {
-    let db = Database::new();
-    let schema = Schema::new(
-        vec![
-            Column::new("k", ColumnType::Int),
-            Column::new("v", ColumnType::Int),
-        ],
-        &["k"],
-    )
-    .expect("schema");
-    db.create_table("t", schema).expect("create");
+    let db = kirikae_testkit::kv_database(&["t"]);
     let s = db.session(SessionInfo::default());
     let mut committed = Model::new();
     // The open transaction and its working view of the model.
-    let mut open: Option<(kirikae::engine::Transaction<'_>, Model)> = None;
+    let mut open: Option<(kirikae_engine::Transaction<'_>, Model)> = None;
 
     for op in ops {
         match op {

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use common::{plans, setup, TABLE};
-use kirikae::engine::{Database, EngineError, Key, SessionInfo, Table, Transaction, Value};
-use kirikae::restructure::{
+use kirikae_engine::{Database, EngineError, Key, SessionInfo, Table, Transaction, Value};
+use kirikae_restructure::{
     start, tables_agree, CompiledTransform, RestructureOptions, RestructureReport, Transform,
 };
 use proptest::prelude::*;

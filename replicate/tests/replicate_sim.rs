@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kirikae::engine::{
+use kirikae_engine::{
     Column, ColumnType, Database, Key, Operation, OperationKind, Schema, Session, SessionInfo,
     Value,
 };
@@ -31,7 +31,7 @@ use kirikae_replicate::{
     response_digest, Applier, DifferenceFile, DifferenceOptions, Event, Link, LinkConfig,
     LinkState, Message, Mode, SyncOutcome, WhenPeerDown,
 };
-use kirikae_workload::workload::Rng;
+use kirikae_testkit::Rng;
 
 const ACCT: &str = "acct";
 const LEDGER: &str = "ledger";

@@ -10,18 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae::engine::{
+use kirikae_engine::{
     Column, ColumnType, Database, EngineConfig, EngineError, Key, Schema, SessionInfo, Value,
 };
 
-const INITIAL: i64 = 1_000;
+use kirikae_testkit::Rng;
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
+const INITIAL: i64 = 1_000;
 
 fn setup(accounts: i64) -> Database {
     let db = Database::with_config(EngineConfig {
@@ -62,14 +57,14 @@ struct Counts {
 
 fn transfer_loop(db: &Database, seed: u64, accounts: i64, stop: &AtomicBool, counts: &Counts) {
     let s = db.session(SessionInfo::new("teller", "bank", None));
-    let mut rng = seed | 1;
+    let mut rng = Rng::new(seed);
     while !stop.load(Ordering::Relaxed) {
-        let a = (xorshift(&mut rng) % accounts as u64) as i64;
-        let b = (xorshift(&mut rng) % accounts as u64) as i64;
+        let a = rng.below(accounts as u64) as i64;
+        let b = rng.below(accounts as u64) as i64;
         if a == b {
             continue;
         }
-        let amount = (xorshift(&mut rng) % 50) as i64;
+        let amount = rng.below(50) as i64;
         loop {
             let mut tx = s.begin();
             let attempt = (|| -> Result<(), EngineError> {
