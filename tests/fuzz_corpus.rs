@@ -187,13 +187,13 @@ fn write_frame_seeds() {
 #[ignore]
 fn write_difference_seeds() {
     use kirikae_engine::Operation;
-    use kirikae_replicate::{DiffRecord, DifferenceFile, DifferenceOptions, Mode};
+    use kirikae_replicate::{LogRecord, Mode, RecordLog, RecordLogOptions};
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/difference_decode");
     std::fs::create_dir_all(&corpus).expect("corpus dir");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut f, _) = DifferenceFile::open(dir.path(), DifferenceOptions::default()).expect("open");
+    let (mut f, _) = RecordLog::open(dir.path(), RecordLogOptions::default()).expect("open");
     for seq in 1..=4u64 {
-        let record = DiffRecord {
+        let record = LogRecord {
             seq,
             epoch: 2,
             mode: Mode::Ordered,

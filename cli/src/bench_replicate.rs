@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    DifferenceOptions, Event, Impairment, LinkConfig, LoopbackProxy, Peer, PeerConfig, Replicator,
+    Event, Impairment, LinkConfig, LoopbackProxy, Peer, PeerConfig, RecordLogOptions, Replicator,
     ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
@@ -197,7 +197,7 @@ fn pair(
             rules: rules(policy)?,
             link: link_config(),
             difference_dir: dir.path().to_owned(),
-            difference: DifferenceOptions::default(),
+            difference: RecordLogOptions::default(),
         },
     )?;
     Ok(Pair {
@@ -287,7 +287,7 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
             rules: rules("ordered")?,
             link: outage_link_config(),
             difference_dir: dir.path().to_owned(),
-            difference: DifferenceOptions::default(),
+            difference: RecordLogOptions::default(),
         },
     )?;
     let events = replicator.events();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar};
 use kirikae::engine::Database;
-use kirikae::replicate::{DifferenceOptions, Peer, PeerConfig, ReplicatorConfig, RuleSet};
+use kirikae::replicate::{Peer, PeerConfig, RecordLogOptions, ReplicatorConfig, RuleSet};
 use kirikae_workload::telecom::{self, Traffic};
 
 use crate::bench_replicate::{outage_link_config, start_in_step};
@@ -52,7 +52,7 @@ pub fn run(
             rules: RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
             link: outage_link_config(),
             difference_dir: diff_dir.path().to_owned(),
-            difference: DifferenceOptions::default(),
+            difference: RecordLogOptions::default(),
         },
     )?;
     let events = replicator.events();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, DifferenceOptions, LinkConfig, Peer, PeerConfig, Replicator, ReplicatorConfig,
+    table_checksum, LinkConfig, Peer, PeerConfig, RecordLogOptions, Replicator, ReplicatorConfig,
     RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
@@ -180,7 +180,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             rules,
             link: LinkConfig::default(),
             difference_dir: args.difference_dir.clone(),
-            difference: DifferenceOptions::default(),
+            difference: RecordLogOptions::default(),
         },
     )?;
     let events = replicator.events();

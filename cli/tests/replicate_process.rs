@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, DifferenceFile, DifferenceOptions, Event, LinkConfig, LinkState, Replicator,
+    table_checksum, Event, LinkConfig, LinkState, RecordLog, RecordLogOptions, Replicator,
     ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
@@ -96,9 +96,9 @@ fn start(db: &Database, peer: SocketAddr, rules: RuleSet, dir: &Path) -> Replica
                 ..LinkConfig::default()
             },
             difference_dir: dir.to_owned(),
-            difference: DifferenceOptions {
+            difference: RecordLogOptions {
                 fsync: false,
-                ..DifferenceOptions::default()
+                ..RecordLogOptions::default()
             },
         },
     )
@@ -259,7 +259,7 @@ fn a_primary_killed_while_degraded_leaves_a_readable_difference_file() {
     child.kill().expect("SIGKILL");
     child.wait().expect("wait");
     let (mut file, recovery) =
-        DifferenceFile::open(diff.path(), DifferenceOptions::default()).expect("readable");
+        RecordLog::open(diff.path(), RecordLogOptions::default()).expect("readable");
     let records = file.read_after(0).expect("records");
     assert!(recovery.records > 100 && records.len() as u64 == recovery.records);
     for (i, r) in records.iter().enumerate() {

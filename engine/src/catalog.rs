@@ -97,7 +97,7 @@ impl Catalog {
         self.publish(|m| {
             m.remove(name);
         });
-        table.gate.retire();
+        table.admission.retire();
         self.reclaimer.retire_table(Arc::clone(&table));
         Ok(table)
     }
@@ -116,7 +116,7 @@ impl Catalog {
         });
         // After the new map is visible: a writer told "retired" resolves the name again
         // and must find the new table.
-        old.gate.retire();
+        old.admission.retire();
         self.reclaimer.retire_table(Arc::clone(old));
         Ok(())
     }

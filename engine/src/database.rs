@@ -38,7 +38,7 @@ impl Default for EngineConfig {
 }
 
 /// `ArcSwapOption` needs a sized pointee.
-pub(crate) struct GateCell(pub Arc<dyn CommitGate>);
+pub(crate) struct CommitGateCell(pub Arc<dyn CommitGate>);
 
 pub(crate) struct DbInner {
     pub catalog: Catalog,
@@ -47,7 +47,7 @@ pub(crate) struct DbInner {
     /// Multi-record commits hold it shared while publishing; a snapshot holds it
     /// exclusively while it collects rows, so it never sees half a transaction.
     pub commit_latch: RwLock<()>,
-    pub gate: ArcSwapOption<GateCell>,
+    pub commit_gate: ArcSwapOption<CommitGateCell>,
     /// Writer holds begun and ended (see [`WriterHolds`]).
     pub holds_begun: AtomicU64,
     pub holds_ended: AtomicU64,
@@ -133,7 +133,7 @@ impl Database {
                 config,
                 locks: LockWaits::new(),
                 commit_latch: RwLock::new(()),
-                gate: ArcSwapOption::empty(),
+                commit_gate: ArcSwapOption::empty(),
                 holds_begun: AtomicU64::new(0),
                 holds_ended: AtomicU64::new(0),
             }),
@@ -187,7 +187,9 @@ impl Database {
     /// Installs (or with `None` removes) the commit gate. Transactions that began
     /// before the change keep the gate they began with.
     pub fn set_commit_gate(&self, gate: Option<Arc<dyn CommitGate>>) {
-        self.inner.gate.store(gate.map(|g| Arc::new(GateCell(g))));
+        self.inner
+            .commit_gate
+            .store(gate.map(|g| Arc::new(CommitGateCell(g))));
     }
 
     /// Hands `item` to the background reclaimer, which drops it once nobody else
@@ -221,7 +223,7 @@ impl Database {
         // the hold.
         self.inner.catalog.reclaimer.start();
         self.inner.holds_begun.fetch_add(1, Ordering::SeqCst);
-        if !table.gate.hold() {
+        if !table.admission.hold() {
             self.inner.holds_ended.fetch_add(1, Ordering::SeqCst);
             return Err(EngineError::AlreadyHeld {
                 table: name.to_owned(),
@@ -270,14 +272,14 @@ impl WriterHold {
 
     /// Transactions still writing the table.
     pub fn in_flight(&self) -> u64 {
-        self.table.gate.in_flight()
+        self.table.admission.in_flight()
     }
 
     /// Waits until no transaction is writing the table. On timeout the hold stays on
     /// and [`EngineError::WritersInFlight`] says how many remain.
     pub fn wait_idle(&self, timeout: Duration) -> Result<()> {
         let started = Instant::now();
-        if self.table.gate.wait_idle(timeout) {
+        if self.table.admission.wait_idle(timeout) {
             Ok(())
         } else {
             Err(EngineError::WritersInFlight {
@@ -314,7 +316,7 @@ impl WriterHold {
     fn end(&mut self) {
         if !self.done {
             self.done = true;
-            self.table.gate.release();
+            self.table.admission.release();
             self.db.inner.holds_ended.fetch_add(1, Ordering::SeqCst);
         }
     }

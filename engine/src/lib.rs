@@ -79,7 +79,7 @@ mod txn;
 #[cfg(test)]
 mod txn_tests;
 mod value;
-mod writer_gate;
+mod writer_admission;
 
 pub use bulk_load::{BulkLoad, Displaced};
 pub use database::{Database, EngineConfig, Session, WriterHold, WriterHolds};

@@ -1,5 +1,5 @@
 //! A table: record slots addressed by RID, a primary-key index, the write observer
-//! and the writer gate.
+//! and the writer admission (how a switch holds writers).
 //!
 //! Lock order, everywhere in the crate: index shard, then slot latch, then free list.
 //! Nothing touches the index while holding a slot latch.
@@ -17,7 +17,7 @@ use crate::key::Key;
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef, Schema};
 use crate::slots::{SlotArray, SlotState};
-use crate::writer_gate::WriterGate;
+use crate::writer_admission::WriterAdmission;
 
 static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -47,7 +47,7 @@ pub struct Table {
     pub(crate) slots: SlotArray,
     pub(crate) index: KeyIndex,
     observer: ArcSwapOption<ObserverCell>,
-    pub(crate) gate: WriterGate,
+    pub(crate) admission: WriterAdmission,
     /// Committed records.
     live: AtomicU64,
 }
@@ -85,7 +85,7 @@ impl Table {
             slots: SlotArray::new(),
             index: KeyIndex::new(records, shards),
             observer: ArcSwapOption::empty(),
-            gate: WriterGate::new(),
+            admission: WriterAdmission::new(),
             live: AtomicU64::new(0),
         }
     }
@@ -122,7 +122,7 @@ impl Table {
 
     /// Writers (transactions) currently registered on this table.
     pub fn writers_in_flight(&self) -> u64 {
-        self.gate.in_flight()
+        self.admission.in_flight()
     }
 
     /// The committed record with primary key `key`.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::index::Entry;
 use smallvec::SmallVec;
 
-use crate::database::{DbInner, GateCell};
+use crate::database::{CommitGateCell, DbInner};
 use crate::error::{EngineError, Result};
 use crate::hooks::{CommitRequest, GateNote, Operation};
 use crate::key::Key;
@@ -24,7 +24,7 @@ use crate::session::SessionInfo;
 use crate::slots::{Pending, SlotArray, TxnId};
 use crate::table::Table;
 use crate::value::Value;
-use crate::writer_gate::{Entered, Refusal};
+use crate::writer_admission::{Entered, Refusal};
 
 /// How many times a writer re-resolves a table name that keeps being switched away.
 const MAX_RESOLVE: usize = 8;
@@ -65,10 +65,10 @@ pub struct Transaction<'s> {
     id: TxnId,
     /// Inline for one record: an autocommit allocates nothing here.
     writes: SmallVec<[WriteEntry; 1]>,
-    /// Tables whose writer gate this transaction has entered (left at the end).
+    /// Tables whose writer admission this transaction has entered (left at the end).
     entered: SmallVec<[(Arc<Table>, Entered); 1]>,
     /// The commit gate in force when the transaction began.
-    gate: Option<Arc<GateCell>>,
+    commit_gate: Option<Arc<CommitGateCell>>,
     /// Logical operations, recorded only when there is a gate to show them to.
     ops: Vec<Operation>,
     /// The image each of `ops` replaced (`None` for an insert), as this transaction saw it.
@@ -92,7 +92,7 @@ impl<'s> Transaction<'s> {
             id: db.next_txn_id(),
             writes: SmallVec::new(),
             entered: SmallVec::new(),
-            gate: db.gate.load_full(),
+            commit_gate: db.commit_gate.load_full(),
             ops: Vec::new(),
             before: Vec::new(),
             state: State::Open,
@@ -138,7 +138,7 @@ impl<'s> Transaction<'s> {
         let (ti, t) = self.writable(table)?;
         t.schema().validate_row(t.name(), &row)?;
         let key = t.schema().key_of(&row);
-        let op = self.gate.is_some().then(|| Operation::Insert {
+        let op = self.commit_gate.is_some().then(|| Operation::Insert {
             table: t.name().to_owned(),
             row: row.clone(),
         });
@@ -264,7 +264,7 @@ impl<'s> Transaction<'s> {
             debug_assert_eq!(st.owner, self.id);
             st.pending = Pending::Delete;
         }
-        if self.gate.is_some() {
+        if self.commit_gate.is_some() {
             self.ops.push(Operation::Delete {
                 table: t.name().to_owned(),
                 key: key.clone(),
@@ -284,7 +284,7 @@ impl<'s> Transaction<'s> {
     /// [`commit`](Transaction::commit), also returning the note the commit gate
     /// attached to its acceptance (e.g. replication's "committed here only").
     pub fn commit_noted(mut self) -> Result<Option<GateNote>> {
-        let Some(gate) = self.gate.clone().filter(|_| !self.ops.is_empty()) else {
+        let Some(gate) = self.commit_gate.clone().filter(|_| !self.ops.is_empty()) else {
             self.apply();
             return Ok(None);
         };
@@ -324,7 +324,7 @@ impl<'s> Transaction<'s> {
         let timeout = self.db.config.lock_timeout;
         for _ in 0..MAX_RESOLVE {
             let t = self.db.catalog.get(table)?;
-            match t.gate.enter(timeout) {
+            match t.admission.enter(timeout) {
                 Ok(entered) => {
                     self.entered.push((Arc::clone(&t), entered));
                     return Ok((self.entered.len() - 1, t));
@@ -428,7 +428,7 @@ impl<'s> Transaction<'s> {
         if !t.schema().key_matches(&row, key) {
             self.claim_key(ti, t, rid, t.schema().key_of(&row))?;
         }
-        if self.gate.is_some() {
+        if self.commit_gate.is_some() {
             self.ops.push(Operation::Update {
                 table: t.name().to_owned(),
                 key: key.clone(),
@@ -619,7 +619,7 @@ impl<'s> Transaction<'s> {
             self.db.locks.wake(t.id(), w.rid);
         }
         for (t, entered) in self.entered.drain(..) {
-            t.gate.leave(entered);
+            t.admission.leave(entered);
         }
     }
 }

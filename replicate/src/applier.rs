@@ -12,7 +12,7 @@
 //!   acknowledges the highest sequence up to which everything is resolved *and*
 //!   written to its own log, so the primary never forgets what the peer still needs.
 //!
-//! The optional log is a difference file of the peer's own (every resolved sequence,
+//! The optional log is the peer's own record log (every resolved sequence,
 //! in order; an aborted or failed one as an empty `Skip` record): reopening it rebuilds
 //! the tables a peer process held when it was killed.
 
@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
 
-use crate::difference_file::{DiffRecord, DifferenceFile};
 use crate::digest::response_digest;
 use crate::error::{ReplicateError, Result};
 use crate::mode::Mode;
+use crate::record_log::{LogRecord, RecordLog};
 use crate::wire::{Message, PROTOCOL_VERSION};
 
 /// Counts kept by an [`Applier`].
@@ -44,11 +44,11 @@ pub struct ApplierStats {
 /// The peer's state machine (see the module docs).
 pub struct Applier<'s> {
     session: &'s Session,
-    log: Option<DifferenceFile>,
+    log: Option<RecordLog>,
     /// Everything up to here is resolved and logged.
     resolved: u64,
     /// Resolved above `resolved`, waiting for the gap below to close; logged in order.
-    pending_log: BTreeMap<u64, DiffRecord>,
+    pending_log: BTreeMap<u64, LogRecord>,
     /// Sync transactions applied and held open.
     held: BTreeMap<u64, (Transaction<'s>, Vec<Operation>)>,
     /// Sequences of this connection's stream seen so far (for gap detection).
@@ -61,7 +61,7 @@ pub struct Applier<'s> {
 impl<'s> Applier<'s> {
     /// An applier over `session`'s database. With a `log`, first re-applies what it
     /// holds (a restarted peer process recovering its tables).
-    pub fn new(session: &'s Session, mut log: Option<DifferenceFile>) -> Result<Applier<'s>> {
+    pub fn new(session: &'s Session, mut log: Option<RecordLog>) -> Result<Applier<'s>> {
         let mut stats = ApplierStats::default();
         let mut resolved = 0;
         let mut epoch = 0;
@@ -288,7 +288,7 @@ impl<'s> Applier<'s> {
         debug_assert!(seq > self.resolved, "resolved twice: {seq}");
         self.pending_log.insert(
             seq,
-            DiffRecord {
+            LogRecord {
                 seq,
                 epoch: self.epoch,
                 mode,

@@ -16,18 +16,19 @@ pub enum ReplicateError {
         /// What is wrong.
         message: String,
     },
-    /// Reading or writing the difference file failed.
-    #[error("difference file {path}: {source}")]
-    DifferenceIo {
+    /// Reading or writing a record log (the primary's difference file or the peer's
+    /// log; the path tells which) failed.
+    #[error("record log {path}: {source}")]
+    LogIo {
         /// The segment or directory.
         path: String,
         /// The I/O error.
         #[source]
         source: std::io::Error,
     },
-    /// A difference-file segment is damaged before its end (not a torn tail).
-    #[error("difference file {path}: damaged record at byte {offset}: {reason}")]
-    DifferenceCorrupt {
+    /// A record-log segment is damaged before its end (not a torn tail).
+    #[error("record log {path}: damaged record at byte {offset}: {reason}")]
+    LogCorrupt {
         /// The segment.
         path: String,
         /// Byte offset of the damaged record.
@@ -36,11 +37,11 @@ pub enum ReplicateError {
         reason: String,
     },
     /// An append whose sequence does not follow the last one.
-    #[error("difference file: sequence {seq} appended after {last}; sequences must increase")]
-    DifferenceSequence {
+    #[error("record log: sequence {seq} appended after {last}; sequences must increase")]
+    LogSequence {
         /// The sequence appended.
         seq: u64,
-        /// The last sequence in the file.
+        /// The last sequence in the log.
         last: u64,
     },
     /// A frame could not be built or a peer's byte stream is invalid.

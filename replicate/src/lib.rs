@@ -9,7 +9,7 @@
 //!   versioned handshake, sequence numbers (the primary's commit order) and epochs.
 //! - **Link** ([`Link`]): the primary's side as a deterministic state machine —
 //!   duplex, degraded, catching up; heartbeats, timeouts, backoff; sync outcomes;
-//!   the **difference file** ([`DifferenceFile`]) while the peer is down, replayed on
+//!   the **difference file** (a [`RecordLog`]) while the peer is down, replayed on
 //!   reconnect; events [`Event`] and [`LinkMetrics`].
 //! - **Applier** ([`Applier`]): the peer's side — in-order apply, idempotent replay,
 //!   sync transactions held open between `Prepare` and `Commit`/`Abort`, response
@@ -41,7 +41,7 @@
 //!     rules: RuleSet::parse("default = \"sync\"", "rules.toml")?,
 //!     link: LinkConfig::default(),
 //!     difference_dir: dir.clone(),
-//!     difference: DifferenceOptions::default(),
+//!     difference: RecordLogOptions::default(),
 //! })?;
 //! assert!(replicator.wait_duplex(Duration::from_secs(5)), "peer in step");
 //! let session = primary.session(SessionInfo::default());
@@ -83,17 +83,18 @@
 #![deny(missing_docs)]
 
 mod applier;
-mod difference_file;
-#[cfg(test)]
-mod difference_file_tests;
 mod digest;
 mod error;
+mod frame;
 mod link;
 #[cfg(test)]
 mod link_tests;
 mod mode;
 mod peer;
 mod proxy;
+mod record_log;
+#[cfg(test)]
+mod record_log_tests;
 mod replicator;
 #[cfg(test)]
 mod replicator_tests;
@@ -105,9 +106,6 @@ mod wire;
 mod wire_tests;
 
 pub use applier::{Applier, ApplierStats};
-pub use difference_file::{
-    decode_segment_bytes, DiffRecord, DifferenceFile, DifferenceOptions, Recovery,
-};
 pub use digest::{response_digest, table_checksum};
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
@@ -117,6 +115,7 @@ pub use link::{
 pub use mode::{Mode, WhenPeerDown};
 pub use peer::{Peer, PeerConfig, PeerStatus};
 pub use proxy::{Impairment, LoopbackProxy};
+pub use record_log::{decode_segment_bytes, LogRecord, RecordLog, RecordLogOptions, Recovery};
 pub use replicator::{Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -17,9 +17,9 @@ use std::time::Duration;
 use kirikae_engine::{Key, Operation};
 use serde::Serialize;
 
-use crate::difference_file::{DiffRecord, DifferenceFile};
 use crate::error::{ReplicateError, Result};
 use crate::mode::{Mode, WhenPeerDown};
+use crate::record_log::{LogRecord, RecordLog};
 use crate::wire::{encode, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
 /// Output a catch-up tick produces before handing it to the shell.
@@ -28,14 +28,14 @@ const CATCHUP_BYTES_PER_TICK: usize = 4 << 20;
 /// Microseconds on the shell's monotonic clock.
 pub type Micros = u64;
 
-/// Where the difference file lives for the link; [`DifferenceFile`] in production.
+/// Where the difference file lives for the link; [`RecordLog`] in production.
 pub trait DiffLog {
     /// Appends a record (sequences strictly increase).
-    fn append(&mut self, record: &DiffRecord) -> Result<()>;
+    fn append(&mut self, record: &LogRecord) -> Result<()>;
     /// Makes appended records durable.
     fn sync(&mut self) -> Result<()>;
     /// Up to `limit` records above `after`, in order.
-    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<DiffRecord>>;
+    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<LogRecord>>;
     /// Drops what the peer has acknowledged.
     fn retire_through(&mut self, seq: u64) -> Result<()>;
     /// Highest sequence held.
@@ -44,24 +44,24 @@ pub trait DiffLog {
     fn bytes(&self) -> u64;
 }
 
-impl DiffLog for DifferenceFile {
-    fn append(&mut self, record: &DiffRecord) -> Result<()> {
-        DifferenceFile::append(self, record)
+impl DiffLog for RecordLog {
+    fn append(&mut self, record: &LogRecord) -> Result<()> {
+        RecordLog::append(self, record)
     }
     fn sync(&mut self) -> Result<()> {
-        DifferenceFile::sync(self)
+        RecordLog::sync(self)
     }
-    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<DiffRecord>> {
-        DifferenceFile::read_batch(self, after, limit)
+    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+        RecordLog::read_batch(self, after, limit)
     }
     fn retire_through(&mut self, seq: u64) -> Result<()> {
-        DifferenceFile::retire_through(self, seq).map(drop)
+        RecordLog::retire_through(self, seq).map(drop)
     }
     fn last_seq(&self) -> Option<u64> {
-        DifferenceFile::last_seq(self)
+        RecordLog::last_seq(self)
     }
     fn bytes(&self) -> u64 {
-        DifferenceFile::bytes(self)
+        RecordLog::bytes(self)
     }
 }
 
@@ -503,7 +503,7 @@ impl<D: DiffLog> Link<D> {
                 });
             }
             self.seq = seq;
-            self.record(DiffRecord {
+            self.record(LogRecord {
                 seq,
                 epoch: self.config.epoch,
                 mode,
@@ -884,7 +884,7 @@ impl<D: DiffLog> Link<D> {
     }
 
     /// Appends to the difference file (unless it is past its cap).
-    fn record(&mut self, record: DiffRecord) -> Result<()> {
+    fn record(&mut self, record: LogRecord) -> Result<()> {
         let seq = record.seq;
         self.diverge(seq, self.down_reason());
         if self.resync_required {
@@ -941,7 +941,7 @@ impl<D: DiffLog> Link<D> {
                 Status::Aborted => (Mode::Skip, Vec::new()),
                 _ => (e.mode, e.operations),
             };
-            let record = DiffRecord {
+            let record = LogRecord {
                 seq: e.seq,
                 epoch: self.config.epoch,
                 mode,

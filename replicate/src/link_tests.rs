@@ -2,24 +2,24 @@
 
 use kirikae_engine::{Operation, Value};
 
-use crate::difference_file::DiffRecord;
 use crate::error::Result;
 use crate::link::{DiffLog, Event, Link, LinkConfig, LinkState, Submitted, SyncOutcome};
 use crate::mode::{Mode, WhenPeerDown};
+use crate::record_log::LogRecord;
 
 /// A difference file in memory.
 #[derive(Default)]
-struct MemoryLog(Vec<DiffRecord>);
+struct MemoryLog(Vec<LogRecord>);
 
 impl DiffLog for MemoryLog {
-    fn append(&mut self, record: &DiffRecord) -> Result<()> {
+    fn append(&mut self, record: &LogRecord) -> Result<()> {
         self.0.push(record.clone());
         Ok(())
     }
     fn sync(&mut self) -> Result<()> {
         Ok(())
     }
-    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<DiffRecord>> {
+    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
         Ok(self
             .0
             .iter()

@@ -13,8 +13,8 @@ use kirikae_engine::{Database, SessionInfo};
 use parking_lot::Mutex;
 
 use crate::applier::{Applier, ApplierStats};
-use crate::difference_file::{DifferenceFile, DifferenceOptions};
 use crate::error::{ReplicateError, Result};
+use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES};
 
 /// Settings of a peer server.
@@ -98,11 +98,11 @@ impl Peer {
             .map_err(|e| network("listen on", e))?;
         let log = match &config.log_dir {
             Some(dir) => {
-                let options = DifferenceOptions {
+                let options = RecordLogOptions {
                     fsync: config.fsync,
-                    ..DifferenceOptions::default()
+                    ..RecordLogOptions::default()
                 };
-                Some(DifferenceFile::open(dir, options)?.0)
+                Some(RecordLog::open(dir, options)?.0)
             }
             None => None,
         };
@@ -172,7 +172,7 @@ impl Drop for Peer {
 fn serve(
     database: Database,
     listener: TcpListener,
-    log: Option<DifferenceFile>,
+    log: Option<RecordLog>,
     config: PeerConfig,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<PeerStatus>>,

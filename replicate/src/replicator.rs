@@ -20,11 +20,11 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, Operation};
 use parking_lot::{Condvar, Mutex};
 
-use crate::difference_file::{DifferenceFile, DifferenceOptions};
 use crate::digest::response_digest;
 use crate::error::{ReplicateError, Result};
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Micros, Submitted, SyncOutcome};
 use crate::mode::Mode;
+use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::{RuleSet, TimeOfDay};
 use crate::wire::{encode, FrameDecoder, Message};
 
@@ -40,7 +40,7 @@ pub struct ReplicatorConfig {
     /// Directory of the difference file.
     pub difference_dir: PathBuf,
     /// Difference-file settings (segment size, fsync).
-    pub difference: DifferenceOptions,
+    pub difference: RecordLogOptions,
 }
 
 /// How a commit was replicated: the note on every commit the replicator accepted
@@ -88,7 +88,7 @@ pub(crate) const EVENTS_MAX: usize = 4096;
 const SYNC_WAIT_GRACE: Duration = Duration::from_millis(100);
 
 pub(crate) struct Core {
-    link: Link<DifferenceFile>,
+    link: Link<RecordLog>,
     /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
     /// waiter that gives up removes its own entry.
     pub(crate) waiters: HashMap<u64, Sender<SyncOutcome>>,
@@ -217,7 +217,7 @@ impl Replicator {
     /// connecting to the peer. From here on every commit is replicated by the rules;
     /// while the peer is not reachable, commits go to the difference file.
     pub fn start(database: &Database, config: ReplicatorConfig) -> Result<Replicator> {
-        let (diff, recovery) = DifferenceFile::open(&config.difference_dir, config.difference)?;
+        let (diff, recovery) = RecordLog::open(&config.difference_dir, config.difference)?;
         if recovery.torn_bytes > 0 {
             tracing::warn!(
                 "difference file: cut a torn tail of {} bytes after {} records",
@@ -314,7 +314,7 @@ impl Replicator {
         false
     }
 
-    /// Removes the gate and stops the link (what is unacknowledged stays in the
+    /// Removes the commit gate and stops the link (what is unacknowledged stays in the
     /// difference file only if the link was degraded).
     pub fn shutdown(mut self) {
         self.halt();

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, SessionInfo, Value};
 
-use crate::difference_file::DifferenceOptions;
 use crate::link::{Event, LinkConfig, SyncOutcome};
+use crate::record_log::RecordLogOptions;
 use crate::replicator::{wait_outcome, Replicator, ReplicatorConfig, EVENTS_MAX};
 use crate::rules::RuleSet;
 
@@ -24,9 +24,9 @@ fn degraded_replicator(dir: &std::path::Path) -> (Database, Replicator) {
             rules: RuleSet::parse("default = \"async\"", "t.toml").expect("rules"),
             link: LinkConfig::default(),
             difference_dir: dir.to_owned(),
-            difference: DifferenceOptions {
+            difference: RecordLogOptions {
                 fsync: false,
-                ..DifferenceOptions::default()
+                ..RecordLogOptions::default()
             },
         },
     )

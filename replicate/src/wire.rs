@@ -1,5 +1,5 @@
-//! The wire protocol between a primary and its peer: length-prefixed frames, each
-//! `payload length (u32 LE) | CRC-32 of payload (u32 LE) | payload (postcard)`, with a
+//! The wire protocol between a primary and its peer: length-prefixed frames
+//! ([`crate::frame`]: `payload length (u32 LE) | CRC-32 (u32 LE) | postcard`), with a
 //! maximum frame size checked before anything is buffered, and a `Hello` handshake
 //! that refuses other protocol versions. Every message that carries operations has the
 //! primary's sequence number (its commit order) and the sender's epoch, so that a peer
@@ -9,13 +9,13 @@ use kirikae_engine::Operation;
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
+use crate::frame::{self, FrameFault};
 use crate::mode::Mode;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Default maximum payload per frame.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
-const HEADER: usize = 8;
 
 /// One protocol message (version 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,22 +120,17 @@ impl Message {
 /// Encodes `message` as one frame. Fails if it exceeds `max_frame_bytes`: the sender
 /// checks the same limit the receiver enforces.
 pub fn encode(message: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, WireError> {
-    let payload = postcard::to_stdvec(message).map_err(|e| WireError::Decode {
-        offset: 0,
-        reason: format!("cannot encode {}: {e}", message.name()),
-    })?;
-    if payload.len() > max_frame_bytes || u32::try_from(payload.len()).is_err() {
-        return Err(WireError::TooLarge {
+    frame::encode(message, max_frame_bytes).map_err(|fault| match fault {
+        FrameFault::TooLarge { len, max } => WireError::TooLarge {
             offset: 0,
-            len: payload.len() as u64,
-            max: max_frame_bytes as u64,
-        });
-    }
-    let mut frame = Vec::with_capacity(HEADER + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
-    Ok(frame)
+            len,
+            max,
+        },
+        other => WireError::Decode {
+            offset: 0,
+            reason: format!("cannot encode {}: {other}", message.name()),
+        },
+    })
 }
 
 /// Splits a byte stream into messages, however the bytes arrive.
@@ -176,53 +171,19 @@ impl FrameDecoder {
     /// message must be a `Hello` of our protocol version. After an error the
     /// connection is unusable.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
-        let pending = &self.buffer[self.start..];
-        if pending.len() < HEADER {
+        let offset = self.offset;
+        let decoded = frame::decode::<Message>(&self.buffer[self.start..], self.max_frame_bytes)
+            .map_err(|fault| match fault {
+                FrameFault::TooLarge { len, max } => WireError::TooLarge { offset, len, max },
+                FrameFault::Checksum { stored, computed } => WireError::Checksum {
+                    offset,
+                    stored,
+                    computed,
+                },
+                FrameFault::Undecodable(reason) => WireError::Decode { offset, reason },
+            })?;
+        let Some((message, used)) = decoded else {
             return Ok(None);
-        }
-        let word = |at: usize| {
-            u32::from_le_bytes([
-                pending[at],
-                pending[at + 1],
-                pending[at + 2],
-                pending[at + 3],
-            ])
-        };
-        let len = word(0) as usize;
-        let stored = word(4);
-        if len > self.max_frame_bytes {
-            return Err(WireError::TooLarge {
-                offset: self.offset,
-                len: len as u64,
-                max: self.max_frame_bytes as u64,
-            });
-        }
-        if pending.len() < HEADER + len {
-            return Ok(None);
-        }
-        let payload = &pending[HEADER..HEADER + len];
-        let computed = crc32fast::hash(payload);
-        if computed != stored {
-            return Err(WireError::Checksum {
-                offset: self.offset,
-                stored,
-                computed,
-            });
-        }
-        let message = match postcard::take_from_bytes::<Message>(payload) {
-            Ok((m, [])) => m,
-            Ok((_, rest)) => {
-                return Err(WireError::Decode {
-                    offset: self.offset,
-                    reason: format!("{} bytes after the message", rest.len()),
-                })
-            }
-            Err(e) => {
-                return Err(WireError::Decode {
-                    offset: self.offset,
-                    reason: e.to_string(),
-                })
-            }
         };
         if !self.handshake_seen {
             match &message {
@@ -243,8 +204,8 @@ impl FrameDecoder {
                 }
             }
         }
-        self.start += HEADER + len;
-        self.offset += (HEADER + len) as u64;
+        self.start += used;
+        self.offset += used as u64;
         Ok(Some(message))
     }
 }

@@ -28,8 +28,8 @@ use kirikae_engine::{
     Value,
 };
 use kirikae_replicate::{
-    response_digest, Applier, DifferenceFile, DifferenceOptions, Event, Link, LinkConfig,
-    LinkState, Message, Mode, SyncOutcome, WhenPeerDown,
+    response_digest, Applier, Event, Link, LinkConfig, LinkState, Message, Mode, RecordLog,
+    RecordLogOptions, SyncOutcome, WhenPeerDown,
 };
 use kirikae_testkit::Rng;
 
@@ -71,11 +71,11 @@ impl PeerNode {
             "replication",
             None,
         ))));
-        let options = DifferenceOptions {
+        let options = RecordLogOptions {
             segment_bytes: 1 << 16,
             fsync: false,
         };
-        let (log, _) = DifferenceFile::open(dir, options).expect("peer log");
+        let (log, _) = RecordLog::open(dir, options).expect("peer log");
         let applier = Applier::new(session, Some(log)).expect("peer recovers from its log");
         PeerNode {
             applier: Some(applier),
@@ -131,7 +131,7 @@ struct Waiting {
 struct Sim {
     rng: Rng,
     now: u64,
-    link: Link<DifferenceFile>,
+    link: Link<RecordLog>,
     peer: Option<PeerNode>,
     peer_dir: PathBuf,
     peer_down_until: u64,
@@ -166,11 +166,11 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let primary_dir = tempfile::tempdir().expect("tempdir");
         let peer_dir = tempfile::tempdir().expect("tempdir");
-        let options = DifferenceOptions {
+        let options = RecordLogOptions {
             segment_bytes: 1 << 14,
             fsync: false,
         };
-        let (diff, _) = DifferenceFile::open(primary_dir.path(), options).expect("diff");
+        let (diff, _) = RecordLog::open(primary_dir.path(), options).expect("diff");
         let config = LinkConfig {
             heartbeat_every: Duration::from_millis(5),
             peer_timeout: Duration::from_millis(40),
@@ -635,7 +635,7 @@ fn run(seed: u64) -> Tally {
     }
     drop(sim.peer.take());
     let (mut log, _) =
-        DifferenceFile::open(&sim.peer_dir, DifferenceOptions::default()).expect("reopen peer log");
+        RecordLog::open(&sim.peer_dir, RecordLogOptions::default()).expect("reopen peer log");
     let seqs: Vec<u64> = log
         .read_after(0)
         .expect("read log")

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
 use kirikae_replicate::{
-    table_checksum, DifferenceFile, DifferenceOptions, Event, LinkConfig, LinkState, Peer,
-    PeerConfig, ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet,
+    table_checksum, Event, LinkConfig, LinkState, Peer, PeerConfig, RecordLog, RecordLogOptions,
+    ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet,
 };
 
 use kirikae_testkit::{kv_database, kv_row, wait_for};
@@ -78,9 +78,9 @@ fn replicator_with(
             rules,
             link,
             difference_dir: dir.to_owned(),
-            difference: DifferenceOptions {
+            difference: RecordLogOptions {
                 fsync: false,
-                ..DifferenceOptions::default()
+                ..RecordLogOptions::default()
             },
         },
     )
@@ -383,8 +383,7 @@ fn sync_commits_while_the_peer_is_down_follow_their_rule() {
         "{diverged:?}"
     );
     rep.shutdown();
-    let (mut diff, _) =
-        DifferenceFile::open(dir.path(), DifferenceOptions::default()).expect("open");
+    let (mut diff, _) = RecordLog::open(dir.path(), RecordLogOptions::default()).expect("open");
     let records = diff.read_after(0).expect("read");
     assert_eq!(
         records.len(),

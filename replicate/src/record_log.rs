@@ -1,10 +1,16 @@
-//! The difference file (seed 002, seed 000 §4.3): while the peer is down, every
-//! operation not yet delivered is appended here, in sequence order, so that nothing
-//! is lost and the peer can be brought back by replaying it.
+//! A record log: a directory of append-only, checksummed segments of transactions in
+//! sequence order. It has two users:
 //!
-//! A directory of segments `diff-<first seq>.seg`. Each record is
-//! `length (u32 LE) | CRC-32 of body (u32 LE) | body (postcard DiffRecord)`. Appends are
-//! buffered and made durable by [`DifferenceFile::sync`] (one fsync per batch). After a
+//! - the primary's **difference file** (seed 002, seed 000 §4.3): while the peer is
+//!   down, every operation not yet delivered is appended here, so that nothing is lost
+//!   and the peer can be brought back by replaying it;
+//! - the **peer's log** of what it resolved, so that a restarted peer recovers its
+//!   state and tells the primary where to resume.
+//!
+//! Segments are named `diff-<first seq>.seg`. Each record is one frame of
+//! [`crate::frame`]: `length (u32 LE) | CRC-32 of body (u32 LE) | body (postcard
+//! LogRecord)`. Appends are
+//! buffered and made durable by [`RecordLog::sync`] (one fsync per batch). After a
 //! crash, the last segment may end in a torn record: opening detects it, keeps every
 //! record before it and truncates the rest. Damage anywhere else is an error.
 
@@ -16,16 +22,17 @@ use kirikae_engine::Operation;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ReplicateError, Result};
+use crate::frame;
 use crate::mode::Mode;
 
-const HEADER: usize = 8;
 /// Records larger than this are taken for damage, not data.
 const MAX_RECORD_BYTES: usize = 64 << 20;
 
-/// One undelivered transaction. A record with mode [`Mode::Skip`] and no operations
-/// marks a sequence that was aborted (a sync transaction the peer may hold prepared).
+/// One transaction of a record log (undelivered, in the difference file; resolved, in
+/// the peer's log). A record with mode [`Mode::Skip`] and no operations marks a
+/// sequence that was aborted (a sync transaction the peer may hold prepared).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DiffRecord {
+pub struct LogRecord {
     /// Primary commit order; strictly increasing through the file.
     pub seq: u64,
     /// The primary's epoch when it committed.
@@ -36,18 +43,18 @@ pub struct DiffRecord {
     pub operations: Vec<Operation>,
 }
 
-/// Settings of a difference file.
+/// Settings of a record log.
 #[derive(Clone, Debug)]
-pub struct DifferenceOptions {
+pub struct RecordLogOptions {
     /// A new segment starts when the current one passes this size.
     pub segment_bytes: u64,
-    /// Whether [`DifferenceFile::sync`] calls fsync (off only for tests and benches).
+    /// Whether [`RecordLog::sync`] calls fsync (off only for tests and benches).
     pub fsync: bool,
 }
 
-impl Default for DifferenceOptions {
+impl Default for RecordLogOptions {
     fn default() -> Self {
-        DifferenceOptions {
+        RecordLogOptions {
             segment_bytes: 64 << 20,
             fsync: true,
         }
@@ -71,17 +78,17 @@ struct Segment {
     bytes: u64,
 }
 
-/// An open difference file.
-pub struct DifferenceFile {
+/// An open record log.
+pub struct RecordLog {
     dir: PathBuf,
-    options: DifferenceOptions,
+    options: RecordLogOptions,
     segments: Vec<Segment>,
     writer: Option<BufWriter<File>>,
     last_seq: Option<u64>,
     cursor: Option<ReadCursor>,
 }
 
-/// Where the last [`DifferenceFile::read_batch`] stopped.
+/// Where the last [`RecordLog::read_batch`] stopped.
 #[derive(Clone, Copy)]
 struct ReadCursor {
     /// First sequence of the segment (its identity).
@@ -93,39 +100,31 @@ struct ReadCursor {
 }
 
 /// Reads the record at `*offset`, advancing it.
-fn read_record(reader: &mut impl Read, path: &Path, offset: &mut u64) -> Result<DiffRecord> {
-    let corrupt = |offset: u64, reason: String| ReplicateError::DifferenceCorrupt {
+fn read_record(reader: &mut impl Read, path: &Path, offset: &mut u64) -> Result<LogRecord> {
+    let corrupt = |offset: u64, reason: String| ReplicateError::LogCorrupt {
         path: path.display().to_string(),
         offset,
         reason,
     };
-    let mut header = [0u8; HEADER];
+    let mut header = [0u8; frame::HEADER_BYTES];
     reader
         .read_exact(&mut header)
         .map_err(|e| corrupt(*offset, format!("truncated header: {e}")))?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let stored = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD_BYTES {
-        return Err(corrupt(
-            *offset,
-            format!("record length {len} is implausible"),
-        ));
-    }
+    let (len, stored) = frame::header(&header, MAX_RECORD_BYTES)
+        .map_err(|fault| corrupt(*offset, fault.to_string()))?
+        .ok_or_else(|| corrupt(*offset, "truncated header".into()))?;
     let mut body = vec![0u8; len];
     reader
         .read_exact(&mut body)
         .map_err(|e| corrupt(*offset, format!("truncated record: {e}")))?;
-    if crc32fast::hash(&body) != stored {
-        return Err(corrupt(*offset, "checksum mismatch".into()));
-    }
-    let record = postcard::from_bytes::<DiffRecord>(&body)
-        .map_err(|e| corrupt(*offset, format!("undecodable record: {e}")))?;
-    *offset += (HEADER + len) as u64;
+    let record = frame::open::<LogRecord>(&body, stored)
+        .map_err(|fault| corrupt(*offset, fault.to_string()))?;
+    *offset += (frame::HEADER_BYTES + len) as u64;
     Ok(record)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
-    move |source| ReplicateError::DifferenceIo {
+    move |source| ReplicateError::LogIo {
         path: path.display().to_string(),
         source,
     }
@@ -133,43 +132,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
 
 /// Decodes the records of one segment's bytes. Returns them and the offset where valid
 /// data ends (less than `bytes.len()` if the tail is torn or damaged).
-fn decode_segment(bytes: &[u8]) -> (Vec<DiffRecord>, usize, Option<String>) {
+fn decode_segment(bytes: &[u8]) -> (Vec<LogRecord>, usize, Option<String>) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        if bytes.len() - at < HEADER {
-            return (records, at, Some("truncated header".into()));
+        match frame::decode::<LogRecord>(&bytes[at..], MAX_RECORD_BYTES) {
+            Ok(Some((record, used))) => {
+                records.push(record);
+                at += used;
+            }
+            Ok(None) => return (records, at, Some("truncated record".into())),
+            Err(fault) => return (records, at, Some(fault.to_string())),
         }
-        let word =
-            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        let len = word(at) as usize;
-        let stored = word(at + 4);
-        if len > MAX_RECORD_BYTES {
-            return (
-                records,
-                at,
-                Some(format!("record length {len} is implausible")),
-            );
-        }
-        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
-            return (records, at, Some("truncated record".into()));
-        };
-        if crc32fast::hash(body) != stored {
-            return (records, at, Some("checksum mismatch".into()));
-        }
-        match postcard::from_bytes::<DiffRecord>(body) {
-            Ok(r) => records.push(r),
-            Err(e) => return (records, at, Some(format!("undecodable record: {e}"))),
-        }
-        at += HEADER + len;
     }
     (records, at, None)
 }
 
-impl DifferenceFile {
-    /// Opens (creating if needed) the difference file in `dir`, recovering from a torn
+impl RecordLog {
+    /// Opens (creating if needed) the record log in `dir`, recovering from a torn
     /// tail in its last segment.
-    pub fn open(dir: &Path, options: DifferenceOptions) -> Result<(DifferenceFile, Recovery)> {
+    pub fn open(dir: &Path, options: RecordLogOptions) -> Result<(RecordLog, Recovery)> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut segments = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -198,7 +180,7 @@ impl DifferenceFile {
             let (records, valid, problem) = decode_segment(&bytes);
             for r in &records {
                 if recovery.last_seq.is_some_and(|last| r.seq <= last) {
-                    return Err(ReplicateError::DifferenceCorrupt {
+                    return Err(ReplicateError::LogCorrupt {
                         path: seg.path.display().to_string(),
                         offset: 0,
                         reason: format!(
@@ -212,7 +194,7 @@ impl DifferenceFile {
             recovery.records += records.len() as u64;
             if let Some(reason) = problem {
                 if i + 1 < count {
-                    return Err(ReplicateError::DifferenceCorrupt {
+                    return Err(ReplicateError::LogCorrupt {
                         path: seg.path.display().to_string(),
                         offset: valid as u64,
                         reason,
@@ -229,7 +211,7 @@ impl DifferenceFile {
             }
             seg.bytes = valid as u64;
         }
-        let file = DifferenceFile {
+        let file = RecordLog {
             dir: dir.to_owned(),
             options,
             segments,
@@ -250,19 +232,21 @@ impl DifferenceFile {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// Appends one record (buffered until [`sync`](DifferenceFile::sync)). Sequences
+    /// Appends one record (buffered until [`sync`](RecordLog::sync)). Sequences
     /// must strictly increase.
-    pub fn append(&mut self, record: &DiffRecord) -> Result<()> {
+    pub fn append(&mut self, record: &LogRecord) -> Result<()> {
         if let Some(last) = self.last_seq.filter(|&last| record.seq <= last) {
-            return Err(ReplicateError::DifferenceSequence {
+            return Err(ReplicateError::LogSequence {
                 seq: record.seq,
                 last,
             });
         }
-        let body = postcard::to_stdvec(record).map_err(|e| ReplicateError::DifferenceCorrupt {
-            path: self.dir.display().to_string(),
-            offset: self.bytes(),
-            reason: format!("cannot encode sequence {}: {e}", record.seq),
+        let framed = frame::encode(record, MAX_RECORD_BYTES).map_err(|fault| {
+            ReplicateError::LogCorrupt {
+                path: self.dir.display().to_string(),
+                offset: self.bytes(),
+                reason: format!("cannot encode sequence {}: {fault}", record.seq),
+            }
         })?;
         let needs_segment = self
             .segments
@@ -288,19 +272,12 @@ impl DifferenceFile {
         }
         let seg = self.segments.len() - 1;
         let path = self.segments[seg].path.clone();
-        let w = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| ReplicateError::DifferenceIo {
-                path: path.display().to_string(),
-                source: std::io::Error::other("no open segment"),
-            })?;
-        w.write_all(&(body.len() as u32).to_le_bytes())
-            .map_err(io(&path))?;
-        w.write_all(&crc32fast::hash(&body).to_le_bytes())
-            .map_err(io(&path))?;
-        w.write_all(&body).map_err(io(&path))?;
-        self.segments[seg].bytes += (HEADER + body.len()) as u64;
+        let w = self.writer.as_mut().ok_or_else(|| ReplicateError::LogIo {
+            path: path.display().to_string(),
+            source: std::io::Error::other("no open segment"),
+        })?;
+        w.write_all(&framed).map_err(io(&path))?;
+        self.segments[seg].bytes += framed.len() as u64;
         self.last_seq = Some(record.seq);
         Ok(())
     }
@@ -334,14 +311,14 @@ impl DifferenceFile {
 
     /// Every record with a sequence above `after`, in order (for replay to a peer that
     /// has applied up to `after`). Reads what was appended, synced or not.
-    pub fn read_after(&mut self, after: u64) -> Result<Vec<DiffRecord>> {
+    pub fn read_after(&mut self, after: u64) -> Result<Vec<LogRecord>> {
         self.read_batch(after, usize::MAX)
     }
 
     /// Up to `limit` records with a sequence above `after`, in order. A batch that
     /// continues where the previous one stopped resumes at its byte offset, so a
     /// catch-up reads the file once, not once per batch.
-    pub fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<DiffRecord>> {
+    pub fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
         self.flush()?;
         let mut out = Vec::new();
         // The last segment that can hold `after + 1`: earlier ones hold only older records.
@@ -403,7 +380,7 @@ impl DifferenceFile {
 
 /// Test and fuzz support: the records of one segment's bytes, and whether its tail is
 /// damaged (`Some(offset)` where valid data ends).
-pub fn decode_segment_bytes(bytes: &[u8]) -> (Vec<DiffRecord>, Option<usize>) {
+pub fn decode_segment_bytes(bytes: &[u8]) -> (Vec<LogRecord>, Option<usize>) {
     let (records, valid, problem) = decode_segment(bytes);
     (records, problem.map(|_| valid))
 }

@@ -5,8 +5,8 @@ use kirikae_engine::{Key, Operation};
 
 use crate::*;
 
-fn record(seq: u64) -> DiffRecord {
-    DiffRecord {
+fn record(seq: u64) -> LogRecord {
+    LogRecord {
         seq,
         epoch: 1,
         mode: if seq % 2 == 0 {
@@ -22,8 +22,8 @@ fn record(seq: u64) -> DiffRecord {
     }
 }
 
-fn options(segment_bytes: u64) -> DifferenceOptions {
-    DifferenceOptions {
+fn options(segment_bytes: u64) -> RecordLogOptions {
+    RecordLogOptions {
         segment_bytes,
         fsync: true,
     }
@@ -41,14 +41,14 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn appended_records_survive_reopening_and_replay_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut f, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("open");
+    let (mut f, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("open");
     assert_eq!(rec, Recovery::default());
     for seq in 1..=50 {
         f.append(&record(seq)).expect("append");
     }
     f.sync().expect("sync");
     drop(f);
-    let (mut f, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("reopen");
+    let (mut f, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("reopen");
     assert_eq!(
         (rec.records, rec.torn_bytes, rec.last_seq),
         (50, 0, Some(50))
@@ -58,7 +58,7 @@ fn appended_records_survive_reopening_and_replay_in_order() {
     assert_eq!(f.read_after(45).expect("read").len(), 5);
     assert!(matches!(
         f.append(&record(50)),
-        Err(ReplicateError::DifferenceSequence { seq: 50, last: 50 })
+        Err(ReplicateError::LogSequence { seq: 50, last: 50 })
     ));
     f.append(&record(51)).expect("continues after reopening");
 }
@@ -66,7 +66,7 @@ fn appended_records_survive_reopening_and_replay_in_order() {
 #[test]
 fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut f, _) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("open");
+    let (mut f, _) = RecordLog::open(dir.path(), options(1 << 20)).expect("open");
     for seq in 1..=3 {
         f.append(&record(seq)).expect("append");
     }
@@ -82,7 +82,7 @@ fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
     let third_starts = third_starts.expect("a torn record");
     for cut in third_starts..whole.len() {
         std::fs::write(&path, &whole[..cut]).expect("tear");
-        let (mut f, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("recovers");
+        let (mut f, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("recovers");
         assert_eq!(rec.records, 2, "cut at {cut}");
         assert_eq!(rec.torn_bytes as usize, cut - third_starts, "cut at {cut}");
         assert_eq!(rec.last_seq, Some(2));
@@ -99,14 +99,14 @@ fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
     let mut garbage = whole.clone();
     garbage.extend_from_slice(&[0xab; 11]);
     std::fs::write(&path, &garbage).expect("write");
-    let (_, rec) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("recovers");
+    let (_, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("recovers");
     assert_eq!((rec.records, rec.torn_bytes), (3, 11));
 }
 
 #[test]
 fn damage_before_the_last_segment_is_refused_with_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut f, _) = DifferenceFile::open(dir.path(), options(300)).expect("open");
+    let (mut f, _) = RecordLog::open(dir.path(), options(300)).expect("open");
     for seq in 1..=20 {
         f.append(&record(seq)).expect("append");
     }
@@ -117,8 +117,8 @@ fn damage_before_the_last_segment_is_refused_with_file_and_offset() {
     let mut bytes = std::fs::read(&files[0]).expect("read");
     bytes[12] ^= 0xff;
     std::fs::write(&files[0], &bytes).expect("damage");
-    match DifferenceFile::open(dir.path(), options(300)) {
-        Err(ReplicateError::DifferenceCorrupt {
+    match RecordLog::open(dir.path(), options(300)) {
+        Err(ReplicateError::LogCorrupt {
             path,
             offset,
             reason,
@@ -127,17 +127,14 @@ fn damage_before_the_last_segment_is_refused_with_file_and_offset() {
             assert_eq!(offset, 0);
             assert!(reason.contains("checksum"), "{reason}");
         }
-        other => panic!(
-            "expected DifferenceCorrupt, got {:?}",
-            other.map(|(_, r)| r)
-        ),
+        other => panic!("expected LogCorrupt, got {:?}", other.map(|(_, r)| r)),
     }
 }
 
 #[test]
 fn acknowledged_segments_are_retired_and_replay_stays_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut f, _) = DifferenceFile::open(dir.path(), options(300)).expect("open");
+    let (mut f, _) = RecordLog::open(dir.path(), options(300)).expect("open");
     for seq in 1..=30 {
         f.append(&record(seq)).expect("append");
     }
@@ -152,7 +149,7 @@ fn acknowledged_segments_are_retired_and_replay_stays_exact() {
         (18..=30).map(record).collect::<Vec<_>>()
     );
     drop(f);
-    let (mut f, rec) = DifferenceFile::open(dir.path(), options(300)).expect("reopen");
+    let (mut f, rec) = RecordLog::open(dir.path(), options(300)).expect("reopen");
     assert_eq!(rec.last_seq, Some(30));
     assert_eq!(
         f.read_after(17).expect("read"),
@@ -163,7 +160,7 @@ fn acknowledged_segments_are_retired_and_replay_stays_exact() {
 #[test]
 fn batches_resume_where_they_stopped_and_see_later_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut f, _) = DifferenceFile::open(dir.path(), options(600)).expect("open");
+    let (mut f, _) = RecordLog::open(dir.path(), options(600)).expect("open");
     for seq in 1..=40 {
         f.append(&record(seq)).expect("append");
     }
@@ -204,7 +201,7 @@ fn batches_resume_where_they_stopped_and_see_later_appends() {
 #[test]
 fn the_segment_encoding_is_pinned() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut file, _) = DifferenceFile::open(dir.path(), options(1 << 20)).expect("open");
+    let (mut file, _) = RecordLog::open(dir.path(), options(1 << 20)).expect("open");
     file.append(&record(1)).expect("append");
     file.append(&record(2)).expect("append");
     file.sync().expect("sync");

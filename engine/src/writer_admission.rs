@@ -1,4 +1,4 @@
-//! The per-table writer gate: counts transactions writing a table, and lets a switch
+//! Writer admission, per table: counts transactions writing a table, and lets a switch
 //! hold new writers, wait for in-flight ones, and retire the table.
 //!
 //! The in-flight count is sharded per thread so that writers on different threads do
@@ -31,7 +31,7 @@ pub(crate) enum Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Entered(usize);
 
-pub(crate) struct WriterGate {
+pub(crate) struct WriterAdmission {
     flags: AtomicU64,
     shards: [CachePadded<AtomicU64>; SHARDS],
     mutex: Mutex<()>,
@@ -54,9 +54,9 @@ fn my_shard() -> usize {
     SHARD.with(Cell::get)
 }
 
-impl WriterGate {
-    pub fn new() -> WriterGate {
-        WriterGate {
+impl WriterAdmission {
+    pub fn new() -> WriterAdmission {
+        WriterAdmission {
             flags: AtomicU64::new(0),
             shards: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
             mutex: Mutex::new(()),
@@ -64,7 +64,7 @@ impl WriterGate {
         }
     }
 
-    /// Registers one writer, waiting up to `timeout` while the gate is held.
+    /// Registers one writer, waiting up to `timeout` while the admission is held.
     pub fn enter(&self, timeout: Duration) -> Result<Entered, Refusal> {
         let shard = my_shard();
         let deadline = Instant::now() + timeout;
@@ -192,62 +192,68 @@ mod tests {
 
     #[test]
     fn hold_waits_for_in_flight_writers_and_blocks_new_ones() {
-        let gate = Arc::new(WriterGate::new());
-        let entered = gate.enter(Duration::ZERO).expect("open gate");
-        assert!(gate.hold());
-        assert!(!gate.hold(), "second hold refused");
-        assert_eq!(gate.enter(Duration::from_millis(5)), Err(Refusal::Held));
-        assert!(!gate.wait_idle(Duration::from_millis(5)));
-        let g = Arc::clone(&gate);
+        let admission = Arc::new(WriterAdmission::new());
+        let entered = admission.enter(Duration::ZERO).expect("open admission");
+        assert!(admission.hold());
+        assert!(!admission.hold(), "second hold refused");
+        assert_eq!(
+            admission.enter(Duration::from_millis(5)),
+            Err(Refusal::Held)
+        );
+        assert!(!admission.wait_idle(Duration::from_millis(5)));
+        let g = Arc::clone(&admission);
         // Leaving from another thread (a transaction moved across threads) still counts.
         let leaver = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             g.leave(entered);
         });
-        assert!(gate.wait_idle(Duration::from_secs(5)));
+        assert!(admission.wait_idle(Duration::from_secs(5)));
         leaver.join().expect("thread");
-        gate.release();
-        let e = gate.enter(Duration::ZERO).expect("released");
-        gate.leave(e);
-        assert_eq!(gate.in_flight(), 0);
+        admission.release();
+        let e = admission.enter(Duration::ZERO).expect("released");
+        admission.leave(e);
+        assert_eq!(admission.in_flight(), 0);
     }
 
     #[test]
     fn held_writers_wake_on_release_and_on_retire() {
-        let gate = Arc::new(WriterGate::new());
-        assert!(gate.hold());
-        let g = Arc::clone(&gate);
+        let admission = Arc::new(WriterAdmission::new());
+        assert!(admission.hold());
+        let g = Arc::clone(&admission);
         let writer = std::thread::spawn(move || g.enter(Duration::from_secs(5)));
         std::thread::sleep(Duration::from_millis(10));
-        gate.retire();
+        admission.retire();
         assert_eq!(writer.join().expect("thread"), Err(Refusal::Retired));
-        assert!(!gate.hold(), "a retired gate cannot be held");
-        assert_eq!(gate.in_flight(), 0);
+        assert!(!admission.hold(), "a retired admission cannot be held");
+        assert_eq!(admission.in_flight(), 0);
     }
 
     #[test]
     fn many_threads_entering_and_leaving_never_slip_past_a_hold() {
-        let gate = Arc::new(WriterGate::new());
+        let admission = Arc::new(WriterAdmission::new());
         let inside = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..4)
             .map(|_| {
-                let (gate, inside, stop) =
-                    (Arc::clone(&gate), Arc::clone(&inside), Arc::clone(&stop));
+                let (admission, inside, stop) = (
+                    Arc::clone(&admission),
+                    Arc::clone(&inside),
+                    Arc::clone(&stop),
+                );
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        if let Ok(e) = gate.enter(Duration::from_millis(50)) {
+                        if let Ok(e) = admission.enter(Duration::from_millis(50)) {
                             inside.fetch_add(1, Ordering::SeqCst);
                             inside.fetch_sub(1, Ordering::SeqCst);
-                            gate.leave(e);
+                            admission.leave(e);
                         }
                     }
                 })
             })
             .collect();
         for _ in 0..50 {
-            assert!(gate.hold());
-            assert!(gate.wait_idle(Duration::from_secs(5)));
+            assert!(admission.hold());
+            assert!(admission.wait_idle(Duration::from_secs(5)));
             for _ in 0..100 {
                 assert_eq!(
                     inside.load(Ordering::SeqCst),
@@ -255,7 +261,7 @@ mod tests {
                     "a writer entered during the hold"
                 );
             }
-            gate.release();
+            admission.release();
         }
         stop.store(true, Ordering::Relaxed);
         for w in writers {
