@@ -48,6 +48,13 @@ impl std::fmt::Display for FrameFault {
     }
 }
 
+/// The length of `value`'s frame, header included, computed without encoding it.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    HEADER_BYTES
+        + postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+            .unwrap_or(usize::MAX - HEADER_BYTES)
+}
+
 /// Frames `value`; fails if its payload is over `max_payload_bytes`.
 pub fn encode<T: Serialize>(value: &T, max_payload_bytes: usize) -> Result<Vec<u8>, FrameFault> {
     let payload = postcard::to_stdvec(value).map_err(|e| FrameFault::Undecodable(e.to_string()))?;
@@ -125,6 +132,7 @@ mod tests {
     fn frames_round_trip_and_every_fault_is_named() {
         let frame = encode(&(7u32, "seven".to_owned()), 100).expect("encode");
         assert_eq!(frame.len(), HEADER_BYTES + 7);
+        assert_eq!(encoded_len(&(7u32, "seven".to_owned())), frame.len());
         let (value, used): ((u32, String), usize) =
             decode(&frame, 100).expect("valid").expect("complete");
         assert_eq!((value, used), ((7, "seven".to_owned()), frame.len()));

@@ -7,7 +7,7 @@
 //!   of day; what a sync transaction does while the peer is down.
 //! - **Wire** ([`Message`], [`FrameDecoder`]): CRC-checked, size-limited frames, a
 //!   versioned handshake, sequence numbers (the primary's commit order) and epochs.
-//! - **Link** ([`Link`]): the primary's side as a deterministic state machine —
+//! - **Link** ([`Link`]): the primary's side as a pure state machine (one [`Ready`] out) —
 //!   duplex, degraded, catching up; heartbeats, timeouts, backoff; sync outcomes;
 //!   the **difference file** (a [`RecordLog`]) while the peer is down, replayed on
 //!   reconnect; events [`Event`] and [`LinkMetrics`].
@@ -87,6 +87,7 @@ mod digest;
 mod error;
 mod frame;
 mod link;
+mod link_shell;
 #[cfg(test)]
 mod link_tests;
 mod mode;
@@ -110,7 +111,8 @@ pub use digest::{response_digest, table_checksum};
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
 pub use link::{
-    DiffLog, Event, Link, LinkConfig, LinkMetrics, LinkState, Micros, Submitted, SyncOutcome,
+    Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros, Persisted, ReadRequest,
+    Ready, Submitted, SyncOutcome,
 };
 pub use mode::{Mode, WhenPeerDown};
 pub use peer::{Peer, PeerConfig, PeerStatus};

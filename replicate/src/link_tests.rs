@@ -1,55 +1,22 @@
-//! The link's bounds, driven directly (the seeded simulation covers the protocol).
+//! The link's bounds and durability rules, driven directly (the seeded simulation
+//! covers the protocol).
 
 use kirikae_engine::{Operation, Value};
 
-use crate::error::Result;
-use crate::link::{DiffLog, Event, Link, LinkConfig, LinkState, Submitted, SyncOutcome};
+use crate::link::{
+    Event, Link, LinkConfig, LinkState, LogState, Persisted, Ready, Submitted, SyncOutcome,
+};
 use crate::mode::{Mode, WhenPeerDown};
-use crate::record_log::LogRecord;
 
-/// A difference file in memory.
-#[derive(Default)]
-struct MemoryLog(Vec<LogRecord>);
-
-impl DiffLog for MemoryLog {
-    fn append(&mut self, record: &LogRecord) -> Result<()> {
-        self.0.push(record.clone());
-        Ok(())
-    }
-    fn sync(&mut self) -> Result<()> {
-        Ok(())
-    }
-    fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
-        Ok(self
-            .0
-            .iter()
-            .filter(|r| r.seq > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    fn retire_through(&mut self, seq: u64) -> Result<()> {
-        self.0.retain(|r| r.seq > seq);
-        Ok(())
-    }
-    fn last_seq(&self) -> Option<u64> {
-        self.0.last().map(|r| r.seq)
-    }
-    /// Records, not bytes: what the tests count.
-    fn bytes(&self) -> u64 {
-        self.0.len() as u64
-    }
-}
-
-fn duplex_link(config: LinkConfig) -> Link<MemoryLog> {
-    let mut link = Link::new(config, MemoryLog::default(), 0);
+fn duplex_link(config: LinkConfig) -> Link {
+    let mut link = Link::new(config, LogState::default(), 0);
     link.connected(1, 0);
     assert_eq!(
         link.state(),
         LinkState::Duplex,
         "an empty catch-up ends at once"
     );
-    let _ = link.take_output();
+    let _ = link.ready();
     link
 }
 
@@ -60,14 +27,25 @@ fn insert(k: i64, payload: usize) -> Vec<Operation> {
     }]
 }
 
-fn diverged_reason(link: &mut Link<MemoryLog>) -> String {
-    link.take_events()
-        .into_iter()
+fn diverged_reason(ready: &Ready) -> String {
+    ready
+        .events
+        .iter()
         .find_map(|e| match e {
-            Event::Diverged { reason, .. } => Some(reason),
+            Event::Diverged { reason, .. } => Some(reason.clone()),
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// The shell's report after appending and fsyncing everything through `seq`.
+fn durable(seq: u64) -> Persisted {
+    Persisted {
+        appended_through: seq,
+        durable_through: seq,
+        bytes: 0,
+        error: None,
+    }
 }
 
 #[test]
@@ -92,23 +70,22 @@ fn output_the_shell_does_not_take_is_bounded() {
         assert_eq!(submitted, Submitted::Queued { seq: seq as u64 });
     }
     assert!(seq >= 9, "went down after {seq} transactions of ~1 KB");
-    assert!(diverged_reason(&mut link).contains("wait to be sent"));
+    let ready = link.ready();
+    assert!(diverged_reason(&ready).contains("wait to be sent"));
     assert!(
-        link.take_output().is_empty(),
-        "frames of a dropped connection"
+        ready.messages.is_empty(),
+        "messages of a dropped connection"
     );
-    assert!(link.take_close());
-    // Nothing is lost: the whole window is in the difference file (this log's
-    // "bytes" are its record count).
-    assert_eq!(link.metrics(3).difference_bytes, seq as u64);
+    assert!(ready.close);
+    // Nothing is lost: the whole window goes to the difference file, made durable.
+    let persisted: Vec<u64> = ready.persist.iter().map(|r| r.seq).collect();
+    assert_eq!(persisted, (1..=seq as u64).collect::<Vec<_>>());
+    assert!(ready.sync_log);
 }
 
 #[test]
 fn a_waiter_past_its_deadline_settles_its_sync_transaction_by_its_rule() {
-    for (when_down, expected) in [
-        (WhenPeerDown::Fail, "unknown"),
-        (WhenPeerDown::Continue, "alone"),
-    ] {
+    for when_down in [WhenPeerDown::Fail, WhenPeerDown::Continue] {
         let mut link = duplex_link(LinkConfig::default());
         let Submitted::Waiting { seq } = link
             .submit(2, Mode::Sync, when_down, insert(1, 8), Vec::new)
@@ -116,22 +93,138 @@ fn a_waiter_past_its_deadline_settles_its_sync_transaction_by_its_rule() {
         else {
             panic!("a sync transaction on a duplex link waits");
         };
-        // Unknown sequences and settled ones are left alone.
+        // Unknown sequences are left alone.
         link.expire_sync(3, seq + 100);
         assert_eq!(link.state(), LinkState::Duplex);
         link.expire_sync(3, seq);
         assert_eq!(link.state(), LinkState::Degraded);
-        let outcomes = link.take_outcomes();
-        assert_eq!(outcomes.len(), 1);
-        let (settled, outcome) = &outcomes[0];
+        let mut ready = link.ready();
+        if when_down == WhenPeerDown::Continue {
+            // Committed alone: settled once its difference-file record is durable.
+            assert!(ready.outcomes.is_empty(), "{:?}", ready.outcomes);
+            assert_eq!(ready.persist.len(), 1);
+            link.persisted(4, durable(seq));
+            ready = link.ready();
+        }
+        assert_eq!(ready.outcomes.len(), 1);
+        let (settled, outcome) = &ready.outcomes[0];
         assert_eq!(*settled, seq);
-        let reason = match (outcome, expected) {
-            (SyncOutcome::OutcomeUnknown { reason }, "unknown") => reason,
-            (SyncOutcome::CommittedAlone { reason }, "alone") => reason,
-            other => panic!("{when_down:?}: {other:?}"),
+        let reason = match (outcome, when_down) {
+            (SyncOutcome::OutcomeUnknown { reason }, WhenPeerDown::Fail) => reason,
+            (SyncOutcome::CommittedAlone { reason }, WhenPeerDown::Continue) => reason,
+            other => panic!("{other:?}"),
         };
         assert!(reason.contains("waiter's deadline"), "{reason}");
-        link.expire_sync(4, seq);
-        assert!(link.take_outcomes().is_empty(), "settled once");
+        link.expire_sync(5, seq);
+        assert!(link.ready().outcomes.is_empty(), "settled once");
     }
+}
+
+#[test]
+fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
+    let mut link = Link::new(LinkConfig::default(), LogState::default(), 0);
+    let submitted = link
+        .submit(
+            1,
+            Mode::Sync,
+            WhenPeerDown::Continue,
+            insert(1, 8),
+            Vec::new,
+        )
+        .expect("submit");
+    assert_eq!(submitted, Submitted::Waiting { seq: 1 });
+    let ready = link.ready();
+    assert_eq!(ready.persist.len(), 1);
+    assert!(ready.outcomes.is_empty());
+    // Appended but not yet durable: still waiting.
+    link.persisted(
+        2,
+        Persisted {
+            appended_through: 1,
+            durable_through: 0,
+            bytes: 100,
+            error: None,
+        },
+    );
+    assert!(link.ready().outcomes.is_empty());
+    link.tick(3);
+    assert!(link.ready().sync_log, "the tick asks for the batch's fsync");
+    link.persisted(4, durable(1));
+    let outcomes = link.ready().outcomes;
+    assert!(
+        matches!(&outcomes[..], [(1, SyncOutcome::CommittedAlone { .. })]),
+        "{outcomes:?}"
+    );
+    // An async commit does not wait.
+    let submitted = link
+        .submit(
+            5,
+            Mode::Async,
+            WhenPeerDown::Continue,
+            insert(2, 8),
+            Vec::new,
+        )
+        .expect("submit");
+    assert_eq!(submitted, Submitted::Queued { seq: 2 });
+    // A failed difference file settles who waits, saying the record may be lost.
+    link.submit(
+        6,
+        Mode::Sync,
+        WhenPeerDown::Continue,
+        insert(3, 8),
+        Vec::new,
+    )
+    .expect("submit");
+    link.persisted(
+        7,
+        Persisted {
+            error: Some("disk full".into()),
+            ..durable(2)
+        },
+    );
+    let ready = link.ready();
+    assert!(
+        matches!(&ready.outcomes[..], [(3, SyncOutcome::CommittedAlone { reason })] if reason.contains("disk full")),
+        "{:?}",
+        ready.outcomes
+    );
+    assert!(ready
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ResyncRequired { .. })));
+}
+
+#[test]
+fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
+    let mut link = Link::new(LinkConfig::default(), LogState::default(), 0);
+    for k in 1..=3 {
+        link.submit(
+            k,
+            Mode::Async,
+            WhenPeerDown::Continue,
+            insert(k as i64, 8),
+            Vec::new,
+        )
+        .expect("submit");
+    }
+    let persisted = link.ready().persist;
+    link.persisted(4, durable(3));
+    link.connected(5, 0);
+    assert_eq!(link.state(), LinkState::CatchingUp);
+    let read = link.ready().read.expect("asks for the records");
+    assert_eq!((read.after, read.limit > 0), (0, true));
+    link.replayed(6, read.catch_up, Ok(persisted));
+    let ready = link.ready();
+    assert_eq!(ready.messages.len(), 3, "{:?}", ready.messages);
+    assert_eq!(link.state(), LinkState::Duplex);
+    assert!(ready.events.iter().any(|e| matches!(
+        e,
+        Event::Recovered {
+            ops_replayed: 3,
+            ..
+        }
+    )));
+    // An answer for an older catch-up is ignored.
+    link.replayed(7, read.catch_up + 5, Err("stale".into()));
+    assert_eq!(link.state(), LinkState::Duplex);
 }

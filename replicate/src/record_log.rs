@@ -26,7 +26,7 @@ use crate::frame;
 use crate::mode::Mode;
 
 /// Records larger than this are taken for damage, not data.
-const MAX_RECORD_BYTES: usize = 64 << 20;
+pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// One transaction of a record log (undelivered, in the difference file; resolved, in
 /// the peer's log). A record with mode [`Mode::Skip`] and no operations marks a

@@ -1,6 +1,6 @@
 //! The primary's replication: a [`CommitGate`] that gives every transaction its mode
-//! by the rules and hands it to the [`Link`], plus the thin TCP shell that drives the
-//! link (one thread that connects, ticks and writes; one reader per connection).
+//! by the rules and hands it to the [`Link`]; the link's shell (threads, socket,
+//! difference file) is in `link_shell.rs`.
 //!
 //! Group commit falls out of the shape: committing threads only queue frames and
 //! wait; the link thread writes whatever has accumulated in one `write`, and the peer
@@ -8,8 +8,7 @@
 //! and round trips.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,11 +21,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::digest::response_digest;
 use crate::error::{ReplicateError, Result};
-use crate::link::{Event, Link, LinkConfig, LinkMetrics, Micros, Submitted, SyncOutcome};
+use crate::link::{
+    Event, Link, LinkConfig, LinkMetrics, LogState, Micros, Ready, Submitted, SyncOutcome,
+};
+use crate::link_shell::link_thread;
 use crate::mode::Mode;
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::{RuleSet, TimeOfDay};
-use crate::wire::{encode, FrameDecoder, Message};
 
 /// Settings of a [`Replicator`].
 #[derive(Clone, Debug)]
@@ -88,46 +89,48 @@ pub(crate) const EVENTS_MAX: usize = 4096;
 const SYNC_WAIT_GRACE: Duration = Duration::from_millis(100);
 
 pub(crate) struct Core {
-    link: Link<RecordLog>,
+    pub(crate) link: Link,
     /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
     /// waiter that gives up removes its own entry.
     pub(crate) waiters: HashMap<u64, Sender<SyncOutcome>>,
     /// Connection generation: a reader of an older connection must not touch the link.
-    generation: u64,
-    /// The link's state when last drained: a change wakes [`Replicator::wait_duplex`].
+    pub(crate) generation: u64,
+    /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].
     seen_state: crate::LinkState,
 }
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
-    /// Sync outcomes settled, a catch-up pause ended, or the link changed state.
+    /// The link changed state (a catch-up pause ended, duplex reached or lost).
     settled: Condvar,
-    /// Output is waiting for the link thread.
-    wake: Condvar,
-    writer_idle: AtomicBool,
+    /// Work is waiting for the link thread.
+    pub(crate) wake: Condvar,
+    pub(crate) writer_idle: AtomicBool,
     rules: RuleSet,
     epoch: Instant,
     events: Sender<Event>,
     /// The same channel's receiving end, to drop the oldest event when it is full.
     events_oldest: Receiver<Event>,
     events_dropped: AtomicU64,
-    stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
     /// Set when a replication thread panicked (see [`ReplicateError::Poisoned`]).
     poisoned: Mutex<Option<String>>,
-    peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
 }
 
 impl Shared {
-    fn now(&self) -> Micros {
+    pub(crate) fn now(&self) -> Micros {
         self.epoch.elapsed().as_micros() as Micros
     }
 
-    /// Moves what the link produced (events, outcomes) to where it goes.
-    fn drain(&self, core: &mut Core) {
-        for e in core.link.take_events() {
+    /// Hands a [`Ready`]'s events to the embedder and its outcomes to the commits
+    /// waiting for them; wakes [`Replicator::wait_duplex`] and paused commits when the
+    /// link changed state. Called by the link thread only, with the core locked.
+    pub(crate) fn deliver(&self, core: &mut Core, ready: &mut Ready) {
+        for e in ready.events.drain(..) {
             self.raise(e);
         }
-        for (seq, outcome) in core.link.take_outcomes() {
+        for (seq, outcome) in ready.outcomes.drain(..) {
             if let Some(waiter) = core.waiters.remove(&seq) {
                 // The capacity is one and this is the only send: it cannot block.
                 let _ = waiter.try_send(outcome);
@@ -197,7 +200,7 @@ impl Shared {
             })
     }
 
-    fn wake_writer(&self) {
+    pub(crate) fn wake_writer(&self) {
         if self.writer_idle.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
         }
@@ -217,7 +220,7 @@ impl Replicator {
     /// connecting to the peer. From here on every commit is replicated by the rules;
     /// while the peer is not reachable, commits go to the difference file.
     pub fn start(database: &Database, config: ReplicatorConfig) -> Result<Replicator> {
-        let (diff, recovery) = RecordLog::open(&config.difference_dir, config.difference)?;
+        let (log, recovery) = RecordLog::open(&config.difference_dir, config.difference)?;
         if recovery.torn_bytes > 0 {
             tracing::warn!(
                 "difference file: cut a torn tail of {} bytes after {} records",
@@ -228,7 +231,14 @@ impl Replicator {
         let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
-                link: Link::new(config.link, diff, 0),
+                link: Link::new(
+                    config.link,
+                    LogState {
+                        last_seq: log.last_seq(),
+                        bytes: log.bytes(),
+                    },
+                    0,
+                ),
                 waiters: HashMap::new(),
                 generation: 0,
                 seen_state: crate::LinkState::Degraded,
@@ -245,14 +255,13 @@ impl Replicator {
             poisoned: Mutex::new(None),
             peer: config.peer,
         });
-        let thread =
-            shared
-                .spawn("kirikae-link", link_thread)
-                .map_err(|e| ReplicateError::Network {
-                    what: "start the link to",
-                    addr: config.peer.to_string(),
-                    source: e,
-                })?;
+        let thread = shared
+            .spawn("kirikae-link", move |shared| link_thread(shared, log))
+            .map_err(|e| ReplicateError::Network {
+                what: "start the link to",
+                addr: config.peer.to_string(),
+                source: e,
+            })?;
         database.set_commit_gate(Some(Arc::new(Gate(Arc::clone(&shared)))));
         Ok(Replicator {
             shared,
@@ -415,7 +424,6 @@ impl CommitGate for Gate {
             }
             _ => None,
         };
-        shared.drain(&mut core);
         drop(core);
         shared.wake_writer();
         let (seq, outcome) = match submitted {
@@ -487,210 +495,9 @@ pub(crate) fn wait_outcome(
     }
     let now = shared.now();
     core.link.expire_sync(now, seq);
-    shared.drain(&mut core);
     core.waiters.remove(&seq);
+    let outcome = core.link.take_outcome(seq);
     drop(core);
     shared.wake_writer();
-    rx.try_recv().map_err(|_| closed())
-}
-
-/// Connects (with the link's backoff), ticks the link, and writes its output.
-fn link_thread(shared: Arc<Shared>) {
-    let mut stream: Option<TcpStream> = None;
-    let mut reader: Option<JoinHandle<()>> = None;
-    let tick = Duration::from_millis(1);
-    while !shared.stop.load(Ordering::SeqCst) {
-        let now = shared.now();
-        if stream.is_none() && shared.core.lock().link.reconnect_due(now) {
-            match connect(&shared) {
-                Ok((s, r)) => {
-                    stream = Some(s);
-                    reader = Some(r);
-                }
-                Err(e) => {
-                    tracing::debug!("connecting to the peer: {e}");
-                    shared.core.lock().link.connect_failed(shared.now());
-                }
-            }
-        }
-        let (out, close) = {
-            let mut core = shared.core.lock();
-            let now = shared.now();
-            core.link.tick(now);
-            let out = core.link.take_output();
-            let close = core.link.take_close();
-            shared.drain(&mut core);
-            (out, close)
-        };
-        if let Some(s) = stream.as_mut() {
-            if !out.is_empty() {
-                if let Err(e) = s.write_all(&out) {
-                    let mut core = shared.core.lock();
-                    let now = shared.now();
-                    core.link
-                        .disconnected(now, &format!("write to the peer: {e}"));
-                    shared.drain(&mut core);
-                    drop(core);
-                    close_connection(&mut stream, &mut reader, &shared);
-                    continue;
-                }
-            }
-        }
-        if close {
-            close_connection(&mut stream, &mut reader, &shared);
-        }
-        if out.is_empty() {
-            let mut core = shared.core.lock();
-            shared.writer_idle.store(true, Ordering::Release);
-            shared.wake.wait_for(&mut core, tick);
-            shared.writer_idle.store(false, Ordering::Release);
-        }
-    }
-    close_connection(&mut stream, &mut reader, &shared);
-}
-
-fn close_connection(
-    stream: &mut Option<TcpStream>,
-    reader: &mut Option<JoinHandle<()>>,
-    shared: &Shared,
-) {
-    {
-        let mut core = shared.core.lock();
-        core.generation += 1;
-        let now = shared.now();
-        core.link.disconnected(now, "connection closed");
-        shared.drain(&mut core);
-    }
-    if let Some(s) = stream.take() {
-        let _ = s.shutdown(Shutdown::Both);
-    }
-    if let Some(r) = reader.take() {
-        let _ = r.join();
-    }
-}
-
-/// Opens a connection, exchanges handshakes, tells the link, starts the reader.
-fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
-    let addr = shared.peer;
-    let network = |what, source| ReplicateError::Network {
-        what,
-        addr: addr.to_string(),
-        source,
-    };
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        .map_err(|e| network("connect to", e))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|e| network("connect to", e))?;
-    let (hello, max, peer_timeout) = {
-        let core = shared.core.lock();
-        let config = core.link.config();
-        (
-            core.link.hello(),
-            config.max_frame_bytes,
-            config.peer_timeout,
-        )
-    };
-    // A peer that accepts and then stops reading (hung, or paused with SIGSTOP) must
-    // not block this thread in a write: it also ticks the link, and a frozen link
-    // never notices the missing heartbeats, so sync commits would wait forever. A
-    // write that cannot finish within the peer timeout ends the connection instead.
-    stream
-        .set_write_timeout(Some(peer_timeout.max(Duration::from_millis(1))))
-        .map_err(|e| network("connect to", e))?;
-    stream
-        .write_all(&encode(&hello, max)?)
-        .map_err(|e| network("greet", e))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| network("greet", e))?;
-    let mut decoder = FrameDecoder::new(max);
-    let mut buf = vec![0u8; 64 << 10];
-    let peer_last = loop {
-        if let Some(m) = decoder.next_message()? {
-            match m {
-                Message::Hello { last_seq, .. } => break last_seq,
-                other => {
-                    return Err(ReplicateError::Protocol {
-                        reason: format!("expected the peer's Hello, got {other:?}"),
-                    })
-                }
-            }
-        }
-        let n = stream.read(&mut buf).map_err(|e| network("greet", e))?;
-        if n == 0 {
-            return Err(ReplicateError::Protocol {
-                reason: "the peer closed the connection during the handshake".into(),
-            });
-        }
-        decoder.push(&buf[..n]);
-    };
-    stream
-        .set_read_timeout(None)
-        .map_err(|e| network("connect to", e))?;
-    let generation = {
-        let mut core = shared.core.lock();
-        core.generation += 1;
-        let now = shared.now();
-        core.link.connected(now, peer_last);
-        shared.drain(&mut core);
-        core.generation
-    };
-    shared.wake_writer();
-    let read_half = stream.try_clone().map_err(|e| network("connect to", e))?;
-    let reader = shared
-        .spawn("kirikae-link-reader", move |shared| {
-            read_loop(shared, read_half, decoder, generation)
-        })
-        .map_err(|e| network("connect to", e))?;
-    Ok((stream, reader))
-}
-
-/// Feeds the peer's messages to the link until the connection ends.
-fn read_loop(
-    shared: Arc<Shared>,
-    mut stream: TcpStream,
-    mut decoder: FrameDecoder,
-    generation: u64,
-) {
-    let mut buf = vec![0u8; 256 << 10];
-    let reason = loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break "the peer closed the connection".to_owned(),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => break format!("read from the peer: {e}"),
-        };
-        decoder.push(&buf[..n]);
-        let mut core = shared.core.lock();
-        if core.generation != generation {
-            return;
-        }
-        let now = shared.now();
-        loop {
-            match decoder.next_message() {
-                Ok(Some(m)) => core.link.receive(now, m),
-                Ok(None) => break,
-                Err(e) => {
-                    core.link
-                        .disconnected(now, &format!("bad frame from the peer: {e}"));
-                    shared.drain(&mut core);
-                    drop(core);
-                    shared.wake_writer();
-                    return;
-                }
-            }
-        }
-        shared.drain(&mut core);
-        drop(core);
-        shared.wake_writer();
-    };
-    let mut core = shared.core.lock();
-    if core.generation == generation {
-        let now = shared.now();
-        core.link.disconnected(now, &reason);
-        shared.drain(&mut core);
-    }
-    drop(core);
-    shared.wake_writer();
+    outcome.ok_or_else(closed)
 }

@@ -1,4 +1,5 @@
-//! Seeded simulation of the replication link: the primary's [`Link`] state machine and
+//! Seeded simulation of the replication link: the primary's [`Link`] state machine
+//! (its difference file a real file, carried out as the replicator's shell does) and
 //! the peer's [`Applier`] (over a real database and a real log file) exchange messages
 //! through a simulated network that drops, delays and reorders them, partitions, and
 //! restarts the peer. The protocol runs over TCP, so faults act the way they do on a
@@ -28,8 +29,8 @@ use kirikae_engine::{
     Value,
 };
 use kirikae_replicate::{
-    response_digest, Applier, Event, Link, LinkConfig, LinkState, Message, Mode, RecordLog,
-    RecordLogOptions, SyncOutcome, WhenPeerDown,
+    response_digest, Applier, Event, Link, LinkConfig, LinkState, LogState, Message, Mode,
+    Persisted, RecordLog, RecordLogOptions, SyncOutcome, WhenPeerDown,
 };
 use kirikae_testkit::Rng;
 
@@ -131,7 +132,11 @@ struct Waiting {
 struct Sim {
     rng: Rng,
     now: u64,
-    link: Link<RecordLog>,
+    link: Link,
+    /// The primary's difference file, which the simulation carries out the link's
+    /// requests on, as the replicator's shell does.
+    log: RecordLog,
+    durable_through: u64,
     peer: Option<PeerNode>,
     peer_dir: PathBuf,
     peer_down_until: u64,
@@ -184,12 +189,21 @@ impl Sim {
             reconnect_max: Duration::from_millis(30),
             ..LinkConfig::default()
         };
-        let link = Link::new(config, diff, 0);
+        let link = Link::new(
+            config,
+            LogState {
+                last_seq: diff.last_seq(),
+                bytes: diff.bytes(),
+            },
+            0,
+        );
         let peer = PeerNode::start(peer_dir.path());
         Sim {
             rng: Rng::new(seed),
             now: 0,
             link,
+            log: diff,
+            durable_through: 0,
             peer: Some(peer),
             peer_dir: peer_dir.path().to_owned(),
             peer_down_until: 0,
@@ -250,25 +264,53 @@ impl Sim {
         );
     }
 
-    /// Decodes the link's output into messages and puts them on the network.
+    /// Carries out the link's output the way the replicator's shell does: the
+    /// difference file, the read a catch-up asks for, messages onto the network,
+    /// events and outcomes. Repeats while the link asks for more.
     fn flush_primary(&mut self, faults: &Faults) {
-        let bytes = self.link.take_output();
-        if self.link.take_close() {
-            self.close("primary closed");
-        }
-        if !bytes.is_empty() && self.conn.is_some() {
-            let mut decoder = kirikae_replicate::FrameDecoder::new(usize::MAX);
-            let hello = kirikae_replicate::encode(&self.link.hello(), usize::MAX).expect("hello");
-            decoder.push(&hello);
-            decoder.next_message().expect("hello decodes");
-            decoder.push(&bytes);
-            while let Some(m) = decoder.next_message().expect("the link's frames decode") {
-                self.send(true, m, faults);
+        loop {
+            let ready = self.link.ready();
+            if ready.is_empty() {
+                return;
             }
-        }
-        self.events.extend(self.link.take_events());
-        for (seq, outcome) in self.link.take_outcomes() {
-            self.settle(seq, outcome);
+            for record in &ready.persist {
+                self.log
+                    .append(record)
+                    .expect("append to the difference file");
+            }
+            if ready.sync_log {
+                self.log.sync().expect("sync the difference file");
+                self.durable_through = self.log.last_seq().unwrap_or(0);
+            }
+            if let Some(seq) = ready.retire_through {
+                self.log.retire_through(seq).expect("retire");
+            }
+            let report = Persisted {
+                appended_through: self.log.last_seq().unwrap_or(0),
+                durable_through: self.durable_through,
+                bytes: self.log.bytes(),
+                error: None,
+            };
+            self.link.persisted(self.now, report);
+            if let Some(read) = ready.read {
+                let batch = self
+                    .log
+                    .read_batch(read.after, read.limit)
+                    .map_err(|e| e.to_string());
+                self.link.replayed(self.now, read.catch_up, batch);
+            }
+            if self.conn.is_some() {
+                for m in ready.messages {
+                    self.send(true, m, faults);
+                }
+            }
+            if ready.close {
+                self.close("primary closed");
+            }
+            self.events.extend(ready.events);
+            for (seq, outcome) in ready.outcomes {
+                self.settle(seq, outcome);
+            }
         }
     }
 

@@ -1,0 +1,80 @@
+//! How a link is set up, and the state it is in.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::wire::MAX_FRAME_BYTES;
+
+/// State of the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// No usable peer: non-skip transactions go to the difference file.
+    Degraded,
+    /// Connected; replaying the difference file while new transactions queue behind it.
+    CatchingUp,
+    /// Connected and current: transactions are shipped as they commit.
+    Duplex,
+}
+
+/// Timing and sizing of a link.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// This primary's epoch (grows at each failover).
+    pub epoch: u64,
+    /// This node's name, sent in the handshake.
+    pub node: String,
+    /// A heartbeat goes out when nothing else has for this long.
+    pub heartbeat_every: Duration,
+    /// A peer silent this long, or an acknowledgement overdue this long, is down.
+    pub peer_timeout: Duration,
+    /// How long a sync commit waits for the peer's answer.
+    pub sync_timeout: Duration,
+    /// More unacknowledged transactions than this in memory: the peer is too far
+    /// behind and is treated as down.
+    pub window_txns_max: usize,
+    /// More bytes than this written by committers and not yet taken by the shell (a
+    /// peer that reads too slowly): the peer is treated as down.
+    pub output_bytes_max: usize,
+    /// Every Nth shipped (async or ordered) transaction is verified (0: none); sync
+    /// transactions always are.
+    pub verify_every: u64,
+    /// Records per catch-up step.
+    pub catchup_batch: usize,
+    /// Most replayed records sent but not yet acknowledged: the catch-up is paced by
+    /// the peer's acknowledgements, so a connection lost mid-way wastes at most this.
+    pub catchup_window: u64,
+    /// Commits pause when the catch-up is this few sequences from the end.
+    pub pause_within: u64,
+    /// Past this size the difference file stops growing and `ResyncRequired` is raised.
+    pub difference_cap_bytes: u64,
+    /// First delay before reconnecting; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// Largest frame sent or accepted.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            epoch: 1,
+            node: "primary".into(),
+            heartbeat_every: Duration::from_millis(100),
+            peer_timeout: Duration::from_secs(1),
+            sync_timeout: Duration::from_millis(500),
+            window_txns_max: 1 << 20,
+            output_bytes_max: 64 << 20,
+            verify_every: 100,
+            catchup_batch: 1024,
+            catchup_window: 1 << 16,
+            pause_within: 256,
+            difference_cap_bytes: 1 << 30,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            max_frame_bytes: MAX_FRAME_BYTES,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! What the link tells the embedder.
+
+use kirikae_engine::Key;
+use serde::Serialize;
+
+/// Something the embedder should know about the link.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Event {
+    /// The peer stopped receiving or applying transactions from `since_seq` on.
+    Diverged {
+        /// First sequence not replicated.
+        since_seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The peer has caught up from the difference file and the link is duplex again.
+    Recovered {
+        /// Transactions replayed from the difference file.
+        ops_replayed: u64,
+        /// How long commits paused to drain the tail.
+        pause_us: u64,
+    },
+    /// The peer's response differed from the primary's.
+    Mismatch {
+        /// The transaction.
+        seq: u64,
+        /// Its table.
+        table: String,
+        /// The operation's key (for an insert, its row).
+        key: Key,
+        /// What differed.
+        detail: String,
+    },
+    /// The peer cannot be caught up from the difference file; it needs a full resync.
+    ResyncRequired {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One line an operator can read: the event's name, then what it carries.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Diverged { since_seq, reason } => {
+                write!(f, "Diverged since {since_seq}: {reason}")
+            }
+            Event::Recovered {
+                ops_replayed,
+                pause_us,
+            } => write!(
+                f,
+                "Recovered: {ops_replayed} replayed, commits paused {pause_us} µs"
+            ),
+            Event::Mismatch {
+                seq,
+                table,
+                key,
+                detail,
+            } => write!(f, "Mismatch at {seq} in {table} (key {key}): {detail}"),
+            Event::ResyncRequired { reason } => write!(f, "ResyncRequired: {reason}"),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Numbers for monitoring.
+
+use serde::Serialize;
+
+use super::config::LinkState;
+
+/// Per-link numbers for monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LinkMetrics {
+    /// Current state.
+    pub state: Option<LinkState>,
+    /// Highest sequence assigned.
+    pub last_seq: u64,
+    /// Highest sequence sent to the peer.
+    pub last_sent_seq: u64,
+    /// Highest sequence the peer acknowledged as resolved.
+    pub last_acked_seq: u64,
+    /// Transactions assigned but not acknowledged.
+    pub lag_ops: u64,
+    /// Age of the oldest unacknowledged transaction, in milliseconds.
+    pub lag_ms: u64,
+    /// Bytes in the difference file.
+    pub difference_bytes: u64,
+    /// Responses that differed.
+    pub mismatches: u64,
+    /// Shipped transactions the peer failed to apply.
+    pub apply_errors: u64,
+    /// Transactions replayed from the difference file, all catch-ups together.
+    pub replayed: u64,
+    /// Connections made to the peer.
+    pub connects: u64,
+    /// Events dropped because the embedder did not read them (the oldest go first).
+    pub events_dropped: u64,
+}

@@ -1,0 +1,94 @@
+//! The in-memory window of a duplex link: every transaction sent and not yet
+//! acknowledged, contiguous and in sequence order.
+
+use std::collections::VecDeque;
+
+use kirikae_engine::Operation;
+
+use crate::mode::{Mode, WhenPeerDown};
+
+use super::Micros;
+
+/// Where a transaction in the window stands.
+#[derive(Debug)]
+pub(super) enum Status {
+    /// Shipped; waiting for the peer's acknowledgement.
+    Shipped,
+    /// Sent as `Prepare`; waiting for `Prepared` until `deadline`.
+    Preparing {
+        deadline: Micros,
+        when_down: WhenPeerDown,
+    },
+    /// A sync transaction decided commit.
+    Committed,
+    /// A sync transaction decided abort.
+    Aborted,
+}
+
+/// One unacknowledged transaction.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub seq: u64,
+    pub mode: Mode,
+    pub operations: Vec<Operation>,
+    /// The primary's response digests, when the peer's are to be compared.
+    pub responses: Option<Vec<u64>>,
+    pub sent_at: Micros,
+    pub status: Status,
+}
+
+/// The window (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct Window(VecDeque<Entry>);
+
+impl Window {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&Entry> {
+        self.0.front()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.0.iter()
+    }
+
+    /// Appends the next transaction.
+    pub fn push(&mut self, entry: Entry) {
+        debug_assert!(
+            self.0.back().is_none_or(|last| last.seq + 1 == entry.seq),
+            "window sequences must be contiguous"
+        );
+        self.0.push_back(entry);
+    }
+
+    /// The entry of `seq`, if it is in the window.
+    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+        let first = self.0.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let entry = self.0.get_mut(i)?;
+        debug_assert_eq!(entry.seq, seq);
+        Some(entry)
+    }
+
+    /// Drops the entries up to `seq` (acknowledged as resolved by the peer).
+    pub fn ack_through(&mut self, seq: u64) {
+        while self.0.front().is_some_and(|e| e.seq <= seq) {
+            let e = self.0.pop_front();
+            debug_assert!(
+                !matches!(e.map(|e| e.status), Some(Status::Preparing { .. })),
+                "the peer acknowledged an undecided sync transaction"
+            );
+        }
+    }
+
+    /// Empties the window, in sequence order.
+    pub fn take_all(&mut self) -> VecDeque<Entry> {
+        std::mem::take(&mut self.0)
+    }
+}

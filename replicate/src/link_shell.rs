@@ -1,0 +1,320 @@
+//! The link's shell on the primary: one thread that connects (with the link's
+//! backoff), ticks the link and carries out each [`Ready`] — the difference file, the
+//! socket, the waiting commits — and one reader thread per connection that feeds the
+//! peer's messages to the link. All I/O happens here, never under the core's lock:
+//! the lock is held only to hand inputs to the link and to take its output.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{ReplicateError, Result};
+use crate::link::{Persisted, ReadRequest, Ready};
+use crate::record_log::{LogRecord, RecordLog};
+use crate::replicator::Shared;
+use crate::wire::{encode, FrameDecoder, Message};
+
+/// The link thread (see the module docs). Owns the difference file.
+pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
+    let mut connection = Connection::default();
+    let mut durable_through = log.last_seq().unwrap_or(0);
+    let tick = Duration::from_millis(1);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let now = shared.now();
+        if connection.stream.is_none() && shared.core.lock().link.reconnect_due(now) {
+            match connect(&shared) {
+                Ok((stream, reader)) => {
+                    connection.stream = Some(stream);
+                    connection.reader = Some(reader);
+                }
+                Err(e) => {
+                    tracing::debug!("connecting to the peer: {e}");
+                    shared.core.lock().link.connect_failed(shared.now());
+                }
+            }
+        }
+        let ready = {
+            let mut core = shared.core.lock();
+            core.link.tick(shared.now());
+            let mut ready = core.link.ready();
+            shared.deliver(&mut core, &mut ready);
+            ready
+        };
+        let more = carry_out(
+            &shared,
+            ready,
+            &mut log,
+            &mut durable_through,
+            &mut connection,
+        );
+        if !more {
+            let mut core = shared.core.lock();
+            if core.link.has_ready() {
+                continue;
+            }
+            shared.writer_idle.store(true, Ordering::Release);
+            shared.wake.wait_for(&mut core, tick);
+            shared.writer_idle.store(false, Ordering::Release);
+        }
+    }
+    // What going down produced (the window moved to the difference file, outcomes)
+    // is carried out before the thread ends: nothing in flight is lost.
+    connection.close(&shared);
+    loop {
+        let ready = {
+            let mut core = shared.core.lock();
+            let mut ready = core.link.ready();
+            shared.deliver(&mut core, &mut ready);
+            ready
+        };
+        if ready.is_empty() {
+            break;
+        }
+        carry_out(
+            &shared,
+            ready,
+            &mut log,
+            &mut durable_through,
+            &mut connection,
+        );
+    }
+}
+
+/// The current connection to the peer, if any.
+#[derive(Default)]
+struct Connection {
+    stream: Option<TcpStream>,
+    reader: Option<JoinHandle<()>>,
+    /// Encoding buffer, reused.
+    out: Vec<u8>,
+}
+
+impl Connection {
+    /// Ends the connection: the link is told, the reader thread stops.
+    fn close(&mut self, shared: &Shared) {
+        {
+            let mut core = shared.core.lock();
+            core.generation += 1;
+            let now = shared.now();
+            core.link.disconnected(now, "connection closed");
+        }
+        if let Some(s) = self.stream.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// Encodes and writes `messages`; an error is returned as the reason to close.
+    fn send(&mut self, messages: &[Message], max_frame_bytes: usize) -> Option<String> {
+        let stream = self.stream.as_mut()?;
+        self.out.clear();
+        for m in messages {
+            match encode(m, max_frame_bytes) {
+                Ok(frame) => self.out.extend_from_slice(&frame),
+                // Sizes were checked when the transaction was submitted: a failure
+                // here is a bug, surfaced as an outage.
+                Err(e) => return Some(format!("cannot encode a frame: {e}")),
+            }
+        }
+        if self.out.is_empty() {
+            return None;
+        }
+        let result = stream.write_all(&self.out);
+        if self.out.capacity() > 16 << 20 {
+            self.out = Vec::new();
+        }
+        result.err().map(|e| format!("write to the peer: {e}"))
+    }
+}
+
+/// Carries out `ready` (see [`Ready`] for the order) and reports back to the link.
+/// Returns whether the link asked for more at once (the next catch-up batch).
+fn carry_out(
+    shared: &Shared,
+    ready: Ready,
+    log: &mut RecordLog,
+    durable_through: &mut u64,
+    connection: &mut Connection,
+) -> bool {
+    let report = persist(log, &ready, durable_through);
+    let replay = ready.read.map(|request| (request, read(log, request)));
+    let max_frame_bytes = shared.core.lock().link.config().max_frame_bytes;
+    let failed = connection.send(&ready.messages, max_frame_bytes);
+    {
+        let mut core = shared.core.lock();
+        let now = shared.now();
+        core.link.persisted(now, report);
+        if let Some((request, batch)) = replay {
+            core.link.replayed(now, request.catch_up, batch);
+        }
+        if let Some(reason) = &failed {
+            core.link.disconnected(now, reason);
+        }
+    }
+    if failed.is_some() || ready.close {
+        connection.close(shared);
+    }
+    shared.core.lock().link.has_ready()
+}
+
+/// The difference-file part of a [`Ready`]: append, fsync, retire.
+fn persist(log: &mut RecordLog, ready: &Ready, durable_through: &mut u64) -> Persisted {
+    let mut error = None;
+    for record in &ready.persist {
+        if let Err(e) = log.append(record) {
+            error = Some(e.to_string());
+            break;
+        }
+    }
+    if error.is_none() && ready.sync_log {
+        match log.sync() {
+            Ok(()) => *durable_through = log.last_seq().unwrap_or(0),
+            Err(e) => error = Some(e.to_string()),
+        }
+    }
+    if let Some(seq) = ready.retire_through {
+        if let Err(e) = log.retire_through(seq) {
+            tracing::warn!("cannot retire difference-file segments: {e}");
+        }
+    }
+    Persisted {
+        appended_through: log.last_seq().unwrap_or(0),
+        durable_through: *durable_through,
+        bytes: log.bytes(),
+        error,
+    }
+}
+
+fn read(log: &mut RecordLog, request: ReadRequest) -> std::result::Result<Vec<LogRecord>, String> {
+    log.read_batch(request.after, request.limit)
+        .map_err(|e| e.to_string())
+}
+
+/// Opens a connection, exchanges handshakes, tells the link, starts the reader.
+fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
+    let addr = shared.peer;
+    let network = |what, source| ReplicateError::Network {
+        what,
+        addr: addr.to_string(),
+        source,
+    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .map_err(|e| network("connect to", e))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| network("connect to", e))?;
+    let (hello, max, peer_timeout) = {
+        let core = shared.core.lock();
+        let config = core.link.config();
+        (
+            core.link.hello(),
+            config.max_frame_bytes,
+            config.peer_timeout,
+        )
+    };
+    // A peer that accepts and then stops reading (hung, or paused with SIGSTOP) must
+    // not block this thread in a write: it also ticks the link, and a frozen link
+    // never notices the missing heartbeats, so sync commits would wait forever. A
+    // write that cannot finish within the peer timeout ends the connection instead.
+    stream
+        .set_write_timeout(Some(peer_timeout.max(Duration::from_millis(1))))
+        .map_err(|e| network("connect to", e))?;
+    stream
+        .write_all(&encode(&hello, max)?)
+        .map_err(|e| network("greet", e))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| network("greet", e))?;
+    let mut decoder = FrameDecoder::new(max);
+    let mut buf = vec![0u8; 64 << 10];
+    let peer_last = loop {
+        if let Some(m) = decoder.next_message()? {
+            match m {
+                Message::Hello { last_seq, .. } => break last_seq,
+                other => {
+                    return Err(ReplicateError::Protocol {
+                        reason: format!("expected the peer's Hello, got {other:?}"),
+                    })
+                }
+            }
+        }
+        let n = stream.read(&mut buf).map_err(|e| network("greet", e))?;
+        if n == 0 {
+            return Err(ReplicateError::Protocol {
+                reason: "the peer closed the connection during the handshake".into(),
+            });
+        }
+        decoder.push(&buf[..n]);
+    };
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| network("connect to", e))?;
+    let generation = {
+        let mut core = shared.core.lock();
+        core.generation += 1;
+        let now = shared.now();
+        core.link.connected(now, peer_last);
+        core.generation
+    };
+    shared.wake_writer();
+    let read_half = stream.try_clone().map_err(|e| network("connect to", e))?;
+    let reader = shared
+        .spawn("kirikae-link-reader", move |shared| {
+            read_loop(shared, read_half, decoder, generation)
+        })
+        .map_err(|e| network("connect to", e))?;
+    Ok((stream, reader))
+}
+
+/// Feeds the peer's messages to the link until the connection ends.
+fn read_loop(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    mut decoder: FrameDecoder,
+    generation: u64,
+) {
+    let mut buf = vec![0u8; 256 << 10];
+    let reason = loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break "the peer closed the connection".to_owned(),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => break format!("read from the peer: {e}"),
+        };
+        decoder.push(&buf[..n]);
+        let mut core = shared.core.lock();
+        if core.generation != generation {
+            return;
+        }
+        let now = shared.now();
+        loop {
+            match decoder.next_message() {
+                Ok(Some(m)) => core.link.receive(now, m),
+                Ok(None) => break,
+                Err(e) => {
+                    core.link
+                        .disconnected(now, &format!("bad frame from the peer: {e}"));
+                    drop(core);
+                    shared.wake_writer();
+                    return;
+                }
+            }
+        }
+        drop(core);
+        // The link thread carries out what the messages produced (commit decisions
+        // to send, outcomes to hand to waiting commits).
+        shared.wake_writer();
+    };
+    let mut core = shared.core.lock();
+    if core.generation == generation {
+        let now = shared.now();
+        core.link.disconnected(now, &reason);
+    }
+    drop(core);
+    shared.wake_writer();
+}
