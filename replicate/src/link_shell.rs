@@ -36,23 +36,27 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
                 }
             }
         }
-        let ready = {
+        let work = {
             let mut core = shared.core.lock();
             core.link.tick(shared.now());
-            let mut ready = core.link.ready();
-            shared.deliver(&mut core, &mut ready);
-            ready
+            let own = shared.take_ready(&mut core);
+            let mut work: Vec<Ready> = core.backlog.drain(..).collect();
+            work.push(own);
+            work
         };
-        let more = carry_out(
-            &shared,
-            ready,
-            &mut log,
-            &mut durable_through,
-            &mut connection,
-        );
+        let mut more = false;
+        for ready in work {
+            more = carry_out(
+                &shared,
+                ready,
+                &mut log,
+                &mut durable_through,
+                &mut connection,
+            );
+        }
         if !more {
             let mut core = shared.core.lock();
-            if core.link.has_ready() {
+            if core.link.has_ready() || !core.backlog.is_empty() {
                 continue;
             }
             shared.writer_idle.store(true, Ordering::Release);
@@ -64,22 +68,23 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
     // is carried out before the thread ends: nothing in flight is lost.
     connection.close(&shared);
     loop {
-        let ready = {
+        let work: Vec<Ready> = {
             let mut core = shared.core.lock();
-            let mut ready = core.link.ready();
-            shared.deliver(&mut core, &mut ready);
-            ready
+            let own = shared.take_ready(&mut core);
+            core.backlog.drain(..).chain(Some(own)).collect()
         };
-        if ready.is_empty() {
+        if work.iter().all(Ready::is_empty) {
             break;
         }
-        carry_out(
-            &shared,
-            ready,
-            &mut log,
-            &mut durable_through,
-            &mut connection,
-        );
+        for ready in work {
+            carry_out(
+                &shared,
+                ready,
+                &mut log,
+                &mut durable_through,
+                &mut connection,
+            );
+        }
     }
 }
 
@@ -141,25 +146,30 @@ fn carry_out(
     durable_through: &mut u64,
     connection: &mut Connection,
 ) -> bool {
-    let report = persist(log, &ready, durable_through);
+    let log_work = !ready.persist.is_empty() || ready.sync_log || ready.retire_through.is_some();
+    let report = log_work.then(|| persist(log, &ready, durable_through));
     let replay = ready.read.map(|request| (request, read(log, request)));
-    let max_frame_bytes = shared.core.lock().link.config().max_frame_bytes;
-    let failed = connection.send(&ready.messages, max_frame_bytes);
-    {
+    let failed = connection.send(&ready.messages, shared.max_frame_bytes);
+    let more = if report.is_some() || replay.is_some() || failed.is_some() {
         let mut core = shared.core.lock();
         let now = shared.now();
-        core.link.persisted(now, report);
+        if let Some(report) = report {
+            core.link.persisted(now, report);
+        }
         if let Some((request, batch)) = replay {
             core.link.replayed(now, request.catch_up, batch);
         }
         if let Some(reason) = &failed {
             core.link.disconnected(now, reason);
         }
-    }
+        core.link.has_ready()
+    } else {
+        false
+    };
     if failed.is_some() || ready.close {
         connection.close(shared);
     }
-    shared.core.lock().link.has_ready()
+    more
 }
 
 /// The difference-file part of a [`Ready`]: append, fsync, retire.
@@ -305,9 +315,13 @@ fn read_loop(
                 }
             }
         }
+        // Outcomes go to the waiting commits now; the rest (commit decisions to send)
+        // to the link thread.
+        let rest = shared.take_ready(&mut core);
+        if !rest.is_empty() {
+            core.backlog.push_back(rest);
+        }
         drop(core);
-        // The link thread carries out what the messages produced (commit decisions
-        // to send, outcomes to hand to waiting commits).
         shared.wake_writer();
     };
     let mut core = shared.core.lock();

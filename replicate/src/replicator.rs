@@ -97,6 +97,9 @@ pub(crate) struct Core {
     pub(crate) generation: u64,
     /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].
     seen_state: crate::LinkState,
+    /// Output the reader thread took (its events and outcomes already delivered) for
+    /// the link thread to carry out, in order, before what it takes itself.
+    pub(crate) backlog: std::collections::VecDeque<Ready>,
 }
 
 pub(crate) struct Shared {
@@ -116,6 +119,8 @@ pub(crate) struct Shared {
     /// Set when a replication thread panicked (see [`ReplicateError::Poisoned`]).
     poisoned: Mutex<Option<String>>,
     pub(crate) peer: SocketAddr,
+    /// The link's frame limit (fixed at start).
+    pub(crate) max_frame_bytes: usize,
 }
 
 impl Shared {
@@ -123,10 +128,19 @@ impl Shared {
         self.epoch.elapsed().as_micros() as Micros
     }
 
+    /// Takes the link's output, delivers its events and outcomes at once (a sync
+    /// commit learns its outcome without waiting for the link thread), and returns the
+    /// rest for the link thread to carry out.
+    pub(crate) fn take_ready(&self, core: &mut Core) -> Ready {
+        let mut ready = core.link.ready();
+        self.deliver(core, &mut ready);
+        ready
+    }
+
     /// Hands a [`Ready`]'s events to the embedder and its outcomes to the commits
     /// waiting for them; wakes [`Replicator::wait_duplex`] and paused commits when the
-    /// link changed state. Called by the link thread only, with the core locked.
-    pub(crate) fn deliver(&self, core: &mut Core, ready: &mut Ready) {
+    /// link changed state. Called with the core locked.
+    fn deliver(&self, core: &mut Core, ready: &mut Ready) {
         for e in ready.events.drain(..) {
             self.raise(e);
         }
@@ -229,6 +243,7 @@ impl Replicator {
             );
         }
         let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
+        let max_frame_bytes = config.link.max_frame_bytes;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 link: Link::new(
@@ -242,6 +257,7 @@ impl Replicator {
                 waiters: HashMap::new(),
                 generation: 0,
                 seen_state: crate::LinkState::Degraded,
+                backlog: std::collections::VecDeque::new(),
             }),
             settled: Condvar::new(),
             wake: Condvar::new(),
@@ -254,6 +270,7 @@ impl Replicator {
             stop: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             peer: config.peer,
+            max_frame_bytes,
         });
         let thread = shared
             .spawn("kirikae-link", move |shared| link_thread(shared, log))
