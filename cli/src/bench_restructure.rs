@@ -63,7 +63,7 @@ pub struct RestructureBenchArgs {
     pub work_slice_us: u64,
     /// Longest the restructure may hold writers at a time, µs.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_stall_us: u64,
+    pub stall_max_us: u64,
     /// Skip the verification pass.
     #[arg(long)]
     pub no_verify: bool,
@@ -115,7 +115,7 @@ pub struct RestructureFigures {
     holds: usize,
     holds_total_us: u64,
     hold_max_us: u64,
-    max_stall_us: u64,
+    stall_max_us: u64,
     key_evictions: u64,
     copy_rows_per_s: f64,
     phase1_ms: f64,
@@ -181,7 +181,7 @@ pub(crate) fn figures(r: &ScenarioResult, args: &RestructureBenchArgs) -> Restru
         holds: r.report.holds.len(),
         holds_total_us: us(r.report.holds_total),
         hold_max_us: us(r.report.hold_max),
-        max_stall_us: us(r.report.max_stall),
+        stall_max_us: us(r.report.stall_max),
         key_evictions: r.report.key_evictions,
         copy_rows_per_s: r.report.copy_rows_per_s,
         phase1_ms: r.report.phase1.as_secs_f64() * 1e3,
@@ -259,7 +259,7 @@ fn run_one(
             rate_limit_rows_per_s: args.rate_limit,
             duty_cycle: args.duty,
             work_slice: Duration::from_micros(args.work_slice_us),
-            max_stall: Duration::from_micros(args.max_stall_us),
+            stall_max: Duration::from_micros(args.stall_max_us),
             ..RestructureOptions::default()
         },
     };

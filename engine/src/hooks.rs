@@ -3,7 +3,6 @@
 //! (feeds synchronous replication), plus the logical operations the gate sees.
 
 use std::any::Any;
-use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -71,7 +70,8 @@ pub struct CommitRequest<'a> {
 }
 
 /// Kind of a logical operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum OperationKind {
     /// A new record.
     Insert,
@@ -79,16 +79,6 @@ pub enum OperationKind {
     Update,
     /// A removed record.
     Delete,
-}
-
-impl fmt::Display for OperationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OperationKind::Insert => "insert",
-            OperationKind::Update => "update",
-            OperationKind::Delete => "delete",
-        })
-    }
 }
 
 /// One write of a transaction, in logical terms (table, key, values): what

@@ -8,7 +8,8 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// The type of a column. A value of another type is refused at write time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, strum::Display)]
+#[strum(serialize_all = "lowercase")]
 pub enum ColumnType {
     /// `true` / `false`.
     Bool,
@@ -20,18 +21,6 @@ pub enum ColumnType {
     Text,
     /// Raw bytes.
     Bytes,
-}
-
-impl fmt::Display for ColumnType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ColumnType::Bool => "bool",
-            ColumnType::Int => "int",
-            ColumnType::Float => "float",
-            ColumnType::Text => "text",
-            ColumnType::Bytes => "bytes",
-        })
-    }
 }
 
 /// One cell of a row.

@@ -115,11 +115,11 @@ impl Connection {
     }
 
     /// Encodes and writes `messages`; an error is returned as the reason to close.
-    fn send(&mut self, messages: &[Message], max_frame_bytes: usize) -> Option<String> {
+    fn send(&mut self, messages: &[Message], frame_bytes_max: usize) -> Option<String> {
         let stream = self.stream.as_mut()?;
         self.out.clear();
         for m in messages {
-            match encode(m, max_frame_bytes) {
+            match encode(m, frame_bytes_max) {
                 Ok(frame) => self.out.extend_from_slice(&frame),
                 // Sizes were checked when the transaction was submitted: a failure
                 // here is a bug, surfaced as an outage.
@@ -149,7 +149,7 @@ fn carry_out(
     let log_work = !ready.persist.is_empty() || ready.sync_log || ready.retire_through.is_some();
     let report = log_work.then(|| persist(log, &ready, durable_through));
     let replay = ready.read.map(|request| (request, read(log, request)));
-    let failed = connection.send(&ready.messages, shared.max_frame_bytes);
+    let failed = connection.send(&ready.messages, shared.frame_bytes_max);
     let more = if report.is_some() || replay.is_some() || failed.is_some() {
         let mut core = shared.core.lock();
         let now = shared.now();
@@ -223,7 +223,7 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
         let config = core.link.config();
         (
             core.link.hello(),
-            config.max_frame_bytes,
+            config.frame_bytes_max,
             config.peer_timeout,
         )
     };

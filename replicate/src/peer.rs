@@ -32,7 +32,7 @@ pub struct PeerConfig {
     /// A primary silent this long is dropped.
     pub primary_timeout: Duration,
     /// Largest frame accepted or sent.
-    pub max_frame_bytes: usize,
+    pub frame_bytes_max: usize,
 }
 
 impl Default for PeerConfig {
@@ -43,7 +43,7 @@ impl Default for PeerConfig {
             fsync: true,
             heartbeat_every: Duration::from_millis(100),
             primary_timeout: Duration::from_secs(2),
-            max_frame_bytes: MAX_FRAME_BYTES,
+            frame_bytes_max: MAX_FRAME_BYTES,
         }
     }
 }
@@ -249,7 +249,7 @@ fn connection(
     stream
         .set_read_timeout(Some(tick))
         .map_err(|e| network("serve", e))?;
-    let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     let mut buf = vec![0u8; 256 << 10];
     let mut greeted = false;
     let mut last_heard = Instant::now();
@@ -310,7 +310,7 @@ fn connection(
             }
             out.clear();
             for r in &replies {
-                out.extend_from_slice(&encode(r, config.max_frame_bytes)?);
+                out.extend_from_slice(&encode(r, config.frame_bytes_max)?);
             }
             stream.write_all(&out).map_err(|e| network("write to", e))?;
             last_sent = Instant::now();

@@ -120,7 +120,7 @@ pub(crate) struct Shared {
     poisoned: Mutex<Option<String>>,
     pub(crate) peer: SocketAddr,
     /// The link's frame limit (fixed at start).
-    pub(crate) max_frame_bytes: usize,
+    pub(crate) frame_bytes_max: usize,
 }
 
 impl Shared {
@@ -243,7 +243,7 @@ impl Replicator {
             );
         }
         let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
-        let max_frame_bytes = config.link.max_frame_bytes;
+        let frame_bytes_max = config.link.frame_bytes_max;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 link: Link::new(
@@ -270,7 +270,7 @@ impl Replicator {
             stop: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             peer: config.peer,
-            max_frame_bytes,
+            frame_bytes_max,
         });
         let thread = shared
             .spawn("kirikae-link", move |shared| link_thread(shared, log))

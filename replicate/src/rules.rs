@@ -27,6 +27,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 
+use strum::VariantNames;
+
 use ipnet::IpNet;
 use kirikae_engine::{Operation, OperationKind, SessionInfo};
 use serde::Deserialize;
@@ -36,7 +38,10 @@ use crate::error::{ReplicateError, Result};
 use crate::mode::{Mode, WhenPeerDown};
 
 /// What an access is, for rule matching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::Display, strum::EnumString, strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum AccessKind {
     /// A new record.
     Insert,
@@ -50,25 +55,6 @@ pub enum AccessKind {
     Commit,
     /// A schema change (e.g. a restructure).
     Ddl,
-}
-
-impl FromStr for AccessKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<AccessKind, String> {
-        Ok(match s {
-            "insert" => AccessKind::Insert,
-            "update" => AccessKind::Update,
-            "delete" => AccessKind::Delete,
-            "read" => AccessKind::Read,
-            "commit" => AccessKind::Commit,
-            "ddl" => AccessKind::Ddl,
-            other => {
-                return Err(format!(
-                    "unknown kind `{other}` (insert, update, delete, read, commit, ddl)"
-                ))
-            }
-        })
-    }
 }
 
 impl From<OperationKind> for AccessKind {
@@ -298,11 +284,21 @@ impl<'a> Positions<'a> {
         }
     }
 
-    fn parse<T: FromStr<Err = String>>(&self, value: &Spanned<String>) -> Result<T> {
-        value
-            .get_ref()
-            .parse()
-            .map_err(|e: String| self.error(value.span().start, e))
+    /// `value` as one of `T`'s names; the error lists them.
+    fn parse<T: FromStr + VariantNames>(&self, value: &Spanned<String>, what: &str) -> Result<T> {
+        self.parse_name(value.get_ref(), value.span().start, what)
+    }
+
+    fn parse_name<T: FromStr + VariantNames>(
+        &self,
+        name: &str,
+        offset: usize,
+        what: &str,
+    ) -> Result<T> {
+        name.parse().map_err(|_| {
+            let names = T::VARIANTS.join(", ");
+            self.error(offset, format!("unknown {what} `{name}` ({names})"))
+        })
     }
 }
 
@@ -315,11 +311,11 @@ impl RuleSet {
             at.error(offset, e.message().trim().to_owned())
         })?;
         let default = match &raw.default {
-            Some(m) => at.parse(m)?,
+            Some(m) => at.parse(m, "mode")?,
             None => Mode::Async,
         };
         let default_when_peer_down = match &raw.when_peer_down {
-            Some(w) => at.parse(w)?,
+            Some(w) => at.parse(w, "peer-down action")?,
             None => WhenPeerDown::Continue,
         };
         let mut rules = Vec::with_capacity(raw.rules.len());
@@ -335,7 +331,7 @@ impl RuleSet {
                     };
                     names
                         .iter()
-                        .map(|n| n.parse().map_err(|e: String| at.error(k.span().start, e)))
+                        .map(|n| at.parse_name(n, k.span().start, "kind"))
                         .collect::<Result<Vec<AccessKind>>>()?
                 }
             };
@@ -356,7 +352,15 @@ impl RuleSet {
                 .as_ref()
                 .map(|s| parse_source(s.get_ref()).map_err(|e| at.error(s.span().start, e)))
                 .transpose()?;
-            let time = r.time.as_ref().map(|t| at.parse(t)).transpose()?;
+            let time = r
+                .time
+                .as_ref()
+                .map(|t| {
+                    t.get_ref()
+                        .parse::<TimeWindow>()
+                        .map_err(|e| at.error(t.span().start, e))
+                })
+                .transpose()?;
             rules.push(Rule {
                 name: r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1)),
                 line,
@@ -366,9 +370,9 @@ impl RuleSet {
                 group: r.group.clone(),
                 source,
                 time,
-                mode: at.parse(&r.mode)?,
+                mode: at.parse(&r.mode, "mode")?,
                 when_peer_down: match &r.when_peer_down {
-                    Some(w) => at.parse(w)?,
+                    Some(w) => at.parse(w, "peer-down action")?,
                     None => default_when_peer_down,
                 },
             });

@@ -117,10 +117,10 @@ impl Message {
     }
 }
 
-/// Encodes `message` as one frame. Fails if it exceeds `max_frame_bytes`: the sender
+/// Encodes `message` as one frame. Fails if it exceeds `frame_bytes_max`: the sender
 /// checks the same limit the receiver enforces.
-pub fn encode(message: &Message, max_frame_bytes: usize) -> Result<Vec<u8>, WireError> {
-    frame::encode(message, max_frame_bytes).map_err(|fault| match fault {
+pub fn encode(message: &Message, frame_bytes_max: usize) -> Result<Vec<u8>, WireError> {
+    frame::encode(message, frame_bytes_max).map_err(|fault| match fault {
         FrameFault::TooLarge { len, max } => WireError::TooLarge {
             offset: 0,
             len,
@@ -142,18 +142,18 @@ pub struct FrameDecoder {
     start: usize,
     /// Stream offset of `buffer[start]`.
     offset: u64,
-    max_frame_bytes: usize,
+    frame_bytes_max: usize,
     handshake_seen: bool,
 }
 
 impl FrameDecoder {
-    /// A decoder for a new connection, enforcing `max_frame_bytes` per payload.
-    pub fn new(max_frame_bytes: usize) -> FrameDecoder {
+    /// A decoder for a new connection, enforcing `frame_bytes_max` per payload.
+    pub fn new(frame_bytes_max: usize) -> FrameDecoder {
         FrameDecoder {
             buffer: Vec::new(),
             start: 0,
             offset: 0,
-            max_frame_bytes,
+            frame_bytes_max,
             handshake_seen: false,
         }
     }
@@ -172,7 +172,7 @@ impl FrameDecoder {
     /// connection is unusable.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
         let offset = self.offset;
-        let decoded = frame::decode::<Message>(&self.buffer[self.start..], self.max_frame_bytes)
+        let decoded = frame::decode::<Message>(&self.buffer[self.start..], self.frame_bytes_max)
             .map_err(|fault| match fault {
                 FrameFault::TooLarge { len, max } => WireError::TooLarge { offset, len, max },
                 FrameFault::Checksum { stored, computed } => WireError::Checksum {

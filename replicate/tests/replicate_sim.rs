@@ -182,9 +182,9 @@ impl Sim {
             sync_timeout: Duration::from_millis(15),
             window_txns_max: 2_000,
             verify_every: 3,
-            catchup_batch: 16,
-            catchup_window: 64,
-            pause_within: 8,
+            catchup_batch_txns: 16,
+            catchup_window_txns: 64,
+            pause_within_txns: 8,
             reconnect_min: Duration::from_millis(2),
             reconnect_max: Duration::from_millis(30),
             ..LinkConfig::default()

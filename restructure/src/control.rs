@@ -29,13 +29,13 @@ pub enum Strategy {
 /// What phase 2 does when the history stops shrinking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NonConvergence {
-    /// Keep running rounds (up to `max_rounds`).
+    /// Keep running rounds (up to `rounds_max`).
     KeepGoing,
     /// From then on, every round runs with new writers held (each bounded by
-    /// `max_stall`), each followed by writers running for as long as the hold, or
+    /// `stall_max`), each followed by writers running for as long as the hold, or
     /// for half as long again whenever a held round did not shrink the history (down
-    /// to 1/16 of it), until the history fits the stall budget or `max_rounds` is
-    /// reached. Writers are never held longer than `max_stall` at a time.
+    /// to 1/16 of it), until the history fits the stall budget or `rounds_max` is
+    /// reached. Writers are never held longer than `stall_max` at a time.
     ThrottleWriters,
     /// Give up with [`RestructureError::NotConverging`].
     Abort,
@@ -67,15 +67,15 @@ pub struct RestructureOptions {
     /// The bound on every hold of writers (like Db2 REORG's MAXRO): a switch attempt
     /// or a held round that reaches it lets writers go and is retried. Phase 2 loops
     /// until the final drain is estimated to take a quarter of it.
-    pub max_stall: Duration,
+    pub stall_max: Duration,
     /// Rounds without the history shrinking before it counts as not converging.
     pub stall_rounds: u32,
     /// What to do then.
     pub on_non_convergence: NonConvergence,
     /// Hard bound on phase-2 rounds.
-    pub max_rounds: u32,
+    pub rounds_max: u32,
     /// Pause between two switch attempts, writers running: while a long transaction
-    /// postpones the switch, writers are held at most `max_stall` per this long.
+    /// postpones the switch, writers are held at most `stall_max` per this long.
     pub switch_retry_pause: Duration,
     /// Switch attempts before giving up with [`RestructureError::SwitchPostponed`].
     pub switch_tries: u32,
@@ -98,10 +98,10 @@ impl Default for RestructureOptions {
             rate_limit_rows_per_s: None,
             duty_cycle: 0.5,
             work_slice: Duration::from_micros(500),
-            max_stall: Duration::from_millis(1),
+            stall_max: Duration::from_millis(1),
             stall_rounds: 8,
             on_non_convergence: NonConvergence::ThrottleWriters,
-            max_rounds: 1_000,
+            rounds_max: 1_000,
             switch_retry_pause: Duration::from_millis(10),
             switch_tries: 100,
             journal_bytes_max: 1 << 30,
@@ -119,7 +119,7 @@ impl fmt::Debug for RestructureOptions {
             .field("rate_limit_rows_per_s", &self.rate_limit_rows_per_s)
             .field("duty_cycle", &self.duty_cycle)
             .field("work_slice", &self.work_slice)
-            .field("max_stall", &self.max_stall)
+            .field("stall_max", &self.stall_max)
             .field("verify", &self.verify)
             .finish_non_exhaustive()
     }

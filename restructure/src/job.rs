@@ -203,7 +203,7 @@ impl Job {
             holds: std::mem::take(&mut self.holds),
             holds_total,
             hold_max,
-            max_stall: self.options.max_stall,
+            stall_max: self.options.stall_max,
             key_evictions: self.twin.evictions(),
             copy_rows_per_s: copied as f64 / phase1.as_secs_f64().max(1e-9),
             history_peak_bytes,

@@ -21,7 +21,7 @@ impl Job {
             self.round()?;
             // The final drain must fit in the stall budget together with waiting for
             // in-flight writers and the switch itself: aim for a quarter of it.
-            if self.next_round_estimate() <= self.options.max_stall / 4 {
+            if self.next_round_estimate() <= self.options.stall_max / 4 {
                 return Ok(());
             }
             let pending = self.pending();
@@ -46,7 +46,7 @@ impl Job {
     }
 
     /// Held rounds only (an unheld round lets writers add as much as it applies), each
-    /// within `max_stall`, until the history fits the stall budget. Writers run after
+    /// within `stall_max`, until the history fits the stall budget. Writers run after
     /// each for a share of the hold: all of it at first, halved whenever a held round
     /// leaves more pending than it found (writers still outpace it, e.g. on a busy
     /// machine), down to [`MIN_WRITERS_SHARE`], so that throttling converges.
@@ -61,7 +61,7 @@ impl Job {
             // A held round that drained everything leaves only what in-flight writers
             // added: the switch can drain that.
             if self.throttled_round(writers_share)?
-                || self.next_round_estimate() <= self.options.max_stall / 4
+                || self.next_round_estimate() <= self.options.stall_max / 4
             {
                 return Ok(());
             }
@@ -71,11 +71,11 @@ impl Job {
         }
     }
 
-    /// Past `max_rounds`, or (journal baseline) past `journal_bytes_max`.
+    /// Past `rounds_max`, or (journal baseline) past `journal_bytes_max`.
     fn out_of_rounds(&self) -> bool {
         let journal_full = matches!(&self.tracker,
             Tracker::Journal(j) if j.bytes() > self.options.journal_bytes_max);
-        self.rounds >= self.options.max_rounds || journal_full
+        self.rounds >= self.options.rounds_max || journal_full
     }
 
     fn not_converging(&self) -> RestructureError {
@@ -87,14 +87,14 @@ impl Job {
     }
 
     /// A round during which new writers wait, so that they cannot add to the history
-    /// while it is applied; in-flight writers keep going. It stops at `max_stall`
+    /// while it is applied; in-flight writers keep going. It stops at `stall_max`
     /// (what is left stays pending), and writers then run for `writers_share` of the
     /// hold before anything holds them again. Returns whether it drained everything.
     fn throttled_round(&mut self, writers_share: f64) -> Result<bool> {
         self.rest_before_hold()?;
         let held_at = Instant::now();
         let hold = self.db.hold_writers(&self.shared.table)?;
-        let round = self.round_within(Some(held_at + self.options.max_stall), None);
+        let round = self.round_within(Some(held_at + self.options.stall_max), None);
         hold.release();
         let end = match &round {
             Ok(r) if r.complete => HoldEnd::RoundDone,

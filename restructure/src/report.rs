@@ -24,9 +24,9 @@ pub enum HoldEnd {
     Switched,
     /// A held round applied everything pending.
     RoundDone,
-    /// `max_stall` came first; writers were let go and what was left stays pending.
+    /// `stall_max` came first; writers were let go and what was left stays pending.
     OutOfTime,
-    /// Writers in flight did not finish within `max_stall`; the switch is retried.
+    /// Writers in flight did not finish within `stall_max`; the switch is retried.
     WritersInFlight,
     /// The restructure failed during the hold (e.g. a true duplicate key).
     Failed,
@@ -81,8 +81,8 @@ pub struct RestructureReport {
     pub holds_total: Duration,
     /// Longest hold.
     pub hold_max: Duration,
-    /// The bound every hold observed (`RestructureOptions::max_stall`).
-    pub max_stall: Duration,
+    /// The bound every hold observed (`RestructureOptions::stall_max`).
+    pub stall_max: Duration,
     /// Records taken out of the new table because their key went to another record
     /// (key swaps and rotations), and placed again from their current image.
     pub key_evictions: u64,
@@ -135,7 +135,7 @@ impl fmt::Display for RestructureReport {
             self.holds.len(),
             us(self.holds_total),
             us(self.hold_max),
-            us(self.max_stall)
+            us(self.stall_max)
         )?;
         let verification = match self.mismatches {
             Some(n) => format!("{n} mismatches"),

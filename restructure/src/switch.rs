@@ -1,10 +1,10 @@
 //! The switch: hold new writers of the old table, wait for in-flight ones, drain the
 //! last RIDs, switch the name to the new table, release. Readers never wait.
 //!
-//! Every attempt is bounded by `max_stall`: waiting for in-flight writers and the
+//! Every attempt is bounded by `stall_max`: waiting for in-flight writers and the
 //! final drain share it. An attempt that runs out of time lets writers go (what it did
 //! not drain stays pending) and the switch is tried again after a pause, so that a
-//! long transaction or a burst of writes costs writers at most `max_stall` per
+//! long transaction or a burst of writes costs writers at most `stall_max` per
 //! attempt, never the whole wait.
 
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ impl Job {
             }
             self.rest_before_hold()?;
             let held_at = Instant::now();
-            let deadline = held_at + self.options.max_stall;
+            let deadline = held_at + self.options.stall_max;
             let hold = self.db.hold_writers(&self.shared.table)?;
             let mut left = crate::job::Left::default();
             let attempt_result = self.attempt(&hold, held_at, deadline, &mut left);
@@ -84,7 +84,7 @@ impl Job {
             table: self.shared.table.clone(),
             tries: self.options.switch_tries,
             in_flight,
-            waited: self.options.max_stall,
+            waited: self.options.stall_max,
         })
     }
 

@@ -265,7 +265,7 @@ fn run(c: &Case) -> (RestructureReport, u64) {
         rate_limit_rows_per_s: Some(100_000),
         duty_cycle: 1.0,
         verify: true,
-        max_stall: std::time::Duration::from_millis(5),
+        stall_max: std::time::Duration::from_millis(5),
         inspect_at_switch: Some(Arc::new(move |old, new| {
             *seen.lock() = Some(exact(old, new, &compiled));
             flag.store(true, Ordering::SeqCst);

@@ -41,7 +41,7 @@ fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
         duty_cycle: 1.0,
         // Correctness under load is the point here; another test's writers share the
         // two cores, and a 1 ms bound could be preempted on every try.
-        max_stall: Duration::from_millis(20),
+        stall_max: Duration::from_millis(20),
         inspect_at_switch: Some(inspector(&plan, &agreed)),
         ..RestructureOptions::default()
     };
@@ -159,7 +159,7 @@ fn abort_in_each_phase_leaves_the_old_table_serving() {
         TABLE,
         add_column(),
         RestructureOptions {
-            max_stall: Duration::ZERO,
+            stall_max: Duration::ZERO,
             on_non_convergence: NonConvergence::KeepGoing,
             ..RestructureOptions::default()
         },
@@ -400,7 +400,7 @@ fn non_convergence_is_detected() {
         2,
         slow,
         RestructureOptions {
-            max_stall: Duration::ZERO,
+            stall_max: Duration::ZERO,
             stall_rounds: 3,
             on_non_convergence: NonConvergence::Abort,
             duty_cycle: 1.0,
@@ -428,7 +428,7 @@ fn throttled_rounds_are_bounded_recorded_and_lead_to_the_switch() {
         2,
         add_column(),
         RestructureOptions {
-            max_stall: Duration::from_millis(2),
+            stall_max: Duration::from_millis(2),
             stall_rounds: 0,
             on_non_convergence: NonConvergence::ThrottleWriters,
             verify: true,
@@ -464,9 +464,9 @@ fn a_switch_that_cannot_fit_its_bound_lets_writers_go_every_time() {
         1,
         add_column(),
         RestructureOptions {
-            max_stall: Duration::ZERO,
+            stall_max: Duration::ZERO,
             on_non_convergence: NonConvergence::KeepGoing,
-            max_rounds: 3,
+            rounds_max: 3,
             ..RestructureOptions::default()
         },
     );

@@ -41,12 +41,12 @@ pub struct LinkConfig {
     /// transactions always are.
     pub verify_every: u64,
     /// Records per catch-up step.
-    pub catchup_batch: usize,
+    pub catchup_batch_txns: usize,
     /// Most replayed records sent but not yet acknowledged: the catch-up is paced by
     /// the peer's acknowledgements, so a connection lost mid-way wastes at most this.
-    pub catchup_window: u64,
+    pub catchup_window_txns: u64,
     /// Commits pause when the catch-up is this few sequences from the end.
-    pub pause_within: u64,
+    pub pause_within_txns: u64,
     /// Past this size the difference file stops growing and `ResyncRequired` is raised.
     pub difference_cap_bytes: u64,
     /// First delay before reconnecting; doubles up to `reconnect_max`.
@@ -54,7 +54,7 @@ pub struct LinkConfig {
     /// Longest delay between reconnection attempts.
     pub reconnect_max: Duration,
     /// Largest frame sent or accepted.
-    pub max_frame_bytes: usize,
+    pub frame_bytes_max: usize,
 }
 
 impl Default for LinkConfig {
@@ -68,13 +68,13 @@ impl Default for LinkConfig {
             window_txns_max: 1 << 20,
             output_bytes_max: 64 << 20,
             verify_every: 100,
-            catchup_batch: 1024,
-            catchup_window: 1 << 16,
-            pause_within: 256,
+            catchup_batch_txns: 1024,
+            catchup_window_txns: 1 << 16,
+            pause_within_txns: 256,
             difference_cap_bytes: 1 << 30,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
-            max_frame_bytes: MAX_FRAME_BYTES,
+            frame_bytes_max: MAX_FRAME_BYTES,
         }
     }
 }

@@ -335,10 +335,10 @@ impl Link {
             )
         };
         let len = frame::encoded_len(&message);
-        if len - frame::HEADER_BYTES > self.config.max_frame_bytes {
+        if len - frame::HEADER_BYTES > self.config.frame_bytes_max {
             return Err(too_large(
                 len - frame::HEADER_BYTES,
-                self.config.max_frame_bytes,
+                self.config.frame_bytes_max,
             ));
         }
         let operations = match &message {
@@ -791,12 +791,12 @@ impl Link {
         if remaining == 0 {
             return self.finish_catch_up(now);
         }
-        if remaining <= self.config.pause_within && cu.paused_at.is_none() {
+        if remaining <= self.config.pause_within_txns && cu.paused_at.is_none() {
             cu.paused_at = Some(now);
         }
         let in_flight = cu.cursor.saturating_sub(self.acked);
-        let room = self.config.catchup_window.saturating_sub(in_flight);
-        let limit = (room as usize).min(self.config.catchup_batch);
+        let room = self.config.catchup_window_txns.saturating_sub(in_flight);
+        let limit = (room as usize).min(self.config.catchup_batch_txns);
         // Paced by the peer's acknowledgements, by what the shell has yet to send, and
         // by what the difference file holds so far.
         if limit == 0
