@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 
 mod control;
+mod conversion;
 mod error;
 mod job;
 mod journal;
@@ -68,9 +69,10 @@ pub use control::{
     start, NonConvergence, Phase, Progress, RestructureHandle, RestructureOptions, Strategy,
     SwitchInspector,
 };
+pub use conversion::Conversion;
 pub use error::{ConversionError, RestructureError, Result};
 pub use journal::{Journal, JournalEntry};
 pub use lock_history::LockHistory;
-pub use plan::{CompiledTransform, Conversion, Plan, RowFailure, RowFn, Step, Transform};
+pub use plan::{CompiledTransform, Plan, RowFailure, RowFn, Step, Transform};
 pub use report::{Hold, HoldEnd, HoldKind, RestructureReport};
 pub use verify::tables_agree;
