@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use kirikae::engine::Database;
 use kirikae::replicate::{
     Event, Impairment, LinkConfig, LoopbackProxy, Peer, PeerConfig, RecordLogOptions, Replicator,
@@ -212,10 +212,7 @@ fn pair(
 pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> {
     let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len() + 2;
     let bar = ProgressBar::new(cells_total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    bar.set_style(crate::progress::style("{bar:30} {pos}/{len} {msg}"));
     bar.set_message("unreplicated");
     let t = traffic(args, None);
     let base = run_for(&t, &fresh(args.subscribers)?, args.seconds);

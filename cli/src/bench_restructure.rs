@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use kirikae::engine::Database;
 use kirikae::restructure::{RestructureOptions, Strategy};
 use kirikae_workload::scenario::{self, ScenarioConfig, ScenarioResult};
@@ -232,10 +232,7 @@ fn run_one(
     })?;
     let db = Database::new();
     let load = ProgressBar::new(args.rows);
-    load.set_style(
-        ProgressStyle::with_template("load {bar:40} {pos}/{len} rows")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    load.set_style(crate::progress::style("load {bar:40} {pos}/{len} rows"));
     workload::load_subscribers(&db, args.rows, &|n| load.set_position(n))?;
     load.finish_and_clear();
     let idle = if args.idle_copy {
@@ -264,10 +261,7 @@ fn run_one(
         },
     };
     let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
+    bar.set_style(crate::progress::style("{spinner} {msg}"));
     let result = scenario::run(&db, &config, &mut |tick| {
         let what = match tick.restructure {
             Some(p) => format!(

@@ -2,16 +2,16 @@
 //! restructured online in the middle of the run (a new column, and msisdn from text to
 //! integer), with live progress, a final report, and a throughput-over-time plot.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
 use kirikae::engine::Database;
 use kirikae::restructure::{Phase, RestructureOptions};
 use kirikae_workload::scenario::{self, ScenarioConfig, AFTER};
 use kirikae_workload::workload::{self, SUBSCRIBER_TABLE};
 
+use crate::progress::{style, PlainLines};
 use crate::CliError;
 
 /// Options of `kirikae demo`.
@@ -49,12 +49,6 @@ pub struct DemoArgs {
     pub plot: PathBuf,
 }
 
-pub(crate) fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
-}
-
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     // The plot is written at the end: find out now, not after minutes of work, that
@@ -74,7 +68,8 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     load.set_style(style(
         "load      [{bar:40}] {pos}/{len} subscribers {per_sec}",
     ));
-    if !std::io::stderr().is_terminal() {
+    let mut plain = PlainLines::for_stderr();
+    if plain.enabled() {
         eprintln!("loading {} subscribers", args.rows);
     }
     let started = Instant::now();
@@ -107,13 +102,8 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
             ..RestructureOptions::default()
         },
     };
-    // Bars are invisible when stderr is not a terminal (a log file, CI): then progress
-    // goes there as a plain line a second.
-    let plain = !std::io::stderr().is_terminal();
-    let mut next_line_s = 0.0;
     let result = scenario::run(&db, &config, &mut |tick| {
-        if plain && tick.sample.t_s >= next_line_s {
-            next_line_s = tick.sample.t_s.floor() + 1.0;
+        if plain.due(tick.sample.t_s) {
             let restructure = tick.restructure.as_ref().map_or(String::new(), |p| {
                 format!(
                     "  {:?}: copied {}/{}, {} RIDs in the lock history, round {}",

@@ -12,6 +12,7 @@ use kirikae_workload::telecom::{self, Traffic};
 
 use crate::bench_replicate::{outage_link_config, start_in_step};
 use crate::nodes::{checksums, MIXED_RULES};
+use crate::progress::{style, PlainLines};
 use crate::CliError;
 
 /// Runs the replication part for `seconds` (the peer is down for the middle third).
@@ -65,7 +66,8 @@ pub fn run(
     }
     .start(&primary);
     let live = bars.add(ProgressBar::new_spinner());
-    live.set_style(crate::demo::style("replicate {spinner} {msg}"));
+    live.set_style(style("replicate {spinner} {msg}"));
+    let mut plain = PlainLines::for_stderr();
     let started = Instant::now();
     let (down_at, up_at) = (seconds / 3.0, 2.0 * seconds / 3.0);
     let mut log = Vec::new();
@@ -91,7 +93,7 @@ pub fn run(
         let ops = traffic.ops();
         let rate = (ops - last_ops) as f64 / (t - last_t).max(1e-3);
         (last_ops, last_t) = (ops, t);
-        live.set_message(format!(
+        let status = format!(
             "{rate:>8.0} ops/s  link {:<11}  seq {:>8}  acked {:>8}  lag {:>6} ops {:>5} ms  difference {:>9} B",
             format!("{:?}", m.state.unwrap_or(kirikae::replicate::LinkState::Degraded)),
             m.last_seq,
@@ -99,7 +101,11 @@ pub fn run(
             m.lag_ops,
             m.lag_ms,
             m.difference_bytes
-        ));
+        );
+        if plain.due(t) {
+            eprintln!("{t:>6.1}s replicate {status}");
+        }
+        live.set_message(status);
         live.tick();
     }
     let report = traffic.stop();

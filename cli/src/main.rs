@@ -35,6 +35,7 @@ mod demo_replication;
 mod measure;
 mod nodes;
 mod plot;
+mod progress;
 
 use clap::{Parser, Subcommand};
 

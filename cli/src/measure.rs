@@ -4,16 +4,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 /// A progress bar for one timed cell, drawn on stderr (stdout stays clean for JSON).
 pub fn cell_bar(label: &str, duration: Duration) -> ProgressBar {
     let bar = ProgressBar::new(duration.as_millis() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>28} [{bar:30}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    bar.set_style(crate::progress::style("{prefix:>28} [{bar:30}] {msg}"));
     bar.set_prefix(label.to_owned());
     bar
 }

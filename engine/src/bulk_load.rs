@@ -28,7 +28,8 @@ pub struct Displaced {
     pub holder: Rid,
 }
 
-/// Loads records into an unpublished table (see [`Table::bulk_load`]).
+/// Loads records into a table nobody uses yet: not published in a catalog, no
+/// concurrent transactions, no other maintenance call until the load is finished.
 ///
 /// Until [`finish`](BulkLoad::finish), loaded records are in their slots
 /// ([`Table::get_by_rid`] sees them) but not in the key index ([`Table::get`] does
@@ -42,7 +43,8 @@ pub struct BulkLoad {
 }
 
 impl BulkLoad {
-    pub(crate) fn new(table: Arc<Table>, expected_records: usize) -> BulkLoad {
+    /// Starts loading into `table`, expecting about `expected_records` records.
+    pub fn new(table: Arc<Table>, expected_records: usize) -> BulkLoad {
         let shards = table.index.shard_count();
         let per_shard = expected_records / shards + expected_records / shards / 8 + 1;
         BulkLoad {
@@ -148,7 +150,7 @@ mod tests {
     #[test]
     fn loaded_records_are_indexed_at_finish_and_duplicates_come_back_out() {
         let t = table(20_000);
-        let mut load = t.bulk_load(20_000);
+        let mut load = BulkLoad::new(Arc::clone(&t), 20_000);
         for i in 0..20_000 {
             load.push(row(i, i)).expect("push");
         }
@@ -174,7 +176,7 @@ mod tests {
     #[test]
     fn rows_that_do_not_fit_are_refused_and_a_dropped_load_still_indexes() {
         let t = table(10);
-        let mut load = t.bulk_load(10);
+        let mut load = BulkLoad::new(Arc::clone(&t), 10);
         let err = load.push(vec![Value::Int(1)]).expect_err("short row");
         assert!(err.to_string().contains('t'), "{err}");
         load.push(row(1, 1)).expect("push");

@@ -1,7 +1,6 @@
 //! The database handle: catalog, configuration, lock waits, commit gate, sessions and
 //! the writer hold a restructure's switch uses.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +9,7 @@ use arc_swap::ArcSwapOption;
 use parking_lot::RwLock;
 
 use crate::catalog::Catalog;
+use crate::db_inner::{CommitGateCell, DbInner, EngineConfig};
 use crate::error::{EngineError, Result};
 use crate::hooks::CommitGate;
 use crate::key::Key;
@@ -20,38 +20,6 @@ use crate::session::SessionInfo;
 use crate::table::Table;
 use crate::txn::Transaction;
 use crate::value::Value;
-
-/// Engine settings.
-#[derive(Clone, Debug)]
-pub struct EngineConfig {
-    /// Longest a statement waits for a record lock, or for writers held by a switch,
-    /// before failing with a retryable error.
-    pub lock_timeout: Duration,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            lock_timeout: Duration::from_millis(500),
-        }
-    }
-}
-
-/// `ArcSwapOption` needs a sized pointee.
-pub(crate) struct CommitGateCell(pub Arc<dyn CommitGate>);
-
-pub(crate) struct DbInner {
-    pub catalog: Catalog,
-    pub config: EngineConfig,
-    pub locks: LockWaits,
-    /// Multi-record commits hold it shared while publishing; a snapshot holds it
-    /// exclusively while it collects rows, so it never sees half a transaction.
-    pub commit_latch: RwLock<()>,
-    pub commit_gate: ArcSwapOption<CommitGateCell>,
-    /// Writer holds begun and ended (see [`WriterHolds`]).
-    pub holds_begun: AtomicU64,
-    pub holds_ended: AtomicU64,
-}
 
 /// How many writer holds (switches, throttled rounds) have begun and ended on a
 /// database, for measuring what writers experience: a write that read these before it
@@ -73,29 +41,6 @@ impl WriterHolds {
     /// make `self` also counts).
     pub fn overlapped(&self, after: &WriterHolds) -> bool {
         self.begun != self.ended || after.begun != self.begun
-    }
-}
-
-/// Transaction ids come from a process-wide counter in blocks of `TXN_ID_BLOCK` per
-/// thread, so that threads do not contend on it.
-const TXN_ID_BLOCK: u64 = 1024;
-
-impl DbInner {
-    pub fn next_txn_id(&self) -> u64 {
-        static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
-        thread_local! {
-            static BLOCK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-        }
-        BLOCK.with(|b| {
-            let (mut next, mut end) = b.get();
-            if next == end {
-                next = NEXT_BLOCK.fetch_add(TXN_ID_BLOCK, Ordering::Relaxed);
-                end = next + TXN_ID_BLOCK;
-            }
-            b.set((next + 1, end));
-            debug_assert_ne!(next, 0, "0 means no owner");
-            next
-        })
     }
 }
 

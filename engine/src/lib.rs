@@ -63,6 +63,7 @@
 mod bulk_load;
 mod catalog;
 mod database;
+mod db_inner;
 mod error;
 mod hooks;
 mod index;
@@ -82,7 +83,8 @@ mod value;
 mod writer_admission;
 
 pub use bulk_load::{BulkLoad, Displaced};
-pub use database::{Database, EngineConfig, Session, WriterHold, WriterHolds};
+pub use database::{Database, Session, WriterHold, WriterHolds};
+pub use db_inner::EngineConfig;
 pub use error::{EngineError, HookError, Result};
 pub use hooks::{CommitGate, CommitRequest, GateNote, Operation, OperationKind, WriteObserver};
 pub use key::Key;

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::database::{Database, EngineConfig};
+use crate::database::Database;
+use crate::db_inner::EngineConfig;
 use crate::error::{EngineError, Result};
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef, Schema};

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::bulk_load::BulkLoad;
 use crate::error::{EngineError, Result};
 use crate::hooks::WriteObserver;
 use crate::index::{Entry, KeyIndex};
@@ -73,7 +72,7 @@ impl Table {
     ///
     /// A large capacity also gets more index shards, about one per
     /// [`KEYS_PER_SHARD`] keys: each shard's table then fits in a core's cache while a
-    /// [`BulkLoad`] fills it, and writers contend less.
+    /// [`BulkLoad`](crate::BulkLoad) fills it, and writers contend less.
     pub fn with_capacity(name: impl Into<String>, schema: Schema, records: usize) -> Table {
         let shards = (records / KEYS_PER_SHARD)
             .next_power_of_two()
@@ -216,13 +215,6 @@ impl Table {
     /// Takes the table apart for the reclaimer: its slot segments and its index.
     pub(crate) fn into_storage(self) -> (Vec<Box<[crate::slots::Slot]>>, KeyIndex) {
         (self.slots.into_segments(), self.index)
-    }
-
-    /// Maintenance: starts loading records in bulk (see [`BulkLoad`]), expecting about
-    /// `records` of them. For tables not yet published (no concurrent transactions,
-    /// no other maintenance call until the load is finished).
-    pub fn bulk_load(self: &Arc<Self>, records: usize) -> BulkLoad {
-        BulkLoad::new(Arc::clone(self), records)
     }
 
     /// Empties the slot of a record that was never indexed and frees its RID.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::index::Entry;
 use smallvec::SmallVec;
 
-use crate::database::{CommitGateCell, DbInner};
+use crate::db_inner::{CommitGateCell, DbInner};
 use crate::error::{EngineError, Result};
 use crate::hooks::{CommitRequest, GateNote, Operation};
 use crate::key::Key;

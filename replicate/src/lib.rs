@@ -102,6 +102,7 @@ mod replicator_tests;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
+mod shared;
 mod wire;
 #[cfg(test)]
 mod wire_tests;

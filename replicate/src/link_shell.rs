@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::error::{ReplicateError, Result};
 use crate::link::{Persisted, ReadRequest, Ready};
 use crate::record_log::{LogRecord, RecordLog};
-use crate::replicator::Shared;
+use crate::shared::Shared;
 use crate::wire::{encode, FrameDecoder, Message};
 
 /// The link thread (see the module docs). Owns the difference file.

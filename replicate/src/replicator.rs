@@ -7,27 +7,24 @@
 //! answers a batch with one acknowledgement, so concurrent sync commits share frames
 //! and round trips.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError};
 use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, Operation};
-use parking_lot::{Condvar, Mutex};
 
 use crate::digest::response_digest;
 use crate::error::{ReplicateError, Result};
-use crate::link::{
-    Event, Link, LinkConfig, LinkMetrics, LogState, Micros, Ready, Submitted, SyncOutcome,
-};
+use crate::link::{Event, Link, LinkConfig, LinkMetrics, LogState, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
 use crate::mode::Mode;
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::{RuleSet, TimeOfDay};
+use crate::shared::Shared;
 
 /// Settings of a [`Replicator`].
 #[derive(Clone, Debug)]
@@ -80,146 +77,10 @@ impl Replication {
     }
 }
 
-/// Events kept for the embedder; past this the oldest is dropped (and counted in
-/// [`LinkMetrics::events_dropped`]).
-pub(crate) const EVENTS_MAX: usize = 4096;
 /// How much longer than the link's sync timeout a sync commit waits for its outcome
 /// before settling it itself (the link thread normally settles it at the timeout, on
 /// its next tick).
 const SYNC_WAIT_GRACE: Duration = Duration::from_millis(100);
-
-pub(crate) struct Core {
-    pub(crate) link: Link,
-    /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
-    /// waiter that gives up removes its own entry.
-    pub(crate) waiters: HashMap<u64, Sender<SyncOutcome>>,
-    /// Connection generation: a reader of an older connection must not touch the link.
-    pub(crate) generation: u64,
-    /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].
-    seen_state: crate::LinkState,
-    /// Output the reader thread took (its events and outcomes already delivered) for
-    /// the link thread to carry out, in order, before what it takes itself.
-    pub(crate) backlog: std::collections::VecDeque<Ready>,
-}
-
-pub(crate) struct Shared {
-    pub(crate) core: Mutex<Core>,
-    /// The link changed state (a catch-up pause ended, duplex reached or lost).
-    settled: Condvar,
-    /// Work is waiting for the link thread.
-    pub(crate) wake: Condvar,
-    pub(crate) writer_idle: AtomicBool,
-    rules: RuleSet,
-    epoch: Instant,
-    events: Sender<Event>,
-    /// The same channel's receiving end, to drop the oldest event when it is full.
-    events_oldest: Receiver<Event>,
-    events_dropped: AtomicU64,
-    pub(crate) stop: AtomicBool,
-    /// Set when a replication thread panicked (see [`ReplicateError::Poisoned`]).
-    poisoned: Mutex<Option<String>>,
-    pub(crate) peer: SocketAddr,
-    /// The link's frame limit (fixed at start).
-    pub(crate) frame_bytes_max: usize,
-}
-
-impl Shared {
-    pub(crate) fn now(&self) -> Micros {
-        self.epoch.elapsed().as_micros() as Micros
-    }
-
-    /// Takes the link's output, delivers its events and outcomes at once (a sync
-    /// commit learns its outcome without waiting for the link thread), and returns the
-    /// rest for the link thread to carry out.
-    pub(crate) fn take_ready(&self, core: &mut Core) -> Ready {
-        let mut ready = core.link.ready();
-        self.deliver(core, &mut ready);
-        ready
-    }
-
-    /// Hands a [`Ready`]'s events to the embedder and its outcomes to the commits
-    /// waiting for them; wakes [`Replicator::wait_duplex`] and paused commits when the
-    /// link changed state. Called with the core locked.
-    fn deliver(&self, core: &mut Core, ready: &mut Ready) {
-        for e in ready.events.drain(..) {
-            self.raise(e);
-        }
-        for (seq, outcome) in ready.outcomes.drain(..) {
-            if let Some(waiter) = core.waiters.remove(&seq) {
-                // The capacity is one and this is the only send: it cannot block.
-                let _ = waiter.try_send(outcome);
-            }
-        }
-        let state = core.link.state();
-        if state != core.seen_state {
-            core.seen_state = state;
-            self.settled.notify_all();
-        }
-    }
-
-    /// Queues an event for the embedder, dropping the oldest when the queue is full
-    /// (an embedder that never reads events must not make memory grow).
-    pub(crate) fn raise(&self, event: Event) {
-        let mut event = event;
-        loop {
-            match self.events.try_send(event) {
-                Ok(()) => return,
-                Err(TrySendError::Full(e)) => {
-                    if self.events_oldest.try_recv().is_ok() {
-                        self.events_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    event = e;
-                }
-                Err(TrySendError::Disconnected(_)) => return,
-            }
-        }
-    }
-
-    /// Why replication stopped, if a thread of it panicked.
-    fn poisoned(&self) -> Option<String> {
-        self.poisoned.lock().clone()
-    }
-
-    /// Records that a replication thread panicked: every waiting commit wakes (its
-    /// channel closes) and every later one fails at once.
-    pub(crate) fn poison(&self, detail: String) {
-        tracing::error!("{detail}");
-        self.poisoned.lock().get_or_insert(detail);
-        self.core.lock().waiters.clear();
-        self.settled.notify_all();
-    }
-
-    /// Runs `body` as the thread `name`; a panic in it poisons the replicator.
-    pub(crate) fn spawn(
-        self: &Arc<Self>,
-        name: &str,
-        body: impl FnOnce(Arc<Shared>) + Send + 'static,
-    ) -> std::io::Result<JoinHandle<()>> {
-        let shared = Arc::clone(self);
-        let thread = name.to_owned();
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    body(Arc::clone(&shared))
-                }));
-                if let Err(panic) = outcome {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
-                    shared.poison(format!("thread {thread} panicked: {message}"));
-                }
-            })
-    }
-
-    pub(crate) fn wake_writer(&self) {
-        if self.writer_idle.swap(false, Ordering::AcqRel) {
-            self.wake.notify_one();
-        }
-    }
-}
 
 /// Replicates a database's commits to a peer (see the module docs).
 pub struct Replicator {
@@ -242,36 +103,15 @@ impl Replicator {
                 recovery.records
             );
         }
-        let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
-        let frame_bytes_max = config.link.frame_bytes_max;
-        let shared = Arc::new(Shared {
-            core: Mutex::new(Core {
-                link: Link::new(
-                    config.link,
-                    LogState {
-                        last_seq: log.last_seq(),
-                        bytes: log.bytes(),
-                    },
-                    0,
-                ),
-                waiters: HashMap::new(),
-                generation: 0,
-                seen_state: crate::LinkState::Degraded,
-                backlog: std::collections::VecDeque::new(),
-            }),
-            settled: Condvar::new(),
-            wake: Condvar::new(),
-            writer_idle: AtomicBool::new(false),
-            rules: config.rules,
-            epoch: Instant::now(),
-            events: tx,
-            events_oldest: rx.clone(),
-            events_dropped: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            poisoned: Mutex::new(None),
-            peer: config.peer,
-            frame_bytes_max,
-        });
+        let link = Link::new(
+            config.link,
+            LogState {
+                last_seq: log.last_seq(),
+                bytes: log.bytes(),
+            },
+            0,
+        );
+        let (shared, events) = Shared::new(link, config.rules, config.peer);
         let thread = shared
             .spawn("kirikae-link", move |shared| link_thread(shared, log))
             .map_err(|e| ReplicateError::Network {
@@ -283,7 +123,7 @@ impl Replicator {
         Ok(Replicator {
             shared,
             database: database.clone(),
-            events: rx,
+            events,
             thread: Some(thread),
         })
     }

@@ -8,8 +8,9 @@ use kirikae_engine::{Database, SessionInfo, Value};
 
 use crate::link::{Event, LinkConfig, SyncOutcome};
 use crate::record_log::RecordLogOptions;
-use crate::replicator::{wait_outcome, Replicator, ReplicatorConfig, EVENTS_MAX};
+use crate::replicator::{wait_outcome, Replicator, ReplicatorConfig};
 use crate::rules::RuleSet;
+use crate::shared::EVENTS_MAX;
 
 /// A replicator whose peer address has nobody listening (the link stays degraded).
 fn degraded_replicator(dir: &std::path::Path) -> (Database, Replicator) {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kirikae_engine::{EngineError, Key, Rid};
 
-use crate::control::Phase;
+use crate::phase::Phase;
 
 /// Why a restructure did not start or did not finish. In every case the old table
 /// keeps serving and the new table is discarded.

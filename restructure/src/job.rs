@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Rid, Table, WriteObserver};
 
-use crate::control::{Phase, RestructureOptions, Shared, Strategy};
 use crate::error::Result;
 use crate::journal::Journal;
 use crate::lock_history::LockHistory;
+use crate::options::{RestructureOptions, Strategy};
 use crate::pace::Pacer;
+use crate::phase::Phase;
 use crate::plan::CompiledTransform;
+use crate::progress::Shared;
 use crate::report::{Hold, HoldEnd, HoldKind, RestructureReport};
 use crate::twin::Twin;
 

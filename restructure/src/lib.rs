@@ -56,23 +56,26 @@ mod error;
 mod job;
 mod journal;
 mod lock_history;
+mod options;
 mod pace;
+mod phase;
 mod phase1;
 mod phase2;
 mod plan;
+mod progress;
 mod report;
 mod switch;
 mod twin;
 mod verify;
 
-pub use control::{
-    start, NonConvergence, Phase, Progress, RestructureHandle, RestructureOptions, Strategy,
-    SwitchInspector,
-};
+pub use control::{start, RestructureHandle};
 pub use conversion::Conversion;
 pub use error::{ConversionError, RestructureError, Result};
 pub use journal::{Journal, JournalEntry};
 pub use lock_history::LockHistory;
+pub use options::{NonConvergence, RestructureOptions, Strategy, SwitchInspector};
+pub use phase::Phase;
 pub use plan::{CompiledTransform, Plan, RowFailure, RowFn, Step, Transform};
+pub use progress::Progress;
 pub use report::{Hold, HoldEnd, HoldKind, RestructureReport};
 pub use verify::tables_agree;

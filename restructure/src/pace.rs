@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::control::Shared;
 use crate::error::Result;
+use crate::progress::Shared;
 
 /// Units of work between two looks at the clock.
 const CHECK_EVERY: u32 = 16;

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use crate::control::NonConvergence;
 use crate::error::{RestructureError, Result};
 use crate::job::{Job, Tracker};
+use crate::options::NonConvergence;
 use crate::report::{HoldEnd, HoldKind};
 
 /// The least time writers get after a throttled round, as a share of the hold.

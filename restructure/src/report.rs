@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::control::Strategy;
+use crate::options::Strategy;
 
 /// Why writers were held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -102,7 +102,7 @@ impl Twin {
             records as usize,
         ));
         Twin {
-            bulk: Some(table.bulk_load(records as usize)),
+            bulk: Some(BulkLoad::new(Arc::clone(&table), records as usize)),
             table,
             source_name: source_name.to_owned(),
             transform,

@@ -1,0 +1,185 @@
+//! The state the replicator's commit gate, its API and its shell threads share: the
+//! link core under one lock, the commits waiting for outcomes, the event queue, and
+//! stop and poison flags.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::link::{Event, Link, LinkState, Micros, Ready, SyncOutcome};
+use crate::rules::RuleSet;
+
+/// Events kept for the embedder; past this the oldest is dropped (and counted in
+/// [`LinkMetrics::events_dropped`]).
+pub(crate) const EVENTS_MAX: usize = 4096;
+pub(crate) struct Core {
+    pub(crate) link: Link,
+    /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
+    /// waiter that gives up removes its own entry.
+    pub(crate) waiters: HashMap<u64, Sender<SyncOutcome>>,
+    /// Connection generation: a reader of an older connection must not touch the link.
+    pub(crate) generation: u64,
+    /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].
+    seen_state: crate::LinkState,
+    /// Output the reader thread took (its events and outcomes already delivered) for
+    /// the link thread to carry out, in order, before what it takes itself.
+    pub(crate) backlog: VecDeque<Ready>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<Core>,
+    /// The link changed state (a catch-up pause ended, duplex reached or lost).
+    pub(crate) settled: Condvar,
+    /// Work is waiting for the link thread.
+    pub(crate) wake: Condvar,
+    pub(crate) writer_idle: AtomicBool,
+    pub(crate) rules: RuleSet,
+    epoch: Instant,
+    events: Sender<Event>,
+    /// The same channel's receiving end, to drop the oldest event when it is full.
+    events_oldest: Receiver<Event>,
+    pub(crate) events_dropped: AtomicU64,
+    pub(crate) stop: AtomicBool,
+    /// Set when a replication thread panicked (see [`ReplicateError::Poisoned`]).
+    poisoned: Mutex<Option<String>>,
+    pub(crate) peer: SocketAddr,
+    /// The link's frame limit (fixed at start).
+    pub(crate) frame_bytes_max: usize,
+}
+
+impl Shared {
+    /// The shared state around `link`; also returns the receiving end of the event
+    /// queue, for the embedder.
+    pub(crate) fn new(
+        link: Link,
+        rules: RuleSet,
+        peer: SocketAddr,
+    ) -> (Arc<Shared>, Receiver<Event>) {
+        let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
+        let frame_bytes_max = link.config().frame_bytes_max;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                link,
+                waiters: HashMap::new(),
+                generation: 0,
+                seen_state: LinkState::Degraded,
+                backlog: VecDeque::new(),
+            }),
+            settled: Condvar::new(),
+            wake: Condvar::new(),
+            writer_idle: AtomicBool::new(false),
+            rules,
+            epoch: Instant::now(),
+            events: tx,
+            events_oldest: rx.clone(),
+            events_dropped: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            poisoned: Mutex::new(None),
+            peer,
+            frame_bytes_max,
+        });
+        (shared, rx)
+    }
+
+    pub(crate) fn now(&self) -> Micros {
+        self.epoch.elapsed().as_micros() as Micros
+    }
+
+    /// Takes the link's output, delivers its events and outcomes at once (a sync
+    /// commit learns its outcome without waiting for the link thread), and returns the
+    /// rest for the link thread to carry out.
+    pub(crate) fn take_ready(&self, core: &mut Core) -> Ready {
+        let mut ready = core.link.ready();
+        self.deliver(core, &mut ready);
+        ready
+    }
+
+    /// Hands a [`Ready`]'s events to the embedder and its outcomes to the commits
+    /// waiting for them; wakes [`Replicator::wait_duplex`] and paused commits when the
+    /// link changed state. Called with the core locked.
+    fn deliver(&self, core: &mut Core, ready: &mut Ready) {
+        for e in ready.events.drain(..) {
+            self.raise(e);
+        }
+        for (seq, outcome) in ready.outcomes.drain(..) {
+            if let Some(waiter) = core.waiters.remove(&seq) {
+                // The capacity is one and this is the only send: it cannot block.
+                let _ = waiter.try_send(outcome);
+            }
+        }
+        let state = core.link.state();
+        if state != core.seen_state {
+            core.seen_state = state;
+            self.settled.notify_all();
+        }
+    }
+
+    /// Queues an event for the embedder, dropping the oldest when the queue is full
+    /// (an embedder that never reads events must not make memory grow).
+    pub(crate) fn raise(&self, event: Event) {
+        let mut event = event;
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) => return,
+                Err(TrySendError::Full(e)) => {
+                    if self.events_oldest.try_recv().is_ok() {
+                        self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    event = e;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    /// Why replication stopped, if a thread of it panicked.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
+    /// Records that a replication thread panicked: every waiting commit wakes (its
+    /// channel closes) and every later one fails at once.
+    pub(crate) fn poison(&self, detail: String) {
+        tracing::error!("{detail}");
+        self.poisoned.lock().get_or_insert(detail);
+        self.core.lock().waiters.clear();
+        self.settled.notify_all();
+    }
+
+    /// Runs `body` as the thread `name`; a panic in it poisons the replicator.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        name: &str,
+        body: impl FnOnce(Arc<Shared>) + Send + 'static,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let shared = Arc::clone(self);
+        let thread = name.to_owned();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    body(Arc::clone(&shared))
+                }));
+                if let Err(panic) = outcome {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    shared.poison(format!("thread {thread} panicked: {message}"));
+                }
+            })
+    }
+
+    pub(crate) fn wake_writer(&self) {
+        if self.writer_idle.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+}
