@@ -20,6 +20,8 @@ use crate::CliError;
 
 /// Options of `kirikae bench engine`.
 #[derive(clap::Args, Debug)]
+// A negative number is a value (refused with its option\'s range), not a flag.
+#[command(allow_negative_numbers = true)]
 pub struct EngineBenchArgs {
     /// Subscribers in the table.
     #[arg(long, default_value_t = 200_000, value_parser = crate::arg_ranges::rows)]

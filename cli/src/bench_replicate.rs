@@ -20,6 +20,8 @@ use crate::CliError;
 
 /// Options of `kirikae bench replicate`.
 #[derive(clap::Args, Debug)]
+// A negative number is a value (refused with its option\'s range), not a flag.
+#[command(allow_negative_numbers = true)]
 pub struct ReplicateBenchArgs {
     /// Subscribers in the tables.
     #[arg(long, default_value_t = 100_000, value_parser = crate::arg_ranges::rows)]

@@ -27,6 +27,8 @@ pub enum StrategyArg {
 
 /// Options of `kirikae bench restructure`.
 #[derive(clap::Args, Debug)]
+// A negative number is a value (refused with its option\'s range), not a flag.
+#[command(allow_negative_numbers = true)]
 pub struct RestructureBenchArgs {
     /// Subscribers in the table.
     #[arg(long, default_value_t = 1_000_000, value_parser = crate::arg_ranges::rows)]

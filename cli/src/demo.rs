@@ -16,6 +16,8 @@ use crate::CliError;
 
 /// Options of `kirikae demo`.
 #[derive(clap::Args, Debug)]
+// A negative number is a value (refused with its option\'s range), not a flag.
+#[command(allow_negative_numbers = true)]
 pub struct DemoArgs {
     /// Subscribers to load.
     #[arg(long, default_value_t = 1_000_000, value_parser = crate::arg_ranges::rows)]

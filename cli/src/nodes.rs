@@ -23,6 +23,8 @@ use crate::CliError;
 pub const MIXED_RULES: &str = include_str!("../../replicate/rules/seed000-mixed.toml");
 
 #[derive(Args, Debug)]
+// A negative number is a value (refused with its option\'s range), not a flag.
+#[command(allow_negative_numbers = true)]
 pub struct PeerArgs {
     /// Address to listen on (port 0: any free port; the chosen address is printed).
     #[arg(long)]
@@ -90,6 +92,8 @@ pub fn peer(args: &PeerArgs) -> Result<(), CliError> {
 }
 
 #[derive(Args, Debug)]
+// A negative number is a value (refused with its option\'s range), not a flag.
+#[command(allow_negative_numbers = true)]
 pub struct PrimaryArgs {
     /// The peer's address (`HOST:PORT`; a name such as `localhost` is resolved).
     #[arg(long, value_parser = resolve)]

@@ -155,6 +155,18 @@ fn bad_arguments_are_refused_with_usage() {
             "--think-us",
             "0 to 1000000",
         ),
+        // Without `=`, a negative number is still a value, not an unknown flag.
+        (&["demo", "--think-us", "-1"], "--think-us", "0 to 1000000"),
+        (
+            &["demo", "--before", "-1"],
+            "--before",
+            "seconds, more than 0",
+        ),
+        (
+            &["bench", "restructure", "--duty", "-0.5"],
+            "--duty",
+            "more than 0, up to 1",
+        ),
         (
             &[
                 "primary",
