@@ -37,6 +37,11 @@
 //! assert_eq!(row[2], Value::from("basic"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+/// The README's Rust examples, compiled and run as doc tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
+
 pub use kirikae_engine as engine;
 pub use kirikae_replicate as replicate;
 pub use kirikae_restructure as restructure;
