@@ -73,7 +73,7 @@ impl BulkLoad {
         })?;
         {
             let mut state = slot.latch();
-            debug_assert!(state.owner == 0 && state.committed.is_none());
+            debug_assert!(state.owner.is_none() && state.committed.is_none());
             state.committed = Some(row);
         }
         table.count_live(1);

@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use crate::catalog::Catalog;
 use crate::hooks::CommitGate;
 use crate::lock::LockWaits;
+use crate::txn_id::TxnId;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -51,7 +52,7 @@ pub(crate) struct DbInner {
 const TXN_ID_BLOCK: u64 = 1024;
 
 impl DbInner {
-    pub fn next_txn_id(&self) -> u64 {
+    pub fn next_txn_id(&self) -> TxnId {
         static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
         thread_local! {
             static BLOCK: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
@@ -64,7 +65,7 @@ impl DbInner {
             }
             b.set((next + 1, end));
             debug_assert_ne!(next, 0, "0 means no owner");
-            next
+            TxnId(next)
         })
     }
 }

@@ -114,29 +114,27 @@ pub enum EngineError {
         capacity: u64,
     },
     /// A record lock was not granted within the lock timeout.
-    #[error(
-        "table `{table}` {rid}: lock held by transaction {holder}, gave up after {waited_ms} ms"
-    )]
+    #[error("table `{table}` {rid}: lock held by {holder}, gave up after {waited_ms} ms")]
     LockTimeout {
         /// The table of the record.
         table: String,
         /// The record waited for.
         rid: Rid,
         /// The transaction holding it.
-        holder: u64,
+        holder: crate::TxnId,
         /// How long this transaction waited.
         waited_ms: u64,
     },
     /// Waiting for this lock would close a cycle of waiting transactions; this
     /// transaction should roll back and retry.
-    #[error("table `{table}` {rid}: deadlock with transaction {holder}; roll back and retry")]
+    #[error("table `{table}` {rid}: deadlock with {holder}; roll back and retry")]
     Deadlock {
         /// The table of the record.
         table: String,
         /// The record that would close the cycle.
         rid: Rid,
         /// The transaction holding it.
-        holder: u64,
+        holder: crate::TxnId,
     },
     /// New writers of the table are held for a switch, past this writer's lock timeout.
     #[error("table `{table}`: writers held for a switch, gave up after {waited_ms} ms")]

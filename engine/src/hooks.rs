@@ -12,6 +12,7 @@ use crate::key::Key;
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef};
 use crate::session::SessionInfo;
+use crate::txn_id::TxnId;
 
 /// Sees the RID of every record of one table that is locked for a write.
 ///
@@ -48,7 +49,7 @@ pub trait CommitGate: Send + Sync {
     fn prepare(&self, request: &CommitRequest<'_>) -> Result<Option<GateNote>, HookError>;
 
     /// The transaction `txn`, accepted by `prepare`, is now visible.
-    fn committed(&self, _txn: u64) {}
+    fn committed(&self, _txn: TxnId) {}
 }
 
 /// What a commit gate attaches to a commit it accepted; the gate's own type, to be
@@ -59,7 +60,7 @@ pub type GateNote = Arc<dyn Any + Send + Sync>;
 #[derive(Debug)]
 pub struct CommitRequest<'a> {
     /// The transaction's id, unique in this process.
-    pub txn: u64,
+    pub txn: TxnId,
     /// Who runs it.
     pub session: &'a SessionInfo,
     /// Its writes, in the order they were made.

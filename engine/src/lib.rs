@@ -77,6 +77,7 @@ mod slots;
 mod snapshot;
 mod table;
 mod txn;
+mod txn_id;
 #[cfg(test)]
 mod txn_tests;
 mod value;
@@ -95,4 +96,5 @@ pub use session::SessionInfo;
 pub use snapshot::{SnapshotStats, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use table::{Table, KEYS_PER_SHARD};
 pub use txn::Transaction;
+pub use txn_id::TxnId;
 pub use value::{ColumnType, Value};

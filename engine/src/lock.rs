@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::rid::Rid;
-use crate::slots::{Slot, TxnId};
+use crate::slots::Slot;
+use crate::txn_id::TxnId;
 
 const STRIPES: usize = 64;
 /// Longest single sleep: bounds the cost of a wake-up lost to a race.

@@ -8,14 +8,12 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::rid::Rid;
 use crate::schema::RowRef;
+use crate::txn_id::TxnId;
 
 /// Size of segment 0; segment `k` holds `FIRST_SEGMENT << k` slots.
 const FIRST_SEGMENT: u64 = 1024;
 /// Segments `0..SEGMENTS` give `FIRST_SEGMENT * (2^SEGMENTS - 1)` RIDs (about 4 * 10^12).
 const SEGMENTS: usize = 32;
-
-/// Transaction id; 0 means "no owner".
-pub(crate) type TxnId = u64;
 
 /// What the owning transaction will do to the slot at commit.
 #[derive(Clone, Debug)]
@@ -30,12 +28,12 @@ pub(crate) enum Pending {
 
 /// The state of one slot, guarded by the slot's latch.
 ///
-/// Invariant: `pending` is `Unchanged` whenever `owner == 0`.
+/// Invariant: `pending` is `Unchanged` whenever `owner` is [`TxnId::NONE`].
 #[derive(Debug)]
 pub(crate) struct SlotState {
     /// The image every other transaction sees; `None` for a free or not yet committed slot.
     pub committed: Option<RowRef>,
-    /// Transaction holding the record lock, 0 if none.
+    /// Transaction holding the record lock, [`TxnId::NONE`] if none.
     pub owner: TxnId,
     /// The owner's uncommitted change.
     pub pending: Pending,
@@ -45,7 +43,7 @@ impl SlotState {
     /// The image `txn` sees: its own pending change if it owns the slot, else the
     /// committed image.
     pub fn visible_to(&self, txn: TxnId) -> Option<&RowRef> {
-        if txn != 0 && self.owner == txn {
+        if !txn.is_none() && self.owner == txn {
             match &self.pending {
                 Pending::Unchanged => self.committed.as_ref(),
                 Pending::Put(row) => Some(row),
@@ -68,7 +66,7 @@ impl Slot {
         Slot {
             state: Mutex::new(SlotState {
                 committed: None,
-                owner: 0,
+                owner: TxnId::NONE,
                 pending: Pending::Unchanged,
             }),
         }

@@ -137,7 +137,7 @@ impl Table {
         // An entry pointing at an unlocked record is exact (transactions fix the index
         // before releasing a lock). On a locked record it may be the owner's claim of
         // a key the committed image does not have yet: the image decides.
-        if st.owner == 0 {
+        if st.owner.is_none() {
             debug_assert!(
                 self.schema.key_matches(&row, key),
                 "index entry {key} is stale at {rid}"
@@ -319,6 +319,9 @@ impl Table {
 }
 
 fn set_committed(state: &mut SlotState, row: RowRef) {
-    debug_assert_eq!(state.owner, 0, "maintenance write on a locked record");
+    debug_assert!(
+        state.owner.is_none(),
+        "maintenance write on a locked record"
+    );
     state.committed = Some(row);
 }

@@ -21,8 +21,9 @@ use crate::lock::WaitFailure;
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef};
 use crate::session::SessionInfo;
-use crate::slots::{Pending, SlotArray, TxnId};
+use crate::slots::{Pending, SlotArray};
 use crate::table::Table;
+use crate::txn_id::TxnId;
 use crate::value::Value;
 use crate::writer_admission::{Entered, Refusal};
 
@@ -100,7 +101,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// This transaction's id (unique in the process; the lock holder in errors).
-    pub fn id(&self) -> u64 {
+    pub fn id(&self) -> TxnId {
         self.id
     }
 
@@ -179,7 +180,7 @@ impl<'s> Transaction<'s> {
                                 break rid;
                             }
                         }
-                    } else if st.owner != 0 {
+                    } else if !st.owner.is_none() {
                         let holder = st.owner;
                         drop(st);
                         drop(o);
@@ -352,7 +353,7 @@ impl<'s> Transaction<'s> {
         })?;
         let mut st = slot.latch();
         debug_assert!(
-            st.committed.is_none() && st.owner == 0,
+            st.committed.is_none() && st.owner.is_none(),
             "allocated a live slot"
         );
         st.owner = self.id;
@@ -388,7 +389,7 @@ impl<'s> Transaction<'s> {
                     .filter(|r| t.schema().key_matches(r, key));
                 return Ok(row.map(|r| (rid, Arc::clone(r))));
             }
-            if st.owner != 0 {
+            if !st.owner.is_none() {
                 let holder = st.owner;
                 drop(st);
                 self.wait_for(t, rid, holder, &mut deadline)?;
@@ -464,7 +465,7 @@ impl<'s> Transaction<'s> {
                         let taken = if st.owner == self.id {
                             st.visible_to(self.id)
                                 .is_some_and(|r| t.schema().key_matches(r, &new_key))
-                        } else if st.owner != 0 {
+                        } else if !st.owner.is_none() {
                             let holder = st.owner;
                             drop(st);
                             drop(o);
@@ -610,7 +611,7 @@ impl<'s> Transaction<'s> {
                 let mut st = slot.latch();
                 debug_assert_eq!(st.owner, self.id);
                 debug_assert!(matches!(st.pending, Pending::Unchanged));
-                st.owner = 0;
+                st.owner = TxnId::NONE;
                 st.committed.is_none()
             };
             if emptied {

@@ -322,7 +322,7 @@ impl CommitGate for Gate {
             Ok(None)
         }
     }
-    fn committed(&self, _txn: u64) {
+    fn committed(&self, _txn: crate::TxnId) {
         self.committed.fetch_add(1, Ordering::SeqCst);
     }
 }
