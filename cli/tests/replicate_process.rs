@@ -323,3 +323,79 @@ fn sigterm_ends_a_primary_with_its_final_report() {
     assert!(report["ops"].as_u64().unwrap_or(0) > 0, "{rest}");
     peer.finish();
 }
+
+/// Sends `signal` (STOP, CONT) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// A peer process paused with SIGSTOP keeps its connection open and says nothing:
+/// only the silence tells. Commits must keep returning (a sync one within its own
+/// deadline), the link must degrade, and after SIGCONT the peer must be caught up
+/// with equal tables.
+#[test]
+fn a_peer_paused_with_sigstop_degrades_the_link_and_is_caught_up_after_sigcont() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let diff = tempfile::tempdir().expect("tempdir");
+    let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+    let pid = peer.child.id();
+    let db = primary_db();
+    let rules = RuleSet::parse("default = \"sync\"", "t.toml").expect("rules");
+    let rep = start(&db, peer.addr, rules, diff.path());
+    let events = rep.events();
+    wait_for("duplex", Duration::from_secs(10), || {
+        rep.metrics().state == Some(LinkState::Duplex)
+    });
+    let running = traffic(Some(4_000.0)).start(&db);
+    wait_for("some replicated load", Duration::from_secs(10), || {
+        rep.metrics().last_acked_seq > 200
+    });
+
+    signal(pid, "STOP");
+    // A sync commit while the peer is silent: it ends (alone, by its rule) instead of
+    // waiting for an answer that never comes.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let committer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let session = db.session(kirikae::engine::SessionInfo::default());
+            let row = vec![
+                kirikae::engine::Value::Int(1 << 40),
+                "440109999999999".into(),
+                kirikae::engine::Value::Int(1),
+            ];
+            let _ = done_tx.send(session.insert(telecom::EVENT_TABLE, row).map(drop));
+        })
+    };
+    let outcome = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a sync commit ends while the peer is stopped");
+    assert!(outcome.is_ok(), "the rule says continue: {outcome:?}");
+    committer.join().expect("committer");
+    wait_for("degraded", Duration::from_secs(10), || {
+        rep.metrics().state == Some(LinkState::Degraded)
+    });
+
+    signal(pid, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left).expect("Recovered after SIGCONT") {
+            Event::Recovered { .. } => break,
+            Event::Diverged { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let report = running.stop();
+    assert!(report.ops > 0);
+    assert!(rep.wait_caught_up(Duration::from_secs(20)), "caught up");
+    let m = rep.metrics();
+    assert_eq!((m.mismatches, m.apply_errors), (0, 0));
+    rep.shutdown();
+    let peer_report = peer.finish();
+    assert_checksums_equal(&db, &peer_report, "after SIGCONT");
+}

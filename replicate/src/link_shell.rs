@@ -237,8 +237,11 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     stream
         .write_all(&encode(&hello, max)?)
         .map_err(|e| network("greet", e))?;
+    // A stopped peer's kernel still accepts connections; its answer never comes. The
+    // handshake waits no longer than the peer timeout (this thread is not ticking
+    // the link meanwhile).
     stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
+        .set_read_timeout(Some(peer_timeout.max(Duration::from_millis(1))))
         .map_err(|e| network("greet", e))?;
     let mut decoder = FrameDecoder::new(max);
     let mut buf = vec![0u8; 64 << 10];
