@@ -173,3 +173,13 @@ pub enum WireError {
 
 /// The replication crate's result type.
 pub type Result<T, E = ReplicateError> = std::result::Result<T, E>;
+
+/// What a thread's panic says, for [`ReplicateError::Poisoned`].
+pub(crate) fn panic_detail(thread: &str, panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("thread {thread} panicked: {message}")
+}

@@ -126,10 +126,8 @@ impl Peer {
                 thread: Some(thread),
             }),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(thread
-                .join()
-                .ok()
-                .and_then(|r| r.err())
+            Err(_) => Err(ended(thread.join())
+                .err()
                 .unwrap_or(ReplicateError::Shutdown)),
         }
     }
@@ -157,10 +155,20 @@ impl Peer {
     fn halt(&mut self) -> Result<()> {
         self.stop.store(true, Ordering::SeqCst);
         match self.thread.take() {
-            Some(t) => t.join().unwrap_or(Err(ReplicateError::Shutdown)),
+            Some(t) => ended(t.join()),
             None => Ok(()),
         }
     }
+}
+
+/// How the server thread ended: its result, or its panic as
+/// [`ReplicateError::Poisoned`].
+fn ended(joined: std::thread::Result<Result<()>>) -> Result<()> {
+    joined.unwrap_or_else(|panic| {
+        Err(ReplicateError::Poisoned {
+            detail: crate::error::panic_detail("kirikae-peer", &*panic),
+        })
+    })
 }
 
 impl Drop for Peer {
@@ -317,4 +325,21 @@ fn connection(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_server_thread_ends_as_poisoned_with_its_message() {
+        let joined = std::thread::spawn(|| -> Result<()> { panic!("injected") }).join();
+        match ended(joined) {
+            Err(ReplicateError::Poisoned { detail }) => {
+                assert!(detail.contains("kirikae-peer panicked: injected"), "{detail}");
+            }
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+        assert!(ended(Ok(Ok(()))).is_ok());
+    }
 }

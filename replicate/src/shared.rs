@@ -167,12 +167,7 @@ impl Shared {
                     body(Arc::clone(&shared))
                 }));
                 if let Err(panic) = outcome {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
-                    shared.poison(format!("thread {thread} panicked: {message}"));
+                    shared.poison(crate::error::panic_detail(&thread, &*panic));
                 }
             })
     }
