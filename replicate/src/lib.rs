@@ -92,6 +92,7 @@ mod link_shell;
 mod link_tests;
 mod mode;
 mod peer;
+mod peer_session;
 mod proxy;
 mod record_log;
 #[cfg(test)]
@@ -117,6 +118,7 @@ pub use link::{
 };
 pub use mode::{Mode, WhenPeerDown};
 pub use peer::{Peer, PeerConfig, PeerStatus};
+pub use peer_session::{PeerSession, SessionConfig};
 pub use proxy::{Impairment, LoopbackProxy};
 pub use record_log::{decode_segment_bytes, LogRecord, RecordLog, RecordLogOptions, Recovery};
 pub use replicator::{Replication, Replicator, ReplicatorConfig};

@@ -14,8 +14,10 @@ use parking_lot::Mutex;
 
 use crate::applier::{Applier, ApplierStats};
 use crate::error::{ReplicateError, Result};
+use crate::link::Micros;
+use crate::peer_session::{PeerSession, SessionConfig};
 use crate::record_log::{RecordLog, RecordLogOptions};
-use crate::wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES};
+use crate::wire::{encode, FrameDecoder, MAX_FRAME_BYTES};
 
 /// Settings of a peer server.
 #[derive(Clone, Debug)]
@@ -259,9 +261,16 @@ fn connection(
         .map_err(|e| network("serve", e))?;
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     let mut buf = vec![0u8; 256 << 10];
-    let mut greeted = false;
-    let mut last_heard = Instant::now();
-    let mut last_sent = Instant::now();
+    let started = Instant::now();
+    let now = || started.elapsed().as_micros() as Micros;
+    let mut session = PeerSession::new(
+        SessionConfig {
+            node: config.node.clone(),
+            heartbeat_every: config.heartbeat_every,
+            primary_timeout: config.primary_timeout,
+        },
+        now(),
+    );
     let mut out = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let n = match stream.read(&mut buf) {
@@ -272,41 +281,14 @@ fn connection(
         };
         let mut replies = Vec::new();
         if n > 0 {
-            last_heard = Instant::now();
             decoder.push(&buf[..n]);
-            let mut handled = false;
+            let mut messages = Vec::new();
             while let Some(message) = decoder.next_message()? {
-                if !greeted {
-                    let Message::Hello { epoch, .. } = message else {
-                        return Err(ReplicateError::Protocol {
-                            reason: "the first message was not a Hello".into(),
-                        });
-                    };
-                    applier.connected(epoch)?;
-                    replies.push(applier.hello(&config.node));
-                    greeted = true;
-                    continue;
-                }
-                applier.handle(message, &mut replies)?;
-                handled = true;
+                messages.push(message);
             }
-            if handled {
-                applier.flush(&mut replies)?;
-            }
-        } else if last_heard.elapsed() > config.primary_timeout {
-            return Err(ReplicateError::Protocol {
-                reason: format!(
-                    "no word from the primary for {} ms",
-                    last_heard.elapsed().as_millis()
-                ),
-            });
+            session.receive(now(), messages, applier, &mut replies)?;
         }
-        if greeted && replies.is_empty() && last_sent.elapsed() >= config.heartbeat_every {
-            replies.push(Message::Heartbeat {
-                epoch: 0,
-                last_seq: applier.last_seq(),
-            });
-        }
+        session.tick(now(), applier, &mut replies)?;
         if !replies.is_empty() {
             // Status first: once the primary reads an acknowledgement, whoever asks
             // this peer must see at least what was acknowledged.
@@ -321,7 +303,7 @@ fn connection(
                 out.extend_from_slice(&encode(r, config.frame_bytes_max)?);
             }
             stream.write_all(&out).map_err(|e| network("write to", e))?;
-            last_sent = Instant::now();
+            session.sent(now());
         }
     }
     Ok(())
@@ -336,7 +318,10 @@ mod tests {
         let joined = std::thread::spawn(|| -> Result<()> { panic!("injected") }).join();
         match ended(joined) {
             Err(ReplicateError::Poisoned { detail }) => {
-                assert!(detail.contains("kirikae-peer panicked: injected"), "{detail}");
+                assert!(
+                    detail.contains("kirikae-peer panicked: injected"),
+                    "{detail}"
+                );
             }
             other => panic!("expected Poisoned, got {other:?}"),
         }

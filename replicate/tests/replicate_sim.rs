@@ -1,6 +1,7 @@
 //! Seeded simulation of the replication link: the primary's [`Link`] state machine
 //! (its difference file a real file, carried out as the replicator's shell does) and
-//! the peer's [`Applier`] (over a real database and a real log file) exchange messages
+//! the peer's [`PeerSession`] and [`Applier`] (over a real database and a real log
+//! file) — the product's code on both sides — exchange messages
 //! through a simulated network that drops, delays and reorders them, partitions, and
 //! restarts the peer. The protocol runs over TCP, so faults act the way they do on a
 //! TCP connection: a lost message silently swallows the rest of its connection (a
@@ -30,7 +31,7 @@ use kirikae_engine::{
 };
 use kirikae_replicate::{
     response_digest, Applier, Event, Link, LinkConfig, LinkState, LogState, Message, Mode,
-    Persisted, RecordLog, RecordLogOptions, SyncOutcome, WhenPeerDown,
+    PeerSession, Persisted, RecordLog, RecordLogOptions, SessionConfig, SyncOutcome, WhenPeerDown,
 };
 use kirikae_testkit::Rng;
 
@@ -152,8 +153,8 @@ struct Sim {
     delivered_index: [u64; 2],
     /// Connections that lost a message: nothing more gets through them.
     broken: BTreeSet<u64>,
-    peer_last_heard: u64,
-    peer_last_sent: u64,
+    /// The peer's side of the current connection: the product's own session code.
+    peer_session: Option<PeerSession>,
     /// The primary's committed state of the replicated tables.
     model: BTreeMap<(&'static str, i64), i64>,
     locked: BTreeSet<i64>,
@@ -216,8 +217,7 @@ impl Sim {
             sent_index: [0; 2],
             delivered_index: [0; 2],
             broken: BTreeSet::new(),
-            peer_last_heard: 0,
-            peer_last_sent: 0,
+            peer_session: None,
             model: BTreeMap::new(),
             locked: BTreeSet::new(),
             waiting: BTreeMap::new(),
@@ -315,6 +315,7 @@ impl Sim {
     }
 
     fn close(&mut self, why: &str) {
+        self.peer_session = None;
         if self.conn.take().is_some() {
             self.link.disconnected(self.now, why);
         }
@@ -473,22 +474,14 @@ impl Sim {
     }
 
     fn peer_receive(&mut self, message: Message, faults: &Faults) {
-        let Some(peer) = self.peer.as_mut() else {
+        let (Some(peer), Some(session)) = (self.peer.as_mut(), self.peer_session.as_mut()) else {
             return;
         };
-        self.peer_last_heard = self.now;
         let mut replies = Vec::new();
-        let result = peer
-            .applier()
-            .handle(message, &mut replies)
-            .and_then(|()| peer.applier().flush(&mut replies));
-        for r in replies {
-            self.peer_last_sent = self.now;
-            self.send(false, r, faults);
-        }
-        if let Err(e) = result {
+        let result = session.receive(self.now, [message], peer.applier(), &mut replies);
+        self.peer_send(replies, faults);
+        if result.is_err() {
             // A gap or a stale message: the peer drops the connection, as over TCP.
-            let _ = e;
             self.close("peer closed");
         }
     }
@@ -497,16 +490,28 @@ impl Sim {
         if self.conn.is_none() {
             return;
         }
-        let Some(peer) = self.peer.as_mut() else {
+        let (Some(peer), Some(session)) = (self.peer.as_mut(), self.peer_session.as_mut()) else {
             return;
         };
-        if self.now.saturating_sub(self.peer_last_heard) > 40_000 {
+        let mut replies = Vec::new();
+        if session
+            .tick(self.now, peer.applier(), &mut replies)
+            .is_err()
+        {
             return self.close("peer timed the primary out");
         }
-        if self.now.saturating_sub(self.peer_last_sent) >= 5_000 {
-            let last_seq = peer.applier().last_seq();
-            self.peer_last_sent = self.now;
-            self.send(false, Message::Heartbeat { epoch: 1, last_seq }, faults);
+        self.peer_send(replies, faults);
+    }
+
+    fn peer_send(&mut self, replies: Vec<Message>, faults: &Faults) {
+        if replies.is_empty() {
+            return;
+        }
+        if let Some(session) = self.peer_session.as_mut() {
+            session.sent(self.now);
+        }
+        for r in replies {
+            self.send(false, r, faults);
         }
     }
 
@@ -519,19 +524,33 @@ impl Sim {
             self.link.connect_failed(self.now);
             return;
         }
+        // The handshake, through the peer's own session code: the link's Hello in, the
+        // peer's Hello (with what it has resolved) out.
         let peer = self.peer.as_mut().expect("peer up");
-        if peer.applier().connected(1).is_err() {
-            self.link.connect_failed(self.now);
-            return;
-        }
-        let last = peer.applier().last_seq();
+        let mut session = PeerSession::new(
+            SessionConfig {
+                node: "peer".into(),
+                heartbeat_every: Duration::from_millis(5),
+                primary_timeout: Duration::from_millis(40),
+            },
+            self.now,
+        );
+        let mut replies = Vec::new();
+        let greeted = session.receive(self.now, [self.link.hello()], peer.applier(), &mut replies);
+        let last = match (greeted, replies.first()) {
+            (Ok(()), Some(Message::Hello { last_seq, .. })) => *last_seq,
+            _ => {
+                self.link.connect_failed(self.now);
+                return;
+            }
+        };
+        session.sent(self.now);
+        self.peer_session = Some(session);
         self.conn = Some(self.next_conn);
         self.next_conn += 1;
         self.last_at = [self.now; 2];
         self.sent_index = [0; 2];
         self.delivered_index = [0; 2];
-        self.peer_last_heard = self.now;
-        self.peer_last_sent = self.now;
         self.link.connected(self.now, last);
         self.flush_primary(faults);
     }

@@ -1,0 +1,120 @@
+//! One primary's connection as the peer sees it, without I/O: the handshake comes
+//! first, then every message goes to the [`Applier`]; a heartbeat goes out when the
+//! peer has been silent, and a primary silent too long is dropped. The TCP server
+//! ([`Peer`](crate::Peer)) and the seeded simulation both drive this same code: they
+//! feed it messages and the time and send what it answers.
+
+use std::time::Duration;
+
+use crate::applier::Applier;
+use crate::error::{ReplicateError, Result};
+use crate::link::Micros;
+use crate::wire::Message;
+
+/// How a peer session behaves (from [`PeerConfig`](crate::PeerConfig)).
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// This node's name, sent in the handshake.
+    pub node: String,
+    /// A heartbeat goes out when nothing else has for this long.
+    pub heartbeat_every: Duration,
+    /// A primary silent this long is dropped.
+    pub primary_timeout: Duration,
+}
+
+/// One connection's state (see the module docs).
+#[derive(Debug)]
+pub struct PeerSession {
+    config: SessionConfig,
+    greeted: bool,
+    last_heard: Micros,
+    last_sent: Micros,
+}
+
+fn micros(d: Duration) -> Micros {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+impl PeerSession {
+    /// A session for a connection accepted at `now`.
+    pub fn new(config: SessionConfig, now: Micros) -> PeerSession {
+        PeerSession {
+            config,
+            greeted: false,
+            last_heard: now,
+            last_sent: now,
+        }
+    }
+
+    /// Whether the primary's handshake has been accepted.
+    pub fn greeted(&self) -> bool {
+        self.greeted
+    }
+
+    /// Messages received at `now`, in order: the first must be the primary's `Hello`
+    /// (answered with ours); the rest go to `applier`. Replies are appended to
+    /// `replies`. An error means the connection must be closed (no handshake, a stale
+    /// epoch, a gap, a log that cannot be written).
+    pub fn receive(
+        &mut self,
+        now: Micros,
+        messages: impl IntoIterator<Item = Message>,
+        applier: &mut Applier<'_>,
+        replies: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.last_heard = now;
+        let mut handled = false;
+        for message in messages {
+            if !self.greeted {
+                let Message::Hello { epoch, .. } = message else {
+                    return Err(ReplicateError::Protocol {
+                        reason: "the first message was not a Hello".into(),
+                    });
+                };
+                applier.connected(epoch)?;
+                replies.push(applier.hello(&self.config.node));
+                self.greeted = true;
+                continue;
+            }
+            applier.handle(message, replies)?;
+            handled = true;
+        }
+        if handled {
+            // One acknowledgement for the batch (and the log made durable once).
+            applier.flush(replies)?;
+        }
+        Ok(())
+    }
+
+    /// Time passes: a heartbeat is appended to `replies` if the peer has said nothing
+    /// for `heartbeat_every`; an error if the primary has been silent for
+    /// `primary_timeout` (close the connection).
+    pub fn tick(
+        &mut self,
+        now: Micros,
+        applier: &Applier<'_>,
+        replies: &mut Vec<Message>,
+    ) -> Result<()> {
+        let silent = now.saturating_sub(self.last_heard);
+        if silent > micros(self.config.primary_timeout) {
+            return Err(ReplicateError::Protocol {
+                reason: format!("no word from the primary for {} ms", silent / 1000),
+            });
+        }
+        if self.greeted
+            && replies.is_empty()
+            && now.saturating_sub(self.last_sent) >= micros(self.config.heartbeat_every)
+        {
+            replies.push(Message::Heartbeat {
+                epoch: 0,
+                last_seq: applier.last_seq(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replies were sent at `now`.
+    pub fn sent(&mut self, now: Micros) {
+        self.last_sent = now;
+    }
+}
