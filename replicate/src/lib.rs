@@ -83,6 +83,7 @@
 #![deny(missing_docs)]
 
 mod applier;
+mod commit_policy;
 mod digest;
 mod error;
 mod frame;
@@ -109,6 +110,7 @@ mod wire;
 mod wire_tests;
 
 pub use applier::{Applier, ApplierStats};
+pub use commit_policy::{settle, shipment, Shipment};
 pub use digest::{response_digest, table_checksum};
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;

@@ -15,9 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
-use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, Operation};
+use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError};
 
-use crate::digest::response_digest;
+use crate::commit_policy::{settle, shipment};
 use crate::error::{ReplicateError, Result};
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, LogState, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
@@ -212,34 +212,8 @@ impl CommitGate for Gate {
         request: &CommitRequest<'_>,
     ) -> std::result::Result<Option<GateNote>, HookError> {
         let shared = &self.0;
-        let (decision, shipped) =
-            shared
-                .rules
-                .decide_operations(request.operations, request.session, TimeOfDay::now());
-        if decision.mode == Mode::Skip {
+        let Some(mut shipment) = shipment(&shared.rules, request, TimeOfDay::now()) else {
             return Ok(Some(Arc::new(Replication::Skipped)));
-        }
-        let all = shipped.iter().all(|&s| s);
-        let operations: Vec<Operation> = if all {
-            request.operations.to_vec()
-        } else {
-            request
-                .operations
-                .iter()
-                .zip(&shipped)
-                .filter(|(_, &s)| s)
-                .map(|(op, _)| op.clone())
-                .collect()
-        };
-        let responses = || {
-            request
-                .operations
-                .iter()
-                .zip(request.before)
-                .zip(&shipped)
-                .filter(|(_, &s)| s)
-                .map(|((op, before), _)| response_digest(op.kind(), before.as_deref()))
-                .collect()
         };
         if let Some(detail) = shared.poisoned() {
             return Err(ReplicateError::Poisoned { detail }.into());
@@ -266,13 +240,13 @@ impl CommitGate for Gate {
             );
         }
         let now = shared.now();
-        let submitted = core.link.submit(
-            now,
-            decision.mode,
-            decision.when_peer_down,
-            operations,
-            responses,
-        )?;
+        let mode = shipment.mode;
+        let operations = std::mem::take(&mut shipment.operations);
+        let submitted = core
+            .link
+            .submit(now, mode, shipment.when_peer_down, operations, || {
+                shipment.responses(request)
+            })?;
         let waiter = match submitted {
             Submitted::Waiting { seq } => {
                 let (tx, rx) = crossbeam::channel::bounded(1);
@@ -285,10 +259,7 @@ impl CommitGate for Gate {
         shared.wake_writer();
         let (seq, outcome) = match submitted {
             Submitted::Queued { seq } => {
-                return Ok(Some(Arc::new(Replication::Queued {
-                    seq,
-                    mode: decision.mode,
-                })))
+                return Ok(Some(Arc::new(Replication::Queued { seq, mode })));
             }
             Submitted::Settled { seq, outcome } => (seq, outcome),
             Submitted::Waiting { .. } => {
@@ -298,29 +269,8 @@ impl CommitGate for Gate {
                 (Some(seq), wait_outcome(shared, seq, &rx, sync_timeout)?)
             }
         };
-        let seq_or_0 = seq.unwrap_or(0);
-        match outcome {
-            SyncOutcome::Replicated => {
-                Ok(Some(Arc::new(Replication::Replicated { seq: seq_or_0 })))
-            }
-            SyncOutcome::CommittedAlone { reason } => {
-                Ok(Some(Arc::new(Replication::NotReplicated {
-                    seq: seq_or_0,
-                    reason,
-                })))
-            }
-            SyncOutcome::Refused { reason } => Err(ReplicateError::RolledBackOnBoth {
-                seq: seq_or_0,
-                reason,
-            }
-            .into()),
-            SyncOutcome::OutcomeUnknown { reason } => Err(ReplicateError::OutcomeUnknown {
-                seq: seq_or_0,
-                reason,
-            }
-            .into()),
-            SyncOutcome::PeerDown { reason } => Err(ReplicateError::PeerDown { reason }.into()),
-        }
+        let note = settle(seq, outcome)?;
+        Ok(Some(Arc::new(note)))
     }
 }
 

@@ -1,0 +1,164 @@
+//! The commit gate's policy, without I/O: what a transaction ships under the rules,
+//! and what a settled outcome means for the commit. The replicator's gate and the
+//! seeded simulation both use it.
+
+use kirikae_engine::{CommitRequest, Operation};
+
+use crate::digest::response_digest;
+use crate::error::ReplicateError;
+use crate::link::SyncOutcome;
+use crate::mode::{Mode, WhenPeerDown};
+use crate::replicator::Replication;
+use crate::rules::{RuleSet, TimeOfDay};
+
+/// What a transaction sends to the peer: its mode, what a sync one does while the peer
+/// is down, and the operations its rules replicate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shipment {
+    /// The transaction's mode (never [`Mode::Skip`]).
+    pub mode: Mode,
+    /// For sync: commit alone or fail while the peer is down.
+    pub when_peer_down: WhenPeerDown,
+    /// The operations to replicate, in order.
+    pub operations: Vec<Operation>,
+    /// Which of the request's operations are shipped.
+    shipped: Vec<bool>,
+}
+
+impl Shipment {
+    /// The digest of what each shipped operation of `request` found (see
+    /// [`response_digest`]), for comparison at the peer. Computed only when asked
+    /// (sync transactions, and every Nth shipped one).
+    pub fn responses(&self, request: &CommitRequest<'_>) -> Vec<u64> {
+        request
+            .operations
+            .iter()
+            .zip(request.before)
+            .zip(&self.shipped)
+            .filter(|(_, &s)| s)
+            .map(|((op, before), _)| response_digest(op.kind(), before.as_deref()))
+            .collect()
+    }
+}
+
+/// What `request` ships under `rules` at `time`; `None` if its rules say skip.
+pub fn shipment(rules: &RuleSet, request: &CommitRequest<'_>, time: TimeOfDay) -> Option<Shipment> {
+    let (decision, shipped) = rules.decide_operations(request.operations, request.session, time);
+    if decision.mode == Mode::Skip {
+        return None;
+    }
+    let operations = request
+        .operations
+        .iter()
+        .zip(&shipped)
+        .filter(|(_, &s)| s)
+        .map(|(op, _)| op.clone())
+        .collect();
+    Some(Shipment {
+        mode: decision.mode,
+        when_peer_down: decision.when_peer_down,
+        operations,
+        shipped,
+    })
+}
+
+/// What a sync transaction's `outcome` means for its commit: a note to commit with,
+/// or the error that rolls it back. `seq` is its sequence, if it got one.
+pub fn settle(seq: Option<u64>, outcome: SyncOutcome) -> Result<Replication, ReplicateError> {
+    let seq_or_0 = seq.unwrap_or(0);
+    match outcome {
+        SyncOutcome::Replicated => Ok(Replication::Replicated { seq: seq_or_0 }),
+        SyncOutcome::CommittedAlone { reason } => Ok(Replication::NotReplicated {
+            seq: seq_or_0,
+            reason,
+        }),
+        SyncOutcome::Refused { reason } => Err(ReplicateError::RolledBackOnBoth {
+            seq: seq_or_0,
+            reason,
+        }),
+        SyncOutcome::OutcomeUnknown { reason } => Err(ReplicateError::OutcomeUnknown {
+            seq: seq_or_0,
+            reason,
+        }),
+        SyncOutcome::PeerDown { reason } => Err(ReplicateError::PeerDown { reason }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kirikae_engine::{Key, RowRef, SessionInfo, TxnId, Value};
+
+    #[test]
+    fn only_what_the_rules_replicate_is_shipped_with_its_digests() {
+        let rules = RuleSet::parse(
+            r#"
+            default = "sync"
+            [[rule]]
+            table = "scratch"
+            mode = "skip"
+            "#,
+            "t.toml",
+        )
+        .expect("rules");
+        let session = SessionInfo::default();
+        let operations = vec![
+            Operation::Insert {
+                table: "scratch".into(),
+                row: vec![Value::Int(1)],
+            },
+            Operation::Delete {
+                table: "acct".into(),
+                key: Key::from(2),
+            },
+        ];
+        let before: Vec<Option<RowRef>> = vec![None, Some(vec![Value::Int(2)].into())];
+        let request = CommitRequest {
+            txn: TxnId(9),
+            session: &session,
+            operations: &operations,
+            before: &before,
+        };
+        let noon = TimeOfDay(12 * 3600);
+        let shipped = shipment(&rules, &request, noon).expect("acct is replicated");
+        assert_eq!(shipped.mode, Mode::Sync);
+        assert_eq!(shipped.operations, operations[1..].to_vec());
+        let responses = shipped.responses(&request);
+        assert_eq!(responses.len(), 1);
+        assert_eq!(
+            responses[0],
+            response_digest(operations[1].kind(), before[1].as_deref())
+        );
+        let only_scratch = CommitRequest {
+            operations: &operations[..1],
+            before: &before[..1],
+            ..request
+        };
+        assert_eq!(shipment(&rules, &only_scratch, noon), None);
+    }
+
+    #[test]
+    fn outcomes_become_notes_or_the_errors_that_roll_back() {
+        let reason = || "r".to_owned();
+        assert_eq!(
+            settle(Some(3), SyncOutcome::Replicated).ok(),
+            Some(Replication::Replicated { seq: 3 })
+        );
+        assert!(matches!(
+            settle(Some(3), SyncOutcome::CommittedAlone { reason: reason() }),
+            Ok(Replication::NotReplicated { seq: 3, .. })
+        ));
+        assert!(matches!(
+            settle(Some(3), SyncOutcome::Refused { reason: reason() }),
+            Err(ReplicateError::RolledBackOnBoth { seq: 3, .. })
+        ));
+        assert!(matches!(
+            settle(Some(3), SyncOutcome::OutcomeUnknown { reason: reason() }),
+            Err(ReplicateError::OutcomeUnknown { seq: 3, .. })
+        ));
+        assert!(matches!(
+            settle(None, SyncOutcome::PeerDown { reason: reason() }),
+            Err(ReplicateError::PeerDown { .. })
+        ));
+    }
+}
