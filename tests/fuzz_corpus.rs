@@ -123,14 +123,14 @@ fn write_frame_seeds() {
     let messages = [
         Message::Ship {
             seq: 1,
-            epoch: 1,
+            epoch: kirikae_replicate::Epoch(1),
             mode: Mode::Async,
             operations: ops.clone(),
             verify: false,
         },
         Message::Prepare {
             seq: 2,
-            epoch: 1,
+            epoch: kirikae_replicate::Epoch(1),
             operations: ops,
         },
         Message::Prepared {
@@ -149,7 +149,7 @@ fn write_frame_seeds() {
         Message::Abort { seq: 3 },
         Message::Ack { seq: 2 },
         Message::Heartbeat {
-            epoch: 1,
+            epoch: kirikae_replicate::Epoch(1),
             last_seq: 3,
         },
     ];
@@ -195,7 +195,7 @@ fn write_difference_seeds() {
     for seq in 1..=4u64 {
         let record = LogRecord {
             seq,
-            epoch: 2,
+            epoch: kirikae_replicate::Epoch(2),
             mode: Mode::Ordered,
             operations: vec![Operation::Delete {
                 table: "session".into(),

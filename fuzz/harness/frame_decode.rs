@@ -17,7 +17,7 @@ pub fn run(data: &[u8]) {
     if chunk & 0x80 != 0 {
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
-            epoch: 1,
+            epoch: kirikae_replicate::Epoch(1),
             node: "fuzz".into(),
             last_seq: 0,
         };
@@ -34,7 +34,7 @@ pub fn run(data: &[u8]) {
                     let mut again = FrameDecoder::new(MAX);
                     let hello = Message::Hello {
                         version: PROTOCOL_VERSION,
-                        epoch: 1,
+                        epoch: kirikae_replicate::Epoch(1),
                         node: "x".into(),
                         last_seq: 0,
                     };

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
 
 use crate::digest::response_digest;
+use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::mode::Mode;
 use crate::record_log::{LogRecord, RecordLog};
@@ -54,7 +55,7 @@ pub struct Applier<'s> {
     /// Sequences of this connection's stream seen so far (for gap detection).
     stream_seq: u64,
     /// Highest primary epoch seen; older primaries are refused.
-    epoch: u64,
+    epoch: Epoch,
     stats: ApplierStats,
 }
 
@@ -64,7 +65,7 @@ impl<'s> Applier<'s> {
     pub fn new(session: &'s Session, mut log: Option<RecordLog>) -> Result<Applier<'s>> {
         let mut stats = ApplierStats::default();
         let mut resolved = 0;
-        let mut epoch = 0;
+        let mut epoch = Epoch::NONE;
         if let Some(log) = log.as_mut() {
             for record in log.read_after(0)? {
                 if record.mode != Mode::Skip {
@@ -117,10 +118,10 @@ impl<'s> Applier<'s> {
 
     /// A primary connected with `epoch`: refuses a stale one; the new stream starts
     /// right after what is resolved.
-    pub fn connected(&mut self, epoch: u64) -> Result<()> {
+    pub fn connected(&mut self, epoch: Epoch) -> Result<()> {
         if epoch < self.epoch {
             return Err(protocol(format!(
-                "primary epoch {epoch} is older than {} already seen",
+                "primary {epoch} is older than {} already seen",
                 self.epoch
             )));
         }
@@ -255,12 +256,9 @@ impl<'s> Applier<'s> {
         Some(held)
     }
 
-    fn check_epoch(&self, epoch: u64) -> Result<()> {
+    fn check_epoch(&self, epoch: Epoch) -> Result<()> {
         if epoch < self.epoch {
-            return Err(protocol(format!(
-                "message of epoch {epoch} after epoch {}",
-                self.epoch
-            )));
+            return Err(protocol(format!("message of {epoch} after {}", self.epoch)));
         }
         Ok(())
     }

@@ -85,6 +85,7 @@
 mod applier;
 mod commit_policy;
 mod digest;
+mod epoch;
 mod error;
 mod frame;
 mod link;
@@ -112,6 +113,7 @@ mod wire_tests;
 pub use applier::{Applier, ApplierStats};
 pub use commit_policy::{settle, shipment, Shipment};
 pub use digest::{response_digest, table_checksum};
+pub use epoch::Epoch;
 pub use error::{ReplicateError, Result, WireError};
 pub use kirikae_engine as engine;
 pub use link::{

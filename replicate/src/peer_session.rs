@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::applier::Applier;
+use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::link::Micros;
 use crate::wire::Message;
@@ -106,7 +107,7 @@ impl PeerSession {
             && now.saturating_sub(self.last_sent) >= micros(self.config.heartbeat_every)
         {
             replies.push(Message::Heartbeat {
-                epoch: 0,
+                epoch: Epoch::NONE,
                 last_seq: applier.last_seq(),
             });
         }

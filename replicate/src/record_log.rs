@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use kirikae_engine::Operation;
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::frame;
 use crate::mode::Mode;
@@ -36,7 +37,7 @@ pub struct LogRecord {
     /// Primary commit order; strictly increasing through the file.
     pub seq: u64,
     /// The primary's epoch when it committed.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The mode its rules gave it.
     pub mode: Mode,
     /// Its writes.

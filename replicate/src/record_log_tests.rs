@@ -3,12 +3,13 @@
 
 use kirikae_engine::{Key, Operation};
 
+use crate::epoch::Epoch;
 use crate::*;
 
 fn record(seq: u64) -> LogRecord {
     LogRecord {
         seq,
-        epoch: 1,
+        epoch: Epoch(1),
         mode: if seq % 2 == 0 {
             Mode::Ordered
         } else {

@@ -8,6 +8,7 @@
 use kirikae_engine::Operation;
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::Epoch;
 use crate::error::WireError;
 use crate::frame::{self, FrameFault};
 use crate::mode::Mode;
@@ -25,7 +26,7 @@ pub enum Message {
         /// Protocol version of the sender.
         version: u16,
         /// The sender's epoch (grows at each failover).
-        epoch: u64,
+        epoch: Epoch,
         /// The sender's node name.
         node: String,
         /// Highest sequence the sender has applied (a peer) or sent (a primary).
@@ -36,7 +37,7 @@ pub enum Message {
         /// Primary commit order.
         seq: u64,
         /// Primary's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// Async (per-key order), ordered (commit order), or sync (a sync commit
         /// replayed from the difference file: apply and commit at once).
         mode: Mode,
@@ -50,7 +51,7 @@ pub enum Message {
         /// Primary commit order.
         seq: u64,
         /// Primary's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// Its writes.
         operations: Vec<Operation>,
     },
@@ -87,7 +88,7 @@ pub enum Message {
     /// Liveness, both directions.
     Heartbeat {
         /// The sender's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// Highest sequence sent (primary) or applied (peer).
         last_seq: u64,
     },

@@ -3,12 +3,13 @@
 
 use kirikae_engine::{Key, Operation};
 
+use crate::epoch::Epoch;
 use crate::*;
 
 fn hello(version: u16) -> Message {
     Message::Hello {
         version,
-        epoch: 3,
+        epoch: Epoch(3),
         node: "primary-a".into(),
         last_seq: 41,
     }
@@ -29,14 +30,14 @@ fn all_messages() -> Vec<Message> {
         hello(PROTOCOL_VERSION),
         Message::Ship {
             seq: 42,
-            epoch: 3,
+            epoch: Epoch(3),
             mode: Mode::Ordered,
             operations: ops.clone(),
             verify: true,
         },
         Message::Prepare {
             seq: 43,
-            epoch: 3,
+            epoch: Epoch(3),
             operations: ops,
         },
         Message::Prepared {
@@ -55,7 +56,7 @@ fn all_messages() -> Vec<Message> {
         Message::Abort { seq: 44 },
         Message::Ack { seq: 43 },
         Message::Heartbeat {
-            epoch: 3,
+            epoch: Epoch(3),
             last_seq: 44,
         },
     ]

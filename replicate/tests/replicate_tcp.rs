@@ -479,7 +479,7 @@ fn silent_peer() -> (
         }
         let hello = Message::Hello {
             version: PROTOCOL_VERSION,
-            epoch: 0,
+            epoch: kirikae_replicate::Epoch::NONE,
             node: "silent".into(),
             last_seq: 0,
         };
@@ -490,7 +490,7 @@ fn silent_peer() -> (
         // while its writer lives): only the blocked write can tell.
         while !done2.load(Ordering::SeqCst) {
             let beat = Message::Heartbeat {
-                epoch: 0,
+                epoch: kirikae_replicate::Epoch::NONE,
                 last_seq: 0,
             };
             if socket

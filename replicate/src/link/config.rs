@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::epoch::Epoch;
 use crate::wire::MAX_FRAME_BYTES;
 
 /// State of the link.
@@ -22,7 +23,7 @@ pub enum LinkState {
 #[derive(Clone, Debug)]
 pub struct LinkConfig {
     /// This primary's epoch (grows at each failover).
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// This node's name, sent in the handshake.
     pub node: String,
     /// A heartbeat goes out when nothing else has for this long.
@@ -60,7 +61,7 @@ pub struct LinkConfig {
 impl Default for LinkConfig {
     fn default() -> Self {
         LinkConfig {
-            epoch: 1,
+            epoch: Epoch(1),
             node: "primary".into(),
             heartbeat_every: Duration::from_millis(100),
             peer_timeout: Duration::from_secs(1),
