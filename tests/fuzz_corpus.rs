@@ -122,35 +122,41 @@ fn write_frame_seeds() {
     ];
     let messages = [
         Message::Ship {
-            seq: 1,
+            seq: kirikae_replicate::Seq(1),
             epoch: kirikae_replicate::Epoch(1),
             mode: Mode::Async,
             operations: ops.clone(),
             verify: false,
         },
         Message::Prepare {
-            seq: 2,
+            seq: kirikae_replicate::Seq(2),
             epoch: kirikae_replicate::Epoch(1),
             operations: ops,
         },
         Message::Prepared {
-            seq: 2,
+            seq: kirikae_replicate::Seq(2),
             responses: vec![77],
         },
         Message::Applied {
-            seq: 1,
+            seq: kirikae_replicate::Seq(1),
             responses: vec![5, 6],
         },
         Message::Rejected {
-            seq: 3,
+            seq: kirikae_replicate::Seq(3),
             reason: "no".into(),
         },
-        Message::Commit { seq: 2 },
-        Message::Abort { seq: 3 },
-        Message::Ack { seq: 2 },
+        Message::Commit {
+            seq: kirikae_replicate::Seq(2),
+        },
+        Message::Abort {
+            seq: kirikae_replicate::Seq(3),
+        },
+        Message::Ack {
+            seq: kirikae_replicate::Seq(2),
+        },
         Message::Heartbeat {
             epoch: kirikae_replicate::Epoch(1),
-            last_seq: 3,
+            last_seq: kirikae_replicate::Seq(3),
         },
     ];
     let body: Vec<u8> = messages
@@ -194,7 +200,7 @@ fn write_difference_seeds() {
     let (mut f, _) = RecordLog::open(dir.path(), RecordLogOptions::default()).expect("open");
     for seq in 1..=4u64 {
         let record = LogRecord {
-            seq,
+            seq: kirikae_replicate::Seq(seq),
             epoch: kirikae_replicate::Epoch(2),
             mode: Mode::Ordered,
             operations: vec![Operation::Delete {

@@ -297,7 +297,7 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
     let outage_started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(args.outage));
     let seq_before = replicator.metrics().last_seq;
-    let incoming = (seq_before - seq_at_outage) as f64 / outage_started.elapsed().as_secs_f64();
+    let incoming = seq_before.since(seq_at_outage) as f64 / outage_started.elapsed().as_secs_f64();
     // Events from before the outage (e.g. the first connection's) are not this one's.
     while events.try_recv().is_ok() {}
     let peer = Peer::start(fresh(args.subscribers)?, addr, peer_config())?;

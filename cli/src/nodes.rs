@@ -258,8 +258,8 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     if !caught_up {
         return Err(CliError::NotCaughtUp {
             peer: args.peer,
-            last_seq: m.last_seq,
-            acked: m.last_acked_seq,
+            last_seq: m.last_seq.0,
+            acked: m.last_acked_seq.0,
             difference_dir: args.difference_dir.clone(),
         });
     }

@@ -161,11 +161,15 @@ fn each_mode_replicates_to_a_peer_process() {
             "{mode}: caught up"
         );
         let m = rep.metrics();
-        assert!(m.last_seq > 500, "{mode}: {m:?}");
+        assert!(m.last_seq.0 > 500, "{mode}: {m:?}");
         assert_eq!((m.mismatches, m.apply_errors), (0, 0), "{mode}");
         rep.shutdown();
         let peer_report = peer.finish();
-        assert_eq!(peer_report["last_seq"].as_u64(), Some(m.last_seq), "{mode}");
+        assert_eq!(
+            peer_report["last_seq"].as_u64(),
+            Some(m.last_seq.0),
+            "{mode}"
+        );
         assert_checksums_equal(&db, &peer_report, mode);
     }
 }
@@ -260,12 +264,14 @@ fn a_primary_killed_while_degraded_leaves_a_readable_difference_file() {
     child.wait().expect("wait");
     let (mut file, recovery) =
         RecordLog::open(diff.path(), RecordLogOptions::default()).expect("readable");
-    let records = file.read_after(0).expect("records");
+    let records = file
+        .read_after(kirikae::replicate::Seq::ZERO)
+        .expect("records");
     assert!(recovery.records > 100 && records.len() as u64 == recovery.records);
     for (i, r) in records.iter().enumerate() {
         assert_eq!(
             r.seq,
-            i as u64 + 1,
+            kirikae::replicate::Seq(i as u64 + 1),
             "contiguous sequences up to the last valid record"
         );
         assert!(!r.operations.is_empty() || r.mode == kirikae::replicate::Mode::Skip);
@@ -352,7 +358,7 @@ fn a_peer_paused_with_sigstop_degrades_the_link_and_is_caught_up_after_sigcont()
     });
     let running = traffic(Some(4_000.0)).start(&db);
     wait_for("some replicated load", Duration::from_secs(10), || {
-        rep.metrics().last_acked_seq > 200
+        rep.metrics().last_acked_seq.0 > 200
     });
 
     signal(pid, "STOP");

@@ -19,7 +19,7 @@ pub fn run(data: &[u8]) {
             version: PROTOCOL_VERSION,
             epoch: kirikae_replicate::Epoch(1),
             node: "fuzz".into(),
-            last_seq: 0,
+            last_seq: kirikae_replicate::Seq(0),
         };
         stream = encode(&hello, MAX).expect("hello encodes");
     }
@@ -36,7 +36,7 @@ pub fn run(data: &[u8]) {
                         version: PROTOCOL_VERSION,
                         epoch: kirikae_replicate::Epoch(1),
                         node: "x".into(),
-                        last_seq: 0,
+                        last_seq: kirikae_replicate::Seq(0),
                     };
                     again.push(&encode(&hello, MAX).expect("hello encodes"));
                     again.push(&frame);

@@ -25,6 +25,7 @@ use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::mode::Mode;
 use crate::record_log::{LogRecord, RecordLog};
+use crate::seq::Seq;
 use crate::wire::{Message, PROTOCOL_VERSION};
 
 /// Counts kept by an [`Applier`].
@@ -47,13 +48,13 @@ pub struct Applier<'s> {
     session: &'s Session,
     log: Option<RecordLog>,
     /// Everything up to here is resolved and logged.
-    resolved: u64,
+    resolved: Seq,
     /// Resolved above `resolved`, waiting for the gap below to close; logged in order.
-    pending_log: BTreeMap<u64, LogRecord>,
+    pending_log: BTreeMap<Seq, LogRecord>,
     /// Sync transactions applied and held open.
-    held: BTreeMap<u64, (Transaction<'s>, Vec<Operation>)>,
+    held: BTreeMap<Seq, (Transaction<'s>, Vec<Operation>)>,
     /// Sequences of this connection's stream seen so far (for gap detection).
-    stream_seq: u64,
+    stream_seq: Seq,
     /// Highest primary epoch seen; older primaries are refused.
     epoch: Epoch,
     stats: ApplierStats,
@@ -64,10 +65,10 @@ impl<'s> Applier<'s> {
     /// holds (a restarted peer process recovering its tables).
     pub fn new(session: &'s Session, mut log: Option<RecordLog>) -> Result<Applier<'s>> {
         let mut stats = ApplierStats::default();
-        let mut resolved = 0;
+        let mut resolved = Seq::ZERO;
         let mut epoch = Epoch::NONE;
         if let Some(log) = log.as_mut() {
-            for record in log.read_after(0)? {
+            for record in log.read_after(Seq::ZERO)? {
                 if record.mode != Mode::Skip {
                     apply(session, &record.operations)
                         .map_err(|(_, e)| e)?
@@ -92,7 +93,7 @@ impl<'s> Applier<'s> {
     }
 
     /// Highest sequence up to which everything is resolved and logged.
-    pub fn last_seq(&self) -> u64 {
+    pub fn last_seq(&self) -> Seq {
         self.resolved
     }
 
@@ -236,7 +237,7 @@ impl<'s> Applier<'s> {
     /// nothing) all the same.
     fn reject(
         &mut self,
-        seq: u64,
+        seq: Seq,
         at: usize,
         error: &ReplicateError,
         replies: &mut Vec<Message>,
@@ -250,7 +251,7 @@ impl<'s> Applier<'s> {
     }
 
     /// Removes a held transaction; the stream has reached its sequence.
-    fn take_held(&mut self, seq: u64) -> Option<(Transaction<'s>, Vec<Operation>)> {
+    fn take_held(&mut self, seq: Seq) -> Option<(Transaction<'s>, Vec<Operation>)> {
         let held = self.held.remove(&seq)?;
         self.stream_seq = self.stream_seq.max(seq);
         Some(held)
@@ -265,13 +266,13 @@ impl<'s> Applier<'s> {
 
     /// Whether `seq` is the next in the stream (true), already seen (false, a
     /// duplicate), or beyond a gap (an error: something was lost on the way).
-    fn is_new(&mut self, seq: u64) -> Result<bool> {
+    fn is_new(&mut self, seq: Seq) -> Result<bool> {
         if seq <= self.stream_seq || seq <= self.resolved || self.pending_log.contains_key(&seq) {
             self.stats.duplicates += 1;
             self.stream_seq = self.stream_seq.max(seq);
             return Ok(false);
         }
-        if seq != self.stream_seq + 1 {
+        if seq != self.stream_seq.next() {
             return Err(protocol(format!(
                 "sequence {seq} after {}: the stream has a gap",
                 self.stream_seq
@@ -282,7 +283,7 @@ impl<'s> Applier<'s> {
     }
 
     /// Marks `seq` resolved; logs everything that has become contiguous.
-    fn resolve(&mut self, seq: u64, mode: Mode, operations: Vec<Operation>) -> Result<()> {
+    fn resolve(&mut self, seq: Seq, mode: Mode, operations: Vec<Operation>) -> Result<()> {
         debug_assert!(seq > self.resolved, "resolved twice: {seq}");
         self.pending_log.insert(
             seq,
@@ -294,7 +295,7 @@ impl<'s> Applier<'s> {
             },
         );
         while let Some(entry) = self.pending_log.first_entry() {
-            if *entry.key() != self.resolved + 1 {
+            if *entry.key() != self.resolved.next() {
                 break;
             }
             let record = entry.remove();

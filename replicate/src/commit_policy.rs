@@ -10,6 +10,7 @@ use crate::link::SyncOutcome;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::replicator::Replication;
 use crate::rules::{RuleSet, TimeOfDay};
+use crate::seq::Seq;
 
 /// What a transaction sends to the peer: its mode, what a sync one does while the peer
 /// is down, and the operations its rules replicate.
@@ -64,8 +65,8 @@ pub fn shipment(rules: &RuleSet, request: &CommitRequest<'_>, time: TimeOfDay) -
 
 /// What a sync transaction's `outcome` means for its commit: a note to commit with,
 /// or the error that rolls it back. `seq` is its sequence, if it got one.
-pub fn settle(seq: Option<u64>, outcome: SyncOutcome) -> Result<Replication, ReplicateError> {
-    let seq_or_0 = seq.unwrap_or(0);
+pub fn settle(seq: Option<Seq>, outcome: SyncOutcome) -> Result<Replication, ReplicateError> {
+    let seq_or_0 = seq.unwrap_or(Seq::ZERO);
     match outcome {
         SyncOutcome::Replicated => Ok(Replication::Replicated { seq: seq_or_0 }),
         SyncOutcome::CommittedAlone { reason } => Ok(Replication::NotReplicated {
@@ -141,20 +142,26 @@ mod tests {
     fn outcomes_become_notes_or_the_errors_that_roll_back() {
         let reason = || "r".to_owned();
         assert_eq!(
-            settle(Some(3), SyncOutcome::Replicated).ok(),
-            Some(Replication::Replicated { seq: 3 })
+            settle(Some(Seq(3)), SyncOutcome::Replicated).ok(),
+            Some(Replication::Replicated { seq: Seq(3) })
         );
         assert!(matches!(
-            settle(Some(3), SyncOutcome::CommittedAlone { reason: reason() }),
-            Ok(Replication::NotReplicated { seq: 3, .. })
+            settle(
+                Some(Seq(3)),
+                SyncOutcome::CommittedAlone { reason: reason() }
+            ),
+            Ok(Replication::NotReplicated { seq: Seq(3), .. })
         ));
         assert!(matches!(
-            settle(Some(3), SyncOutcome::Refused { reason: reason() }),
-            Err(ReplicateError::RolledBackOnBoth { seq: 3, .. })
+            settle(Some(Seq(3)), SyncOutcome::Refused { reason: reason() }),
+            Err(ReplicateError::RolledBackOnBoth { seq: Seq(3), .. })
         ));
         assert!(matches!(
-            settle(Some(3), SyncOutcome::OutcomeUnknown { reason: reason() }),
-            Err(ReplicateError::OutcomeUnknown { seq: 3, .. })
+            settle(
+                Some(Seq(3)),
+                SyncOutcome::OutcomeUnknown { reason: reason() }
+            ),
+            Err(ReplicateError::OutcomeUnknown { seq: Seq(3), .. })
         ));
         assert!(matches!(
             settle(None, SyncOutcome::PeerDown { reason: reason() }),

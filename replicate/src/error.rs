@@ -40,9 +40,9 @@ pub enum ReplicateError {
     #[error("record log: sequence {seq} appended after {last}; sequences must increase")]
     LogSequence {
         /// The sequence appended.
-        seq: u64,
+        seq: crate::Seq,
         /// The last sequence in the log.
-        last: u64,
+        last: crate::Seq,
     },
     /// A frame could not be built or a peer's byte stream is invalid.
     #[error("wire: {0}")]
@@ -66,7 +66,7 @@ pub enum ReplicateError {
     #[error("sync transaction {seq} rolled back on both sides: {reason}")]
     RolledBackOnBoth {
         /// Its sequence.
-        seq: u64,
+        seq: crate::Seq,
         /// The peer's reason or what differed.
         reason: String,
     },
@@ -76,7 +76,7 @@ pub enum ReplicateError {
     #[error("sync transaction {seq}: outcome unknown at the peer ({reason}); rolled back here, the peer aborts it at reconnect")]
     OutcomeUnknown {
         /// Its sequence.
-        seq: u64,
+        seq: crate::Seq,
         /// Why there was no answer.
         reason: String,
     },

@@ -48,7 +48,7 @@
 //! let mut tx = session.begin();
 //! tx.insert("t", vec![1.into(), 10.into()])?;
 //! let note = tx.commit_noted()?;
-//! assert!(matches!(Replication::of(&note), Some(Replication::Replicated { seq: 1 })));
+//! assert!(matches!(Replication::of(&note), Some(Replication::Replicated { seq: Seq(1) })));
 //! // When a sync commit returns, the peer has applied it and holds it prepared; the
 //! // Commit sent right after makes it visible there.
 //! assert!(replicator.wait_caught_up(Duration::from_secs(5)));
@@ -105,6 +105,7 @@ mod replicator_tests;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
+mod seq;
 mod shared;
 mod wire;
 #[cfg(test)]
@@ -127,4 +128,5 @@ pub use proxy::{Impairment, LoopbackProxy};
 pub use record_log::{decode_segment_bytes, LogRecord, RecordLog, RecordLogOptions, Recovery};
 pub use replicator::{Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
+pub use seq::Seq;
 pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -14,13 +14,14 @@ use std::time::Duration;
 use crate::error::{ReplicateError, Result};
 use crate::link::{Persisted, ReadRequest, Ready};
 use crate::record_log::{LogRecord, RecordLog};
+use crate::seq::Seq;
 use crate::shared::Shared;
 use crate::wire::{encode, FrameDecoder, Message};
 
 /// The link thread (see the module docs). Owns the difference file.
 pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
     let mut connection = Connection::default();
-    let mut durable_through = log.last_seq().unwrap_or(0);
+    let mut durable_through = log.last_seq().unwrap_or(Seq::ZERO);
     let tick = Duration::from_millis(1);
     while !shared.stop.load(Ordering::SeqCst) {
         let now = shared.now();
@@ -143,7 +144,7 @@ fn carry_out(
     shared: &Shared,
     ready: Ready,
     log: &mut RecordLog,
-    durable_through: &mut u64,
+    durable_through: &mut Seq,
     connection: &mut Connection,
 ) -> bool {
     let log_work = !ready.persist.is_empty() || ready.sync_log || ready.retire_through.is_some();
@@ -173,7 +174,7 @@ fn carry_out(
 }
 
 /// The difference-file part of a [`Ready`]: append, fsync, retire.
-fn persist(log: &mut RecordLog, ready: &Ready, durable_through: &mut u64) -> Persisted {
+fn persist(log: &mut RecordLog, ready: &Ready, durable_through: &mut Seq) -> Persisted {
     let mut error = None;
     for record in &ready.persist {
         if let Err(e) = log.append(record) {
@@ -183,7 +184,7 @@ fn persist(log: &mut RecordLog, ready: &Ready, durable_through: &mut u64) -> Per
     }
     if error.is_none() && ready.sync_log {
         match log.sync() {
-            Ok(()) => *durable_through = log.last_seq().unwrap_or(0),
+            Ok(()) => *durable_through = log.last_seq().unwrap_or(Seq::ZERO),
             Err(e) => error = Some(e.to_string()),
         }
     }
@@ -193,7 +194,7 @@ fn persist(log: &mut RecordLog, ready: &Ready, durable_through: &mut u64) -> Per
         }
     }
     Persisted {
-        appended_through: log.last_seq().unwrap_or(0),
+        appended_through: log.last_seq().unwrap_or(Seq::ZERO),
         durable_through: *durable_through,
         bytes: log.bytes(),
         error,

@@ -7,10 +7,11 @@ use crate::link::{
     Event, Link, LinkConfig, LinkState, LogState, Persisted, Ready, Submitted, SyncOutcome,
 };
 use crate::mode::{Mode, WhenPeerDown};
+use crate::seq::Seq;
 
 fn duplex_link(config: LinkConfig) -> Link {
     let mut link = Link::new(config, LogState::default(), 0);
-    link.connected(1, 0);
+    link.connected(1, Seq::ZERO);
     assert_eq!(
         link.state(),
         LinkState::Duplex,
@@ -41,8 +42,8 @@ fn diverged_reason(ready: &Ready) -> String {
 /// The shell's report after appending and fsyncing everything through `seq`.
 fn durable(seq: u64) -> Persisted {
     Persisted {
-        appended_through: seq,
-        durable_through: seq,
+        appended_through: Seq(seq),
+        durable_through: Seq(seq),
         bytes: 0,
         error: None,
     }
@@ -67,7 +68,12 @@ fn output_the_shell_does_not_take_is_bounded() {
                 Vec::new,
             )
             .expect("submit");
-        assert_eq!(submitted, Submitted::Queued { seq: seq as u64 });
+        assert_eq!(
+            submitted,
+            Submitted::Queued {
+                seq: Seq(seq as u64)
+            }
+        );
     }
     assert!(seq >= 9, "went down after {seq} transactions of ~1 KB");
     let ready = link.ready();
@@ -78,7 +84,7 @@ fn output_the_shell_does_not_take_is_bounded() {
     );
     assert!(ready.close);
     // Nothing is lost: the whole window goes to the difference file, made durable.
-    let persisted: Vec<u64> = ready.persist.iter().map(|r| r.seq).collect();
+    let persisted: Vec<u64> = ready.persist.iter().map(|r| r.seq.0).collect();
     assert_eq!(persisted, (1..=seq as u64).collect::<Vec<_>>());
     assert!(ready.sync_log);
 }
@@ -94,7 +100,7 @@ fn a_waiter_past_its_deadline_settles_its_sync_transaction_by_its_rule() {
             panic!("a sync transaction on a duplex link waits");
         };
         // Unknown sequences are left alone.
-        link.expire_sync(3, seq + 100);
+        link.expire_sync(3, Seq(seq.0 + 100));
         assert_eq!(link.state(), LinkState::Duplex);
         link.expire_sync(3, seq);
         assert_eq!(link.state(), LinkState::Degraded);
@@ -103,7 +109,7 @@ fn a_waiter_past_its_deadline_settles_its_sync_transaction_by_its_rule() {
             // Committed alone: settled once its difference-file record is durable.
             assert!(ready.outcomes.is_empty(), "{:?}", ready.outcomes);
             assert_eq!(ready.persist.len(), 1);
-            link.persisted(4, durable(seq));
+            link.persisted(4, durable(seq.0));
             ready = link.ready();
         }
         assert_eq!(ready.outcomes.len(), 1);
@@ -132,7 +138,7 @@ fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
             Vec::new,
         )
         .expect("submit");
-    assert_eq!(submitted, Submitted::Waiting { seq: 1 });
+    assert_eq!(submitted, Submitted::Waiting { seq: Seq(1) });
     let ready = link.ready();
     assert_eq!(ready.persist.len(), 1);
     assert!(ready.outcomes.is_empty());
@@ -140,8 +146,8 @@ fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
     link.persisted(
         2,
         Persisted {
-            appended_through: 1,
-            durable_through: 0,
+            appended_through: Seq(1),
+            durable_through: Seq::ZERO,
             bytes: 100,
             error: None,
         },
@@ -152,7 +158,10 @@ fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
     link.persisted(4, durable(1));
     let outcomes = link.ready().outcomes;
     assert!(
-        matches!(&outcomes[..], [(1, SyncOutcome::CommittedAlone { .. })]),
+        matches!(
+            &outcomes[..],
+            [(Seq(1), SyncOutcome::CommittedAlone { .. })]
+        ),
         "{outcomes:?}"
     );
     // An async commit does not wait.
@@ -165,7 +174,7 @@ fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
             Vec::new,
         )
         .expect("submit");
-    assert_eq!(submitted, Submitted::Queued { seq: 2 });
+    assert_eq!(submitted, Submitted::Queued { seq: Seq(2) });
     // A failed difference file settles who waits, saying the record may be lost.
     link.submit(
         6,
@@ -184,7 +193,7 @@ fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
     );
     let ready = link.ready();
     assert!(
-        matches!(&ready.outcomes[..], [(3, SyncOutcome::CommittedAlone { reason })] if reason.contains("disk full")),
+        matches!(&ready.outcomes[..], [(Seq(3), SyncOutcome::CommittedAlone { reason })] if reason.contains("disk full")),
         "{:?}",
         ready.outcomes
     );
@@ -209,10 +218,10 @@ fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
     }
     let persisted = link.ready().persist;
     link.persisted(4, durable(3));
-    link.connected(5, 0);
+    link.connected(5, Seq::ZERO);
     assert_eq!(link.state(), LinkState::CatchingUp);
     let read = link.ready().read.expect("asks for the records");
-    assert_eq!((read.after, read.limit > 0), (0, true));
+    assert_eq!((read.after, read.limit > 0), (Seq::ZERO, true));
     link.replayed(6, read.catch_up, Ok(persisted));
     let ready = link.ready();
     assert_eq!(ready.messages.len(), 3, "{:?}", ready.messages);

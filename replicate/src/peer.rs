@@ -17,6 +17,7 @@ use crate::error::{ReplicateError, Result};
 use crate::link::Micros;
 use crate::peer_session::{PeerSession, SessionConfig};
 use crate::record_log::{RecordLog, RecordLogOptions};
+use crate::seq::Seq;
 use crate::wire::{encode, FrameDecoder, MAX_FRAME_BYTES};
 
 /// Settings of a peer server.
@@ -56,7 +57,7 @@ pub struct PeerStatus {
     /// Whether a primary is connected.
     pub connected: bool,
     /// Highest sequence up to which everything is resolved and logged.
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// Sync transactions held open.
     pub held: usize,
     /// Counts.

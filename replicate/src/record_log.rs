@@ -25,6 +25,7 @@ use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::frame;
 use crate::mode::Mode;
+use crate::seq::Seq;
 
 /// Records larger than this are taken for damage, not data.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -35,7 +36,7 @@ pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Primary commit order; strictly increasing through the file.
-    pub seq: u64,
+    pub seq: Seq,
     /// The primary's epoch when it committed.
     pub epoch: Epoch,
     /// The mode its rules gave it.
@@ -70,7 +71,7 @@ pub struct Recovery {
     /// Bytes of a torn tail that were cut off.
     pub torn_bytes: u64,
     /// Highest sequence found.
-    pub last_seq: Option<u64>,
+    pub last_seq: Option<Seq>,
 }
 
 struct Segment {
@@ -85,7 +86,7 @@ pub struct RecordLog {
     options: RecordLogOptions,
     segments: Vec<Segment>,
     writer: Option<BufWriter<File>>,
-    last_seq: Option<u64>,
+    last_seq: Option<Seq>,
     cursor: Option<ReadCursor>,
 }
 
@@ -224,7 +225,7 @@ impl RecordLog {
     }
 
     /// Highest sequence appended.
-    pub fn last_seq(&self) -> Option<u64> {
+    pub fn last_seq(&self) -> Option<Seq> {
         self.last_seq
     }
 
@@ -259,7 +260,7 @@ impl RecordLog {
                 let path = self.dir.join(format!("diff-{:020}.seg", record.seq));
                 self.segments.push(Segment {
                     path,
-                    first_seq: record.seq,
+                    first_seq: record.seq.0,
                     bytes: 0,
                 });
             }
@@ -312,14 +313,15 @@ impl RecordLog {
 
     /// Every record with a sequence above `after`, in order (for replay to a peer that
     /// has applied up to `after`). Reads what was appended, synced or not.
-    pub fn read_after(&mut self, after: u64) -> Result<Vec<LogRecord>> {
+    pub fn read_after(&mut self, after: Seq) -> Result<Vec<LogRecord>> {
         self.read_batch(after, usize::MAX)
     }
 
     /// Up to `limit` records with a sequence above `after`, in order. A batch that
     /// continues where the previous one stopped resumes at its byte offset, so a
     /// catch-up reads the file once, not once per batch.
-    pub fn read_batch(&mut self, after: u64, limit: usize) -> Result<Vec<LogRecord>> {
+    pub fn read_batch(&mut self, after: Seq, limit: usize) -> Result<Vec<LogRecord>> {
+        let after = after.0;
         self.flush()?;
         let mut out = Vec::new();
         // The last segment that can hold `after + 1`: earlier ones hold only older records.
@@ -343,8 +345,8 @@ impl RecordLog {
                 .map_err(io(&seg.path))?;
             while offset < seg.bytes {
                 let record = read_record(&mut reader, &seg.path, &mut offset)?;
-                if record.seq > after {
-                    let seq = record.seq;
+                if record.seq.0 > after {
+                    let seq = record.seq.0;
                     out.push(record);
                     if out.len() >= limit {
                         self.cursor = Some(ReadCursor {
@@ -363,7 +365,8 @@ impl RecordLog {
 
     /// Deletes segments whose records are all at or below `seq` (acknowledged by the
     /// peer). The segment being written is kept.
-    pub fn retire_through(&mut self, seq: u64) -> Result<usize> {
+    pub fn retire_through(&mut self, seq: Seq) -> Result<usize> {
+        let seq = seq.0;
         let mut retired = 0;
         while self.segments.len() > 1 && self.segments[1].first_seq <= seq + 1 {
             let seg = self.segments.remove(0);

@@ -4,11 +4,12 @@
 use kirikae_engine::{Key, Operation};
 
 use crate::epoch::Epoch;
+use crate::seq::Seq;
 use crate::*;
 
 fn record(seq: u64) -> LogRecord {
     LogRecord {
-        seq,
+        seq: Seq(seq),
         epoch: Epoch(1),
         mode: if seq % 2 == 0 {
             Mode::Ordered
@@ -52,14 +53,17 @@ fn appended_records_survive_reopening_and_replay_in_order() {
     let (mut f, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("reopen");
     assert_eq!(
         (rec.records, rec.torn_bytes, rec.last_seq),
-        (50, 0, Some(50))
+        (50, 0, Some(Seq(50)))
     );
-    let all = f.read_after(0).expect("read");
+    let all = f.read_after(Seq(0)).expect("read");
     assert_eq!(all, (1..=50).map(record).collect::<Vec<_>>());
-    assert_eq!(f.read_after(45).expect("read").len(), 5);
+    assert_eq!(f.read_after(Seq(45)).expect("read").len(), 5);
     assert!(matches!(
         f.append(&record(50)),
-        Err(ReplicateError::LogSequence { seq: 50, last: 50 })
+        Err(ReplicateError::LogSequence {
+            seq: Seq(50),
+            last: Seq(50)
+        })
     ));
     f.append(&record(51)).expect("continues after reopening");
 }
@@ -86,11 +90,11 @@ fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
         let (mut f, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("recovers");
         assert_eq!(rec.records, 2, "cut at {cut}");
         assert_eq!(rec.torn_bytes as usize, cut - third_starts, "cut at {cut}");
-        assert_eq!(rec.last_seq, Some(2));
+        assert_eq!(rec.last_seq, Some(Seq(2)));
         f.append(&record(3)).expect("append after recovery");
         f.sync().expect("sync");
         assert_eq!(
-            f.read_after(0).expect("read"),
+            f.read_after(Seq(0)).expect("read"),
             (1..=3).map(record).collect::<Vec<_>>()
         );
         drop(f);
@@ -142,18 +146,18 @@ fn acknowledged_segments_are_retired_and_replay_stays_exact() {
     f.sync().expect("sync");
     let before = segment_files(dir.path()).len();
     let bytes_before = f.bytes();
-    let retired = f.retire_through(17).expect("retire");
+    let retired = f.retire_through(Seq(17)).expect("retire");
     assert!(retired > 0 && segment_files(dir.path()).len() == before - retired);
     assert!(f.bytes() < bytes_before);
     assert_eq!(
-        f.read_after(17).expect("read"),
+        f.read_after(Seq(17)).expect("read"),
         (18..=30).map(record).collect::<Vec<_>>()
     );
     drop(f);
     let (mut f, rec) = RecordLog::open(dir.path(), options(300)).expect("reopen");
-    assert_eq!(rec.last_seq, Some(30));
+    assert_eq!(rec.last_seq, Some(Seq(30)));
     assert_eq!(
-        f.read_after(17).expect("read"),
+        f.read_after(Seq(17)).expect("read"),
         (18..=30).map(record).collect::<Vec<_>>()
     );
 }
@@ -169,7 +173,7 @@ fn batches_resume_where_they_stopped_and_see_later_appends() {
         segment_files(dir.path()).len() > 2,
         "spans several segments"
     );
-    let mut after = 3;
+    let mut after = Seq(3);
     let mut seen = Vec::new();
     let mut appended = false;
     loop {
@@ -179,8 +183,8 @@ fn batches_resume_where_they_stopped_and_see_later_appends() {
         }
         assert!(batch.len() <= 7);
         after = batch.last().expect("nonempty").seq;
-        seen.extend(batch.into_iter().map(|r| r.seq));
-        if after >= 30 && !appended {
+        seen.extend(batch.into_iter().map(|r| r.seq.0));
+        if after >= Seq(30) && !appended {
             appended = true;
             for seq in 41..=45 {
                 f.append(&record(seq)).expect("append while reading");
@@ -189,9 +193,9 @@ fn batches_resume_where_they_stopped_and_see_later_appends() {
     }
     assert_eq!(seen, (4..=45).collect::<Vec<_>>());
     // A batch from an arbitrary point (not where the last stopped) is exact too.
-    let again = f.read_batch(17, 3).expect("batch");
+    let again = f.read_batch(Seq(17), 3).expect("batch");
     assert_eq!(
-        again.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        again.iter().map(|r| r.seq.0).collect::<Vec<_>>(),
         vec![18, 19, 20]
     );
 }

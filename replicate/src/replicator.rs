@@ -24,6 +24,7 @@ use crate::link_shell::link_thread;
 use crate::mode::Mode;
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::{RuleSet, TimeOfDay};
+use crate::seq::Seq;
 use crate::shared::Shared;
 
 /// Settings of a [`Replicator`].
@@ -50,20 +51,20 @@ pub enum Replication {
     /// Shipped (async or ordered) or queued in the difference file.
     Queued {
         /// Its sequence.
-        seq: u64,
+        seq: Seq,
         /// Async or ordered.
         mode: Mode,
     },
     /// A sync commit the peer applied with the same responses.
     Replicated {
         /// Its sequence.
-        seq: u64,
+        seq: Seq,
     },
     /// A sync commit made here only (the peer is down, the rule says continue); it
     /// waits in the difference file.
     NotReplicated {
         /// Its sequence.
-        seq: u64,
+        seq: Seq,
         /// Why.
         reason: String,
     },
@@ -280,7 +281,7 @@ impl CommitGate for Gate {
 /// settles it itself, as the link's own timeout would.
 pub(crate) fn wait_outcome(
     shared: &Shared,
-    seq: u64,
+    seq: Seq,
     rx: &Receiver<SyncOutcome>,
     sync_timeout: Duration,
 ) -> std::result::Result<SyncOutcome, HookError> {

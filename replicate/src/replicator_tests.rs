@@ -10,6 +10,7 @@ use crate::link::{Event, LinkConfig, SyncOutcome};
 use crate::record_log::RecordLogOptions;
 use crate::replicator::{wait_outcome, Replicator, ReplicatorConfig};
 use crate::rules::RuleSet;
+use crate::seq::Seq;
 use crate::shared::EVENTS_MAX;
 
 /// A replicator whose peer address has nobody listening (the link stays degraded).
@@ -44,7 +45,7 @@ fn events_nobody_reads_are_bounded_and_the_oldest_go_first() {
     let extra = 100;
     for i in 0..(EVENTS_MAX + extra) as u64 {
         rep.shared.raise(Event::Diverged {
-            since_seq: i,
+            since_seq: Seq(i),
             reason: "test".into(),
         });
     }
@@ -55,7 +56,7 @@ fn events_nobody_reads_are_bounded_and_the_oldest_go_first() {
     let ours: Vec<u64> = kept
         .iter()
         .filter_map(|e| match e {
-            Event::Diverged { since_seq, reason } if reason == "test" => Some(*since_seq),
+            Event::Diverged { since_seq, reason } if reason == "test" => Some(since_seq.0),
             _ => None,
         })
         .collect();
@@ -97,11 +98,11 @@ fn a_waiting_sync_commit_wakes_when_replication_is_poisoned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_db, rep) = degraded_replicator(dir.path());
     let (tx, rx) = crossbeam::channel::bounded::<SyncOutcome>(1);
-    rep.shared.core.lock().waiters.insert(7, tx);
+    rep.shared.core.lock().waiters.insert(Seq(7), tx);
     let shared = std::sync::Arc::clone(&rep.shared);
     let poisoner = std::thread::spawn(move || shared.poison("thread x panicked: y".into()));
     let started = Instant::now();
-    let err = wait_outcome(&rep.shared, 7, &rx, Duration::from_secs(600))
+    let err = wait_outcome(&rep.shared, Seq(7), &rx, Duration::from_secs(600))
         .expect_err("the channel closes");
     poisoner.join().expect("poisoner");
     assert!(err.to_string().contains("thread x panicked"), "{err}");

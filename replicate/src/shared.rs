@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::link::{Event, Link, LinkState, Micros, Ready, SyncOutcome};
 use crate::rules::RuleSet;
+use crate::seq::Seq;
 
 /// Events kept for the embedder; past this the oldest is dropped (and counted in
 /// [`LinkMetrics::events_dropped`]).
@@ -22,7 +23,7 @@ pub(crate) struct Core {
     pub(crate) link: Link,
     /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
     /// waiter that gives up removes its own entry.
-    pub(crate) waiters: HashMap<u64, Sender<SyncOutcome>>,
+    pub(crate) waiters: HashMap<Seq, Sender<SyncOutcome>>,
     /// Connection generation: a reader of an older connection must not touch the link.
     pub(crate) generation: u64,
     /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].

@@ -12,6 +12,7 @@ use crate::epoch::Epoch;
 use crate::error::WireError;
 use crate::frame::{self, FrameFault};
 use crate::mode::Mode;
+use crate::seq::Seq;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -30,12 +31,12 @@ pub enum Message {
         /// The sender's node name.
         node: String,
         /// Highest sequence the sender has applied (a peer) or sent (a primary).
-        last_seq: u64,
+        last_seq: Seq,
     },
     /// A committed transaction shipped without waiting (async or ordered).
     Ship {
         /// Primary commit order.
-        seq: u64,
+        seq: Seq,
         /// Primary's epoch.
         epoch: Epoch,
         /// Async (per-key order), ordered (commit order), or sync (a sync commit
@@ -49,7 +50,7 @@ pub enum Message {
     /// A sync transaction to apply and hold open.
     Prepare {
         /// Primary commit order.
-        seq: u64,
+        seq: Seq,
         /// Primary's epoch.
         epoch: Epoch,
         /// Its writes.
@@ -58,7 +59,7 @@ pub enum Message {
     /// The peer applied a prepared transaction and holds it open.
     Prepared {
         /// The transaction's sequence.
-        seq: u64,
+        seq: Seq,
         /// One digest per operation of the peer's response (see `digest`), compared
         /// with the primary's own.
         responses: Vec<u64>,
@@ -66,36 +67,36 @@ pub enum Message {
     /// The peer could not apply a shipped or prepared transaction.
     Rejected {
         /// The transaction's sequence.
-        seq: u64,
+        seq: Seq,
         /// Why.
         reason: String,
     },
     /// Make a prepared transaction permanent.
     Commit {
         /// The transaction's sequence.
-        seq: u64,
+        seq: Seq,
     },
     /// Roll a prepared transaction back.
     Abort {
         /// The transaction's sequence.
-        seq: u64,
+        seq: Seq,
     },
     /// Everything up to `seq` is applied at the peer.
     Ack {
         /// Highest applied sequence.
-        seq: u64,
+        seq: Seq,
     },
     /// Liveness, both directions.
     Heartbeat {
         /// The sender's epoch.
         epoch: Epoch,
         /// Highest sequence sent (primary) or applied (peer).
-        last_seq: u64,
+        last_seq: Seq,
     },
     /// The peer applied a shipped transaction marked `verify`.
     Applied {
         /// The transaction's sequence.
-        seq: u64,
+        seq: Seq,
         /// One digest per operation of the peer's response.
         responses: Vec<u64>,
     },

@@ -4,6 +4,7 @@
 use kirikae_engine::{Key, Operation};
 
 use crate::epoch::Epoch;
+use crate::seq::Seq;
 use crate::*;
 
 fn hello(version: u16) -> Message {
@@ -11,7 +12,7 @@ fn hello(version: u16) -> Message {
         version,
         epoch: Epoch(3),
         node: "primary-a".into(),
-        last_seq: 41,
+        last_seq: Seq(41),
     }
 }
 
@@ -29,35 +30,35 @@ fn all_messages() -> Vec<Message> {
     vec![
         hello(PROTOCOL_VERSION),
         Message::Ship {
-            seq: 42,
+            seq: Seq(42),
             epoch: Epoch(3),
             mode: Mode::Ordered,
             operations: ops.clone(),
             verify: true,
         },
         Message::Prepare {
-            seq: 43,
+            seq: Seq(43),
             epoch: Epoch(3),
             operations: ops,
         },
         Message::Prepared {
-            seq: 43,
+            seq: Seq(43),
             responses: vec![0xdead_beef, 7],
         },
         Message::Applied {
-            seq: 42,
+            seq: Seq(42),
             responses: vec![1, 2],
         },
         Message::Rejected {
-            seq: 44,
+            seq: Seq(44),
             reason: "duplicate key".into(),
         },
-        Message::Commit { seq: 43 },
-        Message::Abort { seq: 44 },
-        Message::Ack { seq: 43 },
+        Message::Commit { seq: Seq(43) },
+        Message::Abort { seq: Seq(44) },
+        Message::Ack { seq: Seq(43) },
         Message::Heartbeat {
             epoch: Epoch(3),
-            last_seq: 44,
+            last_seq: Seq(44),
         },
     ]
 }
@@ -89,7 +90,7 @@ fn messages_round_trip_in_any_chunking() {
 #[test]
 fn the_handshake_comes_first_and_versions_must_match() {
     let mut d = FrameDecoder::new(MAX_FRAME_BYTES);
-    d.push(&stream(&[Message::Ack { seq: 1 }]));
+    d.push(&stream(&[Message::Ack { seq: Seq(1) }]));
     assert_eq!(
         d.next_message(),
         Err(WireError::NoHandshake {
@@ -125,7 +126,7 @@ fn oversized_frames_are_refused_before_they_are_buffered() {
         })
     );
     let big = Message::Rejected {
-        seq: 1,
+        seq: Seq(1),
         reason: "x".repeat(2048),
     };
     assert!(matches!(

@@ -31,7 +31,8 @@ use kirikae_engine::{
 };
 use kirikae_replicate::{
     response_digest, Applier, Event, Link, LinkConfig, LinkState, LogState, Message, Mode,
-    PeerSession, Persisted, RecordLog, RecordLogOptions, SessionConfig, SyncOutcome, WhenPeerDown,
+    PeerSession, Persisted, RecordLog, RecordLogOptions, Seq, SessionConfig, SyncOutcome,
+    WhenPeerDown,
 };
 use kirikae_testkit::Rng;
 
@@ -137,7 +138,7 @@ struct Sim {
     /// The primary's difference file, which the simulation carries out the link's
     /// requests on, as the replicator's shell does.
     log: RecordLog,
-    durable_through: u64,
+    durable_through: Seq,
     peer: Option<PeerNode>,
     peer_dir: PathBuf,
     peer_down_until: u64,
@@ -158,7 +159,7 @@ struct Sim {
     /// The primary's committed state of the replicated tables.
     model: BTreeMap<(&'static str, i64), i64>,
     locked: BTreeSet<i64>,
-    waiting: BTreeMap<u64, Waiting>,
+    waiting: BTreeMap<Seq, Waiting>,
     replicated_ledger: Vec<i64>,
     next_ledger: i64,
     events: Vec<Event>,
@@ -204,7 +205,7 @@ impl Sim {
             now: 0,
             link,
             log: diff,
-            durable_through: 0,
+            durable_through: Seq::ZERO,
             peer: Some(peer),
             peer_dir: peer_dir.path().to_owned(),
             peer_down_until: 0,
@@ -280,13 +281,13 @@ impl Sim {
             }
             if ready.sync_log {
                 self.log.sync().expect("sync the difference file");
-                self.durable_through = self.log.last_seq().unwrap_or(0);
+                self.durable_through = self.log.last_seq().unwrap_or(Seq::ZERO);
             }
             if let Some(seq) = ready.retire_through {
                 self.log.retire_through(seq).expect("retire");
             }
             let report = Persisted {
-                appended_through: self.log.last_seq().unwrap_or(0),
+                appended_through: self.log.last_seq().unwrap_or(Seq::ZERO),
                 durable_through: self.durable_through,
                 bytes: self.log.bytes(),
                 error: None,
@@ -321,7 +322,7 @@ impl Sim {
         }
     }
 
-    fn settle(&mut self, seq: u64, outcome: SyncOutcome) {
+    fn settle(&mut self, seq: Seq, outcome: SyncOutcome) {
         let w = self
             .waiting
             .remove(&seq)
@@ -698,14 +699,14 @@ fn run(seed: u64) -> Tally {
     let (mut log, _) =
         RecordLog::open(&sim.peer_dir, RecordLogOptions::default()).expect("reopen peer log");
     let seqs: Vec<u64> = log
-        .read_after(0)
+        .read_after(Seq::ZERO)
         .expect("read log")
         .iter()
-        .map(|r| r.seq)
+        .map(|r| r.seq.0)
         .collect();
     assert_eq!(
         seqs,
-        (1..=last).collect::<Vec<_>>(),
+        (1..=last.0).collect::<Vec<_>>(),
         "{ctx}: the peer resolved every sequence once, in order"
     );
     tally

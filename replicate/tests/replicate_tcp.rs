@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
 use kirikae_replicate::{
     table_checksum, Event, LinkConfig, LinkState, Peer, PeerConfig, RecordLog, RecordLogOptions,
-    ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet,
+    ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet, Seq,
 };
 
 use kirikae_testkit::{kv_database, kv_row, wait_for};
@@ -179,7 +179,8 @@ fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
         );
         let m = rep.metrics();
         assert_eq!(
-            m.last_seq, 800,
+            m.last_seq,
+            Seq(800),
             "{mode}: one sequence per replicated commit"
         );
         assert_eq!(m.mismatches, 0);
@@ -205,7 +206,7 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     let note = tx.commit_noted().expect("replicated commit");
     assert!(matches!(
         Replication::of(&note),
-        Some(Replication::Replicated { seq: 1 })
+        Some(Replication::Replicated { seq: Seq(1) })
     ));
     // A row only the peer has: the primary's insert of the same key fails there.
     replica
@@ -223,7 +224,10 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
         .downcast_ref::<ReplicateError>()
         .expect("a replication error");
     assert!(
-        matches!(rep_err, ReplicateError::RolledBackOnBoth { seq: 2, .. }),
+        matches!(
+            rep_err,
+            ReplicateError::RolledBackOnBoth { seq: Seq(2), .. }
+        ),
         "{rep_err}"
     );
     assert!(
@@ -237,7 +241,7 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
         Value::Int(1)
     );
     wait_for("peer resolved 2", Duration::from_secs(5), || {
-        peer.status().last_seq == 2
+        peer.status().last_seq == Seq(2)
     });
     let peer_view = replica.session(SessionInfo::default());
     assert_eq!(
@@ -367,7 +371,7 @@ fn sync_commits_while_the_peer_is_down_follow_their_rule() {
     let note = tx.commit_noted().expect("continue: commits alone");
     assert!(matches!(
         Replication::of(&note),
-        Some(Replication::NotReplicated { seq: 1, .. })
+        Some(Replication::NotReplicated { seq: Seq(1), .. })
     ));
     let err = app
         .insert("scratch", kv_row(1, 1))
@@ -379,18 +383,24 @@ fn sync_commits_while_the_peer_is_down_follow_their_rule() {
         .recv_timeout(Duration::from_secs(2))
         .expect("event");
     assert!(
-        matches!(diverged, Event::Diverged { since_seq: 1, .. }),
+        matches!(
+            diverged,
+            Event::Diverged {
+                since_seq: Seq(1),
+                ..
+            }
+        ),
         "{diverged:?}"
     );
     rep.shutdown();
     let (mut diff, _) = RecordLog::open(dir.path(), RecordLogOptions::default()).expect("open");
-    let records = diff.read_after(0).expect("read");
+    let records = diff.read_after(Seq::ZERO).expect("read");
     assert_eq!(
         records.len(),
         1,
         "the continued commit waits in the difference file"
     );
-    assert_eq!(records[0].seq, 1);
+    assert_eq!(records[0].seq, Seq(1));
 }
 
 /// A peer that completes the handshake, keeps sending heartbeats, and never reads
@@ -481,7 +491,7 @@ fn silent_peer() -> (
             version: PROTOCOL_VERSION,
             epoch: kirikae_replicate::Epoch::NONE,
             node: "silent".into(),
-            last_seq: 0,
+            last_seq: Seq(0),
         };
         socket
             .write_all(&encode(&hello, MAX_FRAME_BYTES).expect("encode"))
@@ -491,7 +501,7 @@ fn silent_peer() -> (
         while !done2.load(Ordering::SeqCst) {
             let beat = Message::Heartbeat {
                 epoch: kirikae_replicate::Epoch::NONE,
-                last_seq: 0,
+                last_seq: Seq(0),
             };
             if socket
                 .write_all(&encode(&beat, MAX_FRAME_BYTES).expect("encode"))

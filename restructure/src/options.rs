@@ -30,7 +30,7 @@ pub enum NonConvergence {
     /// to 1/16 of it), until the history fits the stall budget or `rounds_max` is
     /// reached. Writers are never held longer than `stall_max` at a time.
     ThrottleWriters,
-    /// Give up with [`RestructureError::NotConverging`].
+    /// Give up with [`RestructureError::NotConverging`](crate::RestructureError::NotConverging).
     Abort,
 }
 
@@ -70,9 +70,9 @@ pub struct RestructureOptions {
     /// Pause between two switch attempts, writers running: while a long transaction
     /// postpones the switch, writers are held at most `stall_max` per this long.
     pub switch_retry_pause: Duration,
-    /// Switch attempts before giving up with [`RestructureError::SwitchPostponed`].
+    /// Switch attempts before giving up with [`RestructureError::SwitchPostponed`](crate::RestructureError::SwitchPostponed).
     pub switch_tries: u32,
-    /// The journal baseline fails with [`RestructureError::NotConverging`] once its
+    /// The journal baseline fails with [`RestructureError::NotConverging`](crate::RestructureError::NotConverging) once its
     /// pending images hold more than this (writers outpacing its replay would
     /// otherwise grow it without bound).
     pub journal_bytes_max: u64,

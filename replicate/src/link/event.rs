@@ -3,13 +3,15 @@
 use kirikae_engine::Key;
 use serde::Serialize;
 
+use crate::seq::Seq;
+
 /// Something the embedder should know about the link.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Event {
     /// The peer stopped receiving or applying transactions from `since_seq` on.
     Diverged {
         /// First sequence not replicated.
-        since_seq: u64,
+        since_seq: Seq,
         /// Why.
         reason: String,
     },
@@ -23,7 +25,7 @@ pub enum Event {
     /// The peer's response differed from the primary's.
     Mismatch {
         /// The transaction.
-        seq: u64,
+        seq: Seq,
         /// Its table.
         table: String,
         /// The operation's key (for an insert, its row).

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::config::LinkState;
+use crate::seq::Seq;
 
 /// Per-link numbers for monitoring.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -10,11 +11,11 @@ pub struct LinkMetrics {
     /// Current state.
     pub state: Option<LinkState>,
     /// Highest sequence assigned.
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// Highest sequence sent to the peer.
-    pub last_sent_seq: u64,
+    pub last_sent_seq: Seq,
     /// Highest sequence the peer acknowledged as resolved.
-    pub last_acked_seq: u64,
+    pub last_acked_seq: Seq,
     /// Transactions assigned but not acknowledged.
     pub lag_ops: u64,
     /// Age of the oldest unacknowledged transaction, in milliseconds.

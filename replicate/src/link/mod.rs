@@ -38,6 +38,7 @@ use crate::error::{ReplicateError, Result, WireError};
 use crate::frame;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{LogRecord, MAX_RECORD_BYTES};
+use crate::seq::Seq;
 use crate::wire::{Message, PROTOCOL_VERSION};
 use window::{Entry, Status, Window};
 
@@ -53,7 +54,7 @@ struct CatchUp {
     /// Tells this catch-up's reads from an earlier one's.
     id: u64,
     /// Highest sequence sent from the difference file.
-    cursor: u64,
+    cursor: Seq,
     replayed: u64,
     paused_at: Option<Micros>,
     /// A read was asked for and not answered yet.
@@ -65,11 +66,11 @@ pub struct Link {
     config: LinkConfig,
     state: LinkState,
     /// Highest sequence assigned.
-    seq: u64,
+    seq: Seq,
     /// Highest sequence the peer has resolved, as far as we know.
-    acked: u64,
+    acked: Seq,
     /// Highest sequence sent.
-    sent: u64,
+    sent: Seq,
     window: Window,
     catch_up: Option<CatchUp>,
     catch_ups: u64,
@@ -77,18 +78,18 @@ pub struct Link {
     diverged: bool,
     resync_required: bool,
     /// Highest sequence handed to the shell for the difference file.
-    log_last_seq: Option<u64>,
+    log_last_seq: Option<Seq>,
     /// Reported by the shell: readable from the difference file up to here.
-    appended_through: u64,
+    appended_through: Seq,
     /// Reported by the shell: durable up to here.
-    durable_through: u64,
+    durable_through: Seq,
     /// The difference file's size (reported by the shell, plus what is on its way).
     log_bytes: u64,
     /// Records handed over since the last fsync was asked for.
     unsynced: bool,
     /// Outcomes of sync transactions committed alone, released once their record is
     /// durable.
-    awaiting_durable: Vec<(u64, SyncOutcome)>,
+    awaiting_durable: Vec<(Seq, SyncOutcome)>,
     shipped_count: u64,
     last_heard: Micros,
     last_sent_at: Micros,
@@ -110,14 +111,14 @@ impl Link {
     /// `log`, whose last sequence (a primary restarting while degraded) seeds the
     /// sequence counter.
     pub fn new(config: LinkConfig, log: LogState, now: Micros) -> Link {
-        let last = log.last_seq.unwrap_or(0);
+        let last = log.last_seq.unwrap_or(Seq::ZERO);
         let reconnect_delay_us = micros(config.reconnect_min);
         Link {
             config,
             state: LinkState::Degraded,
             seq: last,
-            acked: 0,
-            sent: 0,
+            acked: Seq::ZERO,
+            sent: Seq::ZERO,
             window: Window::default(),
             catch_up: None,
             catch_ups: 0,
@@ -167,7 +168,7 @@ impl Link {
     /// Takes the outcome of `seq` out of the pending [`Ready`], if it is there: for a
     /// commit that settled its own transaction ([`expire_sync`](Link::expire_sync))
     /// and cannot wait for the shell to deliver it.
-    pub fn take_outcome(&mut self, seq: u64) -> Option<SyncOutcome> {
+    pub fn take_outcome(&mut self, seq: Seq) -> Option<SyncOutcome> {
         let i = self.ready.outcomes.iter().position(|(s, _)| *s == seq)?;
         Some(self.ready.outcomes.remove(i).1)
     }
@@ -202,7 +203,7 @@ impl Link {
     /// A connection is up and the peer's handshake said it has resolved everything up
     /// to `peer_last_seq`. Starts the catch-up (or refuses a peer that cannot be
     /// caught up, raising `ResyncRequired` and asking to close).
-    pub fn connected(&mut self, now: Micros, peer_last_seq: u64) {
+    pub fn connected(&mut self, now: Micros, peer_last_seq: Seq) {
         debug_assert_eq!(self.state, LinkState::Degraded, "connected twice");
         debug_assert!(self.window.is_empty(), "window spilled when going down");
         self.metrics.connects += 1;
@@ -222,7 +223,7 @@ impl Link {
         } else if peer_last_seq < self.seq && self.log_last_seq.is_none_or(|l| l < self.seq) {
             Some(format!(
                 "sequences {}..={} are not in the difference file",
-                peer_last_seq + 1,
+                peer_last_seq.next(),
                 self.seq
             ))
         } else {
@@ -272,7 +273,7 @@ impl Link {
     ) -> Result<Submitted> {
         debug_assert!(mode != Mode::Skip, "skip transactions get no sequence");
         debug_assert!(!self.paused(), "submissions wait while a catch-up drains");
-        let seq = self.seq + 1;
+        let seq = self.seq.next();
         let epoch = self.config.epoch;
         if self.state != LinkState::Duplex {
             if mode == Mode::Sync && when_down == WhenPeerDown::Fail {
@@ -513,7 +514,7 @@ impl Link {
         }
         let mut messages = Vec::with_capacity(batch.len());
         for r in batch {
-            if r.seq != cu.cursor + 1 {
+            if r.seq != cu.cursor.next() {
                 let reason = format!(
                     "the difference file jumps from {} to {}: the peer needs a full resync",
                     cu.cursor, r.seq
@@ -547,7 +548,7 @@ impl Link {
     /// every other undecided sync transaction, as the link's own sync timeout does:
     /// the peer is treated as down. One committed alone whose record is not durable
     /// yet is released as it is, saying so.
-    pub fn expire_sync(&mut self, now: Micros, seq: u64) {
+    pub fn expire_sync(&mut self, now: Micros, seq: Seq) {
         let undecided = self
             .window
             .get_mut(seq)
@@ -572,7 +573,7 @@ impl Link {
         m.last_seq = self.seq;
         m.last_sent_seq = self.sent;
         m.last_acked_seq = self.acked;
-        m.lag_ops = self.seq.saturating_sub(self.acked);
+        m.lag_ops = self.seq.since(self.acked);
         m.lag_ms = match (self.state, self.window.front()) {
             (LinkState::Duplex, Some(e)) => now.saturating_sub(e.sent_at) / 1000,
             (LinkState::Duplex, None) => 0,
@@ -597,7 +598,7 @@ impl Link {
         self.last_sent_at = now;
     }
 
-    fn ack(&mut self, seq: u64) {
+    fn ack(&mut self, seq: Seq) {
         if seq <= self.acked {
             return;
         }
@@ -606,12 +607,12 @@ impl Link {
         self.retire(self.acked);
     }
 
-    fn retire(&mut self, seq: u64) {
+    fn retire(&mut self, seq: Seq) {
         let through = self.ready.retire_through.map_or(seq, |r| r.max(seq));
         self.ready.retire_through = Some(through);
     }
 
-    fn prepared(&mut self, seq: u64, responses: Vec<u64>) {
+    fn prepared(&mut self, seq: Seq, responses: Vec<u64>) {
         let expected = match self.window.get_mut(seq) {
             Some(e) if matches!(e.status, Status::Preparing { .. }) => {
                 e.responses.take().unwrap_or_default()
@@ -640,7 +641,7 @@ impl Link {
     }
 
     /// Compares response digests of `seq`; raises `Mismatch` and returns what differed.
-    fn compare(&mut self, seq: u64, expected: &[u64], got: &[u64]) -> Option<String> {
+    fn compare(&mut self, seq: Seq, expected: &[u64], got: &[u64]) -> Option<String> {
         let at = if expected.len() != got.len() {
             Some(expected.len().min(got.len()))
         } else {
@@ -671,7 +672,7 @@ impl Link {
         Some(format!("{detail} ({table} {key:?}, sequence {seq})"))
     }
 
-    fn rejected(&mut self, seq: u64, reason: String) {
+    fn rejected(&mut self, seq: Seq, reason: String) {
         let Some(e) = self.window.get_mut(seq) else {
             return;
         };
@@ -692,7 +693,7 @@ impl Link {
         }
     }
 
-    fn diverge(&mut self, since_seq: u64, reason: String) {
+    fn diverge(&mut self, since_seq: Seq, reason: String) {
         if !self.diverged {
             self.diverged = true;
             self.ready
@@ -741,7 +742,7 @@ impl Link {
         self.ready.close = true;
         self.down_since = now;
         self.reconnect_at = now;
-        self.diverge(self.acked + 1, reason.clone());
+        self.diverge(self.acked.next(), reason.clone());
         for mut e in self.window.take_all() {
             if let Status::Preparing { when_down, .. } = e.status {
                 match when_down {
@@ -787,14 +788,14 @@ impl Link {
         if cu.reading {
             return;
         }
-        let remaining = self.seq.saturating_sub(cu.cursor);
+        let remaining = self.seq.since(cu.cursor);
         if remaining == 0 {
             return self.finish_catch_up(now);
         }
         if remaining <= self.config.pause_within_txns && cu.paused_at.is_none() {
             cu.paused_at = Some(now);
         }
-        let in_flight = cu.cursor.saturating_sub(self.acked);
+        let in_flight = cu.cursor.since(self.acked);
         let room = self.config.catchup_window_txns.saturating_sub(in_flight);
         let limit = (room as usize).min(self.config.catchup_batch_txns);
         // Paced by the peer's acknowledgements, by what the shell has yet to send, and

@@ -1,5 +1,7 @@
 //! What became of a submitted transaction.
 
+use crate::seq::Seq;
+
 /// How a sync transaction ended, as far as replication is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -35,17 +37,17 @@ pub enum Submitted {
     /// Shipped or queued under `seq`; nothing to wait for.
     Queued {
         /// Its sequence.
-        seq: u64,
+        seq: Seq,
     },
     /// A sync transaction sent as `Prepare`: wait for its outcome.
     Waiting {
         /// Its sequence.
-        seq: u64,
+        seq: Seq,
     },
     /// A sync transaction settled at once (the peer is down).
     Settled {
         /// Its sequence, if it got one.
-        seq: Option<u64>,
+        seq: Option<Seq>,
         /// The outcome.
         outcome: SyncOutcome,
     },

@@ -4,6 +4,7 @@
 //! [`Link::replayed`](super::Link::replayed)).
 
 use crate::record_log::LogRecord;
+use crate::seq::Seq;
 use crate::wire::Message;
 
 use super::event::Event;
@@ -27,7 +28,7 @@ pub struct Ready {
     /// Make everything appended so far durable (one fsync for the batch).
     pub sync_log: bool,
     /// The peer has resolved everything up to here: those records can go.
-    pub retire_through: Option<u64>,
+    pub retire_through: Option<Seq>,
     /// Records the catch-up needs next.
     pub read: Option<ReadRequest>,
     /// Messages for the peer, in order.
@@ -37,7 +38,7 @@ pub struct Ready {
     /// For the embedder, in order.
     pub events: Vec<Event>,
     /// Settled sync transactions, by sequence.
-    pub outcomes: Vec<(u64, SyncOutcome)>,
+    pub outcomes: Vec<(Seq, SyncOutcome)>,
 }
 
 impl Ready {
@@ -60,7 +61,7 @@ pub struct ReadRequest {
     /// Which catch-up asks (an answer for an older one is ignored).
     pub catch_up: u64,
     /// Read records above this sequence.
-    pub after: u64,
+    pub after: Seq,
     /// At most this many.
     pub limit: usize,
 }
@@ -69,9 +70,9 @@ pub struct ReadRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persisted {
     /// Every record up to this sequence is in the difference file (readable).
-    pub appended_through: u64,
+    pub appended_through: Seq,
     /// Every record up to this sequence is durable (fsynced).
-    pub durable_through: u64,
+    pub durable_through: Seq,
     /// Bytes the difference file holds now.
     pub bytes: u64,
     /// What failed, if anything did: the difference file can no longer be trusted.
@@ -82,7 +83,7 @@ pub struct Persisted {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogState {
     /// Its last sequence, if it holds any record.
-    pub last_seq: Option<u64>,
+    pub last_seq: Option<Seq>,
     /// Its size.
     pub bytes: u64,
 }

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use kirikae_engine::Operation;
 
 use crate::mode::{Mode, WhenPeerDown};
+use crate::seq::Seq;
 
 use super::Micros;
 
@@ -28,7 +29,7 @@ pub(super) enum Status {
 /// One unacknowledged transaction.
 #[derive(Debug)]
 pub(super) struct Entry {
-    pub seq: u64,
+    pub seq: Seq,
     pub mode: Mode,
     pub operations: Vec<Operation>,
     /// The primary's response digests, when the peer's are to be compared.
@@ -61,23 +62,25 @@ impl Window {
     /// Appends the next transaction.
     pub fn push(&mut self, entry: Entry) {
         debug_assert!(
-            self.0.back().is_none_or(|last| last.seq + 1 == entry.seq),
+            self.0
+                .back()
+                .is_none_or(|last| last.seq.next() == entry.seq),
             "window sequences must be contiguous"
         );
         self.0.push_back(entry);
     }
 
     /// The entry of `seq`, if it is in the window.
-    pub fn get_mut(&mut self, seq: u64) -> Option<&mut Entry> {
+    pub fn get_mut(&mut self, seq: Seq) -> Option<&mut Entry> {
         let first = self.0.front()?.seq;
-        let i = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let i = usize::try_from(seq.0.checked_sub(first.0)?).ok()?;
         let entry = self.0.get_mut(i)?;
         debug_assert_eq!(entry.seq, seq);
         Some(entry)
     }
 
     /// Drops the entries up to `seq` (acknowledged as resolved by the peer).
-    pub fn ack_through(&mut self, seq: u64) {
+    pub fn ack_through(&mut self, seq: Seq) {
         while self.0.front().is_some_and(|e| e.seq <= seq) {
             let e = self.0.pop_front();
             debug_assert!(
