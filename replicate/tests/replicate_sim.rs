@@ -1,7 +1,8 @@
 //! Seeded simulation of the replication link: the primary's [`Link`] state machine
 //! (its difference file a real file, carried out as the replicator's shell does) and
 //! the peer's [`PeerSession`] and [`Applier`] (over a real database and a real log
-//! file) — the product's code on both sides — exchange messages
+//! file) — the product's code on both sides, transactions shaped by its commit
+//! policy ([`shipment`]) — exchange messages
 //! through a simulated network that drops, delays and reorders them, partitions, and
 //! restarts the peer. The protocol runs over TCP, so faults act the way they do on a
 //! TCP connection: a lost message silently swallows the rest of its connection (a
@@ -26,13 +27,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kirikae_engine::{
-    Column, ColumnType, Database, Key, Operation, OperationKind, Schema, Session, SessionInfo,
-    Value,
+    Column, ColumnType, CommitRequest, Database, Key, Operation, RowRef, Schema, Session,
+    SessionInfo, TxnId, Value,
 };
 use kirikae_replicate::{
-    response_digest, Applier, Event, Link, LinkConfig, LinkState, LogState, Message, Mode,
-    PeerSession, Persisted, RecordLog, RecordLogOptions, Seq, SessionConfig, SyncOutcome,
-    WhenPeerDown,
+    shipment, Applier, Event, Link, LinkConfig, LinkState, LogState, Message, Mode, PeerSession,
+    Persisted, RecordLog, RecordLogOptions, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
 };
 use kirikae_testkit::Rng;
 
@@ -156,6 +156,9 @@ struct Sim {
     broken: BTreeSet<u64>,
     /// The peer's side of the current connection: the product's own session code.
     peer_session: Option<PeerSession>,
+    /// The rule files transactions draw from: async, ordered, sync (continue), sync
+    /// (fail).
+    rules: [RuleSet; 4],
     /// The primary's committed state of the replicated tables.
     model: BTreeMap<(&'static str, i64), i64>,
     locked: BTreeSet<i64>,
@@ -219,6 +222,13 @@ impl Sim {
             delivered_index: [0; 2],
             broken: BTreeSet::new(),
             peer_session: None,
+            rules: [
+                r#"default = "async""#,
+                r#"default = "ordered""#,
+                r#"default = "sync""#,
+                "default = \"sync\"\nwhen_peer_down = \"fail\"",
+            ]
+            .map(|text| RuleSet::parse(text, "sim.toml").expect("rules")),
             model: BTreeMap::new(),
             locked: BTreeSet::new(),
             waiting: BTreeMap::new(),
@@ -362,12 +372,14 @@ impl Sim {
 
     /// Generates one transaction valid against the model and submits it.
     fn transaction(&mut self) {
+        // Which rule file this transaction runs under (its mode, and for sync what
+        // to do while the peer is down); the product's commit policy applies it.
         let pick = self.rng.below(100);
-        let (mode, when_down) = match pick {
-            0..=39 => (Mode::Async, WhenPeerDown::Continue),
-            40..=69 => (Mode::Ordered, WhenPeerDown::Continue),
-            70..=84 => (Mode::Sync, WhenPeerDown::Continue),
-            _ => (Mode::Sync, WhenPeerDown::Fail),
+        let (rules, mode) = match pick {
+            0..=39 => (0, Mode::Async),
+            40..=69 => (1, Mode::Ordered),
+            70..=84 => (2, Mode::Sync),
+            _ => (3, Mode::Sync),
         };
         let mut ops = Vec::new();
         let mut befores = Vec::new();
@@ -386,7 +398,7 @@ impl Sim {
                         table: ACCT.into(),
                         row,
                     });
-                    befores.push((OperationKind::Insert, None));
+                    befores.push(None);
                     changes.push((ACCT, k, Some(v)));
                 }
                 Some(old) => {
@@ -397,14 +409,14 @@ impl Sim {
                             key: Key::from(k),
                             row,
                         });
-                        befores.push((OperationKind::Update, Some(before)));
+                        befores.push(Some(RowRef::from(before)));
                         changes.push((ACCT, k, Some(v)));
                     } else {
                         ops.push(Operation::Delete {
                             table: ACCT.into(),
                             key: Key::from(k),
                         });
-                        befores.push((OperationKind::Delete, Some(before)));
+                        befores.push(Some(RowRef::from(before)));
                         changes.push((ACCT, k, None));
                     }
                 }
@@ -417,21 +429,28 @@ impl Sim {
                 table: LEDGER.into(),
                 row: vec![ledger.into(), 1.into()],
             });
-            befores.push((OperationKind::Insert, None));
+            befores.push(None);
             changes.push((LEDGER, ledger, Some(1)));
         }
         if ops.is_empty() {
             return;
         }
-        let responses = || {
-            befores
-                .iter()
-                .map(|(kind, b)| response_digest(*kind, b.as_deref()))
-                .collect()
+        let session = SessionInfo::default();
+        let request = CommitRequest {
+            txn: TxnId(1),
+            session: &session,
+            operations: &ops,
+            before: &befores,
         };
+        let mut shipped =
+            shipment(&self.rules[rules], &request, TimeOfDay(0)).expect("no rule says skip");
+        assert_eq!(shipped.mode, mode, "rule file {rules}");
+        let operations = std::mem::take(&mut shipped.operations);
         let submitted = self
             .link
-            .submit(self.now, mode, when_down, ops, responses)
+            .submit(self.now, mode, shipped.when_peer_down, operations, || {
+                shipped.responses(&request)
+            })
             .expect("submit");
         match submitted {
             kirikae_replicate::Submitted::Queued { .. } => self.commit_model(&changes),
