@@ -16,6 +16,7 @@ use kirikae::replicate::{
     table_checksum, Event, LinkConfig, LinkState, RecordLog, RecordLogOptions, Replicator,
     ReplicatorConfig, RuleSet,
 };
+use kirikae_testkit::wait_for;
 use kirikae_workload::telecom::{self, Traffic};
 
 const SUBSCRIBERS: u64 = 2_000;
@@ -123,14 +124,6 @@ fn assert_checksums_equal(db: &Database, report: &serde_json::Value, what: &str)
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn each_mode_replicates_to_a_peer_process() {
     for mode in ["async", "ordered", "sync", "mixed"] {
@@ -152,7 +145,10 @@ fn each_mode_replicates_to_a_peer_process() {
             rep.metrics().state == Some(LinkState::Duplex)
         });
         let running = traffic(None).start(&db);
-        std::thread::sleep(Duration::from_millis(400));
+        // Enough traffic to mean something, however slowly a loaded machine runs it.
+        wait_for("1000 operations", Duration::from_secs(60), || {
+            running.ops() > 1_000
+        });
         let report = running.stop();
         assert!(report.ops > 1_000, "{mode}: {} ops", report.ops);
         assert_eq!(report.failed, 0, "{mode}");

@@ -104,7 +104,10 @@ fn transfer_loop(db: &Database, seed: u64, accounts: i64, stop: &AtomicBool, cou
     }
 }
 
-fn run(accounts: i64, threads: u64, duration: Duration) -> (u64, u64, u64) {
+/// Runs transfers for at least `duration` and until `min_committed` transfers and 6
+/// snapshots were made (a loaded machine gets more time, up to a minute), checking
+/// the total in snapshots all along.
+fn run(accounts: i64, threads: u64, duration: Duration, min_committed: u64) -> (u64, u64, u64) {
     let db = setup(accounts);
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(Counts {
@@ -121,7 +124,12 @@ fn run(accounts: i64, threads: u64, duration: Duration) -> (u64, u64, u64) {
         .collect();
     let started = Instant::now();
     let mut snapshots = 0;
-    while started.elapsed() < duration {
+    let enough = |snapshots: u64| {
+        started.elapsed() >= duration
+            && counts.committed.load(Ordering::Relaxed) >= min_committed
+            && snapshots > 5
+    };
+    while !enough(snapshots) && started.elapsed() < Duration::from_secs(60) {
         let (total, rows) = total_in_snapshot(&db);
         assert_eq!(rows, accounts as u64);
         assert_eq!(total, accounts * INITIAL, "a snapshot saw half a transfer");
@@ -148,7 +156,7 @@ fn run(accounts: i64, threads: u64, duration: Duration) -> (u64, u64, u64) {
 
 #[test]
 fn transfers_conserve_the_total_under_contention() {
-    let (committed, retried, snapshots) = run(1_000, 4, Duration::from_secs(2));
+    let (committed, retried, snapshots) = run(1_000, 4, Duration::from_secs(2), 1_001);
     eprintln!("1000 accounts: {committed} transfers, {retried} retries, {snapshots} snapshots");
     assert!(committed > 1_000, "the workload made progress");
     assert!(snapshots > 5);
@@ -156,7 +164,7 @@ fn transfers_conserve_the_total_under_contention() {
 
 #[test]
 fn transfers_on_few_hot_accounts_survive_deadlocks() {
-    let (committed, retried, _) = run(4, 4, Duration::from_secs(2));
+    let (committed, retried, _) = run(4, 4, Duration::from_secs(2), 101);
     eprintln!("4 accounts: {committed} transfers, {retried} retries");
     assert!(committed > 100, "hot accounts still make progress");
 }

@@ -27,6 +27,9 @@ pub struct Progress {
     pub elapsed: Duration,
     /// Estimated time to the end of the current phase, when known.
     pub eta: Option<Duration>,
+    /// The worker is stopped at a pause (set once it has finished its slice after
+    /// [`pause`](crate::RestructureHandle::pause); nothing moves until resumed).
+    pub paused: bool,
 }
 
 pub(crate) struct Shared {
@@ -39,6 +42,8 @@ pub(crate) struct Shared {
     /// Nanoseconds per phase-2 RID, for the ETA.
     pub sync_ns_per_rid: AtomicU64,
     paused: AtomicBool,
+    /// The worker is waiting in [`Shared::checkpoint`] because of a pause.
+    holding_for_pause: AtomicBool,
     aborted: AtomicBool,
     /// 0: unlimited.
     rate_limit: AtomicU64,
@@ -57,6 +62,7 @@ impl Shared {
             round: AtomicU32::new(0),
             sync_ns_per_rid: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            holding_for_pause: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             rate_limit: AtomicU64::new(rate_limit_rows_per_s.unwrap_or(0)),
             started: Instant::now(),
@@ -87,18 +93,21 @@ impl Shared {
 
     /// Returns once not paused; fails if aborted.
     pub fn checkpoint(&self) -> Result<()> {
-        loop {
+        let outcome = loop {
             if self.aborted.load(Ordering::SeqCst) {
-                return Err(RestructureError::Aborted {
+                break Err(RestructureError::Aborted {
                     table: self.table.clone(),
                     phase: self.phase(),
                 });
             }
             if !self.paused.load(Ordering::SeqCst) {
-                return Ok(());
+                break Ok(());
             }
+            self.holding_for_pause.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(5));
-        }
+        };
+        self.holding_for_pause.store(false, Ordering::SeqCst);
+        outcome
     }
 
     /// Sleeps up to `d`, waking early on abort.
@@ -143,6 +152,7 @@ impl Shared {
         };
         Progress {
             phase,
+            paused: self.holding_for_pause.load(Ordering::SeqCst),
             rows_copied: copied,
             rows_total: total,
             history,

@@ -17,6 +17,7 @@ use kirikae_restructure::{
     start, tables_agree, Conversion, HoldEnd, HoldKind, NonConvergence, Phase, Plan,
     RestructureError, RestructureOptions, RestructureReport, Step, Strategy, Transform,
 };
+use kirikae_testkit::wait_for;
 
 fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> kirikae_restructure::SwitchInspector {
     let compiled = Transform::Plan(plan.clone())
@@ -62,12 +63,13 @@ fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
     assert_eq!(report.holds.last().map(|h| h.end), Some(HoldEnd::Switched));
     assert_ne!(db.table(TABLE).expect("t").id(), old_id, "{name}: switched");
     // Writers keep going on the new table.
-    std::thread::sleep(Duration::from_millis(30));
-    let counts = writers.stop();
-    assert!(
-        counts.committed.load(Ordering::Relaxed) > 100,
-        "{name}: writers made progress"
+    let at_switch = writers.committed();
+    wait_for(
+        "writers to commit on the new table",
+        Duration::from_secs(30),
+        || writers.committed() > at_switch + 100,
     );
+    let counts = writers.stop();
     // A write after the switch lands in the new table.
     let s = db.session(SessionInfo::default());
     let t = db.table(TABLE).expect("t");
@@ -593,14 +595,22 @@ fn progress_pause_resume_and_rate_limit() {
     )
     .expect("start");
     wait_for_phase(&h, Phase::Copying);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("the first copied rows", Duration::from_secs(30), || {
+        h.progress().rows_copied > 0
+    });
     let p = h.progress();
     assert_eq!(p.rows_total, 30_000);
-    assert!(p.rows_copied > 0 && p.rows_copied < 30_000, "{p:?}");
+    // At 50K rows/s the copy takes 0.6 s; the pause below lands well before its end.
+    assert!(p.rows_copied < 30_000, "{p:?}");
     assert!(p.eta.is_some());
     h.pause();
-    std::thread::sleep(Duration::from_millis(30));
+    wait_for(
+        "the worker to stop at the pause",
+        Duration::from_secs(30),
+        || h.progress().paused,
+    );
     let paused_at = h.progress().rows_copied;
+    // Stopped: nothing may move, however long it stays paused.
     std::thread::sleep(Duration::from_millis(60));
     assert_eq!(
         h.progress().rows_copied,

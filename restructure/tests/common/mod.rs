@@ -167,6 +167,11 @@ impl Writers {
         }
     }
 
+    /// Transactions committed so far.
+    pub fn committed(&self) -> u64 {
+        self.counts.committed.load(Ordering::Relaxed)
+    }
+
     pub fn stop(self) -> Arc<Counts> {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.threads {
