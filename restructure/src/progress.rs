@@ -23,6 +23,9 @@ pub struct Progress {
     pub history: u64,
     /// Phase-2 rounds run.
     pub round: u32,
+    /// Switch attempts that ended without switching (writers let go and the switch
+    /// retried: a long transaction, or the stall bound reached).
+    pub switch_retries: u32,
     /// Time since start.
     pub elapsed: Duration,
     /// Estimated time to the end of the current phase, when known.
@@ -39,6 +42,7 @@ pub(crate) struct Shared {
     pub rows_total: AtomicU64,
     pub history: AtomicU64,
     pub round: AtomicU32,
+    pub switch_retries: AtomicU32,
     /// Nanoseconds per phase-2 RID, for the ETA.
     pub sync_ns_per_rid: AtomicU64,
     paused: AtomicBool,
@@ -60,6 +64,7 @@ impl Shared {
             rows_total: AtomicU64::new(rows_total),
             history: AtomicU64::new(0),
             round: AtomicU32::new(0),
+            switch_retries: AtomicU32::new(0),
             sync_ns_per_rid: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             holding_for_pause: AtomicBool::new(false),
@@ -157,6 +162,7 @@ impl Shared {
             rows_total: total,
             history,
             round: self.round.load(Ordering::Relaxed),
+            switch_retries: self.switch_retries.load(Ordering::Relaxed),
             elapsed,
             eta,
         }

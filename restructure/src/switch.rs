@@ -58,6 +58,9 @@ impl Job {
                     return Ok((stall, attempt));
                 }
                 Ok(None) => {
+                    self.shared
+                        .switch_retries
+                        .store(attempt, std::sync::atomic::Ordering::Relaxed);
                     in_flight = hold.in_flight();
                     let end = if in_flight > 0 {
                         HoldEnd::WritersInFlight

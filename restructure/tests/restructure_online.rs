@@ -292,7 +292,11 @@ fn a_long_transaction_postpones_the_switch_then_lets_it_happen() {
     long.update_columns(TABLE, &Key::from(5), &[("balance", Value::Int(55))])
         .expect("lock");
     let h = start_postponable(&db, 200);
-    std::thread::sleep(Duration::from_millis(60));
+    wait_for(
+        "a switch attempt postponed by the lock",
+        Duration::from_secs(30),
+        || h.progress().switch_retries > 0,
+    );
     long.commit().expect("commit");
     let report = h.wait().expect("switched after the long transaction");
     assert!(report.switch_attempts > 1, "postponed at least once");
