@@ -296,7 +296,12 @@ fn a_peer_stopped_under_load_is_caught_up_from_the_difference_file() {
             i
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // Stopped once it has logged some of the load (it must recover from its log).
+    wait_for(
+        "the peer to resolve some transactions",
+        Duration::from_secs(30),
+        || peer.status().last_seq > Seq(100),
+    );
     peer.stop().expect("peer stops");
     wait_for("degraded", Duration::from_secs(5), || {
         rep.metrics().state == Some(LinkState::Degraded)
