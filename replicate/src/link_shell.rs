@@ -37,27 +37,21 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
                 }
             }
         }
-        let work = {
+        let ready = {
             let mut core = shared.core.lock();
             core.link.tick(shared.now());
-            let own = shared.take_ready(&mut core);
-            let mut work: Vec<Ready> = core.backlog.drain(..).collect();
-            work.push(own);
-            work
+            shared.take_ready(&mut core)
         };
-        let mut more = false;
-        for ready in work {
-            more = carry_out(
-                &shared,
-                ready,
-                &mut log,
-                &mut durable_through,
-                &mut connection,
-            );
-        }
+        let more = carry_out(
+            &shared,
+            ready,
+            &mut log,
+            &mut durable_through,
+            &mut connection,
+        );
         if !more {
             let mut core = shared.core.lock();
-            if core.link.has_ready() || !core.backlog.is_empty() {
+            if core.link.has_ready() {
                 continue;
             }
             shared.writer_idle.store(true, Ordering::Release);
@@ -69,23 +63,20 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
     // is carried out before the thread ends: nothing in flight is lost.
     connection.close(&shared);
     loop {
-        let work: Vec<Ready> = {
+        let ready = {
             let mut core = shared.core.lock();
-            let own = shared.take_ready(&mut core);
-            core.backlog.drain(..).chain(Some(own)).collect()
+            shared.take_ready(&mut core)
         };
-        if work.iter().all(Ready::is_empty) {
+        if ready.is_empty() {
             break;
         }
-        for ready in work {
-            carry_out(
-                &shared,
-                ready,
-                &mut log,
-                &mut durable_through,
-                &mut connection,
-            );
-        }
+        carry_out(
+            &shared,
+            ready,
+            &mut log,
+            &mut durable_through,
+            &mut connection,
+        );
     }
 }
 
@@ -320,11 +311,8 @@ fn read_loop(
             }
         }
         // Outcomes go to the waiting commits now; the rest (commit decisions to send)
-        // to the link thread.
-        let rest = shared.take_ready(&mut core);
-        if !rest.is_empty() {
-            core.backlog.push_back(rest);
-        }
+        // stays for the link thread, so the bound on unsent output holds.
+        shared.deliver_notices(&mut core);
         drop(core);
         shared.wake_writer();
     };

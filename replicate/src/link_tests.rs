@@ -237,3 +237,34 @@ fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
     link.replayed(7, read.catch_up + 5, Err("stale".into()));
     assert_eq!(link.state(), LinkState::Duplex);
 }
+
+#[test]
+fn notices_can_be_taken_apart_from_the_rest_of_the_output() {
+    let mut link = duplex_link(LinkConfig::default());
+    let Submitted::Waiting { seq } = link
+        .submit(2, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new)
+        .expect("submit")
+    else {
+        panic!("a sync transaction on a duplex link waits");
+    };
+    link.receive(
+        3,
+        crate::wire::Message::Prepared {
+            seq,
+            responses: Vec::new(),
+        },
+    );
+    let (events, outcomes) = link.take_notices();
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(outcomes, vec![(seq, SyncOutcome::Replicated)]);
+    // The Prepare and the Commit stay for the shell, in order.
+    let ready = link.ready();
+    assert!(ready.outcomes.is_empty());
+    assert!(matches!(
+        &ready.messages[..],
+        [
+            crate::wire::Message::Prepare { .. },
+            crate::wire::Message::Commit { .. }
+        ]
+    ));
+}

@@ -2,7 +2,7 @@
 //! link core under one lock, the commits waiting for outcomes, the event queue, and
 //! stop and poison flags.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,9 +28,6 @@ pub(crate) struct Core {
     pub(crate) generation: u64,
     /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].
     seen_state: crate::LinkState,
-    /// Output the reader thread took (its events and outcomes already delivered) for
-    /// the link thread to carry out, in order, before what it takes itself.
-    pub(crate) backlog: VecDeque<Ready>,
 }
 
 pub(crate) struct Shared {
@@ -70,7 +67,6 @@ impl Shared {
                 waiters: HashMap::new(),
                 generation: 0,
                 seen_state: LinkState::Degraded,
-                backlog: VecDeque::new(),
             }),
             settled: Condvar::new(),
             wake: Condvar::new(),
@@ -92,13 +88,25 @@ impl Shared {
         self.epoch.elapsed().as_micros() as Micros
     }
 
-    /// Takes the link's output, delivers its events and outcomes at once (a sync
-    /// commit learns its outcome without waiting for the link thread), and returns the
-    /// rest for the link thread to carry out.
+    /// Takes the link's output for the link thread, having delivered its events and
+    /// outcomes.
     pub(crate) fn take_ready(&self, core: &mut Core) -> Ready {
         let mut ready = core.link.ready();
         self.deliver(core, &mut ready);
         ready
+    }
+
+    /// Delivers the link's pending events and outcomes now, leaving the rest of its
+    /// output to the link thread (the connection reader calls this: a sync commit
+    /// learns its outcome without waiting for the link thread).
+    pub(crate) fn deliver_notices(&self, core: &mut Core) {
+        let (events, outcomes) = core.link.take_notices();
+        let mut notices = Ready {
+            events,
+            outcomes,
+            ..Ready::default()
+        };
+        self.deliver(core, &mut notices);
     }
 
     /// Hands a [`Ready`]'s events to the embedder and its outcomes to the commits

@@ -340,6 +340,12 @@ fn a_peer_stopped_under_load_is_caught_up_from_the_difference_file() {
         unreachable!()
     };
     assert!(ops_replayed > 0);
+    // The load goes on through the recovery until the peer has resolved a good deal.
+    wait_for(
+        "the peer to resolve 1000 transactions",
+        Duration::from_secs(60),
+        || peer.status().last_seq > Seq(1000),
+    );
     stop.store(true, Ordering::Relaxed);
     let writes = load.join().expect("load");
     assert!(writes > 1000);

@@ -173,6 +173,17 @@ impl Link {
         Some(self.ready.outcomes.remove(i).1)
     }
 
+    /// Takes only the events and sync outcomes of the pending [`Ready`] (the part
+    /// that needs no I/O), leaving the rest for the shell: so that a thread other than
+    /// the shell's (the connection reader) can hand outcomes to waiting commits at
+    /// once.
+    pub fn take_notices(&mut self) -> (Vec<Event>, Vec<(Seq, SyncOutcome)>) {
+        (
+            std::mem::take(&mut self.ready.events),
+            std::mem::take(&mut self.ready.outcomes),
+        )
+    }
+
     /// Whether [`ready`](Link::ready) has anything.
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
