@@ -190,12 +190,14 @@ impl Replicator {
     fn halt(&mut self) {
         self.database.set_commit_gate(None);
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Closing their channels wakes the commits still waiting for an outcome.
-        self.shared.core.lock().waiters.clear();
         self.shared.wake.notify_all();
+        // The link thread carries out its last output before it ends (the window to
+        // the difference file, made durable): commits waiting for that get their
+        // outcome. Only then are the channels of any still waiting closed.
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.shared.core.lock().waiters.clear();
     }
 }
 
