@@ -84,6 +84,7 @@
 
 mod applier;
 mod commit_policy;
+mod difference_file;
 mod digest;
 mod epoch;
 mod error;
@@ -113,6 +114,7 @@ mod wire_tests;
 
 pub use applier::{Applier, ApplierStats};
 pub use commit_policy::{settle, shipment, Shipment};
+pub use difference_file::DifferenceFile;
 pub use digest::{response_digest, table_checksum};
 pub use epoch::Epoch;
 pub use error::{ReplicateError, Result, WireError};

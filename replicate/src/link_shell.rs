@@ -11,17 +11,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
-use crate::link::{Persisted, ReadRequest, Ready};
-use crate::record_log::{LogRecord, RecordLog};
-use crate::seq::Seq;
+use crate::link::Ready;
 use crate::shared::Shared;
 use crate::wire::{encode, FrameDecoder, Message};
 
 /// The link thread (see the module docs). Owns the difference file.
-pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
+pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile) {
     let mut connection = Connection::default();
-    let mut durable_through = log.last_seq().unwrap_or(Seq::ZERO);
     let tick = Duration::from_millis(1);
     while !shared.stop.load(Ordering::SeqCst) {
         let now = shared.now();
@@ -42,13 +40,7 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
             core.link.tick(shared.now());
             shared.take_ready(&mut core)
         };
-        let more = carry_out(
-            &shared,
-            ready,
-            &mut log,
-            &mut durable_through,
-            &mut connection,
-        );
+        let more = carry_out(&shared, ready, &mut diff, &mut connection);
         if !more {
             let mut core = shared.core.lock();
             if core.link.has_ready() {
@@ -70,13 +62,7 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut log: RecordLog) {
         if ready.is_empty() {
             break;
         }
-        carry_out(
-            &shared,
-            ready,
-            &mut log,
-            &mut durable_through,
-            &mut connection,
-        );
+        carry_out(&shared, ready, &mut diff, &mut connection);
     }
 }
 
@@ -134,13 +120,11 @@ impl Connection {
 fn carry_out(
     shared: &Shared,
     ready: Ready,
-    log: &mut RecordLog,
-    durable_through: &mut Seq,
+    diff: &mut DifferenceFile,
     connection: &mut Connection,
 ) -> bool {
-    let log_work = !ready.persist.is_empty() || ready.sync_log || ready.retire_through.is_some();
-    let report = log_work.then(|| persist(log, &ready, durable_through));
-    let replay = ready.read.map(|request| (request, read(log, request)));
+    let report = diff.persist(&ready);
+    let replay = ready.read.map(|request| (request, diff.read(request)));
     let failed = connection.send(&ready.messages, shared.frame_bytes_max);
     let more = if report.is_some() || replay.is_some() || failed.is_some() {
         let mut core = shared.core.lock();
@@ -162,39 +146,6 @@ fn carry_out(
         connection.close(shared);
     }
     more
-}
-
-/// The difference-file part of a [`Ready`]: append, fsync, retire.
-fn persist(log: &mut RecordLog, ready: &Ready, durable_through: &mut Seq) -> Persisted {
-    let mut error = None;
-    for record in &ready.persist {
-        if let Err(e) = log.append(record) {
-            error = Some(e.to_string());
-            break;
-        }
-    }
-    if error.is_none() && ready.sync_log {
-        match log.sync() {
-            Ok(()) => *durable_through = log.last_seq().unwrap_or(Seq::ZERO),
-            Err(e) => error = Some(e.to_string()),
-        }
-    }
-    if let Some(seq) = ready.retire_through {
-        if let Err(e) = log.retire_through(seq) {
-            tracing::warn!("cannot retire difference-file segments: {e}");
-        }
-    }
-    Persisted {
-        appended_through: log.last_seq().unwrap_or(Seq::ZERO),
-        durable_through: *durable_through,
-        bytes: log.bytes(),
-        error,
-    }
-}
-
-fn read(log: &mut RecordLog, request: ReadRequest) -> std::result::Result<Vec<LogRecord>, String> {
-    log.read_batch(request.after, request.limit)
-        .map_err(|e| e.to_string())
 }
 
 /// Opens a connection, exchanges handshakes, tells the link, starts the reader.

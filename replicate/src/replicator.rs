@@ -18,8 +18,9 @@ use crossbeam::channel::{Receiver, RecvTimeoutError};
 use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError};
 
 use crate::commit_policy::{settle, shipment};
+use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
-use crate::link::{Event, Link, LinkConfig, LinkMetrics, LogState, Submitted, SyncOutcome};
+use crate::link::{Event, Link, LinkConfig, LinkMetrics, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
 use crate::mode::Mode;
 use crate::record_log::{RecordLog, RecordLogOptions};
@@ -104,17 +105,11 @@ impl Replicator {
                 recovery.records
             );
         }
-        let link = Link::new(
-            config.link,
-            LogState {
-                last_seq: log.last_seq(),
-                bytes: log.bytes(),
-            },
-            0,
-        );
+        let diff = DifferenceFile::new(log);
+        let link = Link::new(config.link, diff.state(), 0);
         let (shared, events) = Shared::new(link, config.rules, config.peer);
         let thread = shared
-            .spawn("kirikae-link", move |shared| link_thread(shared, log))
+            .spawn("kirikae-link", move |shared| link_thread(shared, diff))
             .map_err(|e| ReplicateError::Network {
                 what: "start the link to",
                 addr: config.peer.to_string(),

@@ -31,8 +31,8 @@ use kirikae_engine::{
     SessionInfo, TxnId, Value,
 };
 use kirikae_replicate::{
-    shipment, Applier, Event, Link, LinkConfig, LinkState, LogState, Message, Mode, PeerSession,
-    Persisted, RecordLog, RecordLogOptions, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
+    shipment, Applier, DifferenceFile, Event, Link, LinkConfig, LinkState, Message, Mode,
+    PeerSession, RecordLog, RecordLogOptions, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
 };
 use kirikae_testkit::Rng;
 
@@ -135,10 +135,9 @@ struct Sim {
     rng: Rng,
     now: u64,
     link: Link,
-    /// The primary's difference file, which the simulation carries out the link's
-    /// requests on, as the replicator's shell does.
-    log: RecordLog,
-    durable_through: Seq,
+    /// The primary's difference file, carried out from the link's output by the same
+    /// code as in the replicator's shell.
+    diff: DifferenceFile,
     peer: Option<PeerNode>,
     peer_dir: PathBuf,
     peer_down_until: u64,
@@ -180,7 +179,8 @@ impl Sim {
             segment_bytes: 1 << 14,
             fsync: false,
         };
-        let (diff, _) = RecordLog::open(primary_dir.path(), options).expect("diff");
+        let (log, _) = RecordLog::open(primary_dir.path(), options).expect("diff");
+        let diff = DifferenceFile::new(log);
         let config = LinkConfig {
             heartbeat_every: Duration::from_millis(5),
             peer_timeout: Duration::from_millis(40),
@@ -194,21 +194,13 @@ impl Sim {
             reconnect_max: Duration::from_millis(30),
             ..LinkConfig::default()
         };
-        let link = Link::new(
-            config,
-            LogState {
-                last_seq: diff.last_seq(),
-                bytes: diff.bytes(),
-            },
-            0,
-        );
+        let link = Link::new(config, diff.state(), 0);
         let peer = PeerNode::start(peer_dir.path());
         Sim {
             rng: Rng::new(seed),
             now: 0,
             link,
-            log: diff,
-            durable_through: Seq::ZERO,
+            diff,
             peer: Some(peer),
             peer_dir: peer_dir.path().to_owned(),
             peer_down_until: 0,
@@ -284,30 +276,12 @@ impl Sim {
             if ready.is_empty() {
                 return;
             }
-            for record in &ready.persist {
-                self.log
-                    .append(record)
-                    .expect("append to the difference file");
+            if let Some(report) = self.diff.persist(&ready) {
+                assert_eq!(report.error, None, "the difference file failed");
+                self.link.persisted(self.now, report);
             }
-            if ready.sync_log {
-                self.log.sync().expect("sync the difference file");
-                self.durable_through = self.log.last_seq().unwrap_or(Seq::ZERO);
-            }
-            if let Some(seq) = ready.retire_through {
-                self.log.retire_through(seq).expect("retire");
-            }
-            let report = Persisted {
-                appended_through: self.log.last_seq().unwrap_or(Seq::ZERO),
-                durable_through: self.durable_through,
-                bytes: self.log.bytes(),
-                error: None,
-            };
-            self.link.persisted(self.now, report);
             if let Some(read) = ready.read {
-                let batch = self
-                    .log
-                    .read_batch(read.after, read.limit)
-                    .map_err(|e| e.to_string());
+                let batch = self.diff.read(read);
                 self.link.replayed(self.now, read.catch_up, batch);
             }
             if self.conn.is_some() {
