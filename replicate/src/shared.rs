@@ -88,35 +88,24 @@ impl Shared {
         self.epoch.elapsed().as_micros() as Micros
     }
 
-    /// Takes the link's output for the link thread, having delivered its events and
-    /// outcomes.
+    /// Delivers the link's events and outcomes, then takes the rest of its output
+    /// for the link thread.
     pub(crate) fn take_ready(&self, core: &mut Core) -> Ready {
-        let mut ready = core.link.ready();
-        self.deliver(core, &mut ready);
-        ready
+        self.deliver_notices(core);
+        core.link.ready()
     }
 
-    /// Delivers the link's pending events and outcomes now, leaving the rest of its
-    /// output to the link thread (the connection reader calls this: a sync commit
-    /// learns its outcome without waiting for the link thread).
+    /// Hands the link's pending events to the embedder and its outcomes to the commits
+    /// waiting for them, now; wakes [`Replicator::wait_duplex`] and paused commits when
+    /// the link changed state. The rest of the link's output stays for the link thread
+    /// (the connection reader calls this too: a sync commit learns its outcome without
+    /// waiting for the link thread). Called with the core locked.
     pub(crate) fn deliver_notices(&self, core: &mut Core) {
         let (events, outcomes) = core.link.take_notices();
-        let mut notices = Ready {
-            events,
-            outcomes,
-            ..Ready::default()
-        };
-        self.deliver(core, &mut notices);
-    }
-
-    /// Hands a [`Ready`]'s events to the embedder and its outcomes to the commits
-    /// waiting for them; wakes [`Replicator::wait_duplex`] and paused commits when the
-    /// link changed state. Called with the core locked.
-    fn deliver(&self, core: &mut Core, ready: &mut Ready) {
-        for e in ready.events.drain(..) {
+        for e in events {
             self.raise(e);
         }
-        for (seq, outcome) in ready.outcomes.drain(..) {
+        for (seq, outcome) in outcomes {
             if let Some(waiter) = core.waiters.remove(&seq) {
                 // The capacity is one and this is the only send: it cannot block.
                 let _ = waiter.try_send(outcome);

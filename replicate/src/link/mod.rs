@@ -604,9 +604,15 @@ impl Link {
 
     /// Queues a message for the peer.
     fn send(&mut self, now: Micros, message: Message) {
+        self.queue(message);
+        self.last_sent_at = now;
+    }
+
+    /// Queues a message for the peer without counting it as activity (a decision
+    /// about a transaction already sent is not a heartbeat).
+    fn queue(&mut self, message: Message) {
         self.out_bytes += frame::encoded_len(&message);
         self.ready.messages.push(message);
-        self.last_sent_at = now;
     }
 
     fn ack(&mut self, seq: Seq) {
@@ -646,8 +652,7 @@ impl Link {
         if let Some(e) = self.window.get_mut(seq) {
             e.status = status;
         }
-        self.out_bytes += frame::encoded_len(&message);
-        self.ready.messages.push(message);
+        self.queue(message);
         self.ready.outcomes.push((seq, outcome));
     }
 
@@ -689,9 +694,7 @@ impl Link {
         };
         if matches!(e.status, Status::Preparing { .. }) {
             e.status = Status::Aborted;
-            let abort = Message::Abort { seq };
-            self.out_bytes += frame::encoded_len(&abort);
-            self.ready.messages.push(abort);
+            self.queue(Message::Abort { seq });
             self.ready.outcomes.push((
                 seq,
                 SyncOutcome::Refused {
