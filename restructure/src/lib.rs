@@ -50,6 +50,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod context;
 mod control;
 mod conversion;
 mod error;
@@ -64,7 +65,9 @@ mod phase2;
 mod plan;
 mod progress;
 mod report;
+mod rounds;
 mod switch;
+mod tracker;
 mod twin;
 mod verify;
 

@@ -5,34 +5,53 @@
 
 use kirikae_engine::{Rid, Table, Value};
 
+use crate::context::Context;
 use crate::error::Result;
-use crate::job::Job;
+use crate::pace::Pacer;
+use crate::rounds::Rounds;
+use crate::twin::Twin;
 
-impl Job {
-    pub(crate) fn verify_pass(&mut self) -> Result<()> {
+/// What verification found so far.
+#[derive(Default)]
+pub(crate) struct Verification {
+    /// Records that differed beside writers, re-checked under the hold.
+    suspicious: Vec<Rid>,
+    /// Real differences found (and repaired) under the hold.
+    pub mismatches: u64,
+}
+
+impl Verification {
+    /// The pass beside writers, then two rounds each followed by a re-check.
+    pub fn pass(
+        &mut self,
+        ctx: &Context,
+        rounds: &mut Rounds,
+        twin: &mut Twin,
+        pacer: &mut Pacer,
+    ) -> Result<()> {
         let mut from = 0u64;
-        let bound = self.old.rid_bound();
-        let chunk = self.options.chunk_rows.max(1);
+        let bound = ctx.old.rid_bound();
+        let chunk = ctx.options.chunk_rows.max(1);
         let mut suspicious = Vec::new();
-        self.pacer.restart();
+        pacer.restart();
         while from < bound {
-            self.shared.checkpoint()?;
-            let rows = self.old.scan(Rid(from), chunk);
+            ctx.shared.checkpoint()?;
+            let rows = ctx.old.scan(Rid(from), chunk);
             let Some(&(last, _)) = rows.last() else {
                 break;
             };
             for (rid, _) in &rows {
-                if !self.agrees(*rid)? {
+                if !agrees(ctx, twin, *rid)? {
                     suspicious.push(*rid);
                 }
-                self.pacer.step(&self.shared)?;
+                pacer.step(&ctx.shared)?;
             }
             from = last.0 + 1;
         }
         self.suspicious = suspicious;
         for _ in 0..2 {
-            self.round()?;
-            self.recheck_suspicious()?;
+            rounds.run(ctx, twin)?;
+            self.recheck(ctx, twin)?;
         }
         Ok(())
     }
@@ -40,10 +59,10 @@ impl Job {
     /// Keeps only the suspicious records that still differ (writers running). Called
     /// right before the hold, it leaves records changed since the last round: those
     /// the final drain re-syncs anyway.
-    pub(crate) fn recheck_suspicious(&mut self) -> Result<()> {
+    pub fn recheck(&mut self, ctx: &Context, twin: &Twin) -> Result<()> {
         let mut still = Vec::new();
         for rid in std::mem::take(&mut self.suspicious) {
-            if !self.agrees(rid)? {
+            if !agrees(ctx, twin, rid)? {
                 still.push(rid);
             }
         }
@@ -55,35 +74,37 @@ impl Job {
     /// counted and repaired. Records the final drain just applied (`drained`, sorted
     /// here) were re-read from their current image with writers held, so they are
     /// exact by construction; a RID phase 2 missed is never among them.
-    pub(crate) fn verify_under_hold(&mut self, drained: &mut [Rid]) -> Result<()> {
+    pub fn under_hold(
+        &mut self,
+        ctx: &Context,
+        twin: &mut Twin,
+        drained: &mut [Rid],
+    ) -> Result<()> {
         drained.sort_unstable();
         for rid in std::mem::take(&mut self.suspicious) {
-            if drained.binary_search(&rid).is_err() && !self.agrees(rid)? {
+            if drained.binary_search(&rid).is_err() && !agrees(ctx, twin, rid)? {
                 self.mismatches += 1;
-                self.twin.sync(&self.old, rid)?;
+                twin.sync(&ctx.old, rid)?;
             }
         }
-        let (old_len, new_len) = (self.old.len(), self.twin.table.len());
+        let (old_len, new_len) = (ctx.old.len(), twin.table.len());
         self.mismatches += old_len.abs_diff(new_len);
         Ok(())
     }
+}
 
-    /// Whether the new table holds plan(old[rid]) for `rid`.
-    fn agrees(&self, rid: Rid) -> Result<bool> {
-        let expected = match self.old.get_by_rid(rid) {
-            Some(row) => match self.twin.transform().apply(&row) {
-                Ok(r) => Some(r),
-                // Not converted yet: phase 2 will fail on it with a precise error.
-                Err(_) => return Ok(false),
-            },
-            None => None,
-        };
-        let actual = self
-            .twin
-            .forward(rid)
-            .and_then(|n| self.twin.table.get_by_rid(n));
-        Ok(expected.as_deref() == actual.as_deref())
-    }
+/// Whether the new table holds plan(old[rid]) for `rid`.
+fn agrees(ctx: &Context, twin: &Twin, rid: Rid) -> Result<bool> {
+    let expected = match ctx.old.get_by_rid(rid) {
+        Some(row) => match twin.transform().apply(&row) {
+            Ok(r) => Some(r),
+            // Not converted yet: phase 2 will fail on it with a precise error.
+            Err(_) => return Ok(false),
+        },
+        None => None,
+    };
+    let actual = twin.forward(rid).and_then(|n| twin.table.get_by_rid(n));
+    Ok(expected.as_deref() == actual.as_deref())
 }
 
 /// Test support: whether `new` equals `plan(old)` record for record (by new key).
