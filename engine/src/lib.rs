@@ -70,6 +70,7 @@ mod index;
 mod key;
 mod lock;
 mod reclaimer;
+mod record_lock;
 mod rid;
 mod schema;
 mod session;

@@ -8,20 +8,18 @@
 //! therefore never see a stale entry on an unlocked record.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::index::Entry;
 use smallvec::SmallVec;
 
 use crate::db_inner::{CommitGateCell, DbInner};
 use crate::error::{EngineError, Result};
 use crate::hooks::{CommitRequest, GateNote, Operation};
 use crate::key::Key;
-use crate::lock::WaitFailure;
+use crate::record_lock::Waiter;
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef};
 use crate::session::SessionInfo;
-use crate::slots::{Pending, SlotArray};
+use crate::slots::Pending;
 use crate::table::Table;
 use crate::txn_id::TxnId;
 use crate::value::Value;
@@ -113,17 +111,7 @@ impl<'s> Transaction<'s> {
             None => self.db.catalog.get(table)?,
         };
         t.schema().validate_key(t.name(), key)?;
-        let Some(rid) = t.index.get(key) else {
-            return Ok(None);
-        };
-        let Some(slot) = t.slots.get(rid) else {
-            return Ok(None);
-        };
-        let st = slot.latch();
-        Ok(st
-            .visible_to(self.id)
-            .filter(|r| t.schema().key_matches(r, key))
-            .cloned())
+        Ok(t.visible(self.id, key))
     }
 
     /// Locks the record with `key` for update and returns it as this transaction sees
@@ -144,66 +132,21 @@ impl<'s> Transaction<'s> {
             row: row.clone(),
         });
         let row = RowRef::from(row);
-        let mut deadline = None;
-        let rid = loop {
-            match t.index.entry(key.clone()) {
-                Entry::Vacant(v) => {
-                    let rid = self.lock_new_slot(&t, Arc::clone(&row))?;
-                    v.insert(rid);
-                    self.push_insert(ti, rid, key);
-                    break rid;
-                }
-                Entry::Occupied(mut o) => {
-                    let rid = o.get();
-                    let Some(slot) = t.slots.get(rid) else {
-                        o.remove();
-                        continue;
-                    };
-                    let mut st = slot.latch();
-                    if st.owner == self.id {
-                        match st.visible_to(self.id) {
-                            Some(r) if t.schema().key_matches(r, &key) => {
-                                return Err(duplicate(&t, key));
-                            }
-                            Some(_) => {
-                                // This transaction moved that record to another key: the
-                                // entry is its own to redirect (rollback restores it).
-                                drop(st);
-                                let new_rid = self.lock_new_slot(&t, Arc::clone(&row))?;
-                                o.insert(new_rid);
-                                self.push_insert(ti, new_rid, key);
-                                break new_rid;
-                            }
-                            None => {
-                                // Deleted earlier by this transaction: take it back.
-                                st.pending = Pending::Put(Arc::clone(&row));
-                                break rid;
-                            }
-                        }
-                    } else if !st.owner.is_none() {
-                        let holder = st.owner;
-                        drop(st);
-                        drop(o);
-                        self.wait_for(&t, rid, holder, &mut deadline)?;
-                    } else if st
-                        .committed
-                        .as_ref()
-                        .is_some_and(|r| t.schema().key_matches(r, &key))
-                    {
-                        return Err(duplicate(&t, key));
-                    } else {
-                        // Unreachable under the index discipline; repaired rather than trusted.
-                        drop(st);
-                        o.remove();
-                    }
-                }
-            }
-        };
+        let mut waiter = self.waiter();
+        let inserted = t.insert_locked(self.id, &key, &row, &mut waiter)?;
+        if inserted.claimed {
+            self.writes.push(WriteEntry {
+                table: ti,
+                rid: inserted.rid,
+                original_key: None,
+                claimed: vec![key],
+            });
+        }
         if let Some(op) = op {
             self.ops.push(op);
             self.before.push(None);
         }
-        Ok(rid)
+        Ok(inserted.rid)
     }
 
     /// Inserts a row given as `(column, value)` pairs; left-out columns get their
@@ -260,11 +203,7 @@ impl<'s> Transaction<'s> {
         let Some((rid, current)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
-        if let Some(slot) = t.slots.get(rid) {
-            let mut st = slot.latch();
-            debug_assert_eq!(st.owner, self.id);
-            st.pending = Pending::Delete;
-        }
+        t.set_pending(self.id, rid, Pending::Delete);
         if self.commit_gate.is_some() {
             self.ops.push(Operation::Delete {
                 table: t.name().to_owned(),
@@ -345,74 +284,26 @@ impl<'s> Transaction<'s> {
         })
     }
 
-    /// Allocates a RID for a new record and locks it with `row` pending.
-    fn lock_new_slot(&self, t: &Table, row: RowRef) -> Result<Rid> {
-        let (rid, slot) = t.slots.allocate().ok_or_else(|| EngineError::TableFull {
-            table: t.name().to_owned(),
-            capacity: SlotArray::capacity(),
-        })?;
-        let mut st = slot.latch();
-        debug_assert!(
-            st.committed.is_none() && st.owner.is_none(),
-            "allocated a live slot"
-        );
-        st.owner = self.id;
-        st.pending = Pending::Put(row);
-        t.notify_locked(rid);
-        Ok(rid)
-    }
-
-    fn push_insert(&mut self, ti: usize, rid: Rid, key: Key) {
-        self.writes.push(WriteEntry {
-            table: ti,
-            rid,
-            original_key: None,
-            claimed: vec![key],
-        });
+    /// A waiter for one statement's lock waits.
+    fn waiter(&self) -> Waiter<'s> {
+        Waiter::new(&self.db.locks, self.id, self.db.config.lock_timeout)
     }
 
     /// Locks the record with `key`; returns its RID and its image as this transaction
     /// sees it, or `None` if there is no such record.
     fn lock_key(&mut self, ti: usize, t: &Table, key: &Key) -> Result<Option<(Rid, RowRef)>> {
-        let mut deadline = None;
-        loop {
-            let Some(rid) = t.index.get(key) else {
-                return Ok(None);
-            };
-            let Some(slot) = t.slots.get(rid) else {
-                return Ok(None);
-            };
-            let mut st = slot.latch();
-            if st.owner == self.id {
-                let row = st
-                    .visible_to(self.id)
-                    .filter(|r| t.schema().key_matches(r, key));
-                return Ok(row.map(|r| (rid, Arc::clone(r))));
-            }
-            if !st.owner.is_none() {
-                let holder = st.owner;
-                drop(st);
-                self.wait_for(t, rid, holder, &mut deadline)?;
-                continue;
-            }
-            let Some(row) = st
-                .committed
-                .clone()
-                .filter(|r| t.schema().key_matches(r, key))
-            else {
-                return Ok(None);
-            };
-            st.owner = self.id;
-            t.notify_locked(rid);
-            drop(st);
+        let Some(locked) = t.lock_by_key(self.id, key, &mut self.waiter())? else {
+            return Ok(None);
+        };
+        if locked.newly {
             self.writes.push(WriteEntry {
                 table: ti,
-                rid,
+                rid: locked.rid,
                 original_key: Some(key.clone()),
                 claimed: Vec::new(),
             });
-            return Ok(Some((rid, row)));
         }
+        Ok(Some((locked.rid, locked.image)))
     }
 
     /// Sets `row` as the pending image of the locked record at `rid`, whose key and
@@ -427,7 +318,17 @@ impl<'s> Transaction<'s> {
         row: Row,
     ) -> Result<()> {
         if !t.schema().key_matches(&row, key) {
-            self.claim_key(ti, t, rid, t.schema().key_of(&row))?;
+            let new_key = t.schema().key_of(&row);
+            if t.claim_key(self.id, rid, &new_key, &mut self.waiter())? {
+                if let Some(w) = self
+                    .writes
+                    .iter_mut()
+                    .rev()
+                    .find(|w| w.table == ti && w.rid == rid)
+                {
+                    w.claimed.push(new_key);
+                }
+            }
         }
         if self.commit_gate.is_some() {
             self.ops.push(Operation::Update {
@@ -437,93 +338,8 @@ impl<'s> Transaction<'s> {
             });
             self.before.push(Some(current));
         }
-        if let Some(slot) = t.slots.get(rid) {
-            let mut st = slot.latch();
-            debug_assert_eq!(st.owner, self.id);
-            st.pending = Pending::Put(RowRef::from(row));
-        }
+        t.set_pending(self.id, rid, Pending::Put(RowRef::from(row)));
         Ok(())
-    }
-
-    /// Points the index entry `new_key` at `rid` (a locked record getting a new key),
-    /// unless another record holds that key.
-    fn claim_key(&mut self, ti: usize, t: &Table, rid: Rid, new_key: Key) -> Result<()> {
-        let mut deadline = None;
-        loop {
-            match t.index.entry(new_key.clone()) {
-                Entry::Vacant(v) => {
-                    v.insert(rid);
-                    break;
-                }
-                Entry::Occupied(mut o) => {
-                    let other = o.get();
-                    if other == rid {
-                        return Ok(());
-                    }
-                    if let Some(slot) = t.slots.get(other) {
-                        let st = slot.latch();
-                        let taken = if st.owner == self.id {
-                            st.visible_to(self.id)
-                                .is_some_and(|r| t.schema().key_matches(r, &new_key))
-                        } else if !st.owner.is_none() {
-                            let holder = st.owner;
-                            drop(st);
-                            drop(o);
-                            self.wait_for(t, other, holder, &mut deadline)?;
-                            continue;
-                        } else {
-                            st.committed
-                                .as_ref()
-                                .is_some_and(|r| t.schema().key_matches(r, &new_key))
-                        };
-                        if taken {
-                            return Err(duplicate(t, new_key));
-                        }
-                    }
-                    o.insert(rid);
-                    break;
-                }
-            }
-        }
-        if let Some(w) = self
-            .writes
-            .iter_mut()
-            .rev()
-            .find(|w| w.table == ti && w.rid == rid)
-        {
-            w.claimed.push(new_key);
-        }
-        Ok(())
-    }
-
-    fn wait_for(
-        &self,
-        t: &Table,
-        rid: Rid,
-        holder: TxnId,
-        deadline: &mut Option<Instant>,
-    ) -> Result<()> {
-        let timeout = self.db.config.lock_timeout;
-        let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-        let Some(slot) = t.slots.get(rid) else {
-            return Ok(());
-        };
-        self.db
-            .locks
-            .wait(t.id(), rid, slot, self.id, holder, d)
-            .map_err(|failure| match failure {
-                WaitFailure::Timeout => EngineError::LockTimeout {
-                    table: t.name().to_owned(),
-                    rid,
-                    holder,
-                    waited_ms: timeout.as_millis() as u64,
-                },
-                WaitFailure::Deadlock => EngineError::Deadlock {
-                    table: t.name().to_owned(),
-                    rid,
-                    holder,
-                },
-            })
     }
 
     /// Commit, after the gate accepted: (1) publish every pending image (under the
@@ -536,28 +352,9 @@ impl<'s> Transaction<'s> {
             let _latch = (self.writes.len() > 1).then(|| self.db.commit_latch.read());
             for (wi, w) in self.writes.iter().enumerate() {
                 let t = &self.entered[w.table].0;
-                let Some(slot) = t.slots.get(w.rid) else {
-                    continue;
-                };
-                let mut st = slot.latch();
-                debug_assert_eq!(st.owner, self.id, "commit of a record not locked");
-                match std::mem::replace(&mut st.pending, Pending::Unchanged) {
-                    Pending::Unchanged => {}
-                    Pending::Put(row) => {
-                        if st.committed.replace(row).is_none() {
-                            t.count_live(1);
-                        }
-                    }
-                    Pending::Delete => {
-                        if st.committed.take().is_some() {
-                            t.count_live(-1);
-                        }
-                    }
-                }
-                t.notify_published(w.rid, st.committed.as_ref());
+                let committed = t.publish(self.id, w.rid);
                 for k in w.original_key.iter().chain(&w.claimed) {
-                    if !st
-                        .committed
+                    if !committed
                         .as_ref()
                         .is_some_and(|r| t.schema().key_matches(r, k))
                     {
@@ -593,30 +390,22 @@ impl<'s> Transaction<'s> {
                 }
             }
         }
-        for w in &self.writes {
-            if let Some(slot) = self.entered[w.table].0.slots.get(w.rid) {
-                slot.latch().pending = Pending::Unchanged;
-            }
-        }
+        self.discard_pending();
         self.release_all();
+    }
+
+    fn discard_pending(&self) {
+        for w in &self.writes {
+            self.entered[w.table]
+                .0
+                .set_pending(self.id, w.rid, Pending::Unchanged);
+        }
     }
 
     fn release_all(&mut self) {
         for w in self.writes.drain(..) {
             let t = &self.entered[w.table].0;
-            let Some(slot) = t.slots.get(w.rid) else {
-                continue;
-            };
-            let emptied = {
-                let mut st = slot.latch();
-                debug_assert_eq!(st.owner, self.id);
-                debug_assert!(matches!(st.pending, Pending::Unchanged));
-                st.owner = TxnId::NONE;
-                st.committed.is_none()
-            };
-            if emptied {
-                t.slots.release(w.rid);
-            }
+            t.unlock(self.id, w.rid);
             self.db.locks.wake(t.id(), w.rid);
         }
         for (t, entered) in self.entered.drain(..) {
@@ -633,22 +422,11 @@ impl Drop for Transaction<'_> {
             // stays; the rest is dropped and every lock and writer registration is
             // released, so that the table is not wedged behind a dead transaction.
             State::Publishing => {
-                for w in &self.writes {
-                    if let Some(slot) = self.entered[w.table].0.slots.get(w.rid) {
-                        slot.latch().pending = Pending::Unchanged;
-                    }
-                }
+                self.discard_pending();
                 self.release_all();
             }
             State::Finished => {}
         }
-    }
-}
-
-fn duplicate(t: &Table, key: Key) -> EngineError {
-    EngineError::DuplicateKey {
-        table: t.name().to_owned(),
-        key,
     }
 }
 
