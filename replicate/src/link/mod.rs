@@ -18,15 +18,22 @@
 //! reports it through [`Persisted::durable_through`]); async and ordered
 //! transactions return at once, and their records become durable with the next batch
 //! (one fsync per tick).
+//!
+//! Here: the state, submissions, heartbeats and timeouts. The peer's answers are in
+//! `answers.rs`, the catch-up after a reconnection in `catch_up.rs`, going down and
+//! what the difference file reports in `down.rs`.
 
+mod answers;
+mod catch_up;
 mod config;
+mod down;
 mod event;
 mod metrics;
 mod outcome;
 mod ready;
 mod window;
 
-use kirikae_engine::{Key, Operation};
+use kirikae_engine::Operation;
 
 pub use config::{LinkConfig, LinkState};
 pub use event::Event;
@@ -40,26 +47,11 @@ use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{LogRecord, MAX_RECORD_BYTES};
 use crate::seq::Seq;
 use crate::wire::{Message, PROTOCOL_VERSION};
+use catch_up::CatchUp;
 use window::{Entry, Status, Window};
-
-/// Output a catch-up produces before the shell sends it.
-const CATCHUP_BYTES_PER_ROUND: usize = 4 << 20;
 
 /// Microseconds on the shell's monotonic clock.
 pub type Micros = u64;
-
-/// A catch-up in progress.
-#[derive(Debug)]
-struct CatchUp {
-    /// Tells this catch-up's reads from an earlier one's.
-    id: u64,
-    /// Highest sequence sent from the difference file.
-    cursor: Seq,
-    replayed: u64,
-    paused_at: Option<Micros>,
-    /// A read was asked for and not answered yet.
-    reading: bool,
-}
 
 /// The primary's side of one link (see the module docs).
 pub struct Link {
@@ -211,58 +203,6 @@ impl Link {
             (self.reconnect_delay_us * 2).min(micros(self.config.reconnect_max));
     }
 
-    /// A connection is up and the peer's handshake said it has resolved everything up
-    /// to `peer_last_seq`. Starts the catch-up (or refuses a peer that cannot be
-    /// caught up, raising `ResyncRequired` and asking to close).
-    pub fn connected(&mut self, now: Micros, peer_last_seq: Seq) {
-        debug_assert_eq!(self.state, LinkState::Degraded, "connected twice");
-        debug_assert!(self.window.is_empty(), "window spilled when going down");
-        self.metrics.connects += 1;
-        self.reconnect_delay_us = micros(self.config.reconnect_min);
-        let refuse = if self.resync_required {
-            Some("the difference file passed its cap".to_owned())
-        } else if peer_last_seq < self.acked {
-            Some(format!(
-                "peer lost acknowledged transactions: it has {peer_last_seq}, had acknowledged {}",
-                self.acked
-            ))
-        } else if peer_last_seq > self.seq {
-            Some(format!(
-                "peer is ahead of this primary: it has {peer_last_seq}, this primary {}",
-                self.seq
-            ))
-        } else if peer_last_seq < self.seq && self.log_last_seq.is_none_or(|l| l < self.seq) {
-            Some(format!(
-                "sequences {}..={} are not in the difference file",
-                peer_last_seq.next(),
-                self.seq
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = refuse {
-            self.require_resync(reason);
-            self.ready.close = true;
-            self.reconnect_at = now + micros(self.config.reconnect_max);
-            return;
-        }
-        self.acked = peer_last_seq;
-        self.sent = peer_last_seq;
-        self.last_heard = now;
-        self.last_sent_at = now;
-        self.state = LinkState::CatchingUp;
-        self.catch_ups += 1;
-        self.catch_up = Some(CatchUp {
-            id: self.catch_ups,
-            cursor: peer_last_seq,
-            replayed: 0,
-            paused_at: None,
-            reading: false,
-        });
-        self.retire(peer_last_seq);
-        self.pump(now);
-    }
-
     /// The connection is gone.
     pub fn disconnected(&mut self, now: Micros, reason: &str) {
         if self.state != LinkState::Degraded {
@@ -404,32 +344,6 @@ impl Link {
         })
     }
 
-    /// A message from the peer.
-    pub fn receive(&mut self, now: Micros, message: Message) {
-        if self.state == LinkState::Degraded {
-            return;
-        }
-        self.last_heard = now;
-        match message {
-            Message::Ack { seq } | Message::Heartbeat { last_seq: seq, .. } => self.ack(seq),
-            Message::Prepared { seq, responses } => self.prepared(seq, responses),
-            Message::Applied { seq, responses } => {
-                let expected = self.window.get_mut(seq).and_then(|e| e.responses.take());
-                if let Some(expected) = expected {
-                    self.compare(seq, &expected, &responses);
-                }
-            }
-            Message::Rejected { seq, reason } => self.rejected(seq, reason),
-            Message::Hello { .. }
-            | Message::Ship { .. }
-            | Message::Prepare { .. }
-            | Message::Commit { .. }
-            | Message::Abort { .. } => {
-                self.go_down(now, "peer sent a primary's message".into());
-            }
-        }
-    }
-
     /// Advances time: asks for an fsync of what was handed to the difference file
     /// (one per tick's batch), heartbeats, timeouts, catch-up progress.
     pub fn tick(&mut self, now: Micros) {
@@ -471,112 +385,6 @@ impl Link {
         }
     }
 
-    /// What the shell did with the difference-file part of the last [`Ready`].
-    pub fn persisted(&mut self, now: Micros, report: Persisted) {
-        self.appended_through = self.appended_through.max(report.appended_through);
-        self.durable_through = self.durable_through.max(report.durable_through);
-        self.log_bytes = report.bytes;
-        if let Some(error) = report.error {
-            let reason = format!("cannot write the difference file: {error}");
-            self.require_resync(reason.clone());
-            // Nothing more will become durable: settle who waits for it.
-            let note = format!(" (its difference-file record may be lost: {error})");
-            for (seq, outcome) in std::mem::take(&mut self.awaiting_durable) {
-                self.ready.outcomes.push((seq, with_note(outcome, &note)));
-            }
-            if self.state == LinkState::CatchingUp {
-                self.go_down(now, reason);
-            }
-            return;
-        }
-        let durable = self.durable_through;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_durable)
-            .into_iter()
-            .partition(|(seq, _)| *seq <= durable);
-        self.awaiting_durable = waiting;
-        self.ready.outcomes.extend(ready);
-        if self.state == LinkState::CatchingUp {
-            self.pump(now);
-        }
-    }
-
-    /// The records a [`ReadRequest`] asked for (or why they could not be read).
-    pub fn replayed(
-        &mut self,
-        now: Micros,
-        catch_up: u64,
-        batch: std::result::Result<Vec<LogRecord>, String>,
-    ) {
-        let epoch = self.config.epoch;
-        let Some(cu) = self.catch_up.as_mut().filter(|c| c.id == catch_up) else {
-            return;
-        };
-        cu.reading = false;
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                let reason = format!("cannot read the difference file: {e}");
-                self.require_resync(reason.clone());
-                return self.go_down(now, reason);
-            }
-        };
-        if batch.is_empty() {
-            return;
-        }
-        let mut messages = Vec::with_capacity(batch.len());
-        for r in batch {
-            if r.seq != cu.cursor.next() {
-                let reason = format!(
-                    "the difference file jumps from {} to {}: the peer needs a full resync",
-                    cu.cursor, r.seq
-                );
-                self.require_resync(reason.clone());
-                return self.go_down(now, reason);
-            }
-            cu.cursor = r.seq;
-            cu.replayed += 1;
-            messages.push(if r.mode == Mode::Skip {
-                Message::Abort { seq: r.seq }
-            } else {
-                Message::Ship {
-                    seq: r.seq,
-                    epoch,
-                    mode: r.mode,
-                    operations: r.operations,
-                    verify: false,
-                }
-            });
-        }
-        self.sent = cu.cursor;
-        for m in messages {
-            self.send(now, m);
-        }
-        self.pump(now);
-    }
-
-    /// A sync transaction's waiter gave up on `seq` at its own deadline (the shell did
-    /// not carry out the link's output in time). An undecided one is settled, with
-    /// every other undecided sync transaction, as the link's own sync timeout does:
-    /// the peer is treated as down. One committed alone whose record is not durable
-    /// yet is released as it is, saying so.
-    pub fn expire_sync(&mut self, now: Micros, seq: Seq) {
-        let undecided = self
-            .window
-            .get_mut(seq)
-            .is_some_and(|e| matches!(e.status, Status::Preparing { .. }));
-        if undecided {
-            return self.go_down(
-                now,
-                format!("sync transaction {seq} got no answer before its waiter's deadline"),
-            );
-        }
-        if let Some(i) = self.awaiting_durable.iter().position(|(s, _)| *s == seq) {
-            let (seq, outcome) = self.awaiting_durable.remove(i);
-            let note = " (its difference-file record was not yet durable at the waiter's deadline)";
-            self.ready.outcomes.push((seq, with_note(outcome, note)));
-        }
-    }
-
     /// Current numbers.
     pub fn metrics(&self, now: Micros) -> LinkMetrics {
         let mut m = self.metrics.clone();
@@ -614,234 +422,6 @@ impl Link {
         self.out_bytes += frame::encoded_len(&message);
         self.ready.messages.push(message);
     }
-
-    fn ack(&mut self, seq: Seq) {
-        if seq <= self.acked {
-            return;
-        }
-        self.acked = seq.min(self.sent);
-        self.window.ack_through(self.acked);
-        self.retire(self.acked);
-    }
-
-    fn retire(&mut self, seq: Seq) {
-        let through = self.ready.retire_through.map_or(seq, |r| r.max(seq));
-        self.ready.retire_through = Some(through);
-    }
-
-    fn prepared(&mut self, seq: Seq, responses: Vec<u64>) {
-        let expected = match self.window.get_mut(seq) {
-            Some(e) if matches!(e.status, Status::Preparing { .. }) => {
-                e.responses.take().unwrap_or_default()
-            }
-            _ => return,
-        };
-        let mismatch = self.compare(seq, &expected, &responses);
-        let (status, message, outcome) = match mismatch {
-            None => (
-                Status::Committed,
-                Message::Commit { seq },
-                SyncOutcome::Replicated,
-            ),
-            Some(reason) => (
-                Status::Aborted,
-                Message::Abort { seq },
-                SyncOutcome::Refused { reason },
-            ),
-        };
-        if let Some(e) = self.window.get_mut(seq) {
-            e.status = status;
-        }
-        self.queue(message);
-        self.ready.outcomes.push((seq, outcome));
-    }
-
-    /// Compares response digests of `seq`; raises `Mismatch` and returns what differed.
-    fn compare(&mut self, seq: Seq, expected: &[u64], got: &[u64]) -> Option<String> {
-        let at = if expected.len() != got.len() {
-            Some(expected.len().min(got.len()))
-        } else {
-            expected.iter().zip(got).position(|(a, b)| a != b)
-        }?;
-        let (table, key) = self
-            .window
-            .get_mut(seq)
-            .and_then(|e| e.operations.get(at))
-            .map(|op| (op.table().to_owned(), operation_key(op)))
-            .unwrap_or_else(|| (String::new(), Key::new(Vec::new())));
-        let detail = if expected.len() != got.len() {
-            format!(
-                "{} responses from the peer, {} here",
-                got.len(),
-                expected.len()
-            )
-        } else {
-            format!("operation {at} found a different record at the peer")
-        };
-        self.metrics.mismatches += 1;
-        self.ready.events.push(Event::Mismatch {
-            seq,
-            table: table.clone(),
-            key: key.clone(),
-            detail: detail.clone(),
-        });
-        Some(format!("{detail} ({table} {key:?}, sequence {seq})"))
-    }
-
-    fn rejected(&mut self, seq: Seq, reason: String) {
-        let Some(e) = self.window.get_mut(seq) else {
-            return;
-        };
-        if matches!(e.status, Status::Preparing { .. }) {
-            e.status = Status::Aborted;
-            self.queue(Message::Abort { seq });
-            self.ready.outcomes.push((
-                seq,
-                SyncOutcome::Refused {
-                    reason: format!("peer refused: {reason}"),
-                },
-            ));
-        } else {
-            self.metrics.apply_errors += 1;
-            self.diverge(seq, format!("peer could not apply {seq}: {reason}"));
-        }
-    }
-
-    fn diverge(&mut self, since_seq: Seq, reason: String) {
-        if !self.diverged {
-            self.diverged = true;
-            self.ready
-                .events
-                .push(Event::Diverged { since_seq, reason });
-        }
-    }
-
-    fn require_resync(&mut self, reason: String) {
-        if !self.resync_required {
-            self.resync_required = true;
-            self.ready.events.push(Event::ResyncRequired { reason });
-        }
-    }
-
-    /// Hands a record of `len` encoded bytes to the shell for the difference file
-    /// (unless the file is past its cap).
-    fn record(&mut self, record: LogRecord, len: usize) {
-        self.diverge(record.seq, self.down_reason());
-        if self.resync_required {
-            return;
-        }
-        self.log_last_seq = Some(record.seq);
-        self.log_bytes += len as u64;
-        self.unsynced = true;
-        self.ready.persist.push(record);
-        if self.log_bytes > self.config.difference_cap_bytes {
-            self.require_resync(format!(
-                "difference file holds {} bytes (cap {})",
-                self.log_bytes, self.config.difference_cap_bytes
-            ));
-        }
-    }
-
-    /// Duplex or catching up → degraded: settle undecided sync transactions by their
-    /// rule, move the window to the difference file (made durable at once), ask the
-    /// shell to close.
-    fn go_down(&mut self, now: Micros, reason: String) {
-        tracing::info!("replication link down: {reason}");
-        self.state = LinkState::Degraded;
-        // Messages for the connection being dropped; the window goes to the
-        // difference file and is replayed from there.
-        self.ready.messages.clear();
-        self.out_bytes = 0;
-        self.catch_up = None;
-        self.ready.close = true;
-        self.down_since = now;
-        self.reconnect_at = now;
-        self.diverge(self.acked.next(), reason.clone());
-        for mut e in self.window.take_all() {
-            if let Status::Preparing { when_down, .. } = e.status {
-                match when_down {
-                    WhenPeerDown::Continue => {
-                        e.status = Status::Committed;
-                        let outcome = SyncOutcome::CommittedAlone {
-                            reason: reason.clone(),
-                        };
-                        self.awaiting_durable.push((e.seq, outcome));
-                    }
-                    WhenPeerDown::Fail => {
-                        e.status = Status::Aborted;
-                        let outcome = SyncOutcome::OutcomeUnknown {
-                            reason: reason.clone(),
-                        };
-                        self.ready.outcomes.push((e.seq, outcome));
-                    }
-                }
-            }
-            let (mode, operations) = match e.status {
-                Status::Aborted => (Mode::Skip, Vec::new()),
-                _ => (e.mode, e.operations),
-            };
-            let record = LogRecord {
-                seq: e.seq,
-                epoch: self.config.epoch,
-                mode,
-                operations,
-            };
-            let len = frame::encoded_len(&record);
-            self.record(record, len);
-        }
-        self.ready.sync_log = true;
-        self.unsynced = false;
-    }
-
-    /// Catch-up: asks for the next batch from the difference file; at the end goes
-    /// duplex and raises `Recovered`.
-    fn pump(&mut self, now: Micros) {
-        let Some(cu) = self.catch_up.as_mut() else {
-            return;
-        };
-        if cu.reading {
-            return;
-        }
-        let remaining = self.seq.since(cu.cursor);
-        if remaining == 0 {
-            return self.finish_catch_up(now);
-        }
-        if remaining <= self.config.pause_within_txns && cu.paused_at.is_none() {
-            cu.paused_at = Some(now);
-        }
-        let in_flight = cu.cursor.since(self.acked);
-        let room = self.config.catchup_window_txns.saturating_sub(in_flight);
-        let limit = (room as usize).min(self.config.catchup_batch_txns);
-        // Paced by the peer's acknowledgements, by what the shell has yet to send, and
-        // by what the difference file holds so far.
-        if limit == 0
-            || self.out_bytes >= CATCHUP_BYTES_PER_ROUND
-            || cu.cursor >= self.appended_through
-        {
-            return;
-        }
-        cu.reading = true;
-        self.ready.read = Some(ReadRequest {
-            catch_up: cu.id,
-            after: cu.cursor,
-            limit,
-        });
-    }
-
-    fn finish_catch_up(&mut self, now: Micros) {
-        let Some(cu) = self.catch_up.take() else {
-            return;
-        };
-        let pause_us = cu.paused_at.map_or(0, |at| now.saturating_sub(at));
-        self.metrics.replayed += cu.replayed;
-        self.state = LinkState::Duplex;
-        if std::mem::take(&mut self.diverged) || cu.replayed > 0 {
-            self.ready.events.push(Event::Recovered {
-                ops_replayed: cu.replayed,
-                pause_us,
-            });
-        }
-    }
 }
 
 fn too_large(len: usize, max: usize) -> ReplicateError {
@@ -850,22 +430,4 @@ fn too_large(len: usize, max: usize) -> ReplicateError {
         len: len as u64,
         max: max as u64,
     })
-}
-
-/// `outcome` with `note` added to its reason.
-fn with_note(outcome: SyncOutcome, note: &str) -> SyncOutcome {
-    match outcome {
-        SyncOutcome::CommittedAlone { reason } => SyncOutcome::CommittedAlone {
-            reason: reason + note,
-        },
-        other => other,
-    }
-}
-
-/// The key an operation addresses (an insert's is in its row; shown as the row).
-fn operation_key(op: &Operation) -> Key {
-    match op {
-        Operation::Update { key, .. } | Operation::Delete { key, .. } => key.clone(),
-        Operation::Insert { row, .. } => Key::new(row.clone()),
-    }
 }

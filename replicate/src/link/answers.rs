@@ -1,0 +1,138 @@
+//! The peer's answers: acknowledgements, a sync transaction's `Prepared` (digests
+//! compared, then `Commit` or `Abort`), an async or ordered transaction's `Applied`,
+//! and `Rejected`.
+
+use kirikae_engine::{Key, Operation};
+
+use super::window::Status;
+use super::{Event, Link, LinkState, Micros, SyncOutcome};
+use crate::seq::Seq;
+use crate::wire::Message;
+
+/// The key an operation addresses (an insert's is in its row; shown as the row).
+fn operation_key(op: &Operation) -> Key {
+    match op {
+        Operation::Update { key, .. } | Operation::Delete { key, .. } => key.clone(),
+        Operation::Insert { row, .. } => Key::new(row.clone()),
+    }
+}
+
+impl Link {
+    /// A message from the peer.
+    pub fn receive(&mut self, now: Micros, message: Message) {
+        if self.state == LinkState::Degraded {
+            return;
+        }
+        self.last_heard = now;
+        match message {
+            Message::Ack { seq } | Message::Heartbeat { last_seq: seq, .. } => self.ack(seq),
+            Message::Prepared { seq, responses } => self.prepared(seq, responses),
+            Message::Applied { seq, responses } => {
+                let expected = self.window.get_mut(seq).and_then(|e| e.responses.take());
+                if let Some(expected) = expected {
+                    self.compare(seq, &expected, &responses);
+                }
+            }
+            Message::Rejected { seq, reason } => self.rejected(seq, reason),
+            Message::Hello { .. }
+            | Message::Ship { .. }
+            | Message::Prepare { .. }
+            | Message::Commit { .. }
+            | Message::Abort { .. } => {
+                self.go_down(now, "peer sent a primary's message".into());
+            }
+        }
+    }
+
+    pub(super) fn ack(&mut self, seq: Seq) {
+        if seq <= self.acked {
+            return;
+        }
+        self.acked = seq.min(self.sent);
+        self.window.ack_through(self.acked);
+        self.retire(self.acked);
+    }
+
+    pub(super) fn retire(&mut self, seq: Seq) {
+        let through = self.ready.retire_through.map_or(seq, |r| r.max(seq));
+        self.ready.retire_through = Some(through);
+    }
+
+    pub(super) fn prepared(&mut self, seq: Seq, responses: Vec<u64>) {
+        let expected = match self.window.get_mut(seq) {
+            Some(e) if matches!(e.status, Status::Preparing { .. }) => {
+                e.responses.take().unwrap_or_default()
+            }
+            _ => return,
+        };
+        let mismatch = self.compare(seq, &expected, &responses);
+        let (status, message, outcome) = match mismatch {
+            None => (
+                Status::Committed,
+                Message::Commit { seq },
+                SyncOutcome::Replicated,
+            ),
+            Some(reason) => (
+                Status::Aborted,
+                Message::Abort { seq },
+                SyncOutcome::Refused { reason },
+            ),
+        };
+        if let Some(e) = self.window.get_mut(seq) {
+            e.status = status;
+        }
+        self.queue(message);
+        self.ready.outcomes.push((seq, outcome));
+    }
+
+    /// Compares response digests of `seq`; raises `Mismatch` and returns what differed.
+    pub(super) fn compare(&mut self, seq: Seq, expected: &[u64], got: &[u64]) -> Option<String> {
+        let at = if expected.len() != got.len() {
+            Some(expected.len().min(got.len()))
+        } else {
+            expected.iter().zip(got).position(|(a, b)| a != b)
+        }?;
+        let (table, key) = self
+            .window
+            .get_mut(seq)
+            .and_then(|e| e.operations.get(at))
+            .map(|op| (op.table().to_owned(), operation_key(op)))
+            .unwrap_or_else(|| (String::new(), Key::new(Vec::new())));
+        let detail = if expected.len() != got.len() {
+            format!(
+                "{} responses from the peer, {} here",
+                got.len(),
+                expected.len()
+            )
+        } else {
+            format!("operation {at} found a different record at the peer")
+        };
+        self.metrics.mismatches += 1;
+        self.ready.events.push(Event::Mismatch {
+            seq,
+            table: table.clone(),
+            key: key.clone(),
+            detail: detail.clone(),
+        });
+        Some(format!("{detail} ({table} {key:?}, sequence {seq})"))
+    }
+
+    pub(super) fn rejected(&mut self, seq: Seq, reason: String) {
+        let Some(e) = self.window.get_mut(seq) else {
+            return;
+        };
+        if matches!(e.status, Status::Preparing { .. }) {
+            e.status = Status::Aborted;
+            self.queue(Message::Abort { seq });
+            self.ready.outcomes.push((
+                seq,
+                SyncOutcome::Refused {
+                    reason: format!("peer refused: {reason}"),
+                },
+            ));
+        } else {
+            self.metrics.apply_errors += 1;
+            self.diverge(seq, format!("peer could not apply {seq}: {reason}"));
+        }
+    }
+}
