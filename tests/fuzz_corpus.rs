@@ -132,6 +132,7 @@ fn write_frame_seeds() {
             seq: kirikae_replicate::Seq(2),
             epoch: kirikae_replicate::Epoch(1),
             operations: ops,
+            responses: vec![77],
         },
         Message::Prepared {
             seq: kirikae_replicate::Seq(2),

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    Event, Impairment, LinkConfig, LoopbackProxy, Peer, PeerConfig, RecordLogOptions, Replicator,
-    ReplicatorConfig, RuleSet,
+    AccessLogOptions, Backup, BackupConfig, Event, Impairment, LinkConfig, LoopbackProxy,
+    RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
@@ -163,7 +163,7 @@ struct Pair {
     primary: Database,
     replicator: Replicator,
     _proxy: LoopbackProxy,
-    _peer: Peer,
+    _peer: Backup,
     _dir: tempfile::TempDir,
 }
 
@@ -175,12 +175,12 @@ fn pair(
 ) -> Result<Pair, CliError> {
     let primary = fresh(args.subscribers)?;
     let replica = fresh(args.subscribers)?;
-    let peer = Peer::start(
+    let peer = Backup::start(
         replica,
         "127.0.0.1:0",
-        PeerConfig {
-            fsync: false,
-            ..PeerConfig::default()
+        BackupConfig {
+            access_log: AccessLogOptions::default().with_fsync(false),
+            ..BackupConfig::default()
         },
     )?;
     let proxy = LoopbackProxy::start(
@@ -272,12 +272,12 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
     let primary = fresh(args.subscribers)?;
     let log = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
-    let peer_config = || PeerConfig {
-        fsync: false,
+    let peer_config = || BackupConfig {
+        access_log: AccessLogOptions::default().with_fsync(false),
         log_dir: Some(log.path().to_owned()),
-        ..PeerConfig::default()
+        ..BackupConfig::default()
     };
-    let peer = Peer::start(fresh(args.subscribers)?, "127.0.0.1:0", peer_config())?;
+    let peer = Backup::start(fresh(args.subscribers)?, "127.0.0.1:0", peer_config())?;
     let addr = peer.local_addr();
     let replicator = start_in_step(
         &primary,
@@ -300,7 +300,7 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
     let incoming = seq_before.since(seq_at_outage) as f64 / outage_started.elapsed().as_secs_f64();
     // Events from before the outage (e.g. the first connection's) are not this one's.
     while events.try_recv().is_ok() {}
-    let peer = Peer::start(fresh(args.subscribers)?, addr, peer_config())?;
+    let peer = Backup::start(fresh(args.subscribers)?, addr, peer_config())?;
     let restarted = Instant::now();
     let deadline = restarted + Duration::from_secs(120);
     let (replayed, pause_us) = loop {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar};
 use kirikae::engine::Database;
-use kirikae::replicate::{Peer, PeerConfig, RecordLogOptions, ReplicatorConfig, RuleSet};
+use kirikae::replicate::{
+    AccessLogOptions, Backup, BackupConfig, RecordLogOptions, ReplicatorConfig, RuleSet,
+};
 use kirikae_workload::telecom::{self, Traffic};
 
 use crate::bench_replicate::{outage_link_config, start_in_step};
@@ -33,16 +35,20 @@ pub fn run(
         telecom::create_tables(&db, subscribers)?;
         Ok(db)
     };
-    let peer_config = || PeerConfig {
+    let peer_config = || BackupConfig {
         log_dir: Some(peer_log.path().to_owned()),
-        fsync: false,
-        ..PeerConfig::default()
+        access_log: AccessLogOptions::default().with_fsync(false),
+        ..BackupConfig::default()
     };
     let mut replica = peer_db(())?;
-    let mut peer = Some(Peer::start(replica.clone(), "127.0.0.1:0", peer_config())?);
+    let mut peer = Some(Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        peer_config(),
+    )?);
     let addr = peer
         .as_ref()
-        .map(Peer::local_addr)
+        .map(Backup::local_addr)
         .ok_or(CliError::Usage("no peer".into()))?;
     // In step before traffic: otherwise the first commits find the peer still
     // connecting and are reported as diverged ("peer is down").
@@ -83,7 +89,7 @@ pub fn run(
             }
         } else if t >= up_at && peer.is_none() {
             replica = peer_db(())?;
-            peer = Some(Peer::start(replica.clone(), addr, peer_config())?);
+            peer = Some(Backup::start(replica.clone(), addr, peer_config())?);
             log.push(format!("{t:>5.1}s  peer restarted from its log"));
         }
         for e in events.try_iter() {

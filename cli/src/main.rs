@@ -110,9 +110,10 @@ struct Cli {
 enum Command {
     /// The main job: a telecom subscriber workload on a live table, with a report.
     Demo(demo::DemoArgs),
-    /// Serve as a replication peer (applies what a primary sends).
-    Peer(nodes::PeerArgs),
-    /// Run telecom traffic replicated to a peer.
+    /// Serve as the backup (applies what a primary sends); `peer` is an alias.
+    #[command(alias = "peer")]
+    Backup(nodes::BackupArgs),
+    /// Run telecom traffic replicated to a backup.
     Primary(nodes::PrimaryArgs),
     /// Benchmark scenarios (machine-readable with --json).
     Bench {
@@ -145,7 +146,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Peer(args) => nodes::peer(args),
+        Command::Backup(args) => nodes::backup(args),
         Command::Primary(args) => nodes::primary(args),
         Command::Bench {
             scenario: BenchScenario::Engine(args),

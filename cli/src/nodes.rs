@@ -1,4 +1,4 @@
-//! `kirikae peer` and `kirikae primary`: the two ends of replication as real
+//! `kirikae backup` and `kirikae primary`: the two ends of replication as real
 //! processes, both starting from the same deterministic telecom tables.
 
 use std::collections::BTreeMap;
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, LinkConfig, Peer, PeerConfig, RecordLogOptions, Replicator, ReplicatorConfig,
-    RuleSet,
+    table_checksum, AccessLogOptions, Backup, BackupConfig, LinkConfig, RecordLogOptions,
+    Replicator, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -25,7 +25,7 @@ pub const MIXED_RULES: &str = include_str!("../../replicate/rules/seed000-mixed.
 #[derive(Args, Debug)]
 // A negative number is a value (refused with its option\'s range), not a flag.
 #[command(allow_negative_numbers = true)]
-pub struct PeerArgs {
+pub struct BackupArgs {
     /// Address to listen on (port 0: any free port; the chosen address is printed).
     #[arg(long)]
     listen: String,
@@ -52,18 +52,18 @@ pub fn checksums(db: &Database) -> Result<BTreeMap<String, u64>, CliError> {
     Ok(out)
 }
 
-pub fn peer(args: &PeerArgs) -> Result<(), CliError> {
+pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
     let db = Database::new();
     telecom::create_tables(&db, args.subscribers)?;
-    let config = PeerConfig {
+    let config = BackupConfig {
         log_dir: args.data_dir.clone(),
-        fsync: !args.no_fsync,
-        ..PeerConfig::default()
+        access_log: AccessLogOptions::default().with_fsync(!args.no_fsync),
+        ..BackupConfig::default()
     };
-    let peer = Peer::start(db.clone(), args.listen.as_str(), config)?;
+    let peer = Backup::start(db.clone(), args.listen.as_str(), config)?;
     let status = peer.status();
     say!(
-        "kirikae peer listening on {} (recovered {} transactions, at sequence {})",
+        "kirikae backup listening on {} (recovered {} transactions, at sequence {})",
         peer.local_addr(),
         status.stats.recovered,
         status.last_seq

@@ -1,4 +1,4 @@
-//! Replication with real processes: the peer as a spawned `kirikae peer` (each mode,
+//! Replication with real processes: the peer as a spawned `kirikae backup` (each mode,
 //! killed under load and restarted from its log), and a `kirikae primary` killed with
 //! SIGKILL while degraded, leaving a readable difference file.
 
@@ -32,7 +32,7 @@ impl PeerProcess {
     fn spawn(listen: &str, data_dir: &Path) -> PeerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
             .args([
-                "peer",
+                "backup",
                 "--listen",
                 listen,
                 "--no-fsync",
@@ -44,7 +44,7 @@ impl PeerProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn kirikae peer");
+            .expect("spawn kirikae backup");
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();

@@ -1,31 +1,37 @@
-//! The peer's side of the link: applies what the primary sends to the peer's
-//! database, with no network of its own (the [`Peer`](crate::Peer) server and the
-//! simulation both drive it).
+//! The backup's side of the link: logs what the primary sends, then applies it to
+//! the backup's database, with no network of its own (the [`Backup`](crate::Backup)
+//! server and the simulation both drive it).
 //!
+//! - **Log first** (seed 003 Fig. 6): each message is checked, appended to the
+//!   [`AccessLog`], and queued; [`flush`](Applier::flush) makes the batch durable,
+//!   then applies it, then answers. `Prepared`, `Applied` and `Ack` therefore all mean
+//!   "logged": a backup that crashes and restarts applies it again from its log.
 //! - Transactions are applied in the order they arrive, which is the primary's
 //!   sequence order: ordered ones in commit order, async ones too (which keeps their
 //!   per-key order).
-//! - A sequence already resolved is a duplicate and ignored, so replay is idempotent.
+//! - A sequence already seen is a duplicate and ignored, so replay is idempotent.
 //! - A sync transaction is applied and held open (its locks kept) until `Commit` or
 //!   `Abort`; it may also be settled by a replay from the primary's difference file.
-//! - "Resolved" means applied, committed, aborted, or failed (reported). The peer
-//!   acknowledges the highest sequence up to which everything is resolved *and*
-//!   written to its own log, so the primary never forgets what the peer still needs.
-//!
-//! The optional log is the peer's own record log (every resolved sequence,
-//! in order; an aborted or failed one as an empty `Skip` record): reopening it rebuilds
-//! the tables a peer process held when it was killed.
+//!   Its `Prepare` is in the log with the primary's response digests, so a restarted
+//!   backup holds it again (in doubt) until it hears the decision.
+//! - Two positions: **logged** (every sequence up to it is in the log) and
+//!   **applied** (every sequence up to it is resolved: applied, committed, aborted or
+//!   failed). `Ack` carries the applied one: the primary keeps what the backup has
+//!   not resolved.
+//! - From time to time a checkpoint (a snapshot at a sequence) lets the log retire
+//!   its older segments; a restart loads it and replays only the tail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
 
+use crate::access_log::{AccessEntry, AccessLog, AccessRecord, Reopened};
+use crate::checkpoint::Checkpoint;
 use crate::digest::response_digest;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
-use crate::mode::Mode;
-use crate::record_log::{LogRecord, RecordLog};
 use crate::seq::Seq;
+use crate::utc;
 use crate::wire::{Message, PROTOCOL_VERSION};
 
 /// Counts kept by an [`Applier`].
@@ -33,68 +39,146 @@ use crate::wire::{Message, PROTOCOL_VERSION};
 pub struct ApplierStats {
     /// Transactions applied (shipped, or prepared and committed).
     pub applied: u64,
-    /// Messages ignored as already resolved.
+    /// Messages ignored as already seen.
     pub duplicates: u64,
-    /// Transactions the peer could not apply (reported to the primary).
+    /// Transactions the backup could not apply (reported to the primary).
     pub rejected: u64,
     /// Prepared transactions aborted.
     pub aborted: u64,
-    /// Transactions replayed from the peer's own log at start.
+    /// Access-log records replayed at start.
     pub recovered: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Access-log segments retired behind a checkpoint.
+    pub segments_retired: u64,
 }
 
-/// The peer's state machine (see the module docs).
+/// Logged, to be applied at the end of the batch.
+enum Work {
+    Apply {
+        seq: Seq,
+        operations: Vec<Operation>,
+        verify: bool,
+    },
+    Prepare {
+        seq: Seq,
+        operations: Vec<Operation>,
+    },
+    Commit(Seq),
+    Abort(Seq),
+}
+
+/// The backup's state machine (see the module docs).
 pub struct Applier<'s> {
     session: &'s Session,
-    log: Option<RecordLog>,
-    /// Everything up to here is resolved and logged.
+    log: Option<AccessLog>,
+    /// Everything up to here is resolved.
     resolved: Seq,
-    /// Resolved above `resolved`, waiting for the gap below to close; logged in order.
-    pending_log: BTreeMap<Seq, LogRecord>,
+    /// Resolved above `resolved`, waiting for the gap below to close (their effects,
+    /// if any, are committed).
+    resolved_above: BTreeSet<Seq>,
     /// Sync transactions applied and held open.
-    held: BTreeMap<Seq, (Transaction<'s>, Vec<Operation>)>,
-    /// Sequences of this connection's stream seen so far (for gap detection).
+    held: BTreeMap<Seq, Transaction<'s>>,
+    /// Prepared (logged) and not decided yet: held, or queued.
+    undecided: BTreeSet<Seq>,
+    /// Logged and not applied yet, in log order.
+    queue: Vec<Work>,
+    /// First access-log position of each sequence above `resolved`: a checkpoint
+    /// replays from the lowest.
+    first_position: BTreeMap<Seq, u64>,
+    /// Highest sequence of this connection's stream (gap detection); everything up to
+    /// it is logged.
     stream_seq: Seq,
     /// Highest primary epoch seen; older primaries are refused.
     epoch: Epoch,
+    /// Replaying the log at start: records are not logged again, and sequences the
+    /// checkpoint already holds are not applied again.
+    replaying: Option<BTreeSet<Seq>>,
     stats: ApplierStats,
 }
 
 impl<'s> Applier<'s> {
-    /// An applier over `session`'s database. With a `log`, first re-applies what it
-    /// holds (a restarted peer process recovering its tables).
-    pub fn new(session: &'s Session, mut log: Option<RecordLog>) -> Result<Applier<'s>> {
-        let mut stats = ApplierStats::default();
-        let mut resolved = Seq::ZERO;
-        let mut epoch = Epoch::NONE;
-        if let Some(log) = log.as_mut() {
-            for record in log.read_after(Seq::ZERO)? {
-                if record.mode != Mode::Skip {
-                    apply(session, &record.operations)
-                        .map_err(|(_, e)| e)?
-                        .0
-                        .commit()?;
-                }
-                resolved = record.seq;
-                epoch = epoch.max(record.epoch);
-                stats.recovered += 1;
-            }
-        }
-        Ok(Applier {
+    /// An applier with no log (memory only: a restart loses everything).
+    pub fn new(session: &'s Session) -> Applier<'s> {
+        Applier {
             session,
-            log,
-            resolved,
-            pending_log: BTreeMap::new(),
+            log: None,
+            resolved: Seq::ZERO,
+            resolved_above: BTreeSet::new(),
             held: BTreeMap::new(),
-            stream_seq: resolved,
-            epoch,
-            stats,
-        })
+            undecided: BTreeSet::new(),
+            queue: Vec::new(),
+            first_position: BTreeMap::new(),
+            stream_seq: Seq::ZERO,
+            epoch: Epoch::NONE,
+            replaying: None,
+            stats: ApplierStats::default(),
+        }
     }
 
-    /// Highest sequence up to which everything is resolved and logged.
+    /// An applier over an opened access log: the checkpoint `reopened` names is
+    /// already in the database; its tail is replayed here (in-doubt transactions are
+    /// held again).
+    pub fn recover(
+        session: &'s Session,
+        log: AccessLog,
+        reopened: Reopened,
+    ) -> Result<Applier<'s>> {
+        let mut applier = Applier::new(session);
+        let checkpoint = reopened.checkpoint.unwrap_or_default();
+        applier.resolved = checkpoint.applied;
+        applier.stream_seq = checkpoint.applied;
+        applier.epoch = checkpoint.epoch;
+        applier.replaying = Some(checkpoint.also_applied.iter().copied().collect());
+        for record in reopened.tail {
+            applier.replay(record)?;
+        }
+        applier.apply_queued(&mut Vec::new())?;
+        applier.replaying = None;
+        applier.log = Some(log);
+        Ok(applier)
+    }
+
+    fn replay(&mut self, record: AccessRecord) -> Result<()> {
+        self.stats.recovered += 1;
+        self.epoch = self.epoch.max(record.epoch);
+        let AccessRecord {
+            position,
+            seq,
+            entry,
+            ..
+        } = record;
+        let message = match entry {
+            AccessEntry::Ship { mode, operations } => Message::Ship {
+                seq,
+                epoch: record.epoch,
+                mode,
+                operations,
+                verify: false,
+            },
+            AccessEntry::Prepare {
+                operations,
+                responses,
+            } => Message::Prepare {
+                seq,
+                epoch: record.epoch,
+                operations,
+                responses,
+            },
+            AccessEntry::Commit => Message::Commit { seq },
+            AccessEntry::Abort => Message::Abort { seq },
+        };
+        self.take(message, Some(position))
+    }
+
+    /// Highest sequence up to which everything is resolved (applied).
     pub fn last_seq(&self) -> Seq {
         self.resolved
+    }
+
+    /// Highest sequence up to which everything is in the log.
+    pub fn logged_seq(&self) -> Seq {
+        self.stream_seq.max(self.resolved)
     }
 
     /// Counts so far.
@@ -102,7 +186,7 @@ impl<'s> Applier<'s> {
         &self.stats
     }
 
-    /// Sync transactions held open.
+    /// Sync transactions held open (in doubt until their decision).
     pub fn held(&self) -> usize {
         self.held.len()
     }
@@ -131,9 +215,17 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    /// Handles one message, pushing replies. An error means the stream is unusable
-    /// (a gap, a stale epoch, a log that cannot be written): close the connection.
-    pub fn handle(&mut self, message: Message, replies: &mut Vec<Message>) -> Result<()> {
+    /// Handles one message: checked, logged (not yet durable) and queued; its
+    /// answers come from [`flush`](Applier::flush). An error means the stream is
+    /// unusable (a gap, a stale epoch, a log that cannot be written): close the
+    /// connection.
+    pub fn handle(&mut self, message: Message, _replies: &mut Vec<Message>) -> Result<()> {
+        self.take(message, None)
+    }
+
+    /// Checks `message`, logs it (unless it comes from the log, at `replayed`) and
+    /// queues its work.
+    fn take(&mut self, message: Message, replayed: Option<u64>) -> Result<()> {
         match message {
             Message::Ship {
                 seq,
@@ -143,35 +235,37 @@ impl<'s> Applier<'s> {
                 verify,
             } => {
                 self.check_epoch(epoch)?;
-                if let Some((txn, ops)) = self.take_held(seq) {
+                if self.undecided.contains(&seq) {
                     // A sync commit the primary kept after losing the link: the held
                     // transaction is the same one; make it permanent.
-                    txn.commit()?;
-                    self.stats.applied += 1;
-                    return self.resolve(seq, Mode::Sync, ops);
+                    self.log(seq, AccessEntry::Commit, replayed)?;
+                    self.stream_seq = self.stream_seq.max(seq);
+                    self.queue.push(Work::Commit(seq));
+                    return Ok(());
                 }
                 if !self.is_new(seq)? {
                     return Ok(());
                 }
-                match apply(self.session, &operations) {
-                    Ok((txn, responses)) => {
-                        txn.commit()?;
-                        self.stats.applied += 1;
-                        if verify {
-                            replies.push(Message::Applied { seq, responses });
-                        }
-                        self.resolve(seq, mode, operations)
-                    }
-                    Err((at, e)) => self.reject(seq, at, &e, replies),
-                }
+                let entry = AccessEntry::Ship {
+                    mode,
+                    operations: operations.clone(),
+                };
+                self.log(seq, entry, replayed)?;
+                self.queue.push(Work::Apply {
+                    seq,
+                    operations,
+                    verify,
+                });
+                Ok(())
             }
             Message::Prepare {
                 seq,
                 epoch,
                 operations,
+                responses,
             } => {
                 self.check_epoch(epoch)?;
-                if self.held.contains_key(&seq) {
+                if self.undecided.contains(&seq) {
                     self.stream_seq = self.stream_seq.max(seq);
                     self.stats.duplicates += 1;
                     return Ok(());
@@ -179,38 +273,35 @@ impl<'s> Applier<'s> {
                 if !self.is_new(seq)? {
                     return Ok(());
                 }
-                match apply(self.session, &operations) {
-                    Ok((txn, responses)) => {
-                        self.held.insert(seq, (txn, operations));
-                        replies.push(Message::Prepared { seq, responses });
-                        Ok(())
-                    }
-                    Err((at, e)) => self.reject(seq, at, &e, replies),
-                }
+                let entry = AccessEntry::Prepare {
+                    operations: operations.clone(),
+                    responses,
+                };
+                self.log(seq, entry, replayed)?;
+                self.undecided.insert(seq);
+                self.queue.push(Work::Prepare { seq, operations });
+                Ok(())
             }
-            Message::Commit { seq } => match self.take_held(seq) {
-                Some((txn, ops)) => {
-                    txn.commit()?;
-                    self.stats.applied += 1;
-                    self.resolve(seq, Mode::Sync, ops)
-                }
-                None => {
+            Message::Commit { seq } => {
+                if self.undecided.contains(&seq) {
+                    self.log(seq, AccessEntry::Commit, replayed)?;
+                    self.stream_seq = self.stream_seq.max(seq);
+                    self.queue.push(Work::Commit(seq));
+                } else {
                     self.stats.duplicates += 1;
-                    Ok(())
                 }
-            },
+                Ok(())
+            }
             Message::Abort { seq } => {
-                if let Some((txn, _)) = self.take_held(seq) {
-                    txn.rollback();
-                    self.stats.aborted += 1;
-                    return self.resolve(seq, Mode::Skip, Vec::new());
+                if self.undecided.contains(&seq) {
+                    self.stream_seq = self.stream_seq.max(seq);
+                } else if !self.is_new(seq)? {
+                    // An abort replayed for a transaction this backup never saw
+                    // prepared (it restarted) is new; one already resolved is not.
+                    return Ok(());
                 }
-                // An abort replayed for a transaction this peer never saw prepared
-                // (it restarted): the sequence is resolved all the same.
-                if self.is_new(seq)? {
-                    self.stats.aborted += 1;
-                    return self.resolve(seq, Mode::Skip, Vec::new());
-                }
+                self.log(seq, AccessEntry::Abort, replayed)?;
+                self.queue.push(Work::Abort(seq));
                 Ok(())
             }
             Message::Heartbeat { epoch, .. } => self.check_epoch(epoch),
@@ -224,37 +315,139 @@ impl<'s> Applier<'s> {
         }
     }
 
-    /// Ends a batch of messages: makes the log durable and acknowledges.
+    /// Appends `entry` for `seq` to the log (unless replaying from it) and notes the
+    /// first position of a sequence above `resolved`.
+    fn log(&mut self, seq: Seq, entry: AccessEntry, replayed: Option<u64>) -> Result<()> {
+        let position = match (replayed, self.log.as_mut()) {
+            (Some(position), _) => Some(position),
+            (None, Some(log)) => Some(log.append(seq, self.epoch, entry)?),
+            (None, None) => None,
+        };
+        if let Some(position) = position {
+            self.first_position.entry(seq).or_insert(position);
+        }
+        Ok(())
+    }
+
+    /// Ends a batch of messages: makes the log durable, applies what it queued,
+    /// answers (`Prepared`, `Applied`, `Rejected`, then one `Ack`), and takes a
+    /// checkpoint when one is due.
     pub fn flush(&mut self, replies: &mut Vec<Message>) -> Result<()> {
         if let Some(log) = self.log.as_mut() {
             log.sync()?;
         }
+        self.apply_queued(replies)?;
         replies.push(Message::Ack { seq: self.resolved });
+        if self.log.as_ref().is_some_and(AccessLog::checkpoint_due) {
+            self.checkpoint()?;
+        }
         Ok(())
     }
 
-    /// Reports a transaction the peer could not apply; its sequence is resolved (as
+    /// Applies the queued work in log order, pushing answers.
+    fn apply_queued(&mut self, replies: &mut Vec<Message>) -> Result<()> {
+        for work in std::mem::take(&mut self.queue) {
+            match work {
+                Work::Apply {
+                    seq,
+                    operations,
+                    verify,
+                } => {
+                    if self.already_applied(seq) {
+                        self.resolve(seq);
+                        continue;
+                    }
+                    match apply(self.session, &operations) {
+                        Ok((txn, responses)) => {
+                            txn.commit()?;
+                            self.stats.applied += 1;
+                            if verify {
+                                replies.push(Message::Applied { seq, responses });
+                            }
+                            self.resolve(seq);
+                        }
+                        Err((at, e)) => self.reject(seq, at, &e, replies),
+                    }
+                }
+                Work::Prepare { seq, operations } => {
+                    if self.already_applied(seq) {
+                        self.undecided.remove(&seq);
+                        self.resolve(seq);
+                        continue;
+                    }
+                    match apply(self.session, &operations) {
+                        Ok((txn, responses)) => {
+                            self.held.insert(seq, txn);
+                            replies.push(Message::Prepared { seq, responses });
+                        }
+                        Err((at, e)) => {
+                            self.undecided.remove(&seq);
+                            self.reject(seq, at, &e, replies);
+                        }
+                    }
+                }
+                Work::Commit(seq) => {
+                    self.undecided.remove(&seq);
+                    if let Some(txn) = self.held.remove(&seq) {
+                        txn.commit()?;
+                        self.stats.applied += 1;
+                        self.resolve(seq);
+                    }
+                }
+                Work::Abort(seq) => {
+                    self.undecided.remove(&seq);
+                    if let Some(txn) = self.held.remove(&seq) {
+                        txn.rollback();
+                    }
+                    self.stats.aborted += 1;
+                    if seq > self.resolved && !self.resolved_above.contains(&seq) {
+                        self.resolve(seq);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// While replaying: whether the checkpoint's snapshot already holds `seq`.
+    fn already_applied(&self, seq: Seq) -> bool {
+        self.replaying.as_ref().is_some_and(|s| s.contains(&seq))
+    }
+
+    /// Takes a checkpoint: the database as it is (every resolved transaction, none
+    /// held) and the log position from which a restart replays.
+    fn checkpoint(&mut self) -> Result<()> {
+        let Some(log) = self.log.as_mut() else {
+            return Ok(());
+        };
+        let position = self
+            .first_position
+            .values()
+            .min()
+            .map_or(log.next_position() - 1, |p| p - 1);
+        let covered = Checkpoint {
+            applied: self.resolved,
+            also_applied: self.resolved_above.iter().copied().collect(),
+            epoch: self.epoch,
+            position,
+            snapshot: String::new(),
+            created_ms: utc::unix_ms(std::time::SystemTime::now()),
+        };
+        let retired = log.take_checkpoint(covered, self.session.database())?;
+        self.stats.checkpoints += 1;
+        self.stats.segments_retired += retired as u64;
+        Ok(())
+    }
+
+    /// Reports a transaction the backup could not apply; its sequence is resolved (as
     /// nothing) all the same.
-    fn reject(
-        &mut self,
-        seq: Seq,
-        at: usize,
-        error: &ReplicateError,
-        replies: &mut Vec<Message>,
-    ) -> Result<()> {
+    fn reject(&mut self, seq: Seq, at: usize, error: &ReplicateError, replies: &mut Vec<Message>) {
         self.stats.rejected += 1;
         replies.push(Message::Rejected {
             seq,
             reason: format!("operation {at}: {error}"),
         });
-        self.resolve(seq, Mode::Skip, Vec::new())
-    }
-
-    /// Removes a held transaction; the stream has reached its sequence.
-    fn take_held(&mut self, seq: Seq) -> Option<(Transaction<'s>, Vec<Operation>)> {
-        let held = self.held.remove(&seq)?;
-        self.stream_seq = self.stream_seq.max(seq);
-        Some(held)
+        self.resolve(seq);
     }
 
     fn check_epoch(&self, epoch: Epoch) -> Result<()> {
@@ -267,7 +460,7 @@ impl<'s> Applier<'s> {
     /// Whether `seq` is the next in the stream (true), already seen (false, a
     /// duplicate), or beyond a gap (an error: something was lost on the way).
     fn is_new(&mut self, seq: Seq) -> Result<bool> {
-        if seq <= self.stream_seq || seq <= self.resolved || self.pending_log.contains_key(&seq) {
+        if seq <= self.stream_seq || seq <= self.resolved || self.resolved_above.contains(&seq) {
             self.stats.duplicates += 1;
             self.stream_seq = self.stream_seq.max(seq);
             return Ok(false);
@@ -282,29 +475,18 @@ impl<'s> Applier<'s> {
         Ok(true)
     }
 
-    /// Marks `seq` resolved; logs everything that has become contiguous.
-    fn resolve(&mut self, seq: Seq, mode: Mode, operations: Vec<Operation>) -> Result<()> {
-        debug_assert!(seq > self.resolved, "resolved twice: {seq}");
-        self.pending_log.insert(
-            seq,
-            LogRecord {
-                seq,
-                epoch: self.epoch,
-                mode,
-                operations,
-            },
+    /// Marks `seq` resolved and advances `resolved` over what has become contiguous.
+    fn resolve(&mut self, seq: Seq) {
+        debug_assert!(
+            seq > self.resolved && !self.resolved_above.contains(&seq),
+            "resolved twice: {seq}"
         );
-        while let Some(entry) = self.pending_log.first_entry() {
-            if *entry.key() != self.resolved.next() {
-                break;
-            }
-            let record = entry.remove();
-            if let Some(log) = self.log.as_mut() {
-                log.append(&record)?;
-            }
-            self.resolved = record.seq;
+        self.resolved_above.insert(seq);
+        while self.resolved_above.first() == Some(&self.resolved.next()) {
+            self.resolved_above.pop_first();
+            self.resolved = self.resolved.next();
+            self.first_position.remove(&self.resolved);
         }
-        Ok(())
     }
 }
 

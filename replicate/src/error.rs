@@ -36,13 +36,14 @@ pub enum ReplicateError {
         /// What is wrong.
         reason: String,
     },
-    /// An append whose sequence does not follow the last one.
-    #[error("record log: sequence {seq} appended after {last}; sequences must increase")]
+    /// An append whose position (a difference file's sequence) does not follow the
+    /// last one.
+    #[error("record log: position {position} appended after {last}; positions must increase")]
     LogSequence {
-        /// The sequence appended.
-        seq: crate::Seq,
-        /// The last sequence in the log.
-        last: crate::Seq,
+        /// The position appended.
+        position: u64,
+        /// The last position in the log.
+        last: u64,
     },
     /// A frame could not be built or a peer's byte stream is invalid.
     #[error("wire: {0}")]

@@ -15,7 +15,7 @@
 //!   sync transactions held open between `Prepare` and `Commit`/`Abort`, response
 //!   digests ([`response_digest`]) compared by the primary.
 //! - **Shells**: [`Replicator`] (installs itself as the database's commit gate and
-//!   drives the link over TCP) and [`Peer`] (a TCP server around an applier); a
+//!   drives the link over TCP) and [`Backup`] (a TCP server around an applier); a
 //!   [`LoopbackProxy`] adds delay and loss for tests and benchmarks.
 //!
 //! A transaction is replicated as a whole in its mode; operations whose own rule is
@@ -34,7 +34,7 @@
 //! primary.create_table("t", schema.clone())?;
 //! replica.create_table("t", schema)?;
 //!
-//! let peer = Peer::start(replica.clone(), "127.0.0.1:0", PeerConfig::default())?;
+//! let peer = Backup::start(replica.clone(), "127.0.0.1:0", BackupConfig::default())?;
 //! let dir = std::env::temp_dir().join(format!("kirikae-doc-{}", std::process::id()));
 //! let replicator = Replicator::start(&primary, ReplicatorConfig {
 //!     peer: peer.local_addr(),
@@ -82,7 +82,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod access_log;
 mod applier;
+mod backup;
+mod backup_session;
+mod checkpoint;
 mod commit_policy;
 mod difference_file;
 mod digest;
@@ -94,8 +98,6 @@ mod link_shell;
 #[cfg(test)]
 mod link_tests;
 mod mode;
-mod peer;
-mod peer_session;
 mod proxy;
 mod record_log;
 #[cfg(test)]
@@ -108,11 +110,16 @@ mod rules;
 mod rules_tests;
 mod seq;
 mod shared;
+mod utc;
 mod wire;
 #[cfg(test)]
 mod wire_tests;
 
+pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
 pub use applier::{Applier, ApplierStats};
+pub use backup::{Backup, BackupConfig, BackupStatus};
+pub use backup_session::{BackupSession, SessionConfig};
+pub use checkpoint::Checkpoint;
 pub use commit_policy::{settle, shipment, Shipment};
 pub use difference_file::DifferenceFile;
 pub use digest::{response_digest, table_checksum};
@@ -124,10 +131,10 @@ pub use link::{
     Ready, Submitted, SyncOutcome,
 };
 pub use mode::{Mode, WhenPeerDown};
-pub use peer::{Peer, PeerConfig, PeerStatus};
-pub use peer_session::{PeerSession, SessionConfig};
 pub use proxy::{Impairment, LoopbackProxy};
-pub use record_log::{decode_segment_bytes, LogRecord, RecordLog, RecordLogOptions, Recovery};
+pub use record_log::{
+    decode_segment_bytes, LogEntry, LogRecord, RecordLog, RecordLogOptions, Recovery, SegmentLog,
+};
 pub use replicator::{Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use seq::Seq;

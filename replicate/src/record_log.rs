@@ -1,24 +1,30 @@
-//! A record log: a directory of append-only, checksummed segments of transactions in
-//! sequence order. It has two users:
+//! A record log: a directory of append-only, checksummed segments of records in
+//! strictly increasing position. It has two users:
 //!
-//! - the primary's **difference file** (seed 002, seed 000 §4.3): while the peer is
-//!   down, every operation not yet delivered is appended here, so that nothing is lost
-//!   and the peer can be brought back by replaying it;
-//! - the **peer's log** of what it resolved, so that a restarted peer recovers its
-//!   state and tells the primary where to resume.
+//! - the primary's **difference file** (seed 002, seed 000 §4.3) of [`LogRecord`]s,
+//!   positioned by sequence: while the backup is down, every operation not yet
+//!   delivered is appended here, so that nothing is lost and the backup can be
+//!   brought back by replaying it;
+//! - the backup's **access log** ([`AccessRecord`](crate::AccessRecord)s): every
+//!   message received, made durable before it is applied.
 //!
-//! Segments are named `diff-<first seq>.seg`. Each record is one frame of
-//! [`crate::frame`]: `length (u32 LE) | CRC-32 of body (u32 LE) | body (postcard
-//! LogRecord)`. Appends are
-//! buffered and made durable by [`RecordLog::sync`] (one fsync per batch). After a
+//! Segments are named `<prefix>-<first position>-<creation time, UTC>.seg` (seed 003
+//! [0079]: log files named by their creation time, retired by age), e.g.
+//! `diff-00000000000000000001-20261122T105103Z.seg`. Each record is one frame of
+//! [`crate::frame`]: `length (u32 LE) | CRC-32 of body (u32 LE) | body (postcard)`.
+//! Appends are
+//! buffered and made durable by [`SegmentLog::sync`] (one fsync per batch). After a
 //! crash, the last segment may end in a torn record: opening detects it, keeps every
 //! record before it and truncates the rest. Damage anywhere else is an error.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use kirikae_engine::Operation;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
@@ -26,6 +32,7 @@ use crate::error::{ReplicateError, Result};
 use crate::frame;
 use crate::mode::Mode;
 use crate::seq::Seq;
+use crate::utc;
 
 /// Records larger than this are taken for damage, not data.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -45,12 +52,27 @@ pub struct LogRecord {
     pub operations: Vec<Operation>,
 }
 
+/// What a record log holds: records with a strictly increasing position.
+pub trait LogEntry: Serialize + DeserializeOwned {
+    /// Segment file names start with this (`diff`, `access`).
+    const PREFIX: &'static str;
+    /// Strictly increasing through a log.
+    fn position(&self) -> u64;
+}
+
+impl LogEntry for LogRecord {
+    const PREFIX: &'static str = "diff";
+    fn position(&self) -> u64 {
+        self.seq.0
+    }
+}
+
 /// Settings of a record log.
 #[derive(Clone, Debug)]
 pub struct RecordLogOptions {
     /// A new segment starts when the current one passes this size.
     pub segment_bytes: u64,
-    /// Whether [`RecordLog::sync`] calls fsync (off only for tests and benches).
+    /// Whether [`SegmentLog::sync`] calls fsync (off only for tests and benches).
     pub fsync: bool,
 }
 
@@ -70,39 +92,43 @@ pub struct Recovery {
     pub records: u64,
     /// Bytes of a torn tail that were cut off.
     pub torn_bytes: u64,
-    /// Highest sequence found.
+    /// Highest position found (the sequence, for a difference file).
     pub last_seq: Option<Seq>,
 }
 
 struct Segment {
     path: PathBuf,
-    first_seq: u64,
+    /// Position of its first record.
+    first: u64,
+    /// When it was created (from its name; `None` for a name without a time).
+    created: Option<SystemTime>,
     bytes: u64,
 }
 
-/// An open record log.
-pub struct RecordLog {
+/// An open log of `R`s in segment files (see the module docs).
+pub struct SegmentLog<R: LogEntry> {
     dir: PathBuf,
     options: RecordLogOptions,
     segments: Vec<Segment>,
     writer: Option<BufWriter<File>>,
-    last_seq: Option<Seq>,
+    last: Option<u64>,
     cursor: Option<ReadCursor>,
+    entry: PhantomData<fn() -> R>,
 }
 
 /// Where the last [`RecordLog::read_batch`] stopped.
 #[derive(Clone, Copy)]
 struct ReadCursor {
-    /// First sequence of the segment (its identity).
+    /// First position of the segment (its identity).
     segment: u64,
     /// Byte offset of the next record in it.
     offset: u64,
-    /// The last sequence returned: a batch asking for records after it resumes here.
+    /// The last position returned: a batch asking for records after it resumes here.
     after: u64,
 }
 
 /// Reads the record at `*offset`, advancing it.
-fn read_record(reader: &mut impl Read, path: &Path, offset: &mut u64) -> Result<LogRecord> {
+fn read_record<R: LogEntry>(reader: &mut impl Read, path: &Path, offset: &mut u64) -> Result<R> {
     let corrupt = |offset: u64, reason: String| ReplicateError::LogCorrupt {
         path: path.display().to_string(),
         offset,
@@ -119,8 +145,8 @@ fn read_record(reader: &mut impl Read, path: &Path, offset: &mut u64) -> Result<
     reader
         .read_exact(&mut body)
         .map_err(|e| corrupt(*offset, format!("truncated record: {e}")))?;
-    let record = frame::open::<LogRecord>(&body, stored)
-        .map_err(|fault| corrupt(*offset, fault.to_string()))?;
+    let record =
+        frame::open::<R>(&body, stored).map_err(|fault| corrupt(*offset, fault.to_string()))?;
     *offset += (frame::HEADER_BYTES + len) as u64;
     Ok(record)
 }
@@ -134,11 +160,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
 
 /// Decodes the records of one segment's bytes. Returns them and the offset where valid
 /// data ends (less than `bytes.len()` if the tail is torn or damaged).
-fn decode_segment(bytes: &[u8]) -> (Vec<LogRecord>, usize, Option<String>) {
+fn decode_segment<R: LogEntry>(bytes: &[u8]) -> (Vec<R>, usize, Option<String>) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        match frame::decode::<LogRecord>(&bytes[at..], MAX_RECORD_BYTES) {
+        match frame::decode::<R>(&bytes[at..], MAX_RECORD_BYTES) {
             Ok(Some((record, used))) => {
                 records.push(record);
                 at += used;
@@ -150,10 +176,41 @@ fn decode_segment(bytes: &[u8]) -> (Vec<LogRecord>, usize, Option<String>) {
     (records, at, None)
 }
 
-impl RecordLog {
+/// A segment file's first position and creation time, if `name` is one of `prefix`'s
+/// (`<prefix>-<first>[-<UTC time>].seg`).
+fn parse_segment_name(name: &str, prefix: &str) -> Option<(u64, Option<SystemTime>)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    let rest = rest.strip_suffix(".seg")?;
+    let (first, created) = match rest.split_once('-') {
+        Some((first, time)) => (first, Some(utc::parse_compact(time)?)),
+        None => (rest, None),
+    };
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((first.parse().ok()?, created))
+}
+
+/// A log of [`LogRecord`]s, positioned by sequence: the difference file.
+pub type RecordLog = SegmentLog<LogRecord>;
+
+impl<R: LogEntry> SegmentLog<R> {
     /// Opens (creating if needed) the record log in `dir`, recovering from a torn
     /// tail in its last segment.
-    pub fn open(dir: &Path, options: RecordLogOptions) -> Result<(RecordLog, Recovery)> {
+    pub fn open(dir: &Path, options: RecordLogOptions) -> Result<(SegmentLog<R>, Recovery)> {
+        let (log, recovery, _) = Self::open_reading(dir, options, 0, |_| ())?;
+        Ok((log, recovery))
+    }
+
+    /// Opens the log and hands every record above position `after` to `each`, in
+    /// order, reading the files once. Returns the log, what opening found, and how
+    /// many records were handed over.
+    pub fn open_reading(
+        dir: &Path,
+        options: RecordLogOptions,
+        after: u64,
+        mut each: impl FnMut(R),
+    ) -> Result<(SegmentLog<R>, Recovery, u64)> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut segments = Vec::new();
         for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -162,38 +219,39 @@ impl RecordLog {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if let Some(first_seq) = name
-                .strip_prefix("diff-")
-                .and_then(|n| n.strip_suffix(".seg"))
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            if let Some((first, created)) = parse_segment_name(name, R::PREFIX) {
                 segments.push(Segment {
                     path,
-                    first_seq,
+                    first,
+                    created,
                     bytes: 0,
                 });
             }
         }
-        segments.sort_by_key(|s| s.first_seq);
+        segments.sort_by_key(|s| s.first);
         let mut recovery = Recovery::default();
+        let mut last: Option<u64> = None;
+        let mut handed = 0u64;
         let count = segments.len();
         for (i, seg) in segments.iter_mut().enumerate() {
             let bytes = fs::read(&seg.path).map_err(io(&seg.path))?;
-            let (records, valid, problem) = decode_segment(&bytes);
-            for r in &records {
-                if recovery.last_seq.is_some_and(|last| r.seq <= last) {
+            let (records, valid, problem) = decode_segment::<R>(&bytes);
+            recovery.records += records.len() as u64;
+            for r in records {
+                let position = r.position();
+                if last.is_some_and(|l| position <= l) || position < seg.first {
                     return Err(ReplicateError::LogCorrupt {
                         path: seg.path.display().to_string(),
                         offset: 0,
-                        reason: format!(
-                            "sequence {} does not follow {:?}",
-                            r.seq, recovery.last_seq
-                        ),
+                        reason: format!("position {position} does not follow {last:?}"),
                     });
                 }
-                recovery.last_seq = Some(r.seq);
+                last = Some(position);
+                if position > after {
+                    handed += 1;
+                    each(r);
+                }
             }
-            recovery.records += records.len() as u64;
             if let Some(reason) = problem {
                 if i + 1 < count {
                     return Err(ReplicateError::LogCorrupt {
@@ -213,20 +271,22 @@ impl RecordLog {
             }
             seg.bytes = valid as u64;
         }
-        let file = RecordLog {
+        recovery.last_seq = last.map(Seq);
+        let log = SegmentLog {
             dir: dir.to_owned(),
             options,
             segments,
             writer: None,
-            last_seq: recovery.last_seq,
+            last,
             cursor: None,
+            entry: PhantomData,
         };
-        Ok((file, recovery))
+        Ok((log, recovery, handed))
     }
 
-    /// Highest sequence appended.
-    pub fn last_seq(&self) -> Option<Seq> {
-        self.last_seq
+    /// Highest position appended.
+    pub fn last_position(&self) -> Option<u64> {
+        self.last
     }
 
     /// Bytes held in all segments (appended, durable or not).
@@ -234,20 +294,23 @@ impl RecordLog {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// Appends one record (buffered until [`sync`](RecordLog::sync)). Sequences
-    /// must strictly increase.
-    pub fn append(&mut self, record: &LogRecord) -> Result<()> {
-        if let Some(last) = self.last_seq.filter(|&last| record.seq <= last) {
-            return Err(ReplicateError::LogSequence {
-                seq: record.seq,
-                last,
-            });
+    /// Segment files held.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends one record (buffered until [`sync`](SegmentLog::sync)). Positions must
+    /// strictly increase.
+    pub fn append(&mut self, record: &R) -> Result<()> {
+        let position = record.position();
+        if let Some(last) = self.last.filter(|&last| position <= last) {
+            return Err(ReplicateError::LogSequence { position, last });
         }
         let framed = frame::encode(record, MAX_RECORD_BYTES).map_err(|fault| {
             ReplicateError::LogCorrupt {
                 path: self.dir.display().to_string(),
                 offset: self.bytes(),
-                reason: format!("cannot encode sequence {}: {fault}", record.seq),
+                reason: format!("cannot encode position {position}: {fault}"),
             }
         })?;
         let needs_segment = self
@@ -257,10 +320,16 @@ impl RecordLog {
         if needs_segment || self.writer.is_none() {
             self.sync()?;
             if needs_segment {
-                let path = self.dir.join(format!("diff-{:020}.seg", record.seq));
+                let now = SystemTime::now();
+                let name = format!(
+                    "{}-{position:020}-{}.seg",
+                    R::PREFIX,
+                    utc::compact(utc::unix_secs(now))
+                );
                 self.segments.push(Segment {
-                    path,
-                    first_seq: record.seq.0,
+                    path: self.dir.join(name),
+                    first: position,
+                    created: Some(now),
                     bytes: 0,
                 });
             }
@@ -280,7 +349,7 @@ impl RecordLog {
         })?;
         w.write_all(&framed).map_err(io(&path))?;
         self.segments[seg].bytes += framed.len() as u64;
-        self.last_seq = Some(record.seq);
+        self.last = Some(position);
         Ok(())
     }
 
@@ -311,28 +380,21 @@ impl RecordLog {
         Ok(())
     }
 
-    /// Every record with a sequence above `after`, in order (for replay to a peer that
-    /// has applied up to `after`). Reads what was appended, synced or not.
-    pub fn read_after(&mut self, after: Seq) -> Result<Vec<LogRecord>> {
-        self.read_batch(after, usize::MAX)
-    }
-
-    /// Up to `limit` records with a sequence above `after`, in order. A batch that
+    /// Up to `limit` records with a position above `after`, in order. A batch that
     /// continues where the previous one stopped resumes at its byte offset, so a
     /// catch-up reads the file once, not once per batch.
-    pub fn read_batch(&mut self, after: Seq, limit: usize) -> Result<Vec<LogRecord>> {
-        let after = after.0;
+    pub fn read_positions(&mut self, after: u64, limit: usize) -> Result<Vec<R>> {
         self.flush()?;
         let mut out = Vec::new();
         // The last segment that can hold `after + 1`: earlier ones hold only older records.
         let first = self
             .segments
             .iter()
-            .rposition(|s| s.first_seq <= after.saturating_add(1))
+            .rposition(|s| s.first <= after.saturating_add(1))
             .unwrap_or(0);
         for seg in &self.segments[first..] {
             let mut offset = match self.cursor {
-                Some(c) if c.segment == seg.first_seq && c.after == after => c.offset,
+                Some(c) if c.segment == seg.first && c.after == after => c.offset,
                 _ => 0,
             };
             if offset >= seg.bytes {
@@ -344,15 +406,15 @@ impl RecordLog {
                 .seek(SeekFrom::Start(offset))
                 .map_err(io(&seg.path))?;
             while offset < seg.bytes {
-                let record = read_record(&mut reader, &seg.path, &mut offset)?;
-                if record.seq.0 > after {
-                    let seq = record.seq.0;
+                let record: R = read_record(&mut reader, &seg.path, &mut offset)?;
+                let position = record.position();
+                if position > after {
                     out.push(record);
                     if out.len() >= limit {
                         self.cursor = Some(ReadCursor {
-                            segment: seg.first_seq,
+                            segment: seg.first,
                             offset,
-                            after: seq,
+                            after: position,
                         });
                         return Ok(out);
                     }
@@ -363,17 +425,55 @@ impl RecordLog {
         Ok(out)
     }
 
-    /// Deletes segments whose records are all at or below `seq` (acknowledged by the
-    /// peer). The segment being written is kept.
-    pub fn retire_through(&mut self, seq: Seq) -> Result<usize> {
-        let seq = seq.0;
+    /// Deletes segments whose records are all at or below position `through`. The
+    /// segment being written is kept.
+    pub fn retire_positions(&mut self, through: u64) -> Result<usize> {
+        self.retire_where(through, |_, _| true)
+    }
+
+    /// Deletes the oldest segments whose records are all at or below position
+    /// `behind` (what a checkpoint covers), but only while one of them is older than
+    /// `age_max` or the log holds more than `bytes_max`: seed 003 [0079], logs older
+    /// than a set time are deleted, never one still needed. The segment being written
+    /// is kept. Returns how many were deleted.
+    pub fn retire_behind(
+        &mut self,
+        behind: u64,
+        age_max: Duration,
+        bytes_max: u64,
+        now: SystemTime,
+    ) -> Result<usize> {
+        let mut total = self.bytes();
+        self.retire_where(behind, |seg, _| {
+            let old = seg
+                .created
+                .and_then(|c| now.duration_since(c).ok())
+                .is_none_or(|age| age > age_max);
+            let retire = old || total > bytes_max;
+            if retire {
+                total -= seg.bytes;
+            }
+            retire
+        })
+    }
+
+    fn retire_where(
+        &mut self,
+        through: u64,
+        mut retire: impl FnMut(&Segment, usize) -> bool,
+    ) -> Result<usize> {
         let mut retired = 0;
-        while self.segments.len() > 1 && self.segments[1].first_seq <= seq + 1 {
+        while self.segments.len() > 1
+            && self.segments[1].first <= through.saturating_add(1)
+            && retire(&self.segments[0], retired)
+        {
             let seg = self.segments.remove(0);
             fs::remove_file(&seg.path).map_err(io(&seg.path))?;
             retired += 1;
         }
         if retired > 0 {
+            // A retired segment's records are gone: a cursor into it is stale.
+            self.cursor = None;
             File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io(&self.dir))?;
@@ -382,9 +482,33 @@ impl RecordLog {
     }
 }
 
+impl SegmentLog<LogRecord> {
+    /// Highest sequence appended.
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.last.map(Seq)
+    }
+
+    /// Every record with a sequence above `after`, in order (for replay to a backup
+    /// that has applied up to `after`). Reads what was appended, synced or not.
+    pub fn read_after(&mut self, after: Seq) -> Result<Vec<LogRecord>> {
+        self.read_positions(after.0, usize::MAX)
+    }
+
+    /// Up to `limit` records with a sequence above `after`, in order.
+    pub fn read_batch(&mut self, after: Seq, limit: usize) -> Result<Vec<LogRecord>> {
+        self.read_positions(after.0, limit)
+    }
+
+    /// Deletes segments whose records are all at or below `seq` (acknowledged by the
+    /// backup). The segment being written is kept.
+    pub fn retire_through(&mut self, seq: Seq) -> Result<usize> {
+        self.retire_positions(seq.0)
+    }
+}
+
 /// Test and fuzz support: the records of one segment's bytes, and whether its tail is
 /// damaged (`Some(offset)` where valid data ends).
 pub fn decode_segment_bytes(bytes: &[u8]) -> (Vec<LogRecord>, Option<usize>) {
-    let (records, valid, problem) = decode_segment(bytes);
+    let (records, valid, problem) = decode_segment::<LogRecord>(bytes);
     (records, problem.map(|_| valid))
 }

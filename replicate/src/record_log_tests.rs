@@ -61,8 +61,8 @@ fn appended_records_survive_reopening_and_replay_in_order() {
     assert!(matches!(
         f.append(&record(50)),
         Err(ReplicateError::LogSequence {
-            seq: Seq(50),
-            last: Seq(50)
+            position: 50,
+            last: 50
         })
     ));
     f.append(&record(51)).expect("continues after reopening");

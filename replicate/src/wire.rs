@@ -15,11 +15,11 @@ use crate::mode::Mode;
 use crate::seq::Seq;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Default maximum payload per frame.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
-/// One protocol message (version 1).
+/// One protocol message (version 2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// First message in each direction.
@@ -55,6 +55,9 @@ pub enum Message {
         epoch: Epoch,
         /// Its writes.
         operations: Vec<Operation>,
+        /// The primary's response digest of each operation, logged by the backup: at
+        /// a promotion, an in-doubt transaction commits only if they match its own.
+        responses: Vec<u64>,
     },
     /// The peer applied a prepared transaction and holds it open.
     Prepared {

@@ -40,6 +40,7 @@ fn all_messages() -> Vec<Message> {
             seq: Seq(43),
             epoch: Epoch(3),
             operations: ops,
+            responses: vec![0xdead_beef, 7],
         },
         Message::Prepared {
             seq: Seq(43),
@@ -108,7 +109,10 @@ fn the_handshake_comes_first_and_versions_must_match() {
             theirs: PROTOCOL_VERSION + 1
         }
     );
-    assert!(err.to_string().contains("we speak 1, the peer speaks 2"));
+    assert!(err.to_string().contains(&format!(
+        "we speak {PROTOCOL_VERSION}, the peer speaks {}",
+        PROTOCOL_VERSION + 1
+    )));
 }
 
 #[test]
@@ -185,12 +189,12 @@ fn the_wire_encoding_is_pinned() {
 /// `stream(&all_messages())`, hex: per frame, length and CRC-32 (little-endian), then
 /// the postcard payload.
 const GOLDEN_STREAM: &str = concat!(
-    "0e00000036236b55000103097072696d6172792d61293200000010345926012a",
+    "0e000000f84fa1e8000203097072696d6172792d61293200000010345926012a",
     "030202000a7375627363726962657202040f3434303130313233343536373839",
-    "30020a020773657373696f6e0102120130000000522c848d022b0302000a7375",
+    "30020a020773657373696f6e010212013700000018fde862022b0302000a7375",
     "627363726962657202040f343430313031323334353637383930020a02077365",
-    "7373696f6e010212090000006a316d1b032b02effdb6f50d0705000000355e2c",
-    "f0092a020102100000004badfd92042c0d6475706c6963617465206b65790200",
-    "0000fa1f1290052b020000009ad95b25062c02000000787d24a2072b03000000",
-    "8ab7a7e808032c",
+    "7373696f6e01021202effdb6f50d07090000006a316d1b032b02effdb6f50d07",
+    "05000000355e2cf0092a020102100000004badfd92042c0d6475706c69636174",
+    "65206b657902000000fa1f1290052b020000009ad95b25062c02000000787d24",
+    "a2072b030000008ab7a7e808032c",
 );

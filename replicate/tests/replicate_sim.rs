@@ -1,6 +1,6 @@
 //! Seeded simulation of the replication link: the primary's [`Link`] state machine
 //! (its difference file a real file, carried out as the replicator's shell does) and
-//! the peer's [`PeerSession`] and [`Applier`] (over a real database and a real log
+//! the peer's [`BackupSession`] and [`Applier`] (over a real database and a real log
 //! file) — the product's code on both sides, transactions shaped by its commit
 //! policy ([`shipment`]) — exchange messages
 //! through a simulated network that drops, delays and reorders them, partitions, and
@@ -31,8 +31,9 @@ use kirikae_engine::{
     SessionInfo, TxnId, Value,
 };
 use kirikae_replicate::{
-    shipment, Applier, DifferenceFile, Event, Link, LinkConfig, LinkState, Message, Mode,
-    PeerSession, RecordLog, RecordLogOptions, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
+    shipment, AccessLog, AccessLogOptions, Applier, BackupSession, DifferenceFile, Event, Link,
+    LinkConfig, LinkState, Message, Mode, RecordLog, RecordLogOptions, RuleSet, Seq, SessionConfig,
+    SyncOutcome, TimeOfDay,
 };
 use kirikae_testkit::Rng;
 
@@ -74,12 +75,10 @@ impl PeerNode {
             "replication",
             None,
         ))));
-        let options = RecordLogOptions {
-            segment_bytes: 1 << 16,
-            fsync: false,
-        };
-        let (log, _) = RecordLog::open(dir, options).expect("peer log");
-        let applier = Applier::new(session, Some(log)).expect("peer recovers from its log");
+        let (log, reopened) =
+            AccessLog::open(dir, access_options(), &db).expect("backup's access log");
+        let applier =
+            Applier::recover(session, log, reopened).expect("backup recovers from its log");
         PeerNode {
             applier: Some(applier),
             db,
@@ -98,6 +97,21 @@ impl PeerNode {
             .into_iter()
             .map(|(_, r)| (int(&r[0]), int(&r[1])))
             .collect()
+    }
+}
+
+/// Small segments and frequent checkpoints, retired at once: restarts replay from a
+/// checkpoint and a short tail.
+fn access_options() -> AccessLogOptions {
+    AccessLogOptions {
+        segments: RecordLogOptions {
+            segment_bytes: 1 << 12,
+            fsync: false,
+        },
+        checkpoint_bytes: 1 << 13,
+        checkpoint_every: Duration::from_secs(3600),
+        retain_age: Duration::ZERO,
+        retain_bytes: 0,
     }
 }
 
@@ -154,7 +168,7 @@ struct Sim {
     /// Connections that lost a message: nothing more gets through them.
     broken: BTreeSet<u64>,
     /// The peer's side of the current connection: the product's own session code.
-    peer_session: Option<PeerSession>,
+    backup_session: Option<BackupSession>,
     /// The rule files transactions draw from: async, ordered, sync (continue), sync
     /// (fail).
     rules: [RuleSet; 4],
@@ -213,7 +227,7 @@ impl Sim {
             sent_index: [0; 2],
             delivered_index: [0; 2],
             broken: BTreeSet::new(),
-            peer_session: None,
+            backup_session: None,
             rules: [
                 r#"default = "async""#,
                 r#"default = "ordered""#,
@@ -300,7 +314,7 @@ impl Sim {
     }
 
     fn close(&mut self, why: &str) {
-        self.peer_session = None;
+        self.backup_session = None;
         if self.conn.take().is_some() {
             self.link.disconnected(self.now, why);
         }
@@ -468,7 +482,7 @@ impl Sim {
     }
 
     fn peer_receive(&mut self, message: Message, faults: &Faults) {
-        let (Some(peer), Some(session)) = (self.peer.as_mut(), self.peer_session.as_mut()) else {
+        let (Some(peer), Some(session)) = (self.peer.as_mut(), self.backup_session.as_mut()) else {
             return;
         };
         let mut replies = Vec::new();
@@ -484,7 +498,7 @@ impl Sim {
         if self.conn.is_none() {
             return;
         }
-        let (Some(peer), Some(session)) = (self.peer.as_mut(), self.peer_session.as_mut()) else {
+        let (Some(peer), Some(session)) = (self.peer.as_mut(), self.backup_session.as_mut()) else {
             return;
         };
         let mut replies = Vec::new();
@@ -501,7 +515,7 @@ impl Sim {
         if replies.is_empty() {
             return;
         }
-        if let Some(session) = self.peer_session.as_mut() {
+        if let Some(session) = self.backup_session.as_mut() {
             session.sent(self.now);
         }
         for r in replies {
@@ -521,7 +535,7 @@ impl Sim {
         // The handshake, through the peer's own session code: the link's Hello in, the
         // peer's Hello (with what it has resolved) out.
         let peer = self.peer.as_mut().expect("peer up");
-        let mut session = PeerSession::new(
+        let mut session = BackupSession::new(
             SessionConfig {
                 node: "peer".into(),
                 heartbeat_every: Duration::from_millis(5),
@@ -539,7 +553,7 @@ impl Sim {
             }
         };
         session.sent(self.now);
-        self.peer_session = Some(session);
+        self.backup_session = Some(session);
         self.conn = Some(self.next_conn);
         self.next_conn += 1;
         self.last_at = [self.now; 2];
@@ -599,6 +613,8 @@ struct Tally {
     replicated_sync: u64,
     alone_or_failed_sync: u64,
     connects: u64,
+    checkpoints: u64,
+    segments_retired: u64,
 }
 
 fn run(seed: u64) -> Tally {
@@ -688,19 +704,27 @@ fn run(seed: u64) -> Tally {
             tally.recoveries += 1;
         }
     }
-    drop(sim.peer.take());
-    let (mut log, _) =
-        RecordLog::open(&sim.peer_dir, RecordLogOptions::default()).expect("reopen peer log");
-    let seqs: Vec<u64> = log
-        .read_after(Seq::ZERO)
-        .expect("read log")
-        .iter()
-        .map(|r| r.seq.0)
-        .collect();
+    let stats = peer.applier.as_ref().expect("applier").stats().clone();
+    tally.checkpoints = stats.checkpoints;
+    tally.segments_retired = stats.segments_retired;
     assert_eq!(
-        seqs,
-        (1..=last.0).collect::<Vec<_>>(),
-        "{ctx}: the peer resolved every sequence once, in order"
+        peer.applier.as_ref().expect("applier").last_seq(),
+        last,
+        "{ctx}: the backup resolved every sequence"
+    );
+    drop(sim.peer.take());
+    // A backup restarted from its checkpoint and the log after it holds exactly what
+    // the primary committed.
+    let again = PeerNode::start(&sim.peer_dir);
+    assert_eq!(
+        again.rows(ACCT),
+        model_rows(ACCT),
+        "{ctx}: acct after restart"
+    );
+    assert_eq!(
+        again.rows(LEDGER),
+        model_rows(LEDGER),
+        "{ctx}: ledger after restart"
     );
     tally
 }
@@ -725,9 +749,12 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
         total.replicated_sync += t.replicated_sync;
         total.alone_or_failed_sync += t.alone_or_failed_sync;
         total.connects += t.connects;
+        total.checkpoints += t.checkpoints;
+        total.segments_retired += t.segments_retired;
     }
     eprintln!("{seeds} seeds: {total:?}");
     // The seeds must actually exercise outages, replays and restarts.
     assert!(total.restarts > 0 && total.recoveries > seeds && total.replayed > 0);
     assert!(total.replicated_sync > 0 && total.alone_or_failed_sync > 0);
+    assert!(total.checkpoints > 0 && total.segments_retired > 0);
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
 use kirikae_replicate::{
-    table_checksum, Event, LinkConfig, LinkState, Peer, PeerConfig, RecordLog, RecordLogOptions,
-    ReplicateError, Replication, Replicator, ReplicatorConfig, RuleSet, Seq,
+    table_checksum, AccessLogOptions, Backup, BackupConfig, Event, LinkConfig, LinkState,
+    RecordLog, RecordLogOptions, ReplicateError, Replication, Replicator, ReplicatorConfig,
+    RuleSet, Seq,
 };
 
 use kirikae_testkit::{kv_database, kv_row, wait_for};
@@ -51,12 +52,12 @@ fn link() -> LinkConfig {
     }
 }
 
-fn peer_config(log: Option<&Path>) -> PeerConfig {
-    PeerConfig {
+fn peer_config(log: Option<&Path>) -> BackupConfig {
+    BackupConfig {
         log_dir: log.map(Path::to_owned),
-        fsync: false,
+        access_log: AccessLogOptions::default().with_fsync(false),
         heartbeat_every: Duration::from_millis(20),
-        ..PeerConfig::default()
+        ..BackupConfig::default()
     }
 }
 
@@ -128,7 +129,7 @@ fn traffic(db: &Database, keys: i64, rounds: i64) -> u64 {
 fn wait_duplex_returns_when_in_step_or_when_its_time_is_up() {
     let primary = database();
     let replica = database();
-    let peer = Peer::start(replica, "127.0.0.1:0", peer_config(None)).expect("peer");
+    let peer = Backup::start(replica, "127.0.0.1:0", peer_config(None)).expect("peer");
     let dir = tempfile::tempdir().expect("tempdir");
     let rep = replicator(&primary, peer.local_addr(), "sync", dir.path());
     assert!(
@@ -156,7 +157,7 @@ fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
     for mode in ["async", "ordered", "sync"] {
         let primary = database();
         let replica = database();
-        let peer = Peer::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
+        let peer = Backup::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
         let dir = tempfile::tempdir().expect("tempdir");
         let rep = replicator(&primary, peer.local_addr(), mode, dir.path());
         assert!(rep.wait_duplex(Duration::from_secs(5)), "duplex");
@@ -194,7 +195,7 @@ fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
 fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     let primary = database();
     let replica = database();
-    let peer = Peer::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
+    let peer = Backup::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
     let dir = tempfile::tempdir().expect("tempdir");
     let rep = replicator(&primary, peer.local_addr(), "sync", dir.path());
     wait_for("duplex", Duration::from_secs(5), || {
@@ -266,7 +267,7 @@ fn a_peer_stopped_under_load_is_caught_up_from_the_difference_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let replica = database();
     let peer =
-        Peer::start(replica, "127.0.0.1:0", peer_config(Some(peer_log.path()))).expect("peer");
+        Backup::start(replica, "127.0.0.1:0", peer_config(Some(peer_log.path()))).expect("peer");
     let addr = peer.local_addr();
     let rep = replicator(&primary, addr, "ordered", dir.path());
     let events = rep.events();
@@ -317,7 +318,7 @@ fn a_peer_stopped_under_load_is_caught_up_from_the_difference_file() {
     assert!(matches!(diverged, Event::Diverged { .. }), "{diverged:?}");
     // The peer comes back on the same port with a fresh database and its log.
     let replica = database();
-    let peer = Peer::start(replica.clone(), addr, peer_config(Some(peer_log.path())))
+    let peer = Backup::start(replica.clone(), addr, peer_config(Some(peer_log.path())))
         .expect("peer restarts");
     assert!(peer.status().stats.recovered > 0, "recovered from its log");
     let recovered = loop {

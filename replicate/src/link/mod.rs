@@ -258,13 +258,15 @@ impl Link {
         }
         let (message, responses, status) = if mode == Mode::Sync {
             let deadline = now + micros(self.config.sync_timeout);
+            let responses = responses();
             (
                 Message::Prepare {
                     seq,
                     epoch,
                     operations,
+                    responses: responses.clone(),
                 },
-                Some(responses()),
+                Some(responses),
                 Status::Preparing {
                     deadline,
                     when_down,

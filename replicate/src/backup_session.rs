@@ -1,7 +1,7 @@
 //! One primary's connection as the peer sees it, without I/O: the handshake comes
 //! first, then every message goes to the [`Applier`]; a heartbeat goes out when the
 //! peer has been silent, and a primary silent too long is dropped. The TCP server
-//! ([`Peer`](crate::Peer)) and the seeded simulation both drive this same code: they
+//! ([`Backup`](crate::Backup)) and the seeded simulation both drive this same code: they
 //! feed it messages and the time and send what it answers.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::error::{ReplicateError, Result};
 use crate::link::Micros;
 use crate::wire::Message;
 
-/// How a peer session behaves (from [`PeerConfig`](crate::PeerConfig)).
+/// How a peer session behaves (from [`BackupConfig`](crate::BackupConfig)).
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// This node's name, sent in the handshake.
@@ -25,7 +25,7 @@ pub struct SessionConfig {
 
 /// One connection's state (see the module docs).
 #[derive(Debug)]
-pub struct PeerSession {
+pub struct BackupSession {
     config: SessionConfig,
     greeted: bool,
     last_heard: Micros,
@@ -36,10 +36,10 @@ fn micros(d: Duration) -> Micros {
     d.as_micros().min(u64::MAX as u128) as u64
 }
 
-impl PeerSession {
+impl BackupSession {
     /// A session for a connection accepted at `now`.
-    pub fn new(config: SessionConfig, now: Micros) -> PeerSession {
-        PeerSession {
+    pub fn new(config: SessionConfig, now: Micros) -> BackupSession {
+        BackupSession {
             config,
             greeted: false,
             last_heard: now,

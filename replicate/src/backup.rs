@@ -12,24 +12,25 @@ use std::time::{Duration, Instant};
 use kirikae_engine::{Database, SessionInfo};
 use parking_lot::Mutex;
 
+use crate::access_log::{AccessLog, AccessLogOptions, Reopened};
 use crate::applier::{Applier, ApplierStats};
+use crate::backup_session::{BackupSession, SessionConfig};
 use crate::error::{ReplicateError, Result};
 use crate::link::Micros;
-use crate::peer_session::{PeerSession, SessionConfig};
-use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::seq::Seq;
 use crate::wire::{encode, FrameDecoder, MAX_FRAME_BYTES};
 
 /// Settings of a peer server.
 #[derive(Clone, Debug)]
-pub struct PeerConfig {
+pub struct BackupConfig {
     /// This node's name, sent in the handshake.
     pub node: String,
-    /// Where the peer logs what it applied, so a restarted process recovers its
-    /// tables (`None`: memory only; a restart loses everything).
+    /// Where the backup keeps its access log and checkpoints, so a restarted process
+    /// recovers its tables (`None`: memory only; a restart loses everything).
     pub log_dir: Option<PathBuf>,
-    /// Whether the log is fsynced before each acknowledgement.
-    pub fsync: bool,
+    /// The access log's segments (and whether it is fsynced before each
+    /// acknowledgement), checkpoints and retention.
+    pub access_log: AccessLogOptions,
     /// A heartbeat goes out when nothing else has for this long.
     pub heartbeat_every: Duration,
     /// A primary silent this long is dropped.
@@ -38,12 +39,12 @@ pub struct PeerConfig {
     pub frame_bytes_max: usize,
 }
 
-impl Default for PeerConfig {
+impl Default for BackupConfig {
     fn default() -> Self {
-        PeerConfig {
+        BackupConfig {
             node: "peer".into(),
             log_dir: None,
-            fsync: true,
+            access_log: AccessLogOptions::default(),
             heartbeat_every: Duration::from_millis(100),
             primary_timeout: Duration::from_secs(2),
             frame_bytes_max: MAX_FRAME_BYTES,
@@ -53,12 +54,14 @@ impl Default for PeerConfig {
 
 /// What a running peer reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PeerStatus {
+pub struct BackupStatus {
     /// Whether a primary is connected.
     pub connected: bool,
-    /// Highest sequence up to which everything is resolved and logged.
+    /// Highest sequence up to which everything is applied (resolved).
     pub last_seq: Seq,
-    /// Sync transactions held open.
+    /// Highest sequence up to which everything is in the access log.
+    pub logged_seq: Seq,
+    /// Sync transactions held open (in doubt until their decision).
     pub held: usize,
     /// Counts.
     pub stats: ApplierStats,
@@ -66,23 +69,23 @@ pub struct PeerStatus {
     pub last_disconnect: Option<String>,
 }
 
-/// A running peer server.
-pub struct Peer {
+/// A running backup server.
+pub struct Backup {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    status: Arc<Mutex<PeerStatus>>,
+    status: Arc<Mutex<BackupStatus>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
-impl Peer {
+impl Backup {
     /// Binds `listen` and serves primaries, applying to `database` (which must hold
     /// the replicated tables, e.g. opened from the primary's snapshot). With a log
     /// directory, first recovers what an earlier run applied.
     pub fn start(
         database: Database,
         listen: impl ToSocketAddrs,
-        config: PeerConfig,
-    ) -> Result<Peer> {
+        config: BackupConfig,
+    ) -> Result<Backup> {
         let shown = listen
             .to_socket_addrs()
             .ok()
@@ -100,17 +103,11 @@ impl Peer {
             .set_nonblocking(true)
             .map_err(|e| network("listen on", e))?;
         let log = match &config.log_dir {
-            Some(dir) => {
-                let options = RecordLogOptions {
-                    fsync: config.fsync,
-                    ..RecordLogOptions::default()
-                };
-                Some(RecordLog::open(dir, options)?.0)
-            }
+            Some(dir) => Some(AccessLog::open(dir, config.access_log.clone(), &database)?),
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let status = Arc::new(Mutex::new(PeerStatus::default()));
+        let status = Arc::new(Mutex::new(BackupStatus::default()));
         // Recover before returning, so a caller sees a bad log as an error at once.
         let (ready_tx, ready_rx) = crossbeam::channel::bounded(1);
         let thread = {
@@ -122,7 +119,7 @@ impl Peer {
                 .map_err(|e| network("start serving", e))?
         };
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Peer {
+            Ok(Ok(())) => Ok(Backup {
                 addr,
                 stop,
                 status,
@@ -141,7 +138,7 @@ impl Peer {
     }
 
     /// Current status.
-    pub fn status(&self) -> PeerStatus {
+    pub fn status(&self) -> BackupStatus {
         self.status.lock().clone()
     }
 
@@ -174,7 +171,7 @@ fn ended(joined: std::thread::Result<Result<()>>) -> Result<()> {
     })
 }
 
-impl Drop for Peer {
+impl Drop for Backup {
     fn drop(&mut self) {
         let _ = self.halt();
     }
@@ -183,14 +180,18 @@ impl Drop for Peer {
 fn serve(
     database: Database,
     listener: TcpListener,
-    log: Option<RecordLog>,
-    config: PeerConfig,
+    log: Option<(AccessLog, Reopened)>,
+    config: BackupConfig,
     stop: Arc<AtomicBool>,
-    status: Arc<Mutex<PeerStatus>>,
+    status: Arc<Mutex<BackupStatus>>,
     ready: crossbeam::channel::Sender<Result<()>>,
 ) -> Result<()> {
     let session = database.session(SessionInfo::new("replication", "replication", None));
-    let mut applier = match Applier::new(&session, log) {
+    let recovered = match log {
+        Some((log, reopened)) => Applier::recover(&session, log, reopened),
+        None => Ok(Applier::new(&session)),
+    };
+    let mut applier = match recovered {
         Ok(a) => a,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -200,6 +201,8 @@ fn serve(
     {
         let mut s = status.lock();
         s.last_seq = applier.last_seq();
+        s.logged_seq = applier.logged_seq();
+        s.held = applier.held();
         s.stats = applier.stats().clone();
     }
     let _ = ready.send(Ok(()));
@@ -239,9 +242,9 @@ fn serve(
 fn connection(
     applier: &mut Applier<'_>,
     mut stream: TcpStream,
-    config: &PeerConfig,
+    config: &BackupConfig,
     stop: &AtomicBool,
-    status: &Mutex<PeerStatus>,
+    status: &Mutex<BackupStatus>,
 ) -> Result<()> {
     let addr = stream
         .peer_addr()
@@ -264,7 +267,7 @@ fn connection(
     let mut buf = vec![0u8; 256 << 10];
     let started = Instant::now();
     let now = || started.elapsed().as_micros() as Micros;
-    let mut session = PeerSession::new(
+    let mut session = BackupSession::new(
         SessionConfig {
             node: config.node.clone(),
             heartbeat_every: config.heartbeat_every,
@@ -296,6 +299,7 @@ fn connection(
             {
                 let mut s = status.lock();
                 s.last_seq = applier.last_seq();
+                s.logged_seq = applier.logged_seq();
                 s.held = applier.held();
                 s.stats = applier.stats().clone();
             }
