@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    AccessLogOptions, Backup, BackupConfig, Event, Impairment, LinkConfig, LoopbackProxy,
+    AccessLogOptions, Backup, BackupConfig, Event, Impairment, LinkConfig, LoopbackProxy, PeerKey,
     RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
@@ -175,10 +175,12 @@ fn pair(
 ) -> Result<Pair, CliError> {
     let primary = fresh(args.subscribers)?;
     let replica = fresh(args.subscribers)?;
+    let key = PeerKey::random()?;
     let peer = Backup::start(
         replica,
         "127.0.0.1:0",
         BackupConfig {
+            key: Some(key.clone()),
             access_log: AccessLogOptions::default().with_fsync(false),
             ..BackupConfig::default()
         },
@@ -195,6 +197,7 @@ fn pair(
     let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
+            key: Some(key.clone()),
             peer: proxy.local_addr(),
             rules: rules(policy)?,
             link: link_config(),
@@ -272,7 +275,9 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
     let primary = fresh(args.subscribers)?;
     let log = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
+    let key = PeerKey::random()?;
     let peer_config = || BackupConfig {
+        key: Some(key.clone()),
         access_log: AccessLogOptions::default().with_fsync(false),
         log_dir: Some(log.path().to_owned()),
         ..BackupConfig::default()
@@ -282,6 +287,7 @@ fn catch_up(args: &ReplicateBenchArgs) -> Result<(f64, f64, u64, u64), CliError>
     let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
+            key: Some(key.clone()),
             peer: addr,
             rules: rules("ordered")?,
             link: outage_link_config(),

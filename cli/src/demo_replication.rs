@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar};
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    AccessLogOptions, Backup, BackupConfig, RecordLogOptions, ReplicatorConfig, RuleSet,
+    AccessLogOptions, Backup, BackupConfig, PeerKey, RecordLogOptions, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -35,7 +35,10 @@ pub fn run(
         telecom::create_tables(&db, subscribers)?;
         Ok(db)
     };
+    // Both ends of the pair prove they hold this key in every handshake.
+    let key = PeerKey::random()?;
     let peer_config = || BackupConfig {
+        key: Some(key.clone()),
         log_dir: Some(peer_log.path().to_owned()),
         access_log: AccessLogOptions::default().with_fsync(false),
         ..BackupConfig::default()
@@ -55,6 +58,7 @@ pub fn run(
     let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
+            key: Some(key.clone()),
             peer: addr,
             rules: RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
             link: outage_link_config(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, AccessLogOptions, Backup, BackupConfig, LinkConfig, RecordLogOptions,
+    table_checksum, AccessLogOptions, Backup, BackupConfig, LinkConfig, PeerKey, RecordLogOptions,
     Replicator, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
@@ -38,6 +38,11 @@ pub struct BackupArgs {
     /// Do not fsync the log (faster; a machine crash may lose acknowledged work).
     #[arg(long)]
     no_fsync: bool,
+    /// The pair's pre-shared key (at least 16 bytes, e.g. `openssl rand -hex 32`);
+    /// only a primary holding the same key is served. Without it, anyone who can
+    /// reach the port is trusted.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
     /// Stop when standard input closes, printing the tables' checksums as JSON.
     #[arg(long)]
     until_stdin_closes: bool,
@@ -52,10 +57,23 @@ pub fn checksums(db: &Database) -> Result<BTreeMap<String, u64>, CliError> {
     Ok(out)
 }
 
+/// The key in `path`, or a warning that the pair is not authenticated.
+fn load_key(path: Option<&PathBuf>) -> Result<Option<PeerKey>, CliError> {
+    match path {
+        Some(p) => Ok(Some(PeerKey::from_file(p)?)),
+        None => {
+            eprintln!("warning: no --key-file: the replication pair is not authenticated");
+            Ok(None)
+        }
+    }
+}
+
 pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
+    let key = load_key(args.key_file.as_ref())?;
     let db = Database::new();
     telecom::create_tables(&db, args.subscribers)?;
     let config = BackupConfig {
+        key: key.clone(),
         log_dir: args.data_dir.clone(),
         access_log: AccessLogOptions::default().with_fsync(!args.no_fsync),
         ..BackupConfig::default()
@@ -106,6 +124,9 @@ pub struct PrimaryArgs {
     /// transactions never reach a fresh peer.
     #[arg(long)]
     resume: bool,
+    /// The pair's pre-shared key (the backup's `--key-file`).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
     /// Rule file (default: the built-in seed-000 mixed policy).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -169,6 +190,7 @@ pub fn load_rules(path: Option<&PathBuf>) -> Result<RuleSet, CliError> {
 
 pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     let rules = load_rules(args.rules.as_ref())?;
+    let key = load_key(args.key_file.as_ref())?;
     check_difference_dir(&args.difference_dir, args.resume)?;
     // SIGINT and SIGTERM end the traffic; the final wait and report still happen.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -180,6 +202,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     let replicator = Replicator::start(
         &db,
         ReplicatorConfig {
+            key: key.clone(),
             peer: args.peer,
             rules,
             link: LinkConfig::default(),

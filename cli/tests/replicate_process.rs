@@ -13,13 +13,19 @@ use std::time::{Duration, Instant};
 
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, Event, LinkConfig, LinkState, RecordLog, RecordLogOptions, Replicator,
+    table_checksum, Event, LinkConfig, LinkState, PeerKey, RecordLog, RecordLogOptions, Replicator,
     ReplicatorConfig, RuleSet,
 };
 use kirikae_testkit::wait_for;
 use kirikae_workload::telecom::{self, Traffic};
 
 const SUBSCRIBERS: u64 = 2_000;
+/// The pair's pre-shared key: the backup process reads it from a file.
+const KEY: &str = "kirikae-process-test-key-0123456789";
+
+fn key() -> PeerKey {
+    PeerKey::new(KEY.as_bytes().to_vec()).expect("key")
+}
 
 struct PeerProcess {
     child: Child,
@@ -30,6 +36,8 @@ struct PeerProcess {
 
 impl PeerProcess {
     fn spawn(listen: &str, data_dir: &Path) -> PeerProcess {
+        let key_file = data_dir.with_extension("key");
+        std::fs::write(&key_file, format!("{KEY}\n")).expect("key file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
             .args([
                 "backup",
@@ -41,6 +49,8 @@ impl PeerProcess {
             .args(["--subscribers", &SUBSCRIBERS.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--key-file")
+            .arg(&key_file)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -88,6 +98,7 @@ fn start(db: &Database, peer: SocketAddr, rules: RuleSet, dir: &Path) -> Replica
     Replicator::start(
         db,
         ReplicatorConfig {
+            key: Some(key()),
             peer,
             rules,
             link: LinkConfig {
@@ -292,6 +303,8 @@ fn sigterm_ends_a_primary_with_its_final_report() {
         .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
         .arg("--difference-dir")
         .arg(diff.path())
+        .arg("--key-file")
+        .arg(data.path().with_extension("key"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn kirikae primary");

@@ -181,6 +181,11 @@ impl<'s> Applier<'s> {
         self.stream_seq.max(self.resolved)
     }
 
+    /// The highest primary epoch seen.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
     /// Counts so far.
     pub fn stats(&self) -> &ApplierStats {
         &self.stats
@@ -198,6 +203,7 @@ impl<'s> Applier<'s> {
             epoch: self.epoch,
             node: node.to_owned(),
             last_seq: self.resolved,
+            nonce: [0; 32],
         }
     }
 
@@ -306,6 +312,7 @@ impl<'s> Applier<'s> {
             }
             Message::Heartbeat { epoch, .. } => self.check_epoch(epoch),
             Message::Hello { .. }
+            | Message::Proof { .. }
             | Message::Prepared { .. }
             | Message::Rejected { .. }
             | Message::Ack { .. }

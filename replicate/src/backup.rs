@@ -1,8 +1,10 @@
-//! The peer as a TCP server: accepts one primary at a time and drives an
-//! [`Applier`] with what it sends. Used by `kirikae peer` and embeddable.
+//! The backup as a TCP server: connections are authenticated by their own threads
+//! (`backup_accept.rs`); one authenticated primary at a time drives the [`Applier`]
+//! (a newer authenticated connection replaces the current one). Used by
+//! `kirikae backup` and embeddable.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,13 +16,17 @@ use parking_lot::Mutex;
 
 use crate::access_log::{AccessLog, AccessLogOptions, Reopened};
 use crate::applier::{Applier, ApplierStats};
+use crate::backup_accept::{accept_loop, Handshaken};
 use crate::backup_session::{BackupSession, SessionConfig};
+use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
+use crate::handshake::PeerKey;
 use crate::link::Micros;
 use crate::seq::Seq;
 use crate::wire::{encode, FrameDecoder, MAX_FRAME_BYTES};
+use crossbeam::channel::Receiver;
 
-/// Settings of a peer server.
+/// Settings of a backup server.
 #[derive(Clone, Debug)]
 pub struct BackupConfig {
     /// This node's name, sent in the handshake.
@@ -37,6 +43,13 @@ pub struct BackupConfig {
     pub primary_timeout: Duration,
     /// Largest frame accepted or sent.
     pub frame_bytes_max: usize,
+    /// The pair's pre-shared key: only a primary that proves it holds the same key
+    /// is served (`None`: no authentication; anyone who reaches the port is trusted).
+    pub key: Option<PeerKey>,
+    /// A connection must finish its handshake within this, however it trickles.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at most; connections beyond are closed at once.
+    pub handshakes_max: usize,
 }
 
 impl Default for BackupConfig {
@@ -48,15 +61,20 @@ impl Default for BackupConfig {
             heartbeat_every: Duration::from_millis(100),
             primary_timeout: Duration::from_secs(2),
             frame_bytes_max: MAX_FRAME_BYTES,
+            key: None,
+            handshake_timeout: Duration::from_secs(2),
+            handshakes_max: 16,
         }
     }
 }
 
-/// What a running peer reports.
+/// What a running backup reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BackupStatus {
-    /// Whether a primary is connected.
+    /// Whether an authenticated primary is connected.
     pub connected: bool,
+    /// The highest primary epoch seen.
+    pub epoch: Epoch,
     /// Highest sequence up to which everything is applied (resolved).
     pub last_seq: Seq,
     /// Highest sequence up to which everything is in the access log.
@@ -67,6 +85,11 @@ pub struct BackupStatus {
     pub stats: ApplierStats,
     /// Why the last connection ended.
     pub last_disconnect: Option<String>,
+    /// Connections refused before or during their handshake (wrong key, forged or
+    /// missing proof, too slow, too many at once).
+    pub handshakes_refused: u64,
+    /// The last refusal: the address and why.
+    pub last_refusal: Option<String>,
 }
 
 /// A running backup server.
@@ -198,120 +221,164 @@ fn serve(
             return Ok(());
         }
     };
-    {
-        let mut s = status.lock();
-        s.last_seq = applier.last_seq();
-        s.logged_seq = applier.logged_seq();
-        s.held = applier.held();
-        s.stats = applier.stats().clone();
-    }
-    let _ = ready.send(Ok(()));
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, from)) => {
-                status.lock().connected = true;
-                let ended = connection(&mut applier, stream, &config, &stop, &status);
-                let reason = match ended {
-                    Ok(()) => "primary closed the connection".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                tracing::info!("primary {from} disconnected: {reason}");
-                let mut s = status.lock();
-                s.connected = false;
-                s.last_disconnect = Some(reason);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => {
-                return Err(ReplicateError::Network {
-                    what: "accept on",
-                    addr: listener
-                        .local_addr()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                    source: e,
-                })
-            }
+    publish(&status, &applier);
+    let (handshaken_tx, handshaken) = crossbeam::channel::bounded::<Handshaken>(4);
+    let acceptor = {
+        let (config, stop, status) = (config.clone(), Arc::clone(&stop), Arc::clone(&status));
+        std::thread::Builder::new()
+            .name("kirikae-accept".into())
+            .spawn(move || accept_loop(listener, config, stop, status, handshaken_tx))
+            .map_err(|e| ReplicateError::Network {
+                what: "start accepting on",
+                addr: String::new(),
+                source: e,
+            })
+    };
+    let acceptor = match acceptor {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
         }
+    };
+    let _ = ready.send(Ok(()));
+    let mut next: Option<Handshaken> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let conn = match next.take() {
+            Some(c) => c,
+            None => match handshaken.recv_timeout(Duration::from_millis(20)) {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+        };
+        let from = conn.from;
+        status.lock().connected = true;
+        let (ended, newer) = connection(&mut applier, conn, &config, &stop, &status, &handshaken);
+        let reason = match ended {
+            Ok(()) if newer.is_some() => "the primary connected again".to_owned(),
+            Ok(()) => "primary closed the connection".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!("primary {from} disconnected: {reason}");
+        let mut s = status.lock();
+        s.connected = false;
+        s.last_disconnect = Some(reason);
+        next = newer;
     }
+    let _ = acceptor.join();
     Ok(())
 }
 
-/// Serves one primary until it goes away, breaks the protocol, or the peer stops.
+/// Copies the applier's positions and counts into the status (what handshakes
+/// answer with, and what [`Backup::status`] shows).
+fn publish(status: &Mutex<BackupStatus>, applier: &Applier<'_>) {
+    let mut s = status.lock();
+    s.last_seq = applier.last_seq();
+    s.logged_seq = applier.logged_seq();
+    s.epoch = applier.epoch();
+    s.held = applier.held();
+    s.stats = applier.stats().clone();
+}
+
+/// Serves one authenticated primary until it goes away, breaks the protocol, the
+/// backup stops, or the primary connects again (returned: it replaces this one).
 fn connection(
     applier: &mut Applier<'_>,
-    mut stream: TcpStream,
+    conn: Handshaken,
     config: &BackupConfig,
     stop: &AtomicBool,
     status: &Mutex<BackupStatus>,
-) -> Result<()> {
-    let addr = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    handshaken: &Receiver<Handshaken>,
+) -> (Result<()>, Option<Handshaken>) {
+    let Handshaken {
+        mut stream,
+        early,
+        greeting,
+        from,
+    } = conn;
+    let addr = from.to_string();
     let network = |what, source| ReplicateError::Network {
         what,
         addr: addr.clone(),
         source,
     };
-    stream
-        .set_nonblocking(false)
-        .map_err(|e| network("serve", e))?;
-    stream.set_nodelay(true).map_err(|e| network("serve", e))?;
     let tick = config.heartbeat_every.min(Duration::from_millis(20));
-    stream
-        .set_read_timeout(Some(tick))
-        .map_err(|e| network("serve", e))?;
+    if let Err(e) = stream.set_read_timeout(Some(tick)) {
+        return (Err(network("serve", e)), None);
+    }
+    // A primary that stops reading must not hold this thread in a write.
+    if let Err(e) = stream.set_write_timeout(Some(config.primary_timeout)) {
+        return (Err(network("serve", e)), None);
+    }
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
+    decoder.push(&early);
     let mut buf = vec![0u8; 256 << 10];
     let started = Instant::now();
     let now = || started.elapsed().as_micros() as Micros;
-    let mut session = BackupSession::new(
-        SessionConfig {
-            node: config.node.clone(),
-            heartbeat_every: config.heartbeat_every,
-            primary_timeout: config.primary_timeout,
-        },
-        now(),
-    );
+    let session_config = SessionConfig {
+        node: config.node.clone(),
+        heartbeat_every: config.heartbeat_every,
+        primary_timeout: config.primary_timeout,
+    };
+    let mut session = match BackupSession::open(session_config, now(), &greeting, applier) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), None),
+    };
+    publish(status, applier);
     let mut out = Vec::new();
+    let mut pending = !early.is_empty();
     while !stop.load(Ordering::SeqCst) {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
-            Err(e) => return Err(network("read from", e)),
+        if let Ok(newer) = handshaken.try_recv() {
+            return (Ok(()), Some(newer));
+        }
+        let n = if pending {
+            pending = false;
+            0
+        } else {
+            match stream.read(&mut buf) {
+                Ok(0) => return (Ok(()), None),
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+                Err(e) => return (Err(network("read from", e)), None),
+            }
         };
         let mut replies = Vec::new();
-        if n > 0 {
-            decoder.push(&buf[..n]);
-            let mut messages = Vec::new();
-            while let Some(message) = decoder.next_message()? {
-                messages.push(message);
+        decoder.push(&buf[..n]);
+        let mut messages = Vec::new();
+        loop {
+            match decoder.next_message() {
+                Ok(Some(m)) => messages.push(m),
+                Ok(None) => break,
+                Err(e) => return (Err(e.into()), None),
             }
-            session.receive(now(), messages, applier, &mut replies)?;
         }
-        session.tick(now(), applier, &mut replies)?;
+        let step = if messages.is_empty() {
+            Ok(())
+        } else {
+            session.receive(now(), messages, applier, &mut replies)
+        }
+        .and_then(|()| session.tick(now(), applier, &mut replies));
+        if let Err(e) = step {
+            return (Err(e), None);
+        }
         if !replies.is_empty() {
             // Status first: once the primary reads an acknowledgement, whoever asks
-            // this peer must see at least what was acknowledged.
-            {
-                let mut s = status.lock();
-                s.last_seq = applier.last_seq();
-                s.logged_seq = applier.logged_seq();
-                s.held = applier.held();
-                s.stats = applier.stats().clone();
-            }
+            // this backup must see at least what was acknowledged.
+            publish(status, applier);
             out.clear();
             for r in &replies {
-                out.extend_from_slice(&encode(r, config.frame_bytes_max)?);
+                match encode(r, config.frame_bytes_max) {
+                    Ok(frame) => out.extend_from_slice(&frame),
+                    Err(e) => return (Err(e.into()), None),
+                }
             }
-            stream.write_all(&out).map_err(|e| network("write to", e))?;
+            if let Err(e) = stream.write_all(&out) {
+                return (Err(network("write to", e)), None);
+            }
             session.sent(now());
         }
     }
-    Ok(())
+    (Ok(()), None)
 }
 
 #[cfg(test)]

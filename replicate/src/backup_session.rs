@@ -1,14 +1,16 @@
-//! One primary's connection as the peer sees it, without I/O: the handshake comes
-//! first, then every message goes to the [`Applier`]; a heartbeat goes out when the
-//! peer has been silent, and a primary silent too long is dropped. The TCP server
-//! ([`Backup`](crate::Backup)) and the seeded simulation both drive this same code: they
-//! feed it messages and the time and send what it answers.
+//! One primary's connection as the backup sees it once the handshake
+//! ([`crate::handshake`]) has checked out, without I/O: every message goes to the
+//! [`Applier`]; a heartbeat goes out when the backup has been silent, and a primary
+//! silent too long is dropped. The TCP server ([`Backup`](crate::Backup)) and the
+//! seeded simulation both drive this same code: they feed it messages and the time
+//! and send what it answers.
 
 use std::time::Duration;
 
 use crate::applier::Applier;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
+use crate::handshake::PrimaryGreeting;
 use crate::link::Micros;
 use crate::wire::Message;
 
@@ -27,7 +29,6 @@ pub struct SessionConfig {
 #[derive(Debug)]
 pub struct BackupSession {
     config: SessionConfig,
-    greeted: bool,
     last_heard: Micros,
     last_sent: Micros,
 }
@@ -37,25 +38,25 @@ fn micros(d: Duration) -> Micros {
 }
 
 impl BackupSession {
-    /// A session for a connection accepted at `now`.
-    pub fn new(config: SessionConfig, now: Micros) -> BackupSession {
-        BackupSession {
+    /// A session for a primary whose handshake checked out at `now` (`greeting`):
+    /// the applier takes its epoch (refusing a stale primary) and starts a new stream.
+    pub fn open(
+        config: SessionConfig,
+        now: Micros,
+        greeting: &PrimaryGreeting,
+        applier: &mut Applier<'_>,
+    ) -> Result<BackupSession> {
+        applier.connected(greeting.epoch)?;
+        Ok(BackupSession {
             config,
-            greeted: false,
             last_heard: now,
             last_sent: now,
-        }
+        })
     }
 
-    /// Whether the primary's handshake has been accepted.
-    pub fn greeted(&self) -> bool {
-        self.greeted
-    }
-
-    /// Messages received at `now`, in order: the first must be the primary's `Hello`
-    /// (answered with ours); the rest go to `applier`. Replies are appended to
-    /// `replies`. An error means the connection must be closed (no handshake, a stale
-    /// epoch, a gap, a log that cannot be written).
+    /// Messages received at `now`, in order, go to `applier`; replies are appended to
+    /// `replies`. An error means the connection must be closed (a stale epoch, a gap,
+    /// a log that cannot be written, a message only a backup sends).
     pub fn receive(
         &mut self,
         now: Micros,
@@ -66,17 +67,6 @@ impl BackupSession {
         self.last_heard = now;
         let mut handled = false;
         for message in messages {
-            if !self.greeted {
-                let Message::Hello { epoch, .. } = message else {
-                    return Err(ReplicateError::Protocol {
-                        reason: "the first message was not a Hello".into(),
-                    });
-                };
-                applier.connected(epoch)?;
-                replies.push(applier.hello(&self.config.node));
-                self.greeted = true;
-                continue;
-            }
             applier.handle(message, replies)?;
             handled = true;
         }
@@ -102,8 +92,7 @@ impl BackupSession {
                 reason: format!("no word from the primary for {} ms", silent / 1000),
             });
         }
-        if self.greeted
-            && replies.is_empty()
+        if replies.is_empty()
             && now.saturating_sub(self.last_sent) >= micros(self.config.heartbeat_every)
         {
             replies.push(Message::Heartbeat {

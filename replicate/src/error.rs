@@ -45,6 +45,20 @@ pub enum ReplicateError {
         /// The last position in the log.
         last: u64,
     },
+    /// A connection's handshake failed: a wrong key, a forged or missing proof.
+    #[error("handshake refused: {reason}")]
+    Unauthenticated {
+        /// What did not check out.
+        reason: String,
+    },
+    /// A pre-shared key could not be used.
+    #[error("key {source_name}: {reason}")]
+    BadKey {
+        /// The key's file (or "key").
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A frame could not be built or a peer's byte stream is invalid.
     #[error("wire: {0}")]
     Wire(#[from] WireError),

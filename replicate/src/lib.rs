@@ -34,7 +34,9 @@
 //! primary.create_table("t", schema.clone())?;
 //! replica.create_table("t", schema)?;
 //!
-//! let peer = Backup::start(replica.clone(), "127.0.0.1:0", BackupConfig::default())?;
+//! let key = PeerKey::random()?; // the pair's pre-shared key, held by both ends
+//! let backup_config = BackupConfig { key: Some(key.clone()), ..BackupConfig::default() };
+//! let peer = Backup::start(replica.clone(), "127.0.0.1:0", backup_config)?;
 //! let dir = std::env::temp_dir().join(format!("kirikae-doc-{}", std::process::id()));
 //! let replicator = Replicator::start(&primary, ReplicatorConfig {
 //!     peer: peer.local_addr(),
@@ -42,6 +44,7 @@
 //!     link: LinkConfig::default(),
 //!     difference_dir: dir.clone(),
 //!     difference: RecordLogOptions::default(),
+//!     key: Some(key),
 //! })?;
 //! assert!(replicator.wait_duplex(Duration::from_secs(5)), "peer in step");
 //! let session = primary.session(SessionInfo::default());
@@ -85,6 +88,7 @@
 mod access_log;
 mod applier;
 mod backup;
+mod backup_accept;
 mod backup_session;
 mod checkpoint;
 mod commit_policy;
@@ -93,6 +97,9 @@ mod digest;
 mod epoch;
 mod error;
 mod frame;
+pub mod handshake;
+#[cfg(test)]
+mod handshake_tests;
 mod link;
 mod link_shell;
 #[cfg(test)]
@@ -125,6 +132,7 @@ pub use difference_file::DifferenceFile;
 pub use digest::{response_digest, table_checksum};
 pub use epoch::Epoch;
 pub use error::{ReplicateError, Result, WireError};
+pub use handshake::PeerKey;
 pub use kirikae_engine as engine;
 pub use link::{
     Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros, Persisted, ReadRequest,

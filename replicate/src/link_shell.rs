@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
+use crate::handshake::PrimaryHandshake;
 use crate::link::Ready;
 use crate::shared::Shared;
 use crate::wire::{encode, FrameDecoder, Message};
@@ -177,8 +178,9 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     stream
         .set_write_timeout(Some(peer_timeout.max(Duration::from_millis(1))))
         .map_err(|e| network("connect to", e))?;
+    let shake = PrimaryHandshake::new(shared.key.clone(), hello)?;
     stream
-        .write_all(&encode(&hello, max)?)
+        .write_all(&encode(shake.hello(), max)?)
         .map_err(|e| network("greet", e))?;
     // A stopped peer's kernel still accepts connections; its answer never comes. The
     // handshake waits no longer than the peer timeout (this thread is not ticking
@@ -188,16 +190,17 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
         .map_err(|e| network("greet", e))?;
     let mut decoder = FrameDecoder::new(max);
     let mut buf = vec![0u8; 64 << 10];
-    let peer_last = loop {
+    let deadline = std::time::Instant::now() + peer_timeout;
+    let mut answer = Vec::with_capacity(2);
+    while answer.len() < 2 {
         if let Some(m) = decoder.next_message()? {
-            match m {
-                Message::Hello { last_seq, .. } => break last_seq,
-                other => {
-                    return Err(ReplicateError::Protocol {
-                        reason: format!("expected the peer's Hello, got {other:?}"),
-                    })
-                }
-            }
+            answer.push(m);
+            continue;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ReplicateError::Unauthenticated {
+                reason: format!("{addr} did not finish the handshake in time"),
+            });
         }
         let n = stream.read(&mut buf).map_err(|e| network("greet", e))?;
         if n == 0 {
@@ -206,7 +209,12 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
             });
         }
         decoder.push(&buf[..n]);
-    };
+    }
+    let (greeting, proof) = shake.answer(&answer[0], &answer[1])?;
+    stream
+        .write_all(&encode(&proof, max)?)
+        .map_err(|e| network("greet", e))?;
+    let peer_last = greeting.last_seq;
     stream
         .set_read_timeout(None)
         .map_err(|e| network("connect to", e))?;

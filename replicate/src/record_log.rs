@@ -9,7 +9,7 @@
 //!   message received, made durable before it is applied.
 //!
 //! Segments are named `<prefix>-<first position>-<creation time, UTC>.seg` (seed 003
-//! [0079]: log files named by their creation time, retired by age), e.g.
+//! \[0079\]: log files named by their creation time, retired by age), e.g.
 //! `diff-00000000000000000001-20261122T105103Z.seg`. Each record is one frame of
 //! [`crate::frame`]: `length (u32 LE) | CRC-32 of body (u32 LE) | body (postcard)`.
 //! Appends are
@@ -433,7 +433,7 @@ impl<R: LogEntry> SegmentLog<R> {
 
     /// Deletes the oldest segments whose records are all at or below position
     /// `behind` (what a checkpoint covers), but only while one of them is older than
-    /// `age_max` or the log holds more than `bytes_max`: seed 003 [0079], logs older
+    /// `age_max` or the log holds more than `bytes_max`: seed 003 \[0079\], logs older
     /// than a set time are deleted, never one still needed. The segment being written
     /// is kept. Returns how many were deleted.
     pub fn retire_behind(

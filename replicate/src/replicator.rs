@@ -20,6 +20,7 @@ use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError};
 use crate::commit_policy::{settle, shipment};
 use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
+use crate::handshake::PeerKey;
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
 use crate::mode::Mode;
@@ -41,6 +42,9 @@ pub struct ReplicatorConfig {
     pub difference_dir: PathBuf,
     /// Difference-file settings (segment size, fsync).
     pub difference: RecordLogOptions,
+    /// The pair's pre-shared key, proved in every handshake (`None`: the backup must
+    /// have none either, and nothing is authenticated).
+    pub key: Option<PeerKey>,
 }
 
 /// How a commit was replicated: the note on every commit the replicator accepted
@@ -107,7 +111,7 @@ impl Replicator {
         }
         let diff = DifferenceFile::new(log);
         let link = Link::new(config.link, diff.state(), 0);
-        let (shared, events) = Shared::new(link, config.rules, config.peer);
+        let (shared, events) = Shared::new(link, config.rules, config.peer, config.key);
         let thread = shared
             .spawn("kirikae-link", move |shared| link_thread(shared, diff))
             .map_err(|e| ReplicateError::Network {

@@ -22,6 +22,7 @@ fn degraded_replicator(dir: &std::path::Path) -> (Database, Replicator) {
     let rep = Replicator::start(
         &db,
         ReplicatorConfig {
+            key: None,
             peer,
             rules: RuleSet::parse("default = \"async\"", "t.toml").expect("rules"),
             link: LinkConfig::default(),

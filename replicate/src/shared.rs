@@ -12,6 +12,7 @@ use std::time::Instant;
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
+use crate::handshake::PeerKey;
 use crate::link::{Event, Link, LinkState, Micros, Ready, SyncOutcome};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
@@ -49,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) peer: SocketAddr,
     /// The link's frame limit (fixed at start).
     pub(crate) frame_bytes_max: usize,
+    /// The pair's key, for handshakes.
+    pub(crate) key: Option<PeerKey>,
 }
 
 impl Shared {
@@ -58,6 +61,7 @@ impl Shared {
         link: Link,
         rules: RuleSet,
         peer: SocketAddr,
+        key: Option<PeerKey>,
     ) -> (Arc<Shared>, Receiver<Event>) {
         let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
         let frame_bytes_max = link.config().frame_bytes_max;
@@ -80,6 +84,7 @@ impl Shared {
             poisoned: Mutex::new(None),
             peer,
             frame_bytes_max,
+            key,
         });
         (shared, rx)
     }

@@ -3,7 +3,8 @@
 //! maximum frame size checked before anything is buffered, and a `Hello` handshake
 //! that refuses other protocol versions. Every message that carries operations has the
 //! primary's sequence number (its commit order) and the sender's epoch, so that a peer
-//! can apply in order, drop duplicates, and fence a stale primary.
+//! can apply in order, drop duplicates, and fence a stale primary. Connections open
+//! with an authenticated handshake ([`crate::handshake`]).
 
 use kirikae_engine::Operation;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,15 @@ pub enum Message {
         node: String,
         /// Highest sequence the sender has applied (a peer) or sent (a primary).
         last_seq: Seq,
+        /// Fresh random bytes the other side's proof must cover (see
+        /// [`crate::handshake`]).
+        nonce: [u8; 32],
+    },
+    /// The second step of the handshake: an HMAC-SHA256 proving the sender holds the
+    /// pair's key.
+    Proof {
+        /// HMAC-SHA256 over the other side's nonce and the sender's `Hello`.
+        mac: [u8; 32],
     },
     /// A committed transaction shipped without waiting (async or ordered).
     Ship {
@@ -106,9 +116,11 @@ pub enum Message {
 }
 
 impl Message {
-    fn name(&self) -> &'static str {
+    /// The message's kind, for errors.
+    pub fn name(&self) -> &'static str {
         match self {
             Message::Hello { .. } => "Hello",
+            Message::Proof { .. } => "Proof",
             Message::Ship { .. } => "Ship",
             Message::Prepare { .. } => "Prepare",
             Message::Prepared { .. } => "Prepared",
@@ -148,7 +160,6 @@ pub struct FrameDecoder {
     /// Stream offset of `buffer[start]`.
     offset: u64,
     frame_bytes_max: usize,
-    handshake_seen: bool,
 }
 
 impl FrameDecoder {
@@ -159,8 +170,13 @@ impl FrameDecoder {
             start: 0,
             offset: 0,
             frame_bytes_max,
-            handshake_seen: false,
         }
+    }
+
+    /// The bytes received and not decoded yet (to hand a connection to a decoder with
+    /// another frame limit once its handshake is done).
+    pub fn into_unread(mut self) -> Vec<u8> {
+        self.buffer.split_off(self.start)
     }
 
     /// Appends received bytes.
@@ -172,9 +188,9 @@ impl FrameDecoder {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// The next complete message, `Ok(None)` if more bytes are needed. The first
-    /// message must be a `Hello` of our protocol version. After an error the
-    /// connection is unusable.
+    /// The next complete message, `Ok(None)` if more bytes are needed. After an error
+    /// the connection is unusable. (Which message may come when is the connection's
+    /// business: see [`crate::handshake`].)
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
         let offset = self.offset;
         let decoded = frame::decode::<Message>(&self.buffer[self.start..], self.frame_bytes_max)
@@ -190,25 +206,6 @@ impl FrameDecoder {
         let Some((message, used)) = decoded else {
             return Ok(None);
         };
-        if !self.handshake_seen {
-            match &message {
-                Message::Hello { version, .. } if *version == PROTOCOL_VERSION => {
-                    self.handshake_seen = true
-                }
-                Message::Hello { version, .. } => {
-                    return Err(WireError::Version {
-                        ours: PROTOCOL_VERSION,
-                        theirs: *version,
-                    })
-                }
-                other => {
-                    return Err(WireError::NoHandshake {
-                        offset: self.offset,
-                        got: other.name().to_owned(),
-                    })
-                }
-            }
-        }
         self.start += used;
         self.offset += used as u64;
         Ok(Some(message))

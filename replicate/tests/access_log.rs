@@ -292,7 +292,11 @@ fn segments_behind_a_checkpoint_stay_until_they_pass_their_age_or_the_size_cap()
             .unwrap();
         applier.flush(&mut replies).unwrap();
     }
-    assert!(applier.stats().segments_retired > 0, "{:?}", applier.stats());
+    assert!(
+        applier.stats().segments_retired > 0,
+        "{:?}",
+        applier.stats()
+    );
     let bytes: u64 = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap())

@@ -30,10 +30,11 @@ use kirikae_engine::{
     Column, ColumnType, CommitRequest, Database, Key, Operation, RowRef, Schema, Session,
     SessionInfo, TxnId, Value,
 };
+use kirikae_replicate::handshake::{BackupHandshake, PrimaryHandshake};
 use kirikae_replicate::{
     shipment, AccessLog, AccessLogOptions, Applier, BackupSession, DifferenceFile, Event, Link,
-    LinkConfig, LinkState, Message, Mode, RecordLog, RecordLogOptions, RuleSet, Seq, SessionConfig,
-    SyncOutcome, TimeOfDay,
+    LinkConfig, LinkState, Message, Mode, PeerKey, RecordLog, RecordLogOptions, RuleSet, Seq,
+    SessionConfig, SyncOutcome, TimeOfDay,
 };
 use kirikae_testkit::Rng;
 
@@ -532,25 +533,30 @@ impl Sim {
             self.link.connect_failed(self.now);
             return;
         }
-        // The handshake, through the peer's own session code: the link's Hello in, the
-        // peer's Hello (with what it has resolved) out.
+        // The handshake, through the product's code on both sides (instantly: its
+        // faults are the TCP tests' business): hellos and proofs with the pair's key,
+        // then the backup's session opens over the applier.
         let peer = self.peer.as_mut().expect("peer up");
-        let mut session = BackupSession::new(
-            SessionConfig {
+        let key = Some(PeerKey::new(vec![7; 32]).expect("key"));
+        let shaken = PrimaryHandshake::new(key.clone(), self.link.hello()).and_then(|primary| {
+            let own = peer.applier().hello("peer");
+            let (backup, [hello, proof]) =
+                BackupHandshake::answer(key, primary.hello().clone(), own)?;
+            let (at_primary, proof) = primary.answer(&hello, &proof)?;
+            Ok((at_primary, backup.verify(&proof)?))
+        });
+        let opened = shaken.and_then(|(at_primary, at_backup)| {
+            let config = SessionConfig {
                 node: "peer".into(),
                 heartbeat_every: Duration::from_millis(5),
                 primary_timeout: Duration::from_millis(40),
-            },
-            self.now,
-        );
-        let mut replies = Vec::new();
-        let greeted = session.receive(self.now, [self.link.hello()], peer.applier(), &mut replies);
-        let last = match (greeted, replies.first()) {
-            (Ok(()), Some(Message::Hello { last_seq, .. })) => *last_seq,
-            _ => {
-                self.link.connect_failed(self.now);
-                return;
-            }
+            };
+            let session = BackupSession::open(config, self.now, &at_backup, peer.applier())?;
+            Ok((at_primary.last_seq, session))
+        });
+        let Ok((last, mut session)) = opened else {
+            self.link.connect_failed(self.now);
+            return;
         };
         session.sent(self.now);
         self.backup_session = Some(session);

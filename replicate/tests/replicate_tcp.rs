@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
+use kirikae_replicate::handshake::BackupHandshake;
 use kirikae_replicate::{
-    table_checksum, AccessLogOptions, Backup, BackupConfig, Event, LinkConfig, LinkState,
+    table_checksum, AccessLogOptions, Backup, BackupConfig, Event, LinkConfig, LinkState, PeerKey,
     RecordLog, RecordLogOptions, ReplicateError, Replication, Replicator, ReplicatorConfig,
     RuleSet, Seq,
 };
@@ -52,8 +53,14 @@ fn link() -> LinkConfig {
     }
 }
 
+/// The pair's pre-shared key in these tests.
+fn test_key() -> PeerKey {
+    PeerKey::new(b"replicate-tcp-test-key-0123456789".to_vec()).expect("key")
+}
+
 fn peer_config(log: Option<&Path>) -> BackupConfig {
     BackupConfig {
+        key: Some(test_key()),
         log_dir: log.map(Path::to_owned),
         access_log: AccessLogOptions::default().with_fsync(false),
         heartbeat_every: Duration::from_millis(20),
@@ -75,6 +82,7 @@ fn replicator_with(
     Replicator::start(
         db,
         ReplicatorConfig {
+            key: Some(test_key()),
             peer,
             rules,
             link,
@@ -494,20 +502,28 @@ fn silent_peer() -> (
         let (mut socket, _) = listener.accept().expect("accept");
         let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
         let mut buf = [0u8; 4096];
-        while decoder.next_message().expect("frame").is_none() {
+        let primary_hello = loop {
+            if let Some(m) = decoder.next_message().expect("frame") {
+                break m;
+            }
             let n = socket.read(&mut buf).expect("read hello");
             assert!(n > 0, "closed before its hello");
             decoder.push(&buf[..n]);
-        }
-        let hello = Message::Hello {
+        };
+        let own = Message::Hello {
             version: PROTOCOL_VERSION,
             epoch: kirikae_replicate::Epoch::NONE,
             node: "silent".into(),
             last_seq: Seq(0),
+            nonce: [0; 32],
         };
-        socket
-            .write_all(&encode(&hello, MAX_FRAME_BYTES).expect("encode"))
-            .expect("answer");
+        let (_, answer) =
+            BackupHandshake::answer(Some(test_key()), primary_hello, own).expect("handshake");
+        for m in &answer {
+            socket
+                .write_all(&encode(m, MAX_FRAME_BYTES).expect("encode"))
+                .expect("answer");
+        }
         // Never read again, but keep sending heartbeats (a peer whose reader is stuck
         // while its writer lives): only the blocked write can tell.
         while !done2.load(Ordering::SeqCst) {

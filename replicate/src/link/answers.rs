@@ -35,6 +35,7 @@ impl Link {
             }
             Message::Rejected { seq, reason } => self.rejected(seq, reason),
             Message::Hello { .. }
+            | Message::Proof { .. }
             | Message::Ship { .. }
             | Message::Prepare { .. }
             | Message::Commit { .. }

@@ -20,7 +20,7 @@ fn with_note(outcome: SyncOutcome, note: &str) -> SyncOutcome {
 }
 
 impl Link {
-    /// What the shell did with the difference-file part of the last [`Ready`].
+    /// What the shell did with the difference-file part of the last [`Ready`](super::Ready).
     pub fn persisted(&mut self, now: Micros, report: Persisted) {
         self.appended_through = self.appended_through.max(report.appended_through);
         self.durable_through = self.durable_through.max(report.durable_through);

@@ -188,6 +188,7 @@ impl Link {
             epoch: self.config.epoch,
             node: self.config.node.clone(),
             last_seq: self.seq,
+            nonce: [0; 32],
         }
     }
 
