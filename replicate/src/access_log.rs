@@ -47,6 +47,9 @@ pub enum AccessEntry {
     /// The sequence resolves as nothing: a prepared transaction rolled back, or one
     /// the backup never held.
     Abort,
+    /// This node was promoted: its record's epoch is the new primary's, its sequence
+    /// the takeover sequence. Nothing from a primary follows.
+    Promoted,
 }
 
 /// One record of the access log.

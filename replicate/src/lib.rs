@@ -123,7 +123,7 @@ mod wire;
 mod wire_tests;
 
 pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
-pub use applier::{Applier, ApplierStats};
+pub use applier::{Applier, ApplierStats, Promotion};
 pub use backup::{Backup, BackupConfig, BackupStatus};
 pub use backup_session::{BackupSession, SessionConfig};
 pub use checkpoint::Checkpoint;

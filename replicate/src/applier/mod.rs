@@ -21,6 +21,10 @@
 //! - From time to time a checkpoint (a snapshot at a sequence) lets the log retire
 //!   its older segments; a restart loads it and replays only the tail.
 
+mod promotion;
+
+pub use promotion::Promotion;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
@@ -53,6 +57,15 @@ pub struct ApplierStats {
     pub segments_retired: u64,
 }
 
+/// A sync transaction applied and held open until its decision.
+struct Held<'s> {
+    txn: Transaction<'s>,
+    /// The primary's response digests (from its `Prepare`).
+    primary: Vec<u64>,
+    /// This backup's, from applying it.
+    here: Vec<u64>,
+}
+
 /// Logged, to be applied at the end of the batch.
 enum Work {
     Apply {
@@ -63,6 +76,7 @@ enum Work {
     Prepare {
         seq: Seq,
         operations: Vec<Operation>,
+        primary: Vec<u64>,
     },
     Commit(Seq),
     Abort(Seq),
@@ -70,6 +84,8 @@ enum Work {
 
 /// The backup's state machine (see the module docs).
 pub struct Applier<'s> {
+    /// Set by a promotion: this database is now the primary's, nothing more is taken.
+    promoted: Option<Epoch>,
     session: &'s Session,
     log: Option<AccessLog>,
     /// Everything up to here is resolved.
@@ -78,7 +94,7 @@ pub struct Applier<'s> {
     /// if any, are committed).
     resolved_above: BTreeSet<Seq>,
     /// Sync transactions applied and held open.
-    held: BTreeMap<Seq, Transaction<'s>>,
+    held: BTreeMap<Seq, Held<'s>>,
     /// Prepared (logged) and not decided yet: held, or queued.
     undecided: BTreeSet<Seq>,
     /// Logged and not applied yet, in log order.
@@ -101,6 +117,7 @@ impl<'s> Applier<'s> {
     /// An applier with no log (memory only: a restart loses everything).
     pub fn new(session: &'s Session) -> Applier<'s> {
         Applier {
+            promoted: None,
             session,
             log: None,
             resolved: Seq::ZERO,
@@ -133,7 +150,9 @@ impl<'s> Applier<'s> {
         for record in reopened.tail {
             applier.replay(record)?;
         }
+        let promoted = applier.promoted.take();
         applier.apply_queued(&mut Vec::new())?;
+        applier.promoted = promoted;
         applier.replaying = None;
         applier.log = Some(log);
         Ok(applier)
@@ -148,6 +167,15 @@ impl<'s> Applier<'s> {
             entry,
             ..
         } = record;
+        if entry == AccessEntry::Promoted {
+            self.promoted = Some(record.epoch);
+            return Ok(());
+        }
+        if self.promoted.is_some() {
+            return Err(protocol(format!(
+                "access log position {position}: a record after the promotion"
+            )));
+        }
         let message = match entry {
             AccessEntry::Ship { mode, operations } => Message::Ship {
                 seq,
@@ -167,6 +195,7 @@ impl<'s> Applier<'s> {
             },
             AccessEntry::Commit => Message::Commit { seq },
             AccessEntry::Abort => Message::Abort { seq },
+            AccessEntry::Promoted => return Ok(()),
         };
         self.take(message, Some(position))
     }
@@ -210,6 +239,11 @@ impl<'s> Applier<'s> {
     /// A primary connected with `epoch`: refuses a stale one; the new stream starts
     /// right after what is resolved.
     pub fn connected(&mut self, epoch: Epoch) -> Result<()> {
+        if let Some(promoted) = self.promoted {
+            return Err(protocol(format!(
+                "this node was promoted at {promoted}; {epoch} is not its primary"
+            )));
+        }
         if epoch < self.epoch {
             return Err(protocol(format!(
                 "primary {epoch} is older than {} already seen",
@@ -232,6 +266,11 @@ impl<'s> Applier<'s> {
     /// Checks `message`, logs it (unless it comes from the log, at `replayed`) and
     /// queues its work.
     fn take(&mut self, message: Message, replayed: Option<u64>) -> Result<()> {
+        if let Some(epoch) = self.promoted {
+            return Err(protocol(format!(
+                "this node was promoted at {epoch}; it takes nothing from a primary"
+            )));
+        }
         match message {
             Message::Ship {
                 seq,
@@ -281,11 +320,15 @@ impl<'s> Applier<'s> {
                 }
                 let entry = AccessEntry::Prepare {
                     operations: operations.clone(),
-                    responses,
+                    responses: responses.clone(),
                 };
                 self.log(seq, entry, replayed)?;
                 self.undecided.insert(seq);
-                self.queue.push(Work::Prepare { seq, operations });
+                self.queue.push(Work::Prepare {
+                    seq,
+                    operations,
+                    primary: responses,
+                });
                 Ok(())
             }
             Message::Commit { seq } => {
@@ -376,7 +419,11 @@ impl<'s> Applier<'s> {
                         Err((at, e)) => self.reject(seq, at, &e, replies),
                     }
                 }
-                Work::Prepare { seq, operations } => {
+                Work::Prepare {
+                    seq,
+                    operations,
+                    primary,
+                } => {
                     if self.already_applied(seq) {
                         self.undecided.remove(&seq);
                         self.resolve(seq);
@@ -384,8 +431,12 @@ impl<'s> Applier<'s> {
                     }
                     match apply(self.session, &operations) {
                         Ok((txn, responses)) => {
-                            self.held.insert(seq, txn);
-                            replies.push(Message::Prepared { seq, responses });
+                            replies.push(Message::Prepared {
+                                seq,
+                                responses: responses.clone(),
+                            });
+                            let here = responses;
+                            self.held.insert(seq, Held { txn, primary, here });
                         }
                         Err((at, e)) => {
                             self.undecided.remove(&seq);
@@ -395,16 +446,16 @@ impl<'s> Applier<'s> {
                 }
                 Work::Commit(seq) => {
                     self.undecided.remove(&seq);
-                    if let Some(txn) = self.held.remove(&seq) {
-                        txn.commit()?;
+                    if let Some(held) = self.held.remove(&seq) {
+                        held.txn.commit()?;
                         self.stats.applied += 1;
                         self.resolve(seq);
                     }
                 }
                 Work::Abort(seq) => {
                     self.undecided.remove(&seq);
-                    if let Some(txn) = self.held.remove(&seq) {
-                        txn.rollback();
+                    if let Some(held) = self.held.remove(&seq) {
+                        held.txn.rollback();
                     }
                     self.stats.aborted += 1;
                     if seq > self.resolved && !self.resolved_above.contains(&seq) {
