@@ -3,28 +3,26 @@
 //! (a newer authenticated connection replaces the current one). Used by
 //! `kirikae backup` and embeddable.
 
-use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kirikae_engine::{Database, SessionInfo};
+use kirikae_engine::Database;
 use parking_lot::Mutex;
 
-use crate::access_log::{AccessLog, AccessLogOptions, Reopened};
-use crate::applier::{Applier, ApplierStats};
-use crate::backup_accept::{accept_loop, Handshaken};
-use crate::backup_session::{BackupSession, SessionConfig};
+use crate::access_log::{AccessLog, AccessLogOptions};
+use crate::applier::{ApplierStats, Promotion};
+use crate::arbiter::Arbiter;
+use crate::backup_serve::{serve, Command, Serve};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::handshake::PeerKey;
-use crate::link::Micros;
 use crate::seq::Seq;
-use crate::wire::{encode, FrameDecoder, MAX_FRAME_BYTES};
-use crossbeam::channel::Receiver;
+use crate::wire::MAX_FRAME_BYTES;
+use crossbeam::channel::{Receiver, Sender};
 
 /// Settings of a backup server.
 #[derive(Clone, Debug)]
@@ -50,6 +48,8 @@ pub struct BackupConfig {
     pub handshake_timeout: Duration,
     /// Handshakes in progress at most; connections beyond are closed at once.
     pub handshakes_max: usize,
+    /// Who decides that this backup takes over.
+    pub arbiter: Arbiter,
 }
 
 impl Default for BackupConfig {
@@ -64,6 +64,7 @@ impl Default for BackupConfig {
             key: None,
             handshake_timeout: Duration::from_secs(2),
             handshakes_max: 16,
+            arbiter: Arbiter::Manual,
         }
     }
 }
@@ -90,13 +91,49 @@ pub struct BackupStatus {
     pub handshakes_refused: u64,
     /// The last refusal: the address and why.
     pub last_refusal: Option<String>,
+    /// Set once this node was promoted: it serves no primary any more.
+    pub promoted: Option<Promotion>,
 }
+
+/// What a backup tells its embedding application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupEvent {
+    /// This node was promoted (seed 000 §5.1 step 2): the application's cue to take
+    /// over the service address and start serving writes on the database, as the
+    /// new primary numbering from `promotion.last_seq + 1` at `promotion.epoch`.
+    Promoted {
+        /// What the promotion did.
+        promotion: Promotion,
+        /// Who decided.
+        by: PromotedBy,
+    },
+}
+
+/// Who decided a promotion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::Display)]
+pub enum PromotedBy {
+    /// An operator command ([`Backup::promote`]).
+    #[strum(to_string = "operator command")]
+    Operator,
+    /// [`Arbiter::Peer`]: the primary was silent this long.
+    #[strum(to_string = "primary silent for {silent_ms} ms")]
+    Silence {
+        /// How long the primary had been silent.
+        silent_ms: u64,
+    },
+}
+
+/// How long [`Backup::promote`] waits for the applier thread to take the command
+/// (it answers between two batches of a primary's messages).
+const PROMOTE_WAIT: Duration = Duration::from_secs(10);
 
 /// A running backup server.
 pub struct Backup {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<BackupStatus>>,
+    commands: Sender<Command>,
+    events: Receiver<BackupEvent>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -133,19 +170,30 @@ impl Backup {
         let status = Arc::new(Mutex::new(BackupStatus::default()));
         // Recover before returning, so a caller sees a bad log as an error at once.
         let (ready_tx, ready_rx) = crossbeam::channel::bounded(1);
-        let thread = {
-            let stop = Arc::clone(&stop);
-            let status = Arc::clone(&status);
-            std::thread::Builder::new()
-                .name("kirikae-peer".into())
-                .spawn(move || serve(database, listener, log, config, stop, status, ready_tx))
-                .map_err(|e| network("start serving", e))?
+        let (commands, commands_rx) = crossbeam::channel::bounded(4);
+        let (events_tx, events) = crossbeam::channel::bounded(64);
+        let serve_args = Serve {
+            database,
+            listener,
+            log,
+            config,
+            stop: Arc::clone(&stop),
+            status: Arc::clone(&status),
+            commands: commands_rx,
+            events: events_tx,
+            ready: ready_tx,
         };
+        let thread = std::thread::Builder::new()
+            .name("kirikae-backup".into())
+            .spawn(move || serve(serve_args))
+            .map_err(|e| network("start serving", e))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Backup {
                 addr,
                 stop,
                 status,
+                commands,
+                events,
                 thread: Some(thread),
             }),
             Ok(Err(e)) => Err(e),
@@ -153,6 +201,28 @@ impl Backup {
                 .err()
                 .unwrap_or(ReplicateError::Shutdown)),
         }
+    }
+
+    /// Promotes this node now (the operator's command; with [`Arbiter::Manual`],
+    /// give it only once the old primary is confirmed cut off). The current
+    /// primary's connection is closed, logged work is applied, in-doubt transactions
+    /// are decided, and the promotion is durable before this returns; the node
+    /// serves no primary afterwards. [`BackupEvent::Promoted`] is raised too.
+    pub fn promote(&self) -> Result<Promotion> {
+        let (reply, answer) = crossbeam::channel::bounded(1);
+        let gone = || ReplicateError::Protocol {
+            reason: "the backup is not serving (stopped, or already promoted)".into(),
+        };
+        self.commands
+            .send_timeout(Command::Promote(reply), PROMOTE_WAIT)
+            .map_err(|_| gone())?;
+        answer.recv_timeout(PROMOTE_WAIT).map_err(|_| gone())?
+    }
+
+    /// The backup's events (bounded: the oldest are kept, newer ones dropped when
+    /// nobody reads).
+    pub fn events(&self) -> Receiver<BackupEvent> {
+        self.events.clone()
     }
 
     /// The address it listens on.
@@ -198,187 +268,6 @@ impl Drop for Backup {
     fn drop(&mut self) {
         let _ = self.halt();
     }
-}
-
-fn serve(
-    database: Database,
-    listener: TcpListener,
-    log: Option<(AccessLog, Reopened)>,
-    config: BackupConfig,
-    stop: Arc<AtomicBool>,
-    status: Arc<Mutex<BackupStatus>>,
-    ready: crossbeam::channel::Sender<Result<()>>,
-) -> Result<()> {
-    let session = database.session(SessionInfo::new("replication", "replication", None));
-    let recovered = match log {
-        Some((log, reopened)) => Applier::recover(&session, log, reopened),
-        None => Ok(Applier::new(&session)),
-    };
-    let mut applier = match recovered {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return Ok(());
-        }
-    };
-    publish(&status, &applier);
-    let (handshaken_tx, handshaken) = crossbeam::channel::bounded::<Handshaken>(4);
-    let acceptor = {
-        let (config, stop, status) = (config.clone(), Arc::clone(&stop), Arc::clone(&status));
-        std::thread::Builder::new()
-            .name("kirikae-accept".into())
-            .spawn(move || accept_loop(listener, config, stop, status, handshaken_tx))
-            .map_err(|e| ReplicateError::Network {
-                what: "start accepting on",
-                addr: String::new(),
-                source: e,
-            })
-    };
-    let acceptor = match acceptor {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return Ok(());
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let mut next: Option<Handshaken> = None;
-    while !stop.load(Ordering::SeqCst) {
-        let conn = match next.take() {
-            Some(c) => c,
-            None => match handshaken.recv_timeout(Duration::from_millis(20)) {
-                Ok(c) => c,
-                Err(_) => continue,
-            },
-        };
-        let from = conn.from;
-        status.lock().connected = true;
-        let (ended, newer) = connection(&mut applier, conn, &config, &stop, &status, &handshaken);
-        let reason = match ended {
-            Ok(()) if newer.is_some() => "the primary connected again".to_owned(),
-            Ok(()) => "primary closed the connection".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        tracing::info!("primary {from} disconnected: {reason}");
-        let mut s = status.lock();
-        s.connected = false;
-        s.last_disconnect = Some(reason);
-        next = newer;
-    }
-    let _ = acceptor.join();
-    Ok(())
-}
-
-/// Copies the applier's positions and counts into the status (what handshakes
-/// answer with, and what [`Backup::status`] shows).
-fn publish(status: &Mutex<BackupStatus>, applier: &Applier<'_>) {
-    let mut s = status.lock();
-    s.last_seq = applier.last_seq();
-    s.logged_seq = applier.logged_seq();
-    s.epoch = applier.epoch();
-    s.held = applier.held();
-    s.stats = applier.stats().clone();
-}
-
-/// Serves one authenticated primary until it goes away, breaks the protocol, the
-/// backup stops, or the primary connects again (returned: it replaces this one).
-fn connection(
-    applier: &mut Applier<'_>,
-    conn: Handshaken,
-    config: &BackupConfig,
-    stop: &AtomicBool,
-    status: &Mutex<BackupStatus>,
-    handshaken: &Receiver<Handshaken>,
-) -> (Result<()>, Option<Handshaken>) {
-    let Handshaken {
-        mut stream,
-        early,
-        greeting,
-        from,
-    } = conn;
-    let addr = from.to_string();
-    let network = |what, source| ReplicateError::Network {
-        what,
-        addr: addr.clone(),
-        source,
-    };
-    let tick = config.heartbeat_every.min(Duration::from_millis(20));
-    if let Err(e) = stream.set_read_timeout(Some(tick)) {
-        return (Err(network("serve", e)), None);
-    }
-    // A primary that stops reading must not hold this thread in a write.
-    if let Err(e) = stream.set_write_timeout(Some(config.primary_timeout)) {
-        return (Err(network("serve", e)), None);
-    }
-    let mut decoder = FrameDecoder::new(config.frame_bytes_max);
-    decoder.push(&early);
-    let mut buf = vec![0u8; 256 << 10];
-    let started = Instant::now();
-    let now = || started.elapsed().as_micros() as Micros;
-    let session_config = SessionConfig {
-        node: config.node.clone(),
-        heartbeat_every: config.heartbeat_every,
-        primary_timeout: config.primary_timeout,
-    };
-    let mut session = match BackupSession::open(session_config, now(), &greeting, applier) {
-        Ok(s) => s,
-        Err(e) => return (Err(e), None),
-    };
-    publish(status, applier);
-    let mut out = Vec::new();
-    let mut pending = !early.is_empty();
-    while !stop.load(Ordering::SeqCst) {
-        if let Ok(newer) = handshaken.try_recv() {
-            return (Ok(()), Some(newer));
-        }
-        let n = if pending {
-            pending = false;
-            0
-        } else {
-            match stream.read(&mut buf) {
-                Ok(0) => return (Ok(()), None),
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
-                Err(e) => return (Err(network("read from", e)), None),
-            }
-        };
-        let mut replies = Vec::new();
-        decoder.push(&buf[..n]);
-        let mut messages = Vec::new();
-        loop {
-            match decoder.next_message() {
-                Ok(Some(m)) => messages.push(m),
-                Ok(None) => break,
-                Err(e) => return (Err(e.into()), None),
-            }
-        }
-        let step = if messages.is_empty() {
-            Ok(())
-        } else {
-            session.receive(now(), messages, applier, &mut replies)
-        }
-        .and_then(|()| session.tick(now(), applier, &mut replies));
-        if let Err(e) = step {
-            return (Err(e), None);
-        }
-        if !replies.is_empty() {
-            // Status first: once the primary reads an acknowledgement, whoever asks
-            // this backup must see at least what was acknowledged.
-            publish(status, applier);
-            out.clear();
-            for r in &replies {
-                match encode(r, config.frame_bytes_max) {
-                    Ok(frame) => out.extend_from_slice(&frame),
-                    Err(e) => return (Err(e.into()), None),
-                }
-            }
-            if let Err(e) = stream.write_all(&out) {
-                return (Err(network("write to", e)), None);
-            }
-            session.sent(now());
-        }
-    }
-    (Ok(()), None)
 }
 
 #[cfg(test)]

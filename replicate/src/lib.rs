@@ -87,8 +87,10 @@
 
 mod access_log;
 mod applier;
+mod arbiter;
 mod backup;
 mod backup_accept;
+mod backup_serve;
 mod backup_session;
 mod checkpoint;
 mod commit_policy;
@@ -124,7 +126,8 @@ mod wire_tests;
 
 pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
 pub use applier::{Applier, ApplierStats, Promotion};
-pub use backup::{Backup, BackupConfig, BackupStatus};
+pub use arbiter::Arbiter;
+pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 pub use backup_session::{BackupSession, SessionConfig};
 pub use checkpoint::Checkpoint;
 pub use commit_policy::{settle, shipment, Shipment};

@@ -1,0 +1,87 @@
+//! Who decides that a backup takes over (seed 000 §5.1: normally an operator, after
+//! confirming the old primary is cut off from the network).
+
+use std::time::Duration;
+
+use crate::link::Micros;
+
+/// How a backup's promotion is decided.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Arbiter {
+    /// Only by an operator command ([`Backup::promote`](crate::Backup::promote)),
+    /// given once the operator has confirmed the old primary is cut off (seed 000's
+    /// procedure). No split brain unless the operator is wrong.
+    #[default]
+    Manual,
+    /// The backup promotes itself after `failover_after` without a word (message or
+    /// heartbeat) from an authenticated primary it had heard in this run; a silence
+    /// shorter than that never promotes. A partition that isolates a live primary
+    /// then makes two primaries, one on each side: the old one keeps serving until
+    /// it hears of the higher epoch.
+    Peer {
+        /// Silence that counts as the primary being gone.
+        failover_after: Duration,
+    },
+}
+
+/// The silence watch of [`Arbiter::Peer`], as pure code over the shell's clock.
+#[derive(Debug)]
+pub(crate) struct SilenceWatch {
+    after_us: Option<Micros>,
+    last_heard: Option<Micros>,
+}
+
+impl SilenceWatch {
+    pub fn new(arbiter: &Arbiter) -> SilenceWatch {
+        let after_us = match arbiter {
+            Arbiter::Manual => None,
+            Arbiter::Peer { failover_after } => {
+                Some(failover_after.as_micros().min(u64::MAX as u128) as Micros)
+            }
+        };
+        SilenceWatch {
+            after_us,
+            last_heard: None,
+        }
+    }
+
+    /// The primary was heard at `now`.
+    pub fn heard(&mut self, now: Micros) {
+        self.last_heard = Some(now);
+    }
+
+    /// `Some(silence)` if the arbiter says promote at `now`: a primary was heard in
+    /// this run, and not for longer than `failover_after`.
+    pub fn due(&self, now: Micros) -> Option<Duration> {
+        let (after, last) = (self.after_us?, self.last_heard?);
+        let silent = now.saturating_sub(last);
+        (silent > after).then(|| Duration::from_micros(silent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_primary_heard_and_then_silent_past_the_limit_is_due() {
+        let peer = Arbiter::Peer {
+            failover_after: Duration::from_millis(500),
+        };
+        let mut w = SilenceWatch::new(&peer);
+        assert_eq!(w.due(10_000_000), None, "never heard: never due");
+        w.heard(1_000_000);
+        assert_eq!(w.due(1_400_000), None, "a blip");
+        assert_eq!(w.due(1_500_000), None, "exactly the limit");
+        assert_eq!(w.due(1_500_001), Some(Duration::from_micros(500_001)));
+        w.heard(1_600_000);
+        assert_eq!(w.due(1_700_000), None, "heard again");
+        let mut manual = SilenceWatch::new(&Arbiter::Manual);
+        manual.heard(0);
+        assert_eq!(
+            manual.due(u64::MAX),
+            None,
+            "manual never promotes by itself"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! The backup's applier thread: serves one authenticated primary at a time (a newer
+//! authenticated connection replaces the current one), answers operator commands,
+//! and promotes this node when the operator or the [`Arbiter`] says so.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, Sender};
+use kirikae_engine::{Database, SessionInfo};
+use parking_lot::Mutex;
+
+use crate::access_log::{AccessLog, Reopened};
+use crate::applier::{Applier, Promotion};
+use crate::arbiter::SilenceWatch;
+use crate::backup::{BackupConfig, BackupEvent, BackupStatus, PromotedBy};
+use crate::backup_accept::{accept_loop, Handshaken};
+use crate::backup_session::{BackupSession, SessionConfig};
+use crate::epoch::Epoch;
+use crate::error::{ReplicateError, Result};
+use crate::link::Micros;
+use crate::wire::{encode, FrameDecoder};
+
+/// An operator's request to the applier thread.
+pub(crate) enum Command {
+    /// Promote now; the answer goes back on the channel.
+    Promote(Sender<Result<Promotion>>),
+}
+
+/// What the applier thread is given.
+pub(crate) struct Serve {
+    pub database: Database,
+    pub listener: TcpListener,
+    pub log: Option<(AccessLog, Reopened)>,
+    pub config: BackupConfig,
+    pub stop: Arc<AtomicBool>,
+    pub status: Arc<Mutex<BackupStatus>>,
+    pub commands: Receiver<Command>,
+    pub events: Sender<BackupEvent>,
+    pub ready: Sender<Result<()>>,
+}
+
+/// Why a connection ended, as the applier thread sees it.
+enum Ended {
+    /// Closed, broken or refused: the reason.
+    Closed(Result<()>),
+    /// The primary connected again: serve the new connection.
+    Replaced(Box<Handshaken>),
+    /// Promote now (an operator command or the arbiter).
+    Promote(PromotedBy, Option<Sender<Result<Promotion>>>),
+}
+
+/// The clock every part of the applier thread reads.
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> Micros {
+        self.0.elapsed().as_micros() as Micros
+    }
+}
+
+pub(crate) fn serve(s: Serve) -> Result<()> {
+    let Serve {
+        database,
+        listener,
+        log,
+        config,
+        stop,
+        status,
+        commands,
+        events,
+        ready,
+    } = s;
+    let session = database.session(SessionInfo::new("replication", "replication", None));
+    let recovered = match log {
+        Some((log, reopened)) => Applier::recover(&session, log, reopened),
+        None => Ok(Applier::new(&session)),
+    };
+    let mut applier = match recovered {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    publish(&status, &applier);
+    let (handshaken_tx, handshaken) = crossbeam::channel::bounded::<Handshaken>(4);
+    // The acceptor stops with the applier thread (stopped, or promoted).
+    let acceptor_stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let (config, stop, status) = (
+            config.clone(),
+            Arc::clone(&acceptor_stop),
+            Arc::clone(&status),
+        );
+        std::thread::Builder::new()
+            .name("kirikae-accept".into())
+            .spawn(move || accept_loop(listener, config, stop, status, handshaken_tx))
+    };
+    let acceptor = match acceptor {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(ReplicateError::Network {
+                what: "start accepting on",
+                addr: String::new(),
+                source: e,
+            }));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let clock = Clock(Instant::now());
+    let mut watch = SilenceWatch::new(&config.arbiter);
+    let mut next: Option<Handshaken> = None;
+    let mut promote: Option<(PromotedBy, Option<Sender<Result<Promotion>>>)> = None;
+    while !stop.load(Ordering::SeqCst) && promote.is_none() {
+        let conn = match next.take() {
+            Some(c) => c,
+            None => {
+                crossbeam::channel::select! {
+                    recv(handshaken) -> c => match c {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    },
+                    recv(commands) -> c => {
+                        if let Ok(Command::Promote(reply)) = c {
+                            promote = Some((PromotedBy::Operator, Some(reply)));
+                        }
+                        continue;
+                    },
+                    default(Duration::from_millis(20)) => {
+                        if let Some(silent) = watch.due(clock.now()) {
+                            promote = Some((PromotedBy::Silence { silent_ms: silent.as_millis() as u64 }, None));
+                        }
+                        continue;
+                    },
+                }
+            }
+        };
+        let from = conn.from;
+        status.lock().connected = true;
+        let ended = connection(
+            &mut applier,
+            conn,
+            &config,
+            &stop,
+            &status,
+            &handshaken,
+            &commands,
+            &clock,
+            &mut watch,
+        );
+        let reason = match ended {
+            Ended::Closed(Ok(())) => "primary closed the connection".to_owned(),
+            Ended::Closed(Err(e)) => e.to_string(),
+            Ended::Replaced(newer) => {
+                next = Some(*newer);
+                "the primary connected again".to_owned()
+            }
+            Ended::Promote(by, reply) => {
+                let reason = format!("promoting ({by})");
+                promote = Some((by, reply));
+                reason
+            }
+        };
+        tracing::info!("primary {from} disconnected: {reason}");
+        let mut s = status.lock();
+        s.connected = false;
+        s.last_disconnect = Some(reason);
+    }
+    acceptor_stop.store(true, Ordering::SeqCst);
+    let _ = acceptor.join();
+    if let Some((by, reply)) = promote {
+        let epoch = Epoch(applier.epoch().0 + 1);
+        let promoted = applier.promote(epoch);
+        publish(&status, &applier);
+        if let Ok(p) = &promoted {
+            tracing::warn!(
+                "promoted at {} after sequence {} ({by})",
+                p.epoch,
+                p.last_seq
+            );
+            status.lock().promoted = Some(p.clone());
+            // Bounded: an embedder that never reads events does not hold this up.
+            let _ = events.try_send(BackupEvent::Promoted {
+                promotion: p.clone(),
+                by,
+            });
+        }
+        match reply {
+            Some(reply) => {
+                let _ = reply.send(promoted);
+            }
+            None => promoted.map(drop)?,
+        }
+    }
+    Ok(())
+}
+
+/// Copies the applier's positions and counts into the status (what handshakes
+/// answer with, and what [`Backup::status`](crate::Backup::status) shows).
+fn publish(status: &Mutex<BackupStatus>, applier: &Applier<'_>) {
+    let mut s = status.lock();
+    s.last_seq = applier.last_seq();
+    s.logged_seq = applier.logged_seq();
+    s.epoch = applier.epoch();
+    s.held = applier.held();
+    s.stats = applier.stats().clone();
+}
+
+/// Serves one authenticated primary until it goes away, breaks the protocol, the
+/// backup stops, the primary connects again, or a promotion is due.
+#[allow(clippy::too_many_arguments)]
+fn connection(
+    applier: &mut Applier<'_>,
+    conn: Handshaken,
+    config: &BackupConfig,
+    stop: &AtomicBool,
+    status: &Mutex<BackupStatus>,
+    handshaken: &Receiver<Handshaken>,
+    commands: &Receiver<Command>,
+    clock: &Clock,
+    watch: &mut SilenceWatch,
+) -> Ended {
+    let Handshaken {
+        mut stream,
+        early,
+        greeting,
+        from,
+    } = conn;
+    let addr = from.to_string();
+    let network = |what, source| {
+        Ended::Closed(Err(ReplicateError::Network {
+            what,
+            addr: addr.clone(),
+            source,
+        }))
+    };
+    let tick = config.heartbeat_every.min(Duration::from_millis(20));
+    if let Err(e) = stream.set_read_timeout(Some(tick)) {
+        return network("serve", e);
+    }
+    // A primary that stops reading must not hold this thread in a write.
+    if let Err(e) = stream.set_write_timeout(Some(config.primary_timeout)) {
+        return network("serve", e);
+    }
+    let mut decoder = FrameDecoder::new(config.frame_bytes_max);
+    decoder.push(&early);
+    let mut buf = vec![0u8; 256 << 10];
+    let session_config = SessionConfig {
+        node: config.node.clone(),
+        heartbeat_every: config.heartbeat_every,
+        primary_timeout: config.primary_timeout,
+    };
+    let mut session = match BackupSession::open(session_config, clock.now(), &greeting, applier) {
+        Ok(s) => s,
+        Err(e) => return Ended::Closed(Err(e)),
+    };
+    watch.heard(clock.now());
+    publish(status, applier);
+    let mut out = Vec::new();
+    let mut pending = !early.is_empty();
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(newer) = handshaken.try_recv() {
+            return Ended::Replaced(Box::new(newer));
+        }
+        if let Ok(Command::Promote(reply)) = commands.try_recv() {
+            return Ended::Promote(PromotedBy::Operator, Some(reply));
+        }
+        if let Some(silent) = watch.due(clock.now()) {
+            let silent_ms = silent.as_millis() as u64;
+            return Ended::Promote(PromotedBy::Silence { silent_ms }, None);
+        }
+        let n = if pending {
+            pending = false;
+            0
+        } else {
+            match stream.read(&mut buf) {
+                Ok(0) => return Ended::Closed(Ok(())),
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+                Err(e) => return network("read from", e),
+            }
+        };
+        let now = clock.now();
+        if n > 0 {
+            watch.heard(now);
+        }
+        let mut replies = Vec::new();
+        decoder.push(&buf[..n]);
+        let mut messages = Vec::new();
+        loop {
+            match decoder.next_message() {
+                Ok(Some(m)) => messages.push(m),
+                Ok(None) => break,
+                Err(e) => return Ended::Closed(Err(e.into())),
+            }
+        }
+        let step = if messages.is_empty() {
+            Ok(())
+        } else {
+            session.receive(now, messages, applier, &mut replies)
+        }
+        .and_then(|()| session.tick(now, applier, &mut replies));
+        if let Err(e) = step {
+            return Ended::Closed(Err(e));
+        }
+        if !replies.is_empty() {
+            // Status first: once the primary reads an acknowledgement, whoever asks
+            // this backup must see at least what was acknowledged.
+            publish(status, applier);
+            out.clear();
+            for r in &replies {
+                match encode(r, config.frame_bytes_max) {
+                    Ok(frame) => out.extend_from_slice(&frame),
+                    Err(e) => return Ended::Closed(Err(e.into())),
+                }
+            }
+            if let Err(e) = stream.write_all(&out) {
+                return network("write to", e);
+            }
+            session.sent(clock.now());
+        }
+    }
+    Ended::Closed(Ok(()))
+}

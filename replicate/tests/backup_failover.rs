@@ -1,0 +1,157 @@
+//! Failover at the backup over real TCP: an operator's promotion, and the peer
+//! arbiter promoting after its primary falls silent. Each ends with every
+//! acknowledged sync commit in the promoted database and a `Promoted` event.
+
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use kirikae_engine::{Database, Key, SessionInfo};
+use kirikae_replicate::{
+    Arbiter, Backup, BackupConfig, BackupEvent, Epoch, LinkConfig, PeerKey, PromotedBy,
+    RecordLogOptions, Replication, Replicator, ReplicatorConfig, RuleSet, Seq,
+};
+use kirikae_testkit::{kv_database, kv_row, wait_for};
+
+const T: &str = "acct";
+
+fn key() -> PeerKey {
+    PeerKey::new(vec![5; 32]).unwrap()
+}
+
+fn backup(db: Database, arbiter: Arbiter, dir: &std::path::Path) -> Backup {
+    Backup::start(
+        db,
+        "127.0.0.1:0",
+        BackupConfig {
+            key: Some(key()),
+            log_dir: Some(dir.to_owned()),
+            heartbeat_every: Duration::from_millis(20),
+            arbiter,
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+fn primary(db: &Database, backup: &Backup, dir: &std::path::Path) -> Replicator {
+    Replicator::start(
+        db,
+        ReplicatorConfig {
+            key: Some(key()),
+            peer: backup.local_addr(),
+            rules: RuleSet::parse(r#"default = "sync""#, "test.toml").unwrap(),
+            link: LinkConfig {
+                heartbeat_every: Duration::from_millis(20),
+                peer_timeout: Duration::from_millis(500),
+                reconnect_min: Duration::from_millis(10),
+                reconnect_max: Duration::from_millis(100),
+                ..LinkConfig::default()
+            },
+            difference_dir: dir.to_owned(),
+            difference: RecordLogOptions {
+                fsync: false,
+                ..RecordLogOptions::default()
+            },
+        },
+    )
+    .unwrap()
+}
+
+/// `n` sync commits, each acknowledged as replicated; returns their keys.
+fn acknowledged_sync_commits(db: &Database, n: i64) -> Vec<i64> {
+    let s = db.session(SessionInfo::default());
+    (0..n)
+        .map(|k| {
+            let mut tx = s.begin();
+            tx.insert(T, kv_row(k, k)).unwrap();
+            let note = tx.commit_noted().unwrap();
+            assert!(
+                matches!(Replication::of(&note), Some(Replication::Replicated { .. })),
+                "{note:?}"
+            );
+            k
+        })
+        .collect()
+}
+
+fn holds_all(db: &Database, keys: &[i64]) -> bool {
+    let s = db.session(SessionInfo::default());
+    keys.iter()
+        .all(|k| s.get(T, &Key::from(*k)).unwrap().is_some())
+}
+
+#[test]
+fn an_operator_promotes_the_backup_with_every_acknowledged_commit() {
+    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = kv_database(&[T]);
+    let backup = backup(replica.clone(), Arbiter::Manual, log.path());
+    let db = kv_database(&[T]);
+    let replicator = primary(&db, &backup, diff.path());
+    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let keys = acknowledged_sync_commits(&db, 50);
+
+    let promotion = backup.promote().unwrap();
+    assert_eq!(promotion.epoch, Epoch(2), "the primary's epoch 1, plus one");
+    // Every acknowledged sync commit is in the promoted database: applied, or held in
+    // doubt with matching digests and committed by the promotion.
+    assert_eq!(promotion.last_seq, Seq(50));
+    assert!(promotion.in_doubt_dropped.is_empty(), "{promotion:?}");
+    assert!(holds_all(&replica, &keys));
+    match backup
+        .events()
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+    {
+        BackupEvent::Promoted { promotion: p, by } => {
+            assert_eq!((p, by), (promotion.clone(), PromotedBy::Operator))
+        }
+    }
+    assert_eq!(backup.status().promoted, Some(promotion));
+    assert!(backup.promote().is_err(), "promoted once");
+    // The old primary is cut off: it cannot get back in.
+    wait_for(
+        "the old primary to see the backup gone",
+        Duration::from_secs(10),
+        || !replicator.wait_duplex(Duration::ZERO),
+    );
+    replicator.shutdown();
+}
+
+#[test]
+fn the_peer_arbiter_promotes_after_the_primary_falls_silent() {
+    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = kv_database(&[T]);
+    let failover_after = Duration::from_millis(500);
+    let backup = backup(
+        replica.clone(),
+        Arbiter::Peer { failover_after },
+        log.path(),
+    );
+    let db = kv_database(&[T]);
+    let replicator = primary(&db, &backup, diff.path());
+    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let keys = acknowledged_sync_commits(&db, 20);
+
+    // The primary goes away (its process would die here: the connection closes and
+    // nothing more comes).
+    let gone_at = Instant::now();
+    replicator.shutdown();
+    let event = backup
+        .events()
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a promotion");
+    let elapsed = gone_at.elapsed();
+    let BackupEvent::Promoted { promotion, by } = event;
+    match by {
+        PromotedBy::Silence { silent_ms } => assert!(silent_ms >= 500, "{silent_ms}"),
+        other => panic!("expected a silence, got {other}"),
+    }
+    assert!(elapsed >= failover_after, "promoted after {elapsed:?}");
+    assert_eq!(promotion.last_seq, Seq(20));
+    assert!(holds_all(&replica, &keys));
+    wait_for("the backup thread to end", Duration::from_secs(5), || {
+        backup.is_finished()
+    });
+}
