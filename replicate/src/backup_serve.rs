@@ -170,33 +170,69 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         s.connected = false;
         s.last_disconnect = Some(reason);
     }
-    acceptor_stop.store(true, Ordering::SeqCst);
-    let _ = acceptor.join();
-    if let Some((by, reply)) = promote {
-        let epoch = Epoch(applier.epoch().0 + 1);
-        let promoted = applier.promote(epoch);
-        publish(&status, &applier);
-        if let Ok(p) = &promoted {
-            tracing::warn!(
-                "promoted at {} after sequence {} ({by})",
-                p.epoch,
-                p.last_seq
-            );
-            status.lock().promoted = Some(p.clone());
-            // Bounded: an embedder that never reads events does not hold this up.
-            let _ = events.try_send(BackupEvent::Promoted {
-                promotion: p.clone(),
-                by,
-            });
-        }
-        match reply {
-            Some(reply) => {
-                let _ = reply.send(promoted);
+    let outcome = match promote {
+        Some((by, reply)) => promote_now(&mut applier, &status, &events, by, reply),
+        None => Ok(()),
+    };
+    if outcome.is_ok() && applier.promoted().is_some() {
+        // Promoted: the listener stays up so that the old primary, when it connects,
+        // learns of the higher epoch in the (authenticated) handshake and fences
+        // itself; its connection is then closed.
+        while !stop.load(Ordering::SeqCst) {
+            crossbeam::channel::select! {
+                recv(handshaken) -> old => if let Ok(old) = old {
+                    tracing::warn!(
+                        "refused {} ({}): this node is the primary now",
+                        old.from,
+                        old.greeting.epoch
+                    );
+                },
+                recv(commands) -> c => if let Ok(Command::Promote(reply)) = c {
+                    let _ = reply.send(Err(ReplicateError::Protocol {
+                        reason: format!("already promoted at {}", applier.epoch()),
+                    }));
+                },
+                default(Duration::from_millis(20)) => {},
             }
-            None => promoted.map(drop)?,
         }
     }
-    Ok(())
+    acceptor_stop.store(true, Ordering::SeqCst);
+    let _ = acceptor.join();
+    outcome
+}
+
+/// Promotes at the next epoch, publishes the result, raises the event and answers
+/// the operator (an automatic promotion's failure ends the thread with it).
+fn promote_now(
+    applier: &mut Applier<'_>,
+    status: &Mutex<BackupStatus>,
+    events: &Sender<BackupEvent>,
+    by: PromotedBy,
+    reply: Option<Sender<Result<Promotion>>>,
+) -> Result<()> {
+    let epoch = Epoch(applier.epoch().0 + 1);
+    let promoted = applier.promote(epoch);
+    publish(status, applier);
+    if let Ok(p) = &promoted {
+        tracing::warn!(
+            "promoted at {} after sequence {} ({by})",
+            p.epoch,
+            p.last_seq
+        );
+        status.lock().promoted = Some(p.clone());
+        // Bounded: an embedder that never reads events does not hold this up.
+        let _ = events.try_send(BackupEvent::Promoted {
+            promotion: p.clone(),
+            by,
+        });
+    }
+    match reply {
+        Some(reply) => {
+            let _ = reply.send(promoted);
+            Ok(())
+        }
+        None => promoted.map(drop),
+    }
 }
 
 /// Copies the applier's positions and counts into the status (what handshakes

@@ -45,6 +45,15 @@ pub enum ReplicateError {
         /// The last position in the log.
         last: u64,
     },
+    /// This primary was replaced by one promoted at a higher epoch: it accepts no
+    /// writes (seed 000 §5.1: epochs fence the old primary).
+    #[error("this primary ({epoch}) was replaced by the primary of {by}: it accepts no writes")]
+    Fenced {
+        /// This primary's epoch.
+        epoch: crate::Epoch,
+        /// The new primary's.
+        by: crate::Epoch,
+    },
     /// A connection's handshake failed: a wrong key, a forged or missing proof.
     #[error("handshake refused: {reason}")]
     Unauthenticated {

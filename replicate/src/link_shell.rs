@@ -214,7 +214,6 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     stream
         .write_all(&encode(&proof, max)?)
         .map_err(|e| network("greet", e))?;
-    let peer_last = greeting.last_seq;
     stream
         .set_read_timeout(None)
         .map_err(|e| network("connect to", e))?;
@@ -222,7 +221,7 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
         let mut core = shared.core.lock();
         core.generation += 1;
         let now = shared.now();
-        core.link.connected(now, peer_last);
+        core.link.connected(now, greeting.last_seq, greeting.epoch);
         core.generation
     };
     shared.wake_writer();

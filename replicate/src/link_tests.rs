@@ -3,6 +3,7 @@
 
 use kirikae_engine::{Operation, Value};
 
+use crate::epoch::Epoch;
 use crate::link::{
     Event, Link, LinkConfig, LinkState, LogState, Persisted, Ready, Submitted, SyncOutcome,
 };
@@ -11,7 +12,7 @@ use crate::seq::Seq;
 
 fn duplex_link(config: LinkConfig) -> Link {
     let mut link = Link::new(config, LogState::default(), 0);
-    link.connected(1, Seq::ZERO);
+    link.connected(1, Seq::ZERO, Epoch::NONE);
     assert_eq!(
         link.state(),
         LinkState::Duplex,
@@ -218,7 +219,7 @@ fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
     }
     let persisted = link.ready().persist;
     link.persisted(4, durable(3));
-    link.connected(5, Seq::ZERO);
+    link.connected(5, Seq::ZERO, Epoch::NONE);
     assert_eq!(link.state(), LinkState::CatchingUp);
     let read = link.ready().read.expect("asks for the records");
     assert_eq!((read.after, read.limit > 0), (Seq::ZERO, true));

@@ -19,6 +19,7 @@ use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError};
 
 use crate::commit_policy::{settle, shipment};
 use crate::difference_file::DifferenceFile;
+use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::handshake::PeerKey;
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Submitted, SyncOutcome};
@@ -144,6 +145,15 @@ impl Replicator {
         metrics
     }
 
+    /// The epoch of the primary that replaced this one, once it is fenced (then every
+    /// commit fails with [`ReplicateError::Fenced`]; see [`Event::Fenced`]).
+    pub fn fenced(&self) -> Option<Epoch> {
+        match self.shared.fenced_by.load(Ordering::SeqCst) {
+            0 => None,
+            e => Some(Epoch(e)),
+        }
+    }
+
     /// Waits until the link is duplex (connected, handshake done, the peer in step:
     /// commits replicate in their rules' modes), or `timeout` passes; returns whether
     /// it is. Call it after [`Replicator::start`] so that the first commits do not
@@ -214,6 +224,15 @@ impl CommitGate for Gate {
         request: &CommitRequest<'_>,
     ) -> std::result::Result<Option<GateNote>, HookError> {
         let shared = &self.0;
+        let fenced_by = shared.fenced_by.load(Ordering::SeqCst);
+        if fenced_by > 0 {
+            let epoch = shared.core.lock().link.config().epoch;
+            return Err(ReplicateError::Fenced {
+                epoch,
+                by: Epoch(fenced_by),
+            }
+            .into());
+        }
         let Some(mut shipment) = shipment(&shared.rules, request, TimeOfDay::now()) else {
             return Ok(Some(Arc::new(Replication::Skipped)));
         };

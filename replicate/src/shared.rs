@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) frame_bytes_max: usize,
     /// The pair's key, for handshakes.
     pub(crate) key: Option<PeerKey>,
+    /// The epoch of the primary that replaced this one (0: not fenced). Every commit
+    /// checks it first, the ones its rules skip included.
+    pub(crate) fenced_by: AtomicU64,
 }
 
 impl Shared {
@@ -85,6 +88,7 @@ impl Shared {
             peer,
             frame_bytes_max,
             key,
+            fenced_by: AtomicU64::new(0),
         });
         (shared, rx)
     }
@@ -108,6 +112,9 @@ impl Shared {
     pub(crate) fn deliver_notices(&self, core: &mut Core) {
         let (events, outcomes) = core.link.take_notices();
         for e in events {
+            if let Event::Fenced { epoch, .. } = &e {
+                self.fenced_by.store(epoch.0, Ordering::SeqCst);
+            }
             self.raise(e);
         }
         for (seq, outcome) in outcomes {

@@ -62,18 +62,17 @@ fn primary(db: &Database, backup: &Backup, dir: &std::path::Path) -> Replicator 
 /// `n` sync commits, each acknowledged as replicated; returns their keys.
 fn acknowledged_sync_commits(db: &Database, n: i64) -> Vec<i64> {
     let s = db.session(SessionInfo::default());
-    (0..n)
-        .map(|k| {
-            let mut tx = s.begin();
-            tx.insert(T, kv_row(k, k)).unwrap();
-            let note = tx.commit_noted().unwrap();
-            assert!(
-                matches!(Replication::of(&note), Some(Replication::Replicated { .. })),
-                "{note:?}"
-            );
-            k
-        })
-        .collect()
+    let keys: Vec<i64> = (0..n).collect();
+    for &k in &keys {
+        let mut tx = s.begin();
+        tx.insert(T, kv_row(k, k)).unwrap();
+        let note = tx.commit_noted().unwrap();
+        assert!(
+            matches!(Replication::of(&note), Some(Replication::Replicated { .. })),
+            "{note:?}"
+        );
+    }
+    keys
 }
 
 fn holds_all(db: &Database, keys: &[i64]) -> bool {
@@ -151,7 +150,66 @@ fn the_peer_arbiter_promotes_after_the_primary_falls_silent() {
     assert!(elapsed >= failover_after, "promoted after {elapsed:?}");
     assert_eq!(promotion.last_seq, Seq(20));
     assert!(holds_all(&replica, &keys));
-    wait_for("the backup thread to end", Duration::from_secs(5), || {
-        backup.is_finished()
-    });
+    assert_eq!(backup.status().promoted, Some(promotion));
+}
+
+#[test]
+fn the_old_primary_is_fenced_by_the_promoted_backup_and_reports_its_divergent_tail() {
+    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = kv_database(&[T]);
+    let backup = backup(replica.clone(), Arbiter::Manual, log.path());
+    let db = kv_database(&[T]);
+    let replicator = primary(&db, &backup, diff.path());
+    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let keys = acknowledged_sync_commits(&db, 10);
+    let promotion = backup.promote().unwrap();
+    assert_eq!((promotion.epoch, promotion.last_seq), (Epoch(2), Seq(10)));
+    assert!(holds_all(&replica, &keys));
+
+    // The old primary is alive (a partition, a pause): until it reconnects and meets
+    // the higher epoch, its commits go through alone, and only it has them.
+    let s = db.session(SessionInfo::default());
+    let mut alone = 0;
+    for k in 100..200 {
+        match s.insert(T, kv_row(k, k)) {
+            Ok(_) => alone += 1,
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("replaced by the primary of epoch 2"),
+                    "{e}"
+                );
+                break;
+            }
+        }
+        if replicator.fenced().is_some() {
+            break;
+        }
+    }
+    wait_for(
+        "the old primary to be fenced",
+        Duration::from_secs(10),
+        || replicator.fenced() == Some(Epoch(2)),
+    );
+    let fenced = replicator
+        .events()
+        .try_iter()
+        .find_map(|e| match e {
+            kirikae_replicate::Event::Fenced {
+                epoch,
+                takeover_seq,
+                divergent,
+            } => Some((epoch, takeover_seq, divergent)),
+            _ => None,
+        })
+        .expect("a Fenced event");
+    let tail = (alone > 0).then(|| (Seq(11), Seq(10 + alone)));
+    assert_eq!(fenced, (Epoch(2), Seq(10), tail), "{alone} committed alone");
+    // Every write is refused now, replicated or not.
+    let err = s.insert(T, kv_row(1_000, 1)).expect_err("fenced");
+    assert!(err.to_string().contains("accepts no writes"), "{err}");
+    assert!(
+        !holds_all(&replica, &[100]),
+        "the divergent tail never reached the new primary"
+    );
+    replicator.shutdown();
 }

@@ -552,9 +552,9 @@ impl Sim {
                 primary_timeout: Duration::from_millis(40),
             };
             let session = BackupSession::open(config, self.now, &at_backup, peer.applier())?;
-            Ok((at_primary.last_seq, session))
+            Ok((at_primary, session))
         });
-        let Ok((last, mut session)) = opened else {
+        let Ok((greeting, mut session)) = opened else {
             self.link.connect_failed(self.now);
             return;
         };
@@ -565,7 +565,8 @@ impl Sim {
         self.last_at = [self.now; 2];
         self.sent_index = [0; 2];
         self.delivered_index = [0; 2];
-        self.link.connected(self.now, last);
+        self.link
+            .connected(self.now, greeting.last_seq, greeting.epoch);
         self.flush_primary(faults);
     }
 
@@ -669,7 +670,7 @@ fn run(seed: u64) -> Tally {
     );
     for e in &sim.events {
         match e {
-            Event::Mismatch { .. } | Event::ResyncRequired { .. } => {
+            Event::Mismatch { .. } | Event::ResyncRequired { .. } | Event::Fenced { .. } => {
                 panic!("{ctx}: unexpected {e:?}")
             }
             Event::Diverged { reason, .. } => {

@@ -4,6 +4,7 @@
 //! duplex when nothing is left.
 
 use super::{micros, Event, Link, LinkState, Micros, ReadRequest};
+use crate::epoch::Epoch;
 use crate::mode::Mode;
 use crate::record_log::LogRecord;
 use crate::seq::Seq;
@@ -27,12 +28,17 @@ const CATCHUP_BYTES_PER_ROUND: usize = 4 << 20;
 
 impl Link {
     /// A connection is up and the peer's handshake said it has resolved everything up
-    /// to `peer_last_seq`. Starts the catch-up (or refuses a peer that cannot be
-    /// caught up, raising `ResyncRequired` and asking to close).
-    pub fn connected(&mut self, now: Micros, peer_last_seq: Seq) {
+    /// to `peer_last_seq` and has seen `peer_epoch`. Starts the catch-up (or refuses a
+    /// peer that cannot be caught up, raising `ResyncRequired` and asking to close).
+    /// A peer of a higher epoch was promoted: this primary is fenced (see
+    /// [`Event::Fenced`]).
+    pub fn connected(&mut self, now: Micros, peer_last_seq: Seq, peer_epoch: Epoch) {
         debug_assert_eq!(self.state, LinkState::Degraded, "connected twice");
         debug_assert!(self.window.is_empty(), "window spilled when going down");
         self.metrics.connects += 1;
+        if peer_epoch > self.config.epoch {
+            return self.fence(peer_epoch, peer_last_seq);
+        }
         self.reconnect_delay_us = micros(self.config.reconnect_min);
         let refuse = if self.resync_required {
             Some("the difference file passed its cap".to_owned())

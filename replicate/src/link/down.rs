@@ -4,6 +4,7 @@
 
 use super::window::Status;
 use super::{Event, Link, LinkState, Micros, Persisted, SyncOutcome};
+use crate::epoch::Epoch;
 use crate::frame;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::LogRecord;
@@ -156,5 +157,22 @@ impl Link {
         }
         self.ready.sync_log = true;
         self.unsynced = false;
+    }
+
+    /// A node promoted at `epoch` after `takeover_seq` answered: this primary is
+    /// replaced. It raises [`Event::Fenced`] once (with the sequences only this
+    /// primary has), refuses every later submission, and stops connecting.
+    pub(super) fn fence(&mut self, epoch: Epoch, takeover_seq: Seq) {
+        if self.fenced.is_none() {
+            tracing::warn!("fenced by the primary of {epoch} (took over after {takeover_seq})");
+            let divergent = (self.seq > takeover_seq).then(|| (takeover_seq.next(), self.seq));
+            self.ready.events.push(Event::Fenced {
+                epoch,
+                takeover_seq,
+                divergent,
+            });
+            self.fenced = Some(epoch);
+        }
+        self.ready.close = true;
     }
 }

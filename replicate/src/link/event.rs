@@ -3,6 +3,7 @@
 use kirikae_engine::Key;
 use serde::Serialize;
 
+use crate::epoch::Epoch;
 use crate::seq::Seq;
 
 /// Something the embedder should know about the link.
@@ -38,6 +39,17 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Another node was promoted at a higher epoch: this primary accepts no more
+    /// writes. Its transactions after the takeover sequence (`divergent`, first and
+    /// last, if any) exist only here: the new primary never had them.
+    Fenced {
+        /// The new primary's epoch.
+        epoch: Epoch,
+        /// Everything up to here is in the new primary.
+        takeover_seq: Seq,
+        /// This primary's sequences the new primary does not have.
+        divergent: Option<(Seq, Seq)>,
+    },
 }
 
 /// One line an operator can read: the event's name, then what it carries.
@@ -61,6 +73,19 @@ impl std::fmt::Display for Event {
                 detail,
             } => write!(f, "Mismatch at {seq} in {table} (key {key}): {detail}"),
             Event::ResyncRequired { reason } => write!(f, "ResyncRequired: {reason}"),
+            Event::Fenced {
+                epoch,
+                takeover_seq,
+                divergent,
+            } => {
+                write!(f, "Fenced: replaced by the primary of {epoch}, which took over after {takeover_seq}")?;
+                match divergent {
+                    Some((first, last)) => {
+                        write!(f, "; divergent tail {first}..={last} exists only here")
+                    }
+                    None => write!(f, "; no divergent tail"),
+                }
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ pub use metrics::LinkMetrics;
 pub use outcome::{Submitted, SyncOutcome};
 pub use ready::{LogState, Persisted, ReadRequest, Ready};
 
+use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result, WireError};
 use crate::frame;
 use crate::mode::{Mode, WhenPeerDown};
@@ -68,6 +69,8 @@ pub struct Link {
     catch_ups: u64,
     /// Raised `Diverged` and not yet `Recovered`.
     diverged: bool,
+    /// Replaced by the primary of this (higher) epoch: no more submissions.
+    fenced: Option<Epoch>,
     resync_required: bool,
     /// Highest sequence handed to the shell for the difference file.
     log_last_seq: Option<Seq>,
@@ -115,6 +118,7 @@ impl Link {
             catch_up: None,
             catch_ups: 0,
             diverged: false,
+            fenced: None,
             resync_required: false,
             log_last_seq: log.last_seq,
             appended_through: last,
@@ -192,9 +196,15 @@ impl Link {
         }
     }
 
-    /// Whether the shell should try to connect now (with backoff while degraded).
+    /// Whether the shell should try to connect now (with backoff while degraded;
+    /// never once fenced).
     pub fn reconnect_due(&self, now: Micros) -> bool {
-        self.state == LinkState::Degraded && now >= self.reconnect_at
+        self.state == LinkState::Degraded && self.fenced.is_none() && now >= self.reconnect_at
+    }
+
+    /// The epoch of the primary that replaced this one, once fenced.
+    pub fn fenced(&self) -> Option<Epoch> {
+        self.fenced
     }
 
     /// A connection attempt failed: back off.
@@ -225,6 +235,12 @@ impl Link {
     ) -> Result<Submitted> {
         debug_assert!(mode != Mode::Skip, "skip transactions get no sequence");
         debug_assert!(!self.paused(), "submissions wait while a catch-up drains");
+        if let Some(by) = self.fenced {
+            return Err(ReplicateError::Fenced {
+                epoch: self.config.epoch,
+                by,
+            });
+        }
         let seq = self.seq.next();
         let epoch = self.config.epoch;
         if self.state != LinkState::Duplex {
