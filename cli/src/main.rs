@@ -93,6 +93,12 @@ pub enum CliError {
         /// Where the unacknowledged transactions are.
         difference_dir: std::path::PathBuf,
     },
+    /// The primary met a node promoted at a higher epoch and stopped accepting writes.
+    #[error("fenced: a backup was promoted at epoch {by}; this primary accepts no more writes")]
+    Fenced {
+        /// The new primary's epoch.
+        by: u64,
+    },
 }
 
 #[derive(Parser, Debug)]

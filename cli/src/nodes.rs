@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use kirikae::engine::Database;
 use kirikae::replicate::{
-    table_checksum, AccessLogOptions, Backup, BackupConfig, LinkConfig, PeerKey, RecordLogOptions,
-    Replicator, ReplicatorConfig, RuleSet,
+    table_checksum, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, LinkConfig,
+    PeerKey, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -43,9 +43,26 @@ pub struct BackupArgs {
     /// reach the port is trusted.
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Who decides a takeover: `manual` (an operator, once the primary is confirmed
+    /// cut off) or `peer` (this backup, after `--failover-after-ms` of silence from
+    /// its primary; a partition can then make two primaries).
+    #[arg(long, value_enum, default_value_t = ArbiterArg::Manual)]
+    arbiter: ArbiterArg,
+    /// With `--arbiter peer`: the primary's silence that counts as its failure.
+    #[arg(long, default_value_t = 2_000, value_parser = crate::arg_ranges::failover_ms)]
+    failover_after_ms: u64,
     /// Stop when standard input closes, printing the tables' checksums as JSON.
     #[arg(long)]
     until_stdin_closes: bool,
+}
+
+/// `--arbiter`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArbiterArg {
+    /// Only an operator promotes.
+    Manual,
+    /// The backup promotes itself after its primary's silence.
+    Peer,
 }
 
 /// Checksums of the telecom tables.
@@ -76,9 +93,33 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         key: key.clone(),
         log_dir: args.data_dir.clone(),
         access_log: AccessLogOptions::default().with_fsync(!args.no_fsync),
+        arbiter: match args.arbiter {
+            ArbiterArg::Manual => Arbiter::Manual,
+            ArbiterArg::Peer => Arbiter::Peer {
+                failover_after: Duration::from_millis(args.failover_after_ms),
+            },
+        },
         ..BackupConfig::default()
     };
     let peer = Backup::start(db.clone(), args.listen.as_str(), config)?;
+    let events = peer.events();
+    let started = Instant::now();
+    // Events as they happen, from their own thread (the main one waits on stdin).
+    let printer = std::thread::spawn(move || {
+        for e in events.iter() {
+            match e {
+                BackupEvent::Promoted { promotion, by } => say!(
+                    "{:>6.1}s Promoted at {} after sequence {} ({by}); in doubt: {} committed, {} rolled back",
+                    started.elapsed().as_secs_f64(),
+                    promotion.epoch,
+                    promotion.last_seq,
+                    promotion.in_doubt_committed.len(),
+                    promotion.in_doubt_dropped.len()
+                ),
+            }
+            std::io::stdout().flush().ok();
+        }
+    });
     let status = peer.status();
     say!(
         "kirikae backup listening on {} (recovered {} transactions, at sequence {})",
@@ -100,8 +141,12 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
     }
     let status = peer.status();
     peer.stop()?;
+    let _ = printer.join();
     let report = serde_json::json!({
         "last_seq": status.last_seq,
+        "epoch": status.epoch,
+        "promoted": status.promoted,
+        "handshakes_refused": status.handshakes_refused,
         "stats": status.stats,
         "checksums": checksums(&db)?,
     });
@@ -242,6 +287,13 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         for e in events.try_iter() {
             say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
         }
+        if let Some(by) = replicator.fenced() {
+            say!(
+                "{:>6.1}s fenced by the primary of {by}: this node accepts no more writes",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
         let m = replicator.metrics();
         say!(
             "{:>6.1}s ops {:>9} state {:?} seq {} acked {} difference {} B",
@@ -264,7 +316,10 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         m.last_seq,
         m.last_acked_seq
     );
-    let caught_up = replicator.wait_caught_up(Duration::from_secs(30));
+    let fenced = replicator.fenced();
+    // A fenced primary's transactions after the takeover exist only here: waiting
+    // for them to be acknowledged would be waiting for nothing.
+    let caught_up = fenced.is_none() && replicator.wait_caught_up(Duration::from_secs(30));
     for e in events.try_iter() {
         say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
     }
@@ -274,10 +329,14 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         "ops": report.ops,
         "failed": report.failed,
         "caught_up": caught_up,
+        "fenced_by": fenced,
         "metrics": m,
         "checksums": checksums(&db)?,
     });
     say!("{out}");
+    if let Some(by) = fenced {
+        return Err(CliError::Fenced { by: by.0 });
+    }
     if !caught_up {
         return Err(CliError::NotCaughtUp {
             peer: args.peer,

@@ -36,6 +36,10 @@ struct PeerProcess {
 
 impl PeerProcess {
     fn spawn(listen: &str, data_dir: &Path) -> PeerProcess {
+        PeerProcess::spawn_with(listen, data_dir, &[])
+    }
+
+    fn spawn_with(listen: &str, data_dir: &Path, extra: &[&str]) -> PeerProcess {
         let key_file = data_dir.with_extension("key");
         std::fs::write(&key_file, format!("{KEY}\n")).expect("key file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
@@ -51,6 +55,7 @@ impl PeerProcess {
             .arg(data_dir)
             .arg("--key-file")
             .arg(&key_file)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -413,4 +418,93 @@ fn a_peer_paused_with_sigstop_degrades_the_link_and_is_caught_up_after_sigcont()
     rep.shutdown();
     let peer_report = peer.finish();
     assert_checksums_equal(&db, &peer_report, "after SIGCONT");
+}
+
+/// A primary process killed with SIGKILL under traffic: the backup process (peer
+/// arbiter, 500 ms) promotes itself, says so as it happens, and its takeover
+/// sequence covers everything the primary last saw acknowledged.
+#[test]
+fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let diff = tempfile::tempdir().expect("tempdir");
+    let PeerProcess {
+        mut child,
+        stdin,
+        stdout,
+        addr,
+    } = PeerProcess::spawn_with(
+        "127.0.0.1:0",
+        data.path(),
+        &["--arbiter", "peer", "--failover-after-ms", "500"],
+    );
+    let mut primary = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["primary", "--peer", &addr.to_string(), "--seconds", "0"])
+        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
+        .arg("--difference-dir")
+        .arg(diff.path())
+        .arg("--key-file")
+        .arg(data.path().with_extension("key"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kirikae primary");
+    let mut lines = BufReader::new(primary.stdout.take().expect("stdout"));
+    // Replicating: a status line with a sequence acknowledged.
+    let acked = loop {
+        let mut line = String::new();
+        assert!(lines.read_line(&mut line).expect("read") > 0, "ended early");
+        let acked: Option<u64> = line
+            .split_whitespace()
+            .skip_while(|w| *w != "acked")
+            .nth(1)
+            .and_then(|n| n.parse().ok());
+        if let Some(n) = acked.filter(|n| *n > 0) {
+            break n;
+        }
+    };
+    primary.kill().expect("SIGKILL");
+    primary.wait().expect("wait");
+    let killed_at = std::time::Instant::now();
+    // The backup's lines, read on their own thread so that waiting is bounded.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let promoted = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the backup promoted itself within 10 s of the kill");
+        if line.contains("Promoted at epoch 2") {
+            break line;
+        }
+    };
+    assert!(
+        killed_at.elapsed() >= Duration::from_millis(400),
+        "{promoted}"
+    );
+    assert!(promoted.contains("primary silent for"), "{promoted}");
+    drop(stdin);
+    let rest: Vec<String> = rx.iter().collect();
+    reader.join().expect("reader");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "backup exited with {status}");
+    let report: serde_json::Value = rest
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no report in {rest:?}"));
+    assert_eq!(
+        report["promoted"]["epoch"],
+        serde_json::json!(2),
+        "{report}"
+    );
+    let takeover = report["promoted"]["last_seq"].as_u64().expect("last_seq");
+    assert!(
+        takeover >= acked,
+        "took over after {takeover}, {acked} was acknowledged"
+    );
 }
