@@ -14,7 +14,7 @@ use kirikae_engine::Database;
 use parking_lot::Mutex;
 
 use crate::access_log::{AccessLog, AccessLogOptions};
-use crate::applier::{ApplierStats, Promotion};
+use crate::applier::{ApplierStats, Promotion, StartAt};
 use crate::arbiter::Arbiter;
 use crate::backup_serve::{serve, Command, Serve};
 use crate::epoch::Epoch;
@@ -50,6 +50,10 @@ pub struct BackupConfig {
     pub handshakes_max: usize,
     /// Who decides that this backup takes over.
     pub arbiter: Arbiter,
+    /// The database already holds the history up to here (the old primary's, at a
+    /// planned switchover): see [`Applier::starting_at`](crate::Applier::starting_at).
+    /// `None`: the history starts at the log (or at nothing).
+    pub start_at: Option<StartAt>,
 }
 
 impl Default for BackupConfig {
@@ -65,6 +69,7 @@ impl Default for BackupConfig {
             handshake_timeout: Duration::from_secs(2),
             handshakes_max: 16,
             arbiter: Arbiter::Manual,
+            start_at: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::link::Micros;
 use crate::wire::{encode, FrameDecoder};
+use crate::write_fence::{Refusal, WriteFence};
 
 /// An operator's request to the applier thread.
 pub(crate) enum Command {
@@ -74,9 +75,12 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         ready,
     } = s;
     let session = database.session(SessionInfo::new("replication", "replication", None));
-    let recovered = match log {
-        Some((log, reopened)) => Applier::recover(&session, log, reopened),
-        None => Ok(Applier::new(&session)),
+    // Only the applier writes to a backup's database.
+    WriteFence::install(&database, Some(session.info()), Refusal::Backup);
+    let recovered = match (config.start_at, log) {
+        (Some(start), log) => Applier::starting_at(&session, log, start),
+        (None, Some((log, reopened))) => Applier::recover(&session, log, reopened),
+        (None, None) => Ok(Applier::new(&session)),
     };
     let mut applier = match recovered {
         Ok(a) => a,
@@ -171,7 +175,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         s.last_disconnect = Some(reason);
     }
     let outcome = match promote {
-        Some((by, reply)) => promote_now(&mut applier, &status, &events, by, reply),
+        Some((by, reply)) => promote_now(&database, &mut applier, &status, &events, by, reply),
         None => Ok(()),
     };
     if outcome.is_ok() && applier.promoted().is_some() {
@@ -198,12 +202,16 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     }
     acceptor_stop.store(true, Ordering::SeqCst);
     let _ = acceptor.join();
+    if applier.promoted().is_none() {
+        database.set_commit_gate(None);
+    }
     outcome
 }
 
 /// Promotes at the next epoch, publishes the result, raises the event and answers
 /// the operator (an automatic promotion's failure ends the thread with it).
 fn promote_now(
+    database: &Database,
     applier: &mut Applier<'_>,
     status: &Mutex<BackupStatus>,
     events: &Sender<BackupEvent>,
@@ -214,6 +222,8 @@ fn promote_now(
     let promoted = applier.promote(epoch);
     publish(status, applier);
     if let Ok(p) = &promoted {
+        // The application writes here now (through its own replicator's gate).
+        database.set_commit_gate(None);
         tracing::warn!(
             "promoted at {} after sequence {} ({by})",
             p.epoch,

@@ -54,6 +54,27 @@ pub enum ReplicateError {
         /// The new primary's.
         by: crate::Epoch,
     },
+    /// This database is a backup's: only the primary's replication writes to it.
+    #[error("this node is a backup: commit on the primary")]
+    NotPrimary,
+    /// A planned switchover is handing this primary's work to its backup: commit on
+    /// the new primary.
+    #[error("this primary is handing over to its backup after sequence {last_seq}: commit on the new primary")]
+    HandedOver {
+        /// The last sequence of this primary.
+        last_seq: crate::Seq,
+    },
+    /// A switchover's hand-over did not finish in time; the primary accepts commits
+    /// again.
+    #[error("hand-over stalled: {acked} of {last_seq} acknowledged after {waited_ms} ms")]
+    HandOverStalled {
+        /// The last sequence submitted.
+        last_seq: crate::Seq,
+        /// The last the backup acknowledged.
+        acked: crate::Seq,
+        /// How long it waited.
+        waited_ms: u64,
+    },
     /// A connection's handshake failed: a wrong key, a forged or missing proof.
     #[error("handshake refused: {reason}")]
     Unauthenticated {

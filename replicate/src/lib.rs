@@ -119,13 +119,15 @@ mod rules;
 mod rules_tests;
 mod seq;
 mod shared;
+mod switchover;
 mod utc;
 mod wire;
 #[cfg(test)]
 mod wire_tests;
+mod write_fence;
 
 pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
-pub use applier::{Applier, ApplierStats, Promotion};
+pub use applier::{Applier, ApplierStats, Promotion, StartAt};
 pub use arbiter::Arbiter;
 pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 pub use backup_session::{BackupSession, SessionConfig};
@@ -149,4 +151,5 @@ pub use record_log::{
 pub use replicator::{Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use seq::Seq;
+pub use switchover::{switchover, Switched, Switchover, SwitchoverReport};
 pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -29,6 +29,7 @@ use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::{RuleSet, TimeOfDay};
 use crate::seq::Seq;
 use crate::shared::Shared;
+use crate::write_fence::{Refusal, WriteFence};
 
 /// Settings of a [`Replicator`].
 #[derive(Clone, Debug)]
@@ -190,6 +191,28 @@ impl Replicator {
         false
     }
 
+    /// The first step of a planned switchover (seed 003 \[0034\]): refuses every new
+    /// commit ([`ReplicateError::HandedOver`]), lets those already submitted finish,
+    /// and waits until the backup has acknowledged all of them. Returns the hand-over
+    /// sequence: the backup, promoted now, holds exactly the history up to it. Fails
+    /// (and accepts commits again) if that does not happen within `timeout`.
+    pub fn hand_over(&self, timeout: Duration) -> Result<Seq> {
+        {
+            let _core = self.shared.core.lock();
+            self.shared.handing_over.store(true, Ordering::SeqCst);
+        }
+        if self.wait_caught_up(timeout) {
+            return Ok(self.metrics().last_seq);
+        }
+        self.shared.handing_over.store(false, Ordering::SeqCst);
+        let m = self.metrics();
+        Err(ReplicateError::HandOverStalled {
+            last_seq: m.last_seq,
+            acked: m.last_acked_seq,
+            waited_ms: timeout.as_millis() as u64,
+        })
+    }
+
     /// Removes the commit gate and stops the link (what is unacknowledged stays in the
     /// difference file only if the link was degraded).
     pub fn shutdown(mut self) {
@@ -197,7 +220,15 @@ impl Replicator {
     }
 
     fn halt(&mut self) {
-        self.database.set_commit_gate(None);
+        if self.shared.handing_over.load(Ordering::SeqCst) {
+            // Handed over: the database stays closed to writes (one gate replaces
+            // the other, so no commit slips through in between) until it is a
+            // backup's.
+            let last_seq = self.metrics().last_seq;
+            WriteFence::install(&self.database, None, Refusal::HandedOver(last_seq));
+        } else {
+            self.database.set_commit_gate(None);
+        }
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
         // The link thread carries out its last output before it ends (the window to
@@ -218,6 +249,13 @@ impl Drop for Replicator {
 
 struct Gate(Arc<Shared>);
 
+fn handed_over(shared: &Shared) -> ReplicateError {
+    let m = shared.core.lock().link.metrics(shared.now());
+    ReplicateError::HandedOver {
+        last_seq: m.last_seq,
+    }
+}
+
 impl CommitGate for Gate {
     fn prepare(
         &self,
@@ -232,6 +270,9 @@ impl CommitGate for Gate {
                 by: Epoch(fenced_by),
             }
             .into());
+        }
+        if shared.handing_over.load(Ordering::SeqCst) {
+            return Err(handed_over(shared).into());
         }
         let Some(mut shipment) = shipment(&shared.rules, request, TimeOfDay::now()) else {
             return Ok(Some(Arc::new(Replication::Skipped)));
@@ -259,6 +300,12 @@ impl CommitGate for Gate {
                 &mut core,
                 (sync_timeout - waited).min(Duration::from_millis(5)),
             );
+        }
+        // Checked again under the lock that `hand_over` takes to set it: a commit
+        // either is in the handed-over history or is refused, never both or neither.
+        if shared.handing_over.load(Ordering::SeqCst) {
+            drop(core);
+            return Err(handed_over(shared).into());
         }
         let now = shared.now();
         let mode = shipment.mode;

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     /// The epoch of the primary that replaced this one (0: not fenced). Every commit
     /// checks it first, the ones its rules skip included.
     pub(crate) fenced_by: AtomicU64,
+    /// Set by a planned switchover: every new commit is refused, those already
+    /// submitted finish.
+    pub(crate) handing_over: AtomicBool,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ impl Shared {
             frame_bytes_max,
             key,
             fenced_by: AtomicU64::new(0),
+            handing_over: AtomicBool::new(false),
         });
         (shared, rx)
     }

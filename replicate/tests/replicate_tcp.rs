@@ -203,7 +203,22 @@ fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
 fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     let primary = database();
     let replica = database();
+    // A row only the backup has (written before it serves: afterwards only its
+    // applier may write there): the primary's insert of the same key fails there.
+    replica
+        .session(SessionInfo::default())
+        .insert(T, kv_row(7, 700))
+        .expect("backup-only row");
     let peer = Backup::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
+    assert!(
+        matches!(
+            replica
+                .session(SessionInfo::default())
+                .insert(T, kv_row(8, 8)),
+            Err(EngineError::CommitVetoed { .. })
+        ),
+        "the application cannot write to a backup's database"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let rep = replicator(&primary, peer.local_addr(), "sync", dir.path());
     wait_for("duplex", Duration::from_secs(5), || {
@@ -217,11 +232,6 @@ fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
         Replication::of(&note),
         Some(Replication::Replicated { seq: Seq(1) })
     ));
-    // A row only the peer has: the primary's insert of the same key fails there.
-    replica
-        .session(SessionInfo::default())
-        .insert(T, kv_row(7, 700))
-        .expect("peer-only row");
     let mut tx = app.begin();
     tx.update(T, &Key::from(1), kv_row(1, 2)).expect("update");
     tx.insert(T, kv_row(7, 1)).expect("insert");

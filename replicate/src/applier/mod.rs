@@ -82,6 +82,16 @@ enum Work {
     Abort(Seq),
 }
 
+/// Where a backup over an existing database starts: everything up to `seq` is in
+/// the database, and `epoch` is the primary's it will follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartAt {
+    /// The last sequence the database holds.
+    pub seq: Seq,
+    /// The epoch of the primary it follows.
+    pub epoch: Epoch,
+}
+
 /// The backup's state machine (see the module docs).
 pub struct Applier<'s> {
     /// Set by a promotion: this database is now the primary's, nothing more is taken.
@@ -131,6 +141,39 @@ impl<'s> Applier<'s> {
             replaying: None,
             stats: ApplierStats::default(),
         }
+    }
+
+    /// An applier whose database already holds the history up to `start.seq` (the old
+    /// primary's database at a planned switchover); with a log, the database is
+    /// checkpointed at that position first, so a restart can rebuild it. Refused if
+    /// the log already holds another history.
+    pub fn starting_at(
+        session: &'s Session,
+        log: Option<(AccessLog, Reopened)>,
+        start: StartAt,
+    ) -> Result<Applier<'s>> {
+        let mut applier = match log {
+            Some((log, reopened)) => {
+                let fresh = reopened.checkpoint.is_none() && reopened.tail.is_empty();
+                let applier = Applier::recover(session, log, reopened)?;
+                if !fresh {
+                    if (applier.resolved, applier.epoch) != (start.seq, start.epoch) {
+                        return Err(protocol(format!(
+                            "the access log holds {} at {}, not the start position {} at {}",
+                            applier.resolved, applier.epoch, start.seq, start.epoch
+                        )));
+                    }
+                    return Ok(applier);
+                }
+                applier
+            }
+            None => Applier::new(session),
+        };
+        applier.resolved = start.seq;
+        applier.stream_seq = start.seq;
+        applier.epoch = start.epoch;
+        applier.checkpoint()?;
+        Ok(applier)
     }
 
     /// An applier over an opened access log: the checkpoint `reopened` names is

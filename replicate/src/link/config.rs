@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::epoch::Epoch;
+use crate::seq::Seq;
 use crate::wire::MAX_FRAME_BYTES;
 
 /// State of the link.
@@ -56,6 +57,9 @@ pub struct LinkConfig {
     pub reconnect_max: Duration,
     /// Largest frame sent or accepted.
     pub frame_bytes_max: usize,
+    /// Transactions are numbered from the one after this: a promoted node's takeover
+    /// sequence, so that its history continues the old primary's.
+    pub start_after: Seq,
 }
 
 impl Default for LinkConfig {
@@ -76,6 +80,7 @@ impl Default for LinkConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             frame_bytes_max: MAX_FRAME_BYTES,
+            start_after: Seq::ZERO,
         }
     }
 }

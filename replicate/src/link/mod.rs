@@ -106,14 +106,17 @@ impl Link {
     /// `log`, whose last sequence (a primary restarting while degraded) seeds the
     /// sequence counter.
     pub fn new(config: LinkConfig, log: LogState, now: Micros) -> Link {
-        let last = log.last_seq.unwrap_or(Seq::ZERO);
+        // Nothing below `start_after` is this primary's to persist or replay.
+        let start = config.start_after;
+        let last = log.last_seq.unwrap_or(Seq::ZERO).max(start);
         let reconnect_delay_us = micros(config.reconnect_min);
         Link {
             config,
             state: LinkState::Degraded,
             seq: last,
-            acked: Seq::ZERO,
-            sent: Seq::ZERO,
+            // The takeover sequence is where the new backup must already be.
+            acked: start,
+            sent: start,
             window: Window::default(),
             catch_up: None,
             catch_ups: 0,

@@ -1,0 +1,52 @@
+//! A commit gate that refuses the application's writes on a database that is not the
+//! primary's: a backup's (only its applier writes there), or an old primary's after
+//! a hand-over (until it is a backup). Without it, a write to such a database would
+//! commit without being replicated and diverge from the primary.
+
+use std::sync::Arc;
+
+use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, SessionInfo};
+
+use crate::error::ReplicateError;
+use crate::seq::Seq;
+
+/// Why writes are refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refusal {
+    /// The database is a backup's.
+    Backup,
+    /// The primary handed over after this sequence.
+    HandedOver(Seq),
+}
+
+/// See the module docs.
+pub(crate) struct WriteFence {
+    /// The one session allowed to commit (the applier's), by address: the gate lives
+    /// no longer than that session, and the address is only compared, never read.
+    allowed: Option<usize>,
+    refusal: Refusal,
+}
+
+impl WriteFence {
+    /// Installs a fence on `database` that lets only `allowed` commit.
+    pub fn install(database: &Database, allowed: Option<&SessionInfo>, refusal: Refusal) {
+        let gate = WriteFence {
+            allowed: allowed.map(|s| s as *const SessionInfo as usize),
+            refusal,
+        };
+        database.set_commit_gate(Some(Arc::new(gate)));
+    }
+}
+
+impl CommitGate for WriteFence {
+    fn prepare(&self, request: &CommitRequest<'_>) -> Result<Option<GateNote>, HookError> {
+        if self.allowed == Some(request.session as *const SessionInfo as usize) {
+            return Ok(None);
+        }
+        Err(match self.refusal {
+            Refusal::Backup => ReplicateError::NotPrimary,
+            Refusal::HandedOver(last_seq) => ReplicateError::HandedOver { last_seq },
+        }
+        .into())
+    }
+}
