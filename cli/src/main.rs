@@ -26,6 +26,7 @@ fn stdout_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+mod ack_log;
 mod arg_ranges;
 mod bench_engine;
 mod bench_replicate;

@@ -172,6 +172,10 @@ pub struct PrimaryArgs {
     /// The pair's pre-shared key (the backup's `--key-file`).
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// Write one JSON line per acknowledged commit here (table, key, how it was
+    /// replicated, sequence), flushed before the session goes on.
+    #[arg(long)]
+    ack_log: Option<PathBuf>,
     /// Rule file (default: the built-in seed-000 mixed policy).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -236,6 +240,11 @@ pub fn load_rules(path: Option<&PathBuf>) -> Result<RuleSet, CliError> {
 pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     let rules = load_rules(args.rules.as_ref())?;
     let key = load_key(args.key_file.as_ref())?;
+    let ack_log = args
+        .ack_log
+        .as_deref()
+        .map(crate::ack_log::open)
+        .transpose()?;
     check_difference_dir(&args.difference_dir, args.resume)?;
     // SIGINT and SIGTERM end the traffic; the final wait and report still happen.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -273,7 +282,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         rate: args.rate,
         seed: 1,
     }
-    .start(&db);
+    .start_observed(&db, ack_log);
     let started = Instant::now();
     let tick = Duration::from_millis(500);
     while !interrupted.load(Ordering::SeqCst)

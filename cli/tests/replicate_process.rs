@@ -421,12 +421,15 @@ fn a_peer_paused_with_sigstop_degrades_the_link_and_is_caught_up_after_sigcont()
 }
 
 /// A primary process killed with SIGKILL under traffic: the backup process (peer
-/// arbiter, 500 ms) promotes itself, says so as it happens, and its takeover
-/// sequence covers everything the primary last saw acknowledged.
+/// arbiter, 500 ms) promotes itself, says so as it happens, its takeover sequence
+/// covers everything the primary last saw acknowledged, and every sync commit the
+/// primary's ack log calls replicated is in the promoted database (rebuilt here from
+/// the backup's access log).
 #[test]
 fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
     let data = tempfile::tempdir().expect("tempdir");
     let diff = tempfile::tempdir().expect("tempdir");
+    let acks = diff.path().with_extension("acks");
     let PeerProcess {
         mut child,
         stdin,
@@ -444,6 +447,8 @@ fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
         .arg(diff.path())
         .arg("--key-file")
         .arg(data.path().with_extension("key"))
+        .arg("--ack-log")
+        .arg(&acks)
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn kirikae primary");

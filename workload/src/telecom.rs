@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use kirikae_engine::{Column, ColumnType, Database, EngineError, Schema, SessionInfo, Value};
+use kirikae_engine::{
+    Column, ColumnType, Database, EngineError, GateNote, Key, Schema, SessionInfo, Value,
+};
 
 use crate::workload::{load_subscribers, subscriber_key, Rng, SUBSCRIBER_TABLE};
 
@@ -63,6 +65,20 @@ impl Default for Mix {
     }
 }
 
+/// An acknowledged write, as the workload tells its observer.
+#[derive(Debug)]
+pub struct Acknowledged<'a> {
+    /// The table it wrote last (billing for a charge).
+    pub table: &'a str,
+    /// The key it wrote there.
+    pub key: &'a Key,
+    /// The commit gate's note (e.g. how replication took it).
+    pub note: &'a Option<GateNote>,
+}
+
+/// Told of every acknowledged write (see [`Traffic::start_observed`]).
+pub type CommitObserver = Arc<dyn Fn(Acknowledged<'_>) + Send + Sync>;
+
 /// Sessions running the mix.
 #[derive(Clone, Debug)]
 pub struct Traffic {
@@ -102,13 +118,27 @@ pub struct RunningTraffic {
 impl Traffic {
     /// Starts the sessions on `db`.
     pub fn start(&self, db: &Database) -> RunningTraffic {
+        self.start_observed(db, None)
+    }
+
+    /// Starts the sessions on `db`, telling `on_commit` of every acknowledged write
+    /// (from the committing thread, right after the commit returned and before that
+    /// session's next operation).
+    pub fn start_observed(
+        &self,
+        db: &Database,
+        on_commit: Option<CommitObserver>,
+    ) -> RunningTraffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         let threads = (0..self.sessions)
             .map(|i| {
                 let session = db.session(SessionInfo::new(format!("s{i}"), "service", None));
                 let (stop, ops, me) = (Arc::clone(&stop), Arc::clone(&ops), self.clone());
-                std::thread::spawn(move || me.session(i as u64, &session, &stop, &ops))
+                let observer = on_commit.clone();
+                std::thread::spawn(move || {
+                    me.session(i as u64, &session, &stop, &ops, observer.as_deref())
+                })
             })
             .collect();
         RunningTraffic {
@@ -125,6 +155,7 @@ impl Traffic {
         session: &kirikae_engine::Session,
         stop: &AtomicBool,
         ops: &AtomicU64,
+        on_commit: Option<&(dyn Fn(Acknowledged<'_>) + Send + Sync)>,
     ) -> (u64, Histogram<u64>) {
         let mut rng = Rng::new(self.seed.wrapping_mul(31).wrapping_add(index + 1));
         let mut latency = Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -147,27 +178,48 @@ impl Traffic {
             let t0 = Instant::now();
             let result: Result<bool, EngineError> = if p < self.mix.reads {
                 session.get(SUBSCRIBER_TABLE, &key).map(|_| false)
-            } else if p < self.mix.reads + self.mix.updates {
-                let changes = [("balance", Value::Int(rng.below(100_000) as i64))];
-                session
-                    .update_columns(SUBSCRIBER_TABLE, &key, &changes)
-                    .map(|_| true)
             } else {
-                next_id += 1;
-                let charge = p < self.mix.reads + self.mix.updates + self.mix.charges;
-                let imsi = key.values()[0].clone();
                 let mut tx = session.begin();
-                let r = if charge {
-                    tx.update_columns(
-                        SUBSCRIBER_TABLE,
-                        &key,
-                        &[("balance", Value::Int(rng.below(100_000) as i64))],
-                    )
-                    .and_then(|_| tx.insert(BILLING_TABLE, vec![next_id.into(), imsi, 10.into()]))
+                let table = if p < self.mix.reads + self.mix.updates {
+                    let changes = [("balance", Value::Int(rng.below(100_000) as i64))];
+                    tx.update_columns(SUBSCRIBER_TABLE, &key, &changes)
+                        .map(|_| SUBSCRIBER_TABLE)
                 } else {
-                    tx.insert(EVENT_TABLE, vec![next_id.into(), imsi, next_id.into()])
+                    next_id += 1;
+                    let charge = p < self.mix.reads + self.mix.updates + self.mix.charges;
+                    let imsi = key.values()[0].clone();
+                    if charge {
+                        tx.update_columns(
+                            SUBSCRIBER_TABLE,
+                            &key,
+                            &[("balance", Value::Int(rng.below(100_000) as i64))],
+                        )
+                        .and_then(|_| {
+                            tx.insert(BILLING_TABLE, vec![next_id.into(), imsi, 10.into()])
+                        })
+                        .map(|_| BILLING_TABLE)
+                    } else {
+                        tx.insert(EVENT_TABLE, vec![next_id.into(), imsi, next_id.into()])
+                            .map(|_| EVENT_TABLE)
+                    }
                 };
-                r.and_then(|_| tx.commit()).map(|_| true)
+                table.and_then(|table| {
+                    let note = tx.commit_noted()?;
+                    if let Some(observe) = on_commit {
+                        // The billing row's key tells one charge from another.
+                        let written = if table == SUBSCRIBER_TABLE {
+                            key.clone()
+                        } else {
+                            Key::from(next_id)
+                        };
+                        observe(Acknowledged {
+                            table,
+                            key: &written,
+                            note: &note,
+                        });
+                    }
+                    Ok(true)
+                })
             };
             match result {
                 Ok(true) => {

@@ -1,0 +1,55 @@
+//! `--ack-log FILE`: one JSON line per acknowledged commit, written and flushed to the
+//! file before the committing session goes on, so that an outside checker can hold
+//! the new primary to every commit this node acknowledged, even after a SIGKILL.
+//!
+//! A line: `{"t_ms":…,"table":…,"key":[…],"replication":"replicated|queued|not_replicated|skipped","seq":…,"mode":…}`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kirikae::replicate::Replication;
+use kirikae_workload::telecom::{Acknowledged, CommitObserver};
+use parking_lot::Mutex;
+
+use crate::CliError;
+
+/// Opens (truncating) `path` and returns the observer that writes to it.
+pub fn open(path: &Path) -> Result<CommitObserver, CliError> {
+    let file = File::create(path)
+        .map_err(|e| CliError::Usage(format!("--ack-log {}: {e}", path.display())))?;
+    let out = Mutex::new(BufWriter::new(file));
+    Ok(Arc::new(move |ack: Acknowledged<'_>| {
+        let line = line(&ack);
+        let mut out = out.lock();
+        // A full disk must not stop the service; the checker sees the gap.
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }))
+}
+
+fn line(ack: &Acknowledged<'_>) -> serde_json::Value {
+    let t_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let (replication, seq, mode) = match Replication::of(ack.note) {
+        Some(Replication::Replicated { seq }) => {
+            ("replicated", Some(seq.0), Some("sync".to_owned()))
+        }
+        Some(Replication::Queued { seq, mode }) => ("queued", Some(seq.0), Some(mode.to_string())),
+        Some(Replication::NotReplicated { seq, .. }) => {
+            ("not_replicated", Some(seq.0), Some("sync".to_owned()))
+        }
+        Some(Replication::Skipped) | None => ("skipped", None, None),
+    };
+    serde_json::json!({
+        "t_ms": t_ms,
+        "table": ack.table,
+        "key": ack.key.values(),
+        "replication": replication,
+        "seq": seq,
+        "mode": mode,
+    })
+}
