@@ -82,6 +82,11 @@ pub fn rate_limit(s: &str) -> Result<u64, String> {
     count(s, 1..=1_000_000_000, "rows per second, 1 to 1000000000")
 }
 
+/// A trial count, 1 to 10000.
+pub fn trials(s: &str) -> Result<u64, String> {
+    count(s, 1..=10_000, "trials, 1 to 10000")
+}
+
 /// A failover delay, milliseconds: 100 ms to 10 minutes.
 pub fn failover_ms(s: &str) -> Result<u64, String> {
     count(s, 100..=600_000, "milliseconds, 100 to 600000")

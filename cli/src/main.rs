@@ -29,6 +29,7 @@ fn stdout_line(args: std::fmt::Arguments<'_>) {
 mod ack_log;
 mod arg_ranges;
 mod bench_engine;
+mod bench_failover;
 mod bench_replicate;
 mod bench_restructure;
 mod demo;
@@ -137,6 +138,8 @@ enum BenchScenario {
     Restructure(bench_restructure::RestructureBenchArgs),
     /// Replication to a peer over loopback: policies × RTT × loss, and catch-up.
     Replicate(bench_replicate::ReplicateBenchArgs),
+    /// Killing the primary under load (per arbiter mode) and planned switchovers.
+    Failover(bench_failover::FailoverBenchArgs),
 }
 
 /// Prints a report as JSON on stdout, or as a table.
@@ -166,6 +169,11 @@ fn main() {
             scenario: BenchScenario::Replicate(args),
         } => bench_replicate::run(args)
             .and_then(|r| emit(args.json, &r, bench_replicate::print_table)),
+        Command::Bench {
+            scenario: BenchScenario::Failover(args),
+        } => {
+            bench_failover::run(args).and_then(|r| emit(args.json, &r, bench_failover::print_table))
+        }
     };
     if let Err(e) = outcome {
         eprintln!("kirikae: {e}");

@@ -148,7 +148,7 @@ pub use proxy::{Impairment, LoopbackProxy};
 pub use record_log::{
     decode_segment_bytes, LogEntry, LogRecord, RecordLog, RecordLogOptions, Recovery, SegmentLog,
 };
-pub use replicator::{Replication, Replicator, ReplicatorConfig};
+pub use replicator::{HandOver, Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use seq::Seq;
 pub use switchover::{switchover, Switched, Switchover, SwitchoverReport};

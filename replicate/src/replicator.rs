@@ -85,6 +85,18 @@ impl Replication {
     }
 }
 
+/// A finished hand-over (see [`Replicator::hand_over`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HandOver {
+    /// The last sequence of this primary.
+    pub at_seq: Seq,
+    /// When commits began to be refused: a switchover's pause starts here.
+    pub refusing_since: Instant,
+}
+
+/// A hand-over stops commits once the backup is within this many transactions.
+const HAND_OVER_LAG_TXNS: u64 = 64;
+
 /// How much longer than the link's sync timeout a sync commit waits for its outcome
 /// before settling it itself (the link thread normally settles it at the timeout, on
 /// its next tick).
@@ -191,18 +203,39 @@ impl Replicator {
         false
     }
 
-    /// The first step of a planned switchover (seed 003 \[0034\]): refuses every new
-    /// commit ([`ReplicateError::HandedOver`]), lets those already submitted finish,
-    /// and waits until the backup has acknowledged all of them. Returns the hand-over
+    /// The first step of a planned switchover (seed 003 \[0034\]): waits, commits
+    /// still flowing, until the backup is within a few transactions; then refuses
+    /// every new commit ([`ReplicateError::HandedOver`]), lets those already
+    /// submitted finish, and waits until the backup has acknowledged all of them. Returns the hand-over
     /// sequence: the backup, promoted now, holds exactly the history up to it. Fails
     /// (and accepts commits again) if that does not happen within `timeout`.
-    pub fn hand_over(&self, timeout: Duration) -> Result<Seq> {
-        {
+    pub fn hand_over(&self, timeout: Duration) -> Result<HandOver> {
+        let deadline = Instant::now() + timeout;
+        // First, with commits still accepted, let the backup come within a few
+        // transactions: the pause then covers only those, not an async backlog. Half
+        // the time at most: writers that outpace the backup are then stopped, and the
+        // pause covers the backlog.
+        let in_step = Duration::from_millis(2);
+        let drain_until = Instant::now() + timeout / 2;
+        while Instant::now() < drain_until {
+            let m = self.metrics();
+            if m.state == Some(crate::LinkState::Duplex)
+                && m.last_seq.since(m.last_acked_seq) <= HAND_OVER_LAG_TXNS
+            {
+                break;
+            }
+            std::thread::sleep(in_step);
+        }
+        let refusing_since = {
             let _core = self.shared.core.lock();
             self.shared.handing_over.store(true, Ordering::SeqCst);
-        }
-        if self.wait_caught_up(timeout) {
-            return Ok(self.metrics().last_seq);
+            Instant::now()
+        };
+        if self.wait_caught_up(deadline.saturating_duration_since(Instant::now())) {
+            return Ok(HandOver {
+                at_seq: self.metrics().last_seq,
+                refusing_since,
+            });
         }
         self.shared.handing_over.store(false, Ordering::SeqCst);
         let m = self.metrics();

@@ -6,7 +6,6 @@
 //! not wait for.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use kirikae_engine::Database;
 
@@ -14,18 +13,17 @@ use crate::applier::StartAt;
 use crate::backup::{Backup, BackupConfig};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
-use crate::replicator::{Replicator, ReplicatorConfig};
+use crate::replicator::{HandOver, Replicator, ReplicatorConfig};
 use crate::seq::Seq;
 
 /// What a switchover is given: both ends as they run now, and how each will run
 /// after the swap.
 pub struct Switchover {
-    /// The primary's replicator (on `old_primary_db`), already handed over:
-    /// [`Replicator::hand_over`] returned `at_seq`. (If the hand-over fails, the
-    /// caller still has the primary, accepting commits again.)
+    /// The primary's replicator (on `old_primary_db`), already handed over. (If the
+    /// hand-over fails, the caller still has the primary, accepting commits again.)
     pub primary: Replicator,
-    /// What the hand-over returned.
-    pub at_seq: Seq,
+    /// What [`Replicator::hand_over`] returned.
+    pub hand_over: HandOver,
     /// The old primary's database: it becomes the new backup's.
     pub old_primary_db: Database,
     /// The backup (over `new_primary_db`).
@@ -69,10 +67,9 @@ pub struct SwitchoverReport {
 
 /// Swaps the roles of a primary and its backup once the primary has handed over
 /// (see the module docs). An error leaves the old primary closed to writes and the
-/// backup as the error says (promoted or not). `writes_paused_us` counts from
-/// `handed_over_at` (when [`Replicator::hand_over`] was called).
-pub fn switchover(s: Switchover, handed_over_at: Instant) -> Result<Switched> {
-    let at_seq = s.at_seq;
+/// backup as the error says (promoted or not).
+pub fn switchover(s: Switchover) -> Result<Switched> {
+    let at_seq = s.hand_over.at_seq;
     // Closing the old primary's link first lets the backup take the promotion at
     // once (it answers commands between a primary's batches); its database stays
     // closed to writes.
@@ -91,7 +88,7 @@ pub fn switchover(s: Switchover, handed_over_at: Instant) -> Result<Switched> {
     config.link.start_after = at_seq;
     config.peer = s.new_backup_listen;
     let primary = Replicator::start(&s.new_primary_db, config)?;
-    let writes_paused_us = handed_over_at.elapsed().as_micros() as u64;
+    let writes_paused_us = s.hand_over.refusing_since.elapsed().as_micros() as u64;
     let backup_config = BackupConfig {
         start_at: Some(StartAt {
             seq: at_seq,

@@ -114,21 +114,17 @@ fn a_switchover_swaps_roles_at_one_sequence_with_nothing_lost_or_doubled() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let new_backup_listen = free.local_addr().unwrap();
     drop(free);
-    let handed_over_at = Instant::now();
-    let at_seq = a.hand_over(Duration::from_secs(5)).unwrap();
-    let switched = switchover(
-        Switchover {
-            primary: a,
-            at_seq,
-            old_primary_db: a_db.clone(),
-            backup: b,
-            new_primary_db: b_db.clone(),
-            new_primary: replicator_config(new_backup_listen, dirs[2].path()),
-            new_backup_listen,
-            new_backup: backup_config(dirs[3].path()),
-        },
-        handed_over_at,
-    )
+    let hand_over = a.hand_over(Duration::from_secs(5)).unwrap();
+    let switched = switchover(Switchover {
+        primary: a,
+        hand_over,
+        old_primary_db: a_db.clone(),
+        backup: b,
+        new_primary_db: b_db.clone(),
+        new_primary: replicator_config(new_backup_listen, dirs[2].path()),
+        new_backup_listen,
+        new_backup: backup_config(dirs[3].path()),
+    })
     .unwrap();
     *current.lock() = b_db.clone();
     let report = switched.report.clone();

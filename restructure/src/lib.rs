@@ -39,8 +39,12 @@
 //!     Step::ChangeType { column: "msisdn".into(), conversion: Conversion::TextToInt },
 //!     Step::AddColumn { column: Column::new("plan", ColumnType::Text).default_value("basic") },
 //! ]);
+//! // A write in flight while the restructure starts: the switch waits for it, and
+//! // the new table gets its result.
+//! let mut tx = s.begin();
+//! tx.update_columns("subscriber", &Key::from("440100000000007"), &[("msisdn", "09099999999".into())]).unwrap();
 //! let handle = start(&db, "subscriber", plan, RestructureOptions::default()).unwrap();
-//! s.update_columns("subscriber", &Key::from("440100000000007"), &[("msisdn", "09099999999".into())]).unwrap();
+//! tx.commit().unwrap();
 //! let report = handle.wait().unwrap();
 //!
 //! assert_eq!(report.rows_final, 1000);
