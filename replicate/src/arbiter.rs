@@ -22,6 +22,27 @@ pub enum Arbiter {
         /// Silence that counts as the primary being gone.
         failover_after: Duration,
     },
+    /// etcd decides (no split brain): after `failover_after` of silence the backup
+    /// tries to create the pair's leader key; it promotes only if it got it, at the
+    /// key's create revision as its epoch. A primary that is alive keeps the key
+    /// (its lease renewed), so the backup cannot take it; one that cannot renew stops
+    /// its own writes before its lease can expire (see [`Leadership`](crate::Leadership)).
+    Etcd(EtcdArbiter),
+}
+
+/// Where and how the etcd arbiter runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdArbiter {
+    /// An etcd endpoint (client URL host:port).
+    pub endpoint: std::net::SocketAddr,
+    /// This pair's key prefix (many pairs may share one etcd cluster).
+    pub prefix: String,
+    /// The leader lease's time to live.
+    pub lease_ttl: Duration,
+    /// Silence from the primary before the backup tries to take the key.
+    pub failover_after: Duration,
+    /// Each etcd call ends within this.
+    pub call_timeout: Duration,
 }
 
 /// The silence watch of [`Arbiter::Peer`], as pure code over the shell's clock.
@@ -35,7 +56,8 @@ impl SilenceWatch {
     pub fn new(arbiter: &Arbiter) -> SilenceWatch {
         let after_us = match arbiter {
             Arbiter::Manual => None,
-            Arbiter::Peer { failover_after } => {
+            Arbiter::Peer { failover_after }
+            | Arbiter::Etcd(EtcdArbiter { failover_after, .. }) => {
                 Some(failover_after.as_micros().min(u64::MAX as u128) as Micros)
             }
         };
@@ -48,6 +70,14 @@ impl SilenceWatch {
     /// The primary was heard at `now`.
     pub fn heard(&mut self, now: Micros) {
         self.last_heard = Some(now);
+    }
+
+    /// A takeover was due but could not happen (the leader key is held): due again
+    /// no sooner than `retry_us` after `now`.
+    pub fn postpone(&mut self, now: Micros, retry_us: Micros) {
+        if let (Some(after), Some(last)) = (self.after_us, self.last_heard.as_mut()) {
+            *last = (*last).max((now + retry_us).saturating_sub(after));
+        }
     }
 
     /// `Some(silence)` if the arbiter says promote at `now`: a primary was heard in

@@ -20,6 +20,7 @@ use crate::backup_serve::{serve, Command, Serve};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::handshake::PeerKey;
+use crate::leadership::Leadership;
 use crate::seq::Seq;
 use crate::wire::MAX_FRAME_BYTES;
 use crossbeam::channel::{Receiver, Sender};
@@ -98,6 +99,11 @@ pub struct BackupStatus {
     pub last_refusal: Option<String>,
     /// Set once this node was promoted: it serves no primary any more.
     pub promoted: Option<Promotion>,
+    /// Promotions the arbiter refused (etcd: the leader key was held), and why the
+    /// last one was.
+    pub takeovers_refused: u64,
+    /// Why the last promotion was refused.
+    pub last_takeover_refusal: Option<String>,
 }
 
 /// What a backup tells its embedding application.
@@ -139,6 +145,7 @@ pub struct Backup {
     status: Arc<Mutex<BackupStatus>>,
     commands: Sender<Command>,
     events: Receiver<BackupEvent>,
+    leadership: Arc<Mutex<Option<Leadership>>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -177,7 +184,9 @@ impl Backup {
         let (ready_tx, ready_rx) = crossbeam::channel::bounded(1);
         let (commands, commands_rx) = crossbeam::channel::bounded(4);
         let (events_tx, events) = crossbeam::channel::bounded(64);
+        let leadership = Arc::new(Mutex::new(None));
         let serve_args = Serve {
+            leadership: Arc::clone(&leadership),
             database,
             listener,
             log,
@@ -199,6 +208,7 @@ impl Backup {
                 status,
                 commands,
                 events,
+                leadership,
                 thread: Some(thread),
             }),
             Ok(Err(e)) => Err(e),
@@ -222,6 +232,13 @@ impl Backup {
             .send_timeout(Command::Promote(reply), PROMOTE_WAIT)
             .map_err(|_| gone())?;
         answer.recv_timeout(PROMOTE_WAIT).map_err(|_| gone())?
+    }
+
+    /// With [`Arbiter::Etcd`], after a promotion: the leader key this node now holds
+    /// (its lease renewed until dropped). Hand it to the new primary's replicator
+    /// ([`Replicator::require_leadership`](crate::Replicator::require_leadership)).
+    pub fn take_leadership(&self) -> Option<Leadership> {
+        self.leadership.lock().take()
     }
 
     /// The backup's events (bounded: the oldest are kept, newer ones dropped when

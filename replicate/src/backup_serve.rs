@@ -14,12 +14,14 @@ use parking_lot::Mutex;
 
 use crate::access_log::{AccessLog, Reopened};
 use crate::applier::{Applier, Promotion};
-use crate::arbiter::SilenceWatch;
+use crate::arbiter::{Arbiter, SilenceWatch};
 use crate::backup::{BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 use crate::backup_accept::{accept_loop, Handshaken};
 use crate::backup_session::{BackupSession, SessionConfig};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
+use crate::etcd::Etcd;
+use crate::leadership::{leader_key, Leadership};
 use crate::link::Micros;
 use crate::wire::{encode, FrameDecoder};
 use crate::write_fence::{Refusal, WriteFence};
@@ -32,6 +34,8 @@ pub(crate) enum Command {
 
 /// What the applier thread is given.
 pub(crate) struct Serve {
+    /// Where an etcd takeover leaves the leader key for the embedder.
+    pub leadership: Arc<Mutex<Option<Leadership>>>,
     pub database: Database,
     pub listener: TcpListener,
     pub log: Option<(AccessLog, Reopened)>,
@@ -64,6 +68,7 @@ impl Clock {
 
 pub(crate) fn serve(s: Serve) -> Result<()> {
     let Serve {
+        leadership,
         database,
         listener,
         log,
@@ -119,64 +124,104 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     let mut watch = SilenceWatch::new(&config.arbiter);
     let mut next: Option<Handshaken> = None;
     let mut promote: Option<(PromotedBy, Option<Sender<Result<Promotion>>>)> = None;
-    while !stop.load(Ordering::SeqCst) && promote.is_none() {
-        let conn = match next.take() {
-            Some(c) => c,
-            None => {
-                crossbeam::channel::select! {
-                    recv(handshaken) -> c => match c {
-                        Ok(c) => c,
-                        Err(_) => break,
-                    },
-                    recv(commands) -> c => {
-                        if let Ok(Command::Promote(reply)) = c {
-                            promote = Some((PromotedBy::Operator, Some(reply)));
-                        }
-                        continue;
-                    },
-                    default(Duration::from_millis(20)) => {
-                        if let Some(silent) = watch.due(clock.now()) {
-                            promote = Some((PromotedBy::Silence { silent_ms: silent.as_millis() as u64 }, None));
-                        }
-                        continue;
-                    },
+    let mut takeover: Option<Takeover> = None;
+    'serving: loop {
+        while !stop.load(Ordering::SeqCst) && promote.is_none() {
+            let conn = match next.take() {
+                Some(c) => c,
+                None => {
+                    crossbeam::channel::select! {
+                        recv(handshaken) -> c => match c {
+                            Ok(c) => c,
+                            Err(_) => break,
+                        },
+                        recv(commands) -> c => {
+                            if let Ok(Command::Promote(reply)) = c {
+                                promote = Some((PromotedBy::Operator, Some(reply)));
+                            }
+                            continue;
+                        },
+                        default(Duration::from_millis(20)) => {
+                            if let Some(silent) = watch.due(clock.now()) {
+                                promote = Some((PromotedBy::Silence { silent_ms: silent.as_millis() as u64 }, None));
+                            }
+                            continue;
+                        },
+                    }
                 }
-            }
-        };
-        let from = conn.from;
-        status.lock().connected = true;
-        let ended = connection(
-            &mut applier,
-            conn,
-            &config,
-            &stop,
-            &status,
-            &handshaken,
-            &commands,
-            &clock,
-            &mut watch,
-        );
-        let reason = match ended {
-            Ended::Closed(Ok(())) => "primary closed the connection".to_owned(),
-            Ended::Closed(Err(e)) => e.to_string(),
-            Ended::Replaced(newer) => {
-                next = Some(*newer);
-                "the primary connected again".to_owned()
-            }
-            Ended::Promote(by, reply) => {
-                let reason = format!("promoting ({by})");
-                promote = Some((by, reply));
-                reason
-            }
-        };
-        tracing::info!("primary {from} disconnected: {reason}");
-        let mut s = status.lock();
-        s.connected = false;
-        s.last_disconnect = Some(reason);
+            };
+            let from = conn.from;
+            status.lock().connected = true;
+            let ended = connection(
+                &mut applier,
+                conn,
+                &config,
+                &stop,
+                &status,
+                &handshaken,
+                &commands,
+                &clock,
+                &mut watch,
+            );
+            let reason = match ended {
+                Ended::Closed(Ok(())) => "primary closed the connection".to_owned(),
+                Ended::Closed(Err(e)) => e.to_string(),
+                Ended::Replaced(newer) => {
+                    next = Some(*newer);
+                    "the primary connected again".to_owned()
+                }
+                Ended::Promote(by, reply) => {
+                    let reason = format!("promoting ({by})");
+                    promote = Some((by, reply));
+                    reason
+                }
+            };
+            tracing::info!("primary {from} disconnected: {reason}");
+            let mut s = status.lock();
+            s.connected = false;
+            s.last_disconnect = Some(reason);
+        }
+        // A promotion is due: the arbiter gives the epoch (etcd: only with the key).
+        match promote.take() {
+            None => break 'serving,
+            Some((by, reply)) => match take_over(&config, applier.epoch()) {
+                Ok(t) => {
+                    takeover = Some(t);
+                    promote = Some((by, reply));
+                    break 'serving;
+                }
+                Err(e) => {
+                    tracing::warn!("no promotion ({by}): {e}");
+                    {
+                        let mut s = status.lock();
+                        s.takeovers_refused += 1;
+                        s.last_takeover_refusal = Some(e.to_string());
+                    }
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(e));
+                        }
+                        // Try again a little later, serving meanwhile.
+                        None => watch.postpone(clock.now(), 100_000),
+                    }
+                }
+            },
+        }
     }
-    let outcome = match promote {
-        Some((by, reply)) => promote_now(&database, &mut applier, &status, &events, by, reply),
-        None => Ok(()),
+    let outcome = match (promote, takeover) {
+        (Some((by, reply)), Some(t)) => {
+            let epoch = t.epoch;
+            *leadership.lock() = t.leadership;
+            promote_now(
+                &database,
+                &mut applier,
+                &status,
+                &events,
+                (by, reply),
+                epoch,
+            )
+        }
+        _ => Ok(()),
     };
     if outcome.is_ok() && applier.promoted().is_some() {
         // Promoted: the listener stays up so that the old primary, when it connects,
@@ -208,17 +253,54 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     outcome
 }
 
-/// Promotes at the next epoch, publishes the result, raises the event and answers
+/// What the arbiter granted a promotion.
+struct Takeover {
+    epoch: Epoch,
+    /// etcd: the leader key, held from now on.
+    leadership: Option<Leadership>,
+}
+
+/// Asks the arbiter for an epoch above `seen`: manual and peer take the next one;
+/// etcd takes the leader key (refused while another node holds it) and its create
+/// revision.
+fn take_over(config: &BackupConfig, seen: Epoch) -> Result<Takeover> {
+    let Arbiter::Etcd(etcd) = &config.arbiter else {
+        return Ok(Takeover {
+            epoch: Epoch(seen.0 + 1),
+            leadership: None,
+        });
+    };
+    let client = Etcd::new(etcd.endpoint, etcd.call_timeout);
+    let Some(leadership) = Leadership::acquire(client, &etcd.prefix, &config.node, etcd.lease_ttl)?
+    else {
+        return Err(ReplicateError::LeaderKeyHeld {
+            key: leader_key(&etcd.prefix),
+        });
+    };
+    if leadership.epoch() <= seen {
+        return Err(ReplicateError::Protocol {
+            reason: format!(
+                "the leader key's revision {} is not above {seen}",
+                leadership.epoch()
+            ),
+        });
+    }
+    Ok(Takeover {
+        epoch: leadership.epoch(),
+        leadership: Some(leadership),
+    })
+}
+
+/// Promotes at `epoch`, publishes the result, raises the event and answers
 /// the operator (an automatic promotion's failure ends the thread with it).
 fn promote_now(
     database: &Database,
     applier: &mut Applier<'_>,
     status: &Mutex<BackupStatus>,
     events: &Sender<BackupEvent>,
-    by: PromotedBy,
-    reply: Option<Sender<Result<Promotion>>>,
+    (by, reply): (PromotedBy, Option<Sender<Result<Promotion>>>),
+    epoch: Epoch,
 ) -> Result<()> {
-    let epoch = Epoch(applier.epoch().0 + 1);
     let promoted = applier.promote(epoch);
     publish(status, applier);
     if let Ok(p) = &promoted {

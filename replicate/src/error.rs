@@ -75,6 +75,29 @@ pub enum ReplicateError {
         /// How long it waited.
         waited_ms: u64,
     },
+    /// This primary's leader lease is not known to be alive: it accepts no writes
+    /// (until a renewal succeeds, unless the lease is lost for good).
+    #[error("no writes at {epoch}: {reason}")]
+    LeaseLost {
+        /// This primary's epoch.
+        epoch: crate::Epoch,
+        /// Why.
+        reason: String,
+    },
+    /// Another node holds the pair's leader key: no promotion.
+    #[error("the leader key {key} is held by another node: not promoting")]
+    LeaderKeyHeld {
+        /// The key.
+        key: String,
+    },
+    /// etcd could not be reached or refused a call.
+    #[error("etcd {addr}: {reason}")]
+    Etcd {
+        /// The endpoint.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// A connection's handshake failed: a wrong key, a forged or missing proof.
     #[error("handshake refused: {reason}")]
     Unauthenticated {

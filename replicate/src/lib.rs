@@ -98,10 +98,12 @@ mod difference_file;
 mod digest;
 mod epoch;
 mod error;
+pub mod etcd;
 mod frame;
 pub mod handshake;
 #[cfg(test)]
 mod handshake_tests;
+mod leadership;
 mod link;
 mod link_shell;
 #[cfg(test)]
@@ -128,7 +130,7 @@ mod write_fence;
 
 pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
 pub use applier::{Applier, ApplierStats, Promotion, StartAt};
-pub use arbiter::Arbiter;
+pub use arbiter::{Arbiter, EtcdArbiter};
 pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 pub use backup_session::{BackupSession, SessionConfig};
 pub use checkpoint::Checkpoint;
@@ -139,6 +141,7 @@ pub use epoch::Epoch;
 pub use error::{ReplicateError, Result, WireError};
 pub use handshake::PeerKey;
 pub use kirikae_engine as engine;
+pub use leadership::{leader_key, Leadership};
 pub use link::{
     Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros, Persisted, ReadRequest,
     Ready, Submitted, SyncOutcome,

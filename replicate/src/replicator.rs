@@ -22,6 +22,7 @@ use crate::difference_file::DifferenceFile;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::handshake::PeerKey;
+use crate::leadership::Leadership;
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
 use crate::mode::Mode;
@@ -156,6 +157,27 @@ impl Replicator {
         let mut metrics = self.shared.core.lock().link.metrics(now);
         metrics.events_dropped = self.shared.events_dropped.load(Ordering::Relaxed);
         metrics
+    }
+
+    /// Ties every commit to `leadership` (etcd arbiter): a commit is accepted only
+    /// while its lease is known to be alive. Start the replicator with
+    /// `link.epoch = leadership.epoch()`. Once only; a second call is refused.
+    pub fn require_leadership(&self, leadership: &Leadership) -> Result<()> {
+        let epoch = self.shared.core.lock().link.config().epoch;
+        if epoch != leadership.epoch() {
+            return Err(ReplicateError::Protocol {
+                reason: format!(
+                    "the link runs at {epoch}, the leadership gives {}",
+                    leadership.epoch()
+                ),
+            });
+        }
+        self.shared
+            .lease
+            .set(leadership.guard())
+            .map_err(|_| ReplicateError::Protocol {
+                reason: "a leadership is already required".into(),
+            })
     }
 
     /// The epoch of the primary that replaced this one, once it is fenced (then every
@@ -306,6 +328,9 @@ impl CommitGate for Gate {
         }
         if shared.handing_over.load(Ordering::SeqCst) {
             return Err(handed_over(shared).into());
+        }
+        if let Some(lease) = shared.lease.get() {
+            lease.check()?;
         }
         let Some(mut shipment) = shipment(&shared.rules, request, TimeOfDay::now()) else {
             return Ok(Some(Arc::new(Replication::Skipped)));

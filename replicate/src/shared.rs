@@ -13,6 +13,7 @@ use crossbeam::channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 
 use crate::handshake::PeerKey;
+use crate::leadership::LeaseGuard;
 use crate::link::{Event, Link, LinkState, Micros, Ready, SyncOutcome};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     /// Set by a planned switchover: every new commit is refused, those already
     /// submitted finish.
     pub(crate) handing_over: AtomicBool,
+    /// In etcd mode, the leader lease every commit needs alive.
+    pub(crate) lease: std::sync::OnceLock<LeaseGuard>,
 }
 
 impl Shared {
@@ -93,6 +96,7 @@ impl Shared {
             key,
             fenced_by: AtomicU64::new(0),
             handing_over: AtomicBool::new(false),
+            lease: std::sync::OnceLock::new(),
         });
         (shared, rx)
     }

@@ -1,0 +1,248 @@
+//! The etcd arbiter against a real etcd (Debian's `etcd-server`, 3.4), started here on
+//! loopback ports: one leader per epoch (the key's create revision), writes stopped
+//! before the lease can expire when etcd stops answering and resumed when it answers
+//! again, and a backup that promotes only once it holds the key. Skipped, loudly,
+//! where `etcd` is not installed (`.ci/run` installs it).
+
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kirikae_engine::SessionInfo;
+use kirikae_replicate::etcd::Etcd;
+use kirikae_replicate::{
+    Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey,
+    RecordLogOptions, ReplicateError, Replicator, ReplicatorConfig, RuleSet,
+};
+use kirikae_testkit::{kv_database, kv_row, wait_for};
+
+const T: &str = "acct";
+
+/// An etcd process on free loopback ports, killed on drop.
+struct EtcdServer {
+    child: Child,
+    client: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl EtcdServer {
+    fn start() -> Option<EtcdServer> {
+        let found = Command::new("etcd")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!(
+                "SKIPPED: `etcd` is not installed (apt-get install etcd-server); the etcd arbiter is untested here"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcd");
+        let server = EtcdServer {
+            child,
+            client: format!("127.0.0.1:{client}").parse().unwrap(),
+            _dir: dir,
+        };
+        let etcd = server.etcd();
+        wait_for("etcd to answer", Duration::from_secs(20), || {
+            etcd.get("ready?").is_ok()
+        });
+        Some(server)
+    }
+
+    fn etcd(&self) -> Etcd {
+        Etcd::new(self.client, Duration::from_millis(500))
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal}");
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn one_leader_per_epoch_and_writes_stop_before_the_lease_can_expire() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let a = Leadership::acquire(server.etcd(), "/kirikae/pair1", "a", ttl)
+        .unwrap()
+        .expect("a leads");
+    assert!(
+        Leadership::acquire(server.etcd(), "/kirikae/pair1", "b", ttl)
+            .unwrap()
+            .is_none(),
+        "one leader at a time"
+    );
+    // Another pair's key is its own.
+    let other = Leadership::acquire(server.etcd(), "/kirikae/pair2", "c", ttl)
+        .unwrap()
+        .expect("pair 2 has its own leader");
+    a.check().unwrap();
+
+    // etcd stops answering: writes stop before the lease could expire.
+    server.signal("-STOP");
+    let stopped = Instant::now();
+    wait_for("writes to stop", Duration::from_secs(5), || {
+        a.check().is_err()
+    });
+    assert!(
+        stopped.elapsed() < ttl,
+        "stopped after {:?}",
+        stopped.elapsed()
+    );
+    match a.check() {
+        Err(ReplicateError::LeaseLost { reason, .. }) => {
+            assert!(reason.contains("renewed"), "{reason}")
+        }
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    // It answers again, and the key is still a's: writes resume.
+    server.signal("-CONT");
+    wait_for("writes to resume", Duration::from_secs(10), || {
+        a.check().is_ok()
+    });
+
+    let epoch = a.epoch();
+    a.release().unwrap();
+    let b = Leadership::acquire(server.etcd(), "/kirikae/pair1", "b", ttl)
+        .unwrap()
+        .expect("b leads after a stepped down");
+    assert!(b.epoch() > epoch, "{} after {epoch}", b.epoch());
+    drop(other);
+}
+
+#[test]
+fn the_backup_promotes_only_once_it_holds_the_leader_key() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    let key = PeerKey::new(vec![4; 32]).unwrap();
+    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = kv_database(&[T]);
+    let backup = Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        BackupConfig {
+            key: Some(key.clone()),
+            log_dir: Some(log.path().to_owned()),
+            heartbeat_every: Duration::from_millis(20),
+            arbiter: Arbiter::Etcd(EtcdArbiter {
+                endpoint: server.client,
+                prefix: "/kirikae/pair1".into(),
+                lease_ttl: ttl,
+                failover_after: Duration::from_millis(300),
+                call_timeout: Duration::from_millis(500),
+            }),
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap();
+    let leadership = Leadership::acquire(server.etcd(), "/kirikae/pair1", "a", ttl)
+        .unwrap()
+        .expect("the primary leads");
+    let db = kv_database(&[T]);
+    let replicator = Replicator::start(
+        &db,
+        ReplicatorConfig {
+            key: Some(key),
+            peer: backup.local_addr(),
+            rules: RuleSet::parse(r#"default = "sync""#, "test.toml").unwrap(),
+            link: LinkConfig {
+                epoch: leadership.epoch(),
+                heartbeat_every: Duration::from_millis(20),
+                reconnect_min: Duration::from_millis(10),
+                reconnect_max: Duration::from_millis(100),
+                ..LinkConfig::default()
+            },
+            difference_dir: diff.path().to_owned(),
+            difference: RecordLogOptions {
+                fsync: false,
+                ..RecordLogOptions::default()
+            },
+        },
+    )
+    .unwrap();
+    replicator.require_leadership(&leadership).unwrap();
+    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let s = db.session(SessionInfo::default());
+    for k in 0..20 {
+        s.insert(T, kv_row(k, k)).unwrap();
+    }
+    // The primary is cut off from its backup but alive, renewing its key: the backup
+    // may not take over.
+    replicator.shutdown();
+    wait_for(
+        "the arbiter to refuse twice",
+        Duration::from_secs(10),
+        || backup.status().takeovers_refused >= 2,
+    );
+    assert!(backup.status().promoted.is_none());
+    assert!(backup
+        .status()
+        .last_takeover_refusal
+        .unwrap_or_default()
+        .contains("held by another node"));
+    // The primary dies: its lease lapses, and only then the backup takes the key.
+    let old_epoch = leadership.epoch();
+    let died = Instant::now();
+    drop(leadership);
+    let promotion = match backup.events().recv_timeout(Duration::from_secs(15)) {
+        Ok(BackupEvent::Promoted { promotion, .. }) => promotion,
+        Err(e) => panic!("no promotion: {e}"),
+    };
+    assert!(
+        died.elapsed() >= ttl / 2,
+        "promoted {:?} after the death",
+        died.elapsed()
+    );
+    assert!(
+        promotion.epoch > old_epoch,
+        "{} after {old_epoch}",
+        promotion.epoch
+    );
+    assert_eq!(promotion.last_seq.0, 20);
+    let held = backup
+        .take_leadership()
+        .expect("the new primary holds the key");
+    assert_eq!(held.epoch(), promotion.epoch);
+    held.check().unwrap();
+}
