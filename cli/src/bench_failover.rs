@@ -24,9 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 use kirikae::engine::{Database, Key, SessionInfo, Value};
+use kirikae::replicate::etcd::Etcd;
 use kirikae::replicate::{
-    switchover, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, LinkConfig, PeerKey,
-    Promotion, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet, Switchover,
+    switchover, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter,
+    LinkConfig, PeerKey, Promotion, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
+    Switchover,
 };
 use kirikae_workload::telecom;
 use kirikae_workload::workload::{subscriber_key, SUBSCRIBER_TABLE};
@@ -50,9 +52,12 @@ pub struct FailoverBenchArgs {
     /// The primary's operations per second.
     #[arg(long, default_value_t = 2_000.0, value_parser = crate::arg_ranges::rate)]
     pub rate: f64,
-    /// The peer arbiter's silence before it promotes.
+    /// The peer and etcd arbiters' silence before they promote.
     #[arg(long, default_value_t = 500, value_parser = crate::arg_ranges::failover_ms)]
     pub failover_after_ms: u64,
+    /// The etcd mode's leader lease (etcd 3.4 grants at least 1.5 s by default).
+    #[arg(long, default_value_t = 2_000, value_parser = crate::arg_ranges::failover_ms)]
+    pub lease_ttl_ms: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -61,7 +66,7 @@ pub struct FailoverBenchArgs {
 /// One arbiter mode's trials.
 #[derive(Debug, Serialize)]
 pub struct ModeReport {
-    /// `manual` or `peer`.
+    /// `manual`, `peer` or `etcd`.
     pub mode: &'static str,
     /// Trials run.
     pub trials: u64,
@@ -75,12 +80,14 @@ pub struct ModeReport {
     pub dual_primary_acknowledged: u64,
     /// Commits acknowledged as replicated, over all trials (what was checked).
     pub acknowledged_sync_checked: u64,
+    /// etcd mode: the leader lease's TTL (its goal is p99 ≤ TTL + 1 s).
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// What `kirikae bench failover` measured.
 #[derive(Debug, Serialize)]
 pub struct FailoverReport {
-    /// Per arbiter mode (etcd: not built yet).
+    /// Per arbiter mode (etcd only where `etcd` is installed).
     pub modes: Vec<ModeReport>,
     /// Switchovers run.
     pub switchover_trials: u64,
@@ -131,7 +138,16 @@ pub fn run(args: &FailoverBenchArgs) -> Result<FailoverReport, CliError> {
     // Where bars are invisible (a log, CI), a plain line per trial.
     let plain = !std::io::stderr().is_terminal();
     let mut modes = Vec::new();
-    for mode in ["manual", "peer"] {
+    // The etcd mode runs against a local etcd (Debian's etcd-server), when installed.
+    let etcd = EtcdProcess::start();
+    if etcd.is_none() {
+        eprintln!("failover: `etcd` is not installed: the etcd mode is skipped");
+    }
+    let mode_names: Vec<&'static str> = ["manual", "peer", "etcd"]
+        .into_iter()
+        .filter(|m| *m != "etcd" || etcd.is_some())
+        .collect();
+    for mode in mode_names {
         let mut times = Vec::new();
         let mut report = ModeReport {
             mode,
@@ -141,9 +157,19 @@ pub fn run(args: &FailoverBenchArgs) -> Result<FailoverReport, CliError> {
             lost_acknowledged_sync: 0,
             dual_primary_acknowledged: 0,
             acknowledged_sync_checked: 0,
+            lease_ttl_ms: (mode == "etcd").then_some(args.lease_ttl_ms),
         };
         for _ in 0..args.trials {
-            let t = kill_trial(args, mode == "peer")?;
+            let arbiter = match mode {
+                "manual" => TrialArbiter::Manual,
+                "peer" => TrialArbiter::Peer,
+                _ => TrialArbiter::Etcd(
+                    etcd.as_ref()
+                        .map(|e| e.client)
+                        .ok_or_else(|| CliError::Usage("no etcd".into()))?,
+                ),
+            };
+            let t = kill_trial(args, arbiter)?;
             if plain {
                 eprintln!(
                     "failover {mode}: {:.0} ms, {} lost of {} checked",
@@ -198,18 +224,34 @@ struct Trial {
     checked: u64,
 }
 
-fn kill_trial(args: &FailoverBenchArgs, peer_arbiter: bool) -> Result<Trial, CliError> {
+/// Who promotes in a kill trial.
+#[derive(Clone, Copy)]
+enum TrialArbiter {
+    Manual,
+    Peer,
+    /// etcd at this endpoint.
+    Etcd(SocketAddr),
+}
+
+fn kill_trial(args: &FailoverBenchArgs, arbiter_kind: TrialArbiter) -> Result<Trial, CliError> {
     let (data, diff, new_diff) = (tempdir()?, tempdir()?, tempdir()?);
     let key_path = data.path().with_extension("key");
     let key = key_file(&key_path)?;
     let acks = diff.path().with_extension("acks");
     let db = fresh(args.subscribers)?;
-    let arbiter = if peer_arbiter {
-        Arbiter::Peer {
-            failover_after: Duration::from_millis(args.failover_after_ms),
-        }
-    } else {
-        Arbiter::Manual
+    let failover_after = Duration::from_millis(args.failover_after_ms);
+    // A prefix per trial: each trial is its own pair.
+    let prefix = format!("/kirikae/bench/{}", data.path().display());
+    let arbiter = match arbiter_kind {
+        TrialArbiter::Manual => Arbiter::Manual,
+        TrialArbiter::Peer => Arbiter::Peer { failover_after },
+        TrialArbiter::Etcd(endpoint) => Arbiter::Etcd(EtcdArbiter {
+            endpoint,
+            prefix: prefix.clone(),
+            lease_ttl: Duration::from_millis(args.lease_ttl_ms),
+            failover_after,
+            call_timeout: Duration::from_millis(500),
+        }),
     };
     let backup = Backup::start(
         db.clone(),
@@ -224,14 +266,21 @@ fn kill_trial(args: &FailoverBenchArgs, peer_arbiter: bool) -> Result<Trial, Cli
         },
     )?;
     let exe = std::env::current_exe().map_err(|e| CliError::Usage(format!("own path: {e}")))?;
-    let mut child = Command::new(exe)
-        .args([
-            "primary",
-            "--peer",
-            &backup.local_addr().to_string(),
-            "--seconds",
-            "0",
-        ])
+    let mut primary = Command::new(exe);
+    primary.args([
+        "primary",
+        "--peer",
+        &backup.local_addr().to_string(),
+        "--seconds",
+        "0",
+    ]);
+    // etcd: the primary holds the pair's leader key, as a real one would.
+    if let TrialArbiter::Etcd(endpoint) = arbiter_kind {
+        primary
+            .args(["--etcd", &endpoint.to_string(), "--etcd-prefix", &prefix])
+            .args(["--lease-ttl-ms", &args.lease_ttl_ms.to_string()]);
+    }
+    let mut child = primary
         .args(["--subscribers", &args.subscribers.to_string()])
         .args(["--rate", &args.rate.to_string()])
         .arg("--difference-dir")
@@ -272,14 +321,17 @@ fn kill_trial(args: &FailoverBenchArgs, peer_arbiter: bool) -> Result<Trial, Cli
         .map_err(|e| CliError::Usage(format!("SIGKILL: {e}")))?;
     let killed = Instant::now();
     let _ = child.wait();
-    let promotion: Promotion = if peer_arbiter {
-        match backup.events().recv_timeout(Duration::from_secs(30)) {
-            Ok(BackupEvent::Promoted { promotion, .. }) => promotion,
-            Err(_) => return Err(CliError::Usage("no promotion within 30 s".into())),
+    let promotion: Promotion = match arbiter_kind {
+        TrialArbiter::Manual => backup.promote()?,
+        TrialArbiter::Peer | TrialArbiter::Etcd(_) => {
+            match backup.events().recv_timeout(Duration::from_secs(30)) {
+                Ok(BackupEvent::Promoted { promotion, .. }) => promotion,
+                Err(_) => return Err(CliError::Usage("no promotion within 30 s".into())),
+            }
         }
-    } else {
-        backup.promote()?
     };
+    // etcd: the new primary writes only under the key it took.
+    let leadership = backup.take_leadership();
     let promoted_ms = unix_ms();
     // The new primary: its first accepted write ends the failover.
     let nobody = unused_addr()?;
@@ -300,6 +352,9 @@ fn kill_trial(args: &FailoverBenchArgs, peer_arbiter: bool) -> Result<Trial, Cli
             difference: RecordLogOptions::default(),
         },
     )?;
+    if let Some(held) = &leadership {
+        replicator.require_leadership(held)?;
+    }
     let session = db.session(SessionInfo::new("app", "service", None));
     session.update_columns(
         SUBSCRIBER_TABLE,
@@ -488,4 +543,61 @@ pub fn print_table(r: &FailoverReport) {
         r.switchover_pause_us_max,
         r.writer_gap_us_max_before
     );
+}
+
+/// A local etcd for the etcd mode, on free loopback ports; killed on drop.
+struct EtcdProcess {
+    child: std::process::Child,
+    client: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdProcess {
+    fn start() -> Option<EtcdProcess> {
+        let installed = Command::new("etcd")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return None;
+        }
+        let dir = tempdir().ok()?;
+        let (client, peer) = (unused_addr().ok()?, unused_addr().ok()?);
+        let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let process = EtcdProcess {
+            child,
+            client,
+            _dir: dir,
+        };
+        let etcd = Etcd::new(client, Duration::from_millis(500));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while etcd.get("ready?").is_err() {
+            if Instant::now() > deadline {
+                eprintln!("failover: etcd did not start: the etcd mode is skipped");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(process)
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use kirikae::engine::Database;
+use kirikae::replicate::etcd::Etcd;
 use kirikae::replicate::{
-    table_checksum, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, LinkConfig,
-    PeerKey, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
+    leader_key, table_checksum, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent,
+    EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions, Replicator, ReplicatorConfig,
+    RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -48,12 +50,36 @@ pub struct BackupArgs {
     /// its primary; a partition can then make two primaries).
     #[arg(long, value_enum, default_value_t = ArbiterArg::Manual)]
     arbiter: ArbiterArg,
-    /// With `--arbiter peer`: the primary's silence that counts as its failure.
+    /// With `--arbiter peer` or `etcd`: the primary's silence that counts as its
+    /// failure.
     #[arg(long, default_value_t = 2_000, value_parser = crate::arg_ranges::failover_ms)]
     failover_after_ms: u64,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Stop when standard input closes, printing the tables' checksums as JSON.
     #[arg(long)]
     until_stdin_closes: bool,
+}
+
+/// Where the pair's etcd is (`--etcd`), for `--arbiter etcd` and the primary's
+/// leader key.
+#[derive(Args, Debug, Clone)]
+pub struct EtcdArgs {
+    /// An etcd endpoint (`HOST:PORT` of a client URL).
+    #[arg(long, value_parser = resolve)]
+    etcd: Option<SocketAddr>,
+    /// The pair's key prefix in etcd.
+    #[arg(long, default_value = "/kirikae/pair")]
+    etcd_prefix: String,
+    /// The leader lease's time to live.
+    #[arg(long, default_value_t = 2_000, value_parser = crate::arg_ranges::failover_ms)]
+    lease_ttl_ms: u64,
+}
+
+impl EtcdArgs {
+    fn etcd(&self) -> Option<Etcd> {
+        self.etcd.map(|e| Etcd::new(e, Duration::from_millis(500)))
+    }
 }
 
 /// `--arbiter`'s values.
@@ -63,6 +89,8 @@ pub enum ArbiterArg {
     Manual,
     /// The backup promotes itself after its primary's silence.
     Peer,
+    /// etcd decides: the backup promotes only once it holds the pair's leader key.
+    Etcd,
 }
 
 /// Checksums of the telecom tables.
@@ -98,6 +126,15 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
             ArbiterArg::Peer => Arbiter::Peer {
                 failover_after: Duration::from_millis(args.failover_after_ms),
             },
+            ArbiterArg::Etcd => Arbiter::Etcd(EtcdArbiter {
+                endpoint: args.etcd.etcd.ok_or_else(|| {
+                    CliError::Usage("--arbiter etcd needs --etcd HOST:PORT".into())
+                })?,
+                prefix: args.etcd.etcd_prefix.clone(),
+                lease_ttl: Duration::from_millis(args.etcd.lease_ttl_ms),
+                failover_after: Duration::from_millis(args.failover_after_ms),
+                call_timeout: Duration::from_millis(500),
+            }),
         },
         ..BackupConfig::default()
     };
@@ -176,6 +213,10 @@ pub struct PrimaryArgs {
     /// replicated, sequence), flushed before the session goes on.
     #[arg(long)]
     ack_log: Option<PathBuf>,
+    /// With `--etcd`: hold the pair's leader key (its revision is this primary's
+    /// epoch) and accept writes only while its lease is alive.
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Rule file (default: the built-in seed-000 mixed policy).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -253,17 +294,41 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
     let db = Database::new();
     telecom::create_tables(&db, args.subscribers)?;
+    let leadership = match args.etcd.etcd() {
+        Some(etcd) => {
+            let ttl = Duration::from_millis(args.etcd.lease_ttl_ms);
+            let held = Leadership::acquire(etcd, &args.etcd.etcd_prefix, "primary", ttl)?;
+            let held = held.ok_or_else(|| {
+                CliError::Usage(format!(
+                    "the leader key {} is held by another node: not starting as primary",
+                    leader_key(&args.etcd.etcd_prefix)
+                ))
+            })?;
+            say!("holding the leader key in etcd: {}", held.epoch());
+            Some(held)
+        }
+        None => None,
+    };
+    let link = LinkConfig {
+        epoch: leadership
+            .as_ref()
+            .map_or(LinkConfig::default().epoch, Leadership::epoch),
+        ..LinkConfig::default()
+    };
     let replicator = Replicator::start(
         &db,
         ReplicatorConfig {
             key: key.clone(),
             peer: args.peer,
             rules,
-            link: LinkConfig::default(),
+            link,
             difference_dir: args.difference_dir.clone(),
             difference: RecordLogOptions::default(),
         },
     )?;
+    if let Some(held) = &leadership {
+        replicator.require_leadership(held)?;
+    }
     let events = replicator.events();
     say!("waiting up to 10 s for the peer at {}", args.peer);
     if replicator.wait_duplex(Duration::from_secs(10)) {
