@@ -228,9 +228,13 @@ impl Replicator {
     /// The first step of a planned switchover (seed 003 \[0034\]): waits, commits
     /// still flowing, until the backup is within a few transactions; then refuses
     /// every new commit ([`ReplicateError::HandedOver`]), lets those already
-    /// submitted finish, and waits until the backup has acknowledged all of them. Returns the hand-over
-    /// sequence: the backup, promoted now, holds exactly the history up to it. Fails
-    /// (and accepts commits again) if that does not happen within `timeout`.
+    /// submitted finish, and waits until the backup has acknowledged all of them.
+    /// Returns the hand-over sequence (the backup, promoted now, holds exactly the
+    /// history up to it) and when commits began to be refused. Fails (and accepts
+    /// commits again) if that does not happen within `timeout`. After a successful
+    /// hand-over the database stays closed to writes, also once this replicator is
+    /// shut down, until it serves as a backup ([`switchover`](crate::switchover) does
+    /// all of that).
     pub fn hand_over(&self, timeout: Duration) -> Result<HandOver> {
         let deadline = Instant::now() + timeout;
         // First, with commits still accepted, let the backup come within a few
