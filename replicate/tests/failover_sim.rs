@@ -26,7 +26,7 @@ mod sim;
 
 use std::collections::BTreeSet;
 
-use kirikae_replicate::{Epoch, Event, Promotion, Seq};
+use kirikae_replicate::{Epoch, Event, Promotion};
 use kirikae_testkit::Rng;
 
 use sim::*;
@@ -224,32 +224,21 @@ fn run(seed: u64) -> Tally {
         partition(&mut sim, &mut rng, &faults, &ctx, &mut tally);
     }
     tally.replicated_sync = sim.replicated_ledger.len() as u64;
-    let _ = Seq::ZERO;
     tally
 }
 
 #[test]
 fn failover_keeps_every_acknowledged_sync_commit_and_fences_the_old_primary() {
-    if let Ok(seed) = std::env::var("KIRIKAE_SIM_SEED") {
-        let tally = run(seed.parse().expect("KIRIKAE_SIM_SEED is a number"));
-        eprintln!("{tally:?}");
-        return;
-    }
-    let seeds: u64 = std::env::var("KIRIKAE_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(48);
-    let mut total = Tally::default();
-    for seed in 0..seeds {
-        let t = run(seed);
+    let Some((_, total)) = run_seeds(run, |total: &mut Tally, t| {
         total.crashes += t.crashes;
         total.partitions += t.partitions;
         total.replicated_sync += t.replicated_sync;
         total.in_doubt_committed += t.in_doubt_committed;
         total.divergent_txns += t.divergent_txns;
         total.fenced_refusals += t.fenced_refusals;
-    }
-    eprintln!("{seeds} seeds: {total:?}");
+    }) else {
+        return;
+    };
     // The seeds must exercise both scenarios, in-doubt commits and divergent tails.
     assert!(total.crashes > 0 && total.partitions > 0, "{total:?}");
     assert!(

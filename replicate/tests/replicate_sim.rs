@@ -159,18 +159,7 @@ fn run(seed: u64) -> Tally {
 
 #[test]
 fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
-    if let Ok(seed) = std::env::var("KIRIKAE_SIM_SEED") {
-        let tally = run(seed.parse().expect("KIRIKAE_SIM_SEED is a number"));
-        eprintln!("{tally:?}");
-        return;
-    }
-    let seeds: u64 = std::env::var("KIRIKAE_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(48);
-    let mut total = Tally::default();
-    for seed in 0..seeds {
-        let t = run(seed);
+    let Some((seeds, total)) = run_seeds(run, |total: &mut Tally, t| {
         total.recoveries += t.recoveries;
         total.replayed += t.replayed;
         total.restarts += t.restarts;
@@ -179,8 +168,9 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
         total.connects += t.connects;
         total.checkpoints += t.checkpoints;
         total.segments_retired += t.segments_retired;
-    }
-    eprintln!("{seeds} seeds: {total:?}");
+    }) else {
+        return;
+    };
     // The seeds must actually exercise outages, replays and restarts.
     assert!(total.restarts > 0 && total.recoveries > seeds && total.replayed > 0);
     assert!(total.replicated_sync > 0 && total.alone_or_failed_sync > 0);

@@ -620,3 +620,27 @@ impl Sim {
                 .is_some_and(|p| p.applier.as_ref().is_some_and(|a| a.held() == 0))
     }
 }
+
+/// Runs the seed in `KIRIKAE_SIM_SEED` alone (printing its tally; `None`), or seeds
+/// `0..KIRIKAE_SIM_SEEDS` (48 by default), each tally folded into the total:
+/// `Some((seeds, total))`, printed too.
+pub fn run_seeds<T: Default + std::fmt::Debug>(
+    run: impl Fn(u64) -> T,
+    fold: impl Fn(&mut T, T),
+) -> Option<(u64, T)> {
+    if let Ok(seed) = std::env::var("KIRIKAE_SIM_SEED") {
+        let tally = run(seed.parse().expect("KIRIKAE_SIM_SEED is a number"));
+        eprintln!("{tally:?}");
+        return None;
+    }
+    let seeds: u64 = std::env::var("KIRIKAE_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48);
+    let mut total = T::default();
+    for seed in 0..seeds {
+        fold(&mut total, run(seed));
+    }
+    eprintln!("{seeds} seeds: {total:?}");
+    Some((seeds, total))
+}
