@@ -115,6 +115,9 @@ pub struct Applier<'s> {
     /// Highest sequence of this connection's stream (gap detection); everything up to
     /// it is logged.
     stream_seq: Seq,
+    /// Highest sequence logged by earlier streams (a new stream restarts at
+    /// `resolved`).
+    logged: Seq,
     /// Highest primary epoch seen; older primaries are refused.
     epoch: Epoch,
     /// Replaying the log at start: records are not logged again, and sequences the
@@ -137,6 +140,7 @@ impl<'s> Applier<'s> {
             queue: Vec::new(),
             first_position: BTreeMap::new(),
             stream_seq: Seq::ZERO,
+            logged: Seq::ZERO,
             epoch: Epoch::NONE,
             replaying: None,
             stats: ApplierStats::default(),
@@ -250,7 +254,7 @@ impl<'s> Applier<'s> {
 
     /// Highest sequence up to which everything is in the log.
     pub fn logged_seq(&self) -> Seq {
-        self.stream_seq.max(self.resolved)
+        self.logged.max(self.stream_seq).max(self.resolved)
     }
 
     /// The highest primary epoch seen.
@@ -282,6 +286,8 @@ impl<'s> Applier<'s> {
     /// A primary connected with `epoch`: refuses a stale one; the new stream starts
     /// right after what is resolved.
     pub fn connected(&mut self, epoch: Epoch) -> Result<()> {
+        // What this connection's stream re-sends is logged already.
+        self.logged = self.logged.max(self.stream_seq);
         if let Some(promoted) = self.promoted {
             return Err(protocol(format!(
                 "this node was promoted at {promoted}; {epoch} is not its primary"
