@@ -139,9 +139,11 @@ pub enum ReplicateError {
         reason: String,
     },
     /// A sync transaction got no answer in time and its rule says `fail`: it was
-    /// rolled back here, the peer may hold it prepared and is told to abort it when it
-    /// reconnects.
-    #[error("sync transaction {seq}: outcome unknown at the peer ({reason}); rolled back here, the peer aborts it at reconnect")]
+    /// rolled back here, the backup may hold it prepared and is told to abort it when
+    /// it reconnects. If the backup takes over before that, its promotion commits it
+    /// (its digests match: seed 000 §5.2, Table 2 case 5): the application must treat
+    /// the outcome as unknown, not as a rollback.
+    #[error("sync transaction {seq}: outcome unknown at the backup ({reason}); rolled back here, the backup aborts it at reconnect, or commits it if it takes over first")]
     OutcomeUnknown {
         /// Its sequence.
         seq: crate::Seq,

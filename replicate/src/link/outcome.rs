@@ -18,8 +18,9 @@ pub enum SyncOutcome {
         /// What the peer said or what differed.
         reason: String,
     },
-    /// No answer in time and the rule says `fail`: roll back here; the peer may hold
-    /// it prepared and is told it was aborted when it reconnects.
+    /// No answer in time and the rule says `fail`: roll back here; the backup may hold
+    /// it prepared and is told it was aborted when it reconnects, unless it takes over
+    /// first, which commits it.
     OutcomeUnknown {
         /// Why.
         reason: String,
