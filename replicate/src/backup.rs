@@ -222,7 +222,9 @@ impl Backup {
     /// give it only once the old primary is confirmed cut off). The current
     /// primary's connection is closed, logged work is applied, in-doubt transactions
     /// are decided, and the promotion is durable before this returns; the node
-    /// serves no primary afterwards. [`BackupEvent::Promoted`] is raised too.
+    /// serves no primary afterwards. [`BackupEvent::Promoted`] is raised too. With
+    /// [`Arbiter::Etcd`], the promotion needs the leader key: while another node
+    /// holds it, this fails with [`ReplicateError::LeaderKeyHeld`].
     pub fn promote(&self) -> Result<Promotion> {
         let (reply, answer) = crossbeam::channel::bounded(1);
         let gone = || ReplicateError::Protocol {
