@@ -94,7 +94,8 @@ impl Connection {
     }
 
     /// Encodes and writes `messages`; an error is returned as the reason to close.
-    fn send(&mut self, messages: &[Message], frame_bytes_max: usize) -> Option<String> {
+    fn send(&mut self, shared: &Shared, messages: &[Message]) -> Option<String> {
+        let frame_bytes_max = shared.frame_bytes_max;
         let stream = self.stream.as_mut()?;
         self.out.clear();
         for m in messages {
@@ -108,7 +109,11 @@ impl Connection {
         if self.out.is_empty() {
             return None;
         }
+        shared
+            .writing_since
+            .store(shared.now() + 1, Ordering::Relaxed);
         let result = stream.write_all(&self.out);
+        shared.writing_since.store(0, Ordering::Relaxed);
         if self.out.capacity() > 16 << 20 {
             self.out = Vec::new();
         }
@@ -126,7 +131,7 @@ fn carry_out(
 ) -> bool {
     let report = diff.persist(&ready);
     let replay = ready.read.map(|request| (request, diff.read(request)));
-    let failed = connection.send(&ready.messages, shared.frame_bytes_max);
+    let failed = connection.send(shared, &ready.messages);
     let more = if report.is_some() || replay.is_some() || failed.is_some() {
         let mut core = shared.core.lock();
         let now = shared.now();

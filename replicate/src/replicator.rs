@@ -156,6 +156,10 @@ impl Replicator {
         let now = self.shared.now();
         let mut metrics = self.shared.core.lock().link.metrics(now);
         metrics.events_dropped = self.shared.events_dropped.load(Ordering::Relaxed);
+        metrics.writing_ms = match self.shared.writing_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now.saturating_sub(since - 1) / 1000,
+        };
         metrics
     }
 

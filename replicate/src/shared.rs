@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     /// Set by a planned switchover: every new commit is refused, those already
     /// submitted finish.
     pub(crate) handing_over: AtomicBool,
+    /// When the link thread's current socket write began, µs on [`Shared::now`]'s
+    /// clock plus one (0: not writing).
+    pub(crate) writing_since: AtomicU64,
     /// In etcd mode, the leader lease every commit needs alive.
     pub(crate) lease: std::sync::OnceLock<LeaseGuard>,
 }
@@ -97,6 +100,7 @@ impl Shared {
             fenced_by: AtomicU64::new(0),
             handing_over: AtomicBool::new(false),
             lease: std::sync::OnceLock::new(),
+            writing_since: AtomicU64::new(0),
         });
         (shared, rx)
     }

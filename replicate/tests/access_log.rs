@@ -149,7 +149,11 @@ fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
     assert_eq!(value(&db, 1), Some(10));
     assert_eq!(value(&db, 9), None, "held, not committed");
     hello(&mut applier);
-    assert_eq!(applier.logged_seq(), Seq(2), "a new stream does not unlog anything");
+    assert_eq!(
+        applier.logged_seq(),
+        Seq(2),
+        "a new stream does not unlog anything"
+    );
     let mut replies = Vec::new();
     // The primary's replay of its decision: a sync commit it kept.
     applier

@@ -611,6 +611,12 @@ fn a_sync_commit_ends_at_its_own_deadline_while_the_link_thread_is_stuck() {
             .insert("blob", vec![k.into(), vec![7u8; 64 << 10].into()])
             .expect("async commits never wait");
     }
+    // Whatever the kernel's buffers hold, the link thread is now stuck in a write.
+    wait_for(
+        "the link thread to be stuck in a write",
+        Duration::from_secs(10),
+        || rep.metrics().writing_ms >= 200,
+    );
     let started = Instant::now();
     let err = session
         .insert(T, kv_row(1, 1))

@@ -32,4 +32,7 @@ pub struct LinkMetrics {
     pub connects: u64,
     /// Events dropped because the embedder did not read them (the oldest go first).
     pub events_dropped: u64,
+    /// How long the link thread has been in its current socket write, in
+    /// milliseconds (0: not writing): a peer that stopped reading shows here first.
+    pub writing_ms: u64,
 }
