@@ -111,7 +111,10 @@ pub struct BackupStatus {
 pub enum BackupEvent {
     /// This node was promoted (seed 000 §5.1 step 2): the application's cue to take
     /// over the service address and start serving writes on the database, as the
-    /// new primary numbering from `promotion.last_seq + 1` at `promotion.epoch`.
+    /// new primary numbering from `promotion.last_seq + 1` at `promotion.epoch`
+    /// (`LinkConfig::start_after`, `LinkConfig::epoch`). Start that replicator
+    /// before the first write: the backup's write fence is lifted here, and a write
+    /// made before the replicator's gate is installed is not replicated.
     Promoted {
         /// What the promotion did.
         promotion: Promotion,
