@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use crate::applier::Applier;
-use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::handshake::PrimaryGreeting;
 use crate::link::Micros;
@@ -96,7 +95,7 @@ impl BackupSession {
             && now.saturating_sub(self.last_sent) >= micros(self.config.heartbeat_every)
         {
             replies.push(Message::Heartbeat {
-                epoch: Epoch::NONE,
+                epoch: applier.epoch(),
                 last_seq: applier.last_seq(),
             });
         }
