@@ -166,17 +166,23 @@ impl AccessLog {
     }
 
     /// Appends what was received for `seq` (buffered until [`sync`](AccessLog::sync));
-    /// returns its position.
-    pub fn append(&mut self, seq: Seq, epoch: Epoch, entry: AccessEntry) -> Result<u64> {
+    /// returns its position, and the entry back (it is encoded, not copied).
+    pub fn append(
+        &mut self,
+        seq: Seq,
+        epoch: Epoch,
+        entry: AccessEntry,
+    ) -> Result<(u64, AccessEntry)> {
         let position = self.next_position();
-        self.log.append(&AccessRecord {
+        let record = AccessRecord {
             position,
             seq,
             epoch,
             created_ms: utc::unix_ms(SystemTime::now()),
             entry,
-        })?;
-        Ok(position)
+        };
+        self.log.append(&record)?;
+        Ok((position, record.entry))
     }
 
     /// The position the next record gets.

@@ -66,20 +66,13 @@ struct Held<'s> {
     here: Vec<u64>,
 }
 
-/// Logged, to be applied at the end of the batch.
-enum Work {
-    Apply {
-        seq: Seq,
-        operations: Vec<Operation>,
-        verify: bool,
-    },
-    Prepare {
-        seq: Seq,
-        operations: Vec<Operation>,
-        primary: Vec<u64>,
-    },
-    Commit(Seq),
-    Abort(Seq),
+/// A logged entry, to be applied at the end of the batch (the entry itself: what
+/// was logged is what is applied).
+struct Work {
+    seq: Seq,
+    entry: AccessEntry,
+    /// A shipped transaction the primary wants `Applied` for.
+    verify: bool,
 }
 
 /// Where a backup over an existing database starts: everything up to `seq` is in
@@ -332,25 +325,14 @@ impl<'s> Applier<'s> {
                 if self.undecided.contains(&seq) {
                     // A sync commit the primary kept after losing the link: the held
                     // transaction is the same one; make it permanent.
-                    self.log(seq, AccessEntry::Commit, replayed)?;
                     self.stream_seq = self.stream_seq.max(seq);
-                    self.queue.push(Work::Commit(seq));
-                    return Ok(());
+                    return self.log(seq, AccessEntry::Commit, replayed, false);
                 }
                 if !self.is_new(seq)? {
                     return Ok(());
                 }
-                let entry = AccessEntry::Ship {
-                    mode,
-                    operations: operations.clone(),
-                };
-                self.log(seq, entry, replayed)?;
-                self.queue.push(Work::Apply {
-                    seq,
-                    operations,
-                    verify,
-                });
-                Ok(())
+                let entry = AccessEntry::Ship { mode, operations };
+                self.log(seq, entry, replayed, verify)
             }
             Message::Prepare {
                 seq,
@@ -367,28 +349,20 @@ impl<'s> Applier<'s> {
                 if !self.is_new(seq)? {
                     return Ok(());
                 }
-                let entry = AccessEntry::Prepare {
-                    operations: operations.clone(),
-                    responses: responses.clone(),
-                };
-                self.log(seq, entry, replayed)?;
                 self.undecided.insert(seq);
-                self.queue.push(Work::Prepare {
-                    seq,
+                let entry = AccessEntry::Prepare {
                     operations,
-                    primary: responses,
-                });
-                Ok(())
+                    responses,
+                };
+                self.log(seq, entry, replayed, false)
             }
             Message::Commit { seq } => {
-                if self.undecided.contains(&seq) {
-                    self.log(seq, AccessEntry::Commit, replayed)?;
-                    self.stream_seq = self.stream_seq.max(seq);
-                    self.queue.push(Work::Commit(seq));
-                } else {
+                if !self.undecided.contains(&seq) {
                     self.stats.duplicates += 1;
+                    return Ok(());
                 }
-                Ok(())
+                self.stream_seq = self.stream_seq.max(seq);
+                self.log(seq, AccessEntry::Commit, replayed, false)
             }
             Message::Abort { seq } => {
                 if self.undecided.contains(&seq) {
@@ -398,9 +372,7 @@ impl<'s> Applier<'s> {
                     // prepared (it restarted) is new; one already resolved is not.
                     return Ok(());
                 }
-                self.log(seq, AccessEntry::Abort, replayed)?;
-                self.queue.push(Work::Abort(seq));
-                Ok(())
+                self.log(seq, AccessEntry::Abort, replayed, false)
             }
             Message::Heartbeat { epoch, .. } => self.check_epoch(epoch),
             Message::Hello { .. }
@@ -414,17 +386,28 @@ impl<'s> Applier<'s> {
         }
     }
 
-    /// Appends `entry` for `seq` to the log (unless replaying from it) and notes the
-    /// first position of a sequence above `resolved`.
-    fn log(&mut self, seq: Seq, entry: AccessEntry, replayed: Option<u64>) -> Result<()> {
-        let position = match (replayed, self.log.as_mut()) {
-            (Some(position), _) => Some(position),
-            (None, Some(log)) => Some(log.append(seq, self.epoch, entry)?),
-            (None, None) => None,
+    /// Appends `entry` for `seq` to the log (unless replaying from it), notes the
+    /// first position of a sequence above `resolved`, and queues the entry to be
+    /// applied once the log is durable.
+    fn log(
+        &mut self,
+        seq: Seq,
+        entry: AccessEntry,
+        replayed: Option<u64>,
+        verify: bool,
+    ) -> Result<()> {
+        let (position, entry) = match (replayed, self.log.as_mut()) {
+            (Some(position), _) => (Some(position), entry),
+            (None, Some(log)) => {
+                let (position, entry) = log.append(seq, self.epoch, entry)?;
+                (Some(position), entry)
+            }
+            (None, None) => (None, entry),
         };
         if let Some(position) = position {
             self.first_position.entry(seq).or_insert(position);
         }
+        self.queue.push(Work { seq, entry, verify });
         Ok(())
     }
 
@@ -445,13 +428,9 @@ impl<'s> Applier<'s> {
 
     /// Applies the queued work in log order, pushing answers.
     fn apply_queued(&mut self, replies: &mut Vec<Message>) -> Result<()> {
-        for work in std::mem::take(&mut self.queue) {
-            match work {
-                Work::Apply {
-                    seq,
-                    operations,
-                    verify,
-                } => {
+        for Work { seq, entry, verify } in std::mem::take(&mut self.queue) {
+            match entry {
+                AccessEntry::Ship { operations, .. } => {
                     if self.already_applied(seq) {
                         self.resolve(seq);
                         continue;
@@ -468,10 +447,9 @@ impl<'s> Applier<'s> {
                         Err((at, e)) => self.reject(seq, at, &e, replies),
                     }
                 }
-                Work::Prepare {
-                    seq,
+                AccessEntry::Prepare {
                     operations,
-                    primary,
+                    responses: primary,
                 } => {
                     if self.already_applied(seq) {
                         self.undecided.remove(&seq);
@@ -493,7 +471,7 @@ impl<'s> Applier<'s> {
                         }
                     }
                 }
-                Work::Commit(seq) => {
+                AccessEntry::Commit => {
                     self.undecided.remove(&seq);
                     if let Some(held) = self.held.remove(&seq) {
                         held.txn.commit()?;
@@ -501,7 +479,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                     }
                 }
-                Work::Abort(seq) => {
+                AccessEntry::Abort => {
                     self.undecided.remove(&seq);
                     if let Some(held) = self.held.remove(&seq) {
                         held.txn.rollback();
@@ -511,6 +489,8 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                     }
                 }
+                // Never queued: a promotion ends the stream.
+                AccessEntry::Promoted => {}
             }
         }
         Ok(())

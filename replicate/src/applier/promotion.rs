@@ -54,22 +54,23 @@ impl Applier<'_> {
             in_doubt_committed: Vec::new(),
             in_doubt_dropped: Vec::new(),
         };
-        for (seq, held) in std::mem::take(&mut self.held) {
-            self.undecided.remove(&seq);
-            if held.primary == held.here {
-                self.log(seq, AccessEntry::Commit, None)?;
-                held.txn.commit()?;
-                self.stats.applied += 1;
-                promotion.in_doubt_committed.push(seq);
+        // Each decision goes the way a primary's would: logged, then applied.
+        let decisions: Vec<(Seq, bool)> = self
+            .held
+            .iter()
+            .map(|(seq, held)| (*seq, held.primary == held.here))
+            .collect();
+        for (seq, commit) in decisions {
+            let (entry, list) = if commit {
+                (AccessEntry::Commit, &mut promotion.in_doubt_committed)
             } else {
-                self.log(seq, AccessEntry::Abort, None)?;
-                held.txn.rollback();
-                self.stats.aborted += 1;
-                promotion.in_doubt_dropped.push(seq);
-            }
-            self.resolve(seq);
+                (AccessEntry::Abort, &mut promotion.in_doubt_dropped)
+            };
+            list.push(seq);
+            self.log(seq, entry, None, false)?;
         }
-        debug_assert!(self.undecided.is_empty() && self.queue.is_empty());
+        self.apply_queued(&mut Vec::new())?;
+        debug_assert!(self.held.is_empty() && self.undecided.is_empty() && self.queue.is_empty());
         debug_assert!(
             self.resolved_above.is_empty(),
             "every logged sequence is resolved after a promotion"
