@@ -18,7 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::epoch::Epoch;
 use crate::error::Result;
 use crate::mode::Mode;
-use crate::record_log::{LogEntry, RecordLogOptions, SegmentLog};
+use crate::record_log::{io, LogEntry, RecordLogOptions, SegmentLog};
 use crate::seq::Seq;
 use crate::utc;
 
@@ -139,10 +139,7 @@ impl AccessLog {
         options: AccessLogOptions,
         database: &Database,
     ) -> Result<(AccessLog, Reopened)> {
-        std::fs::create_dir_all(dir).map_err(|source| crate::ReplicateError::LogIo {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         let checkpoint = Checkpoint::load(dir)?;
         if let Some(c) = &checkpoint {
             c.restore(dir, database)?;
@@ -228,7 +225,6 @@ impl AccessLog {
         let taken = covered.take(&self.dir, database)?;
         let behind = taken.position;
         self.checkpoint = Some(taken);
-        self.bytes_at_checkpoint = self.log.bytes();
         self.checkpoint_at = Instant::now();
         let retired = self.log.retire_behind(
             behind,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::frame;
+use crate::record_log::{io, sync_dir};
 use crate::seq::Seq;
 
 const MANIFEST: &str = "CHECKPOINT";
@@ -39,13 +40,6 @@ pub struct Checkpoint {
     pub snapshot: String,
     /// When it was taken (milliseconds since the Unix epoch, UTC).
     pub created_ms: u64,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
-    move |source| ReplicateError::LogIo {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 fn corrupt(path: &Path, reason: String) -> ReplicateError {
@@ -102,9 +96,7 @@ impl Checkpoint {
         }
         let manifest = dir.join(MANIFEST);
         fs::rename(&tmp, &manifest).map_err(io(&manifest))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+        sync_dir(dir)?;
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let path = entry.map_err(io(dir))?.path();
             let name = path

@@ -74,7 +74,7 @@ impl Leadership {
             state,
             renewer: None,
         };
-        leadership.extend_from(started);
+        extend(&leadership.state, ttl, started);
         leadership.renewer = Some(leadership.spawn_renewer()?);
         Ok(Some(leadership))
     }
@@ -103,10 +103,6 @@ impl Leadership {
         self.stop_renewing();
         self.state.lost.store(true, Ordering::SeqCst);
         self.etcd.revoke(self.lease)
-    }
-
-    fn extend_from(&self, at: Instant) {
-        extend(&self.state, self.ttl, at);
     }
 
     fn spawn_renewer(&self) -> Result<JoinHandle<()>> {

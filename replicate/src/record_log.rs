@@ -151,7 +151,13 @@ fn read_record<R: LogEntry>(reader: &mut impl Read, path: &Path, offset: &mut u6
     Ok(record)
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
+/// Makes `dir`'s entries (files created, renamed or removed) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Maps an I/O error on `path` to [`ReplicateError::LogIo`].
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
     move |source| ReplicateError::LogIo {
         path: path.display().to_string(),
         source,
@@ -428,7 +434,7 @@ impl<R: LogEntry> SegmentLog<R> {
     /// Deletes segments whose records are all at or below position `through`. The
     /// segment being written is kept.
     pub fn retire_positions(&mut self, through: u64) -> Result<usize> {
-        self.retire_where(through, |_, _| true)
+        self.retire_where(through, |_| true)
     }
 
     /// Deletes the oldest segments whose records are all at or below position
@@ -444,7 +450,7 @@ impl<R: LogEntry> SegmentLog<R> {
         now: SystemTime,
     ) -> Result<usize> {
         let mut total = self.bytes();
-        self.retire_where(behind, |seg, _| {
+        self.retire_where(behind, |seg| {
             let old = seg
                 .created
                 .and_then(|c| now.duration_since(c).ok())
@@ -460,12 +466,12 @@ impl<R: LogEntry> SegmentLog<R> {
     fn retire_where(
         &mut self,
         through: u64,
-        mut retire: impl FnMut(&Segment, usize) -> bool,
+        mut retire: impl FnMut(&Segment) -> bool,
     ) -> Result<usize> {
         let mut retired = 0;
         while self.segments.len() > 1
             && self.segments[1].first <= through.saturating_add(1)
-            && retire(&self.segments[0], retired)
+            && retire(&self.segments[0])
         {
             let seg = self.segments.remove(0);
             fs::remove_file(&seg.path).map_err(io(&seg.path))?;
@@ -474,9 +480,7 @@ impl<R: LogEntry> SegmentLog<R> {
         if retired > 0 {
             // A retired segment's records are gone: a cursor into it is stale.
             self.cursor = None;
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&self.dir))?;
+            sync_dir(&self.dir)?;
         }
         Ok(retired)
     }
