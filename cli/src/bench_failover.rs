@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
 use kirikae::engine::{Database, Key, SessionInfo, Value};
-use kirikae::replicate::etcd::Etcd;
+use kirikae::replicate::etcd::LocalEtcd;
 use kirikae::replicate::{
     switchover, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter,
     LinkConfig, PeerKey, Promotion, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
@@ -139,7 +139,8 @@ pub fn run(args: &FailoverBenchArgs) -> Result<FailoverReport, CliError> {
     let plain = !std::io::stderr().is_terminal();
     let mut modes = Vec::new();
     // The etcd mode runs against a local etcd (Debian's etcd-server), when installed.
-    let etcd = EtcdProcess::start();
+    let etcd_dir = tempdir()?;
+    let etcd = LocalEtcd::start(etcd_dir.path())?;
     if etcd.is_none() {
         eprintln!("failover: `etcd` is not installed: the etcd mode is skipped");
     }
@@ -165,7 +166,7 @@ pub fn run(args: &FailoverBenchArgs) -> Result<FailoverReport, CliError> {
                 "peer" => TrialArbiter::Peer,
                 _ => TrialArbiter::Etcd(
                     etcd.as_ref()
-                        .map(|e| e.client)
+                        .map(LocalEtcd::addr)
                         .ok_or_else(|| CliError::Usage("no etcd".into()))?,
                 ),
             };
@@ -543,61 +544,4 @@ pub fn print_table(r: &FailoverReport) {
         r.switchover_pause_us_max,
         r.writer_gap_us_max_before
     );
-}
-
-/// A local etcd for the etcd mode, on free loopback ports; killed on drop.
-struct EtcdProcess {
-    child: std::process::Child,
-    client: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl EtcdProcess {
-    fn start() -> Option<EtcdProcess> {
-        let installed = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            return None;
-        }
-        let dir = tempdir().ok()?;
-        let (client, peer) = (unused_addr().ok()?, unused_addr().ok()?);
-        let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));
-        let child = Command::new("etcd")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let process = EtcdProcess {
-            child,
-            client,
-            _dir: dir,
-        };
-        let etcd = Etcd::new(client, Duration::from_millis(500));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while etcd.get("ready?").is_err() {
-            if Instant::now() > deadline {
-                eprintln!("failover: etcd did not start: the etcd mode is skipped");
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(process)
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

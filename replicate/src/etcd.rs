@@ -152,6 +152,86 @@ impl Etcd {
     }
 }
 
+/// A single-node etcd run as a child process on free loopback ports, for tests,
+/// benchmarks and trying the etcd arbiter on one machine; killed on drop.
+pub struct LocalEtcd {
+    child: std::process::Child,
+    client: SocketAddr,
+}
+
+impl LocalEtcd {
+    /// Starts `etcd` (from `PATH`) with its data in `data_dir` and waits until it
+    /// answers (at most 20 s). `Ok(None)` if `etcd` is not installed.
+    pub fn start(data_dir: &std::path::Path) -> Result<Option<LocalEtcd>> {
+        use std::process::{Command, Stdio};
+        let installed = Command::new("etcd")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            return Ok(None);
+        }
+        let free = || -> Result<SocketAddr> {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| {
+                    failed(
+                        SocketAddr::from(([127, 0, 0, 1], 0)),
+                        format!("no free port: {e}"),
+                    )
+                })
+        };
+        let (client, peer) = (free()?, free()?);
+        let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed(client, format!("cannot start etcd: {e}")))?;
+        let local = LocalEtcd { child, client };
+        let etcd = local.client(Duration::from_millis(500));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Err(e) = etcd.get("ready?") {
+            if Instant::now() > deadline {
+                return Err(failed(client, format!("did not answer within 20 s: {e}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Some(local))
+    }
+
+    /// Its client address.
+    pub fn addr(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// A client of it, each call bounded by `timeout`.
+    pub fn client(&self, timeout: Duration) -> Etcd {
+        Etcd::new(self.client, timeout)
+    }
+
+    /// Its process id (to pause it with SIGSTOP in a test).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The body of a complete HTTP/1.1 response in `raw` (by Content-Length, or the
 /// first chunk of a chunked one), as a range of `raw`.
 fn complete_body(raw: &[u8]) -> Option<std::ops::Range<usize>> {

@@ -8,11 +8,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kirikae_engine::SessionInfo;
-use kirikae_replicate::etcd::Etcd;
+use kirikae_replicate::etcd::{Etcd, LocalEtcd};
 use kirikae_replicate::{
     Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey,
     RecordLogOptions, ReplicateError, Replicator, ReplicatorConfig, RuleSet,
@@ -21,66 +21,37 @@ use kirikae_testkit::{kv_database, kv_row, wait_for};
 
 const T: &str = "acct";
 
-/// An etcd process on free loopback ports, killed on drop.
+/// A local etcd and its data directory; resumed (if paused) before it is dropped.
 struct EtcdServer {
-    child: Child,
+    local: LocalEtcd,
     client: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 impl EtcdServer {
     fn start() -> Option<EtcdServer> {
-        let found = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(local) = LocalEtcd::start(dir.path()).expect("etcd starts") else {
             eprintln!(
                 "SKIPPED: `etcd` is not installed (apt-get install etcd-server); the etcd arbiter is untested here"
             );
             return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn etcd");
-        let server = EtcdServer {
-            child,
-            client: format!("127.0.0.1:{client}").parse().unwrap(),
-            _dir: dir,
         };
-        let etcd = server.etcd();
-        wait_for("etcd to answer", Duration::from_secs(20), || {
-            etcd.get("ready?").is_ok()
-        });
-        Some(server)
+        let client = local.addr();
+        Some(EtcdServer {
+            local,
+            client,
+            _dir: dir,
+        })
     }
 
     fn etcd(&self) -> Etcd {
-        Etcd::new(self.client, Duration::from_millis(500))
+        self.local.client(Duration::from_millis(500))
     }
 
     fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+            .args([signal, &self.local.pid().to_string()])
             .status()
             .unwrap()
             .success();
@@ -91,8 +62,6 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
