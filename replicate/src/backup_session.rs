@@ -66,7 +66,7 @@ impl BackupSession {
         self.last_heard = now;
         let mut handled = false;
         for message in messages {
-            applier.handle(message, replies)?;
+            applier.handle(message)?;
             handled = true;
         }
         if handled {

@@ -77,7 +77,7 @@ fn a_transaction_is_logged_before_it_is_applied_and_acknowledged_once_durable() 
     let mut applier = start(dir.path(), &s, options(u64::MAX));
     hello(&mut applier);
     let mut replies = Vec::new();
-    applier.handle(ship(1, 7, 70), &mut replies).unwrap();
+    applier.handle(ship(1, 7, 70)).unwrap();
     assert!(
         replies.is_empty(),
         "nothing is answered before the log is durable"
@@ -130,8 +130,8 @@ fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
         let mut applier = start(dir.path(), &s, options(u64::MAX));
         hello(&mut applier);
         let mut replies = Vec::new();
-        applier.handle(ship(1, 1, 10), &mut replies).unwrap();
-        applier.handle(prepare.clone(), &mut replies).unwrap();
+        applier.handle(ship(1, 1, 10)).unwrap();
+        applier.handle(prepare.clone()).unwrap();
         applier.flush(&mut replies).unwrap();
         assert!(matches!(replies[0], Message::Prepared { seq: Seq(2), .. }));
         assert_eq!(applier.held(), 1);
@@ -157,16 +157,13 @@ fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
     let mut replies = Vec::new();
     // The primary's replay of its decision: a sync commit it kept.
     applier
-        .handle(
-            Message::Ship {
-                seq: Seq(2),
-                epoch: Epoch(1),
-                mode: Mode::Sync,
-                operations: Vec::new(),
-                verify: false,
-            },
-            &mut replies,
-        )
+        .handle(Message::Ship {
+            seq: Seq(2),
+            epoch: Epoch(1),
+            mode: Mode::Sync,
+            operations: Vec::new(),
+            verify: false,
+        })
         .unwrap();
     applier.flush(&mut replies).unwrap();
     assert_eq!(applier.held(), 0);
@@ -209,7 +206,7 @@ fn a_restart_loads_the_checkpoint_and_replays_only_the_tail() {
                     verify: false,
                 }
             };
-            applier.handle(op, &mut replies).unwrap();
+            applier.handle(op).unwrap();
             applier.flush(&mut replies).unwrap();
         }
         let stats = applier.stats();
@@ -267,9 +264,7 @@ fn segments_behind_a_checkpoint_stay_until_they_pass_their_age_or_the_size_cap()
     hello(&mut applier);
     for seq in 1..=200 {
         let mut replies = Vec::new();
-        applier
-            .handle(ship(seq, seq as i64, 1), &mut replies)
-            .unwrap();
+        applier.handle(ship(seq, seq as i64, 1)).unwrap();
         applier.flush(&mut replies).unwrap();
     }
     assert!(applier.stats().checkpoints > 0);
@@ -292,9 +287,7 @@ fn segments_behind_a_checkpoint_stay_until_they_pass_their_age_or_the_size_cap()
     hello(&mut applier);
     for seq in 201..=400 {
         let mut replies = Vec::new();
-        applier
-            .handle(ship(seq, seq as i64, 1), &mut replies)
-            .unwrap();
+        applier.handle(ship(seq, seq as i64, 1)).unwrap();
         applier.flush(&mut replies).unwrap();
     }
     assert!(
@@ -321,9 +314,7 @@ fn a_damaged_checkpoint_manifest_is_a_typed_error_naming_the_file() {
         hello(&mut applier);
         for seq in 1..=50 {
             let mut replies = Vec::new();
-            applier
-                .handle(ship(seq, seq as i64, 1), &mut replies)
-                .unwrap();
+            applier.handle(ship(seq, seq as i64, 1)).unwrap();
             applier.flush(&mut replies).unwrap();
         }
         assert!(applier.stats().checkpoints > 0);

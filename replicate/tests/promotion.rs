@@ -79,15 +79,13 @@ fn in_doubt_transactions_commit_when_their_digests_match_and_roll_back_otherwise
     backup.connected(Epoch(1)).unwrap();
     let right = vec![response_digest(OperationKind::Insert, None)];
     let mut replies = Vec::new();
-    backup.handle(ship(1, 1), &mut replies).unwrap();
-    backup.handle(prepare(2, 2, right), &mut replies).unwrap();
-    backup
-        .handle(prepare(3, 3, vec![0xbad]), &mut replies)
-        .unwrap();
+    backup.handle(ship(1, 1)).unwrap();
+    backup.handle(prepare(2, 2, right)).unwrap();
+    backup.handle(prepare(3, 3, vec![0xbad])).unwrap();
     backup.flush(&mut replies).unwrap();
     assert_eq!(backup.held(), 2);
     // Logged and not applied yet when the primary dies.
-    backup.handle(ship(4, 4), &mut replies).unwrap();
+    backup.handle(ship(4, 4)).unwrap();
     assert!(!exists(&db, 4));
 
     let promotion = backup.promote(Epoch(2)).unwrap();
@@ -106,7 +104,7 @@ fn in_doubt_transactions_commit_when_their_digests_match_and_roll_back_otherwise
 
     // A promoted node takes nothing more from a primary, whatever its epoch.
     assert!(matches!(
-        backup.handle(ship(5, 5), &mut replies),
+        backup.handle(ship(5, 5)),
         Err(ReplicateError::Protocol { .. })
     ));
     assert!(backup.connected(Epoch(3)).is_err());

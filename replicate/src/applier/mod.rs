@@ -301,7 +301,7 @@ impl<'s> Applier<'s> {
     /// answers come from [`flush`](Applier::flush). An error means the stream is
     /// unusable (a gap, a stale epoch, a log that cannot be written): close the
     /// connection.
-    pub fn handle(&mut self, message: Message, _replies: &mut Vec<Message>) -> Result<()> {
+    pub fn handle(&mut self, message: Message) -> Result<()> {
         self.take(message, None)
     }
 
