@@ -6,14 +6,16 @@
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Key, Operation, SessionInfo};
 use kirikae_replicate::{
-    encode, Backup, BackupConfig, Epoch, LinkConfig, Message, Mode, PeerKey, RecordLogOptions,
-    Replication, Replicator, ReplicatorConfig, RuleSet, Seq, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    encode, Backup, BackupConfig, Epoch, LinkConfig, Message, Mode, PeerKey, Replication,
+    Replicator, Seq, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -39,27 +41,7 @@ fn backup(handshake_timeout: Duration) -> Backup {
 }
 
 fn primary(db: &Database, peer: SocketAddr, key: PeerKey, dir: &std::path::Path) -> Replicator {
-    Replicator::start(
-        db,
-        ReplicatorConfig {
-            key: Some(key),
-            peer,
-            rules: RuleSet::parse(r#"default = "sync""#, "test.toml").unwrap(),
-            link: LinkConfig {
-                heartbeat_every: Duration::from_millis(20),
-                peer_timeout: Duration::from_millis(500),
-                reconnect_min: Duration::from_millis(10),
-                reconnect_max: Duration::from_millis(100),
-                ..LinkConfig::default()
-            },
-            difference_dir: dir.to_owned(),
-            difference: RecordLogOptions {
-                fsync: false,
-                ..RecordLogOptions::default()
-            },
-        },
-    )
-    .unwrap()
+    Replicator::start(db, common::sync_replicator_config(peer, key, dir)).unwrap()
 }
 
 fn frame(m: &Message) -> Vec<u8> {

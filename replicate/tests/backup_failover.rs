@@ -5,12 +5,14 @@
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Key, SessionInfo};
 use kirikae_replicate::{
-    Arbiter, Backup, BackupConfig, BackupEvent, Epoch, LinkConfig, PeerKey, PromotedBy,
-    RecordLogOptions, Replication, Replicator, ReplicatorConfig, RuleSet, Seq,
+    Arbiter, Backup, BackupConfig, BackupEvent, Epoch, PeerKey, PromotedBy, Replication,
+    Replicator, Seq,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -38,23 +40,7 @@ fn backup(db: Database, arbiter: Arbiter, dir: &std::path::Path) -> Backup {
 fn primary(db: &Database, backup: &Backup, dir: &std::path::Path) -> Replicator {
     Replicator::start(
         db,
-        ReplicatorConfig {
-            key: Some(key()),
-            peer: backup.local_addr(),
-            rules: RuleSet::parse(r#"default = "sync""#, "test.toml").unwrap(),
-            link: LinkConfig {
-                heartbeat_every: Duration::from_millis(20),
-                peer_timeout: Duration::from_millis(500),
-                reconnect_min: Duration::from_millis(10),
-                reconnect_max: Duration::from_millis(100),
-                ..LinkConfig::default()
-            },
-            difference_dir: dir.to_owned(),
-            difference: RecordLogOptions {
-                fsync: false,
-                ..RecordLogOptions::default()
-            },
-        },
+        common::sync_replicator_config(backup.local_addr(), key(), dir),
     )
     .unwrap()
 }

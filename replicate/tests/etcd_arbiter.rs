@@ -7,6 +7,8 @@
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use kirikae_engine::SessionInfo;
 use kirikae_replicate::etcd::{Etcd, LocalEtcd};
 use kirikae_replicate::{
     Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey,
-    RecordLogOptions, ReplicateError, Replicator, ReplicatorConfig, RuleSet,
+    ReplicateError, Replicator,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -149,27 +151,10 @@ fn the_backup_promotes_only_once_it_holds_the_leader_key() {
         .unwrap()
         .expect("the primary leads");
     let db = kv_database(&[T]);
-    let replicator = Replicator::start(
-        &db,
-        ReplicatorConfig {
-            key: Some(key),
-            peer: backup.local_addr(),
-            rules: RuleSet::parse(r#"default = "sync""#, "test.toml").unwrap(),
-            link: LinkConfig {
-                epoch: leadership.epoch(),
-                heartbeat_every: Duration::from_millis(20),
-                reconnect_min: Duration::from_millis(10),
-                reconnect_max: Duration::from_millis(100),
-                ..LinkConfig::default()
-            },
-            difference_dir: diff.path().to_owned(),
-            difference: RecordLogOptions {
-                fsync: false,
-                ..RecordLogOptions::default()
-            },
-        },
-    )
-    .unwrap();
+    let mut config = common::sync_replicator_config(backup.local_addr(), key, diff.path());
+    config.link.epoch = leadership.epoch();
+    config.link.peer_timeout = LinkConfig::default().peer_timeout;
+    let replicator = Replicator::start(&db, config).unwrap();
     replicator.require_leadership(&leadership).unwrap();
     assert!(replicator.wait_duplex(Duration::from_secs(10)));
     let s = db.session(SessionInfo::default());
