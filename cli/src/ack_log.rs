@@ -2,7 +2,7 @@
 //! file before the committing session goes on, so that an outside checker can hold
 //! the new primary to every commit this node acknowledged, even after a SIGKILL.
 //!
-//! A line: `{"t_ms":…,"table":…,"key":[…],"replication":"replicated|queued|not_replicated|skipped","seq":…,"mode":…}`.
+//! A line: `{"t_ms":…,"began_ms":…,"table":…,"key":[…],"replication":"replicated|queued|not_replicated|skipped","seq":…,"mode":…}`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -29,11 +29,14 @@ pub fn open(path: &Path) -> Result<CommitObserver, CliError> {
     }))
 }
 
-fn line(ack: &Acknowledged<'_>) -> serde_json::Value {
-    let t_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn line(ack: &Acknowledged<'_>) -> serde_json::Value {
+    let t_ms = unix_ms(SystemTime::now());
     let (replication, seq, mode) = match Replication::of(ack.note) {
         Some(Replication::Replicated { seq }) => {
             ("replicated", Some(seq.0), Some("sync".to_owned()))
@@ -46,6 +49,7 @@ fn line(ack: &Acknowledged<'_>) -> serde_json::Value {
     };
     serde_json::json!({
         "t_ms": t_ms,
+        "began_ms": unix_ms(ack.began),
         "table": ack.table,
         "key": ack.key.values(),
         "replication": replication,

@@ -146,12 +146,15 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         for e in events.iter() {
             match e {
                 BackupEvent::Promoted { promotion, by } => say!(
-                    "{:>6.1}s Promoted at {} after sequence {} ({by}); in doubt: {} committed, {} rolled back",
+                    "{:>6.1}s Promoted at {} after sequence {} ({by}); in doubt: {} committed, {} rolled back; unix ms {}",
                     started.elapsed().as_secs_f64(),
                     promotion.epoch,
                     promotion.last_seq,
                     promotion.in_doubt_committed.len(),
-                    promotion.in_doubt_dropped.len()
+                    promotion.in_doubt_dropped.len(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
                 ),
             }
             std::io::stdout().flush().ok();

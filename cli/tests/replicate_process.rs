@@ -19,6 +19,8 @@ use kirikae::replicate::{
 use kirikae_testkit::wait_for;
 use kirikae_workload::telecom::{self, Traffic};
 
+mod common;
+
 const SUBSCRIBERS: u64 = 2_000;
 /// The pair's pre-shared key: the backup process reads it from a file.
 const KEY: &str = "kirikae-process-test-key-0123456789";
@@ -512,4 +514,6 @@ fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
         takeover >= acked,
         "took over after {takeover}, {acked} was acknowledged"
     );
+    let promoted = common::promoted_database(data.path(), KEY.as_bytes(), SUBSCRIBERS);
+    common::assert_no_replicated_commit_lost(&common::acks(&acks), &promoted);
 }

@@ -160,9 +160,18 @@ pub struct LocalEtcd {
 }
 
 impl LocalEtcd {
-    /// Starts `etcd` (from `PATH`) with its data in `data_dir` and waits until it
-    /// answers (at most 20 s). `Ok(None)` if `etcd` is not installed.
+    /// Starts `etcd` (from `PATH`) on loopback with its data in `data_dir` and waits
+    /// until it answers (at most 20 s). `Ok(None)` if `etcd` is not installed.
     pub fn start(data_dir: &std::path::Path) -> Result<Option<LocalEtcd>> {
+        LocalEtcd::start_on(data_dir, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`LocalEtcd::start`] on free ports of `host` (an address of this machine, e.g.
+    /// one a test network's nodes reach).
+    pub fn start_on(
+        data_dir: &std::path::Path,
+        host: std::net::Ipv4Addr,
+    ) -> Result<Option<LocalEtcd>> {
         use std::process::{Command, Stdio};
         let installed = Command::new("etcd")
             .arg("--version")
@@ -174,14 +183,9 @@ impl LocalEtcd {
             return Ok(None);
         }
         let free = || -> Result<SocketAddr> {
-            std::net::TcpListener::bind("127.0.0.1:0")
+            std::net::TcpListener::bind((host, 0))
                 .and_then(|l| l.local_addr())
-                .map_err(|e| {
-                    failed(
-                        SocketAddr::from(([127, 0, 0, 1], 0)),
-                        format!("no free port: {e}"),
-                    )
-                })
+                .map_err(|e| failed(SocketAddr::from((host, 0)), format!("no free port: {e}")))
         };
         let (client, peer) = (free()?, free()?);
         let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));

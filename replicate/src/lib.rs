@@ -100,6 +100,7 @@ mod epoch;
 mod error;
 pub mod etcd;
 mod frame;
+mod freeze_point;
 pub mod handshake;
 #[cfg(test)]
 mod handshake_tests;
@@ -139,6 +140,7 @@ pub use difference_file::DifferenceFile;
 pub use digest::{response_digest, table_checksum};
 pub use epoch::Epoch;
 pub use error::{ReplicateError, Result, WireError};
+pub use freeze_point::FreezePoint;
 pub use handshake::PeerKey;
 pub use kirikae_engine as engine;
 pub use leadership::{leader_key, Leadership};

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
+use crate::freeze_point::{self, FreezePoint};
 use crate::handshake::PrimaryHandshake;
 use crate::link::Ready;
 use crate::shared::Shared;
@@ -99,6 +100,9 @@ impl Connection {
         let stream = self.stream.as_mut()?;
         self.out.clear();
         for m in messages {
+            if let Message::Commit { seq } = m {
+                freeze_point::reached(FreezePoint::BeforeCommitSent, Some(*seq));
+            }
             match encode(m, frame_bytes_max) {
                 Ok(frame) => self.out.extend_from_slice(&frame),
                 // Sizes were checked when the transaction was submitted: a failure

@@ -21,6 +21,7 @@ use crate::commit_policy::{settle, shipment};
 use crate::difference_file::DifferenceFile;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
+use crate::freeze_point::{self, FreezePoint};
 use crate::handshake::PeerKey;
 use crate::leadership::Leadership;
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Submitted, SyncOutcome};
@@ -346,6 +347,9 @@ impl CommitGate for Gate {
         if let Some(detail) = shared.poisoned() {
             return Err(ReplicateError::Poisoned { detail }.into());
         }
+        if shipment.mode == Mode::Sync {
+            freeze_point::reached(FreezePoint::BeforePrepare, None);
+        }
         let mut core = shared.core.lock();
         let sync_timeout = core.link.config().sync_timeout;
         let pause_started = Instant::now();
@@ -400,7 +404,11 @@ impl CommitGate for Gate {
                 let Some((seq, rx)) = waiter else {
                     return Err(ReplicateError::Shutdown.into());
                 };
-                (Some(seq), wait_outcome(shared, seq, &rx, sync_timeout)?)
+                let outcome = wait_outcome(shared, seq, &rx, sync_timeout)?;
+                if outcome == SyncOutcome::Replicated {
+                    freeze_point::reached(FreezePoint::AfterPrepared, Some(seq));
+                }
+                (Some(seq), outcome)
             }
         };
         let note = settle(seq, outcome)?;

@@ -17,6 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 use kirikae_engine::{Column, ColumnType, Database, Schema, Value};
 
 /// The schema of the tests' usual table: `k` (int, primary key), `v` (int).

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use kirikae_engine::{
@@ -74,6 +74,9 @@ pub struct Acknowledged<'a> {
     pub key: &'a Key,
     /// The commit gate's note (e.g. how replication took it).
     pub note: &'a Option<GateNote>,
+    /// When the transaction began (wall clock): a checker holds a node to having
+    /// accepted it no later, e.g. not after another node took over.
+    pub began: SystemTime,
 }
 
 /// Told of every acknowledged write (see [`Traffic::start_observed`]).
@@ -179,6 +182,7 @@ impl Traffic {
             let result: Result<bool, EngineError> = if p < self.mix.reads {
                 session.get(SUBSCRIBER_TABLE, &key).map(|_| false)
             } else {
+                let began = SystemTime::now();
                 let mut tx = session.begin();
                 let table = if p < self.mix.reads + self.mix.updates {
                     let changes = [("balance", Value::Int(rng.below(100_000) as i64))];
@@ -216,6 +220,7 @@ impl Traffic {
                             table,
                             key: &written,
                             note: &note,
+                            began,
                         });
                     }
                     Ok(true)
