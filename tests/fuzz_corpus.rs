@@ -136,24 +136,30 @@ fn write_frame_seeds() {
         },
         Message::Prepared {
             seq: kirikae_replicate::Seq(2),
+            epoch: kirikae_replicate::Epoch(1),
             responses: vec![77],
         },
         Message::Applied {
             seq: kirikae_replicate::Seq(1),
+            epoch: kirikae_replicate::Epoch(1),
             responses: vec![5, 6],
         },
         Message::Rejected {
             seq: kirikae_replicate::Seq(3),
+            epoch: kirikae_replicate::Epoch(1),
             reason: "no".into(),
         },
         Message::Commit {
             seq: kirikae_replicate::Seq(2),
+            epoch: kirikae_replicate::Epoch(1),
         },
         Message::Abort {
             seq: kirikae_replicate::Seq(3),
+            epoch: kirikae_replicate::Epoch(1),
         },
         Message::Ack {
             seq: kirikae_replicate::Seq(2),
+            epoch: kirikae_replicate::Epoch(1),
         },
         Message::Heartbeat {
             epoch: kirikae_replicate::Epoch(1),

@@ -14,8 +14,8 @@ use kirikae::engine::Database;
 use kirikae::replicate::etcd::Etcd;
 use kirikae::replicate::{
     leader_key, table_checksum, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent,
-    EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions, Replicator, ReplicatorConfig,
-    RuleSet,
+    EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions, Rejoin, Replicator,
+    ReplicatorConfig, RuleSet,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -366,8 +366,17 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         }
         if let Some(by) = replicator.fenced() {
             say!(
-                "{:>6.1}s fenced by the primary of {by}: this node accepts no more writes",
-                started.elapsed().as_secs_f64()
+                "{:>6.1}s fenced by the primary of {by}: this node accepts no more writes; {}",
+                started.elapsed().as_secs_f64(),
+                match replicator.rejoin() {
+                    Some(Rejoin::CatchUp(at)) => format!(
+                        "it can rejoin as the new backup by catch-up (start at sequence {} of {})",
+                        at.seq, at.epoch
+                    ),
+                    Some(Rejoin::ResyncRequired { reason }) =>
+                        format!("it needs a full resync to rejoin: {reason}"),
+                    None => String::new(),
+                }
             );
             break;
         }
@@ -401,12 +410,14 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
     }
     let m = replicator.metrics();
+    let rejoin = replicator.rejoin();
     replicator.shutdown();
     let out = serde_json::json!({
         "ops": report.ops,
         "failed": report.failed,
         "caught_up": caught_up,
         "fenced_by": fenced,
+        "rejoin": rejoin,
         "metrics": m,
         "checksums": checksums(&db)?,
     });

@@ -127,7 +127,14 @@ fn a_hello_altered_in_flight_breaks_its_proof() {
 
 #[test]
 fn the_hello_comes_first_and_versions_must_match() {
-    match BackupHandshake::answer(key(1), Message::Ack { seq: Seq(1) }, hello(3, 80, "b")) {
+    match BackupHandshake::answer(
+        key(1),
+        Message::Ack {
+            seq: Seq(1),
+            epoch: Epoch(1),
+        },
+        hello(3, 80, "b"),
+    ) {
         Err(ReplicateError::Wire(WireError::NoHandshake { got, .. })) => assert_eq!(got, "Ack"),
         Err(other) => panic!("expected NoHandshake, got {other}"),
         Ok(_) => panic!("accepted an Ack first"),

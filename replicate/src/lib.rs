@@ -146,7 +146,7 @@ pub use kirikae_engine as engine;
 pub use leadership::{leader_key, Leadership};
 pub use link::{
     Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros, Persisted, ReadRequest,
-    Ready, Submitted, SyncOutcome,
+    Ready, Rejoin, Submitted, SyncOutcome,
 };
 pub use mode::{Mode, WhenPeerDown};
 pub use proxy::{Impairment, LoopbackProxy};

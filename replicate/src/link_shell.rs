@@ -100,7 +100,7 @@ impl Connection {
         let stream = self.stream.as_mut()?;
         self.out.clear();
         for m in messages {
-            if let Message::Commit { seq } = m {
+            if let Message::Commit { seq, .. } = m {
                 freeze_point::reached(FreezePoint::BeforeCommitSent, Some(*seq));
             }
             match encode(m, frame_bytes_max) {

@@ -252,6 +252,7 @@ fn notices_can_be_taken_apart_from_the_rest_of_the_output() {
         3,
         crate::wire::Message::Prepared {
             seq,
+            epoch: link.config().epoch,
             responses: Vec::new(),
         },
     );
@@ -267,5 +268,89 @@ fn notices_can_be_taken_apart_from_the_rest_of_the_output() {
             crate::wire::Message::Prepare { .. },
             crate::wire::Message::Commit { .. }
         ]
+    ));
+}
+
+#[test]
+fn an_answer_of_a_higher_epoch_fences_the_primary_and_a_lower_one_ends_the_session() {
+    let ours = LinkConfig::default().epoch;
+    let mut link = duplex_link(LinkConfig::default());
+    link.receive(
+        2,
+        crate::wire::Message::Ack {
+            seq: Seq::ZERO,
+            epoch: Epoch(ours.0 - 1),
+        },
+    );
+    let ready = link.ready();
+    assert!(ready.close, "a stale answer ends the session");
+    assert_eq!(link.state(), LinkState::Degraded);
+    assert!(!ready
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Fenced { .. })));
+
+    let mut link = duplex_link(LinkConfig::default());
+    let Submitted::Waiting { .. } = link
+        .submit(3, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new)
+        .expect("submit")
+    else {
+        panic!("a sync transaction on a duplex link waits");
+    };
+    link.receive(
+        4,
+        crate::wire::Message::Ack {
+            seq: Seq::ZERO,
+            epoch: Epoch(ours.0 + 1),
+        },
+    );
+    let ready = link.ready();
+    assert!(ready.close);
+    let fenced = ready.events.iter().find_map(|e| match e {
+        Event::Fenced {
+            epoch, divergent, ..
+        } => Some((*epoch, *divergent)),
+        _ => None,
+    });
+    assert_eq!(
+        fenced,
+        Some((Epoch(ours.0 + 1), Some((Seq(1), Seq(1))))),
+        "fenced, with the unacknowledged sequence as its divergent tail"
+    );
+    assert!(link
+        .submit(5, Mode::Async, WhenPeerDown::Fail, insert(2, 8), Vec::new)
+        .is_err());
+}
+
+#[test]
+fn a_sync_transaction_rolled_back_here_but_held_by_the_new_primary_requires_a_resync() {
+    let mut link = duplex_link(LinkConfig::default());
+    let Submitted::Waiting { seq } = link
+        .submit(2, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new)
+        .expect("submit")
+    else {
+        panic!("a sync transaction on a duplex link waits");
+    };
+    // The link fails before the answer: rolled back here (outcome unknown), while
+    // the backup holds it prepared and takes over after it.
+    link.disconnected(3, "cut");
+    let (_, outcomes) = link.take_notices();
+    assert!(matches!(
+        &outcomes[..],
+        [(s, SyncOutcome::OutcomeUnknown { .. })] if *s == seq
+    ));
+    let _ = link.ready();
+    link.connected(4, seq, Epoch(LinkConfig::default().epoch.0 + 1));
+    let (events, _) = link.take_notices();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Fenced { divergent: None, rolled_back, .. } if rolled_back == &vec![seq]
+        )),
+        "{events:?}"
+    );
+    assert!(matches!(
+        link.rejoin(),
+        Some(crate::Rejoin::ResyncRequired { reason }) if reason.contains("rolled back")
     ));
 }

@@ -24,7 +24,7 @@ use crate::error::{ReplicateError, Result};
 use crate::freeze_point::{self, FreezePoint};
 use crate::handshake::PeerKey;
 use crate::leadership::Leadership;
-use crate::link::{Event, Link, LinkConfig, LinkMetrics, Submitted, SyncOutcome};
+use crate::link::{Event, Link, LinkConfig, LinkMetrics, Rejoin, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
 use crate::mode::Mode;
 use crate::record_log::{RecordLog, RecordLogOptions};
@@ -192,6 +192,14 @@ impl Replicator {
             0 => None,
             e => Some(Epoch(e)),
         }
+    }
+
+    /// Once fenced ([`Replicator::fenced`]): whether this node's database can follow
+    /// the new primary as its backup by catch-up ([`Rejoin::CatchUp`], with the
+    /// position for [`BackupConfig::start_at`](crate::BackupConfig::start_at)), or
+    /// only after a full resync.
+    pub fn rejoin(&self) -> Option<Rejoin> {
+        self.shared.core.lock().link.rejoin().cloned()
     }
 
     /// Waits until the link is duplex (connected, handshake done, the peer in step:

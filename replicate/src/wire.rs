@@ -16,11 +16,11 @@ use crate::mode::Mode;
 use crate::seq::Seq;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Default maximum payload per frame.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
-/// One protocol message (version 2).
+/// One protocol message (version 3: every message carries its sender's epoch).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// First message in each direction.
@@ -73,6 +73,9 @@ pub enum Message {
     Prepared {
         /// The transaction's sequence.
         seq: Seq,
+        /// The backup's epoch (the session's; a primary that sees a higher one is
+        /// fenced).
+        epoch: Epoch,
         /// One digest per operation of the peer's response (see `digest`), compared
         /// with the primary's own.
         responses: Vec<u64>,
@@ -81,6 +84,9 @@ pub enum Message {
     Rejected {
         /// The transaction's sequence.
         seq: Seq,
+        /// The backup's epoch (the session's; a primary that sees a higher one is
+        /// fenced).
+        epoch: Epoch,
         /// Why.
         reason: String,
     },
@@ -88,16 +94,22 @@ pub enum Message {
     Commit {
         /// The transaction's sequence.
         seq: Seq,
+        /// The primary's epoch (must be the session's).
+        epoch: Epoch,
     },
     /// Roll a prepared transaction back.
     Abort {
         /// The transaction's sequence.
         seq: Seq,
+        /// The primary's epoch (must be the session's).
+        epoch: Epoch,
     },
     /// Everything up to `seq` is applied at the peer.
     Ack {
         /// Highest applied sequence.
         seq: Seq,
+        /// The backup's epoch (see `Prepared`).
+        epoch: Epoch,
     },
     /// Liveness, both directions.
     Heartbeat {
@@ -110,12 +122,31 @@ pub enum Message {
     Applied {
         /// The transaction's sequence.
         seq: Seq,
+        /// The backup's epoch (see `Prepared`).
+        epoch: Epoch,
         /// One digest per operation of the peer's response.
         responses: Vec<u64>,
     },
 }
 
 impl Message {
+    /// The sender's epoch; `None` only for `Proof` (it is bound to a `Hello`).
+    pub fn epoch(&self) -> Option<Epoch> {
+        match self {
+            Message::Hello { epoch, .. }
+            | Message::Ship { epoch, .. }
+            | Message::Prepare { epoch, .. }
+            | Message::Prepared { epoch, .. }
+            | Message::Rejected { epoch, .. }
+            | Message::Commit { epoch, .. }
+            | Message::Abort { epoch, .. }
+            | Message::Ack { epoch, .. }
+            | Message::Heartbeat { epoch, .. }
+            | Message::Applied { epoch, .. } => Some(*epoch),
+            Message::Proof { .. } => None,
+        }
+    }
+
     /// The message's kind, for errors.
     pub fn name(&self) -> &'static str {
         match self {

@@ -46,19 +46,31 @@ fn all_messages() -> Vec<Message> {
         },
         Message::Prepared {
             seq: Seq(43),
+            epoch: Epoch(2),
             responses: vec![0xdead_beef, 7],
         },
         Message::Applied {
             seq: Seq(42),
+            epoch: Epoch(2),
             responses: vec![1, 2],
         },
         Message::Rejected {
             seq: Seq(44),
+            epoch: Epoch(2),
             reason: "duplicate key".into(),
         },
-        Message::Commit { seq: Seq(43) },
-        Message::Abort { seq: Seq(44) },
-        Message::Ack { seq: Seq(43) },
+        Message::Commit {
+            seq: Seq(43),
+            epoch: Epoch(2),
+        },
+        Message::Abort {
+            seq: Seq(44),
+            epoch: Epoch(2),
+        },
+        Message::Ack {
+            seq: Seq(43),
+            epoch: Epoch(2),
+        },
         Message::Heartbeat {
             epoch: Epoch(3),
             last_seq: Seq(44),
@@ -106,6 +118,7 @@ fn oversized_frames_are_refused_before_they_are_buffered() {
     );
     let big = Message::Rejected {
         seq: Seq(1),
+        epoch: Epoch(2),
         reason: "x".repeat(2048),
     };
     assert!(matches!(
@@ -164,14 +177,14 @@ fn the_wire_encoding_is_pinned() {
 /// `stream(&all_messages())`, hex: per frame, length and CRC-32 (little-endian), then
 /// the postcard payload.
 const GOLDEN_STREAM: &str = concat!(
-    "2e0000003b66cda7000203097072696d6172792d612907070707070707070707",
+    "2e000000774e5b04000303097072696d6172792d612907070707070707070707",
     "0707070707070707070707070707070707070707070721000000953f89580109",
     "0909090909090909090909090909090909090909090909090909090909090932",
     "00000042187b71022a030202000a7375627363726962657202040f3434303130",
     "31323334353637383930020a020773657373696f6e0102120137000000084eeb",
     "40032b0302000a7375627363726962657202040f343430313031323334353637",
-    "383930020a020773657373696f6e01021202effdb6f50d0709000000a35c0c7f",
-    "042b02effdb6f50d0705000000e5248cb70a2a02010210000000da3c953c052c",
-    "0d6475706c6963617465206b657902000000394c3fbb062b02000000dbe8403c",
-    "072c02000000b761bc25082b03000000bddd65e909032c",
+    "383930020a020773657373696f6e01021202effdb6f50d070a0000000eb415c8",
+    "042b0202effdb6f50d0706000000e8f9b0c50a2a0202010211000000f6399d42",
+    "052c020d6475706c6963617465206b657903000000e539b263062b0203000000",
+    "15c5312d072c0203000000ef142c69082b0203000000bddd65e909032c",
 );

@@ -89,7 +89,13 @@ fn a_transaction_is_logged_before_it_is_applied_and_acknowledged_once_durable() 
     );
     assert_eq!((applier.logged_seq(), applier.last_seq()), (Seq(1), Seq(0)));
     applier.flush(&mut replies).unwrap();
-    assert_eq!(replies, vec![Message::Ack { seq: Seq(1) }]);
+    assert_eq!(
+        replies,
+        vec![Message::Ack {
+            seq: Seq(1),
+            epoch: Epoch(1),
+        }]
+    );
     assert_eq!(value(&db, 7), Some(70));
     drop(applier);
 
@@ -330,4 +336,39 @@ fn a_damaged_checkpoint_manifest_is_a_typed_error_naming_the_file() {
         Err(other) => panic!("expected LogCorrupt, got {other}"),
         Ok(_) => panic!("a damaged manifest was accepted"),
     }
+}
+
+#[test]
+fn a_commit_or_abort_from_an_older_epoch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = kv_database(&[T]);
+    let s = session(&db);
+    let mut applier = start(dir.path(), &s, options(u64::MAX));
+    applier.connected(Epoch(3)).unwrap();
+    let prepare = Message::Prepare {
+        seq: Seq(1),
+        epoch: Epoch(3),
+        operations: vec![Operation::Insert {
+            table: T.into(),
+            row: kv_row(4, 40),
+        }],
+        responses: vec![1],
+    };
+    applier.handle(prepare).unwrap();
+    for stale in [
+        Message::Commit {
+            seq: Seq(1),
+            epoch: Epoch(2),
+        },
+        Message::Abort {
+            seq: Seq(1),
+            epoch: Epoch(2),
+        },
+    ] {
+        let err = applier.handle(stale).unwrap_err();
+        assert!(err.to_string().contains("epoch 2 after epoch 3"), "{err}");
+    }
+    let mut replies = Vec::new();
+    applier.flush(&mut replies).unwrap();
+    assert_eq!(applier.held(), 1, "still held, waiting for its own primary");
 }

@@ -96,7 +96,10 @@ fn forged_frames_change_nothing_and_the_real_primary_gets_in() {
     let mut bytes = frame(&forged_hello(u64::MAX / 2));
     bytes.extend(frame(&Message::Proof { mac: [0; 32] }));
     bytes.extend(frame(&ship));
-    bytes.extend(frame(&Message::Abort { seq: Seq(2) }));
+    bytes.extend(frame(&Message::Abort {
+        seq: Seq(2),
+        epoch: Epoch(1),
+    }));
     mallory.write_all(&bytes).unwrap();
     wait_for("the forgery to be refused", Duration::from_secs(5), || {
         backup.status().handshakes_refused >= 1

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Key, SessionInfo};
 use kirikae_replicate::{
-    Arbiter, Backup, BackupConfig, BackupEvent, Epoch, PeerKey, PromotedBy, Replication,
-    Replicator, Seq,
+    Arbiter, Backup, BackupConfig, BackupEvent, Epoch, LinkConfig, PeerKey, PromotedBy, Rejoin,
+    Replication, Replicator, Seq,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -184,12 +184,23 @@ fn the_old_primary_is_fenced_by_the_promoted_backup_and_reports_its_divergent_ta
                 epoch,
                 takeover_seq,
                 divergent,
-            } => Some((epoch, takeover_seq, divergent)),
+                rolled_back,
+            } => {
+                assert!(rolled_back.is_empty(), "{rolled_back:?}");
+                Some((epoch, takeover_seq, divergent))
+            }
             _ => None,
         })
         .expect("a Fenced event");
     let tail = (alone > 0).then(|| (Seq(11), Seq(10 + alone)));
     assert_eq!(fenced, (Epoch(2), Seq(10), tail), "{alone} committed alone");
+    match (alone, replicator.rejoin()) {
+        (0, Some(Rejoin::CatchUp(at))) => assert_eq!((at.seq, at.epoch), (Seq(10), Epoch(2))),
+        (_, Some(Rejoin::ResyncRequired { reason })) if alone > 0 => {
+            assert!(reason.contains("after the takeover at 10"), "{reason}")
+        }
+        (alone, other) => panic!("{alone} committed alone, rejoin {other:?}"),
+    }
     // Every write is refused now, replicated or not.
     let err = s.insert(T, kv_row(1_000, 1)).expect_err("fenced");
     assert!(err.to_string().contains("accepts no writes"), "{err}");
@@ -198,4 +209,69 @@ fn the_old_primary_is_fenced_by_the_promoted_backup_and_reports_its_divergent_ta
         "the divergent tail never reached the new primary"
     );
     replicator.shutdown();
+}
+
+/// An old primary with nothing the new one lacks comes back as its backup: started
+/// over its own database at the takeover position, caught up by the new primary from
+/// its log, and in step from then on.
+#[test]
+fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_up() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replica = kv_database(&[T]);
+    let fence = backup(replica.clone(), Arbiter::Manual, dirs[0].path());
+    let db = kv_database(&[T]);
+    let old = primary(&db, &fence, dirs[1].path());
+    assert!(old.wait_duplex(Duration::from_secs(10)));
+    let keys = acknowledged_sync_commits(&db, 10);
+    assert!(old.wait_caught_up(Duration::from_secs(10)));
+    let promotion = fence.promote().unwrap();
+    // Idle, the old primary reconnects and meets the higher epoch.
+    wait_for(
+        "the old primary to be fenced",
+        Duration::from_secs(10),
+        || old.fenced().is_some(),
+    );
+    let Some(Rejoin::CatchUp(start_at)) = old.rejoin() else {
+        panic!("no catch-up: {:?}", old.rejoin());
+    };
+    assert_eq!(
+        (start_at.seq, start_at.epoch),
+        (promotion.last_seq, promotion.epoch)
+    );
+    old.shutdown();
+
+    // The new backup over the old primary's database; the new primary follows on.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listen.local_addr().unwrap();
+    drop(listen);
+    let rejoined = Backup::start(
+        db.clone(),
+        addr,
+        BackupConfig {
+            key: Some(key()),
+            log_dir: Some(dirs[2].path().to_owned()),
+            start_at: Some(start_at),
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap();
+    let mut config = common::sync_replicator_config(addr, key(), dirs[3].path());
+    config.link = LinkConfig {
+        epoch: promotion.epoch,
+        start_after: promotion.last_seq,
+        ..config.link
+    };
+    let new = Replicator::start(&replica, config).unwrap();
+    assert!(new.wait_duplex(Duration::from_secs(10)));
+    let s = replica.session(SessionInfo::default());
+    for k in 500..520 {
+        s.insert(T, kv_row(k, k)).unwrap();
+    }
+    assert!(new.wait_caught_up(Duration::from_secs(10)));
+    let later: Vec<i64> = (500..520).collect();
+    assert!(holds_all(&db, &keys) && holds_all(&db, &later));
+    assert_eq!(rejoined.status().last_seq, Seq(promotion.last_seq.0 + 20));
+    new.shutdown();
+    rejoined.stop().unwrap();
+    fence.stop().unwrap();
 }

@@ -24,9 +24,9 @@
 
 mod sim;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use kirikae_replicate::{Epoch, Event, Promotion};
+use kirikae_replicate::{Epoch, Event, Promotion, Rejoin};
 use kirikae_testkit::Rng;
 
 use sim::*;
@@ -40,6 +40,8 @@ struct Tally {
     in_doubt_committed: u64,
     divergent_txns: u64,
     fenced_refusals: u64,
+    rejoins_by_catch_up: u64,
+    rejoins_by_resync: u64,
 }
 
 fn faults(rng: &mut Rng) -> Faults {
@@ -137,17 +139,30 @@ fn crash(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &mut T
 /// A partition isolates the live primary; the backup is promoted on its side; the
 /// partition heals and the old primary meets the new epoch.
 fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &mut Tally) {
+    // Some old primaries are quiet when cut off and take no writes afterwards (an
+    // idle service, clients that follow the new primary): they may rejoin by
+    // catch-up.
+    let writes_while_cut = rng.chance(0.7);
+    if !writes_while_cut {
+        let mut steps = 0;
+        while sim.link.metrics(sim.now).last_acked_seq < sim.link.metrics(sim.now).last_seq
+            && steps < 200_000
+        {
+            sim.step(faults, false);
+            steps += 1;
+        }
+    }
     sim.partition_until = u64::MAX;
     sim.close("partitioned");
     for _ in 0..rng.below(3_000) {
-        sim.step(faults, true);
+        sim.step(faults, writes_while_cut);
     }
     let promotion = promote(sim, ctx);
     tally.partitions += 1;
     tally.in_doubt_committed += promotion.in_doubt_committed.len() as u64;
     // The old primary keeps committing alone on its side.
     for _ in 0..rng.below(3_000) {
-        sim.step(faults, true);
+        sim.step(faults, writes_while_cut);
     }
     let alone_until = sim.link.metrics(sim.now).last_seq;
     sim.partition_until = 0;
@@ -160,7 +175,7 @@ fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &m
     };
     let mut steps = 0;
     while sim.link.fenced().is_none() {
-        sim.step(&calm, true);
+        sim.step(&calm, writes_while_cut);
         steps += 1;
         assert!(steps < 100_000, "{ctx}: the old primary was never fenced");
     }
@@ -175,6 +190,7 @@ fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &m
                 epoch,
                 takeover_seq,
                 divergent,
+                ..
             } => Some((*epoch, *takeover_seq, *divergent)),
             _ => None,
         })
@@ -187,6 +203,31 @@ fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &m
     );
     if let Some((first, last)) = expected_tail {
         tally.divergent_txns += last.0 - first.0 + 1;
+    }
+    // A catch-up rejoin is offered only when the old primary's database is exactly
+    // the new primary's at the takeover: the model of what the old primary committed
+    // against the promoted node's tables.
+    match sim.link.rejoin() {
+        Some(Rejoin::CatchUp(at)) => {
+            assert_eq!((at.seq, at.epoch), (promotion.last_seq, Epoch(2)), "{ctx}");
+            let node = sim.peer.as_ref().expect("promoted node");
+            for table in [ACCT, LEDGER] {
+                let model: BTreeMap<i64, i64> = sim
+                    .model
+                    .iter()
+                    .filter(|((t, _), _)| *t == table)
+                    .map(|((_, k), v)| (*k, *v))
+                    .collect();
+                assert_eq!(
+                    node.rows(table),
+                    model,
+                    "{ctx}: catch-up offered, but table {table} differs from the new primary's"
+                );
+            }
+            tally.rejoins_by_catch_up += 1;
+        }
+        Some(Rejoin::ResyncRequired { .. }) => tally.rejoins_by_resync += 1,
+        None => panic!("{ctx}: fenced without a way back"),
     }
     // Nothing more is accepted by the old primary.
     let before = sim.fenced_refusals;
@@ -236,6 +277,8 @@ fn failover_keeps_every_acknowledged_sync_commit_and_fences_the_old_primary() {
         total.in_doubt_committed += t.in_doubt_committed;
         total.divergent_txns += t.divergent_txns;
         total.fenced_refusals += t.fenced_refusals;
+        total.rejoins_by_catch_up += t.rejoins_by_catch_up;
+        total.rejoins_by_resync += t.rejoins_by_resync;
     }) else {
         return;
     };
@@ -244,5 +287,9 @@ fn failover_keeps_every_acknowledged_sync_commit_and_fences_the_old_primary() {
     assert!(
         total.replicated_sync > 0 && total.divergent_txns > 0,
         "{total:?}"
+    );
+    assert!(
+        total.rejoins_by_catch_up > 0 && total.rejoins_by_resync > 0,
+        "both ways back: {total:?}"
     );
 }

@@ -527,6 +527,8 @@ fn silent_peer() -> (
             last_seq: Seq(0),
             nonce: [0; 32],
         };
+        // In a session the backup speaks in its primary's epoch.
+        let session_epoch = primary_hello.epoch().expect("a Hello has an epoch");
         let (_, answer) =
             BackupHandshake::answer(Some(test_key()), primary_hello, own).expect("handshake");
         for m in &answer {
@@ -538,7 +540,7 @@ fn silent_peer() -> (
         // while its writer lives): only the blocked write can tell.
         while !done2.load(Ordering::SeqCst) {
             let beat = Message::Heartbeat {
-                epoch: kirikae_replicate::Epoch::NONE,
+                epoch: session_epoch,
                 last_seq: Seq(0),
             };
             if socket

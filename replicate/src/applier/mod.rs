@@ -77,7 +77,7 @@ struct Work {
 
 /// Where a backup over an existing database starts: everything up to `seq` is in
 /// the database, and `epoch` is the primary's it will follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StartAt {
     /// The last sequence the database holds.
     pub seq: Seq,
@@ -233,8 +233,14 @@ impl<'s> Applier<'s> {
                 operations,
                 responses,
             },
-            AccessEntry::Commit => Message::Commit { seq },
-            AccessEntry::Abort => Message::Abort { seq },
+            AccessEntry::Commit => Message::Commit {
+                seq,
+                epoch: record.epoch,
+            },
+            AccessEntry::Abort => Message::Abort {
+                seq,
+                epoch: record.epoch,
+            },
             AccessEntry::Promoted => return Ok(()),
         };
         self.take(message, Some(position))
@@ -356,7 +362,8 @@ impl<'s> Applier<'s> {
                 };
                 self.log(seq, entry, replayed, false)
             }
-            Message::Commit { seq } => {
+            Message::Commit { seq, epoch } => {
+                self.check_epoch(epoch)?;
                 if !self.undecided.contains(&seq) {
                     self.stats.duplicates += 1;
                     return Ok(());
@@ -364,7 +371,8 @@ impl<'s> Applier<'s> {
                 self.stream_seq = self.stream_seq.max(seq);
                 self.log(seq, AccessEntry::Commit, replayed, false)
             }
-            Message::Abort { seq } => {
+            Message::Abort { seq, epoch } => {
+                self.check_epoch(epoch)?;
                 if self.undecided.contains(&seq) {
                     self.stream_seq = self.stream_seq.max(seq);
                 } else if !self.is_new(seq)? {
@@ -419,7 +427,10 @@ impl<'s> Applier<'s> {
             log.sync()?;
         }
         self.apply_queued(replies)?;
-        replies.push(Message::Ack { seq: self.resolved });
+        replies.push(Message::Ack {
+            seq: self.resolved,
+            epoch: self.epoch,
+        });
         if self.log.as_ref().is_some_and(AccessLog::checkpoint_due) {
             self.checkpoint()?;
         }
@@ -440,7 +451,11 @@ impl<'s> Applier<'s> {
                             txn.commit()?;
                             self.stats.applied += 1;
                             if verify {
-                                replies.push(Message::Applied { seq, responses });
+                                replies.push(Message::Applied {
+                                    seq,
+                                    epoch: self.epoch,
+                                    responses,
+                                });
                             }
                             self.resolve(seq);
                         }
@@ -460,6 +475,7 @@ impl<'s> Applier<'s> {
                         Ok((txn, responses)) => {
                             replies.push(Message::Prepared {
                                 seq,
+                                epoch: self.epoch,
                                 responses: responses.clone(),
                             });
                             let here = responses;
@@ -532,6 +548,7 @@ impl<'s> Applier<'s> {
         self.stats.rejected += 1;
         replies.push(Message::Rejected {
             seq,
+            epoch: self.epoch,
             reason: format!("operation {at}: {error}"),
         });
         self.resolve(seq);

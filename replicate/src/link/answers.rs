@@ -24,16 +24,30 @@ impl Link {
             return;
         }
         self.last_heard = now;
+        if let Some(epoch) = message.epoch() {
+            let ours = self.config.epoch;
+            if epoch > ours {
+                // Promoted while this primary still had the connection: whatever the
+                // backup resolved is the most the new primary took over after.
+                return self.fence(epoch, self.acked);
+            }
+            if epoch < ours && !matches!(message, Message::Hello { .. }) {
+                return self.go_down(
+                    now,
+                    format!("the backup answered at {epoch} in a session of {ours}"),
+                );
+            }
+        }
         match message {
-            Message::Ack { seq } | Message::Heartbeat { last_seq: seq, .. } => self.ack(seq),
-            Message::Prepared { seq, responses } => self.prepared(seq, responses),
-            Message::Applied { seq, responses } => {
+            Message::Ack { seq, .. } | Message::Heartbeat { last_seq: seq, .. } => self.ack(seq),
+            Message::Prepared { seq, responses, .. } => self.prepared(seq, responses),
+            Message::Applied { seq, responses, .. } => {
                 let expected = self.window.get_mut(seq).and_then(|e| e.responses.take());
                 if let Some(expected) = expected {
                     self.compare(seq, &expected, &responses);
                 }
             }
-            Message::Rejected { seq, reason } => self.rejected(seq, reason),
+            Message::Rejected { seq, reason, .. } => self.rejected(seq, reason),
             Message::Hello { .. }
             | Message::Proof { .. }
             | Message::Ship { .. }
@@ -51,6 +65,7 @@ impl Link {
         }
         self.acked = seq.min(self.sent);
         self.window.ack_through(self.acked);
+        self.rolled_back.acknowledged_through(self.acked);
         self.retire(self.acked);
     }
 
@@ -70,12 +85,18 @@ impl Link {
         let (status, message, outcome) = match mismatch {
             None => (
                 Status::Committed,
-                Message::Commit { seq },
+                Message::Commit {
+                    seq,
+                    epoch: self.config.epoch,
+                },
                 SyncOutcome::Replicated,
             ),
             Some(reason) => (
                 Status::Aborted,
-                Message::Abort { seq },
+                Message::Abort {
+                    seq,
+                    epoch: self.config.epoch,
+                },
                 SyncOutcome::Refused { reason },
             ),
         };
@@ -124,7 +145,10 @@ impl Link {
         };
         if matches!(e.status, Status::Preparing { .. }) {
             e.status = Status::Aborted;
-            self.queue(Message::Abort { seq });
+            self.queue(Message::Abort {
+                seq,
+                epoch: self.config.epoch,
+            });
             self.ready.outcomes.push((
                 seq,
                 SyncOutcome::Refused {

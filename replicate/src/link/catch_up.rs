@@ -120,7 +120,7 @@ impl Link {
             cu.cursor = r.seq;
             cu.replayed += 1;
             messages.push(if r.mode == Mode::Skip {
-                Message::Abort { seq: r.seq }
+                Message::Abort { seq: r.seq, epoch }
             } else {
                 Message::Ship {
                     seq: r.seq,

@@ -142,6 +142,9 @@ impl Link {
                     }
                 }
             }
+            if matches!(e.status, Status::Aborted) {
+                self.rolled_back.insert(e.seq);
+            }
             let (mode, operations) = match e.status {
                 Status::Aborted => (Mode::Skip, Vec::new()),
                 _ => (e.mode, e.operations),
@@ -166,10 +169,28 @@ impl Link {
         if self.fenced.is_none() {
             tracing::warn!("fenced by the primary of {epoch} (took over after {takeover_seq})");
             let divergent = (self.seq > takeover_seq).then(|| (takeover_seq.next(), self.seq));
+            // Rolled back here but perhaps committed there: still in the window (the
+            // connection is up) or already moved out of it (it went down before).
+            for e in self
+                .window
+                .iter()
+                .filter(|e| matches!(e.status, Status::Aborted))
+            {
+                self.rolled_back.insert(e.seq);
+            }
+            let (rolled_back, whole) = self.rolled_back.between(self.acked, takeover_seq);
+            self.rejoin = Some(super::rejoin::rejoin(
+                epoch,
+                takeover_seq,
+                self.seq,
+                &rolled_back,
+                whole,
+            ));
             self.ready.events.push(Event::Fenced {
                 epoch,
                 takeover_seq,
                 divergent,
+                rolled_back,
             });
             self.fenced = Some(epoch);
         }

@@ -49,6 +49,10 @@ pub enum Event {
         takeover_seq: Seq,
         /// This primary's sequences the new primary does not have.
         divergent: Option<(Seq, Seq)>,
+        /// Sync transactions rolled back here that the new primary held prepared
+        /// and may have committed (seed 000 Table 2): this node and the new
+        /// primary may differ on them.
+        rolled_back: Vec<Seq>,
     },
 }
 
@@ -77,14 +81,23 @@ impl std::fmt::Display for Event {
                 epoch,
                 takeover_seq,
                 divergent,
+                rolled_back,
             } => {
                 write!(f, "Fenced: replaced by the primary of {epoch}, which took over after {takeover_seq}")?;
                 match divergent {
                     Some((first, last)) => {
-                        write!(f, "; divergent tail {first}..={last} exists only here")
+                        write!(f, "; divergent tail {first}..={last} exists only here")?
                     }
-                    None => write!(f, "; no divergent tail"),
+                    None => write!(f, "; no divergent tail")?,
                 }
+                if !rolled_back.is_empty() {
+                    write!(
+                        f,
+                        "; {} sync transaction(s) rolled back here may be committed there: {rolled_back:?}",
+                        rolled_back.len()
+                    )?;
+                }
+                Ok(())
             }
         }
     }

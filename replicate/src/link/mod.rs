@@ -31,6 +31,7 @@ mod event;
 mod metrics;
 mod outcome;
 mod ready;
+mod rejoin;
 mod window;
 
 use kirikae_engine::Operation;
@@ -40,6 +41,7 @@ pub use event::Event;
 pub use metrics::LinkMetrics;
 pub use outcome::{Submitted, SyncOutcome};
 pub use ready::{LogState, Persisted, ReadRequest, Ready};
+pub use rejoin::Rejoin;
 
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result, WireError};
@@ -49,6 +51,7 @@ use crate::record_log::{LogRecord, MAX_RECORD_BYTES};
 use crate::seq::Seq;
 use crate::wire::{Message, PROTOCOL_VERSION};
 use catch_up::CatchUp;
+use rejoin::RolledBack;
 use window::{Entry, Status, Window};
 
 /// Microseconds on the shell's monotonic clock.
@@ -71,6 +74,10 @@ pub struct Link {
     diverged: bool,
     /// Replaced by the primary of this (higher) epoch: no more submissions.
     fenced: Option<Epoch>,
+    /// Once fenced: the way back as a backup.
+    rejoin: Option<Rejoin>,
+    /// Sync transactions rolled back here, their end not yet acknowledged.
+    rolled_back: RolledBack,
     resync_required: bool,
     /// Highest sequence handed to the shell for the difference file.
     log_last_seq: Option<Seq>,
@@ -122,6 +129,8 @@ impl Link {
             catch_ups: 0,
             diverged: false,
             fenced: None,
+            rejoin: None,
+            rolled_back: RolledBack::default(),
             resync_required: false,
             log_last_seq: log.last_seq,
             appended_through: last,
@@ -144,6 +153,11 @@ impl Link {
     /// The current state.
     pub fn state(&self) -> LinkState {
         self.state
+    }
+
+    /// Once fenced: how this primary can come back as its successor's backup.
+    pub fn rejoin(&self) -> Option<&Rejoin> {
+        self.rejoin.as_ref()
     }
 
     /// The configuration.
