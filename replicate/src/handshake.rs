@@ -78,6 +78,33 @@ impl PeerKey {
     pub fn random() -> Result<PeerKey> {
         Ok(PeerKey(nonce()?.to_vec()))
     }
+
+    fn admin_mac(&self) -> HmacSha256 {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        mac.update(b"kirikae-admin-v1\0");
+        mac
+    }
+
+    /// The bearer token that the admin endpoint's operator commands need (see
+    /// [`AdminServer`](crate::AdminServer)): derived from the key, so whoever holds
+    /// the pair's key file can command its nodes and nobody else.
+    pub fn admin_token(&self) -> String {
+        let tag = self.admin_mac().finalize().into_bytes();
+        tag.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `token` is [`PeerKey::admin_token`] (compared in constant time).
+    pub fn verifies_admin_token(&self, token: &str) -> bool {
+        let bytes: Option<Vec<u8>> = (token.len() == 64)
+            .then(|| {
+                (0..32)
+                    .map(|i| u8::from_str_radix(token.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect()
+            })
+            .flatten();
+        bytes.is_some_and(|b| self.admin_mac().verify_slice(&b).is_ok())
+    }
 }
 
 /// A fresh random nonce.

@@ -86,6 +86,8 @@
 #![deny(missing_docs)]
 
 mod access_log;
+mod admin;
+mod admin_nodes;
 mod applier;
 mod arbiter;
 mod backup;
@@ -130,6 +132,10 @@ mod wire_tests;
 mod write_fence;
 
 pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
+pub use admin::{
+    admin_request, AdminNode, AdminServer, NodeReport, NodeRole, ADMIN_CONNECTIONS_MAX,
+    ADMIN_IO_TIMEOUT, ADMIN_REQUEST_BYTES_MAX,
+};
 pub use applier::{Applier, ApplierStats, Promotion, StartAt};
 pub use arbiter::{Arbiter, EtcdArbiter};
 pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};

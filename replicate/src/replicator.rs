@@ -194,6 +194,16 @@ impl Replicator {
         }
     }
 
+    /// This primary's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.shared.core.lock().link.config().epoch
+    }
+
+    /// Whether it has handed over ([`Replicator::hand_over`]) and refuses commits.
+    pub fn handed_over(&self) -> bool {
+        self.shared.handing_over.load(Ordering::SeqCst)
+    }
+
     /// Once fenced ([`Replicator::fenced`]): whether this node's database can follow
     /// the new primary as its backup by catch-up ([`Rejoin::CatchUp`], with the
     /// position for [`BackupConfig::start_at`](crate::BackupConfig::start_at)), or
