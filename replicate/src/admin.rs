@@ -305,19 +305,19 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")) + "\n"
 }
 
-/// `name=N` from a query string; an error names a value that is not a number.
+/// `name=N` from a query string (the only parameter allowed); an error names an
+/// unknown parameter or a value that is not a number.
 fn query_u64(query: &str, name: &str) -> std::result::Result<Option<u64>, String> {
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == name {
-            return v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("{name}=`{v}`: expected a non-negative integer"));
-        }
+    let Some(pair) = query.split('&').find(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    if k != name {
         return Err(format!("unknown parameter `{k}` (expected {name})"));
     }
-    Ok(None)
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("{name}=`{v}`: expected a non-negative integer"))
 }
 
 fn read_head(stream: &mut TcpStream) -> std::result::Result<String, String> {
