@@ -27,6 +27,7 @@ fn stdout_line(args: std::fmt::Arguments<'_>) {
 }
 
 mod ack_log;
+mod admin_cli;
 mod arg_ranges;
 mod bench_engine;
 mod bench_failover;
@@ -123,6 +124,13 @@ enum Command {
     Backup(nodes::BackupArgs),
     /// Run telecom traffic replicated to a backup.
     Primary(nodes::PrimaryArgs),
+    /// A node's status, from its admin endpoint (JSON).
+    Status(admin_cli::StatusArgs),
+    /// Promote a backup through its admin endpoint.
+    Promote(admin_cli::PromoteArgs),
+    /// Planned switchover: the primary hands over, the backup is promoted at exactly
+    /// that sequence.
+    Switchover(admin_cli::SwitchoverArgs),
     /// Benchmark scenarios (machine-readable with --json).
     Bench {
         #[command(subcommand)]
@@ -158,6 +166,9 @@ fn main() {
         Command::Demo(args) => demo::run(args),
         Command::Backup(args) => nodes::backup(args),
         Command::Primary(args) => nodes::primary(args),
+        Command::Status(args) => admin_cli::status(args),
+        Command::Promote(args) => admin_cli::promote(args),
+        Command::Switchover(args) => admin_cli::switchover(args),
         Command::Bench {
             scenario: BenchScenario::Engine(args),
         } => bench_engine::run(args).and_then(|r| emit(args.json, &r, bench_engine::print_table)),

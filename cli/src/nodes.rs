@@ -13,9 +13,9 @@ use clap::Args;
 use kirikae::engine::Database;
 use kirikae::replicate::etcd::Etcd;
 use kirikae::replicate::{
-    leader_key, table_checksum, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent,
-    EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions, Rejoin, Replicator,
-    ReplicatorConfig, RuleSet,
+    leader_key, table_checksum, AccessLogOptions, AdminNode, AdminServer, Arbiter, Backup,
+    BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions,
+    Rejoin, Replicator, ReplicatorConfig, RuleSet, ADMIN_IO_TIMEOUT,
 };
 use kirikae_workload::telecom::{self, Traffic};
 
@@ -56,6 +56,10 @@ pub struct BackupArgs {
     failover_after_ms: u64,
     #[command(flatten)]
     etcd: EtcdArgs,
+    /// Serve the admin endpoint here (`/metrics`, `/role`, `/status`, `POST
+    /// /promote`); operator commands need the key file's admin token.
+    #[arg(long)]
+    admin: Option<String>,
     /// Stop when standard input closes, printing the tables' checksums as JSON.
     #[arg(long)]
     until_stdin_closes: bool,
@@ -138,7 +142,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         },
         ..BackupConfig::default()
     };
-    let peer = Backup::start(db.clone(), args.listen.as_str(), config)?;
+    let peer = Arc::new(Backup::start(db.clone(), args.listen.as_str(), config)?);
     let events = peer.events();
     let started = Instant::now();
     // Events as they happen, from their own thread (the main one waits on stdin).
@@ -167,6 +171,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         status.stats.recovered,
         status.last_seq
     );
+    let admin = serve_admin(args.admin.as_deref(), &peer, key.as_ref())?;
     std::io::stdout().flush().ok();
     if args.until_stdin_closes {
         for line in std::io::stdin().lock().lines() {
@@ -180,7 +185,10 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         }
     }
     let status = peer.status();
-    peer.stop()?;
+    drop(admin);
+    if let Some(peer) = unshare(peer) {
+        peer.stop()?;
+    }
     let _ = printer.join();
     let report = serde_json::json!({
         "last_seq": status.last_seq,
@@ -220,6 +228,10 @@ pub struct PrimaryArgs {
     /// epoch) and accept writes only while its lease is alive.
     #[command(flatten)]
     etcd: EtcdArgs,
+    /// Serve the admin endpoint here (`/metrics`, `/role`, `/status`, `POST
+    /// /hand-over`); operator commands need the key file's admin token.
+    #[arg(long)]
+    admin: Option<String>,
     /// Rule file (default: the built-in seed-000 mixed policy).
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -238,8 +250,39 @@ pub struct PrimaryArgs {
     seconds: f64,
 }
 
+/// Serves `node`'s admin endpoint on `addr`, if given (commands need `key`'s admin
+/// token).
+fn serve_admin<N: AdminNode>(
+    addr: Option<&str>,
+    node: &Arc<N>,
+    key: Option<&PeerKey>,
+) -> Result<Option<AdminServer>, CliError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let node: Arc<dyn AdminNode> = node.clone();
+    let server = AdminServer::start(addr, node, key.cloned())?;
+    say!("admin endpoint on http://{}", server.local_addr());
+    Ok(Some(server))
+}
+
+/// `node` back from the admin endpoint's request threads once the endpoint is
+/// stopped (each ends within its I/O timeout); `None` if one outlives that (the node
+/// then stops when the last one lets go of it).
+fn unshare<N>(mut node: Arc<N>) -> Option<N> {
+    let deadline = Instant::now() + ADMIN_IO_TIMEOUT * 3;
+    loop {
+        match Arc::try_unwrap(node) {
+            Ok(n) => return Some(n),
+            Err(shared) if Instant::now() < deadline => {
+                node = shared;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// `HOST:PORT` to the first address it resolves to.
-fn resolve(s: &str) -> Result<SocketAddr, String> {
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     s.to_socket_addrs()
         .map_err(|e| format!("`{s}`: {e} (expected HOST:PORT)"))?
@@ -318,7 +361,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             .map_or(LinkConfig::default().epoch, Leadership::epoch),
         ..LinkConfig::default()
     };
-    let replicator = Replicator::start(
+    let replicator = Arc::new(Replicator::start(
         &db,
         ReplicatorConfig {
             key: key.clone(),
@@ -328,7 +371,8 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             difference_dir: args.difference_dir.clone(),
             difference: RecordLogOptions::default(),
         },
-    )?;
+    )?);
+    let admin = serve_admin(args.admin.as_deref(), &replicator, key.as_ref())?;
     if let Some(held) = &leadership {
         replicator.require_leadership(held)?;
     }
@@ -363,6 +407,14 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         }
         for e in events.try_iter() {
             say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
+        }
+        if replicator.handed_over() {
+            say!(
+                "{:>6.1}s handed over at sequence {}: this node accepts no more writes",
+                started.elapsed().as_secs_f64(),
+                replicator.metrics().last_seq
+            );
+            break;
         }
         if let Some(by) = replicator.fenced() {
             say!(
@@ -403,26 +455,38 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         m.last_acked_seq
     );
     let fenced = replicator.fenced();
+    // Handed over, everything was acknowledged first; meeting the promoted node's
+    // epoch afterwards is the switchover's expected end, not a failure.
+    let handed_over = replicator.handed_over();
     // A fenced primary's transactions after the takeover exist only here: waiting
     // for them to be acknowledged would be waiting for nothing.
-    let caught_up = fenced.is_none() && replicator.wait_caught_up(Duration::from_secs(30));
+    let caught_up = if handed_over {
+        let m = replicator.metrics();
+        m.last_acked_seq == m.last_seq
+    } else {
+        fenced.is_none() && replicator.wait_caught_up(Duration::from_secs(30))
+    };
     for e in events.try_iter() {
         say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
     }
     let m = replicator.metrics();
     let rejoin = replicator.rejoin();
-    replicator.shutdown();
+    drop(admin);
+    if let Some(replicator) = unshare(replicator) {
+        replicator.shutdown();
+    }
     let out = serde_json::json!({
         "ops": report.ops,
         "failed": report.failed,
         "caught_up": caught_up,
         "fenced_by": fenced,
+        "handed_over": handed_over,
         "rejoin": rejoin,
         "metrics": m,
         "checksums": checksums(&db)?,
     });
     say!("{out}");
-    if let Some(by) = fenced {
+    if let (Some(by), false) = (fenced, handed_over) {
         return Err(CliError::Fenced { by: by.0 });
     }
     if !caught_up {

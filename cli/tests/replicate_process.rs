@@ -86,7 +86,11 @@ impl PeerProcess {
         self.stdout.read_to_string(&mut rest).expect("report");
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "peer exited with {status}");
-        serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("{e}: {rest:?}"))
+        // The report is the last line (event lines may come before it).
+        rest.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l.trim()).ok())
+            .unwrap_or_else(|| panic!("no JSON report in {rest:?}"))
     }
 
     fn kill(mut self) {
@@ -516,4 +520,114 @@ fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
     );
     let promoted = common::promoted_database(data.path(), KEY.as_bytes(), SUBSCRIBERS);
     common::assert_no_replicated_commit_lost(&common::acks(&acks), &promoted);
+}
+
+/// The `http://ADDR` of an `admin endpoint on http://ADDR` line read from `lines`.
+fn admin_addr(lines: &mut impl BufRead) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(
+            lines.read_line(&mut line).expect("read") > 0,
+            "no admin line"
+        );
+        if let Some(addr) = line.trim().strip_prefix("admin endpoint on http://") {
+            return addr.to_owned();
+        }
+    }
+}
+
+/// `kirikae …` to completion: its stdout, or a panic with what it printed.
+fn kirikae(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(args)
+        .output()
+        .expect("run kirikae");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kirikae {args:?}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A planned switchover between two processes, commanded from a third through their
+/// admin endpoints: the primary hands over (and ends, caught up), the backup is
+/// promoted at exactly the hand-over sequence, and the roles read back as such.
+#[test]
+fn a_switchover_through_the_admin_endpoints_promotes_the_backup_at_the_hand_over_sequence() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let diff = tempfile::tempdir().expect("tempdir");
+    let key_file = data.path().with_extension("key");
+    let key_path = key_file.to_str().expect("utf-8 path");
+    let mut peer = PeerProcess::spawn_with("127.0.0.1:0", data.path(), &["--admin", "127.0.0.1:0"]);
+    let backup_admin = admin_addr(&mut peer.stdout);
+    let mut primary = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args([
+            "primary",
+            "--peer",
+            &peer.addr.to_string(),
+            "--seconds",
+            "0",
+        ])
+        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
+        .args(["--admin", "127.0.0.1:0", "--key-file", key_path])
+        .arg("--difference-dir")
+        .arg(diff.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kirikae primary");
+    let mut lines = BufReader::new(primary.stdout.take().expect("stdout"));
+    let primary_admin = admin_addr(&mut lines);
+    let status: serde_json::Value =
+        serde_json::from_str(&kirikae(&["status", "--admin", &primary_admin])).expect("json");
+    assert_eq!(status["role"], "primary", "{status}");
+    // Unauthenticated commands are refused.
+    let refused = Command::new(env!("CARGO_BIN_EXE_kirikae"))
+        .args(["promote", "--admin", &backup_admin])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+
+    let said = kirikae(&[
+        "switchover",
+        "--admin",
+        &primary_admin,
+        "--backup-admin",
+        &backup_admin,
+        "--key-file",
+        key_path,
+    ]);
+    let at_seq: u64 = said
+        .split("handed over at sequence ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no hand-over sequence in {said}"));
+    assert!(at_seq > 0, "{said}");
+    let mut rest = String::new();
+    lines
+        .read_to_string(&mut rest)
+        .expect("the primary's output");
+    let status = primary.wait().expect("wait");
+    assert!(status.success(), "{status}: {rest}");
+    assert!(
+        rest.contains(&format!("handed over at sequence {at_seq}")),
+        "{rest}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&kirikae(&["status", "--admin", &backup_admin])).expect("json");
+    assert_eq!(
+        (status["role"].as_str(), status["last_seq"].as_u64()),
+        (Some("primary"), Some(at_seq)),
+        "{status}"
+    );
+    let report = peer.finish();
+    assert_eq!(
+        report["promoted"]["last_seq"].as_u64(),
+        Some(at_seq),
+        "{report}"
+    );
 }
