@@ -210,10 +210,11 @@ fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &m
     match sim.link.rejoin() {
         Some(Rejoin::CatchUp(at)) => {
             assert_eq!((at.seq, at.epoch), (promotion.last_seq, Epoch(2)), "{ctx}");
-            let node = sim.peer.as_ref().expect("promoted node");
+            let model = sim.model.clone();
+            // Down (a restart while the old primary wrote)? Up again from its log.
+            let node = backup_up(sim);
             for table in [ACCT, LEDGER] {
-                let model: BTreeMap<i64, i64> = sim
-                    .model
+                let model: BTreeMap<i64, i64> = model
                     .iter()
                     .filter(|((t, _), _)| *t == table)
                     .map(|((_, k), v)| (*k, *v))
