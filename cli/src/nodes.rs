@@ -54,6 +54,10 @@ pub struct BackupArgs {
     /// failure.
     #[arg(long, default_value_t = 2_000, value_parser = crate::arg_ranges::failover_ms)]
     failover_after_ms: u64,
+    /// Anti-flap: after a takeover (a new epoch), no automatic promotion for this
+    /// long (an operator still can).
+    #[arg(long, default_value_t = 60_000)]
+    auto_promotion_window_ms: u64,
     #[command(flatten)]
     etcd: EtcdArgs,
     /// Serve the admin endpoint here (`/metrics`, `/role`, `/status`, `POST
@@ -140,6 +144,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
                 call_timeout: Duration::from_millis(500),
             }),
         },
+        auto_promotion_window: Duration::from_millis(args.auto_promotion_window_ms),
         ..BackupConfig::default()
     };
     let peer = Arc::new(Backup::start(db.clone(), args.listen.as_str(), config)?);

@@ -45,15 +45,20 @@ pub struct EtcdArbiter {
     pub call_timeout: Duration,
 }
 
-/// The silence watch of [`Arbiter::Peer`], as pure code over the shell's clock.
+/// The silence watch of the automatic arbiters, as pure code over the shell's clock:
+/// when the primary's silence calls for a promotion, and when the anti-flap window
+/// holds one back.
 #[derive(Debug)]
 pub(crate) struct SilenceWatch {
     after_us: Option<Micros>,
     last_heard: Option<Micros>,
+    window_us: Micros,
+    /// No automatic promotion before this (a new epoch began recently).
+    held_until: Option<Micros>,
 }
 
 impl SilenceWatch {
-    pub fn new(arbiter: &Arbiter) -> SilenceWatch {
+    pub fn new(arbiter: &Arbiter, window: Duration) -> SilenceWatch {
         let after_us = match arbiter {
             Arbiter::Manual => None,
             Arbiter::Peer { failover_after }
@@ -64,7 +69,20 @@ impl SilenceWatch {
         SilenceWatch {
             after_us,
             last_heard: None,
+            window_us: window.as_micros().min(u64::MAX as u128) as Micros,
+            held_until: None,
         }
+    }
+
+    /// A new epoch began at `now` (a takeover somewhere): no automatic promotion
+    /// within the window.
+    pub fn new_epoch(&mut self, now: Micros) {
+        self.held_until = Some(now.saturating_add(self.window_us));
+    }
+
+    /// Whether a promotion that is due at `now` is held back by the anti-flap window.
+    pub fn held(&self, now: Micros) -> bool {
+        self.held_until.is_some_and(|until| now < until)
     }
 
     /// The primary was heard at `now`.
@@ -98,7 +116,7 @@ mod tests {
         let peer = Arbiter::Peer {
             failover_after: Duration::from_millis(500),
         };
-        let mut w = SilenceWatch::new(&peer);
+        let mut w = SilenceWatch::new(&peer, Duration::from_secs(60));
         assert_eq!(w.due(10_000_000), None, "never heard: never due");
         w.heard(1_000_000);
         assert_eq!(w.due(1_400_000), None, "a blip");
@@ -106,12 +124,27 @@ mod tests {
         assert_eq!(w.due(1_500_001), Some(Duration::from_micros(500_001)));
         w.heard(1_600_000);
         assert_eq!(w.due(1_700_000), None, "heard again");
-        let mut manual = SilenceWatch::new(&Arbiter::Manual);
+        let mut manual = SilenceWatch::new(&Arbiter::Manual, Duration::ZERO);
         manual.heard(0);
         assert_eq!(
             manual.due(u64::MAX),
             None,
             "manual never promotes by itself"
         );
+    }
+
+    #[test]
+    fn a_new_epoch_holds_automatic_promotion_for_the_window() {
+        let peer = Arbiter::Peer {
+            failover_after: Duration::from_millis(500),
+        };
+        let mut w = SilenceWatch::new(&peer, Duration::from_secs(60));
+        assert!(!w.held(0), "a fresh pair is not held");
+        w.new_epoch(1_000_000);
+        w.heard(1_000_000);
+        assert!(w.due(2_000_000).is_some(), "silent past the limit: due");
+        assert!(w.held(2_000_000), "but within the window");
+        assert!(w.held(60_999_999));
+        assert!(!w.held(61_000_000), "the window has passed");
     }
 }

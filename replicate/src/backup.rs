@@ -55,6 +55,12 @@ pub struct BackupConfig {
     /// planned switchover): see [`Applier::starting_at`](crate::Applier::starting_at).
     /// `None`: the history starts at the log (or at nothing).
     pub start_at: Option<StartAt>,
+    /// Anti-flap: after a new epoch begins (this backup starts at a takeover
+    /// position, or meets a primary of an epoch above any it had seen), the arbiter
+    /// does not promote automatically for this long; an operator still can. A pair
+    /// whose nodes keep failing then stops at one automatic failover per window
+    /// instead of bouncing.
+    pub auto_promotion_window: Duration,
 }
 
 impl Default for BackupConfig {
@@ -71,6 +77,7 @@ impl Default for BackupConfig {
             handshakes_max: 16,
             arbiter: Arbiter::Manual,
             start_at: None,
+            auto_promotion_window: Duration::from_secs(60),
         }
     }
 }
@@ -104,6 +111,9 @@ pub struct BackupStatus {
     pub takeovers_refused: u64,
     /// Why the last promotion was refused.
     pub last_takeover_refusal: Option<String>,
+    /// Automatic promotions held back by the anti-flap window (counted once a
+    /// second while held).
+    pub auto_promotions_held: u64,
 }
 
 /// What a backup tells its embedding application.

@@ -121,7 +121,11 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     };
     let _ = ready.send(Ok(()));
     let clock = Clock(Instant::now());
-    let mut watch = SilenceWatch::new(&config.arbiter);
+    let mut watch = SilenceWatch::new(&config.arbiter, config.auto_promotion_window);
+    if config.start_at.is_some() {
+        // Started at a takeover position: an epoch has just begun.
+        watch.new_epoch(clock.now());
+    }
     let mut next: Option<Handshaken> = None;
     let mut promote: Option<(PromotedBy, Option<Sender<Result<Promotion>>>)> = None;
     let mut takeover: Option<Takeover> = None;
@@ -142,8 +146,8 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
                             continue;
                         },
                         default(Duration::from_millis(20)) => {
-                            if let Some(silent) = watch.due(clock.now()) {
-                                promote = Some((PromotedBy::Silence { silent_ms: silent.as_millis() as u64 }, None));
+                            if let Some(by) = automatic_promotion(&mut watch, clock.now(), &status) {
+                                promote = Some((by, None));
                             }
                             continue;
                         },
@@ -251,6 +255,30 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         database.set_commit_gate(None);
     }
     outcome
+}
+
+/// The arbiter's automatic promotion, if one is due at `now` and the anti-flap
+/// window does not hold it back (a held one is reported and looked at again a second
+/// later).
+fn automatic_promotion(
+    watch: &mut SilenceWatch,
+    now: Micros,
+    status: &Mutex<BackupStatus>,
+) -> Option<PromotedBy> {
+    let silent = watch.due(now)?;
+    if watch.held(now) {
+        tracing::warn!(
+            "primary silent for {} ms, but a takeover happened within the anti-flap window: \
+             no automatic promotion (an operator can still promote)",
+            silent.as_millis()
+        );
+        status.lock().auto_promotions_held += 1;
+        watch.postpone(now, 1_000_000);
+        return None;
+    }
+    Some(PromotedBy::Silence {
+        silent_ms: silent.as_millis() as u64,
+    })
 }
 
 /// What the arbiter granted a promotion.
@@ -382,10 +410,15 @@ fn connection(
         heartbeat_every: config.heartbeat_every,
         primary_timeout: config.primary_timeout,
     };
+    let seen = applier.epoch();
     let mut session = match BackupSession::open(session_config, clock.now(), &greeting, applier) {
         Ok(s) => s,
         Err(e) => return Ended::Closed(Err(e)),
     };
+    if seen != Epoch::NONE && applier.epoch() > seen {
+        // A primary of a new epoch: a takeover happened somewhere.
+        watch.new_epoch(clock.now());
+    }
     watch.heard(clock.now());
     publish(status, applier);
     let mut out = Vec::new();
@@ -397,9 +430,8 @@ fn connection(
         if let Ok(Command::Promote(reply)) = commands.try_recv() {
             return Ended::Promote(PromotedBy::Operator, Some(reply));
         }
-        if let Some(silent) = watch.due(clock.now()) {
-            let silent_ms = silent.as_millis() as u64;
-            return Ended::Promote(PromotedBy::Silence { silent_ms }, None);
+        if let Some(by) = automatic_promotion(watch, clock.now(), status) {
+            return Ended::Promote(by, None);
         }
         let n = if pending {
             pending = false;

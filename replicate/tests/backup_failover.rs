@@ -275,3 +275,48 @@ fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_
     rejoined.stop().unwrap();
     fence.stop().unwrap();
 }
+
+/// Anti-flap: a backup that starts at a takeover position (a new epoch has just
+/// begun) does not promote itself when that primary falls silent within the window;
+/// it says so, and an operator can still promote it.
+#[test]
+fn within_the_anti_flap_window_a_silent_primary_is_not_replaced_automatically() {
+    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = kv_database(&[T]);
+    let backup = Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        BackupConfig {
+            key: Some(key()),
+            log_dir: Some(log.path().to_owned()),
+            heartbeat_every: Duration::from_millis(20),
+            arbiter: Arbiter::Peer {
+                failover_after: Duration::from_millis(200),
+            },
+            start_at: Some(kirikae_replicate::StartAt {
+                seq: Seq(0),
+                epoch: Epoch(2),
+            }),
+            auto_promotion_window: Duration::from_secs(60),
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap();
+    let db = kv_database(&[T]);
+    let mut config = common::sync_replicator_config(backup.local_addr(), key(), diff.path());
+    config.link.epoch = Epoch(2);
+    let replicator = Replicator::start(&db, config).unwrap();
+    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let keys = acknowledged_sync_commits(&db, 5);
+    replicator.shutdown();
+    wait_for(
+        "the held automatic promotion to be reported",
+        Duration::from_secs(10),
+        || backup.status().auto_promotions_held > 0,
+    );
+    assert_eq!(backup.status().promoted, None, "promoted within the window");
+    let promotion = backup.promote().unwrap();
+    assert_eq!((promotion.epoch, promotion.last_seq), (Epoch(3), Seq(5)));
+    assert!(holds_all(&replica, &keys));
+    backup.stop().unwrap();
+}
