@@ -5,7 +5,7 @@ use kirikae_engine::{Operation, Value};
 
 use crate::epoch::Epoch;
 use crate::link::{
-    Event, Link, LinkConfig, LinkState, LogState, Persisted, Ready, Submitted, SyncOutcome,
+    Event, Link, LinkConfig, LinkState, LogState, Micros, Persisted, Ready, Submitted, SyncOutcome,
 };
 use crate::mode::{Mode, WhenPeerDown};
 use crate::seq::Seq;
@@ -20,6 +20,14 @@ fn duplex_link(config: LinkConfig) -> Link {
     );
     let _ = link.ready();
     link
+}
+
+/// A sync transaction submitted at `now` on a duplex link: its sequence (it waits).
+fn submit_sync(link: &mut Link, now: Micros) -> Seq {
+    match link.submit(now, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new) {
+        Ok(Submitted::Waiting { seq }) => seq,
+        other => panic!("a sync transaction on a duplex link waits: {other:?}"),
+    }
 }
 
 fn insert(k: i64, payload: usize) -> Vec<Operation> {
@@ -242,12 +250,7 @@ fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
 #[test]
 fn notices_can_be_taken_apart_from_the_rest_of_the_output() {
     let mut link = duplex_link(LinkConfig::default());
-    let Submitted::Waiting { seq } = link
-        .submit(2, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new)
-        .expect("submit")
-    else {
-        panic!("a sync transaction on a duplex link waits");
-    };
+    let seq = submit_sync(&mut link, 2);
     link.receive(
         3,
         crate::wire::Message::Prepared {
@@ -291,12 +294,7 @@ fn an_answer_of_a_higher_epoch_fences_the_primary_and_a_lower_one_ends_the_sessi
         .any(|e| matches!(e, Event::Fenced { .. })));
 
     let mut link = duplex_link(LinkConfig::default());
-    let Submitted::Waiting { .. } = link
-        .submit(3, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new)
-        .expect("submit")
-    else {
-        panic!("a sync transaction on a duplex link waits");
-    };
+    let _seq = submit_sync(&mut link, 3);
     link.receive(
         4,
         crate::wire::Message::Ack {
@@ -325,12 +323,7 @@ fn an_answer_of_a_higher_epoch_fences_the_primary_and_a_lower_one_ends_the_sessi
 #[test]
 fn a_sync_transaction_rolled_back_here_but_held_by_the_new_primary_requires_a_resync() {
     let mut link = duplex_link(LinkConfig::default());
-    let Submitted::Waiting { seq } = link
-        .submit(2, Mode::Sync, WhenPeerDown::Fail, insert(1, 8), Vec::new)
-        .expect("submit")
-    else {
-        panic!("a sync transaction on a duplex link waits");
-    };
+    let seq = submit_sync(&mut link, 2);
     // The link fails before the answer: rolled back here (outcome unknown), while
     // the backup holds it prepared and takes over after it.
     link.disconnected(3, "cut");

@@ -24,21 +24,20 @@ fn key() -> PeerKey {
     PeerKey::new(vec![9; 32]).unwrap()
 }
 
+/// A backup over an empty table, authenticated with [`key`], logging in `dir`.
+fn keyed_backup(dir: &std::path::Path) -> Backup {
+    let config = BackupConfig {
+        key: Some(key()),
+        log_dir: Some(dir.to_owned()),
+        ..BackupConfig::default()
+    };
+    Backup::start(kv_database(&[T]), "127.0.0.1:0", config).unwrap()
+}
+
 #[test]
 fn a_backup_reports_its_role_and_is_promoted_only_with_the_admin_token() {
     let log = tempfile::tempdir().unwrap();
-    let backup = Arc::new(
-        Backup::start(
-            kv_database(&[T]),
-            "127.0.0.1:0",
-            BackupConfig {
-                key: Some(key()),
-                log_dir: Some(log.path().to_owned()),
-                ..BackupConfig::default()
-            },
-        )
-        .unwrap(),
-    );
+    let backup = Arc::new(keyed_backup(log.path()));
     let admin = AdminServer::start("127.0.0.1:0", backup.clone(), Some(key())).unwrap();
     let at = admin.local_addr();
     assert_eq!(
@@ -99,16 +98,7 @@ fn a_backup_reports_its_role_and_is_promoted_only_with_the_admin_token() {
 #[test]
 fn a_primary_hands_over_through_its_admin_endpoint() {
     let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let backup = Backup::start(
-        kv_database(&[T]),
-        "127.0.0.1:0",
-        BackupConfig {
-            key: Some(key()),
-            log_dir: Some(log.path().to_owned()),
-            ..BackupConfig::default()
-        },
-    )
-    .unwrap();
+    let backup = keyed_backup(log.path());
     let db = kv_database(&[T]);
     let config = common::sync_replicator_config(backup.local_addr(), key(), diff.path());
     let primary = Arc::new(Replicator::start(&db, config).unwrap());
