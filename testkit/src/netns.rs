@@ -9,9 +9,14 @@
 //! `None` where they are missing, so that a test can skip loudly. Everything is
 //! removed on drop.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+/// Subnets (the third octet) of this process's live networks.
+static LIVE_SUBNETS: Mutex<BTreeSet<u8>> = Mutex::new(BTreeSet::new());
 
 /// A private network of namespaced nodes (see the module docs).
 pub struct Net {
@@ -66,10 +71,21 @@ impl Net {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
-        // Distinct per test in this process (the counter) and, very likely, from any
-        // other test process (the pid): the host side's subnet is in the shared
-        // namespace.
-        let subnet = (((pid % 40) * 6 + n % 6) % 250 + 1) as u8;
+        // The host side's subnet is in the shared namespace: distinct from every
+        // other live network of this process (the set) and, very likely, from any
+        // other test process's (the pid picks where the search starts).
+        let subnet = {
+            let mut live = LIVE_SUBNETS.lock().unwrap_or_else(|e| e.into_inner());
+            let start = (pid % 250) as u8;
+            let free = (0..250u8)
+                .map(|i| ((u16::from(start) + u16::from(i)) % 250 + 1) as u8)
+                .find(|s| !live.contains(s));
+            let Some(subnet) = free else {
+                panic!("250 test networks alive at once");
+            };
+            live.insert(subnet);
+            subnet
+        };
         let prefix = format!("kt{pid}x{n}");
         let mut net = Net {
             host_link: format!("kth{}x{n}", pid % 100_000),
@@ -193,5 +209,9 @@ impl Drop for Net {
         for ns in self.created.iter().rev() {
             let _ = run("ip", &["netns", "del", ns]);
         }
+        LIVE_SUBNETS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.subnet);
     }
 }
