@@ -25,8 +25,6 @@
 
 mod sim;
 
-use std::collections::BTreeMap;
-
 use kirikae_replicate::Event;
 use kirikae_testkit::Rng;
 
@@ -108,15 +106,8 @@ fn run(seed: u64) -> Tally {
             "{ctx}: replicated sync commit {id} missing at the peer"
         );
     }
-    let model_rows = |t: &str| -> BTreeMap<i64, i64> {
-        sim.model
-            .iter()
-            .filter(|((table, _), _)| *table == t)
-            .map(|((_, k), v)| (*k, *v))
-            .collect()
-    };
-    assert_eq!(peer.rows(ACCT), model_rows(ACCT), "{ctx}: acct differs");
-    assert_eq!(ledger, model_rows(LEDGER), "{ctx}: ledger differs");
+    assert_eq!(peer.rows(ACCT), sim.model_rows(ACCT), "{ctx}: acct differs");
+    assert_eq!(ledger, sim.model_rows(LEDGER), "{ctx}: ledger differs");
     let metrics = sim.link.metrics(sim.now);
     let last = metrics.last_seq;
     let mut tally = Tally {
@@ -146,12 +137,12 @@ fn run(seed: u64) -> Tally {
     let again = PeerNode::start(&sim.peer_dir);
     assert_eq!(
         again.rows(ACCT),
-        model_rows(ACCT),
+        sim.model_rows(ACCT),
         "{ctx}: acct after restart"
     );
     assert_eq!(
         again.rows(LEDGER),
-        model_rows(LEDGER),
+        sim.model_rows(LEDGER),
         "{ctx}: ledger after restart"
     );
     tally

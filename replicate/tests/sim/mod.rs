@@ -347,6 +347,15 @@ impl Sim {
         }
     }
 
+    /// The model's rows of `table` (key → value): what the primary committed.
+    pub fn model_rows(&self, table: &str) -> BTreeMap<i64, i64> {
+        self.model
+            .iter()
+            .filter(|((t, _), _)| *t == table)
+            .map(|((_, k), v)| (*k, *v))
+            .collect()
+    }
+
     pub fn commit_model(&mut self, changes: &[(&'static str, i64, Option<i64>)]) {
         for (table, k, v) in changes {
             match v {
