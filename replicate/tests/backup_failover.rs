@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kirikae_engine::{Database, Key, SessionInfo};
 use kirikae_replicate::{
     Arbiter, Backup, BackupConfig, BackupEvent, Epoch, LinkConfig, PeerKey, PromotedBy, Rejoin,
-    Replication, Replicator, Seq,
+    Replication, Replicator, ReplicatorConfig, Seq,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -22,27 +22,54 @@ fn key() -> PeerKey {
     PeerKey::new(vec![5; 32]).unwrap()
 }
 
-fn backup(db: Database, arbiter: Arbiter, dir: &std::path::Path) -> Backup {
-    Backup::start(
-        db,
-        "127.0.0.1:0",
-        BackupConfig {
-            key: Some(key()),
-            log_dir: Some(dir.to_owned()),
-            heartbeat_every: Duration::from_millis(20),
-            arbiter,
-            ..BackupConfig::default()
-        },
-    )
-    .unwrap()
+/// A backup of [`key`] logging in `dir`, heartbeats every 20 ms.
+fn backup_config(arbiter: Arbiter, dir: &std::path::Path) -> BackupConfig {
+    BackupConfig {
+        key: Some(key()),
+        log_dir: Some(dir.to_owned()),
+        heartbeat_every: Duration::from_millis(20),
+        arbiter,
+        ..BackupConfig::default()
+    }
 }
 
-fn primary(db: &Database, backup: &Backup, dir: &std::path::Path) -> Replicator {
-    Replicator::start(
-        db,
-        common::sync_replicator_config(backup.local_addr(), key(), dir),
-    )
-    .unwrap()
+/// A sync primary and its backup over TCP, in step.
+struct Pair {
+    /// The backup's database.
+    replica: Database,
+    backup: Backup,
+    /// The primary's database.
+    db: Database,
+    primary: Replicator,
+    /// The backup's log and the primary's difference file.
+    dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Pair {
+    /// Starts both ends (the settings as `tune` leaves them) and waits until duplex.
+    fn start(
+        arbiter: Arbiter,
+        tune: impl FnOnce(&mut BackupConfig, &mut ReplicatorConfig),
+    ) -> Pair {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (replica, db) = (kv_database(&[T]), kv_database(&[T]));
+        let mut backup_config = backup_config(arbiter, dirs.0.path());
+        // The address is filled in once the backup listens.
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut primary_config = common::sync_replicator_config(any, key(), dirs.1.path());
+        tune(&mut backup_config, &mut primary_config);
+        let backup = Backup::start(replica.clone(), "127.0.0.1:0", backup_config).unwrap();
+        primary_config.peer = backup.local_addr();
+        let primary = Replicator::start(&db, primary_config).unwrap();
+        assert!(primary.wait_duplex(Duration::from_secs(10)));
+        Pair {
+            replica,
+            backup,
+            db,
+            primary,
+            dirs,
+        }
+    }
 }
 
 /// `n` sync commits, each acknowledged as replicated; returns their keys.
@@ -69,12 +96,13 @@ fn holds_all(db: &Database, keys: &[i64]) -> bool {
 
 #[test]
 fn an_operator_promotes_the_backup_with_every_acknowledged_commit() {
-    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = kv_database(&[T]);
-    let backup = backup(replica.clone(), Arbiter::Manual, log.path());
-    let db = kv_database(&[T]);
-    let replicator = primary(&db, &backup, diff.path());
-    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let Pair {
+        replica,
+        backup,
+        db,
+        primary: replicator,
+        dirs: _dirs,
+    } = Pair::start(Arbiter::Manual, |_, _| {});
     let keys = acknowledged_sync_commits(&db, 50);
 
     let promotion = backup.promote().unwrap();
@@ -106,17 +134,14 @@ fn an_operator_promotes_the_backup_with_every_acknowledged_commit() {
 
 #[test]
 fn the_peer_arbiter_promotes_after_the_primary_falls_silent() {
-    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = kv_database(&[T]);
     let failover_after = Duration::from_millis(500);
-    let backup = backup(
-        replica.clone(),
-        Arbiter::Peer { failover_after },
-        log.path(),
-    );
-    let db = kv_database(&[T]);
-    let replicator = primary(&db, &backup, diff.path());
-    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let Pair {
+        replica,
+        backup,
+        db,
+        primary: replicator,
+        dirs: _dirs,
+    } = Pair::start(Arbiter::Peer { failover_after }, |_, _| {});
     let keys = acknowledged_sync_commits(&db, 20);
 
     // The primary goes away (its process would die here: the connection closes and
@@ -141,12 +166,13 @@ fn the_peer_arbiter_promotes_after_the_primary_falls_silent() {
 
 #[test]
 fn the_old_primary_is_fenced_by_the_promoted_backup_and_reports_its_divergent_tail() {
-    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = kv_database(&[T]);
-    let backup = backup(replica.clone(), Arbiter::Manual, log.path());
-    let db = kv_database(&[T]);
-    let replicator = primary(&db, &backup, diff.path());
-    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let Pair {
+        replica,
+        backup,
+        db,
+        primary: replicator,
+        dirs: _dirs,
+    } = Pair::start(Arbiter::Manual, |_, _| {});
     let keys = acknowledged_sync_commits(&db, 10);
     let promotion = backup.promote().unwrap();
     assert_eq!((promotion.epoch, promotion.last_seq), (Epoch(2), Seq(10)));
@@ -216,12 +242,14 @@ fn the_old_primary_is_fenced_by_the_promoted_backup_and_reports_its_divergent_ta
 /// its log, and in step from then on.
 #[test]
 fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_up() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let replica = kv_database(&[T]);
-    let fence = backup(replica.clone(), Arbiter::Manual, dirs[0].path());
-    let db = kv_database(&[T]);
-    let old = primary(&db, &fence, dirs[1].path());
-    assert!(old.wait_duplex(Duration::from_secs(10)));
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let Pair {
+        replica,
+        backup: fence,
+        db,
+        primary: old,
+        dirs: _pair_dirs,
+    } = Pair::start(Arbiter::Manual, |_, _| {});
     let keys = acknowledged_sync_commits(&db, 10);
     assert!(old.wait_caught_up(Duration::from_secs(10)));
     let promotion = fence.promote().unwrap();
@@ -249,13 +277,13 @@ fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_
         addr,
         BackupConfig {
             key: Some(key()),
-            log_dir: Some(dirs[2].path().to_owned()),
+            log_dir: Some(dirs[0].path().to_owned()),
             start_at: Some(start_at),
             ..BackupConfig::default()
         },
     )
     .unwrap();
-    let mut config = common::sync_replicator_config(addr, key(), dirs[3].path());
+    let mut config = common::sync_replicator_config(addr, key(), dirs[1].path());
     config.link = LinkConfig {
         epoch: promotion.epoch,
         start_after: promotion.last_seq,
@@ -281,32 +309,23 @@ fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_
 /// it says so, and an operator can still promote it.
 #[test]
 fn within_the_anti_flap_window_a_silent_primary_is_not_replaced_automatically() {
-    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let replica = kv_database(&[T]);
-    let backup = Backup::start(
-        replica.clone(),
-        "127.0.0.1:0",
-        BackupConfig {
-            key: Some(key()),
-            log_dir: Some(log.path().to_owned()),
-            heartbeat_every: Duration::from_millis(20),
-            arbiter: Arbiter::Peer {
-                failover_after: Duration::from_millis(200),
-            },
-            start_at: Some(kirikae_replicate::StartAt {
-                seq: Seq(0),
-                epoch: Epoch(2),
-            }),
-            auto_promotion_window: Duration::from_secs(60),
-            ..BackupConfig::default()
-        },
-    )
-    .unwrap();
-    let db = kv_database(&[T]);
-    let mut config = common::sync_replicator_config(backup.local_addr(), key(), diff.path());
-    config.link.epoch = Epoch(2);
-    let replicator = Replicator::start(&db, config).unwrap();
-    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let arbiter = Arbiter::Peer {
+        failover_after: Duration::from_millis(200),
+    };
+    let Pair {
+        replica,
+        backup,
+        db,
+        primary: replicator,
+        dirs: _dirs,
+    } = Pair::start(arbiter, |backup, primary| {
+        backup.start_at = Some(kirikae_replicate::StartAt {
+            seq: Seq(0),
+            epoch: Epoch(2),
+        });
+        backup.auto_promotion_window = Duration::from_secs(60);
+        primary.link.epoch = Epoch(2);
+    });
     let keys = acknowledged_sync_commits(&db, 5);
     replicator.shutdown();
     wait_for(
