@@ -99,6 +99,20 @@ impl PeerProcess {
     }
 }
 
+/// `kirikae primary` replicating to `peer` at 2000 operations per second until
+/// stopped, with the difference file in `diff` and the key of the backup whose data
+/// directory is `data`.
+fn primary_command(peer: SocketAddr, diff: &Path, data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kirikae"));
+    c.args(["primary", "--peer", &peer.to_string(), "--seconds", "0"])
+        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
+        .arg("--difference-dir")
+        .arg(diff)
+        .arg("--key-file")
+        .arg(data.with_extension("key"));
+    c
+}
+
 fn primary_db() -> Database {
     let db = Database::new();
     telecom::create_tables(&db, SUBSCRIBERS).expect("tables");
@@ -303,19 +317,7 @@ fn sigterm_ends_a_primary_with_its_final_report() {
     let data = tempfile::tempdir().expect("tempdir");
     let diff = tempfile::tempdir().expect("tempdir");
     let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-        .args([
-            "primary",
-            "--peer",
-            &peer.addr.to_string(),
-            "--seconds",
-            "0",
-        ])
-        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
-        .arg("--difference-dir")
-        .arg(diff.path())
-        .arg("--key-file")
-        .arg(data.path().with_extension("key"))
+    let mut child = primary_command(peer.addr, diff.path(), data.path())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn kirikae primary");
@@ -446,13 +448,7 @@ fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
         data.path(),
         &["--arbiter", "peer", "--failover-after-ms", "500"],
     );
-    let mut primary = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-        .args(["primary", "--peer", &addr.to_string(), "--seconds", "0"])
-        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
-        .arg("--difference-dir")
-        .arg(diff.path())
-        .arg("--key-file")
-        .arg(data.path().with_extension("key"))
+    let mut primary = primary_command(addr, diff.path(), data.path())
         .arg("--ack-log")
         .arg(&acks)
         .stdout(Stdio::piped())
@@ -563,18 +559,8 @@ fn a_switchover_through_the_admin_endpoints_promotes_the_backup_at_the_hand_over
     let key_path = key_file.to_str().expect("utf-8 path");
     let mut peer = PeerProcess::spawn_with("127.0.0.1:0", data.path(), &["--admin", "127.0.0.1:0"]);
     let backup_admin = admin_addr(&mut peer.stdout);
-    let mut primary = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-        .args([
-            "primary",
-            "--peer",
-            &peer.addr.to_string(),
-            "--seconds",
-            "0",
-        ])
-        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
-        .args(["--admin", "127.0.0.1:0", "--key-file", key_path])
-        .arg("--difference-dir")
-        .arg(diff.path())
+    let mut primary = primary_command(peer.addr, diff.path(), data.path())
+        .args(["--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn kirikae primary");
