@@ -216,11 +216,7 @@ fn primary(net: &Net, files: &Files, extra: &[&str], env: &[(&str, String)]) -> 
     let mut node = NodeProcess::spawn(c);
     // Replicating: a status line with a sequence acknowledged.
     node.expect("replicating status line", Duration::from_secs(30), |l| {
-        l.split_whitespace()
-            .skip_while(|w| *w != "acked")
-            .nth(1)
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
+        number_after(l, " acked ").is_some_and(|n| n > 0)
     });
     node
 }
@@ -229,19 +225,21 @@ fn promoted_database(files: &Files) -> Database {
     common::promoted_database(&files.path("backup"), KEY.as_bytes(), SUBSCRIBERS)
 }
 
+/// The first number after `word` in `line`, if any.
+fn number_after(line: &str, word: &str) -> Option<u64> {
+    let rest = &line[line.find(word)? + word.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()
+}
+
 /// `Promoted at epoch E after sequence S …; unix ms T` → (S, T).
 fn promotion_line(line: &str) -> (u64, u64) {
-    let number_after = |word: &str| -> u64 {
-        let rest = &line[line
-            .find(word)
-            .unwrap_or_else(|| panic!("{word} in {line}"))
-            + word.len()..];
-        rest.split(|c: char| !c.is_ascii_digit())
-            .find(|s| !s.is_empty())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("a number after {word} in {line}"))
+    let number = |word| {
+        number_after(line, word).unwrap_or_else(|| panic!("a number after {word} in {line}"))
     };
-    (number_after("after sequence"), number_after("unix ms"))
+    (number("after sequence"), number("unix ms"))
 }
 
 fn sequences(report: &serde_json::Value, field: &str) -> Vec<u64> {
@@ -269,10 +267,7 @@ fn kill_at(point: FreezePoint, nth: u64) -> Option<(usize, usize)> {
     let frozen = p.expect("freeze", Duration::from_secs(30), |l| {
         l.starts_with("kirikae: frozen at")
     });
-    let frozen_seq: Option<u64> = frozen
-        .split("sequence ")
-        .nth(1)
-        .and_then(|s| s.trim_end_matches(')').parse().ok());
+    let frozen_seq = number_after(&frozen, "sequence");
     if point == FreezePoint::BeforeCommitSent {
         // The local commit returns while the Commit stays unsent: wait until it is
         // acknowledged, so the kill lands after it.
@@ -437,13 +432,7 @@ fn with_the_peer_arbiter_a_partition_makes_two_primaries_and_the_old_one_reports
     p.expect(
         "a sequence past the takeover",
         Duration::from_secs(20),
-        |l| {
-            l.split_whitespace()
-                .skip_while(|w| *w != "seq")
-                .nth(1)
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n > takeover + 10)
-        },
+        |l| number_after(l, " seq ").is_some_and(|n| n > takeover + 10),
     );
     net.heal(0);
     let status = p.exit_within(Duration::from_secs(30));
