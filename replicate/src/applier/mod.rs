@@ -319,15 +319,19 @@ impl<'s> Applier<'s> {
                 "this node was promoted at {epoch}; it takes nothing from a primary"
             )));
         }
+        // Every message carries its sender's epoch: one from an older primary is
+        // refused whatever it is.
+        if let Some(epoch) = message.epoch() {
+            self.check_epoch(epoch)?;
+        }
         match message {
             Message::Ship {
                 seq,
-                epoch,
                 mode,
                 operations,
                 verify,
+                ..
             } => {
-                self.check_epoch(epoch)?;
                 if self.undecided.contains(&seq) {
                     // A sync commit the primary kept after losing the link: the held
                     // transaction is the same one; make it permanent.
@@ -342,11 +346,10 @@ impl<'s> Applier<'s> {
             }
             Message::Prepare {
                 seq,
-                epoch,
                 operations,
                 responses,
+                ..
             } => {
-                self.check_epoch(epoch)?;
                 if self.undecided.contains(&seq) {
                     self.stream_seq = self.stream_seq.max(seq);
                     self.stats.duplicates += 1;
@@ -362,8 +365,7 @@ impl<'s> Applier<'s> {
                 };
                 self.log(seq, entry, replayed, false)
             }
-            Message::Commit { seq, epoch } => {
-                self.check_epoch(epoch)?;
+            Message::Commit { seq, .. } => {
                 if !self.undecided.contains(&seq) {
                     self.stats.duplicates += 1;
                     return Ok(());
@@ -371,8 +373,7 @@ impl<'s> Applier<'s> {
                 self.stream_seq = self.stream_seq.max(seq);
                 self.log(seq, AccessEntry::Commit, replayed, false)
             }
-            Message::Abort { seq, epoch } => {
-                self.check_epoch(epoch)?;
+            Message::Abort { seq, .. } => {
                 if self.undecided.contains(&seq) {
                     self.stream_seq = self.stream_seq.max(seq);
                 } else if !self.is_new(seq)? {
@@ -382,7 +383,7 @@ impl<'s> Applier<'s> {
                 }
                 self.log(seq, AccessEntry::Abort, replayed, false)
             }
-            Message::Heartbeat { epoch, .. } => self.check_epoch(epoch),
+            Message::Heartbeat { .. } => Ok(()),
             Message::Hello { .. }
             | Message::Proof { .. }
             | Message::Prepared { .. }
