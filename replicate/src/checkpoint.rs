@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::frame;
-use crate::record_log::{io, sync_dir};
+use crate::record_log::{files_in, io, sync_dir};
 use crate::seq::Seq;
 
 const MANIFEST: &str = "CHECKPOINT";
@@ -97,12 +97,7 @@ impl Checkpoint {
         let manifest = dir.join(MANIFEST);
         fs::rename(&tmp, &manifest).map_err(io(&manifest))?;
         sync_dir(dir)?;
-        for entry in fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+        for (path, name) in files_in(dir)? {
             if name.starts_with("checkpoint-") && name.ends_with(".snap") && name != self.snapshot {
                 fs::remove_file(&path).map_err(io(&path))?;
             }

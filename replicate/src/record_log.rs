@@ -156,6 +156,22 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// The files of `dir`, each with its name (a name that is not UTF-8 reads as empty,
+/// so it matches no pattern of ours).
+pub(crate) fn files_in(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        files.push((path, name));
+    }
+    Ok(files)
+}
+
 /// Maps an I/O error on `path` to [`ReplicateError::LogIo`].
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError + '_ {
     move |source| ReplicateError::LogIo {
@@ -219,13 +235,8 @@ impl<R: LogEntry> SegmentLog<R> {
     ) -> Result<(SegmentLog<R>, Recovery, u64)> {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let mut segments = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if let Some((first, created)) = parse_segment_name(name, R::PREFIX) {
+        for (path, name) in files_in(dir)? {
+            if let Some((first, created)) = parse_segment_name(&name, R::PREFIX) {
                 segments.push(Segment {
                     path,
                     first,
