@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Database, Table};
+use kirikae_engine::{Database, Rid, RowRef, Table};
 
 use crate::error::Result;
 use crate::options::RestructureOptions;
@@ -29,6 +29,30 @@ impl Context {
     /// switch).
     pub fn table(&self) -> &str {
         &self.shared.table
+    }
+
+    /// Reads the old table from its first RID up to `bound` in chunks of
+    /// `chunk_rows`, checking for cancellation before each, and hands every chunk to
+    /// `each`. Each record is read atomically under its latch (never torn, never
+    /// uncommitted); what changes after the read is in the lock history. A chunk may
+    /// end with records at or past `bound` (inserted meanwhile).
+    pub fn scan_old(
+        &self,
+        bound: u64,
+        mut each: impl FnMut(&[(Rid, RowRef)]) -> Result<()>,
+    ) -> Result<()> {
+        let chunk = self.options.chunk_rows.max(1);
+        let mut from = 0u64;
+        while from < bound {
+            self.shared.checkpoint()?;
+            let rows = self.old.scan(Rid(from), chunk);
+            let Some(&(last, _)) = rows.last() else {
+                break;
+            };
+            each(&rows)?;
+            from = last.0 + 1;
+        }
+        Ok(())
     }
 
     /// Rests briefly right before a hold of writers. While this thread runs, a writer

@@ -4,8 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::Rid;
-
 use crate::context::Context;
 use crate::error::Result;
 use crate::pace::Pacer;
@@ -27,31 +25,21 @@ pub(crate) fn copy(
         "the lock history must be enabled before the first record is copied"
     );
     let bound = ctx.old.rid_bound();
-    let chunk = ctx.options.chunk_rows.max(1);
     let started = Instant::now();
     let mut copied = 0u64;
-    let mut from = 0u64;
     pacer.restart();
-    while from < bound {
-        ctx.shared.checkpoint()?;
-        // Each record is read atomically under its latch (never torn, never
-        // uncommitted); what changes after the read is in the lock history.
-        let rows = ctx.old.scan(Rid(from), chunk);
-        let Some(&(last, _)) = rows.last() else {
-            break;
-        };
+    ctx.scan_old(bound, |rows| {
         for (rid, row) in rows.iter().take_while(|(rid, _)| rid.0 < bound) {
             twin.copy(&ctx.old, *rid, row)?;
             copied += 1;
             pacer.step(&ctx.shared)?;
         }
-        from = last.0 + 1;
         ctx.shared.rows_copied.store(copied, Ordering::Relaxed);
         ctx.shared
             .history
             .store(tracker.pending(), Ordering::Relaxed);
-        throttle(&ctx.shared, copied, started)?;
-    }
+        throttle(&ctx.shared, copied, started)
+    })?;
     twin.finish_copy(&ctx.old)?;
     Ok(copied)
 }

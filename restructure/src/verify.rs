@@ -29,25 +29,17 @@ impl Verification {
         twin: &mut Twin,
         pacer: &mut Pacer,
     ) -> Result<()> {
-        let mut from = 0u64;
-        let bound = ctx.old.rid_bound();
-        let chunk = ctx.options.chunk_rows.max(1);
         let mut suspicious = Vec::new();
         pacer.restart();
-        while from < bound {
-            ctx.shared.checkpoint()?;
-            let rows = ctx.old.scan(Rid(from), chunk);
-            let Some(&(last, _)) = rows.last() else {
-                break;
-            };
-            for (rid, _) in &rows {
+        ctx.scan_old(ctx.old.rid_bound(), |rows| {
+            for (rid, _) in rows {
                 if !agrees(ctx, twin, *rid)? {
                     suspicious.push(*rid);
                 }
                 pacer.step(&ctx.shared)?;
             }
-            from = last.0 + 1;
-        }
+            Ok(())
+        })?;
         self.suspicious = suspicious;
         for _ in 0..2 {
             rounds.run(ctx, twin)?;
