@@ -29,7 +29,9 @@ pub fn open(path: &Path) -> Result<CommitObserver, CliError> {
     }))
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch (0 for a clock before it): the time base of the
+/// ack log, and of the lines a checker compares with it.
+pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

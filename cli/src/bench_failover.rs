@@ -122,13 +122,6 @@ fn tempdir() -> Result<tempfile::TempDir, CliError> {
     tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Runs the trials.
 pub fn run(args: &FailoverBenchArgs) -> Result<FailoverReport, CliError> {
     let bar = ProgressBar::new(args.trials * 3);
@@ -333,7 +326,7 @@ fn kill_trial(args: &FailoverBenchArgs, arbiter_kind: TrialArbiter) -> Result<Tr
     };
     // etcd: the new primary writes only under the key it took.
     let leadership = backup.take_leadership();
-    let promoted_ms = unix_ms();
+    let promoted_ms = crate::ack_log::unix_ms(SystemTime::now());
     // The new primary: its first accepted write ends the failover.
     let nobody = unused_addr()?;
     let mut link = LinkConfig {

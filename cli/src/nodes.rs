@@ -161,9 +161,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
                     promotion.last_seq,
                     promotion.in_doubt_committed.len(),
                     promotion.in_doubt_dropped.len(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis())
+                    crate::ack_log::unix_ms(std::time::SystemTime::now())
                 ),
             }
             std::io::stdout().flush().ok();
