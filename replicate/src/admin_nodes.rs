@@ -45,7 +45,7 @@ impl AdminNode for Backup {
             epoch: s.promoted.as_ref().map_or(s.epoch, |p| p.epoch),
             last_seq: s.last_seq,
             lag_txns: s.logged_seq.since(s.last_seq),
-            log_bytes: self.access_log_bytes(),
+            log_bytes: s.log_bytes,
             counters: all,
         }
     }

@@ -93,6 +93,8 @@ pub struct BackupStatus {
     pub last_seq: Seq,
     /// Highest sequence up to which everything is in the access log.
     pub logged_seq: Seq,
+    /// Bytes of the access log's segments (0 without a log directory).
+    pub log_bytes: u64,
     /// Sync transactions held open (in doubt until their decision).
     pub held: usize,
     /// Counts.
@@ -159,8 +161,6 @@ pub struct Backup {
     commands: Sender<Command>,
     events: Receiver<BackupEvent>,
     leadership: Arc<Mutex<Option<Leadership>>>,
-    /// Where the access log is (its size is reported).
-    log_dir: Option<std::path::PathBuf>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -200,7 +200,6 @@ impl Backup {
         let (commands, commands_rx) = crossbeam::channel::bounded(4);
         let (events_tx, events) = crossbeam::channel::bounded(64);
         let leadership = Arc::new(Mutex::new(None));
-        let log_dir = config.log_dir.clone();
         let serve_args = Serve {
             leadership: Arc::clone(&leadership),
             database,
@@ -225,7 +224,6 @@ impl Backup {
                 commands,
                 events,
                 leadership,
-                log_dir,
                 thread: Some(thread),
             }),
             Ok(Err(e)) => Err(e),
@@ -274,20 +272,6 @@ impl Backup {
     /// Current status.
     pub fn status(&self) -> BackupStatus {
         self.status.lock().clone()
-    }
-
-    /// Bytes of the access log's files (0 without a log directory).
-    pub fn access_log_bytes(&self) -> u64 {
-        let Some(dir) = &self.log_dir else { return 0 };
-        std::fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 
     /// Whether the server thread has ended (an error, or stopped).

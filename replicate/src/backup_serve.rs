@@ -361,6 +361,7 @@ fn publish(status: &Mutex<BackupStatus>, applier: &Applier<'_>) {
     let mut s = status.lock();
     s.last_seq = applier.last_seq();
     s.logged_seq = applier.logged_seq();
+    s.log_bytes = applier.log_bytes();
     s.epoch = applier.epoch();
     s.held = applier.held();
     s.stats = applier.stats().clone();

@@ -256,6 +256,11 @@ impl<'s> Applier<'s> {
         self.logged.max(self.stream_seq).max(self.resolved)
     }
 
+    /// Bytes of the access log's segments (0 without a log).
+    pub fn log_bytes(&self) -> u64 {
+        self.log.as_ref().map_or(0, AccessLog::bytes)
+    }
+
     /// The highest primary epoch seen.
     pub fn epoch(&self) -> Epoch {
         self.epoch
