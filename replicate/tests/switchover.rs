@@ -5,14 +5,16 @@
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kirikae_engine::{EngineError, Key, SessionInfo};
 use kirikae_replicate::{
-    switchover, table_checksum, AccessLogOptions, Backup, BackupConfig, Epoch, LinkConfig, PeerKey,
-    RecordLogOptions, ReplicateError, Replicator, ReplicatorConfig, RuleSet, Seq, Switchover,
+    switchover, table_checksum, AccessLogOptions, Backup, BackupConfig, Epoch, PeerKey,
+    ReplicateError, Replicator, ReplicatorConfig, Seq, Switchover,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 use parking_lot::Mutex;
@@ -33,24 +35,13 @@ fn backup_config(dir: &std::path::Path) -> BackupConfig {
     }
 }
 
+/// The shared sync configuration, reconnecting faster (5–50 ms): the new primary
+/// finds the new backup sooner.
 fn replicator_config(peer: std::net::SocketAddr, dir: &std::path::Path) -> ReplicatorConfig {
-    ReplicatorConfig {
-        key: Some(key()),
-        peer,
-        rules: RuleSet::parse(r#"default = "sync""#, "test.toml").unwrap(),
-        link: LinkConfig {
-            heartbeat_every: Duration::from_millis(20),
-            peer_timeout: Duration::from_millis(500),
-            reconnect_min: Duration::from_millis(5),
-            reconnect_max: Duration::from_millis(50),
-            ..LinkConfig::default()
-        },
-        difference_dir: dir.to_owned(),
-        difference: RecordLogOptions {
-            fsync: false,
-            ..RecordLogOptions::default()
-        },
-    }
+    let mut config = common::sync_replicator_config(peer, key(), dir);
+    config.link.reconnect_min = Duration::from_millis(5);
+    config.link.reconnect_max = Duration::from_millis(50);
+    config
 }
 
 /// Whether a commit error means "the primary moved: retry on the new one".
