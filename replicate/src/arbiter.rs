@@ -45,20 +45,36 @@ pub struct EtcdArbiter {
     pub call_timeout: Duration,
 }
 
-/// The silence watch of the automatic arbiters, as pure code over the shell's clock:
-/// when the primary's silence calls for a promotion, and when the anti-flap window
-/// holds one back.
+/// Why an automatic promotion is due (see [`PromotionWatch::due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// The primary has been silent this long, past `failover_after`.
+    Silence(Duration),
+    /// [`Arbiter::Etcd`]: the leader key is vacant, so no primary may write (a holder
+    /// stops its writes before its lease can expire), even one still heard (cut off
+    /// from etcd but not from this backup).
+    LeaderKeyVacant,
+}
+
+/// When the automatic arbiters call for a promotion, as pure code over the shell's
+/// clock: the primary's silence, the leader key's vacancy (etcd), and the anti-flap
+/// window that holds an automatic promotion back after a recent takeover. The
+/// backup's serving thread drives it over real time; the failover simulation drives
+/// it over simulated time.
 #[derive(Debug)]
-pub(crate) struct SilenceWatch {
+pub struct PromotionWatch {
     after_us: Option<Micros>,
     last_heard: Option<Micros>,
+    /// The last look at the leader key found it vacant.
+    key_vacant: bool,
     window_us: Micros,
     /// No automatic promotion before this (a new epoch began recently).
     held_until: Option<Micros>,
 }
 
-impl SilenceWatch {
-    pub fn new(arbiter: &Arbiter, window: Duration) -> SilenceWatch {
+impl PromotionWatch {
+    /// A watch for `arbiter` (manual: never due) with an anti-flap `window`.
+    pub fn new(arbiter: &Arbiter, window: Duration) -> PromotionWatch {
         let after_us = match arbiter {
             Arbiter::Manual => None,
             Arbiter::Peer { failover_after }
@@ -66,9 +82,10 @@ impl SilenceWatch {
                 Some(failover_after.as_micros().min(u64::MAX as u128) as Micros)
             }
         };
-        SilenceWatch {
+        PromotionWatch {
             after_us,
             last_heard: None,
+            key_vacant: false,
             window_us: window.as_micros().min(u64::MAX as u128) as Micros,
             held_until: None,
         }
@@ -90,20 +107,34 @@ impl SilenceWatch {
         self.last_heard = Some(now);
     }
 
+    /// The latest look at the leader key (etcd) found it `vacant` or held.
+    pub fn leader_key_seen(&mut self, vacant: bool) {
+        self.key_vacant = vacant;
+    }
+
     /// A takeover was due but could not happen (the leader key is held): due again
-    /// no sooner than `retry_us` after `now`.
+    /// no sooner than `retry_us` after `now` (a vacancy only when seen again).
     pub fn postpone(&mut self, now: Micros, retry_us: Micros) {
+        self.key_vacant = false;
         if let (Some(after), Some(last)) = (self.after_us, self.last_heard.as_mut()) {
             *last = (*last).max((now + retry_us).saturating_sub(after));
         }
     }
 
-    /// `Some(silence)` if the arbiter says promote at `now`: a primary was heard in
-    /// this run, and not for longer than `failover_after`.
-    pub fn due(&self, now: Micros) -> Option<Duration> {
+    /// `Some(why)` if the arbiter says promote at `now`: a primary was heard in this
+    /// run, and then was silent for longer than `failover_after` or gave up the
+    /// leader key. Before any primary was heard nothing is due: a backup started
+    /// before its primary must not take over.
+    pub fn due(&self, now: Micros) -> Option<Due> {
         let (after, last) = (self.after_us?, self.last_heard?);
         let silent = now.saturating_sub(last);
-        (silent > after).then(|| Duration::from_micros(silent))
+        if silent > after {
+            Some(Due::Silence(Duration::from_micros(silent)))
+        } else if self.key_vacant {
+            Some(Due::LeaderKeyVacant)
+        } else {
+            None
+        }
     }
 }
 
@@ -116,15 +147,18 @@ mod tests {
         let peer = Arbiter::Peer {
             failover_after: Duration::from_millis(500),
         };
-        let mut w = SilenceWatch::new(&peer, Duration::from_secs(60));
+        let mut w = PromotionWatch::new(&peer, Duration::from_secs(60));
         assert_eq!(w.due(10_000_000), None, "never heard: never due");
         w.heard(1_000_000);
         assert_eq!(w.due(1_400_000), None, "a blip");
         assert_eq!(w.due(1_500_000), None, "exactly the limit");
-        assert_eq!(w.due(1_500_001), Some(Duration::from_micros(500_001)));
+        assert_eq!(
+            w.due(1_500_001),
+            Some(Due::Silence(Duration::from_micros(500_001)))
+        );
         w.heard(1_600_000);
         assert_eq!(w.due(1_700_000), None, "heard again");
-        let mut manual = SilenceWatch::new(&Arbiter::Manual, Duration::ZERO);
+        let mut manual = PromotionWatch::new(&Arbiter::Manual, Duration::ZERO);
         manual.heard(0);
         assert_eq!(
             manual.due(u64::MAX),
@@ -138,7 +172,7 @@ mod tests {
         let peer = Arbiter::Peer {
             failover_after: Duration::from_millis(500),
         };
-        let mut w = SilenceWatch::new(&peer, Duration::from_secs(60));
+        let mut w = PromotionWatch::new(&peer, Duration::from_secs(60));
         assert!(!w.held(0), "a fresh pair is not held");
         w.new_epoch(1_000_000);
         w.heard(1_000_000);
@@ -146,5 +180,35 @@ mod tests {
         assert!(w.held(2_000_000), "but within the window");
         assert!(w.held(60_999_999));
         assert!(!w.held(61_000_000), "the window has passed");
+    }
+
+    #[test]
+    fn a_vacant_leader_key_is_due_only_after_a_primary_was_heard() {
+        let etcd = Arbiter::Etcd(EtcdArbiter {
+            endpoint: "127.0.0.1:2379".parse().unwrap(),
+            prefix: "/p".into(),
+            lease_ttl: Duration::from_secs(2),
+            failover_after: Duration::from_secs(2),
+            call_timeout: Duration::from_millis(500),
+        });
+        let mut w = PromotionWatch::new(&etcd, Duration::ZERO);
+        w.leader_key_seen(true);
+        assert_eq!(
+            w.due(1_000),
+            None,
+            "no primary yet: its key is not taken yet"
+        );
+        w.heard(2_000);
+        assert_eq!(
+            w.due(3_000),
+            Some(Due::LeaderKeyVacant),
+            "heard, yet the key is vacant"
+        );
+        w.postpone(3_000, 100_000);
+        assert_eq!(w.due(4_000), None, "a failed take waits for the next look");
+        w.leader_key_seen(true);
+        assert_eq!(w.due(5_000), Some(Due::LeaderKeyVacant));
+        w.leader_key_seen(false);
+        assert_eq!(w.due(6_000), None, "held again");
     }
 }

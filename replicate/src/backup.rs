@@ -141,12 +141,16 @@ pub enum PromotedBy {
     /// An operator command ([`Backup::promote`]).
     #[strum(to_string = "operator command")]
     Operator,
-    /// [`Arbiter::Peer`]: the primary was silent this long.
+    /// [`Arbiter::Peer`] or [`Arbiter::Etcd`]: the primary was silent this long.
     #[strum(to_string = "primary silent for {silent_ms} ms")]
     Silence {
         /// How long the primary had been silent.
         silent_ms: u64,
     },
+    /// [`Arbiter::Etcd`]: the leader key was vacant (its holder's lease expired, so
+    /// it accepts no writes), even if that primary was still heard.
+    #[strum(to_string = "the leader key was vacant")]
+    LeaderKeyVacant,
 }
 
 /// How long [`Backup::promote`] waits for the applier thread to take the command

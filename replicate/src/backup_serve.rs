@@ -14,14 +14,13 @@ use parking_lot::Mutex;
 
 use crate::access_log::{AccessLog, Reopened};
 use crate::applier::{Applier, Promotion};
-use crate::arbiter::{Arbiter, SilenceWatch};
+use crate::arbitration::{take_over, Arbitration, Takeover};
 use crate::backup::{BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 use crate::backup_accept::{accept_loop, Handshaken};
 use crate::backup_session::{BackupSession, SessionConfig};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
-use crate::etcd::Etcd;
-use crate::leadership::{leader_key, Leadership};
+use crate::leadership::Leadership;
 use crate::link::Micros;
 use crate::wire::{encode, FrameDecoder};
 use crate::write_fence::{Refusal, WriteFence};
@@ -121,10 +120,16 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     };
     let _ = ready.send(Ok(()));
     let clock = Clock(Instant::now());
-    let mut watch = SilenceWatch::new(&config.arbiter, config.auto_promotion_window);
+    let mut arbitration = match Arbitration::new(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
     if config.start_at.is_some() {
         // Started at a takeover position: an epoch has just begun.
-        watch.new_epoch(clock.now());
+        arbitration.watch.new_epoch(clock.now());
     }
     let mut next: Option<Handshaken> = None;
     let mut promote: Option<(PromotedBy, Option<Sender<Result<Promotion>>>)> = None;
@@ -146,7 +151,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
                             continue;
                         },
                         default(Duration::from_millis(20)) => {
-                            if let Some(by) = automatic_promotion(&mut watch, clock.now(), &status) {
+                            if let Some(by) = arbitration.automatic(clock.now(), &status) {
                                 promote = Some((by, None));
                             }
                             continue;
@@ -165,7 +170,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
                 &handshaken,
                 &commands,
                 &clock,
-                &mut watch,
+                &mut arbitration,
             );
             let reason = match ended {
                 Ended::Closed(Ok(())) => "primary closed the connection".to_owned(),
@@ -206,7 +211,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
                             let _ = reply.send(Err(e));
                         }
                         // Try again a little later, serving meanwhile.
-                        None => watch.postpone(clock.now(), 100_000),
+                        None => arbitration.watch.postpone(clock.now(), 100_000),
                     }
                 }
             },
@@ -255,68 +260,6 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         database.set_commit_gate(None);
     }
     outcome
-}
-
-/// The arbiter's automatic promotion, if one is due at `now` and the anti-flap
-/// window does not hold it back (a held one is reported and looked at again a second
-/// later).
-fn automatic_promotion(
-    watch: &mut SilenceWatch,
-    now: Micros,
-    status: &Mutex<BackupStatus>,
-) -> Option<PromotedBy> {
-    let silent = watch.due(now)?;
-    if watch.held(now) {
-        tracing::warn!(
-            "primary silent for {} ms, but a takeover happened within the anti-flap window: \
-             no automatic promotion (an operator can still promote)",
-            silent.as_millis()
-        );
-        status.lock().auto_promotions_held += 1;
-        watch.postpone(now, 1_000_000);
-        return None;
-    }
-    Some(PromotedBy::Silence {
-        silent_ms: silent.as_millis() as u64,
-    })
-}
-
-/// What the arbiter granted a promotion.
-struct Takeover {
-    epoch: Epoch,
-    /// etcd: the leader key, held from now on.
-    leadership: Option<Leadership>,
-}
-
-/// Asks the arbiter for an epoch above `seen`: manual and peer take the next one;
-/// etcd takes the leader key (refused while another node holds it) and its create
-/// revision.
-fn take_over(config: &BackupConfig, seen: Epoch) -> Result<Takeover> {
-    let Arbiter::Etcd(etcd) = &config.arbiter else {
-        return Ok(Takeover {
-            epoch: Epoch(seen.0 + 1),
-            leadership: None,
-        });
-    };
-    let client = Etcd::new(etcd.endpoint, etcd.call_timeout);
-    let Some(leadership) = Leadership::acquire(client, &etcd.prefix, &config.node, etcd.lease_ttl)?
-    else {
-        return Err(ReplicateError::LeaderKeyHeld {
-            key: leader_key(&etcd.prefix),
-        });
-    };
-    if leadership.epoch() <= seen {
-        return Err(ReplicateError::Protocol {
-            reason: format!(
-                "the leader key's revision {} is not above {seen}",
-                leadership.epoch()
-            ),
-        });
-    }
-    Ok(Takeover {
-        epoch: leadership.epoch(),
-        leadership: Some(leadership),
-    })
 }
 
 /// Promotes at `epoch`, publishes the result, raises the event and answers
@@ -379,7 +322,7 @@ fn connection(
     handshaken: &Receiver<Handshaken>,
     commands: &Receiver<Command>,
     clock: &Clock,
-    watch: &mut SilenceWatch,
+    arbitration: &mut Arbitration,
 ) -> Ended {
     let Handshaken {
         mut stream,
@@ -418,9 +361,9 @@ fn connection(
     };
     if seen != Epoch::NONE && applier.epoch() > seen {
         // A primary of a new epoch: a takeover happened somewhere.
-        watch.new_epoch(clock.now());
+        arbitration.watch.new_epoch(clock.now());
     }
-    watch.heard(clock.now());
+    arbitration.watch.heard(clock.now());
     publish(status, applier);
     let mut out = Vec::new();
     let mut pending = !early.is_empty();
@@ -431,7 +374,7 @@ fn connection(
         if let Ok(Command::Promote(reply)) = commands.try_recv() {
             return Ended::Promote(PromotedBy::Operator, Some(reply));
         }
-        if let Some(by) = automatic_promotion(watch, clock.now(), status) {
+        if let Some(by) = arbitration.automatic(clock.now(), status) {
             return Ended::Promote(by, None);
         }
         let n = if pending {
@@ -447,7 +390,7 @@ fn connection(
         };
         let now = clock.now();
         if n > 0 {
-            watch.heard(now);
+            arbitration.watch.heard(now);
         }
         let mut replies = Vec::new();
         decoder.push(&buf[..n]);

@@ -7,27 +7,40 @@
 //! the key is still this primary's, writes resume; once the lease has expired they
 //! never do.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::etcd::{Etcd, LeaseId};
+use crate::lease::LeaseHold;
+use crate::link::Micros;
 
 /// The leader key under `prefix` (one prefix per primary/backup pair).
 pub fn leader_key(prefix: &str) -> String {
     format!("{}/leader", prefix.trim_end_matches('/'))
 }
 
+/// The hold, shared by the renewal thread and the commit path, over the clock of
+/// `origin`.
 struct State {
-    /// Writes are allowed until this many µs after `origin` (0: never again).
-    valid_until_us: AtomicU64,
-    /// The lease expired or the key is someone else's: final.
-    lost: AtomicBool,
+    hold: Mutex<LeaseHold>,
     stop: AtomicBool,
     origin: Instant,
+}
+
+impl State {
+    fn us(&self, at: Instant) -> Micros {
+        at.saturating_duration_since(self.origin).as_micros() as Micros
+    }
+
+    fn lost(&self) -> bool {
+        self.hold.lock().lost()
+    }
 }
 
 /// A held leader key (see the module docs). Dropping it stops renewing (the lease
@@ -59,9 +72,9 @@ impl Leadership {
             let _ = etcd.revoke(lease);
             return Ok(None);
         };
+        let epoch = Epoch(revision as u64);
         let state = Arc::new(State {
-            valid_until_us: AtomicU64::new(0),
-            lost: AtomicBool::new(false),
+            hold: Mutex::new(LeaseHold::granted(epoch, ttl, 0)),
             stop: AtomicBool::new(false),
             origin: started,
         });
@@ -69,12 +82,11 @@ impl Leadership {
             etcd,
             lease,
             key,
-            epoch: Epoch(revision as u64),
+            epoch,
             ttl,
             state,
             renewer: None,
         };
-        extend(&leadership.state, ttl, started);
         leadership.renewer = Some(leadership.spawn_renewer()?);
         Ok(Some(leadership))
     }
@@ -86,14 +98,13 @@ impl Leadership {
 
     /// Ok while writes are allowed; else why not.
     pub fn check(&self) -> Result<()> {
-        check(&self.state, self.epoch)
+        check(&self.state)
     }
 
     /// A handle the commit path can check without holding the leadership.
     pub(crate) fn guard(&self) -> LeaseGuard {
         LeaseGuard {
             state: Arc::clone(&self.state),
-            epoch: self.epoch,
         }
     }
 
@@ -101,7 +112,7 @@ impl Leadership {
     /// for the lease to expire.
     pub fn release(mut self) -> Result<()> {
         self.stop_renewing();
-        self.state.lost.store(true, Ordering::SeqCst);
+        self.state.hold.lock().lose();
         self.etcd.revoke(self.lease)
     }
 
@@ -118,7 +129,7 @@ impl Leadership {
         std::thread::Builder::new()
             .name("kirikae-lease".into())
             .spawn(move || {
-                while !state.stop.load(Ordering::SeqCst) && !state.lost.load(Ordering::SeqCst) {
+                while !state.stop.load(Ordering::SeqCst) && !state.lost() {
                     let at = Instant::now();
                     match etcd.keep_alive(lease).and_then(|alive| {
                         // Alive, and the key still ours (not deleted and recreated).
@@ -127,10 +138,10 @@ impl Leadership {
                                 .get(&key)?
                                 .is_some_and(|(_, rev)| rev as u64 == epoch.0))
                     }) {
-                        Ok(true) => extend(&state, ttl, at),
+                        Ok(true) => state.hold.lock().renewed(state.us(at)),
                         Ok(false) => {
                             tracing::error!("leader lease lost: {epoch} accepts no more writes");
-                            state.lost.store(true, Ordering::SeqCst);
+                            state.hold.lock().lose();
                         }
                         Err(e) => tracing::warn!("cannot renew the leader lease: {e}"),
                     }
@@ -160,48 +171,19 @@ impl Drop for Leadership {
     }
 }
 
-/// Writes are safe until `ttl - margin` after a renewal that began at `at`: the
-/// lease lives at least `ttl` from the moment etcd renewed it, which is after `at`.
-fn extend(state: &State, ttl: Duration, at: Instant) {
-    let safe = ttl.saturating_sub(margin(ttl));
-    let until = (at + safe).saturating_duration_since(state.origin);
-    state
-        .valid_until_us
-        .fetch_max(until.as_micros() as u64, Ordering::SeqCst);
-}
-
-/// Writes stop this long before the lease could expire: a quarter of the TTL, at
-/// least 100 ms (clock rate differences, a renewal's own time).
-fn margin(ttl: Duration) -> Duration {
-    (ttl / 4).max(Duration::from_millis(100))
-}
-
 /// What the commit path checks (see [`Leadership::check`]).
 #[derive(Clone)]
 pub(crate) struct LeaseGuard {
     state: Arc<State>,
-    epoch: Epoch,
 }
 
 impl LeaseGuard {
     pub fn check(&self) -> Result<()> {
-        check(&self.state, self.epoch)
+        check(&self.state)
     }
 }
 
-fn check(state: &State, epoch: Epoch) -> Result<()> {
-    if state.lost.load(Ordering::SeqCst) {
-        return Err(ReplicateError::LeaseLost {
-            epoch,
-            reason: "the leader lease expired or the key changed hands".into(),
-        });
-    }
-    let now = state.origin.elapsed().as_micros() as u64;
-    if now >= state.valid_until_us.load(Ordering::SeqCst) {
-        return Err(ReplicateError::LeaseLost {
-            epoch,
-            reason: "the leader lease could not be renewed in time (etcd unreachable?)".into(),
-        });
-    }
-    Ok(())
+fn check(state: &State) -> Result<()> {
+    let now = state.us(Instant::now());
+    state.hold.lock().check(now)
 }

@@ -90,6 +90,7 @@ mod admin;
 mod admin_nodes;
 mod applier;
 mod arbiter;
+mod arbitration;
 mod backup;
 mod backup_accept;
 mod backup_serve;
@@ -107,6 +108,7 @@ pub mod handshake;
 #[cfg(test)]
 mod handshake_tests;
 mod leadership;
+mod lease;
 mod link;
 mod link_shell;
 #[cfg(test)]
@@ -137,7 +139,7 @@ pub use admin::{
     ADMIN_IO_TIMEOUT, ADMIN_REQUEST_BYTES_MAX,
 };
 pub use applier::{Applier, ApplierStats, Promotion, StartAt};
-pub use arbiter::{Arbiter, EtcdArbiter};
+pub use arbiter::{Arbiter, Due, EtcdArbiter, PromotionWatch};
 pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 pub use backup_session::{BackupSession, SessionConfig};
 pub use checkpoint::Checkpoint;
@@ -150,6 +152,7 @@ pub use freeze_point::FreezePoint;
 pub use handshake::PeerKey;
 pub use kirikae_engine as engine;
 pub use leadership::{leader_key, Leadership};
+pub use lease::{margin as lease_margin, LeaseHold};
 pub use link::{
     Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros, Persisted, ReadRequest,
     Ready, Rejoin, Submitted, SyncOutcome,

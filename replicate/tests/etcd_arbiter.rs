@@ -10,14 +10,15 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::SessionInfo;
+use kirikae_engine::{Database, SessionInfo};
 use kirikae_replicate::etcd::{Etcd, LocalEtcd};
 use kirikae_replicate::{
-    Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey,
-    ReplicateError, Replicator,
+    Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter, Impairment, Leadership, LinkConfig,
+    LoopbackProxy, PeerKey, PromotedBy, ReplicateError, Replicator,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -49,6 +50,36 @@ impl EtcdServer {
 
     fn etcd(&self) -> Etcd {
         self.local.client(Duration::from_millis(500))
+    }
+
+    /// A backup of `replica` under the etcd arbiter at `prefix` (300 ms of silence,
+    /// leases of `ttl`), logging in `log`.
+    fn backup(
+        &self,
+        replica: &Database,
+        key: &PeerKey,
+        log: &Path,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Backup {
+        Backup::start(
+            replica.clone(),
+            "127.0.0.1:0",
+            BackupConfig {
+                key: Some(key.clone()),
+                log_dir: Some(log.to_owned()),
+                heartbeat_every: Duration::from_millis(20),
+                arbiter: Arbiter::Etcd(EtcdArbiter {
+                    endpoint: self.client,
+                    prefix: prefix.into(),
+                    lease_ttl: ttl,
+                    failover_after: Duration::from_millis(300),
+                    call_timeout: Duration::from_millis(500),
+                }),
+                ..BackupConfig::default()
+            },
+        )
+        .unwrap()
     }
 
     fn signal(&self, signal: &str) {
@@ -129,24 +160,7 @@ fn the_backup_promotes_only_once_it_holds_the_leader_key() {
     let key = PeerKey::new(vec![4; 32]).unwrap();
     let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let replica = kv_database(&[T]);
-    let backup = Backup::start(
-        replica.clone(),
-        "127.0.0.1:0",
-        BackupConfig {
-            key: Some(key.clone()),
-            log_dir: Some(log.path().to_owned()),
-            heartbeat_every: Duration::from_millis(20),
-            arbiter: Arbiter::Etcd(EtcdArbiter {
-                endpoint: server.client,
-                prefix: "/kirikae/pair1".into(),
-                lease_ttl: ttl,
-                failover_after: Duration::from_millis(300),
-                call_timeout: Duration::from_millis(500),
-            }),
-            ..BackupConfig::default()
-        },
-    )
-    .unwrap();
+    let backup = server.backup(&replica, &key, log.path(), "/kirikae/pair1", ttl);
     let leadership = Leadership::acquire(server.etcd(), "/kirikae/pair1", "a", ttl)
         .unwrap()
         .expect("the primary leads");
@@ -199,4 +213,89 @@ fn the_backup_promotes_only_once_it_holds_the_leader_key() {
         .expect("the new primary holds the key");
     assert_eq!(held.epoch(), promotion.epoch);
     held.check().unwrap();
+}
+
+/// The primary loses etcd but not its backup: its heartbeats go on, so silence never
+/// calls for a takeover, yet its lease lapses and it accepts nothing more. The backup
+/// sees the leader key vacant and takes over; the old primary meets the new epoch
+/// and is fenced. Without the vacancy look the pair would serve no writes at all
+/// until etcd came back for the old primary.
+#[test]
+fn a_primary_cut_off_from_etcd_alone_is_replaced_though_its_backup_still_hears_it() {
+    let Some(server) = EtcdServer::start() else {
+        return;
+    };
+    let ttl = Duration::from_secs(1);
+    let key = PeerKey::new(vec![5; 32]).unwrap();
+    let (log, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let replica = kv_database(&[T]);
+    let backup = server.backup(&replica, &key, log.path(), "/kirikae/pair3", ttl);
+    // The primary reaches etcd only through this proxy.
+    let proxy = LoopbackProxy::start(server.client, Impairment::default()).unwrap();
+    let through_proxy = Etcd::new(proxy.local_addr(), Duration::from_millis(300));
+    let leadership = Leadership::acquire(through_proxy, "/kirikae/pair3", "a", ttl)
+        .unwrap()
+        .expect("the primary leads");
+    let db = kv_database(&[T]);
+    let mut config = common::sync_replicator_config(backup.local_addr(), key, diff.path());
+    config.link.epoch = leadership.epoch();
+    let replicator = Replicator::start(&db, config).unwrap();
+    replicator.require_leadership(&leadership).unwrap();
+    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    let s = db.session(SessionInfo::default());
+    let mut acknowledged = Vec::new();
+    let mut k = 0;
+    while acknowledged.len() < 20 {
+        s.insert(T, kv_row(k, k)).unwrap();
+        acknowledged.push(k);
+        k += 1;
+    }
+    drop(proxy);
+    let cut = Instant::now();
+    // Writes go on until the lease can no longer be vouched for, then stop.
+    loop {
+        // A write's lease check comes after this instant: an accepted write proves
+        // the lease was vouched for at a moment after it.
+        let admitted = Instant::now();
+        match s.insert(T, kv_row(k, k)) {
+            Ok(_) => {
+                acknowledged.push(k);
+                assert!(
+                    admitted.duration_since(cut) < ttl,
+                    "a write admitted {:?} after the cut was accepted",
+                    admitted.duration_since(cut)
+                );
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("lease"), "{e}");
+                break;
+            }
+        }
+        k += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (promotion, by) = match backup.events().recv_timeout(Duration::from_secs(15)) {
+        Ok(BackupEvent::Promoted { promotion, by }) => (promotion, by),
+        Err(e) => panic!("no promotion: {e}"),
+    };
+    assert_eq!(
+        by,
+        PromotedBy::LeaderKeyVacant,
+        "the primary was still heard"
+    );
+    assert!(promotion.epoch > leadership.epoch());
+    let rows = replica.table(T).unwrap().rows();
+    assert_eq!(
+        rows.len(),
+        acknowledged.len(),
+        "every acknowledged sync commit, nothing else"
+    );
+    assert_eq!(promotion.last_seq.0, acknowledged.len() as u64);
+    // The old primary learns of the new epoch and stays shut.
+    wait_for(
+        "the old primary to be fenced",
+        Duration::from_secs(10),
+        || replicator.fenced() == Some(promotion.epoch),
+    );
+    assert!(s.insert(T, kv_row(k, k)).is_err());
 }

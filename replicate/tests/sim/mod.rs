@@ -25,6 +25,11 @@ use kirikae_replicate::{
 };
 use kirikae_testkit::Rng;
 
+pub mod etcd_model;
+mod promoted;
+#[allow(unused_imports)] // the link simulation promotes nothing
+pub use promoted::{backup_up, check_promoted};
+
 pub const ACCT: &str = "acct";
 pub const LEDGER: &str = "ledger";
 pub const STEP_US: u64 = 100;
@@ -174,6 +179,11 @@ pub struct Sim {
     pub unknown_ledger: BTreeSet<i64>,
     /// Submissions refused because the primary was fenced.
     pub fenced_refusals: u64,
+    /// The primary's process is stopped (paused, or dead for good): it runs no step
+    /// and what is sent to it waits (a dead one's connection just times out).
+    pub primary_frozen: bool,
+    /// When the peer last heard the primary (a message, or a session opened).
+    pub peer_heard: Option<u64>,
     pub _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -237,6 +247,8 @@ impl Sim {
             restarts: 0,
             other_sync: 0,
             fenced_refusals: 0,
+            primary_frozen: false,
+            peer_heard: None,
             unknown_ledger: BTreeSet::new(),
             _dirs: vec![primary_dir, peer_dir],
         }
@@ -475,8 +487,13 @@ impl Sim {
     pub fn deliver(&mut self, faults: &Faults) {
         let later = self.net.split_off(&(self.now + 1, 0));
         let arrived = std::mem::replace(&mut self.net, later);
-        for m in arrived.into_values() {
+        for ((_, order), m) in arrived {
             if Some(m.conn) != self.conn || self.broken.contains(&m.conn) {
+                continue;
+            }
+            if !m.to_peer && self.primary_frozen {
+                // Waits in the stopped process's socket, in order.
+                self.net.insert((self.now + STEP_US, order), m);
                 continue;
             }
             let dir = usize::from(m.to_peer);
@@ -499,6 +516,7 @@ impl Sim {
         let (Some(peer), Some(session)) = (self.peer.as_mut(), self.backup_session.as_mut()) else {
             return;
         };
+        self.peer_heard = Some(self.now);
         let mut replies = Vec::new();
         let result = session.receive(self.now, [message], peer.applier(), &mut replies);
         self.peer_send(replies, faults);
@@ -583,6 +601,7 @@ impl Sim {
             Ok(mut session) => {
                 session.sent(self.now);
                 self.backup_session = Some(session);
+                self.peer_heard = Some(self.now);
             }
             Err(_) => self.close("the backup refused the primary"),
         }
@@ -607,6 +626,11 @@ impl Sim {
     pub fn step(&mut self, faults: &Faults, submit: bool) {
         self.now += STEP_US;
         self.faults(faults);
+        if self.primary_frozen {
+            self.deliver(faults);
+            self.peer_tick(faults);
+            return;
+        }
         self.maybe_connect(faults);
         if submit && !self.link.paused() && self.rng.chance(0.4) {
             self.transaction();
