@@ -1,4 +1,6 @@
-//! Snapshots: every table (schema and rows, with their RIDs) in one file.
+//! Snapshots: every table (schema and rows, with their RIDs) in one file. Loading
+//! keeps each RID below a bound set by the table's row count (see
+//! `kept_rid_bound`); a row beyond it is given a fresh RID.
 //!
 //! Layout: magic (8 bytes) | format version (u32 LE) | body length (u64 LE) |
 //! body CRC-32 (u32 LE) | body (postcard). Written to a temporary file, fsynced, then
@@ -8,6 +10,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -111,15 +114,24 @@ impl Database {
             path: path.to_owned(),
             source,
         };
+        // A temporary name of this call's own: two writers to one path each rename
+        // their own file, so a call that returns Ok published its own data.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
+        tmp_name.push(format!(
+            ".tmp.{}.{}",
+            std::process::id(),
+            WRITES.fetch_add(1, Ordering::Relaxed)
+        ));
         let tmp = path.with_file_name(tmp_name);
-        {
-            let mut file = File::create(&tmp).map_err(io)?;
-            file.write_all(&bytes).map_err(io)?;
-            file.sync_all().map_err(io)?;
+        let written = File::create(&tmp).and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        });
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
         }
-        fs::rename(&tmp, path).map_err(io)?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -157,9 +169,25 @@ impl Database {
         let db = Database::with_config(config);
         for image in body.tables {
             let table = Table::new(image.name.clone(), image.schema);
+            // Rows keep their RIDs up to a bound set by the row count; a row beyond it
+            // gets a fresh RID. Slots are allocated up to the highest RID claimed, so
+            // a RID taken on trust would let a few bytes of snapshot ask for any
+            // amount of memory. Nothing outside the table refers to a RID across a
+            // snapshot (replication and restructures address rows by key).
+            let rid_bound = kept_rid_bound(image.rows.len());
+            let mut renumbered = Vec::new();
             for (rid, row) in image.rows {
+                if rid.0 < rid_bound {
+                    table
+                        .install_at(rid, row)
+                        .map_err(|e| invalid(&image.name, format!("RID {}: {e}", rid.0)))?;
+                } else {
+                    renumbered.push(row);
+                }
+            }
+            for row in renumbered {
                 table
-                    .install_at(rid, row)
+                    .install(row)
                     .map_err(|e| invalid(&image.name, e.to_string()))?;
             }
             db.add_table(Arc::new(table))
@@ -167,6 +195,12 @@ impl Database {
         }
         Ok(db)
     }
+}
+
+/// Rows of a table of `rows` keep their RIDs below this: twice the row count, and
+/// at least 65,536, so a table with a few holes left by deletes loads as it was.
+pub(crate) fn kept_rid_bound(rows: usize) -> u64 {
+    (rows as u64).saturating_mul(2).max(1 << 16)
 }
 
 /// Validates the header and checksum; returns the body.
@@ -225,4 +259,64 @@ fn check_header<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8]> {
         });
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+    use crate::schema::Column;
+    use crate::value::ColumnType;
+
+    /// Snapshot bytes of one table `t(k int key)` with `rows` at the given RIDs.
+    fn forged(rows: &[(u64, i64)]) -> Vec<u8> {
+        let schema = Schema::new(vec![Column::new("k", ColumnType::Int)], &["k"]).unwrap();
+        let values: Vec<Vec<Value>> = rows.iter().map(|(_, k)| vec![Value::Int(*k)]).collect();
+        let body = BodyOut {
+            tables: vec![TableOut {
+                name: "t",
+                schema: &schema,
+                rows: rows
+                    .iter()
+                    .zip(&values)
+                    .map(|((rid, _), v)| (Rid(*rid), v.as_slice()))
+                    .collect(),
+            }],
+        };
+        let payload = postcard::to_stdvec(&body).unwrap();
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    #[test]
+    fn a_row_at_a_huge_rid_costs_no_memory_in_proportion_to_it() {
+        for rid in [4_000_000_000_000, u64::MAX - 1, u64::MAX] {
+            let bytes = forged(&[(rid, 7), (3, 8)]);
+            assert!(bytes.len() < 80, "{} bytes", bytes.len());
+            let db = Database::from_snapshot_bytes(&bytes, EngineConfig::default()).unwrap();
+            let t = db.table("t").unwrap();
+            assert_eq!(t.len(), 2);
+            assert!(t.rid_bound() <= kept_rid_bound(2), "{}", t.rid_bound());
+            assert_eq!(t.get_with_rid(&Key::from(8)).unwrap().0, Rid(3), "kept");
+            assert!(t.get(&Key::from(7)).is_some(), "renumbered, not lost");
+        }
+    }
+
+    #[test]
+    fn a_table_with_holes_keeps_its_rids_and_a_taken_rid_is_an_error() {
+        let bytes = forged(&[(0, 1), (500, 2), (65_535, 3)]);
+        let db = Database::from_snapshot_bytes(&bytes, EngineConfig::default()).unwrap();
+        let t = db.table("t").unwrap();
+        for (rid, k) in [(0, 1), (500, 2), (65_535, 3)] {
+            assert_eq!(t.get_with_rid(&Key::from(k)).unwrap().0, Rid(rid));
+        }
+        let err =
+            Database::from_snapshot_bytes(&forged(&[(5, 1), (5, 2)]), EngineConfig::default())
+                .unwrap_err();
+        assert!(err.to_string().contains("RID 5"), "{err}");
+    }
 }
