@@ -347,3 +347,85 @@ fn a_sync_transaction_rolled_back_here_but_held_by_the_new_primary_requires_a_re
         Some(crate::Rejoin::ResyncRequired { reason }) if reason.contains("rolled back")
     ));
 }
+
+/// A transaction whose `Ship` cannot fit a frame is refused at commit in every state
+/// of the link, without a sequence: accepted while the peer is down, it would stop
+/// the catch-up at it for good. One that fits goes through, catch-up included.
+#[test]
+fn a_transaction_too_large_to_ship_is_refused_in_every_link_state() {
+    let config = LinkConfig {
+        frame_bytes_max: 4096,
+        // Submissions go on during this short catch-up.
+        pause_within_txns: 0,
+        ..LinkConfig::default()
+    };
+    let too_large = |link: &mut Link, k: i64| {
+        let before = link.metrics(10).last_seq;
+        for mode in [Mode::Async, Mode::Ordered, Mode::Sync] {
+            let err = link
+                .submit(10, mode, WhenPeerDown::Continue, insert(k, 4096), Vec::new)
+                .expect_err("larger than a frame");
+            assert!(err.to_string().contains("4096"), "{err}");
+        }
+        assert_eq!(link.metrics(10).last_seq, before, "no sequence was used");
+    };
+    // Degraded: never connected.
+    let mut link = Link::new(config.clone(), LogState::default(), 0);
+    too_large(&mut link, 100);
+    for k in 1..=2 {
+        link.submit(
+            k,
+            Mode::Async,
+            WhenPeerDown::Continue,
+            insert(k as i64, 3900),
+            Vec::new,
+        )
+        .expect("fits a frame");
+    }
+    let persisted = link.ready().persist;
+    link.persisted(4, durable(2));
+    // Catching up: connected with the two records still to replay.
+    link.connected(5, Seq::ZERO, Epoch::NONE);
+    assert_eq!(link.state(), LinkState::CatchingUp);
+    too_large(&mut link, 101);
+    let read = link.ready().read.expect("asks for the records");
+    link.replayed(6, read.catch_up, Ok(persisted));
+    let ready = link.ready();
+    for m in &ready.messages {
+        let frame = crate::wire::encode(m, 4096).expect("every replayed record fits a frame");
+        assert!(frame.len() > 3900);
+    }
+    // Duplex.
+    assert_eq!(link.state(), LinkState::Duplex);
+    too_large(&mut link, 102);
+}
+
+/// The bound the refusal above relies on: a `Ship` of a record's transaction is at
+/// most `SHIP_EXTRA_BYTES_MAX` bytes longer than the record.
+#[test]
+fn a_ship_is_barely_longer_than_its_record() {
+    use crate::frame;
+    use crate::record_log::LogRecord;
+    use crate::wire::Message;
+    for (seq, epoch, payload) in [(1, 1, 0), (u64::MAX, u64::MAX, 70_000)] {
+        for mode in [Mode::Async, Mode::Ordered, Mode::Sync, Mode::Skip] {
+            let record = LogRecord {
+                seq: Seq(seq),
+                epoch: Epoch(epoch),
+                mode,
+                operations: insert(-1, payload),
+            };
+            let ship = Message::Ship {
+                seq: record.seq,
+                epoch: record.epoch,
+                mode,
+                operations: record.operations.clone(),
+                verify: true,
+            };
+            assert!(
+                frame::encoded_len(&ship)
+                    <= frame::encoded_len(&record) + crate::link::SHIP_EXTRA_BYTES_MAX
+            );
+        }
+    }
+}

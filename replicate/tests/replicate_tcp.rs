@@ -639,3 +639,43 @@ fn a_sync_commit_ends_at_its_own_deadline_while_the_link_thread_is_stuck() {
     silent_peer.join().expect("silent peer");
     rep.shutdown();
 }
+
+/// A transaction larger than a frame, committed while the peer is down, is refused
+/// at commit (rolled back, a typed error naming the sizes). Accepted, it could never
+/// be replayed: the catch-up would stop at it for good and no later commit would
+/// reach the peer. Here the commits around it reach the peer once it is up.
+#[test]
+fn a_transaction_too_large_to_ship_is_refused_while_the_peer_is_down() {
+    let primary = database_with_blobs();
+    let replica = database_with_blobs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nobody listens here yet.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let small_frames = LinkConfig {
+        frame_bytes_max: 1 << 16,
+        ..link()
+    };
+    let rep = replicator_with(&primary, addr, rules("async"), small_frames, dir.path());
+    let app = primary.session(SessionInfo::new("app", "app", None));
+    app.insert("blob", vec![1.into(), vec![1u8; 1000].into()])
+        .expect("fits");
+    let err = app
+        .insert("blob", vec![2.into(), vec![2u8; 70_000].into()])
+        .expect_err("larger than a frame");
+    assert!(err.to_string().contains("65536"), "{err}");
+    assert_eq!(
+        app.get("blob", &Key::from(2)).expect("get"),
+        None,
+        "rolled back"
+    );
+    app.insert("blob", vec![3.into(), vec![3u8; 1000].into()])
+        .expect("fits");
+    let backup = Backup::start(replica.clone(), addr, peer_config(None)).expect("backup");
+    assert!(rep.wait_duplex(Duration::from_secs(10)), "caught up");
+    assert!(rep.wait_caught_up(Duration::from_secs(10)));
+    assert_eq!(checksum(&replica, "blob"), checksum(&primary, "blob"));
+    assert_eq!(replica.table("blob").expect("blob").len(), 2);
+    drop(backup);
+}

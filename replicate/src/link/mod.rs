@@ -279,6 +279,13 @@ impl Link {
             if len > MAX_RECORD_BYTES {
                 return Err(too_large(len, MAX_RECORD_BYTES));
             }
+            // The catch-up ships this record in a frame of its own: one that cannot
+            // fit would stop the catch-up there for good, and every later commit
+            // with it. Refused now, before it has a sequence.
+            let shipped = len - frame::HEADER_BYTES + SHIP_EXTRA_BYTES_MAX;
+            if shipped > self.config.frame_bytes_max {
+                return Err(too_large(shipped, self.config.frame_bytes_max));
+            }
             self.seq = seq;
             self.record(record, len);
             if mode != Mode::Sync {
@@ -459,6 +466,10 @@ impl Link {
         self.ready.messages.push(message);
     }
 }
+
+/// A `Ship` of a record's transaction encodes to at most this many bytes more than
+/// the record (the message's tag and its `verify` flag).
+pub(crate) const SHIP_EXTRA_BYTES_MAX: usize = 8;
 
 fn too_large(len: usize, max: usize) -> ReplicateError {
     ReplicateError::Wire(WireError::TooLarge {
