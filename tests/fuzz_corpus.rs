@@ -6,12 +6,16 @@
 
 use std::path::Path;
 
+#[path = "../fuzz/harness/access_log_decode.rs"]
+mod access_log_decode;
 #[path = "../fuzz/harness/difference_decode.rs"]
 mod difference_decode;
 #[path = "../fuzz/harness/engine_ops.rs"]
 mod engine_ops;
 #[path = "../fuzz/harness/frame_decode.rs"]
 mod frame_decode;
+#[path = "../fuzz/harness/repair.rs"]
+mod repair;
 #[path = "../fuzz/harness/rules_parse.rs"]
 mod rules_parse;
 #[path = "../fuzz/harness/snapshot_load.rs"]
@@ -33,6 +37,11 @@ fn replay(target: &str, run: fn(&[u8])) {
         assert!(outcome.is_ok(), "{target}: input {} fails", path.display());
     }
     eprintln!("{target}: {} inputs replayed", inputs.len());
+}
+
+#[test]
+fn access_log_decode_corpus() {
+    replay("access_log_decode", access_log_decode::run);
 }
 
 #[test]

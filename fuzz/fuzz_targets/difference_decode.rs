@@ -1,6 +1,9 @@
 #![no_main]
 //! `cargo +nightly fuzz run difference_decode`; the harness is shared with the stable replay test.
 
+#[path = "../harness/repair.rs"]
+mod repair;
+
 #[path = "../harness/difference_decode.rs"]
 mod harness;
 

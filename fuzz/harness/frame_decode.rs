@@ -1,5 +1,6 @@
-//! Fuzz harness: arbitrary bytes as a peer's stream, delivered in chunks whose size
-//! the first byte chooses. Decoding never panics; every decoded message re-encodes to
+//! Fuzz harness: arbitrary bytes as a peer's stream, as they are and as frames with
+//! repaired lengths and checksums, delivered in chunks whose size the first byte
+//! chooses. Decoding never panics; every decoded message re-encodes to
 //! a frame that decodes to the same message.
 
 use kirikae_replicate::{encode, FrameDecoder, Message, PROTOCOL_VERSION};
@@ -23,7 +24,14 @@ pub fn run(data: &[u8]) {
         };
         stream = encode(&hello, MAX).expect("hello encodes");
     }
+    let mut repaired = stream.clone();
+    repaired.extend_from_slice(&crate::repair::framed(rest));
     stream.extend_from_slice(rest);
+    decode(chunk, &stream);
+    decode(chunk, &repaired);
+}
+
+fn decode(chunk: u8, stream: &[u8]) {
     let mut decoder = FrameDecoder::new(MAX);
     for piece in stream.chunks(usize::from(chunk & 0x7f).max(1)) {
         decoder.push(piece);

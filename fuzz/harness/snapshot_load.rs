@@ -1,5 +1,6 @@
-//! Fuzz harness: arbitrary bytes as a snapshot. Loading never panics; whatever loads
-//! re-encodes and reloads to the same contents.
+//! Fuzz harness: arbitrary bytes as a snapshot, as they are and as a body behind a
+//! repaired header and checksum. Loading never panics; whatever loads re-encodes and
+//! reloads to the same contents.
 
 use kirikae_engine::{Database, EngineConfig, Rid, RowRef};
 
@@ -14,6 +15,11 @@ fn contents(db: &Database) -> Contents {
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
+    load(data);
+    load(&crate::repair::snapshot(data));
+}
+
+fn load(data: &[u8]) {
     let Ok(db) = Database::from_snapshot_bytes(data, EngineConfig::default()) else {
         return;
     };

@@ -160,7 +160,8 @@ pub use link::{
 pub use mode::{Mode, WhenPeerDown};
 pub use proxy::{Impairment, LoopbackProxy};
 pub use record_log::{
-    decode_segment_bytes, LogEntry, LogRecord, RecordLog, RecordLogOptions, Recovery, SegmentLog,
+    decode_entries, decode_segment_bytes, LogEntry, LogRecord, RecordLog, RecordLogOptions,
+    Recovery, SegmentLog,
 };
 pub use replicator::{HandOver, Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};

@@ -521,9 +521,15 @@ impl SegmentLog<LogRecord> {
     }
 }
 
-/// Test and fuzz support: the records of one segment's bytes, and whether its tail is
-/// damaged (`Some(offset)` where valid data ends).
+/// Test and fuzz support: the records of one difference-file segment's bytes, and
+/// whether its tail is damaged (`Some(offset)` where valid data ends).
 pub fn decode_segment_bytes(bytes: &[u8]) -> (Vec<LogRecord>, Option<usize>) {
-    let (records, valid, problem) = decode_segment::<LogRecord>(bytes);
+    decode_entries(bytes)
+}
+
+/// Test and fuzz support: [`decode_segment_bytes`] for a log of any entry type (the
+/// backup's access log: [`AccessRecord`](crate::AccessRecord)).
+pub fn decode_entries<R: LogEntry>(bytes: &[u8]) -> (Vec<R>, Option<usize>) {
+    let (records, valid, problem) = decode_segment::<R>(bytes);
     (records, problem.map(|_| valid))
 }

@@ -1,0 +1,10 @@
+#![no_main]
+//! `cargo +nightly fuzz run access_log_decode`; the harness is shared with the stable replay test.
+
+#[path = "../harness/repair.rs"]
+mod repair;
+
+#[path = "../harness/access_log_decode.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run(data));
