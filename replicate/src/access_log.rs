@@ -18,7 +18,7 @@ use crate::checkpoint::Checkpoint;
 use crate::epoch::Epoch;
 use crate::error::Result;
 use crate::mode::Mode;
-use crate::record_log::{io, LogEntry, RecordLogOptions, SegmentLog};
+use crate::record_log::{io, sync_dir, LogEntry, RecordLogOptions, SegmentLog};
 use crate::seq::Seq;
 use crate::utc;
 
@@ -74,6 +74,10 @@ impl LogEntry for AccessRecord {
         self.position
     }
 }
+
+/// Present in the log directory while a resync is under way (see
+/// [`AccessLog::begin_resync`]).
+const RESYNC_MARKER: &str = "RESYNC";
 
 /// Settings of the access log.
 #[derive(Clone, Debug)]
@@ -140,14 +144,24 @@ impl AccessLog {
         database: &Database,
     ) -> Result<(AccessLog, Reopened)> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let checkpoint = Checkpoint::load(dir)?;
+        // A resync that did not end in a checkpoint left nothing usable: the old
+        // history was being replaced, the new one is incomplete. Start empty (the
+        // primary resyncs again); positions go on after the last one.
+        let resyncing = dir.join(RESYNC_MARKER).exists();
+        let checkpoint = match resyncing {
+            true => None,
+            false => Checkpoint::load(dir)?,
+        };
         if let Some(c) = &checkpoint {
             c.restore(dir, database)?;
         }
         let after = checkpoint.as_ref().map_or(0, |c| c.position);
         let mut tail = Vec::new();
-        let (log, _, _) =
-            SegmentLog::open_reading(dir, options.segments.clone(), after, |r| tail.push(r))?;
+        let (log, _, _) = SegmentLog::open_reading(dir, options.segments.clone(), after, |r| {
+            if !resyncing {
+                tail.push(r);
+            }
+        })?;
         let bytes_at_checkpoint = log.bytes();
         Ok((
             AccessLog {
@@ -190,6 +204,38 @@ impl AccessLog {
             .map_or(1, |p| p + 1)
     }
 
+    /// A resync begins: until [`end_resync`](AccessLog::end_resync), a restart
+    /// ignores the checkpoint and the log (they describe a history being replaced)
+    /// and starts empty. Durable on return.
+    pub fn begin_resync(&mut self) -> Result<()> {
+        let marker = self.dir.join(RESYNC_MARKER);
+        std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&marker))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Whether a resync began and has not ended in a checkpoint yet.
+    pub fn resyncing(&self) -> bool {
+        self.dir.join(RESYNC_MARKER).exists()
+    }
+
+    /// The resync's result is in a checkpoint: restarts use it again.
+    fn end_resync(&mut self) -> Result<()> {
+        let marker = self.dir.join(RESYNC_MARKER);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&marker)(e)),
+        }
+    }
+
+    /// Up to `limit` records with a position above `after`, in order (what a resync
+    /// logged beside the copy, read back to be applied).
+    pub fn read_after(&mut self, after: u64, limit: usize) -> Result<Vec<AccessRecord>> {
+        self.log.read_positions(after, limit)
+    }
+
     /// Makes everything appended durable.
     pub fn sync(&mut self) -> Result<()> {
         self.log.sync()
@@ -225,6 +271,7 @@ impl AccessLog {
         let taken = covered.take(&self.dir, database)?;
         let behind = taken.position;
         self.checkpoint = Some(taken);
+        self.end_resync()?;
         self.checkpoint_at = Instant::now();
         let retired = self.log.retire_behind(
             behind,

@@ -65,8 +65,10 @@ pub enum Due {
 pub struct PromotionWatch {
     after_us: Option<Micros>,
     last_heard: Option<Micros>,
-    /// The last look at the leader key found it vacant.
-    key_vacant: bool,
+    /// When a primary was first heard in this run.
+    first_heard: Option<Micros>,
+    /// The last look at the leader key found it vacant (at this time).
+    key_vacant: Option<Micros>,
     window_us: Micros,
     /// No automatic promotion before this (a new epoch began recently).
     held_until: Option<Micros>,
@@ -85,7 +87,8 @@ impl PromotionWatch {
         PromotionWatch {
             after_us,
             last_heard: None,
-            key_vacant: false,
+            first_heard: None,
+            key_vacant: None,
             window_us: window.as_micros().min(u64::MAX as u128) as Micros,
             held_until: None,
         }
@@ -105,17 +108,20 @@ impl PromotionWatch {
     /// The primary was heard at `now`.
     pub fn heard(&mut self, now: Micros) {
         self.last_heard = Some(now);
+        self.first_heard.get_or_insert(now);
     }
 
-    /// The latest look at the leader key (etcd) found it `vacant` or held.
-    pub fn leader_key_seen(&mut self, vacant: bool) {
-        self.key_vacant = vacant;
+    /// The latest look at the leader key (etcd), taken at `at`, found it `vacant`
+    /// or held. A look taken before any primary was heard says nothing about it (a
+    /// backup started first sees the key vacant until its primary takes it).
+    pub fn leader_key_seen(&mut self, vacant: bool, at: Micros) {
+        self.key_vacant = vacant.then_some(at);
     }
 
     /// A takeover was due but could not happen (the leader key is held): due again
     /// no sooner than `retry_us` after `now` (a vacancy only when seen again).
     pub fn postpone(&mut self, now: Micros, retry_us: Micros) {
-        self.key_vacant = false;
+        self.key_vacant = None;
         if let (Some(after), Some(last)) = (self.after_us, self.last_heard.as_mut()) {
             *last = (*last).max((now + retry_us).saturating_sub(after));
         }
@@ -130,7 +136,11 @@ impl PromotionWatch {
         let silent = now.saturating_sub(last);
         if silent > after {
             Some(Due::Silence(Duration::from_micros(silent)))
-        } else if self.key_vacant {
+        } else if self
+            .key_vacant
+            .zip(self.first_heard)
+            .is_some_and(|(looked, first)| looked > first)
+        {
             Some(Due::LeaderKeyVacant)
         } else {
             None
@@ -192,7 +202,7 @@ mod tests {
             call_timeout: Duration::from_millis(500),
         });
         let mut w = PromotionWatch::new(&etcd, Duration::ZERO);
-        w.leader_key_seen(true);
+        w.leader_key_seen(true, 500);
         assert_eq!(
             w.due(1_000),
             None,
@@ -200,15 +210,21 @@ mod tests {
         );
         w.heard(2_000);
         assert_eq!(
+            w.due(2_500),
+            None,
+            "a look from before the primary was heard"
+        );
+        w.leader_key_seen(true, 2_800);
+        assert_eq!(
             w.due(3_000),
             Some(Due::LeaderKeyVacant),
             "heard, yet the key is vacant"
         );
         w.postpone(3_000, 100_000);
         assert_eq!(w.due(4_000), None, "a failed take waits for the next look");
-        w.leader_key_seen(true);
+        w.leader_key_seen(true, 4_500);
         assert_eq!(w.due(5_000), Some(Due::LeaderKeyVacant));
-        w.leader_key_seen(false);
+        w.leader_key_seen(false, 5_500);
         assert_eq!(w.due(6_000), None, "held again");
     }
 }

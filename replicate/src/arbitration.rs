@@ -25,10 +25,11 @@ pub(crate) struct Arbitration {
 }
 
 impl Arbitration {
-    pub fn new(config: &BackupConfig) -> Result<Arbitration> {
+    /// The watch and (etcd) its key watcher, reading time as `clock` does.
+    pub fn new(config: &BackupConfig, clock: Instant) -> Result<Arbitration> {
         let watch = PromotionWatch::new(&config.arbiter, config.auto_promotion_window);
         let key_looks = match &config.arbiter {
-            Arbiter::Etcd(etcd) => Some(KeyWatcher::start(etcd)?),
+            Arbiter::Etcd(etcd) => Some(KeyWatcher::start(etcd, clock)?),
             _ => None,
         };
         Ok(Arbitration { watch, key_looks })
@@ -39,8 +40,8 @@ impl Arbitration {
     /// second later).
     pub fn automatic(&mut self, now: Micros, status: &Mutex<BackupStatus>) -> Option<PromotedBy> {
         if let Some(looks) = &self.key_looks {
-            for vacant in looks.looks.try_iter() {
-                self.watch.leader_key_seen(vacant);
+            for (vacant, at) in looks.looks.try_iter() {
+                self.watch.leader_key_seen(vacant, at);
             }
         }
         let due = self.watch.due(now)?;
@@ -72,13 +73,15 @@ fn by(due: Due) -> PromotedBy {
 /// that fails (etcd unreachable from here) reports nothing: this backup could not
 /// take the key anyway.
 struct KeyWatcher {
-    looks: Receiver<bool>,
+    /// Whether the key was vacant, and when the look began (µs on the serving
+    /// thread's clock).
+    looks: Receiver<(bool, Micros)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl KeyWatcher {
-    fn start(arbiter: &EtcdArbiter) -> Result<KeyWatcher> {
+    fn start(arbiter: &EtcdArbiter, clock: Instant) -> Result<KeyWatcher> {
         let every =
             (arbiter.failover_after / 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let etcd = Etcd::new(arbiter.endpoint, arbiter.call_timeout);
@@ -92,9 +95,10 @@ impl KeyWatcher {
             .spawn(move || {
                 while !stopped.load(Ordering::SeqCst) {
                     let at = Instant::now();
+                    let at_us = at.saturating_duration_since(clock).as_micros() as Micros;
                     match etcd.get(&key) {
                         Ok(held) => {
-                            let _ = tx.try_send(held.is_none());
+                            let _ = tx.try_send((held.is_none(), at_us));
                         }
                         Err(e) => tracing::debug!("cannot look at the leader key: {e}"),
                     }

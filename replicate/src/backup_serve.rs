@@ -120,7 +120,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     };
     let _ = ready.send(Ok(()));
     let clock = Clock(Instant::now());
-    let mut arbitration = match Arbitration::new(&config) {
+    let mut arbitration = match Arbitration::new(&config, clock.0) {
         Ok(a) => a,
         Err(e) => {
             let _ = ready.send(Err(e));

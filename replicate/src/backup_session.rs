@@ -76,13 +76,13 @@ impl BackupSession {
         Ok(())
     }
 
-    /// Time passes: a heartbeat is appended to `replies` if the peer has said nothing
-    /// for `heartbeat_every`; an error if the primary has been silent for
+    /// Time passes: the applier does its pending work (a resync's drain), a heartbeat
+    /// is appended to `replies` if the peer has said nothing for `heartbeat_every`; an error if the primary has been silent for
     /// `primary_timeout` (close the connection).
     pub fn tick(
         &mut self,
         now: Micros,
-        applier: &Applier<'_>,
+        applier: &mut Applier<'_>,
         replies: &mut Vec<Message>,
     ) -> Result<()> {
         let silent = now.saturating_sub(self.last_heard);
@@ -91,6 +91,8 @@ impl BackupSession {
                 reason: format!("no word from the primary for {} ms", silent / 1000),
             });
         }
+        // A resync's drain goes on between messages.
+        applier.work(replies)?;
         if replies.is_empty()
             && now.saturating_sub(self.last_sent) >= micros(self.config.heartbeat_every)
         {

@@ -97,6 +97,7 @@ mod backup_serve;
 mod backup_session;
 mod checkpoint;
 mod commit_policy;
+mod copier;
 mod difference_file;
 mod digest;
 mod epoch;
@@ -154,8 +155,8 @@ pub use kirikae_engine as engine;
 pub use leadership::{leader_key, Leadership};
 pub use lease::{margin as lease_margin, LeaseHold};
 pub use link::{
-    Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros, Persisted, ReadRequest,
-    Ready, Rejoin, Submitted, SyncOutcome,
+    CopyOrder, CopyPiece, Event, Link, LinkConfig, LinkMetrics, LinkState, LogState, Micros,
+    Persisted, ReadRequest, Ready, Rejoin, Submitted, SyncOutcome,
 };
 pub use mode::{Mode, WhenPeerDown};
 pub use proxy::{Impairment, LoopbackProxy};

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use kirikae_engine::Database;
+
+use crate::copier::{Copier, Step};
 use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
 use crate::freeze_point::{self, FreezePoint};
@@ -19,9 +22,11 @@ use crate::link::Ready;
 use crate::shared::Shared;
 use crate::wire::{encode, FrameDecoder, Message};
 
-/// The link thread (see the module docs). Owns the difference file.
-pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile) {
+/// The link thread (see the module docs). Owns the difference file, and copies
+/// `database` when the link resyncs the peer.
+pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, database: Database) {
     let mut connection = Connection::default();
+    let mut copier: Option<Copier> = None;
     let tick = Duration::from_millis(1);
     while !shared.stop.load(Ordering::SeqCst) {
         let now = shared.now();
@@ -37,12 +42,22 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile) {
                 }
             }
         }
-        let ready = {
+        let mut ready = {
             let mut core = shared.core.lock();
             core.link.tick(shared.now());
             shared.take_ready(&mut core)
         };
-        let more = carry_out(&shared, ready, &mut diff, &mut connection);
+        if let Some(order) = ready.copy.take() {
+            copier = Some(Copier::new(order));
+        }
+        let mut more = carry_out(&shared, ready, &mut diff, &mut connection);
+        if let Some(c) = copier.as_mut() {
+            match c.step(&shared, &database) {
+                Step::Busy => more = true,
+                Step::Idle => {}
+                Step::Done => copier = None,
+            }
+        }
         if !more {
             let mut core = shared.core.lock();
             if core.link.has_ready() {

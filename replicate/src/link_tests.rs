@@ -10,7 +10,13 @@ use crate::link::{
 use crate::mode::{Mode, WhenPeerDown};
 use crate::seq::Seq;
 
+/// A link in step with a peer at sequence 0 that needs no copy (a resync of an
+/// empty peer is `link/resync.rs`'s business).
 fn duplex_link(config: LinkConfig) -> Link {
+    let config = LinkConfig {
+        resync: false,
+        ..config
+    };
     let mut link = Link::new(config, LogState::default(), 0);
     link.connected(1, Seq::ZERO, Epoch::NONE);
     assert_eq!(
@@ -214,7 +220,11 @@ fn a_sync_commit_made_alone_returns_once_its_record_is_durable() {
 
 #[test]
 fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
-    let mut link = Link::new(LinkConfig::default(), LogState::default(), 0);
+    let config = LinkConfig {
+        resync: false,
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, LogState::default(), 0);
     for k in 1..=3 {
         link.submit(
             k,
@@ -357,6 +367,7 @@ fn a_transaction_too_large_to_ship_is_refused_in_every_link_state() {
         frame_bytes_max: 4096,
         // Submissions go on during this short catch-up.
         pause_within_txns: 0,
+        resync: false,
         ..LinkConfig::default()
     };
     let too_large = |link: &mut Link, k: i64| {
@@ -428,4 +439,18 @@ fn a_ship_is_barely_longer_than_its_record() {
             );
         }
     }
+}
+
+/// The close a lost connection asks for is about that connection: a new connection
+/// made before the shell took that output is not closed by it (it was, and every
+/// connection after it was closed as soon as it was made).
+#[test]
+fn a_close_asked_for_an_old_connection_does_not_end_the_next_one() {
+    let mut link = duplex_link(LinkConfig::default());
+    link.disconnected(5, "write to the peer failed");
+    assert_eq!(link.state(), LinkState::Degraded);
+    link.connected(6, Seq::ZERO, Epoch::NONE);
+    let ready = link.ready();
+    assert!(!ready.close, "the new connection is kept");
+    assert_eq!(link.state(), LinkState::Duplex);
 }

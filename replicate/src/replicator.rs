@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
-use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError};
+use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, TxnId};
 
 use crate::commit_policy::{settle, shipment};
 use crate::difference_file::DifferenceFile;
@@ -128,8 +128,11 @@ impl Replicator {
         let diff = DifferenceFile::new(log);
         let link = Link::new(config.link, diff.state(), 0);
         let (shared, events) = Shared::new(link, config.rules, config.peer, config.key);
+        let copied = database.clone();
         let thread = shared
-            .spawn("kirikae-link", move |shared| link_thread(shared, diff))
+            .spawn("kirikae-link", move |shared| {
+                link_thread(shared, diff, copied)
+            })
             .map_err(|e| ReplicateError::Network {
                 what: "start the link to",
                 addr: config.peer.to_string(),
@@ -411,8 +414,41 @@ impl CommitGate for Gate {
             }
             _ => None,
         };
+        let numbered = match submitted {
+            Submitted::Queued { seq }
+            | Submitted::Waiting { seq }
+            | Submitted::Settled { seq: Some(seq), .. } => Some(seq),
+            Submitted::Settled { seq: None, .. } => None,
+        };
+        if let Some(seq) = numbered {
+            // Under the core's lock, with the sequence: a resync's copy never starts
+            // between the two.
+            shared.unapplied.lock().insert(request.txn, seq);
+        }
         drop(core);
         shared.wake_writer();
+        let accepted = outcome_of(shared, submitted, waiter, mode, sync_timeout);
+        if accepted.is_err() {
+            shared.unapplied.lock().remove(request.txn);
+        }
+        accepted
+    }
+
+    fn committed(&self, txn: TxnId) {
+        self.0.unapplied.lock().remove(txn);
+    }
+}
+
+/// The commit's replication note once its transaction is submitted: at once, or
+/// after waiting for a sync transaction's outcome.
+fn outcome_of(
+    shared: &Shared,
+    submitted: Submitted,
+    waiter: Option<(Seq, Receiver<SyncOutcome>)>,
+    mode: Mode,
+    sync_timeout: Duration,
+) -> std::result::Result<Option<GateNote>, HookError> {
+    {
         let (seq, outcome) = match submitted {
             Submitted::Queued { seq } => {
                 return Ok(Some(Arc::new(Replication::Queued { seq, mode })));

@@ -160,6 +160,22 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule holds for every access to `table` (no condition but, perhaps,
+    /// the table).
+    fn holds_for_all_of(&self, table: &str) -> bool {
+        self.kinds.is_empty()
+            && self.table.as_ref().is_none_or(|p| p.matches(table))
+            && self.user.is_none()
+            && self.group.is_none()
+            && self.source.is_none()
+            && self.time.is_none()
+    }
+
+    /// Whether the rule may hold for some access to `table`.
+    fn may_hold_for(&self, table: &str) -> bool {
+        self.table.as_ref().is_none_or(|p| p.matches(table))
+    }
+
     /// Whether every condition of the rule holds for `access`.
     pub fn matches(&self, access: &Access<'_>) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&access.kind))
@@ -401,6 +417,22 @@ impl RuleSet {
     /// The mode when no rule matches.
     pub fn default_mode(&self) -> Mode {
         self.default
+    }
+
+    /// Whether no access to `table` is ever replicated: the first rule that may hold
+    /// for it and gives a mode other than skip comes after one that skips every
+    /// access to it (or none does, and the default is skip). A resync leaves such a
+    /// table out of its copy.
+    pub fn never_replicates(&self, table: &str) -> bool {
+        for rule in self.rules.iter().filter(|r| r.may_hold_for(table)) {
+            if rule.holds_for_all_of(table) {
+                return rule.mode == Mode::Skip;
+            }
+            if rule.mode != Mode::Skip {
+                return false;
+            }
+        }
+        self.default == Mode::Skip
     }
 
     /// The first matching rule's decision, else the default.

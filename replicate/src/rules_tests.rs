@@ -319,3 +319,42 @@ fn a_file_of_forty_thousand_rules_keeps_every_line() {
         "{err} (want {expected})"
     );
 }
+
+#[test]
+fn a_table_never_replicates_only_when_every_access_to_it_is_skipped() {
+    let rules = RuleSet::parse(
+        r#"
+        default = "async"
+        [[rule]]
+        table = "scratch*"
+        mode = "skip"
+        [[rule]]
+        table = "audit"
+        user = "batch"
+        mode = "skip"
+        [[rule]]
+        table = "cache"
+        kind = "delete"
+        mode = "sync"
+        [[rule]]
+        table = "cache"
+        mode = "skip"
+        "#,
+        "t.toml",
+    )
+    .unwrap();
+    assert!(rules.never_replicates("scratch_1"));
+    assert!(!rules.never_replicates("audit"), "other users replicate");
+    assert!(!rules.never_replicates("cache"), "its deletes replicate");
+    assert!(
+        !rules.never_replicates("subscriber"),
+        "the default replicates"
+    );
+    let skip_all = RuleSet::parse(
+        "default = \"skip\"\n[[rule]]\ntable = \"a\"\nmode = \"sync\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(skip_all.never_replicates("b"));
+    assert!(!skip_all.never_replicates("a"));
+}

@@ -2,7 +2,7 @@
 //! link core under one lock, the commits waiting for outcomes, the event queue, and
 //! stop and poison flags.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
+
+use kirikae_engine::TxnId;
 
 use crate::handshake::PeerKey;
 use crate::leadership::LeaseGuard;
@@ -21,6 +23,33 @@ use crate::seq::Seq;
 /// Events kept for the embedder; past this the oldest is dropped (and counted in
 /// [`LinkMetrics::events_dropped`]).
 pub(crate) const EVENTS_MAX: usize = 4096;
+
+/// Sequences given to commits that are not visible here yet (between the commit
+/// gate's acceptance and the engine's publishing of their writes): a resync's copy
+/// starts only once none is at or below its start.
+#[derive(Default)]
+pub(crate) struct Unapplied {
+    by_txn: HashMap<TxnId, Seq>,
+    seqs: BTreeSet<Seq>,
+}
+
+impl Unapplied {
+    pub(crate) fn insert(&mut self, txn: TxnId, seq: Seq) {
+        self.by_txn.insert(txn, seq);
+        self.seqs.insert(seq);
+    }
+
+    pub(crate) fn remove(&mut self, txn: TxnId) {
+        if let Some(seq) = self.by_txn.remove(&txn) {
+            self.seqs.remove(&seq);
+        }
+    }
+
+    /// The lowest sequence not visible yet.
+    pub(crate) fn lowest(&self) -> Option<Seq> {
+        self.seqs.first().copied()
+    }
+}
 pub(crate) struct Core {
     pub(crate) link: Link,
     /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
@@ -64,6 +93,9 @@ pub(crate) struct Shared {
     pub(crate) writing_since: AtomicU64,
     /// In etcd mode, the leader lease every commit needs alive.
     pub(crate) lease: std::sync::OnceLock<LeaseGuard>,
+    pub(crate) unapplied: Mutex<Unapplied>,
+    /// `LinkConfig::copy_bytes_per_s`.
+    pub(crate) copy_bytes_per_s: u64,
 }
 
 impl Shared {
@@ -77,6 +109,7 @@ impl Shared {
     ) -> (Arc<Shared>, Receiver<Event>) {
         let (tx, rx) = crossbeam::channel::bounded(EVENTS_MAX);
         let frame_bytes_max = link.config().frame_bytes_max;
+        let copy_bytes_per_s = link.config().copy_bytes_per_s;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 link,
@@ -101,6 +134,8 @@ impl Shared {
             handing_over: AtomicBool::new(false),
             lease: std::sync::OnceLock::new(),
             writing_since: AtomicU64::new(0),
+            unapplied: Mutex::new(Unapplied::default()),
+            copy_bytes_per_s,
         });
         (shared, rx)
     }

@@ -6,7 +6,7 @@
 //! can apply in order, drop duplicates, and fence a stale primary. Connections open
 //! with an authenticated handshake ([`crate::handshake`]).
 
-use kirikae_engine::Operation;
+use kirikae_engine::{Operation, Row, Schema};
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
@@ -16,11 +16,12 @@ use crate::mode::Mode;
 use crate::seq::Seq;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Default maximum payload per frame.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 
-/// One protocol message (version 3: every message carries its sender's epoch).
+/// One protocol message (version 3: every message carries its sender's epoch;
+/// version 4: the resync messages).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// First message in each direction.
@@ -127,6 +128,50 @@ pub enum Message {
         /// One digest per operation of the peer's response.
         responses: Vec<u64>,
     },
+    /// A resync begins: the peer's data is replaced by the tables that follow
+    /// (`ResyncTable`, `ResyncRows`), copied while the primary keeps committing. Every
+    /// transaction up to `from_seq` is in the copy; those after it arrive as `Ship`s
+    /// beside the copy, and the peer applies them over it once the copy is complete.
+    ResyncBegin {
+        /// The primary's epoch.
+        epoch: Epoch,
+        /// Every transaction up to here is in the copy.
+        from_seq: Seq,
+    },
+    /// A table of the copy: the peer replaces its own table of that name with an
+    /// empty one of this schema.
+    ResyncTable {
+        /// The primary's epoch.
+        epoch: Epoch,
+        /// The table's name.
+        table: String,
+        /// Its schema.
+        schema: Schema,
+    },
+    /// Rows of a table of the copy (a key seen twice: the later row wins).
+    ResyncRows {
+        /// The primary's epoch.
+        epoch: Epoch,
+        /// The table, announced by a `ResyncTable` before.
+        table: String,
+        /// The rows.
+        rows: Vec<Row>,
+    },
+    /// The copy is complete.
+    ResyncEnd {
+        /// The primary's epoch.
+        epoch: Epoch,
+        /// Rows sent in all, a check.
+        rows: u64,
+    },
+    /// The peer loaded the copy and applied what came beside it: it resolved every
+    /// transaction up to `seq` and is in step.
+    Resynced {
+        /// The backup's epoch (see `Prepared`).
+        epoch: Epoch,
+        /// Highest resolved sequence.
+        seq: Seq,
+    },
 }
 
 impl Message {
@@ -142,7 +187,12 @@ impl Message {
             | Message::Abort { epoch, .. }
             | Message::Ack { epoch, .. }
             | Message::Heartbeat { epoch, .. }
-            | Message::Applied { epoch, .. } => Some(*epoch),
+            | Message::Applied { epoch, .. }
+            | Message::ResyncBegin { epoch, .. }
+            | Message::ResyncTable { epoch, .. }
+            | Message::ResyncRows { epoch, .. }
+            | Message::ResyncEnd { epoch, .. }
+            | Message::Resynced { epoch, .. } => Some(*epoch),
             Message::Proof { .. } => None,
         }
     }
@@ -161,6 +211,11 @@ impl Message {
             Message::Ack { .. } => "Ack",
             Message::Heartbeat { .. } => "Heartbeat",
             Message::Applied { .. } => "Applied",
+            Message::ResyncBegin { .. } => "ResyncBegin",
+            Message::ResyncTable { .. } => "ResyncTable",
+            Message::ResyncRows { .. } => "ResyncRows",
+            Message::ResyncEnd { .. } => "ResyncEnd",
+            Message::Resynced { .. } => "Resynced",
         }
     }
 }

@@ -75,6 +75,38 @@ fn all_messages() -> Vec<Message> {
             epoch: Epoch(3),
             last_seq: Seq(44),
         },
+        Message::ResyncBegin {
+            epoch: Epoch(3),
+            from_seq: Seq(44),
+        },
+        Message::ResyncTable {
+            epoch: Epoch(3),
+            table: "kv".into(),
+            schema: kirikae_engine::Schema::new(
+                vec![
+                    kirikae_engine::Column::new("k", kirikae_engine::ColumnType::Int),
+                    kirikae_engine::Column::new("v", kirikae_engine::ColumnType::Text).nullable(),
+                ],
+                &["k"],
+            )
+            .expect("schema"),
+        },
+        Message::ResyncRows {
+            epoch: Epoch(3),
+            table: "kv".into(),
+            rows: vec![
+                vec![1.into(), "one".into()],
+                vec![2.into(), kirikae_engine::Value::Null],
+            ],
+        },
+        Message::ResyncEnd {
+            epoch: Epoch(3),
+            rows: 2,
+        },
+        Message::Resynced {
+            epoch: Epoch(2),
+            seq: Seq(45),
+        },
     ]
 }
 
@@ -177,7 +209,7 @@ fn the_wire_encoding_is_pinned() {
 /// `stream(&all_messages())`, hex: per frame, length and CRC-32 (little-endian), then
 /// the postcard payload.
 const GOLDEN_STREAM: &str = concat!(
-    "2e000000774e5b04000303097072696d6172792d612907070707070707070707",
+    "2e000000119b5bd8000403097072696d6172792d612907070707070707070707",
     "0707070707070707070707070707070707070707070721000000953f89580109",
     "0909090909090909090909090909090909090909090909090909090909090932",
     "00000042187b71022a030202000a7375627363726962657202040f3434303130",
@@ -186,5 +218,8 @@ const GOLDEN_STREAM: &str = concat!(
     "383930020a020773657373696f6e01021202effdb6f50d070a0000000eb415c8",
     "042b0202effdb6f50d0706000000e8f9b0c50a2a0202010211000000f6399d42",
     "052c020d6475706c6963617465206b657903000000e539b263062b0203000000",
-    "15c5312d072c0203000000ef142c69082b0203000000bddd65e909032c",
+    "15c5312d072c0203000000ef142c69082b0203000000bddd65e909032c030000",
+    "00d309e1ea0b032c13000000106baedd0c03026b7602016b0100000176030100",
+    "01016b120000009202431e0d03026b760202020204036f6e6502020400030000",
+    "00f7c6fc300e030203000000d8a0f4830f022d",
 );

@@ -238,7 +238,7 @@ impl World {
         if now >= self.next_look {
             self.next_look = now + LOOK_EVERY_US;
             let vacant = self.etcd.vacant(now);
-            self.watch.leader_key_seen(vacant);
+            self.watch.leader_key_seen(vacant, now);
         }
         let Some(due) = self.watch.due(now) else {
             return;

@@ -241,7 +241,13 @@ fn a_primary_cut_off_from_etcd_alone_is_replaced_though_its_backup_still_hears_i
     config.link.epoch = leadership.epoch();
     let replicator = Replicator::start(&db, config).unwrap();
     replicator.require_leadership(&leadership).unwrap();
-    assert!(replicator.wait_duplex(Duration::from_secs(10)));
+    assert!(
+        replicator.wait_duplex(Duration::from_secs(10)),
+        "{:?} {:?} {:?}",
+        replicator.metrics(),
+        backup.status(),
+        replicator.events().try_iter().collect::<Vec<_>>()
+    );
     let s = db.session(SessionInfo::default());
     let mut acknowledged = Vec::new();
     let mut k = 0;

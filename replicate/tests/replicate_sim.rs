@@ -41,10 +41,15 @@ struct Tally {
     connects: u64,
     checkpoints: u64,
     segments_retired: u64,
+    resyncs: u64,
+    copies: u64,
+    wipes: u64,
 }
 
 fn run(seed: u64) -> Tally {
     let mut sim = Sim::new(seed);
+    // Some restarts lose the backup's data: it must be resynced while commits go on.
+    sim.wipe_on_restart = 0.25;
     let mut rng = Rng::new(seed ^ 0x5eed);
     let faults = Faults {
         drop: [0.0, 0.001, 0.01][rng.below(3) as usize],
@@ -95,7 +100,7 @@ fn run(seed: u64) -> Tally {
             Event::Diverged { reason, .. } => {
                 assert!(!reason.contains("could not apply"), "{ctx}: {reason}")
             }
-            Event::Recovered { .. } => {}
+            Event::Recovered { .. } | Event::Resynced { .. } => {}
         }
     }
     let peer = sim.peer.as_ref().expect("peer up");
@@ -115,6 +120,9 @@ fn run(seed: u64) -> Tally {
         replicated_sync: sim.replicated_ledger.len() as u64,
         alone_or_failed_sync: sim.other_sync,
         connects: metrics.connects,
+        resyncs: metrics.resyncs,
+        copies: sim.copies,
+        wipes: sim.wipes,
         replayed: metrics.replayed,
         ..Tally::default()
     };
@@ -159,6 +167,9 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
         total.connects += t.connects;
         total.checkpoints += t.checkpoints;
         total.segments_retired += t.segments_retired;
+        total.resyncs += t.resyncs;
+        total.copies += t.copies;
+        total.wipes += t.wipes;
     }) else {
         return;
     };
@@ -166,4 +177,6 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
     assert!(total.restarts > 0 && total.recoveries > seeds && total.replayed > 0);
     assert!(total.replicated_sync > 0 && total.alone_or_failed_sync > 0);
     assert!(total.checkpoints > 0 && total.segments_retired > 0);
+    // Every seed starts with an empty backup (one resync each); lost data adds more.
+    assert!(total.wipes > 0 && total.resyncs > seeds && total.copies > seeds);
 }

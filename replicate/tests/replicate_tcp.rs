@@ -42,8 +42,12 @@ fn rules(default: &str) -> RuleSet {
     .expect("rules")
 }
 
+/// A fast link. These tests start both sides empty and look at catch-up from the
+/// difference file and divergence, so a peer at sequence 0 is not resynced here
+/// (`tests/resync.rs` is about that).
 fn link() -> LinkConfig {
     LinkConfig {
+        resync: false,
         heartbeat_every: Duration::from_millis(20),
         peer_timeout: Duration::from_millis(300),
         sync_timeout: Duration::from_millis(300),

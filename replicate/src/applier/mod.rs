@@ -22,6 +22,7 @@
 //!   its older segments; a restart loads it and replays only the tail.
 
 mod promotion;
+mod resync;
 
 pub use promotion::Promotion;
 
@@ -55,6 +56,8 @@ pub struct ApplierStats {
     pub checkpoints: u64,
     /// Access-log segments retired behind a checkpoint.
     pub segments_retired: u64,
+    /// Resyncs begun.
+    pub resyncs: u64,
 }
 
 /// A sync transaction applied and held open until its decision.
@@ -116,6 +119,10 @@ pub struct Applier<'s> {
     /// Replaying the log at start: records are not logged again, and sequences the
     /// checkpoint already holds are not applied again.
     replaying: Option<BTreeSet<Seq>>,
+    /// A resync under way.
+    resync: Option<resync::ResyncIn>,
+    /// Take a checkpoint at the next flush (a resync just ended).
+    checkpoint_soon: bool,
     stats: ApplierStats,
 }
 
@@ -136,6 +143,8 @@ impl<'s> Applier<'s> {
             logged: Seq::ZERO,
             epoch: Epoch::NONE,
             replaying: None,
+            resync: None,
+            checkpoint_soon: false,
             stats: ApplierStats::default(),
         }
     }
@@ -282,7 +291,11 @@ impl<'s> Applier<'s> {
             version: PROTOCOL_VERSION,
             epoch: self.epoch,
             node: node.to_owned(),
-            last_seq: self.resolved,
+            // An unfinished resync is emptied when the next primary connects.
+            last_seq: match self.resync {
+                Some(_) => Seq::ZERO,
+                None => self.resolved,
+            },
             nonce: [0; 32],
         }
     }
@@ -304,6 +317,7 @@ impl<'s> Applier<'s> {
             )));
         }
         self.epoch = epoch;
+        self.resync_interrupted()?;
         self.stream_seq = self.resolved;
         Ok(())
     }
@@ -389,7 +403,18 @@ impl<'s> Applier<'s> {
                 self.log(seq, AccessEntry::Abort, replayed, false)
             }
             Message::Heartbeat { .. } => Ok(()),
-            Message::Hello { .. }
+            Message::ResyncBegin { .. }
+            | Message::ResyncTable { .. }
+            | Message::ResyncRows { .. }
+            | Message::ResyncEnd { .. } => match replayed {
+                // Never logged: a restart during a resync starts empty.
+                Some(position) => Err(protocol(format!(
+                    "access log position {position}: a resync message"
+                ))),
+                None => self.take_resync(message),
+            },
+            Message::Resynced { .. }
+            | Message::Hello { .. }
             | Message::Proof { .. }
             | Message::Prepared { .. }
             | Message::Rejected { .. }
@@ -421,7 +446,13 @@ impl<'s> Applier<'s> {
         if let Some(position) = position {
             self.first_position.entry(seq).or_insert(position);
         }
-        self.queue.push(Work { seq, entry, verify });
+        let work = Work { seq, entry, verify };
+        if self.resync.is_some() {
+            // Waits in the log until the copy is in.
+            self.beside_copy(work)?;
+            return Ok(());
+        }
+        self.queue.push(work);
         Ok(())
     }
 
@@ -432,13 +463,33 @@ impl<'s> Applier<'s> {
         if let Some(log) = self.log.as_mut() {
             log.sync()?;
         }
+        self.drain_resync(replies)?;
         self.apply_queued(replies)?;
+        // During a resync the primary keeps nothing for this backup: what is logged
+        // here is acknowledged (a restart before the resync's checkpoint starts it
+        // over anyway).
+        let seq = match self.resync {
+            Some(_) => self.logged_seq(),
+            None => self.resolved,
+        };
         replies.push(Message::Ack {
-            seq: self.resolved,
+            seq,
             epoch: self.epoch,
         });
-        if self.log.as_ref().is_some_and(AccessLog::checkpoint_due) {
+        if self.resync.is_none()
+            && (std::mem::take(&mut self.checkpoint_soon)
+                || self.log.as_ref().is_some_and(AccessLog::checkpoint_due))
+        {
             self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Work between messages (called as time passes): a resync's drain goes on a
+    /// batch at a time, with the same answers a flush gives.
+    pub fn work(&mut self, replies: &mut Vec<Message>) -> Result<()> {
+        if matches!(self.resync, Some(resync::ResyncIn::Draining { .. })) {
+            return self.flush(replies);
         }
         Ok(())
     }

@@ -42,6 +42,9 @@ impl Applier<'_> {
                 reason: format!("already promoted at {done}"),
             });
         }
+        if self.resync.is_some() {
+            return Err(super::resync::not_while_resyncing("cannot promote"));
+        }
         if epoch <= self.epoch {
             return Err(ReplicateError::Protocol {
                 reason: format!("cannot promote at {epoch}: {} was already seen", self.epoch),

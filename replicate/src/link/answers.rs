@@ -48,7 +48,12 @@ impl Link {
                 }
             }
             Message::Rejected { seq, reason, .. } => self.rejected(seq, reason),
-            Message::Hello { .. }
+            Message::Resynced { seq, .. } => self.resynced(now, seq),
+            Message::ResyncBegin { .. }
+            | Message::ResyncTable { .. }
+            | Message::ResyncRows { .. }
+            | Message::ResyncEnd { .. }
+            | Message::Hello { .. }
             | Message::Proof { .. }
             | Message::Ship { .. }
             | Message::Prepare { .. }

@@ -28,18 +28,32 @@ const CATCHUP_BYTES_PER_ROUND: usize = 4 << 20;
 
 impl Link {
     /// A connection is up and the peer's handshake said it has resolved everything up
-    /// to `peer_last_seq` and has seen `peer_epoch`. Starts the catch-up (or refuses a
-    /// peer that cannot be caught up, raising `ResyncRequired` and asking to close).
+    /// to `peer_last_seq` and has seen `peer_epoch`. Starts the catch-up; a peer that
+    /// cannot be caught up (raising `ResyncRequired`) or is empty is resynced instead
+    /// (without `LinkConfig::resync`, one that cannot be caught up is refused and the
+    /// connection closed).
     /// A peer of a higher epoch was promoted: this primary is fenced (see
     /// [`Event::Fenced`]).
     pub fn connected(&mut self, now: Micros, peer_last_seq: Seq, peer_epoch: Epoch) {
         debug_assert_eq!(self.state, LinkState::Degraded, "connected twice");
         debug_assert!(self.window.is_empty(), "window spilled when going down");
+        // A close asked for when the last connection went down was about that one:
+        // carried out on this one, it would end every connection as it is made.
+        self.ready.close = false;
         self.metrics.connects += 1;
         if peer_epoch > self.config.epoch {
             return self.fence(peer_epoch, peer_last_seq);
         }
         self.reconnect_delay_us = micros(self.config.reconnect_min);
+        if peer_last_seq == Seq::ZERO && self.config.resync {
+            // A brand-new or emptied backup (one restarted in the middle of a
+            // resync is emptied): this primary's tables may hold rows from before
+            // its replication history began (a bulk load), which only a copy carries.
+            if self.acked > Seq::ZERO {
+                tracing::warn!("the peer is empty; it had acknowledged {}", self.acked);
+            }
+            return self.begin_resync(now);
+        }
         let refuse = if self.resync_required {
             Some("the difference file passed its cap".to_owned())
         } else if peer_last_seq < self.acked {
@@ -63,6 +77,9 @@ impl Link {
         };
         if let Some(reason) = refuse {
             self.require_resync(reason);
+            if self.config.resync {
+                return self.begin_resync(now);
+            }
             self.ready.close = true;
             self.reconnect_at = now + micros(self.config.reconnect_max);
             return;

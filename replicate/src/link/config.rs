@@ -16,6 +16,9 @@ pub enum LinkState {
     Degraded,
     /// Connected; replaying the difference file while new transactions queue behind it.
     CatchingUp,
+    /// Connected; copying the tables to a peer that could not be caught up, new
+    /// transactions shipped beside the copy.
+    Resyncing,
     /// Connected and current: transactions are shipped as they commit.
     Duplex,
 }
@@ -60,6 +63,13 @@ pub struct LinkConfig {
     /// Transactions are numbered from the one after this: a promoted node's takeover
     /// sequence, so that its history continues the old primary's.
     pub start_after: Seq,
+    /// A peer that cannot be caught up from the difference file is resynced (a copy
+    /// of the tables while commits go on); without it, such a peer is refused until
+    /// an operator steps in.
+    pub resync: bool,
+    /// A resync's copy goes no faster than this many bytes a second (0: as fast as
+    /// the peer takes it), so that it leaves the primary's commits their share.
+    pub copy_bytes_per_s: u64,
 }
 
 impl Default for LinkConfig {
@@ -81,6 +91,8 @@ impl Default for LinkConfig {
             reconnect_max: Duration::from_secs(2),
             frame_bytes_max: MAX_FRAME_BYTES,
             start_after: Seq::ZERO,
+            resync: true,
+            copy_bytes_per_s: 64 << 20,
         }
     }
 }

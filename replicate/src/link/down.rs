@@ -119,6 +119,7 @@ impl Link {
         self.ready.messages.clear();
         self.out_bytes = 0;
         self.catch_up = None;
+        self.resync = None;
         self.ready.close = true;
         self.down_since = now;
         self.reconnect_at = now;

@@ -39,6 +39,15 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A resync ended: the peer holds a copy of the tables and is in step (duplex).
+    Resynced {
+        /// Every transaction up to here was in the copy; later ones came beside it.
+        from_seq: Seq,
+        /// Rows copied.
+        rows: u64,
+        /// From the resync's start to the peer's `Resynced`.
+        took_ms: u64,
+    },
     /// Another node was promoted at a higher epoch: this primary accepts no more
     /// writes. Its transactions after the takeover sequence (`divergent`, first and
     /// last, if any) exist only here: the new primary never had them.
@@ -77,6 +86,14 @@ impl std::fmt::Display for Event {
                 detail,
             } => write!(f, "Mismatch at {seq} in {table} (key {key}): {detail}"),
             Event::ResyncRequired { reason } => write!(f, "ResyncRequired: {reason}"),
+            Event::Resynced {
+                from_seq,
+                rows,
+                took_ms,
+            } => write!(
+                f,
+                "Resynced: {rows} rows copied from {from_seq} on, in {took_ms} ms"
+            ),
             Event::Fenced {
                 epoch,
                 takeover_seq,

@@ -30,6 +30,8 @@ pub struct LinkMetrics {
     pub replayed: u64,
     /// Connections made to the peer.
     pub connects: u64,
+    /// Resyncs begun (full copies to a peer that could not be caught up).
+    pub resyncs: u64,
     /// Events dropped because the embedder did not read them (the oldest go first).
     pub events_dropped: u64,
     /// How long the link thread has been in its current socket write, in

@@ -32,6 +32,7 @@ mod metrics;
 mod outcome;
 mod ready;
 mod rejoin;
+mod resync;
 mod window;
 
 use kirikae_engine::Operation;
@@ -42,6 +43,7 @@ pub use metrics::LinkMetrics;
 pub use outcome::{Submitted, SyncOutcome};
 pub use ready::{LogState, Persisted, ReadRequest, Ready};
 pub use rejoin::Rejoin;
+pub use resync::{CopyOrder, CopyPiece};
 
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result, WireError};
@@ -70,6 +72,8 @@ pub struct Link {
     window: Window,
     catch_up: Option<CatchUp>,
     catch_ups: u64,
+    resync: Option<resync::ResyncOut>,
+    resyncs: u64,
     /// Raised `Diverged` and not yet `Recovered`.
     diverged: bool,
     /// Replaced by the primary of this (higher) epoch: no more submissions.
@@ -127,6 +131,8 @@ impl Link {
             window: Window::default(),
             catch_up: None,
             catch_ups: 0,
+            resync: None,
+            resyncs: 0,
             diverged: false,
             fenced: None,
             rejoin: None,
@@ -260,15 +266,20 @@ impl Link {
         }
         let seq = self.seq.next();
         let epoch = self.config.epoch;
-        if self.state != LinkState::Duplex {
-            if mode == Mode::Sync && when_down == WhenPeerDown::Fail {
-                return Ok(Submitted::Settled {
-                    seq: None,
-                    outcome: SyncOutcome::PeerDown {
-                        reason: self.down_reason(),
-                    },
-                });
-            }
+        // While a resync copies the tables the peer holds nothing usable: a sync
+        // transaction is settled by its rule, as while it is down, but every
+        // transaction is shipped at once (the peer logs it beside the copy).
+        let resyncing = self.state == LinkState::Resyncing;
+        if self.state != LinkState::Duplex && mode == Mode::Sync && when_down == WhenPeerDown::Fail
+        {
+            return Ok(Submitted::Settled {
+                seq: None,
+                outcome: SyncOutcome::PeerDown {
+                    reason: self.down_reason(),
+                },
+            });
+        }
+        if self.state != LinkState::Duplex && !resyncing {
             let record = LogRecord {
                 seq,
                 epoch,
@@ -297,7 +308,19 @@ impl Link {
             self.awaiting_durable.push((seq, outcome));
             return Ok(Submitted::Waiting { seq });
         }
-        let (message, responses, status) = if mode == Mode::Sync {
+        let (message, responses, status) = if resyncing {
+            (
+                Message::Ship {
+                    seq,
+                    epoch,
+                    mode,
+                    operations,
+                    verify: false,
+                },
+                None,
+                Status::Shipped,
+            )
+        } else if mode == Mode::Sync {
             let deadline = now + micros(self.config.sync_timeout);
             let responses = responses();
             (
@@ -382,6 +405,13 @@ impl Link {
         }
         Ok(if waiting {
             Submitted::Waiting { seq }
+        } else if resyncing && mode == Mode::Sync {
+            Submitted::Settled {
+                seq: Some(seq),
+                outcome: SyncOutcome::CommittedAlone {
+                    reason: self.down_reason(),
+                },
+            }
         } else {
             Submitted::Queued { seq }
         })
@@ -396,7 +426,7 @@ impl Link {
         match self.state {
             LinkState::Degraded => return,
             LinkState::CatchingUp => self.pump(now),
-            LinkState::Duplex => {}
+            LinkState::Duplex | LinkState::Resyncing => {}
         }
         if self.state == LinkState::Degraded {
             return;
@@ -449,6 +479,7 @@ impl Link {
     fn down_reason(&self) -> String {
         match self.state {
             LinkState::Degraded => "peer is down".into(),
+            LinkState::Resyncing => "peer is being resynced".into(),
             _ => "peer is catching up".into(),
         }
     }

@@ -31,6 +31,9 @@ pub struct Ready {
     pub retire_through: Option<Seq>,
     /// Records the catch-up needs next.
     pub read: Option<ReadRequest>,
+    /// A resync began: the shell is to copy the tables (see
+    /// [`CopyOrder`](super::CopyOrder)).
+    pub copy: Option<super::CopyOrder>,
     /// Messages for the peer, in order.
     pub messages: Vec<Message>,
     /// Drop the connection (after sending `messages`).
@@ -48,6 +51,7 @@ impl Ready {
             && !self.sync_log
             && self.retire_through.is_none()
             && self.read.is_none()
+            && self.copy.is_none()
             && self.messages.is_empty()
             && !self.close
             && self.events.is_empty()

@@ -19,9 +19,9 @@ use kirikae_engine::{
 };
 use kirikae_replicate::handshake::{BackupHandshake, PrimaryHandshake};
 use kirikae_replicate::{
-    shipment, AccessLog, AccessLogOptions, Applier, BackupSession, DifferenceFile, Event, Link,
-    LinkConfig, LinkState, Message, Mode, PeerKey, RecordLog, RecordLogOptions, ReplicateError,
-    RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
+    shipment, AccessLog, AccessLogOptions, Applier, BackupSession, CopyOrder, CopyPiece,
+    DifferenceFile, Event, Link, LinkConfig, LinkState, Message, Mode, PeerKey, RecordLog,
+    RecordLogOptions, ReplicateError, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
 };
 use kirikae_testkit::Rng;
 
@@ -132,6 +132,16 @@ pub struct Faults {
     pub restart_chance: f64,
 }
 
+/// A resync's copy under way in the simulation.
+pub struct Copy {
+    pub order: CopyOrder,
+    /// Tables still to copy.
+    pub tables: Vec<&'static str>,
+    /// The table being copied, and the last key copied of it.
+    pub table: Option<&'static str>,
+    pub after: Option<i64>,
+}
+
 /// A sync transaction waiting for its outcome: the changes it makes to the model.
 pub struct Waiting {
     pub changes: Vec<(&'static str, i64, Option<i64>)>,
@@ -184,6 +194,15 @@ pub struct Sim {
     pub primary_frozen: bool,
     /// When the peer last heard the primary (a message, or a session opened).
     pub peer_heard: Option<u64>,
+    /// A resync's copy the link asked for, and how far it got.
+    pub copy: Option<Copy>,
+    /// Resyncs whose copy was taken to the end.
+    pub copies: u64,
+    /// Chance that a peer restart finds its log directory gone (its data lost):
+    /// it comes back empty and must be resynced.
+    pub wipe_on_restart: f64,
+    /// Restarts that lost the peer's data.
+    pub wipes: u64,
     pub _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -249,6 +268,10 @@ impl Sim {
             fenced_refusals: 0,
             primary_frozen: false,
             peer_heard: None,
+            copy: None,
+            copies: 0,
+            wipe_on_restart: 0.0,
+            wipes: 0,
             unknown_ledger: BTreeSet::new(),
             _dirs: vec![primary_dir, peer_dir],
         }
@@ -299,6 +322,14 @@ impl Sim {
             if let Some(report) = self.diff.persist(&ready) {
                 assert_eq!(report.error, None, "the difference file failed");
                 self.link.persisted(self.now, report);
+            }
+            if let Some(order) = ready.copy {
+                self.copy = Some(Copy {
+                    order,
+                    tables: vec![ACCT, LEDGER],
+                    table: None,
+                    after: None,
+                });
             }
             if let Some(read) = ready.read {
                 let batch = self.diff.read(read);
@@ -616,6 +647,10 @@ impl Sim {
             self.restarts += 1;
             self.peer = None; // held transactions roll back, the database is gone
             self.close("peer process died");
+            if self.rng.chance(self.wipe_on_restart) {
+                self.wipes += 1;
+                std::fs::remove_dir_all(&self.peer_dir).expect("wipe the peer's log");
+            }
             self.peer_down_until = self.now + self.rng.below(60_000);
         }
         if self.peer.is_none() && self.now >= self.peer_down_until {
@@ -639,7 +674,76 @@ impl Sim {
         self.deliver(faults);
         self.link.tick(self.now);
         self.flush_primary(faults);
+        self.copy_some();
+        self.flush_primary(faults);
         self.peer_tick(faults);
+    }
+
+    /// The resync copy, as the replicator's copier takes it: once every transaction
+    /// up to its start is settled (visible), a few rows a step, read from the
+    /// primary's state as it is at that step (so later commits may be in it).
+    pub fn copy_some(&mut self) {
+        let Some(copy) = self.copy.as_mut() else {
+            return;
+        };
+        let id = copy.order.resync;
+        if !self.link.copy_wanted(id) {
+            self.copy = None;
+            return;
+        }
+        if self.waiting.keys().any(|s| *s <= copy.order.from_seq) {
+            return;
+        }
+        for _ in 0..1 + self.rng.below(3) {
+            if !self.link.copy_room() {
+                return;
+            }
+            let Some(copy) = self.copy.as_mut() else {
+                return;
+            };
+            let Some(table) = copy.table else {
+                let Some(next) = copy.tables.pop() else {
+                    self.link.copy_done(self.now, id);
+                    self.copy = None;
+                    self.copies += 1;
+                    return;
+                };
+                copy.table = Some(next);
+                copy.after = None;
+                let piece = CopyPiece::Table {
+                    name: next.into(),
+                    schema: schema(),
+                };
+                self.link.copy(self.now, id, piece);
+                continue;
+            };
+            let after = copy.after;
+            let rows: Vec<(i64, i64)> = self
+                .model
+                .range((table, after.map_or(i64::MIN, |a| a + 1))..=(table, i64::MAX))
+                .take(1 + self.rng.below(6) as usize)
+                .map(|((_, k), v)| (*k, *v))
+                .collect();
+            let copy = self.copy.as_mut().expect("copying");
+            match rows.last() {
+                None => copy.table = None,
+                Some((last, _)) => {
+                    copy.after = Some(*last);
+                    let rows = rows
+                        .into_iter()
+                        .map(|(k, v)| vec![Value::Int(k), Value::Int(v)])
+                        .collect();
+                    self.link.copy(
+                        self.now,
+                        id,
+                        CopyPiece::Rows {
+                            table: table.into(),
+                            rows,
+                        },
+                    );
+                }
+            }
+        }
     }
 
     pub fn settled(&self) -> bool {

@@ -1,0 +1,169 @@
+//! Resync, the primary's side (seed 000 §5.1, last paragraph): a peer that cannot be
+//! caught up from the difference file gets a copy of the tables, taken while this
+//! primary keeps committing, with the transactions committed meanwhile shipped
+//! beside the copy (the backup keeps them in its own log: nothing accumulates here;
+//! Valkey's dual channel, not Redis' replica output buffer).
+//!
+//! 1. On connecting to such a peer the link sends `ResyncBegin { from_seq }` (its
+//!    last sequence) and asks the shell for a copy ([`Ready::copy`]); from then on
+//!    every new transaction is shipped at once. A sync one is settled by its rule
+//!    as while the peer is down: the peer holds no usable copy yet.
+//! 2. The shell waits until every transaction up to `from_seq` is visible, then
+//!    reads the tables in chunks and hands each to [`Link::copy`] when
+//!    [`Link::copy_room`] says the output has room (so the copy never outruns the
+//!    socket), then calls [`Link::copy_done`].
+//! 3. The peer's `Resynced { seq }` ends it: the link is duplex.
+//!
+//! A connection lost on the way ends the resync; the next connection starts another
+//! one (the peer empties what it had loaded).
+//!
+//! [`Ready::copy`]: super::Ready::copy
+
+use kirikae_engine::{Row, Schema};
+
+use super::{Event, Link, LinkState, Micros};
+use crate::seq::Seq;
+use crate::wire::Message;
+
+/// What the shell is asked to copy: the tables as they are once every transaction
+/// up to `from_seq` is visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOrder {
+    /// Which resync asks (pieces of an older one are ignored).
+    pub resync: u64,
+    /// Every transaction up to here must be visible before the copy starts.
+    pub from_seq: Seq,
+}
+
+/// A piece of the copy, read by the shell.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CopyPiece {
+    /// A table begins (before its rows).
+    Table {
+        /// Its name.
+        name: String,
+        /// Its schema.
+        schema: Schema,
+    },
+    /// Rows of the table begun last.
+    Rows {
+        /// The table.
+        table: String,
+        /// The rows.
+        rows: Vec<Row>,
+    },
+}
+
+/// A resync under way.
+#[derive(Debug)]
+pub(super) struct ResyncOut {
+    pub(super) id: u64,
+    pub(super) from_seq: Seq,
+    pub(super) rows: u64,
+    pub(super) copied: bool,
+    pub(super) started_at: Micros,
+}
+
+impl Link {
+    /// Whether the output has room for another piece of the copy: a quarter of
+    /// `output_bytes_max` at most waits for the shell, so that commits shipped beside
+    /// the copy never find the output full.
+    pub fn copy_room(&self) -> bool {
+        self.state == LinkState::Resyncing
+            && self.resync.as_ref().is_some_and(|r| !r.copied)
+            && self.out_bytes < self.config.output_bytes_max / 4
+    }
+
+    /// Whether resync `resync` still wants pieces of its copy (it has not ended,
+    /// and its copy is not complete).
+    pub fn copy_wanted(&self, resync: u64) -> bool {
+        self.resync
+            .as_ref()
+            .is_some_and(|r| r.id == resync && !r.copied)
+    }
+
+    /// The shell read a piece of the copy for resync `resync`.
+    pub fn copy(&mut self, now: Micros, resync: u64, piece: CopyPiece) {
+        let epoch = self.config.epoch;
+        let Some(r) = self.resync.as_mut().filter(|r| r.id == resync && !r.copied) else {
+            return;
+        };
+        let message = match piece {
+            CopyPiece::Table { name, schema } => Message::ResyncTable {
+                epoch,
+                table: name,
+                schema,
+            },
+            CopyPiece::Rows { table, rows } => {
+                r.rows += rows.len() as u64;
+                Message::ResyncRows { epoch, table, rows }
+            }
+        };
+        self.send(now, message);
+    }
+
+    /// The shell copied every table for resync `resync`.
+    pub fn copy_done(&mut self, now: Micros, resync: u64) {
+        let epoch = self.config.epoch;
+        let Some(r) = self.resync.as_mut().filter(|r| r.id == resync && !r.copied) else {
+            return;
+        };
+        r.copied = true;
+        let rows = r.rows;
+        self.send(now, Message::ResyncEnd { epoch, rows });
+    }
+
+    /// The shell could not take the copy for resync `resync` (why): the connection
+    /// goes down and the next one tries again.
+    pub fn copy_failed(&mut self, now: Micros, resync: u64, why: String) {
+        if self.resync.as_ref().is_some_and(|r| r.id == resync) {
+            self.go_down(now, format!("resync copy failed: {why}"));
+        }
+    }
+
+    /// Starts a resync on the connection just made (see the module docs).
+    pub(super) fn begin_resync(&mut self, now: Micros) {
+        let from_seq = self.seq;
+        self.resyncs += 1;
+        self.metrics.resyncs += 1;
+        self.resync = Some(ResyncOut {
+            id: self.resyncs,
+            from_seq,
+            rows: 0,
+            copied: false,
+            started_at: now,
+        });
+        self.state = LinkState::Resyncing;
+        self.acked = from_seq;
+        self.sent = from_seq;
+        self.last_heard = now;
+        self.last_sent_at = now;
+        self.ready.copy = Some(CopyOrder {
+            resync: self.resyncs,
+            from_seq,
+        });
+        self.send(
+            now,
+            Message::ResyncBegin {
+                epoch: self.config.epoch,
+                from_seq,
+            },
+        );
+    }
+
+    /// The peer loaded the copy and applied everything up to `seq`: duplex.
+    pub(super) fn resynced(&mut self, now: Micros, seq: Seq) {
+        let Some(r) = self.resync.take().filter(|r| r.copied) else {
+            return self.go_down(now, "Resynced before the copy was complete".into());
+        };
+        self.state = LinkState::Duplex;
+        self.resync_required = false;
+        self.diverged = false;
+        self.ack(seq);
+        self.ready.events.push(Event::Resynced {
+            from_seq: r.from_seq,
+            rows: r.rows,
+            took_ms: now.saturating_sub(r.started_at) / 1000,
+        });
+    }
+}
