@@ -101,7 +101,7 @@ pub struct FailoverReport {
 }
 
 /// A pair key for one trial, written where the primary process reads it.
-fn key_file(path: &Path) -> Result<PeerKey, CliError> {
+pub(crate) fn key_file(path: &Path) -> Result<PeerKey, CliError> {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())

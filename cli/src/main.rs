@@ -33,6 +33,7 @@ mod bench_engine;
 mod bench_failover;
 mod bench_replicate;
 mod bench_restructure;
+mod bench_resync;
 mod demo;
 mod demo_replication;
 mod measure;
@@ -148,6 +149,8 @@ enum BenchScenario {
     Replicate(bench_replicate::ReplicateBenchArgs),
     /// Killing the primary under load (per arbiter mode) and planned switchovers.
     Failover(bench_failover::FailoverBenchArgs),
+    /// An empty backup joining under the telecom load, whose rate doubles halfway.
+    Resync(bench_resync::ResyncBenchArgs),
 }
 
 /// Prints a report as JSON on stdout, or as a table.
@@ -185,6 +188,9 @@ fn main() {
         } => {
             bench_failover::run(args).and_then(|r| emit(args.json, &r, bench_failover::print_table))
         }
+        Command::Bench {
+            scenario: BenchScenario::Resync(args),
+        } => bench_resync::run(args).and_then(|r| emit(args.json, &r, bench_resync::print_table)),
     };
     if let Err(e) = outcome {
         eprintln!("kirikae: {e}");

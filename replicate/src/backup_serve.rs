@@ -193,7 +193,10 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         // A promotion is due: the arbiter gives the epoch (etcd: only with the key).
         match promote.take() {
             None => break 'serving,
-            Some((by, reply)) => match take_over(&config, applier.epoch()) {
+            Some((by, reply)) => match applier
+                .promotable()
+                .and_then(|()| take_over(&config, applier.epoch()))
+            {
                 Ok(t) => {
                     takeover = Some(t);
                     promote = Some((by, reply));

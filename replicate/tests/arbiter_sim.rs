@@ -71,6 +71,7 @@ struct Tally {
     replicated_sync: u64,
     old_primaries_fenced: u64,
     failover_ms_max: u64,
+    refused_resyncing: u64,
 }
 
 /// A renewal (keep-alive and key check) on its way.
@@ -105,6 +106,9 @@ struct World {
     promoted: Option<(Promotion, u64, Due)>,
     /// When the old primary accepted each of its writes.
     accepted_at: Vec<u64>,
+    /// A takeover was due while the backup held no usable copy (its first resync
+    /// not complete).
+    unpromotable: bool,
     tally: Tally,
 }
 
@@ -144,6 +148,7 @@ impl World {
             next_look: 0,
             promoted: None,
             accepted_at: Vec::new(),
+            unpromotable: false,
             tally: Tally::default(),
         }
     }
@@ -244,6 +249,12 @@ impl World {
             return;
         };
         assert!(!self.watch.held(now), "one takeover per seed");
+        // As the backup does: no key taken for a promotion it could not make.
+        if backup_up(&mut self.sim).applier().promotable().is_err() {
+            self.unpromotable = true;
+            self.watch.postpone(now, RETRY_US);
+            return;
+        }
         let Some(revision) = self.etcd.create(Node::Backup, now) else {
             self.tally.takeovers_refused += 1;
             self.watch.postpone(now, RETRY_US);
@@ -346,6 +357,13 @@ fn run(seed: u64) -> Tally {
             );
             check_promoted(&mut w.sim, promotion.epoch, &ctx);
         }
+        None if w.unpromotable => {
+            assert!(
+                w.sim.replicated_ledger.is_empty(),
+                "{ctx}: commits acknowledged as replicated by a backup still resyncing"
+            );
+            w.tally.refused_resyncing += 1;
+        }
         None => {
             // Still the primary's: it must be able to write again.
             assert!(
@@ -401,6 +419,7 @@ fn under_the_etcd_arbiter_one_node_writes_at_a_time_and_one_always_can() {
         total.replicated_sync += t.replicated_sync;
         total.old_primaries_fenced += t.old_primaries_fenced;
         total.failover_ms_max = total.failover_ms_max.max(t.failover_ms_max);
+        total.refused_resyncing += t.refused_resyncing;
     }) else {
         return;
     };

@@ -40,6 +40,8 @@ struct Tally {
     fenced_refusals: u64,
     rejoins_by_catch_up: u64,
     rejoins_by_resync: u64,
+    /// Failovers refused: the backup's first resync had not completed.
+    refused_resyncing: u64,
 }
 
 fn faults(rng: &mut Rng) -> Faults {
@@ -52,16 +54,26 @@ fn faults(rng: &mut Rng) -> Faults {
     }
 }
 
-fn promote(sim: &mut Sim, ctx: &str) -> Promotion {
-    let promotion = backup_up(sim)
-        .applier()
+/// The promotion, or `None` if the backup holds no usable copy yet (its first
+/// resync is not complete): then no commit can have been acknowledged as replicated.
+fn promote(sim: &mut Sim, ctx: &str) -> Option<Promotion> {
+    let applier = backup_up(sim).applier();
+    if let Err(e) = applier.promotable() {
+        assert!(e.to_string().contains("resync"), "{ctx}: {e}");
+        assert!(
+            sim.replicated_ledger.is_empty(),
+            "{ctx}: commits acknowledged as replicated by a backup still resyncing"
+        );
+        return None;
+    }
+    let promotion = applier
         .promote(Epoch(2))
         .unwrap_or_else(|e| panic!("{ctx}: promotion failed: {e}"));
     assert!(
         promotion.in_doubt_dropped.is_empty(),
         "{ctx}: an in-doubt transaction with the primary's digests was dropped: {promotion:?}"
     );
-    promotion
+    Some(promotion)
 }
 
 /// The primary dies mid-traffic.
@@ -78,7 +90,10 @@ fn crash(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &mut T
     }
     sim.backup_session = None;
     sim.conn = None;
-    let promotion = promote(sim, ctx);
+    let Some(promotion) = promote(sim, ctx) else {
+        tally.refused_resyncing += 1;
+        return;
+    };
     tally.crashes += 1;
     tally.in_doubt_committed += promotion.in_doubt_committed.len() as u64;
     check_promoted(sim, Epoch(2), ctx);
@@ -105,7 +120,10 @@ fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &m
     for _ in 0..rng.below(3_000) {
         sim.step(faults, writes_while_cut);
     }
-    let promotion = promote(sim, ctx);
+    let Some(promotion) = promote(sim, ctx) else {
+        tally.refused_resyncing += 1;
+        return;
+    };
     tally.partitions += 1;
     tally.in_doubt_committed += promotion.in_doubt_committed.len() as u64;
     // The old primary keeps committing alone on its side.
@@ -125,7 +143,14 @@ fn partition(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &m
     while sim.link.fenced().is_none() {
         sim.step(&calm, writes_while_cut);
         steps += 1;
-        assert!(steps < 100_000, "{ctx}: the old primary was never fenced");
+        assert!(
+            steps < 100_000,
+            "{ctx}: the old primary was never fenced: {:?} {:?}",
+            sim.link.metrics(sim.now),
+            sim.peer
+                .as_ref()
+                .map(|p| p.db.table(LEDGER).map(|t| t.len()))
+        );
     }
     assert_eq!(sim.link.fenced(), Some(Epoch(2)), "{ctx}");
     let last = sim.link.metrics(sim.now).last_seq;
@@ -223,6 +248,7 @@ fn failover_keeps_every_acknowledged_sync_commit_and_fences_the_old_primary() {
         total.fenced_refusals += t.fenced_refusals;
         total.rejoins_by_catch_up += t.rejoins_by_catch_up;
         total.rejoins_by_resync += t.rejoins_by_resync;
+        total.refused_resyncing += t.refused_resyncing;
     }) else {
         return;
     };

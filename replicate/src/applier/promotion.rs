@@ -34,6 +34,22 @@ pub struct Promotion {
 }
 
 impl Applier<'_> {
+    /// Ok if this backup holds a usable copy to be promoted with; an error while a
+    /// resync is under way, or its result is not durable yet (a restart would find
+    /// nothing): ask before taking an arbiter's lock, which a refused promotion
+    /// would only hold in vain.
+    pub fn promotable(&self) -> Result<()> {
+        if let Some(done) = self.promoted {
+            return Err(ReplicateError::Protocol {
+                reason: format!("already promoted at {done}"),
+            });
+        }
+        if self.resync.is_some() || self.log.as_ref().is_some_and(|l| l.resyncing()) {
+            return Err(super::resync::not_while_resyncing("cannot promote"));
+        }
+        Ok(())
+    }
+
     /// Promotes this backup's database at `epoch` (greater than every epoch seen):
     /// see the module docs. After it, the applier takes nothing more.
     pub fn promote(&mut self, epoch: Epoch) -> Result<Promotion> {
@@ -42,9 +58,7 @@ impl Applier<'_> {
                 reason: format!("already promoted at {done}"),
             });
         }
-        if self.resync.is_some() {
-            return Err(super::resync::not_while_resyncing("cannot promote"));
-        }
+        self.promotable()?;
         if epoch <= self.epoch {
             return Err(ReplicateError::Protocol {
                 reason: format!("cannot promote at {epoch}: {} was already seen", self.epoch),

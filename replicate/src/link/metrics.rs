@@ -32,6 +32,8 @@ pub struct LinkMetrics {
     pub connects: u64,
     /// Resyncs begun (full copies to a peer that could not be caught up).
     pub resyncs: u64,
+    /// Rows the current (or last) resync's copy has sent so far.
+    pub copied_rows: u64,
     /// Events dropped because the embedder did not read them (the oldest go first).
     pub events_dropped: u64,
     /// How long the link thread has been in its current socket write, in

@@ -96,6 +96,7 @@ impl Link {
             },
             CopyPiece::Rows { table, rows } => {
                 r.rows += rows.len() as u64;
+                self.metrics.copied_rows = r.rows;
                 Message::ResyncRows { epoch, table, rows }
             }
         };
@@ -126,6 +127,7 @@ impl Link {
         let from_seq = self.seq;
         self.resyncs += 1;
         self.metrics.resyncs += 1;
+        self.metrics.copied_rows = 0;
         self.resync = Some(ResyncOut {
             id: self.resyncs,
             from_seq,
