@@ -188,6 +188,17 @@ impl Replicator {
             })
     }
 
+    /// Resyncs the backup (an operator's command, e.g. after its tables were found to
+    /// differ): the connection is dropped and the next one copies the tables to it
+    /// while commits go on (see [`Event::Resynced`]).
+    pub fn resync(&self) {
+        let mut core = self.shared.core.lock();
+        let now = self.shared.now();
+        core.link.request_resync(now);
+        drop(core);
+        self.shared.wake_writer();
+    }
+
     /// The epoch of the primary that replaced this one, once it is fenced (then every
     /// commit fails with [`ReplicateError::Fenced`]; see [`Event::Fenced`]).
     pub fn fenced(&self) -> Option<Epoch> {

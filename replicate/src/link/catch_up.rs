@@ -54,8 +54,8 @@ impl Link {
             }
             return self.begin_resync(now);
         }
-        let refuse = if self.resync_required {
-            Some("the difference file passed its cap".to_owned())
+        let refuse = if let Some(reason) = &self.resync_required {
+            Some(reason.clone())
         } else if peer_last_seq < self.acked {
             Some(format!(
                 "peer lost acknowledged transactions: it has {peer_last_seq}, had acknowledged {}",

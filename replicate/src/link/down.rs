@@ -83,8 +83,8 @@ impl Link {
     }
 
     pub(super) fn require_resync(&mut self, reason: String) {
-        if !self.resync_required {
-            self.resync_required = true;
+        if self.resync_required.is_none() {
+            self.resync_required = Some(reason.clone());
             self.ready.events.push(Event::ResyncRequired { reason });
         }
     }
@@ -93,7 +93,7 @@ impl Link {
     /// (unless the file is past its cap).
     pub(super) fn record(&mut self, record: LogRecord, len: usize) {
         self.diverge(record.seq, self.down_reason());
-        if self.resync_required {
+        if self.resync_required.is_some() {
             return;
         }
         self.log_last_seq = Some(record.seq);

@@ -82,7 +82,8 @@ pub struct Link {
     rejoin: Option<Rejoin>,
     /// Sync transactions rolled back here, their end not yet acknowledged.
     rolled_back: RolledBack,
-    resync_required: bool,
+    /// Why the peer must be resynced, until a resync ends.
+    resync_required: Option<String>,
     /// Highest sequence handed to the shell for the difference file.
     log_last_seq: Option<Seq>,
     /// Reported by the shell: readable from the difference file up to here.
@@ -137,7 +138,7 @@ impl Link {
             fenced: None,
             rejoin: None,
             rolled_back: RolledBack::default(),
-            resync_required: false,
+            resync_required: None,
             log_last_seq: log.last_seq,
             appended_through: last,
             durable_through: last,

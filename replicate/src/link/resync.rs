@@ -122,6 +122,16 @@ impl Link {
         }
     }
 
+    /// An operator asks for a resync: the connection (if any) goes down and the next
+    /// one resyncs the peer.
+    pub fn request_resync(&mut self, now: Micros) {
+        let reason = "an operator asked for a resync".to_owned();
+        self.require_resync(reason.clone());
+        if self.state != LinkState::Degraded && self.state != LinkState::Resyncing {
+            self.go_down(now, reason);
+        }
+    }
+
     /// Starts a resync on the connection just made (see the module docs).
     pub(super) fn begin_resync(&mut self, now: Micros) {
         let from_seq = self.seq;
@@ -159,7 +169,7 @@ impl Link {
             return self.go_down(now, "Resynced before the copy was complete".into());
         };
         self.state = LinkState::Duplex;
-        self.resync_required = false;
+        self.resync_required = None;
         self.diverged = false;
         self.ack(seq);
         self.ready.events.push(Event::Resynced {
