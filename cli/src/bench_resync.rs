@@ -251,7 +251,12 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
         }
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(Event::Resynced { rows, .. }) => break rows,
-            Ok(_) | Err(_) if Instant::now() < deadline => continue,
+            Ok(e) => {
+                // Why an attempt ended, for the operator watching.
+                bar.println(format!("{:>6.1}s {e}", started.elapsed().as_secs_f64()));
+                continue;
+            }
+            Err(_) if Instant::now() < deadline => continue,
             _ => return Err(CliError::Usage("no Resynced within an hour".into())),
         }
     };

@@ -94,7 +94,7 @@ pub use reclaimer::ReclaimStats;
 pub use rid::Rid;
 pub use schema::{Column, Row, RowRef, Schema};
 pub use session::SessionInfo;
-pub use snapshot::{SnapshotStats, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{SnapshotImage, SnapshotStats, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use table::{Table, KEYS_PER_SHARD};
 pub use txn::Transaction;
 pub use txn_id::TxnId;

@@ -68,19 +68,20 @@ fn memory_label() -> PathBuf {
     PathBuf::from("<memory>")
 }
 
-impl Database {
-    /// Encodes every table into snapshot bytes. Consistent: no transaction is seen in
-    /// part. Multi-record commits wait while rows are collected (not while encoding).
-    pub fn snapshot_bytes(&self) -> Result<(Vec<u8>, SnapshotStats)> {
-        let tables = self.tables();
-        let images: Vec<Vec<(Rid, RowRef)>> = {
-            let _exclusive = self.inner.commit_latch.write();
-            tables.iter().map(|t| t.scan(Rid(0), usize::MAX)).collect()
-        };
+/// Every table's rows as they were at one moment, collected by
+/// [`Database::snapshot_image`] and encoded or written later, on any thread: only
+/// the collection holds up multi-record commits.
+pub struct SnapshotImage {
+    tables: Vec<(Arc<Table>, Vec<(Rid, RowRef)>)>,
+}
+
+impl SnapshotImage {
+    /// The snapshot's bytes.
+    pub fn encode(&self) -> Result<(Vec<u8>, SnapshotStats)> {
         let body = BodyOut {
-            tables: tables
+            tables: self
+                .tables
                 .iter()
-                .zip(&images)
                 .map(|(t, rows)| TableOut {
                     name: t.name(),
                     schema: t.schema(),
@@ -100,16 +101,16 @@ impl Database {
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
         let stats = SnapshotStats {
-            tables: tables.len(),
-            rows: images.iter().map(|r| r.len() as u64).sum(),
+            tables: self.tables.len(),
+            rows: self.tables.iter().map(|(_, r)| r.len() as u64).sum(),
             bytes: bytes.len() as u64,
         };
         Ok((bytes, stats))
     }
 
-    /// Writes a snapshot of every table to `path` atomically and durably.
-    pub fn write_snapshot(&self, path: &Path) -> Result<SnapshotStats> {
-        let (bytes, stats) = self.snapshot_bytes()?;
+    /// Writes the snapshot to `path` atomically and durably.
+    pub fn write(&self, path: &Path) -> Result<SnapshotStats> {
+        let (bytes, stats) = self.encode()?;
         let io = |source| EngineError::SnapshotIo {
             path: path.to_owned(),
             source,
@@ -138,6 +139,35 @@ impl Database {
         };
         File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(stats)
+    }
+}
+
+impl Database {
+    /// Collects every table's rows at one moment (no transaction seen in part):
+    /// multi-record commits wait while the rows are collected, not while they are
+    /// encoded or written.
+    pub fn snapshot_image(&self) -> SnapshotImage {
+        let tables = self.tables();
+        let _exclusive = self.inner.commit_latch.write();
+        SnapshotImage {
+            tables: tables
+                .into_iter()
+                .map(|t| {
+                    let rows = t.scan(Rid(0), usize::MAX);
+                    (t, rows)
+                })
+                .collect(),
+        }
+    }
+
+    /// Encodes every table into snapshot bytes (see [`Database::snapshot_image`]).
+    pub fn snapshot_bytes(&self) -> Result<(Vec<u8>, SnapshotStats)> {
+        self.snapshot_image().encode()
+    }
+
+    /// Writes a snapshot of every table to `path` atomically and durably.
+    pub fn write_snapshot(&self, path: &Path) -> Result<SnapshotStats> {
+        self.snapshot_image().write(path)
     }
 
     /// Loads a database from a snapshot file.

@@ -269,6 +269,28 @@ impl AccessLog {
     /// retention. Returns the segments retired.
     pub fn take_checkpoint(&mut self, covered: Checkpoint, database: &Database) -> Result<usize> {
         let taken = covered.take(&self.dir, database)?;
+        self.checkpoint_taken(taken)
+    }
+
+    /// Starts a checkpoint as `covered` says: `database`'s rows are collected here
+    /// (commits wait only for that), and written on a thread of its own; hand what it
+    /// returns to [`checkpoint_taken`](AccessLog::checkpoint_taken).
+    pub fn begin_checkpoint(
+        &self,
+        covered: Checkpoint,
+        database: &Database,
+    ) -> Result<std::thread::JoinHandle<Result<Checkpoint>>> {
+        let image = database.snapshot_image();
+        let dir = self.dir.clone();
+        std::thread::Builder::new()
+            .name("kirikae-checkpoint".into())
+            .spawn(move || covered.write(&dir, &image))
+            .map_err(io(&self.dir))
+    }
+
+    /// A checkpoint is durable: restarts use it, and the segments behind it past
+    /// their retention are retired (how many is returned).
+    pub fn checkpoint_taken(&mut self, taken: Checkpoint) -> Result<usize> {
         let behind = taken.position;
         self.checkpoint = Some(taken);
         self.end_resync()?;

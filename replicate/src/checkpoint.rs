@@ -11,7 +11,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use kirikae_engine::Database;
+use kirikae_engine::{Database, SnapshotImage};
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
@@ -82,10 +82,16 @@ impl Checkpoint {
 
     /// Snapshots `database` into `dir` and makes this checkpoint (with `snapshot` set
     /// here) the current one; older snapshots are deleted. Durable on return.
-    pub fn take(mut self, dir: &Path, database: &Database) -> Result<Checkpoint> {
+    pub fn take(self, dir: &Path, database: &Database) -> Result<Checkpoint> {
+        self.write(dir, &database.snapshot_image())
+    }
+
+    /// [`take`](Checkpoint::take) with the database's rows already collected (the
+    /// slow part, writing, may then run on another thread).
+    pub fn write(mut self, dir: &Path, image: &SnapshotImage) -> Result<Checkpoint> {
         self.snapshot = format!("checkpoint-{:020}.snap", self.applied.0);
         let snapshot = self.snapshot_path(dir);
-        database.write_snapshot(&snapshot)?;
+        image.write(&snapshot)?;
         let framed = frame::encode(&self, MANIFEST_BYTES_MAX)
             .map_err(|fault| corrupt(&dir.join(MANIFEST), fault.to_string()))?;
         let tmp = dir.join(format!("{MANIFEST}.tmp"));

@@ -123,6 +123,8 @@ pub struct Applier<'s> {
     resync: Option<resync::ResyncIn>,
     /// Take a checkpoint at the next flush (a resync just ended).
     checkpoint_soon: bool,
+    /// A checkpoint being written on its own thread.
+    writing: Option<std::thread::JoinHandle<Result<Checkpoint>>>,
     stats: ApplierStats,
 }
 
@@ -145,6 +147,7 @@ impl<'s> Applier<'s> {
             replaying: None,
             resync: None,
             checkpoint_soon: false,
+            writing: None,
             stats: ApplierStats::default(),
         }
     }
@@ -476,11 +479,13 @@ impl<'s> Applier<'s> {
             seq,
             epoch: self.epoch,
         });
+        self.finish_checkpoint(false)?;
         if self.resync.is_none()
-            && (std::mem::take(&mut self.checkpoint_soon)
-                || self.log.as_ref().is_some_and(AccessLog::checkpoint_due))
+            && self.writing.is_none()
+            && (self.checkpoint_soon || self.log.as_ref().is_some_and(AccessLog::checkpoint_due))
         {
-            self.checkpoint()?;
+            self.checkpoint_soon = false;
+            self.start_checkpoint()?;
         }
         Ok(())
     }
@@ -488,6 +493,7 @@ impl<'s> Applier<'s> {
     /// Work between messages (called as time passes): a resync's drain goes on a
     /// batch at a time, with the same answers a flush gives.
     pub fn work(&mut self, replies: &mut Vec<Message>) -> Result<()> {
+        self.finish_checkpoint(false)?;
         if matches!(self.resync, Some(resync::ResyncIn::Draining { .. })) {
             return self.flush(replies);
         }
@@ -574,12 +580,55 @@ impl<'s> Applier<'s> {
         self.replaying.as_ref().is_some_and(|s| s.contains(&seq))
     }
 
-    /// Takes a checkpoint: the database as it is (every resolved transaction, none
-    /// held) and the log position from which a restart replays.
+    /// Takes a checkpoint now and waits for it to be durable.
     fn checkpoint(&mut self) -> Result<()> {
-        let Some(log) = self.log.as_mut() else {
+        self.finish_checkpoint(true)?;
+        let Some(covered) = self.covered() else {
             return Ok(());
         };
+        let database = self.session.database();
+        if let Some(log) = self.log.as_mut() {
+            let retired = log.take_checkpoint(covered, database)?;
+            self.stats.checkpoints += 1;
+            self.stats.segments_retired += retired as u64;
+        }
+        Ok(())
+    }
+
+    /// Starts a checkpoint: the rows are collected here, written on a thread of
+    /// their own, so the session keeps answering the primary meanwhile (a large
+    /// table takes seconds to write).
+    fn start_checkpoint(&mut self) -> Result<()> {
+        let (Some(covered), Some(log)) = (self.covered(), self.log.as_ref()) else {
+            return Ok(());
+        };
+        self.writing = Some(log.begin_checkpoint(covered, self.session.database())?);
+        Ok(())
+    }
+
+    /// Collects the checkpoint being written, once it is done (or waiting for it).
+    pub(super) fn finish_checkpoint(&mut self, wait: bool) -> Result<()> {
+        if !wait && self.writing.as_ref().is_none_or(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        let Some(thread) = self.writing.take() else {
+            return Ok(());
+        };
+        let taken = thread.join().map_err(|_| ReplicateError::Protocol {
+            reason: "the checkpoint's writer panicked".into(),
+        })??;
+        if let Some(log) = self.log.as_mut() {
+            let retired = log.checkpoint_taken(taken)?;
+            self.stats.checkpoints += 1;
+            self.stats.segments_retired += retired as u64;
+        }
+        Ok(())
+    }
+
+    /// What a checkpoint taken now covers: the database as it is (every resolved
+    /// transaction, none held) and the log position from which a restart replays.
+    fn covered(&self) -> Option<Checkpoint> {
+        let log = self.log.as_ref()?;
         let position = self
             .first_position
             .values()
@@ -593,10 +642,7 @@ impl<'s> Applier<'s> {
             snapshot: String::new(),
             created_ms: utc::unix_ms(std::time::SystemTime::now()),
         };
-        let retired = log.take_checkpoint(covered, self.session.database())?;
-        self.stats.checkpoints += 1;
-        self.stats.segments_retired += retired as u64;
-        Ok(())
+        Some(covered)
     }
 
     /// Reports a transaction the backup could not apply; its sequence is resolved (as
@@ -680,6 +726,16 @@ fn apply<'s>(
         responses.push(digest);
     }
     Ok((txn, responses))
+}
+
+impl Drop for Applier<'_> {
+    fn drop(&mut self) {
+        // A checkpoint still being written finishes before another applier can open
+        // the same directory.
+        if let Err(e) = self.finish_checkpoint(true) {
+            tracing::warn!("the last checkpoint failed: {e}");
+        }
+    }
 }
 
 fn protocol(reason: String) -> ReplicateError {

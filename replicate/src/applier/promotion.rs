@@ -58,6 +58,8 @@ impl Applier<'_> {
                 reason: format!("already promoted at {done}"),
             });
         }
+        // The checkpoint that ends a resync makes its copy usable.
+        self.finish_checkpoint(true)?;
         self.promotable()?;
         if epoch <= self.epoch {
             return Err(ReplicateError::Protocol {

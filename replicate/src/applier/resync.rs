@@ -133,6 +133,8 @@ impl<'s> Applier<'s> {
     }
 
     fn begin_resync(&mut self, from_seq: Seq) -> Result<()> {
+        // A checkpoint of what is being replaced must not end the new resync's mark.
+        self.finish_checkpoint(true)?;
         self.forget(from_seq)?;
         self.stream_seq = from_seq;
         self.logged = from_seq;
