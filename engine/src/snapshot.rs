@@ -72,8 +72,11 @@ fn memory_label() -> PathBuf {
 /// [`Database::snapshot_image`] and encoded or written later, on any thread: only
 /// the collection holds up multi-record commits.
 pub struct SnapshotImage {
-    tables: Vec<(Arc<Table>, Vec<(Rid, RowRef)>)>,
+    tables: Vec<TableImage>,
 }
+
+/// A table and its rows, as collected.
+type TableImage = (Arc<Table>, Vec<(Rid, RowRef)>);
 
 impl SnapshotImage {
     /// The snapshot's bytes.
