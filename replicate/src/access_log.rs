@@ -212,7 +212,12 @@ impl AccessLog {
         std::fs::File::create(&marker)
             .and_then(|f| f.sync_all())
             .map_err(io(&marker))?;
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        // What the log holds is of the history being replaced: an interrupted
+        // resync's attempts must not pile up on disk.
+        let through = self.next_position().saturating_sub(1);
+        self.log.retire_positions(through)?;
+        Ok(())
     }
 
     /// Whether a resync began and has not ended in a checkpoint yet.

@@ -137,6 +137,7 @@ impl Copier {
         let piece = CopyPiece::Table {
             name: table.name().to_owned(),
             schema: (**table.schema()).clone(),
+            rows: table.len(),
         };
         self.current = Some((table, Rid(0)));
         Some(piece)

@@ -454,3 +454,74 @@ fn a_close_asked_for_an_old_connection_does_not_end_the_next_one() {
     assert!(!ready.close, "the new connection is kept");
     assert_eq!(link.state(), LinkState::Duplex);
 }
+
+/// A catch-up that loses ground holds new commits back, longer each period, up to
+/// the bound; once it gains, the hold eases off; past its backlog cap it gives up
+/// for a resync (seed 000 §4.3).
+#[test]
+fn a_catch_up_losing_ground_paces_commits_and_past_its_cap_chooses_a_resync() {
+    let config = LinkConfig {
+        resync: false,
+        pause_within_txns: 0,
+        peer_timeout: std::time::Duration::from_secs(3600),
+        catchup_pace_max: std::time::Duration::from_millis(2),
+        catchup_backlog_max_txns: 400,
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, LogState::default(), 0);
+    let mut k = 0i64;
+    let mut submit = |link: &mut Link, n: usize, now: Micros| {
+        for _ in 0..n {
+            k += 1;
+            link.submit(
+                now,
+                Mode::Async,
+                WhenPeerDown::Continue,
+                insert(k, 8),
+                Vec::new,
+            )
+            .expect("submit");
+        }
+        let last = link.metrics(now).last_seq.0;
+        link.persisted(now, durable(last));
+        link.ready()
+    };
+    let persisted = submit(&mut link, 10, 1).persist;
+    link.connected(2, Seq::ZERO, Epoch::NONE);
+    assert_eq!(link.state(), LinkState::CatchingUp);
+    let read = link.ready().read.expect("asks for the records");
+    // The reads go unanswered while commits keep coming: the backlog grows.
+    let mut now = 2;
+    let mut paces = Vec::new();
+    for _ in 0..9 {
+        now += 100_000;
+        submit(&mut link, 10, now);
+        link.tick(now);
+        paces.push(link.commit_pace_us());
+    }
+    assert_eq!(paces[0], 0, "first look: no trend yet");
+    assert!(paces.windows(2).all(|w| w[1] >= w[0]), "{paces:?}");
+    assert_eq!(*paces.last().expect("paces"), 2_000, "bounded: {paces:?}");
+    // The catch-up gains: the hold eases off.
+    link.replayed(now, read.catch_up, Ok(persisted));
+    let batch = submit(&mut link, 0, now);
+    let more = batch.read.expect("the next records");
+    let _ = more;
+    now += 100_000;
+    link.tick(now);
+    assert!(
+        link.commit_pace_us() < 2_000,
+        "eased: {}",
+        link.commit_pace_us()
+    );
+    // Past the cap: a resync instead.
+    now += 100_000;
+    submit(&mut link, 400, now);
+    link.tick(now);
+    assert_eq!(link.state(), LinkState::Degraded);
+    assert!(link
+        .ready()
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ResyncRequired { reason } if reason.contains("backlog"))));
+}

@@ -382,6 +382,12 @@ impl CommitGate for Gate {
         if shipment.mode == Mode::Sync {
             freeze_point::reached(FreezePoint::BeforePrepare, None);
         }
+        // A catch-up losing ground holds each commit back a little (bounded by
+        // `catchup_pace_max`), before any lock is taken.
+        let pace_us = shared.commit_pace_us.load(Ordering::Relaxed);
+        if pace_us > 0 {
+            std::thread::sleep(Duration::from_micros(pace_us));
+        }
         let mut core = shared.core.lock();
         let sync_timeout = core.link.config().sync_timeout;
         let pause_started = Instant::now();

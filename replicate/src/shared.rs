@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) unapplied: Mutex<Unapplied>,
     /// `LinkConfig::copy_bytes_per_s`.
     pub(crate) copy_bytes_per_s: u64,
+    /// The link's `commit_pace_us`, published for commits to read without the lock.
+    pub(crate) commit_pace_us: AtomicU64,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ impl Shared {
             writing_since: AtomicU64::new(0),
             unapplied: Mutex::new(Unapplied::default()),
             copy_bytes_per_s,
+            commit_pace_us: AtomicU64::new(0),
         });
         (shared, rx)
     }
@@ -170,6 +173,8 @@ impl Shared {
                 let _ = waiter.try_send(outcome);
             }
         }
+        self.commit_pace_us
+            .store(core.link.commit_pace_us(), Ordering::Relaxed);
         let state = core.link.state();
         if state != core.seen_state {
             core.seen_state = state;

@@ -147,6 +147,9 @@ pub enum Message {
         table: String,
         /// Its schema.
         schema: Schema,
+        /// About how many rows follow (the peer sizes the table's index for them
+        /// up front, instead of growing it with pauses on the way).
+        rows: u64,
     },
     /// Rows of a table of the copy (a key seen twice: the later row wins).
     ResyncRows {

@@ -23,13 +23,19 @@
 
 use std::collections::BTreeSet;
 
-use kirikae_engine::{Database, Operation, Row, Schema, Transaction};
+use std::sync::Arc;
+
+use kirikae_engine::{Database, Operation, Row, Schema, Table, Transaction};
 
 use super::{protocol, Applier, Work};
 use crate::access_log::{AccessEntry, AccessRecord};
 use crate::error::{ReplicateError, Result};
 use crate::seq::Seq;
 use crate::wire::Message;
+
+/// A table announced with more rows than this is sized for this many up front (the
+/// count is the primary's word; memory is this side's).
+const PRESIZE_ROWS_MAX: u64 = 1 << 27;
 
 /// Logged transactions read per batch while draining.
 const DRAIN_BATCH: usize = 256;
@@ -69,7 +75,12 @@ impl<'s> Applier<'s> {
     pub(super) fn take_resync(&mut self, message: Message) -> Result<()> {
         match message {
             Message::ResyncBegin { from_seq, .. } => self.begin_resync(from_seq),
-            Message::ResyncTable { table, schema, .. } => self.resync_table(table, schema),
+            Message::ResyncTable {
+                table,
+                schema,
+                rows,
+                ..
+            } => self.resync_table(table, schema, rows),
             Message::ResyncRows { table, rows, .. } => self.resync_rows(&table, rows),
             Message::ResyncEnd { rows, .. } => match self.resync.take() {
                 Some(ResyncIn::Loading {
@@ -155,7 +166,7 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    fn resync_table(&mut self, table: String, schema: Schema) -> Result<()> {
+    fn resync_table(&mut self, table: String, schema: Schema, rows: u64) -> Result<()> {
         let Some(ResyncIn::Loading { tables, .. }) = self.resync.as_mut() else {
             return Err(protocol(format!("table {table} of no resync")));
         };
@@ -163,7 +174,10 @@ impl<'s> Applier<'s> {
         if database.table(&table).is_ok() {
             database.drop_table(&table)?;
         }
-        database.create_table(&table, schema)?;
+        // Sized for its rows up front: growing a large index on the way stalls the
+        // session long enough for the primary to give up on it.
+        let presized = rows.min(PRESIZE_ROWS_MAX) as usize;
+        database.add_table(Arc::new(Table::with_capacity(&table, schema, presized)))?;
         tables.insert(table);
         Ok(())
     }

@@ -40,6 +40,8 @@ impl Link {
         // A close asked for when the last connection went down was about that one:
         // carried out on this one, it would end every connection as it is made.
         self.ready.close = false;
+        self.pacing = super::pacing::Pacing::default();
+        self.metrics.commit_pace_us = 0;
         self.metrics.connects += 1;
         if peer_epoch > self.config.epoch {
             return self.fence(peer_epoch, peer_last_seq);

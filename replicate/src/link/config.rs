@@ -52,6 +52,13 @@ pub struct LinkConfig {
     pub catchup_window_txns: u64,
     /// Commits pause when the catch-up is this few sequences from the end.
     pub pause_within_txns: u64,
+    /// While a catch-up's backlog does not shrink, each new commit is held back,
+    /// longer each 100 ms it still does not, up to this (zero: never), so that the
+    /// backup converges in bounded time.
+    pub catchup_pace_max: Duration,
+    /// A catch-up whose backlog passes this many transactions is given up for a
+    /// resync.
+    pub catchup_backlog_max_txns: u64,
     /// Past this size the difference file stops growing and `ResyncRequired` is raised.
     pub difference_cap_bytes: u64,
     /// First delay before reconnecting; doubles up to `reconnect_max`.
@@ -86,6 +93,8 @@ impl Default for LinkConfig {
             catchup_batch_txns: 1024,
             catchup_window_txns: 1 << 16,
             pause_within_txns: 256,
+            catchup_pace_max: Duration::from_millis(2),
+            catchup_backlog_max_txns: 1 << 24,
             difference_cap_bytes: 1 << 30,
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),

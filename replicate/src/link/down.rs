@@ -119,10 +119,17 @@ impl Link {
         self.ready.messages.clear();
         self.out_bytes = 0;
         self.catch_up = None;
-        self.resync = None;
+        let resyncing = self.resync.take().is_some();
         self.ready.close = true;
         self.down_since = now;
         self.reconnect_at = now;
+        if resyncing {
+            // A resync that failed is tried again after a growing pause, so that
+            // whatever made it fail cannot turn it into a busy loop.
+            self.reconnect_at = now + self.reconnect_delay_us;
+            self.reconnect_delay_us =
+                (self.reconnect_delay_us * 2).min(super::micros(self.config.reconnect_max));
+        }
         self.diverge(self.acked.next(), reason.clone());
         for mut e in self.window.take_all() {
             if let Status::Preparing { when_down, .. } = e.status {

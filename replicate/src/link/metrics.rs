@@ -34,6 +34,9 @@ pub struct LinkMetrics {
     pub resyncs: u64,
     /// Rows the current (or last) resync's copy has sent so far.
     pub copied_rows: u64,
+    /// The hold each new commit gets while a catch-up loses ground (µs; see
+    /// `LinkConfig::catchup_pace_max`).
+    pub commit_pace_us: u64,
     /// Events dropped because the embedder did not read them (the oldest go first).
     pub events_dropped: u64,
     /// How long the link thread has been in its current socket write, in

@@ -30,6 +30,7 @@ mod down;
 mod event;
 mod metrics;
 mod outcome;
+mod pacing;
 mod ready;
 mod rejoin;
 mod resync;
@@ -74,6 +75,7 @@ pub struct Link {
     catch_ups: u64,
     resync: Option<resync::ResyncOut>,
     resyncs: u64,
+    pacing: pacing::Pacing,
     /// Raised `Diverged` and not yet `Recovered`.
     diverged: bool,
     /// Replaced by the primary of this (higher) epoch: no more submissions.
@@ -134,6 +136,7 @@ impl Link {
             catch_ups: 0,
             resync: None,
             resyncs: 0,
+            pacing: pacing::Pacing::default(),
             diverged: false,
             fenced: None,
             rejoin: None,
@@ -426,7 +429,10 @@ impl Link {
         }
         match self.state {
             LinkState::Degraded => return,
-            LinkState::CatchingUp => self.pump(now),
+            LinkState::CatchingUp => {
+                self.pump(now);
+                self.pace(now);
+            }
             LinkState::Duplex | LinkState::Resyncing => {}
         }
         if self.state == LinkState::Degraded {

@@ -44,6 +44,8 @@ pub enum CopyPiece {
         name: String,
         /// Its schema.
         schema: Schema,
+        /// About how many rows it has.
+        rows: u64,
     },
     /// Rows of the table begun last.
     Rows {
@@ -89,10 +91,11 @@ impl Link {
             return;
         };
         let message = match piece {
-            CopyPiece::Table { name, schema } => Message::ResyncTable {
+            CopyPiece::Table { name, schema, rows } => Message::ResyncTable {
                 epoch,
                 table: name,
                 schema,
+                rows,
             },
             CopyPiece::Rows { table, rows } => {
                 r.rows += rows.len() as u64;
@@ -170,6 +173,7 @@ impl Link {
         };
         self.state = LinkState::Duplex;
         self.resync_required = None;
+        self.reconnect_delay_us = super::micros(self.config.reconnect_min);
         self.diverged = false;
         self.ack(seq);
         self.ready.events.push(Event::Resynced {

@@ -713,6 +713,7 @@ impl Sim {
                 let piece = CopyPiece::Table {
                     name: next.into(),
                     schema: schema(),
+                    rows: self.model.keys().filter(|(t, _)| *t == next).count() as u64,
                 };
                 self.link.copy(self.now, id, piece);
                 continue;
