@@ -22,7 +22,7 @@ use kirikae::replicate::{
     admin_request, Event, LinkConfig, LinkMetrics, RecordLogOptions, Replicator, ReplicatorConfig,
     RuleSet,
 };
-use kirikae_workload::telecom::{self, Traffic, TrafficReport};
+use kirikae_workload::telecom::{self, Mix, Traffic, TrafficReport};
 use serde::Serialize;
 
 use crate::nodes::{checksums, MIXED_RULES};
@@ -46,6 +46,10 @@ pub struct ResyncBenchArgs {
     /// Seconds of load measured before the backup joins.
     #[arg(long, default_value_t = 3.0, value_parser = crate::arg_ranges::positive_seconds)]
     pub before_seconds: f64,
+    /// A load of reads and updates only (no inserts), so that the tables do not grow
+    /// and the primary's resident memory shows what the resync costs alone.
+    #[arg(long)]
+    pub updates_only: bool,
     /// The copy's rate limit, MiB/s (0: as fast as the backup takes it).
     #[arg(long, default_value_t = 64)]
     pub copy_mib_per_s: u64,
@@ -58,6 +62,7 @@ pub struct ResyncBenchArgs {
 #[derive(Debug, Serialize)]
 pub struct ResyncBenchReport {
     pub rows: u64,
+    pub updates_only: bool,
     pub sessions: usize,
     /// Offered operations per second before, and in the resync's first half.
     pub rate_before: f64,
@@ -75,8 +80,13 @@ pub struct ResyncBenchReport {
     pub primary_throughput_ratio_during: f64,
     pub write_latency_us_p99_before: u64,
     pub write_latency_us_p99_during: u64,
-    /// Resident memory of this process above its level just before the resync.
+    /// Resident memory of this process above its level just before the resync
+    /// (this includes the tables' own growth under the load's inserts).
     pub primary_extra_memory_bytes_peak: u64,
+    /// What the primary's link held for the backup at most during the resync
+    /// (unacknowledged transactions and unsent output, encoded), beside one chunk of
+    /// the copy.
+    pub primary_resync_held_bytes_peak: u64,
     /// The same measure's spread over the `before` load (no resync): its noise.
     pub primary_memory_noise_bytes: u64,
     /// The backup's access log at its largest during the resync.
@@ -149,7 +159,15 @@ fn traffic(args: &ResyncBenchArgs, seed: u64) -> Traffic {
     Traffic {
         sessions: args.sessions,
         subscribers: args.rows,
-        mix: Default::default(),
+        mix: if args.updates_only {
+            Mix {
+                reads: 0.2,
+                updates: 0.8,
+                charges: 0.0,
+            }
+        } else {
+            Mix::default()
+        },
         rate: Some(args.rate),
         seed,
     }
@@ -261,6 +279,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
         }
     };
     let resync_seconds = started.elapsed().as_secs_f64();
+    let held_peak = replicator.metrics().held_bytes_peak;
     bar.finish_with_message(format!("in {resync_seconds:.1} s"));
     let during_elapsed = started.elapsed().as_secs_f64();
     let (_, memory_high) = memory.stop();
@@ -303,6 +322,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
         && backup_sums.is_some_and(|b| serde_json::to_value(&primary_sums).is_ok_and(|p| p == b));
     Ok(ResyncBenchReport {
         rows: args.rows,
+        updates_only: args.updates_only,
         sessions: args.sessions,
         rate_before: args.rate,
         rate_second_half: args.rate * 2.0,
@@ -317,6 +337,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
         write_latency_us_p99_during: p99(&during_hist),
         primary_extra_memory_bytes_peak: memory_high.saturating_sub(baseline),
         primary_memory_noise_bytes: noise_high.saturating_sub(noise_low),
+        primary_resync_held_bytes_peak: held_peak,
         backup_buffer_bytes_peak: buffer_peak,
         checksums_equal,
     })
@@ -340,9 +361,10 @@ pub fn print_table(r: &ResyncBenchReport) {
         r.write_latency_us_p99_before, r.write_latency_us_p99_during
     );
     println!(
-        "  primary extra memory peak {:.1} MiB (noise {:.1} MiB); backup buffer peak {:.1} MiB",
+        "  primary extra memory peak {:.1} MiB (noise {:.1} MiB; link held {:.1} MiB); backup buffer peak {:.1} MiB",
         r.primary_extra_memory_bytes_peak as f64 / 1048576.0,
         r.primary_memory_noise_bytes as f64 / 1048576.0,
+        r.primary_resync_held_bytes_peak as f64 / 1048576.0,
         r.backup_buffer_bytes_peak as f64 / 1048576.0
     );
 }

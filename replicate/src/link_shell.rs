@@ -35,6 +35,8 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
                 Ok((stream, reader)) => {
                     connection.stream = Some(stream);
                     connection.reader = Some(reader);
+                    // Set at connecting, to the peer timeout: not yet the link's.
+                    connection.write_timeout = Duration::ZERO;
                 }
                 Err(e) => {
                     tracing::debug!("connecting to the peer: {e}");
@@ -45,6 +47,7 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
         let mut ready = {
             let mut core = shared.core.lock();
             core.link.tick(shared.now());
+            connection.io_timeout = core.link.io_timeout();
             shared.take_ready(&mut core)
         };
         if let Some(order) = ready.copy.take() {
@@ -90,6 +93,9 @@ struct Connection {
     reader: Option<JoinHandle<()>>,
     /// Encoding buffer, reused.
     out: Vec<u8>,
+    /// What the link allows a write now, and what the socket was last set to.
+    io_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl Connection {
@@ -127,6 +133,12 @@ impl Connection {
         }
         if self.out.is_empty() {
             return None;
+        }
+        if self.io_timeout != self.write_timeout && !self.io_timeout.is_zero() {
+            if let Err(e) = stream.set_write_timeout(Some(self.io_timeout)) {
+                return Some(format!("set the write timeout: {e}"));
+            }
+            self.write_timeout = self.io_timeout;
         }
         shared
             .writing_since

@@ -77,6 +77,9 @@ pub struct LinkConfig {
     /// A resync's copy goes no faster than this many bytes a second (0: as fast as
     /// the peer takes it), so that it leaves the primary's commits their share.
     pub copy_bytes_per_s: u64,
+    /// While resyncing, `peer_timeout` is this long instead (never shorter): the
+    /// backup's answers queue behind the copy.
+    pub resync_timeout: Duration,
 }
 
 impl Default for LinkConfig {
@@ -102,6 +105,7 @@ impl Default for LinkConfig {
             start_after: Seq::ZERO,
             resync: true,
             copy_bytes_per_s: 64 << 20,
+            resync_timeout: Duration::from_secs(30),
         }
     }
 }

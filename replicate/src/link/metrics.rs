@@ -37,6 +37,10 @@ pub struct LinkMetrics {
     /// The hold each new commit gets while a catch-up loses ground (µs; see
     /// `LinkConfig::catchup_pace_max`).
     pub commit_pace_us: u64,
+    /// The most the link held for the peer at once since the last resync began (the
+    /// unacknowledged window and the output the shell had not taken, encoded bytes):
+    /// what a resync costs this primary's memory, beside the chunk being copied.
+    pub held_bytes_peak: u64,
     /// Events dropped because the embedder did not read them (the oldest go first).
     pub events_dropped: u64,
     /// How long the link thread has been in its current socket write, in

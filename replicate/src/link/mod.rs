@@ -380,7 +380,9 @@ impl Link {
             responses,
             sent_at: now,
             status,
+            bytes: len,
         });
+        self.note_held();
         let overflow = if self.window.len() > self.config.window_txns_max {
             Some(format!(
                 "peer is {} transactions behind (limit {})",
@@ -438,7 +440,10 @@ impl Link {
         if self.state == LinkState::Degraded {
             return;
         }
-        let timeout = micros(self.config.peer_timeout);
+        // A backup taking a copy is busy (loading, sizing tables) and its answers
+        // queue behind the copy on the connection: a longer bound, so that a slow
+        // but live backup is not dropped and resynced from scratch, again and again.
+        let timeout = micros(self.io_timeout());
         if now.saturating_sub(self.last_heard) > timeout {
             let ms = (now - self.last_heard) / 1000;
             return self.go_down(now, format!("no word from the peer for {ms} ms"));
@@ -462,6 +467,21 @@ impl Link {
                 last_seq: self.sent,
             };
             self.send(now, beat);
+        }
+    }
+
+    /// Notes what the link holds for the peer now (see `LinkMetrics::held_bytes_peak`).
+    fn note_held(&mut self) {
+        let held = (self.window.bytes() + self.out_bytes) as u64;
+        self.metrics.held_bytes_peak = self.metrics.held_bytes_peak.max(held);
+    }
+
+    /// How long the peer may stay silent, and a write to it may take, now:
+    /// `peer_timeout`, or `resync_timeout` while resyncing.
+    pub fn io_timeout(&self) -> std::time::Duration {
+        match self.state {
+            LinkState::Resyncing => self.config.resync_timeout.max(self.config.peer_timeout),
+            _ => self.config.peer_timeout,
         }
     }
 

@@ -56,6 +56,10 @@ pub enum CopyPiece {
     },
 }
 
+/// Output of the copy that may wait for the shell at once: the primary holds about
+/// this much of the copy (the socket's buffers hold the rest in flight).
+const COPY_OUTPUT_BYTES_MAX: usize = 1 << 20;
+
 /// A resync under way.
 #[derive(Debug)]
 pub(super) struct ResyncOut {
@@ -67,13 +71,14 @@ pub(super) struct ResyncOut {
 }
 
 impl Link {
-    /// Whether the output has room for another piece of the copy: a quarter of
-    /// `output_bytes_max` at most waits for the shell, so that commits shipped beside
-    /// the copy never find the output full.
+    /// Whether the output has room for another piece of the copy: at most 1 MiB (and
+    /// a quarter of `output_bytes_max`) waits for the shell, so that the copy costs
+    /// this primary little memory and commits shipped beside it never find the
+    /// output full.
     pub fn copy_room(&self) -> bool {
         self.state == LinkState::Resyncing
             && self.resync.as_ref().is_some_and(|r| !r.copied)
-            && self.out_bytes < self.config.output_bytes_max / 4
+            && self.out_bytes < COPY_OUTPUT_BYTES_MAX.min(self.config.output_bytes_max / 4)
     }
 
     /// Whether resync `resync` still wants pieces of its copy (it has not ended,
@@ -104,6 +109,7 @@ impl Link {
             }
         };
         self.send(now, message);
+        self.note_held();
     }
 
     /// The shell copied every table for resync `resync`.
@@ -141,6 +147,7 @@ impl Link {
         self.resyncs += 1;
         self.metrics.resyncs += 1;
         self.metrics.copied_rows = 0;
+        self.metrics.held_bytes_peak = 0;
         self.resync = Some(ResyncOut {
             id: self.resyncs,
             from_seq,

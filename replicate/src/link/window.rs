@@ -36,11 +36,13 @@ pub(super) struct Entry {
     pub responses: Option<Vec<u64>>,
     pub sent_at: Micros,
     pub status: Status,
+    /// Its message's encoded size: what the entry holds in memory, about.
+    pub bytes: usize,
 }
 
 /// The window (see the module docs).
 #[derive(Debug, Default)]
-pub(super) struct Window(VecDeque<Entry>);
+pub(super) struct Window(VecDeque<Entry>, usize);
 
 impl Window {
     pub fn len(&self) -> usize {
@@ -49,6 +51,11 @@ impl Window {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The encoded size of the entries held.
+    pub fn bytes(&self) -> usize {
+        self.1
     }
 
     pub fn front(&self) -> Option<&Entry> {
@@ -67,6 +74,7 @@ impl Window {
                 .is_none_or(|last| last.seq.next() == entry.seq),
             "window sequences must be contiguous"
         );
+        self.1 += entry.bytes;
         self.0.push_back(entry);
     }
 
@@ -83,6 +91,7 @@ impl Window {
     pub fn ack_through(&mut self, seq: Seq) {
         while self.0.front().is_some_and(|e| e.seq <= seq) {
             let e = self.0.pop_front();
+            self.1 -= e.as_ref().map_or(0, |e| e.bytes);
             debug_assert!(
                 !matches!(e.map(|e| e.status), Some(Status::Preparing { .. })),
                 "the peer acknowledged an undecided sync transaction"
@@ -92,6 +101,7 @@ impl Window {
 
     /// Empties the window, in sequence order.
     pub fn take_all(&mut self) -> VecDeque<Entry> {
+        self.1 = 0;
         std::mem::take(&mut self.0)
     }
 }
