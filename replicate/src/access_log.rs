@@ -204,7 +204,7 @@ impl AccessLog {
             .map_or(1, |p| p + 1)
     }
 
-    /// A resync begins: until [`end_resync`](AccessLog::end_resync), a restart
+    /// A resync begins: until the checkpoint that ends it, a restart
     /// ignores the checkpoint and the log (they describe a history being replaced)
     /// and starts empty. Durable on return.
     pub fn begin_resync(&mut self) -> Result<()> {
