@@ -37,8 +37,10 @@ impl Applier<'_> {
     /// Ok if this backup holds a usable copy to be promoted with; an error while a
     /// resync is under way, or its result is not durable yet (a restart would find
     /// nothing): ask before taking an arbiter's lock, which a refused promotion
-    /// would only hold in vain.
-    pub fn promotable(&self) -> Result<()> {
+    /// would only hold in vain. A checkpoint being written is waited for first (the
+    /// one that ends a resync makes its copy durable).
+    pub fn promotable(&mut self) -> Result<()> {
+        self.finish_checkpoint(true)?;
         if let Some(done) = self.promoted {
             return Err(ReplicateError::Protocol {
                 reason: format!("already promoted at {done}"),
@@ -58,8 +60,6 @@ impl Applier<'_> {
                 reason: format!("already promoted at {done}"),
             });
         }
-        // The checkpoint that ends a resync makes its copy usable.
-        self.finish_checkpoint(true)?;
         self.promotable()?;
         if epoch <= self.epoch {
             return Err(ReplicateError::Protocol {
