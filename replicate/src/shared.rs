@@ -2,7 +2,7 @@
 //! link core under one lock, the commits waiting for outcomes, the event queue, and
 //! stop and poison flags.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,28 +26,23 @@ pub(crate) const EVENTS_MAX: usize = 4096;
 
 /// Sequences given to commits that are not visible here yet (between the commit
 /// gate's acceptance and the engine's publishing of their writes): a resync's copy
-/// starts only once none is at or below its start.
+/// starts only once none is at or below its start. Every commit adds and removes
+/// one entry; only a waiting copy asks for the lowest (a scan of the few in flight).
 #[derive(Default)]
-pub(crate) struct Unapplied {
-    by_txn: HashMap<TxnId, Seq>,
-    seqs: BTreeSet<Seq>,
-}
+pub(crate) struct Unapplied(HashMap<TxnId, Seq>);
 
 impl Unapplied {
     pub(crate) fn insert(&mut self, txn: TxnId, seq: Seq) {
-        self.by_txn.insert(txn, seq);
-        self.seqs.insert(seq);
+        self.0.insert(txn, seq);
     }
 
     pub(crate) fn remove(&mut self, txn: TxnId) {
-        if let Some(seq) = self.by_txn.remove(&txn) {
-            self.seqs.remove(&seq);
-        }
+        self.0.remove(&txn);
     }
 
     /// The lowest sequence not visible yet.
     pub(crate) fn lowest(&self) -> Option<Seq> {
-        self.seqs.first().copied()
+        self.0.values().min().copied()
     }
 }
 pub(crate) struct Core {

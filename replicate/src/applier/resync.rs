@@ -66,11 +66,6 @@ pub(super) enum ResyncIn {
 }
 
 impl<'s> Applier<'s> {
-    /// Whether a resync is under way (this backup holds no usable copy yet).
-    pub fn resyncing(&self) -> bool {
-        self.resync.is_some()
-    }
-
     /// Handles a resync message (see the module docs).
     pub(super) fn take_resync(&mut self, message: Message) -> Result<()> {
         match message {
