@@ -7,7 +7,7 @@
 //! the key is still this primary's, writes resume; once the lease has expired they
 //! never do.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,9 +26,11 @@ pub fn leader_key(prefix: &str) -> String {
 }
 
 /// The hold, shared by the renewal thread and the commit path, over the clock of
-/// `origin`.
+/// `origin`. Every commit checks it: `valid_until_us` mirrors the hold's deadline
+/// so that the check takes no lock while writes are allowed.
 struct State {
     hold: Mutex<LeaseHold>,
+    valid_until_us: AtomicU64,
     stop: AtomicBool,
     origin: Instant,
 }
@@ -40,6 +42,14 @@ impl State {
 
     fn lost(&self) -> bool {
         self.hold.lock().lost()
+    }
+
+    /// Changes the hold and publishes its deadline.
+    fn update(&self, change: impl FnOnce(&mut LeaseHold)) {
+        let mut hold = self.hold.lock();
+        change(&mut hold);
+        self.valid_until_us
+            .store(hold.valid_until_us(), Ordering::SeqCst);
     }
 }
 
@@ -73,8 +83,10 @@ impl Leadership {
             return Ok(None);
         };
         let epoch = Epoch(revision as u64);
+        let hold = LeaseHold::granted(epoch, ttl, 0);
         let state = Arc::new(State {
-            hold: Mutex::new(LeaseHold::granted(epoch, ttl, 0)),
+            valid_until_us: AtomicU64::new(hold.valid_until_us()),
+            hold: Mutex::new(hold),
             stop: AtomicBool::new(false),
             origin: started,
         });
@@ -112,7 +124,7 @@ impl Leadership {
     /// for the lease to expire.
     pub fn release(mut self) -> Result<()> {
         self.stop_renewing();
-        self.state.hold.lock().lose();
+        self.state.update(LeaseHold::lose);
         self.etcd.revoke(self.lease)
     }
 
@@ -138,10 +150,10 @@ impl Leadership {
                                 .get(&key)?
                                 .is_some_and(|(_, rev)| rev as u64 == epoch.0))
                     }) {
-                        Ok(true) => state.hold.lock().renewed(state.us(at)),
+                        Ok(true) => state.update(|h| h.renewed(state.us(at))),
                         Ok(false) => {
                             tracing::error!("leader lease lost: {epoch} accepts no more writes");
-                            state.hold.lock().lose();
+                            state.update(LeaseHold::lose);
                         }
                         Err(e) => tracing::warn!("cannot renew the leader lease: {e}"),
                     }
@@ -185,5 +197,9 @@ impl LeaseGuard {
 
 fn check(state: &State) -> Result<()> {
     let now = state.us(Instant::now());
+    if now < state.valid_until_us.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    // Refused: the hold says why.
     state.hold.lock().check(now)
 }
