@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 
 use std::sync::Arc;
 
-use kirikae_engine::{Database, Operation, Row, Schema, Table, Transaction};
+use kirikae_engine::{Database, Key, Operation, Row, Schema, Table, Transaction};
 
 use super::{protocol, Applier, Work};
 use crate::access_log::{AccessEntry, AccessRecord};
@@ -190,10 +190,11 @@ impl<'s> Applier<'s> {
             return Err(protocol(format!("rows of {table}, a table not announced")));
         }
         *taken += rows.len() as u64;
-        let db = self.session.database();
+        // The catalog once per chunk, not once per row.
+        let schema = Arc::clone(self.session.database().table(table)?.schema());
         let mut txn = self.session.begin();
         for row in rows {
-            put(db, &mut txn, table, row)?;
+            put(&mut txn, table, schema.key_of(&row), row)?;
         }
         txn.commit()?;
         Ok(())
@@ -284,9 +285,8 @@ impl<'s> Applier<'s> {
     }
 }
 
-/// Writes `row` whether or not its key exists.
-fn put(db: &Database, txn: &mut Transaction<'_>, table: &str, row: Row) -> Result<()> {
-    let key = db.table(table)?.schema().key_of(&row);
+/// Writes `row`, whose key is `key`, whether or not the key exists.
+fn put(txn: &mut Transaction<'_>, table: &str, key: Key, row: Row) -> Result<()> {
     if txn.get_for_update(table, &key)?.is_some() {
         txn.update(table, &key, row)?;
     } else {
@@ -299,13 +299,16 @@ fn put(db: &Database, txn: &mut Transaction<'_>, table: &str, row: Row) -> Resul
 /// caught of it (see the module docs).
 fn over_copy(db: &Database, txn: &mut Transaction<'_>, op: Operation) -> Result<()> {
     match op {
-        Operation::Insert { table, row } => put(db, txn, &table, row),
+        Operation::Insert { table, row } => {
+            let key = db.table(&table)?.schema().key_of(&row);
+            put(txn, &table, key, row)
+        }
         Operation::Update { table, key, row } => {
-            let moved = db.table(&table)?.schema().key_of(&row) != key;
-            if moved && txn.get_for_update(&table, &key)?.is_some() {
+            let new_key = db.table(&table)?.schema().key_of(&row);
+            if new_key != key && txn.get_for_update(&table, &key)?.is_some() {
                 txn.delete(&table, &key)?;
             }
-            put(db, txn, &table, row)
+            put(txn, &table, new_key, row)
         }
         Operation::Delete { table, key } => {
             if txn.get_for_update(&table, &key)?.is_some() {
