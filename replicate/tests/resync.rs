@@ -8,6 +8,8 @@
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use std::time::Duration;
 
 use kirikae_engine::{Database, Key, SessionInfo};
 use kirikae_replicate::{
-    table_checksum, AccessLogOptions, Backup, BackupConfig, Event, Impairment, LinkConfig,
-    LinkState, LoopbackProxy, PeerKey, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
+    table_checksum, AccessLogOptions, Backup, BackupConfig, Event, Impairment, LinkState,
+    LoopbackProxy, PeerKey, Replicator, RuleSet,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -56,28 +58,12 @@ fn replicator(db: &Database, peer: std::net::SocketAddr, dir: &Path, rate: u64) 
         "resync.toml",
     )
     .unwrap();
-    Replicator::start(
-        db,
-        ReplicatorConfig {
-            key: Some(key()),
-            peer,
-            rules,
-            link: LinkConfig {
-                heartbeat_every: Duration::from_millis(20),
-                peer_timeout: Duration::from_millis(1000),
-                reconnect_min: Duration::from_millis(10),
-                reconnect_max: Duration::from_millis(100),
-                copy_bytes_per_s: rate,
-                ..LinkConfig::default()
-            },
-            difference_dir: dir.to_owned(),
-            difference: RecordLogOptions {
-                fsync: false,
-                ..RecordLogOptions::default()
-            },
-        },
-    )
-    .unwrap()
+    // The shared fast link, with these rules and this copy rate.
+    let mut config = common::sync_replicator_config(peer, key(), dir);
+    config.rules = rules;
+    config.link.peer_timeout = Duration::from_millis(1000);
+    config.link.copy_bytes_per_s = rate;
+    Replicator::start(db, config).unwrap()
 }
 
 fn backup(listen: &str, log: &Path) -> (Database, Backup) {
