@@ -223,7 +223,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
             peer: listen,
             rules: RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
             link: LinkConfig {
-                copy_bytes_per_s: args.copy_mib_per_s << 20,
+                copy_bytes_per_s: args.copy_mib_per_s.saturating_mul(1 << 20),
                 ..LinkConfig::default()
             },
             difference_dir: diff.path().to_owned(),

@@ -198,6 +198,8 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         "epoch": status.epoch,
         "promoted": status.promoted,
         "handshakes_refused": status.handshakes_refused,
+        "takeovers_refused": status.takeovers_refused,
+        "last_takeover_refusal": status.last_takeover_refusal,
         "stats": status.stats,
         "checksums": checksums(&db)?,
     });
@@ -251,6 +253,11 @@ pub struct PrimaryArgs {
     /// final report).
     #[arg(long, default_value_t = 5.0, value_parser = crate::arg_ranges::seconds)]
     seconds: f64,
+    /// The resync copy's rate limit, MiB/s (0: as fast as the peer takes it): what a
+    /// peer that must be copied (empty, or past catching up) may take from this
+    /// primary.
+    #[arg(long, default_value_t = 64)]
+    copy_mib_per_s: u64,
 }
 
 /// Serves `node`'s admin endpoint on `addr`, if given (commands need `key`'s admin
@@ -362,6 +369,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         epoch: leadership
             .as_ref()
             .map_or(LinkConfig::default().epoch, Leadership::epoch),
+        copy_bytes_per_s: args.copy_mib_per_s.saturating_mul(1 << 20),
         ..LinkConfig::default()
     };
     let replicator = Arc::new(Replicator::start(

@@ -8,96 +8,21 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kirikae::engine::Database;
-use kirikae::replicate::{
-    table_checksum, Event, LinkConfig, LinkState, PeerKey, RecordLog, RecordLogOptions, Replicator,
-    ReplicatorConfig, RuleSet,
-};
+use kirikae::replicate::{Event, LinkState, RecordLog, RecordLogOptions, Replicator, RuleSet};
 use kirikae_testkit::wait_for;
 use kirikae_workload::telecom::{self, Traffic};
 
 mod common;
 
+use common::peer_process::{
+    assert_checksums_equal, replicator_config, telecom_db, PeerProcess, KEY,
+};
+
 const SUBSCRIBERS: u64 = 2_000;
-/// The pair's pre-shared key: the backup process reads it from a file.
-const KEY: &str = "kirikae-process-test-key-0123456789";
-
-fn key() -> PeerKey {
-    PeerKey::new(KEY.as_bytes().to_vec()).expect("key")
-}
-
-struct PeerProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    addr: SocketAddr,
-}
-
-impl PeerProcess {
-    fn spawn(listen: &str, data_dir: &Path) -> PeerProcess {
-        PeerProcess::spawn_with(listen, data_dir, &[])
-    }
-
-    fn spawn_with(listen: &str, data_dir: &Path, extra: &[&str]) -> PeerProcess {
-        let key_file = data_dir.with_extension("key");
-        std::fs::write(&key_file, format!("{KEY}\n")).expect("key file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-            .args([
-                "backup",
-                "--listen",
-                listen,
-                "--no-fsync",
-                "--until-stdin-closes",
-            ])
-            .args(["--subscribers", &SUBSCRIBERS.to_string()])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--key-file")
-            .arg(&key_file)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn kirikae backup");
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("the peer's first line");
-        let addr = line
-            .split_whitespace()
-            .nth(4)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        PeerProcess {
-            child,
-            stdin,
-            stdout,
-            addr,
-        }
-    }
-
-    /// Stops it by closing its stdin; returns its final report.
-    fn finish(mut self) -> serde_json::Value {
-        drop(self.stdin.take());
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).expect("report");
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "peer exited with {status}");
-        // The report is the last line (event lines may come before it).
-        rest.lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l.trim()).ok())
-            .unwrap_or_else(|| panic!("no JSON report in {rest:?}"))
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-    }
-}
 
 /// `kirikae primary` replicating to `peer` at 2000 operations per second until
 /// stopped, with the difference file in `diff` and the key of the backup whose data
@@ -113,33 +38,8 @@ fn primary_command(peer: SocketAddr, diff: &Path, data: &Path) -> Command {
     c
 }
 
-fn primary_db() -> Database {
-    let db = Database::new();
-    telecom::create_tables(&db, SUBSCRIBERS).expect("tables");
-    db
-}
-
 fn start(db: &Database, peer: SocketAddr, rules: RuleSet, dir: &Path) -> Replicator {
-    Replicator::start(
-        db,
-        ReplicatorConfig {
-            key: Some(key()),
-            peer,
-            rules,
-            link: LinkConfig {
-                peer_timeout: Duration::from_millis(500),
-                reconnect_min: Duration::from_millis(20),
-                reconnect_max: Duration::from_millis(200),
-                ..LinkConfig::default()
-            },
-            difference_dir: dir.to_owned(),
-            difference: RecordLogOptions {
-                fsync: false,
-                ..RecordLogOptions::default()
-            },
-        },
-    )
-    .expect("replicator")
+    Replicator::start(db, replicator_config(peer, rules, dir)).expect("replicator")
 }
 
 fn traffic(rate: Option<f64>) -> Traffic {
@@ -152,20 +52,12 @@ fn traffic(rate: Option<f64>) -> Traffic {
     }
 }
 
-fn assert_checksums_equal(db: &Database, report: &serde_json::Value, what: &str) {
-    for t in telecom::TABLES {
-        let ours = table_checksum(&db.table(t).expect("table"));
-        let theirs = report["checksums"][t].as_u64().expect("checksum");
-        assert_eq!(ours, theirs, "{what}: table {t} differs");
-    }
-}
-
 #[test]
 fn each_mode_replicates_to_a_peer_process() {
     for mode in ["async", "ordered", "sync", "mixed"] {
         let data = tempfile::tempdir().expect("tempdir");
         let diff = tempfile::tempdir().expect("tempdir");
-        let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+        let peer = PeerProcess::spawn("127.0.0.1:0", data.path(), SUBSCRIBERS);
         let rules = if mode == "mixed" {
             RuleSet::load(Path::new(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -175,7 +67,7 @@ fn each_mode_replicates_to_a_peer_process() {
         } else {
             RuleSet::parse(&format!("default = \"{mode}\""), "t.toml").expect("rules")
         };
-        let db = primary_db();
+        let db = telecom_db(SUBSCRIBERS);
         let rep = start(&db, peer.addr, rules, diff.path());
         wait_for("duplex", Duration::from_secs(10), || {
             rep.metrics().state == Some(LinkState::Duplex)
@@ -210,9 +102,9 @@ fn each_mode_replicates_to_a_peer_process() {
 fn a_killed_peer_process_is_caught_up_after_restart() {
     let data = tempfile::tempdir().expect("tempdir");
     let diff = tempfile::tempdir().expect("tempdir");
-    let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+    let peer = PeerProcess::spawn("127.0.0.1:0", data.path(), SUBSCRIBERS);
     let addr = peer.addr;
-    let db = primary_db();
+    let db = telecom_db(SUBSCRIBERS);
     let rep = start(
         &db,
         addr,
@@ -245,7 +137,7 @@ fn a_killed_peer_process_is_caught_up_after_restart() {
     wait_for("the difference file grows", Duration::from_secs(5), || {
         rep.metrics().difference_bytes > 50_000
     });
-    let peer = PeerProcess::spawn(&addr.to_string(), data.path());
+    let peer = PeerProcess::spawn(&addr.to_string(), data.path(), SUBSCRIBERS);
     let recovered = loop {
         match events.recv_timeout(Duration::from_secs(20)).expect("event") {
             e @ Event::Recovered { .. } => break e,
@@ -322,7 +214,7 @@ fn a_primary_killed_while_degraded_leaves_a_readable_difference_file() {
 fn sigterm_ends_a_primary_with_its_final_report() {
     let data = tempfile::tempdir().expect("tempdir");
     let diff = tempfile::tempdir().expect("tempdir");
-    let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+    let peer = PeerProcess::spawn("127.0.0.1:0", data.path(), SUBSCRIBERS);
     let mut child = primary_command(peer.addr, diff.path(), data.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -375,9 +267,9 @@ fn signal(pid: u32, signal: &str) {
 fn a_peer_paused_with_sigstop_degrades_the_link_and_is_caught_up_after_sigcont() {
     let data = tempfile::tempdir().expect("tempdir");
     let diff = tempfile::tempdir().expect("tempdir");
-    let peer = PeerProcess::spawn("127.0.0.1:0", data.path());
+    let peer = PeerProcess::spawn("127.0.0.1:0", data.path(), SUBSCRIBERS);
     let pid = peer.child.id();
-    let db = primary_db();
+    let db = telecom_db(SUBSCRIBERS);
     let rules = RuleSet::parse("default = \"sync\"", "t.toml").expect("rules");
     let rep = start(&db, peer.addr, rules, diff.path());
     let events = rep.events();
@@ -453,6 +345,7 @@ fn a_backup_process_promotes_itself_when_its_primary_process_is_killed() {
     } = PeerProcess::spawn_with(
         "127.0.0.1:0",
         data.path(),
+        SUBSCRIBERS,
         &["--arbiter", "peer", "--failover-after-ms", "500"],
     );
     let mut primary = primary_command(addr, diff.path(), data.path())
@@ -564,7 +457,12 @@ fn a_switchover_through_the_admin_endpoints_promotes_the_backup_at_the_hand_over
     let diff = tempfile::tempdir().expect("tempdir");
     let key_file = data.path().with_extension("key");
     let key_path = key_file.to_str().expect("utf-8 path");
-    let mut peer = PeerProcess::spawn_with("127.0.0.1:0", data.path(), &["--admin", "127.0.0.1:0"]);
+    let mut peer = PeerProcess::spawn_with(
+        "127.0.0.1:0",
+        data.path(),
+        SUBSCRIBERS,
+        &["--admin", "127.0.0.1:0"],
+    );
     let backup_admin = admin_addr(&mut peer.stdout);
     let mut primary = primary_command(peer.addr, diff.path(), data.path())
         .args(["--admin", "127.0.0.1:0"])

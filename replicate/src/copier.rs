@@ -14,14 +14,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Database, Rid, Table};
+use kirikae_engine::{Database, Rid, RowRef, Table};
 
-use crate::frame;
+use crate::copied_rows::{shared_encoded_len, CopiedRows};
 use crate::link::{CopyOrder, CopyPiece};
 use crate::shared::Shared;
 
 /// Rows per chunk.
 const CHUNK_ROWS: usize = 512;
+/// Encoded bytes per chunk, at most (unless one row is larger).
+const CHUNK_BYTES_MAX: usize = 256 << 10;
 /// Work per call, so that the link thread keeps ticking the link.
 const STEP_BUDGET: Duration = Duration::from_millis(2);
 /// How long the copy waits for the transactions before its start to become
@@ -103,13 +105,21 @@ impl Copier {
                     return Step::Idle;
                 }
             }
-            let Some(piece) = self.next_piece() else {
-                shared.core.lock().link.copy_done(shared.now(), resync);
-                return Step::Done;
+            let piece = match self.next_piece(shared.frame_bytes_max) {
+                Ok(Some((piece, bytes))) => {
+                    self.bytes += bytes as u64;
+                    piece
+                }
+                Ok(None) => {
+                    shared.core.lock().link.copy_done(shared.now(), resync);
+                    return Step::Done;
+                }
+                Err(why) => {
+                    let mut core = shared.core.lock();
+                    core.link.copy_failed(shared.now(), resync, why);
+                    return Step::Done;
+                }
             };
-            if let CopyPiece::Rows { rows, .. } = &piece {
-                self.bytes += frame::encoded_len(rows) as u64;
-            }
             let mut core = shared.core.lock();
             core.link.copy(shared.now(), resync, piece);
             if !core.link.copy_room() {
@@ -119,27 +129,57 @@ impl Copier {
         Step::Busy
     }
 
-    /// The next piece: a table's announcement, or its next chunk of rows; `None`
-    /// when every table is copied.
-    fn next_piece(&mut self) -> Option<CopyPiece> {
+    /// The next piece: a table's announcement, or its next chunk of rows (at most
+    /// [`CHUNK_ROWS`] and [`CHUNK_BYTES_MAX`], so that a table of large rows still
+    /// goes in frames the peer accepts); `None` when every table is copied. Fails
+    /// on a row that no frame of `frame_bytes_max` can carry. With the piece: the
+    /// bytes of rows it carries.
+    fn next_piece(&mut self, frame_bytes_max: usize) -> Result<Option<(CopyPiece, usize)>, String> {
         if let Some((table, next)) = self.current.as_mut() {
-            let chunk = table.scan(*next, CHUNK_ROWS);
-            if let Some((last, _)) = chunk.last() {
+            let (rids, rows): (Vec<Rid>, Vec<RowRef>) =
+                table.scan(*next, CHUNK_ROWS).into_iter().unzip();
+            if let Some(&last) = rids.last() {
+                let mut rows = rows;
+                let mut len = shared_encoded_len(&rows);
+                // Halved until it fits: rows this large are rare, so the common
+                // chunk is measured once.
+                let budget = CHUNK_BYTES_MAX.min(frame_bytes_max / 2);
+                while rows.len() > 1 && len > budget {
+                    rows.truncate(rows.len() / 2);
+                    len = shared_encoded_len(&rows);
+                }
+                // The message adds its epoch and the table's name to the rows.
+                let message_len = len + table.name().len() + 32;
+                let last = if rows.len() == rids.len() {
+                    last
+                } else {
+                    rids[rows.len() - 1]
+                };
+                if message_len > frame_bytes_max {
+                    return Err(format!(
+                        "row {} of table {} encodes to {len} bytes, more than a frame of {frame_bytes_max}",
+                        last.0,
+                        table.name()
+                    ));
+                }
                 *next = Rid(last.0 + 1);
-                return Some(CopyPiece::Rows {
+                let piece = CopyPiece::Rows {
                     table: table.name().to_owned(),
-                    rows: chunk.into_iter().map(|(_, row)| row.to_vec()).collect(),
-                });
+                    rows: CopiedRows::Shared(rows),
+                };
+                return Ok(Some((piece, len)));
             }
             self.current = None;
         }
-        let table = self.tables.as_mut()?.pop_front()?;
+        let Some(table) = self.tables.as_mut().and_then(|t| t.pop_front()) else {
+            return Ok(None);
+        };
         let piece = CopyPiece::Table {
             name: table.name().to_owned(),
             schema: (**table.schema()).clone(),
             rows: table.len(),
         };
         self.current = Some((table, Rid(0)));
-        Some(piece)
+        Ok(Some((piece, 0)))
     }
 }

@@ -57,19 +57,50 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
 
 /// Frames `value`; fails if its payload is over `max_payload_bytes`.
 pub fn encode<T: Serialize>(value: &T, max_payload_bytes: usize) -> Result<Vec<u8>, FrameFault> {
-    let payload = postcard::to_stdvec(value).map_err(|e| FrameFault::Undecodable(e.to_string()))?;
-    let len = u32::try_from(payload.len())
+    let mut frame = Vec::new();
+    encode_into(value, max_payload_bytes, &mut frame)?;
+    Ok(frame)
+}
+
+/// Appends `value`'s frame to `out` (what [`encode`] returns, without a buffer of
+/// its own: a sender framing many messages reuses one). On failure `out` is as it
+/// was.
+pub fn encode_into<T: Serialize>(
+    value: &T,
+    max_payload_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameFault> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    let body = start + HEADER_BYTES;
+    if let Err(e) = postcard::to_extend(value, Tail(out)) {
+        out.truncate(start);
+        return Err(FrameFault::Undecodable(e.to_string()));
+    }
+    let payload_len = out.len() - body;
+    let Some(len) = u32::try_from(payload_len)
         .ok()
         .filter(|&n| n as usize <= max_payload_bytes)
-        .ok_or(FrameFault::TooLarge {
-            len: payload.len() as u64,
+    else {
+        out.truncate(start);
+        return Err(FrameFault::TooLarge {
+            len: payload_len as u64,
             max: max_payload_bytes as u64,
-        })?;
-    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
-    Ok(frame)
+        });
+    };
+    let crc = crc32fast::hash(&out[body..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..body].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Postcard's writer for [`encode_into`]: appends to a borrowed buffer.
+struct Tail<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Tail<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// The header at the front of `bytes`: the payload length, checked against

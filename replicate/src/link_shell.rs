@@ -20,7 +20,7 @@ use crate::freeze_point::{self, FreezePoint};
 use crate::handshake::PrimaryHandshake;
 use crate::link::Ready;
 use crate::shared::Shared;
-use crate::wire::{encode, FrameDecoder, Message};
+use crate::wire::{encode, encode_into, FrameDecoder, Message};
 
 /// The link thread (see the module docs). Owns the difference file, and copies
 /// `database` when the link resyncs the peer.
@@ -124,8 +124,8 @@ impl Connection {
             if let Message::Commit { seq, .. } = m {
                 freeze_point::reached(FreezePoint::BeforeCommitSent, Some(*seq));
             }
-            match encode(m, frame_bytes_max) {
-                Ok(frame) => self.out.extend_from_slice(&frame),
+            match encode_into(m, frame_bytes_max, &mut self.out) {
+                Ok(()) => {}
                 // Sizes were checked when the transaction was submitted: a failure
                 // here is a bug, surfaced as an outage.
                 Err(e) => return Some(format!("cannot encode a frame: {e}")),

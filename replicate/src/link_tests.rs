@@ -525,3 +525,61 @@ fn a_catch_up_losing_ground_paces_commits_and_past_its_cap_chooses_a_resync() {
         .iter()
         .any(|e| matches!(e, Event::ResyncRequired { reason } if reason.contains("backlog"))));
 }
+
+/// A resync that fails every time (a copy that cannot be sent) is tried again after
+/// a pause that doubles up to `reconnect_max`, even though each connection is made:
+/// never a busy loop. A resync that completes resets the pause.
+#[test]
+fn a_resync_that_keeps_failing_is_retried_after_a_growing_pause() {
+    use std::time::Duration;
+    let config = LinkConfig {
+        reconnect_min: Duration::from_millis(10),
+        reconnect_max: Duration::from_millis(80),
+        ..LinkConfig::default()
+    };
+    let mut link = Link::new(config, LogState::default(), 0);
+    let mut now = 0;
+    let mut pauses = Vec::new();
+    for _ in 0..6 {
+        while !link.reconnect_due(now) {
+            now += 1_000;
+        }
+        let connected_at = now;
+        link.connected(now, Seq::ZERO, Epoch::NONE);
+        assert_eq!(
+            link.state(),
+            LinkState::Resyncing,
+            "an empty peer is resynced"
+        );
+        let order = link.ready().copy.expect("a copy is asked for");
+        link.copy_failed(now, order.resync, "a row larger than a frame".into());
+        assert_eq!(link.state(), LinkState::Degraded);
+        let _ = link.ready();
+        let failed_at = now;
+        while !link.reconnect_due(now) {
+            now += 1_000;
+        }
+        assert!(now > connected_at);
+        pauses.push((now - failed_at) / 1_000);
+    }
+    assert_eq!(
+        pauses,
+        [10, 20, 40, 80, 80, 80],
+        "milliseconds between attempts"
+    );
+    // One that completes resets the pause.
+    link.connected(now, Seq::ZERO, Epoch::NONE);
+    let order = link.ready().copy.expect("a copy is asked for");
+    link.copy_done(now, order.resync);
+    link.receive(
+        now,
+        crate::wire::Message::Resynced {
+            epoch: link.config().epoch,
+            seq: Seq::ZERO,
+        },
+    );
+    assert_eq!(link.state(), LinkState::Duplex);
+    link.disconnected(now, "cut");
+    link.connect_failed(now);
+    assert!(link.reconnect_due(now + 10_000) && !link.reconnect_due(now + 9_000));
+}

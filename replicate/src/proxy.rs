@@ -41,6 +41,8 @@ impl Default for Impairment {
 pub struct LoopbackProxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// While set, new connections are closed as soon as they are accepted.
+    partitioned: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<TcpStream>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -57,18 +59,23 @@ impl LoopbackProxy {
         let addr = listener.local_addr().map_err(network)?;
         listener.set_nonblocking(true).map_err(network)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let partitioned = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(Mutex::new(Vec::new()));
         let thread = {
-            let stop = Arc::clone(&stop);
+            let flags = Flags {
+                stop: Arc::clone(&stop),
+                partitioned: Arc::clone(&partitioned),
+            };
             let connections = Arc::clone(&connections);
             std::thread::Builder::new()
                 .name("kirikae-proxy".into())
-                .spawn(move || accept_loop(listener, target, impairment, stop, connections))
+                .spawn(move || accept_loop(listener, target, impairment, flags, connections))
                 .map_err(network)?
         };
         Ok(LoopbackProxy {
             addr,
             stop,
+            partitioned,
             connections,
             thread: Some(thread),
         })
@@ -85,6 +92,24 @@ impl LoopbackProxy {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
+
+    /// A partition: cuts every connection and refuses new ones (each is closed as
+    /// soon as it is accepted) until [`heal`](LoopbackProxy::heal).
+    pub fn partition(&self) {
+        self.partitioned.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+
+    /// Ends a [`partition`](LoopbackProxy::partition): new connections go through.
+    pub fn heal(&self) {
+        self.partitioned.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the accepting thread is told.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    partitioned: Arc<AtomicBool>,
 }
 
 impl Drop for LoopbackProxy {
@@ -101,15 +126,19 @@ fn accept_loop(
     listener: TcpListener,
     target: SocketAddr,
     impairment: Impairment,
-    stop: Arc<AtomicBool>,
+    flags: Flags,
     connections: Arc<Mutex<Vec<TcpStream>>>,
 ) {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    while !stop.load(Ordering::SeqCst) {
+    while !flags.stop.load(Ordering::SeqCst) {
         let Ok((client, _)) = listener.accept() else {
             std::thread::sleep(Duration::from_millis(2));
             continue;
         };
+        if flags.partitioned.load(Ordering::SeqCst) {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        }
         let Ok(server) = TcpStream::connect(target) else {
             let _ = client.shutdown(Shutdown::Both);
             continue;

@@ -6,9 +6,10 @@
 //! can apply in order, drop duplicates, and fence a stale primary. Connections open
 //! with an authenticated handshake ([`crate::handshake`]).
 
-use kirikae_engine::{Operation, Row, Schema};
+use kirikae_engine::{Operation, Schema};
 use serde::{Deserialize, Serialize};
 
+use crate::copied_rows::CopiedRows;
 use crate::epoch::Epoch;
 use crate::error::WireError;
 use crate::frame::{self, FrameFault};
@@ -158,7 +159,7 @@ pub enum Message {
         /// The table, announced by a `ResyncTable` before.
         table: String,
         /// The rows.
-        rows: Vec<Row>,
+        rows: CopiedRows,
     },
     /// The copy is complete.
     ResyncEnd {
@@ -226,7 +227,19 @@ impl Message {
 /// Encodes `message` as one frame. Fails if it exceeds `frame_bytes_max`: the sender
 /// checks the same limit the receiver enforces.
 pub fn encode(message: &Message, frame_bytes_max: usize) -> Result<Vec<u8>, WireError> {
-    frame::encode(message, frame_bytes_max).map_err(|fault| match fault {
+    let mut frame = Vec::new();
+    encode_into(message, frame_bytes_max, &mut frame)?;
+    Ok(frame)
+}
+
+/// Appends `message`'s frame to `out` (see [`encode`]); on failure `out` is as it
+/// was.
+pub fn encode_into(
+    message: &Message,
+    frame_bytes_max: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    frame::encode_into(message, frame_bytes_max, out).map_err(|fault| match fault {
         FrameFault::TooLarge { len, max } => WireError::TooLarge {
             offset: 0,
             len,

@@ -95,10 +95,10 @@ fn all_messages() -> Vec<Message> {
         Message::ResyncRows {
             epoch: Epoch(3),
             table: "kv".into(),
-            rows: vec![
+            rows: CopiedRows::from(vec![
                 vec![1.into(), "one".into()],
                 vec![2.into(), kirikae_engine::Value::Null],
-            ],
+            ]),
         },
         Message::ResyncEnd {
             epoch: Epoch(3),

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Key, SessionInfo};
 use kirikae_replicate::{
-    Arbiter, Backup, BackupConfig, BackupEvent, Epoch, LinkConfig, PeerKey, PromotedBy, Rejoin,
-    Replication, Replicator, ReplicatorConfig, Seq,
+    table_checksum, Arbiter, Backup, BackupConfig, BackupEvent, Epoch, Event, Impairment,
+    LinkConfig, LoopbackProxy, PeerKey, PromotedBy, Promotion, Rejoin, Replication, Replicator,
+    ReplicatorConfig, Seq, StartAt,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -269,27 +270,7 @@ fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_
     old.shutdown();
 
     // The new backup over the old primary's database; the new primary follows on.
-    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listen.local_addr().unwrap();
-    drop(listen);
-    let rejoined = Backup::start(
-        db.clone(),
-        addr,
-        BackupConfig {
-            key: Some(key()),
-            log_dir: Some(dirs[0].path().to_owned()),
-            start_at: Some(start_at),
-            ..BackupConfig::default()
-        },
-    )
-    .unwrap();
-    let mut config = common::sync_replicator_config(addr, key(), dirs[1].path());
-    config.link = LinkConfig {
-        epoch: promotion.epoch,
-        start_after: promotion.last_seq,
-        ..config.link
-    };
-    let new = Replicator::start(&replica, config).unwrap();
+    let (rejoined, new) = rejoin_as_backup(&db, &replica, &promotion, Some(start_at), &dirs);
     assert!(new.wait_duplex(Duration::from_secs(10)));
     let s = replica.session(SessionInfo::default());
     for k in 500..520 {
@@ -302,6 +283,39 @@ fn a_fenced_primary_without_a_divergent_tail_rejoins_as_the_new_backup_by_catch_
     new.shutdown();
     rejoined.stop().unwrap();
     fence.stop().unwrap();
+}
+
+/// The old primary's `db` started as the backup of the promoted `replica` (from
+/// `start_at`, or with a fresh log), logging in `dirs[0]`, and the new primary's
+/// replicator to it in the promotion's epoch, its difference file in `dirs[1]`.
+fn rejoin_as_backup(
+    db: &Database,
+    replica: &Database,
+    promotion: &Promotion,
+    start_at: Option<StartAt>,
+    dirs: &[tempfile::TempDir],
+) -> (Backup, Replicator) {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listen.local_addr().unwrap();
+    drop(listen);
+    let rejoined = Backup::start(
+        db.clone(),
+        addr,
+        BackupConfig {
+            key: Some(key()),
+            log_dir: Some(dirs[0].path().to_owned()),
+            start_at,
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap();
+    let mut config = common::sync_replicator_config(addr, key(), dirs[1].path());
+    config.link = LinkConfig {
+        epoch: promotion.epoch,
+        start_after: promotion.last_seq,
+        ..config.link
+    };
+    (rejoined, Replicator::start(replica, config).unwrap())
 }
 
 /// Anti-flap: a backup that starts at a takeover position (a new epoch has just
@@ -338,4 +352,100 @@ fn within_the_anti_flap_window_a_silent_primary_is_not_replaced_automatically() 
     assert_eq!((promotion.epoch, promotion.last_seq), (Epoch(3), Seq(5)));
     assert!(holds_all(&replica, &keys));
     backup.stop().unwrap();
+}
+
+/// An old primary that committed alone after the takeover (a partition) holds a
+/// divergent tail: it reports the tail's sequences, and it comes back as the new
+/// primary's backup only through a resync, which discards the tail (seed 000 §5.1,
+/// last paragraph).
+#[test]
+fn a_fenced_primary_with_a_divergent_tail_rejoins_by_resync_and_loses_only_the_tail() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (replica, db) = (kv_database(&[T]), kv_database(&[T]));
+    let fence = Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        backup_config(Arbiter::Manual, dirs[0].path()),
+    )
+    .unwrap();
+    let proxy = LoopbackProxy::start(fence.local_addr(), Impairment::default()).unwrap();
+    let old = Replicator::start(
+        &db,
+        common::sync_replicator_config(proxy.local_addr(), key(), dirs[1].path()),
+    )
+    .unwrap();
+    assert!(old.wait_duplex(Duration::from_secs(10)));
+    let keys = acknowledged_sync_commits(&db, 10);
+
+    // Partitioned, the old primary commits alone; then the backup is promoted.
+    proxy.partition();
+    wait_for(
+        "the old primary to lose its peer",
+        Duration::from_secs(10),
+        || !old.wait_duplex(Duration::ZERO),
+    );
+    let s = db.session(SessionInfo::default());
+    let tail: Vec<i64> = (100..105).collect();
+    for &k in &tail {
+        s.insert(T, kv_row(k, k)).unwrap();
+    }
+    let promotion = fence.promote().unwrap();
+    assert_eq!((promotion.epoch, promotion.last_seq), (Epoch(2), Seq(10)));
+    proxy.heal();
+    wait_for(
+        "the old primary to be fenced",
+        Duration::from_secs(10),
+        || old.fenced() == Some(Epoch(2)),
+    );
+    let divergent = old.events().try_iter().find_map(|e| match e {
+        Event::Fenced { divergent, .. } => Some(divergent),
+        _ => None,
+    });
+    assert_eq!(
+        divergent,
+        Some(Some((Seq(11), Seq(15)))),
+        "the tail reported"
+    );
+    match old.rejoin() {
+        Some(Rejoin::ResyncRequired { reason }) => assert!(reason.contains("11..=15"), "{reason}"),
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    old.shutdown();
+    assert!(
+        holds_all(&db, &tail),
+        "the tail is still here before the resync"
+    );
+
+    // The old primary's database becomes the new primary's backup (a fresh log: it
+    // has nothing the new primary can catch up from); the new primary resyncs it.
+    let (rejoined, new) = rejoin_as_backup(&db, &replica, &promotion, None, &dirs[2..]);
+    let s = replica.session(SessionInfo::default());
+    let later: Vec<i64> = (500..520).collect();
+    for &k in &later {
+        s.insert(T, kv_row(k, k)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resynced = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match new.events().recv_timeout(left) {
+            Ok(e @ Event::Resynced { .. }) => break e,
+            Ok(_) => continue,
+            Err(e) => panic!("no Resynced: {e}; {:?}", new.metrics()),
+        }
+    };
+    assert!(new.wait_caught_up(Duration::from_secs(10)), "{resynced}");
+    assert!(holds_all(&db, &keys) && holds_all(&db, &later));
+    let s = db.session(SessionInfo::default());
+    for k in &tail {
+        assert!(
+            s.get(T, &Key::from(*k)).unwrap().is_none(),
+            "divergent row {k} was not discarded"
+        );
+    }
+    let (ours, theirs) = (db.table(T).unwrap(), replica.table(T).unwrap());
+    assert_eq!(table_checksum(&ours), table_checksum(&theirs));
+    assert_eq!(rejoined.status().last_seq, new.metrics().last_seq);
+    new.shutdown();
+    rejoined.stop().unwrap();
+    fence.stop().unwrap();
 }

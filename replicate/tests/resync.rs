@@ -293,3 +293,59 @@ fn an_operator_resync_copies_the_tables_again_and_repairs_a_divergent_backup() {
     assert_eq!(rep.metrics().resyncs, 2);
     assert_equal(&primary, &replica);
 }
+
+/// Rows so large that a chunk of them would not fit a frame go in smaller chunks:
+/// 40 rows of 300 KB with a 1 MiB frame limit (a chunk of 512 rows would be 12 MB,
+/// refused by the peer, and the resync would start again for ever).
+#[test]
+fn a_table_of_rows_larger_than_a_chunk_is_copied_in_frames_the_peer_accepts() {
+    use kirikae_engine::{Column, ColumnType, Schema, Value};
+    const FRAME: usize = 1 << 20;
+    let schema = || {
+        Schema::new(
+            vec![
+                Column::new("k", ColumnType::Int),
+                Column::new("blob", ColumnType::Text),
+            ],
+            &["k"],
+        )
+        .unwrap()
+    };
+    let (primary, replica) = (Database::new(), Database::new());
+    primary.create_table("blobs", schema()).unwrap();
+    replica.create_table("blobs", schema()).unwrap();
+    let s = primary.session(SessionInfo::default());
+    for k in 0..40i64 {
+        let text: String = std::iter::repeat_n((b'a' + (k % 26) as u8) as char, 300_000).collect();
+        s.insert("blobs", vec![Value::Int(k), Value::from(text)])
+            .unwrap();
+    }
+    let (diff, log) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let backup = Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        BackupConfig {
+            key: Some(key()),
+            log_dir: Some(log.path().to_owned()),
+            access_log: AccessLogOptions::default().with_fsync(false),
+            frame_bytes_max: FRAME,
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap();
+    let mut config = common::sync_replicator_config(backup.local_addr(), key(), diff.path());
+    config.link.frame_bytes_max = FRAME;
+    let rep = Replicator::start(&primary, config).unwrap();
+    let Event::Resynced { rows, .. } = resynced(&rep, Duration::from_secs(30)) else {
+        unreachable!()
+    };
+    assert_eq!(rows, 40);
+    assert_eq!(rep.metrics().resyncs, 1, "one attempt");
+    let (p, r) = (
+        primary.table("blobs").unwrap(),
+        replica.table("blobs").unwrap(),
+    );
+    assert_eq!(table_checksum(&r), table_checksum(&p));
+    drop(rep);
+    backup.stop().unwrap();
+}

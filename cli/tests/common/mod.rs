@@ -1,6 +1,11 @@
 //! Checks shared by the process tests: a dead primary's ack log held against the
 //! database of the backup that took over.
 
+// Each test binary uses a part of this.
+#![allow(dead_code)]
+
+pub mod peer_process;
+
 use std::path::Path;
 
 use kirikae::engine::{Database, Key, SessionInfo, Value};

@@ -29,6 +29,7 @@ use kirikae_engine::{Database, Key, Operation, Row, Schema, Table, Transaction};
 
 use super::{protocol, Applier, Work};
 use crate::access_log::{AccessEntry, AccessRecord};
+use crate::copied_rows::CopiedRows;
 use crate::error::{ReplicateError, Result};
 use crate::seq::Seq;
 use crate::wire::Message;
@@ -177,7 +178,7 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    fn resync_rows(&mut self, table: &str, rows: Vec<Row>) -> Result<()> {
+    fn resync_rows(&mut self, table: &str, rows: CopiedRows) -> Result<()> {
         let Some(ResyncIn::Loading {
             tables,
             rows: taken,
@@ -193,7 +194,7 @@ impl<'s> Applier<'s> {
         // The catalog once per chunk, not once per row.
         let schema = Arc::clone(self.session.database().table(table)?.schema());
         let mut txn = self.session.begin();
-        for row in rows {
+        for row in rows.into_owned() {
             put(&mut txn, table, schema.key_of(&row), row)?;
         }
         txn.commit()?;

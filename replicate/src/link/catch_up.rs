@@ -46,7 +46,9 @@ impl Link {
         if peer_epoch > self.config.epoch {
             return self.fence(peer_epoch, peer_last_seq);
         }
-        self.reconnect_delay_us = micros(self.config.reconnect_min);
+        // The backoff is not reset here but once the link is duplex: a connection
+        // that is made and then fails every time (a resync that cannot complete)
+        // must still back off.
         if peer_last_seq == Seq::ZERO && self.config.resync {
             // A brand-new or emptied backup (one restarted in the middle of a
             // resync is emptied): this primary's tables may hold rows from before
@@ -199,6 +201,7 @@ impl Link {
         let pause_us = cu.paused_at.map_or(0, |at| now.saturating_sub(at));
         self.metrics.replayed += cu.replayed;
         self.state = LinkState::Duplex;
+        self.reconnect_delay_us = micros(self.config.reconnect_min);
         if std::mem::take(&mut self.diverged) || cu.replayed > 0 {
             self.ready.events.push(Event::Recovered {
                 ops_replayed: cu.replayed,

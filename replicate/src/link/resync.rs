@@ -19,9 +19,10 @@
 //!
 //! [`Ready::copy`]: super::Ready::copy
 
-use kirikae_engine::{Row, Schema};
+use kirikae_engine::Schema;
 
 use super::{Event, Link, LinkState, Micros};
+use crate::copied_rows::CopiedRows;
 use crate::seq::Seq;
 use crate::wire::Message;
 
@@ -51,8 +52,8 @@ pub enum CopyPiece {
     Rows {
         /// The table.
         table: String,
-        /// The rows.
-        rows: Vec<Row>,
+        /// The rows (as the table holds them: shared, not copied).
+        rows: CopiedRows,
     },
 }
 
