@@ -50,6 +50,11 @@ pub struct ResyncBenchArgs {
     /// and the primary's resident memory shows what the resync costs alone.
     #[arg(long)]
     pub updates_only: bool,
+    /// A control run instead: no backup joins; the same load runs for this many
+    /// seconds (doubling halfway), so that the primary's memory growth under the load
+    /// alone can be held beside a resync's (give it the resync's `resync_seconds`).
+    #[arg(long, value_parser = crate::arg_ranges::positive_seconds)]
+    pub without_backup_seconds: Option<f64>,
     /// The copy's rate limit, MiB/s (0: as fast as the backup takes it).
     #[arg(long, default_value_t = 64)]
     pub copy_mib_per_s: u64,
@@ -69,7 +74,10 @@ pub struct ResyncBenchReport {
     /// Offered in the resync's second half.
     pub rate_second_half: f64,
     pub copy_mib_per_s: u64,
-    /// From starting the backup to the primary's `Resynced`.
+    /// A control run (`--without-backup-seconds`): nothing was copied, and the
+    /// "during" fields are the load's alone over the same phases.
+    pub control: bool,
+    /// From starting the backup to the primary's `Resynced` (a control: its length).
     pub resync_seconds: f64,
     pub resync_attempts: u64,
     pub rows_copied: u64,
@@ -80,8 +88,9 @@ pub struct ResyncBenchReport {
     pub primary_throughput_ratio_during: f64,
     pub write_latency_us_p99_before: u64,
     pub write_latency_us_p99_during: u64,
-    /// Resident memory of this process above its level just before the resync
-    /// (this includes the tables' own growth under the load's inserts).
+    /// Resident memory of this process above its level just before the resync. It
+    /// includes the tables' own growth under the load's inserts and the allocator's
+    /// under its updates (a control run measures those alone).
     pub primary_extra_memory_bytes_peak: u64,
     /// What the primary's link held for the backup at most during the resync
     /// (unacknowledged transactions and unsent output, encoded), beside one chunk of
@@ -245,7 +254,15 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
     let first = traffic(args, 2).start(&primary);
     let baseline = rss_bytes();
     let memory = RssSampler::start();
-    let mut child = spawn_backup(listen, admin, &key_path, &data.path().join("log"))?;
+    let mut child = match args.without_backup_seconds {
+        None => Some(spawn_backup(
+            listen,
+            admin,
+            &key_path,
+            &data.path().join("log"),
+        )?),
+        Some(_) => None,
+    };
     let started = Instant::now();
     let mut second = None;
     let mut second_started = None;
@@ -258,13 +275,21 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
     bar.set_prefix("resync");
     let rows_copied = loop {
         let m: LinkMetrics = replicator.metrics();
-        bar.set_position(m.copied_rows.min(args.rows));
-        if second.is_none() && m.copied_rows >= args.rows / 2 {
+        // A control's "copy" is its clock.
+        let progress = match args.without_backup_seconds {
+            None => m.copied_rows,
+            Some(s) => (started.elapsed().as_secs_f64() / s * args.rows as f64) as u64,
+        };
+        bar.set_position(progress.min(args.rows));
+        if args.without_backup_seconds.is_some() && progress >= args.rows {
+            break 0;
+        }
+        if second.is_none() && progress >= args.rows / 2 {
             second = Some(traffic(args, 3).start(&primary));
             second_started = Some(Instant::now());
             bar.set_message("load doubled");
         }
-        if let Some(bytes) = backup_log_bytes(admin) {
+        if let Some(bytes) = child.as_ref().and_then(|_| backup_log_bytes(admin)) {
             buffer_peak = buffer_peak.max(bytes);
         }
         match events.recv_timeout(Duration::from_millis(100)) {
@@ -299,27 +324,13 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
     let served_during = ops_during / offered_during;
     let served_before = before.ops as f64 / (args.rate * before.elapsed.as_secs_f64());
 
-    eprintln!("load stopped; waiting for the backup to catch up …");
-    let caught_up = replicator.wait_caught_up(Duration::from_secs(120));
     let attempts = replicator.metrics().resyncs;
-    let primary_sums = checksums(&primary)?;
-    // The backup prints its checksums once its standard input closes.
-    drop(child.stdin.take());
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| CliError::Usage("the backup's stdout".into()))?;
-    let mut backup_sums = None;
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            backup_sums = v.get("checksums").cloned();
-        }
-    }
-    let _ = child.wait();
+    let checksums_equal = match child.as_mut() {
+        Some(child) => backup_caught_up_and_equal(&primary, &replicator, child)?,
+        None => false,
+    };
     replicator.shutdown();
     std::io::stderr().flush().ok();
-    let checksums_equal = caught_up
-        && backup_sums.is_some_and(|b| serde_json::to_value(&primary_sums).is_ok_and(|p| p == b));
     Ok(ResyncBenchReport {
         rows: args.rows,
         updates_only: args.updates_only,
@@ -327,6 +338,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
         rate_before: args.rate,
         rate_second_half: args.rate * 2.0,
         copy_mib_per_s: args.copy_mib_per_s,
+        control: args.without_backup_seconds.is_some(),
         resync_seconds,
         resync_attempts: attempts,
         rows_copied,
@@ -343,15 +355,48 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
     })
 }
 
+/// Once the load stopped: whether the backup caught up and its tables' checksums
+/// (printed once its standard input closes) equal the primary's.
+fn backup_caught_up_and_equal(
+    primary: &Database,
+    replicator: &Replicator,
+    child: &mut Child,
+) -> Result<bool, CliError> {
+    eprintln!("load stopped; waiting for the backup to catch up …");
+    let caught_up = replicator.wait_caught_up(Duration::from_secs(120));
+    let primary_sums = checksums(primary)?;
+    drop(child.stdin.take());
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| CliError::Usage("the backup's stdout".into()))?;
+    let mut backup_sums = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            backup_sums = v.get("checksums").cloned();
+        }
+    }
+    let _ = child.wait();
+    Ok(caught_up
+        && backup_sums.is_some_and(|b| serde_json::to_value(&primary_sums).is_ok_and(|p| p == b)))
+}
+
 pub fn print_table(r: &ResyncBenchReport) {
-    println!(
-        "resync of {} rows ({} copied) at ≤{} MiB/s under {:.0} → {:.0} ops/s offered",
-        r.rows, r.rows_copied, r.copy_mib_per_s, r.rate_before, r.rate_second_half
-    );
-    println!(
-        "  took {:.2} s in {} attempt(s); checksums equal: {}",
-        r.resync_seconds, r.resync_attempts, r.checksums_equal
-    );
+    if r.control {
+        println!(
+            "control: no backup; {:.0} → {:.0} ops/s offered for {:.1} s",
+            r.rate_before, r.rate_second_half, r.resync_seconds
+        );
+    } else {
+        println!(
+            "resync of {} rows ({} copied) at ≤{} MiB/s under {:.0} → {:.0} ops/s offered",
+            r.rows, r.rows_copied, r.copy_mib_per_s, r.rate_before, r.rate_second_half
+        );
+        println!(
+            "  took {:.2} s in {} attempt(s); checksums equal: {}",
+            r.resync_seconds, r.resync_attempts, r.checksums_equal
+        );
+    }
     println!(
         "  primary: {:.0} ops/s before, {:.0} during; served share during/before {:.3}",
         r.ops_per_s_before, r.ops_per_s_during, r.primary_throughput_ratio_during

@@ -43,8 +43,9 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: faster than the system allocator for the engine's many small rows, and
-/// able to use huge pages (see `.cargo/config.toml`).
+/// mimalloc: faster than the system allocator for the engine's many small rows. Built
+/// without transparent huge pages, which made resident memory grow in 2 MiB steps
+/// and bought no speed (README, "Benchmarks").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -70,6 +70,40 @@ fn demo_restructures_under_load_and_reports() {
     );
 }
 
+/// A small resync under load: one attempt, every row copied, equal checksums; and
+/// its control run, which copies nothing and says it is a control.
+#[test]
+fn bench_resync_reports_one_attempt_and_equal_checksums_and_its_control_copies_nothing() {
+    let args = [
+        "bench",
+        "resync",
+        "--rows",
+        "20000",
+        "--before-seconds",
+        "0.3",
+    ];
+    let out = kirikae(&[&args[..], &["--rate", "2000", "--json"]].concat());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(r["control"], false, "{r}");
+    assert_eq!(r["resync_attempts"], 1, "{r}");
+    assert!(r["rows_copied"].as_u64() >= Some(20_000), "{r}");
+    assert_eq!(r["checksums_equal"], true, "{r}");
+    assert!(
+        r["primary_throughput_ratio_during"].as_f64() > Some(0.0),
+        "{r}"
+    );
+    let control = ["--without-backup-seconds", "0.5", "--json"];
+    let out = kirikae(&[&args[..], &control].concat());
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(c["control"], true, "{c}");
+    assert_eq!(
+        (c["rows_copied"].as_u64(), c["resync_attempts"].as_u64()),
+        (Some(0), Some(0)),
+        "{c}"
+    );
+    assert!(c["resync_seconds"].as_f64() >= Some(0.5), "{c}");
+}
+
 #[test]
 fn bench_engine_prints_json_with_every_field() {
     let out = kirikae(&[
