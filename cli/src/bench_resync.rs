@@ -4,10 +4,11 @@
 //! memory is the primary's alone.
 //!
 //! Measured: the resync's time (backup started → `Resynced`) and attempts; the
-//! primary's throughput and write latency before and during the resync; the
-//! primary's resident memory above what it held before the resync; the backup's
-//! access log at its largest (where the transactions beside the copy wait); and the
-//! tables' checksums on both sides once the load stops.
+//! primary's throughput and write latency before and during the resync, and its
+//! write latency afterwards with the backup in step; the primary's resident memory
+//! above what it held before the resync; the backup's access log at its largest
+//! (where the transactions beside the copy wait); and the tables' checksums on both
+//! sides once the load stops.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -88,6 +89,9 @@ pub struct ResyncBenchReport {
     pub primary_throughput_ratio_during: f64,
     pub write_latency_us_p99_before: u64,
     pub write_latency_us_p99_during: u64,
+    /// Once the backup is in step, the load of `before` again (`None` in a control):
+    /// the latency replication costs without a resync (`before` had no backup).
+    pub write_latency_us_p99_after: Option<u64>,
     /// Resident memory of this process above its level just before the resync. It
     /// includes the tables' own growth under the load's inserts and the allocator's
     /// under its updates (a control run measures those alone).
@@ -324,6 +328,21 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
     let served_during = ops_during / offered_during;
     let served_before = before.ops as f64 / (args.rate * before.elapsed.as_secs_f64());
 
+    // The same load with the backup in step: the replication's own price (a sync
+    // commit waits for the backup), which `before` (no backup yet) does not pay.
+    let after = match child {
+        Some(_) if replicator.wait_caught_up(Duration::from_secs(120)) => {
+            eprintln!(
+                "the same load, backup in step, for {} s …",
+                args.before_seconds
+            );
+            let running = traffic(args, 4).start(&primary);
+            std::thread::sleep(Duration::from_secs_f64(args.before_seconds));
+            Some(running.stop())
+        }
+        _ => None,
+    };
+
     let attempts = replicator.metrics().resyncs;
     let checksums_equal = match child.as_mut() {
         Some(child) => backup_caught_up_and_equal(&primary, &replicator, child)?,
@@ -346,6 +365,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
         ops_per_s_during,
         primary_throughput_ratio_during: served_during / served_before,
         write_latency_us_p99_before: p99(&before.commit_latency_us),
+        write_latency_us_p99_after: after.as_ref().map(|a| p99(&a.commit_latency_us)),
         write_latency_us_p99_during: p99(&during_hist),
         primary_extra_memory_bytes_peak: memory_high.saturating_sub(baseline),
         primary_memory_noise_bytes: noise_high.saturating_sub(noise_low),
@@ -405,6 +425,9 @@ pub fn print_table(r: &ResyncBenchReport) {
         "  write latency p99: {} µs before, {} µs during",
         r.write_latency_us_p99_before, r.write_latency_us_p99_during
     );
+    if let Some(after) = r.write_latency_us_p99_after {
+        println!("  write latency p99 with the backup in step afterwards: {after} µs");
+    }
     println!(
         "  primary extra memory peak {:.1} MiB (noise {:.1} MiB; link held {:.1} MiB); backup buffer peak {:.1} MiB",
         r.primary_extra_memory_bytes_peak as f64 / 1048576.0,

@@ -1,17 +1,22 @@
-//! The catalog: table names to tables, with an atomic switch of a name to a new table.
+//! The catalog: table names to tables, with an atomic switch of a name to a new table,
+//! every change shown first to the catalog observer if one is installed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
+use crate::hooks::{CatalogChange, CatalogObserver};
 use crate::reclaimer::Reclaimer;
 use crate::schema::Schema;
 use crate::table::Table;
 
 type TableMap = HashMap<String, Arc<Table>, ahash::RandomState>;
+
+/// `ArcSwapOption` needs a sized pointee.
+struct ObserverCell(Arc<dyn CatalogObserver>);
 
 /// Readers load the current map without locking; changes (create, drop, switch) are
 /// serialized by `ddl` and publish a new map in one atomic store. Tables taken out of
@@ -19,6 +24,7 @@ type TableMap = HashMap<String, Arc<Table>, ahash::RandomState>;
 pub(crate) struct Catalog {
     tables: ArcSwap<TableMap>,
     ddl: Mutex<()>,
+    observer: ArcSwapOption<ObserverCell>,
     pub reclaimer: Reclaimer,
 }
 
@@ -27,6 +33,7 @@ impl Catalog {
         Catalog {
             tables: ArcSwap::from_pointee(TableMap::default()),
             ddl: Mutex::new(()),
+            observer: ArcSwapOption::empty(),
             reclaimer: Reclaimer::new(),
         }
     }
@@ -62,6 +69,26 @@ impl Catalog {
         tables
     }
 
+    /// Installs (`None`: removes) the observer; the next change is shown to it.
+    pub fn set_observer(&self, observer: Option<Arc<dyn CatalogObserver>>) {
+        let _ddl = self.ddl.lock();
+        self.observer
+            .store(observer.map(|o| Arc::new(ObserverCell(o))));
+    }
+
+    /// Shows `change` to the observer; called with `ddl` held, before publishing.
+    fn prepare(&self, change: CatalogChange<'_>) -> Result<()> {
+        let Some(cell) = self.observer.load_full() else {
+            return Ok(());
+        };
+        cell.0
+            .prepare(&change)
+            .map_err(|source| EngineError::CatalogChangeVetoed {
+                table: change.table_name().to_owned(),
+                source,
+            })
+    }
+
     fn publish(&self, change: impl FnOnce(&mut TableMap)) {
         let mut next = TableMap::clone(&self.tables.load());
         change(&mut next);
@@ -82,6 +109,7 @@ impl Catalog {
                 table: table.name().to_owned(),
             });
         }
+        self.prepare(CatalogChange::Added { table: &table })?;
         self.publish(|m| {
             m.insert(table.name().to_owned(), table);
         });
@@ -94,6 +122,7 @@ impl Catalog {
     pub fn drop_table(&self, name: &str) -> Result<Arc<Table>> {
         let _ddl = self.ddl.lock();
         let table = self.get(name)?;
+        self.prepare(CatalogChange::Dropped { table: &table })?;
         self.publish(|m| {
             m.remove(name);
         });
@@ -111,6 +140,7 @@ impl Catalog {
                 table: name.to_owned(),
             });
         }
+        self.prepare(CatalogChange::Switched { old, new: &new })?;
         self.publish(|m| {
             m.insert(name.to_owned(), new);
         });

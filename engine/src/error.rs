@@ -6,8 +6,9 @@ use crate::key::Key;
 use crate::rid::Rid;
 use crate::value::ColumnType;
 
-/// A boxed error from an embedder's hook (commit gate), kept as the source of
-/// [`EngineError::CommitVetoed`] so the embedder can downcast it.
+/// A boxed error from an embedder's hook (commit gate, catalog observer), kept as
+/// the source of [`EngineError::CommitVetoed`] or
+/// [`EngineError::CatalogChangeVetoed`] so the embedder can downcast it.
 pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything the engine can refuse, each naming what was wrong and where.
@@ -170,6 +171,15 @@ pub enum EngineError {
     #[error("commit vetoed, transaction rolled back: {source}")]
     CommitVetoed {
         /// The gate's reason.
+        #[source]
+        source: HookError,
+    },
+    /// The catalog observer refused a change of `table`; the catalog is unchanged.
+    #[error("catalog change of table `{table}` vetoed: {source}")]
+    CatalogChangeVetoed {
+        /// The table the change was about.
+        table: String,
+        /// The observer's reason.
         #[source]
         source: HookError,
     },

@@ -1,6 +1,7 @@
 //! Extension points that later layers attach to without the engine knowing them:
-//! the write observer (feeds a restructure's lock history) and the commit gate
-//! (feeds synchronous replication), plus the logical operations the gate sees.
+//! the write observer (feeds a restructure's lock history), the commit gate (feeds
+//! synchronous replication) and the catalog observer (lets replication place a
+//! catalog change among the commits), plus the logical operations the gate sees.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::key::Key;
 use crate::rid::Rid;
 use crate::schema::{Row, RowRef};
 use crate::session::SessionInfo;
+use crate::table::Table;
 use crate::txn_id::TxnId;
 
 /// Sees the RID of every record of one table that is locked for a write.
@@ -50,6 +52,60 @@ pub trait CommitGate: Send + Sync {
 
     /// The transaction `txn`, accepted by `prepare`, is now visible.
     fn committed(&self, _txn: TxnId) {}
+}
+
+/// A change of the catalog, as a [`CatalogObserver`] is shown it before it takes
+/// effect.
+#[derive(Debug)]
+pub enum CatalogChange<'a> {
+    /// `table` is about to be published under its name (created, loaded or added).
+    Added {
+        /// The new table; nobody can have written it yet.
+        table: &'a Arc<Table>,
+    },
+    /// `table` is about to be removed from the catalog. Transactions already
+    /// writing it may still commit on the detached table afterwards.
+    Dropped {
+        /// The table leaving the catalog.
+        table: &'a Arc<Table>,
+    },
+    /// The name `old` is published under is about to designate `new` (an online
+    /// restructure's switch). `old`'s writers are held and none is in flight.
+    Switched {
+        /// The table the name designates until now.
+        old: &'a Arc<Table>,
+        /// The table it designates from now on.
+        new: &'a Arc<Table>,
+    },
+}
+
+impl CatalogChange<'_> {
+    /// The table name the change is about.
+    pub fn table_name(&self) -> &str {
+        match self {
+            CatalogChange::Added { table } | CatalogChange::Dropped { table } => table.name(),
+            CatalogChange::Switched { old, .. } => old.name(),
+        }
+    }
+}
+
+/// Sees every change of the catalog before it takes effect; installed once per
+/// database ([`Database::set_catalog_observer`](crate::Database::set_catalog_observer)).
+///
+/// `prepare` runs with the catalog's change lock held, so changes are shown one at
+/// a time in the order they take effect. For a switch it runs while no transaction
+/// is writing the old table and none can start: every commit that wrote the old
+/// table has passed the [`CommitGate`] before the call, and every later writer of
+/// the name writes the new table after it. That is the switch's exact place in the
+/// commit order, which a replica needs to switch at the same point.
+///
+/// It must not change the catalog itself (that would deadlock); it may block
+/// briefly (writers of a switched table wait meanwhile). An error vetoes the
+/// change: the catalog stays as it was and the caller gets
+/// [`EngineError::CatalogChangeVetoed`](crate::EngineError::CatalogChangeVetoed).
+pub trait CatalogObserver: Send + Sync {
+    /// Accept (Ok) or veto (Err) `change`.
+    fn prepare(&self, change: &CatalogChange<'_>) -> Result<(), HookError>;
 }
 
 /// What a commit gate attaches to a commit it accepted; the gate's own type, to be

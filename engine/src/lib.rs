@@ -62,6 +62,8 @@
 
 mod bulk_load;
 mod catalog;
+#[cfg(test)]
+mod catalog_tests;
 mod database;
 mod db_inner;
 mod error;
@@ -88,7 +90,10 @@ pub use bulk_load::{BulkLoad, Displaced};
 pub use database::{Database, Session, WriterHold, WriterHolds};
 pub use db_inner::EngineConfig;
 pub use error::{EngineError, HookError, Result};
-pub use hooks::{CommitGate, CommitRequest, GateNote, Operation, OperationKind, WriteObserver};
+pub use hooks::{
+    CatalogChange, CatalogObserver, CommitGate, CommitRequest, GateNote, Operation, OperationKind,
+    WriteObserver,
+};
 pub use key::Key;
 pub use reclaimer::ReclaimStats;
 pub use rid::Rid;
