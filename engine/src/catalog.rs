@@ -89,6 +89,13 @@ impl Catalog {
             })
     }
 
+    /// Shows an announcement about `table` to the observer, in order with the
+    /// catalog's changes (see [`CatalogChange::Announced`]).
+    pub fn announce(&self, table: &str, payload: &[u8]) -> Result<()> {
+        let _ddl = self.ddl.lock();
+        self.prepare(CatalogChange::Announced { table, payload })
+    }
+
     fn publish(&self, change: impl FnOnce(&mut TableMap)) {
         let mut next = TableMap::clone(&self.tables.load());
         change(&mut next);

@@ -21,11 +21,14 @@ enum Seen {
     Added(String),
     Dropped(String),
     Switched { name: String, new_id: u64 },
+    Announced(String, Vec<u8>),
 }
 
 #[derive(Default)]
 struct Recorder {
     seen: Mutex<Vec<Seen>>,
+    /// Each change as a replica would be sent it.
+    events: Mutex<Vec<CatalogEvent>>,
     veto: AtomicBool,
 }
 
@@ -34,6 +37,7 @@ impl CatalogObserver for Recorder {
         if self.veto.load(Ordering::SeqCst) {
             return Err(format!("no changes of {} today", change.table_name()).into());
         }
+        self.events.lock().push(change.event());
         self.seen.lock().push(match change {
             CatalogChange::Added { table } => Seen::Added(table.name().to_owned()),
             CatalogChange::Dropped { table } => Seen::Dropped(table.name().to_owned()),
@@ -41,6 +45,9 @@ impl CatalogObserver for Recorder {
                 name: old.name().to_owned(),
                 new_id: new.id(),
             },
+            CatalogChange::Announced { table, payload } => {
+                Seen::Announced((*table).to_owned(), payload.to_vec())
+            }
         });
         Ok(())
     }
@@ -82,6 +89,7 @@ fn the_observer_is_shown_each_change_in_order_and_its_veto_leaves_the_catalog_as
         .expect("add");
     let twin = switch_to_empty_twin(&db, "a");
     db.drop_table("b").expect("drop");
+    db.announce("a", b"a plan").expect("announce");
     assert_eq!(
         *recorder.seen.lock(),
         vec![
@@ -92,6 +100,20 @@ fn the_observer_is_shown_each_change_in_order_and_its_veto_leaves_the_catalog_as
                 new_id: twin.id()
             },
             Seen::Dropped("b".into()),
+            Seen::Announced("a".into(), b"a plan".to_vec()),
+        ]
+    );
+    let kv = schema();
+    assert_eq!(
+        *recorder.events.lock(),
+        vec![
+            CatalogEvent::Added { schema: kv.clone() },
+            CatalogEvent::Added { schema: kv.clone() },
+            CatalogEvent::Switched { schema: kv },
+            CatalogEvent::Dropped,
+            CatalogEvent::Announced {
+                payload: b"a plan".to_vec()
+            },
         ]
     );
 
@@ -105,6 +127,10 @@ fn the_observer_is_shown_each_change_in_order_and_its_veto_leaves_the_catalog_as
         other => panic!("expected a veto, got {other:?}"),
     }
     assert!(db.drop_table("a").is_err());
+    assert!(matches!(
+        db.announce("a", b"another"),
+        Err(EngineError::CatalogChangeVetoed { .. })
+    ));
     let other = Arc::new(Table::new("a", schema()));
     let hold = db.hold_writers("a").expect("hold");
     assert!(matches!(

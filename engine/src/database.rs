@@ -166,6 +166,14 @@ impl Database {
         self.inner.catalog.set_observer(observer);
     }
 
+    /// Shows the catalog observer an announcement about `table` (e.g. a restructure
+    /// layer saying which plan it began), in order with the catalog's changes; the
+    /// catalog does not change. `Ok` without an observer; the observer's veto is
+    /// [`EngineError::CatalogChangeVetoed`].
+    pub fn announce(&self, table: &str, payload: &[u8]) -> Result<()> {
+        self.inner.catalog.announce(table, payload)
+    }
+
     /// Holds new writers of `name`: transactions that have not yet written the table
     /// wait (up to their lock timeout); those already writing it continue. Readers are
     /// never held. The hold ends when the returned guard is dropped or switches.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::HookError;
 use crate::key::Key;
 use crate::rid::Rid;
-use crate::schema::{Row, RowRef};
+use crate::schema::{Row, RowRef, Schema};
 use crate::session::SessionInfo;
 use crate::table::Table;
 use crate::txn_id::TxnId;
@@ -77,6 +77,16 @@ pub enum CatalogChange<'a> {
         /// The table it designates from now on.
         new: &'a Arc<Table>,
     },
+    /// A layer above the engine says something about `table` that a replica must
+    /// hear in order (e.g. that a restructure with this plan began or was
+    /// abandoned): see [`Database::announce`](crate::Database::announce). The
+    /// catalog itself does not change.
+    Announced {
+        /// The table it is about.
+        table: &'a str,
+        /// What the layer said, in its own encoding.
+        payload: &'a [u8],
+    },
 }
 
 impl CatalogChange<'_> {
@@ -85,8 +95,48 @@ impl CatalogChange<'_> {
         match self {
             CatalogChange::Added { table } | CatalogChange::Dropped { table } => table.name(),
             CatalogChange::Switched { old, .. } => old.name(),
+            CatalogChange::Announced { table, .. } => table,
         }
     }
+
+    /// The change as data, without the tables: what a replica is sent.
+    pub fn event(&self) -> CatalogEvent {
+        match self {
+            CatalogChange::Added { table } => CatalogEvent::Added {
+                schema: table.schema().as_ref().clone(),
+            },
+            CatalogChange::Dropped { .. } => CatalogEvent::Dropped,
+            CatalogChange::Switched { new, .. } => CatalogEvent::Switched {
+                schema: new.schema().as_ref().clone(),
+            },
+            CatalogChange::Announced { payload, .. } => CatalogEvent::Announced {
+                payload: payload.to_vec(),
+            },
+        }
+    }
+}
+
+/// A [`CatalogChange`] as serializable data (the table's name travels beside it,
+/// in [`Operation::Ddl`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CatalogEvent {
+    /// A table of this schema was created (or loaded) under the name.
+    Added {
+        /// Its schema.
+        schema: Schema,
+    },
+    /// The table was dropped.
+    Dropped,
+    /// The name switched to a restructured table of this schema.
+    Switched {
+        /// The new table's schema.
+        schema: Schema,
+    },
+    /// An announcement of a layer above the engine (see [`CatalogChange::Announced`]).
+    Announced {
+        /// Its payload, in that layer's encoding.
+        payload: Vec<u8>,
+    },
 }
 
 /// Sees every change of the catalog before it takes effect; installed once per
@@ -136,6 +186,8 @@ pub enum OperationKind {
     Update,
     /// A removed record.
     Delete,
+    /// A change of the catalog (never part of a transaction's writes).
+    Ddl,
 }
 
 /// One write of a transaction, in logical terms (table, key, values): what
@@ -165,6 +217,14 @@ pub enum Operation {
         /// The key deleted.
         key: Key,
     },
+    /// A change of the catalog, placed in the stream of commits by a catalog
+    /// observer (transactions never make one).
+    Ddl {
+        /// Table name.
+        table: String,
+        /// What changed.
+        event: CatalogEvent,
+    },
 }
 
 impl Operation {
@@ -173,7 +233,8 @@ impl Operation {
         match self {
             Operation::Insert { table, .. }
             | Operation::Update { table, .. }
-            | Operation::Delete { table, .. } => table,
+            | Operation::Delete { table, .. }
+            | Operation::Ddl { table, .. } => table,
         }
     }
 
@@ -183,6 +244,7 @@ impl Operation {
             Operation::Insert { .. } => OperationKind::Insert,
             Operation::Update { .. } => OperationKind::Update,
             Operation::Delete { .. } => OperationKind::Delete,
+            Operation::Ddl { .. } => OperationKind::Ddl,
         }
     }
 }

@@ -163,6 +163,14 @@ pub enum ReplicateError {
         /// What was wrong.
         reason: String,
     },
+    /// A catalog change reached a backup that has nothing to apply it with.
+    #[error("catalog change {event} of table `{table}`: this backup cannot apply it")]
+    DdlUnsupported {
+        /// The table.
+        table: String,
+        /// Which change (added, dropped, switched, announced).
+        event: String,
+    },
     /// The replicator was shut down.
     #[error("replication is shut down")]
     Shutdown,

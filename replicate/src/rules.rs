@@ -7,8 +7,9 @@
 //! when_peer_down = "continue"  # default for sync rules: continue | fail
 //!
 //! [[rule]]
-//! name = "reads"
-//! kind = "read"                # insert update delete read commit ddl, or a list
+//! name = "audit"
+//! kind = "delete"              # insert update delete commit ddl, or a list
+//! table = "audit_*"
 //! mode = "skip"
 //!
 //! [[rule]]
@@ -49,11 +50,11 @@ pub enum AccessKind {
     Update,
     /// A removed record.
     Delete,
-    /// A read.
-    Read,
     /// A transaction's commit (decides the mode of the whole transaction).
     Commit,
-    /// A schema change (e.g. a restructure).
+    /// A catalog change (a table created or dropped, a restructure begun or
+    /// switched): see [`Operation::Ddl`]. Reads are not replicated, so no kind
+    /// names them.
     Ddl,
 }
 
@@ -63,6 +64,7 @@ impl From<OperationKind> for AccessKind {
             OperationKind::Insert => AccessKind::Insert,
             OperationKind::Update => AccessKind::Update,
             OperationKind::Delete => AccessKind::Delete,
+            OperationKind::Ddl => AccessKind::Ddl,
         }
     }
 }

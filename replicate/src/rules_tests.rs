@@ -41,12 +41,6 @@ fn the_seed_000_policy_decides_as_the_paper_says() {
     let noon = TimeOfDay::hm(12, 0);
     assert_eq!(
         rules
-            .decide(&access(AccessKind::Read, Some("subscriber"), &s, noon))
-            .mode,
-        Mode::Skip
-    );
-    assert_eq!(
-        rules
             .decide(&access(AccessKind::Update, Some("subscriber"), &s, noon))
             .mode,
         Mode::Ordered
@@ -218,6 +212,13 @@ fn bad_files_are_refused_with_line_and_column() {
             8,
             "unknown kind `select`",
         ),
+        // Reads are not replicated: a rule on them could never match.
+        (
+            "[[rule]]\nkind = \"read\"\nmode = \"skip\"\n",
+            2,
+            8,
+            "unknown kind `read`",
+        ),
         (
             "[[rule]]\nmode = \"skip\"\nsource = \"10.0.0.0/33\"\n",
             3,
@@ -283,8 +284,8 @@ fn bad_files_are_refused_with_line_and_column() {
 fn rule_files_load_from_disk_and_missing_ones_are_named() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/seed000-mixed.toml");
     let rules = RuleSet::load(&path).expect("loads");
-    assert_eq!(rules.rules().len(), 3);
-    assert_eq!(rules.rules()[1].line, 11, "the line of its [[rule]] header");
+    assert_eq!(rules.rules().len(), 2);
+    assert_eq!(rules.rules()[1].line, 14, "the line of its [[rule]] header");
     assert_eq!(rules.default_mode(), Mode::Async);
     let missing = path.with_file_name("nope.toml");
     match RuleSet::load(&missing) {

@@ -722,6 +722,9 @@ fn apply<'s>(
                 txn.delete(table, key).map_err(fail)?;
                 response_digest(OperationKind::Delete, before.as_deref())
             }
+            Operation::Ddl { table, event } => {
+                return Err((i, ddl_unsupported(table.clone(), event)))
+            }
         };
         responses.push(digest);
     }
@@ -735,6 +738,25 @@ impl Drop for Applier<'_> {
         if let Err(e) = self.finish_checkpoint(true) {
             tracing::warn!("the last checkpoint failed: {e}");
         }
+    }
+}
+
+/// A catalog change this backup cannot apply (restructures do not replicate yet):
+/// refused, so that the pair never silently diverges in schema.
+pub(crate) fn ddl_unsupported(
+    table: String,
+    event: &kirikae_engine::CatalogEvent,
+) -> ReplicateError {
+    use kirikae_engine::CatalogEvent as E;
+    let event = match event {
+        E::Added { .. } => "added",
+        E::Dropped => "dropped",
+        E::Switched { .. } => "switched",
+        E::Announced { .. } => "announced",
+    };
+    ReplicateError::DdlUnsupported {
+        table,
+        event: event.into(),
     }
 }
 

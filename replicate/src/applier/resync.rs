@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use kirikae_engine::{Database, Key, Operation, Row, Schema, Table, Transaction};
 
-use super::{protocol, Applier, Work};
+use super::{ddl_unsupported, protocol, Applier, Work};
 use crate::access_log::{AccessEntry, AccessRecord};
 use crate::copied_rows::CopiedRows;
 use crate::error::{ReplicateError, Result};
@@ -317,6 +317,7 @@ fn over_copy(db: &Database, txn: &mut Transaction<'_>, op: Operation) -> Result<
             }
             Ok(())
         }
+        Operation::Ddl { table, event } => Err(ddl_unsupported(table, &event)),
     }
 }
 

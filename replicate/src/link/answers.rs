@@ -9,11 +9,13 @@ use super::{Event, Link, LinkState, Micros, SyncOutcome};
 use crate::seq::Seq;
 use crate::wire::Message;
 
-/// The key an operation addresses (an insert's is in its row; shown as the row).
+/// The key an operation addresses (an insert's is in its row; shown as the row; a
+/// catalog change addresses none).
 fn operation_key(op: &Operation) -> Key {
     match op {
         Operation::Update { key, .. } | Operation::Delete { key, .. } => key.clone(),
         Operation::Insert { row, .. } => Key::new(row.clone()),
+        Operation::Ddl { .. } => Key::new(Vec::new()),
     }
 }
 
