@@ -1,5 +1,5 @@
 //! Running a restructure: [`start`] and the handle (progress, pause, resume, rate
-//! limit, abort, wait).
+//! limit, switch on command, abort, wait).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -82,6 +82,14 @@ impl RestructureHandle {
     /// [`wait`]: RestructureHandle::wait
     pub fn abort(&self) {
         self.shared.abort();
+    }
+
+    /// Lets a restructure started with
+    /// [`switch_on_command`](RestructureOptions::switch_on_command) switch: at once
+    /// if it is waiting in [`Phase::AwaitingSwitch`], else as soon as it converges.
+    /// Without that option it changes nothing.
+    pub fn switch_now(&self) {
+        self.shared.command_switch();
     }
 
     /// Whether the worker has finished (switched or failed).

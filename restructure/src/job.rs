@@ -3,7 +3,7 @@
 //! (`phase1`, `phase2`, `verify`, `switch`) exactly what that phase reads and changes.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Table};
 
@@ -31,6 +31,24 @@ impl Drop for ObserverGuard {
     fn drop(&mut self) {
         self.0.set_write_observer(None);
     }
+}
+
+/// How often a converged restructure looks for the switch command; between looks
+/// it syncs what writers did, so that the switch's drain stays small.
+const AWAIT_SWITCH_NAP: Duration = Duration::from_micros(500);
+
+/// Keeps the new table in step until [`Shared::switch_commanded`] (or an abort).
+fn await_switch_command(
+    ctx: &Context,
+    rounds: &mut Rounds,
+    twin: &mut Twin,
+    holds: &mut HoldLog,
+) -> Result<()> {
+    while !ctx.shared.switch_commanded() {
+        synchronize(ctx, rounds, twin, holds)?;
+        ctx.shared.nap(AWAIT_SWITCH_NAP)?;
+    }
+    Ok(())
 }
 
 pub(crate) struct Job {
@@ -98,6 +116,13 @@ impl Job {
         }
         let phase2 = started.elapsed();
 
+        let started = Instant::now();
+        if ctx.options.switch_on_command {
+            ctx.shared.set_phase(Phase::AwaitingSwitch);
+            await_switch_command(ctx, rounds, twin, &mut holds)?;
+        }
+        let switch_awaited = started.elapsed();
+
         ctx.shared.set_phase(Phase::Switching);
         let started = Instant::now();
         let switched = switch(ctx, rounds, twin, verification.as_mut(), &mut holds)?;
@@ -114,6 +139,7 @@ impl Job {
             phase1,
             phase2,
             switch,
+            switch_awaited,
             rounds: rounds.count,
             synced: rounds.synced,
             stall: stall.total,

@@ -79,6 +79,11 @@ pub struct RestructureOptions {
     /// Compare plan(old) with new before switching (a chunked pass, re-checked under
     /// the hold); mismatches are re-synced and counted in the report.
     pub verify: bool,
+    /// Once converged, wait for [`RestructureHandle::switch_now`](crate::RestructureHandle::switch_now)
+    /// before switching, keeping the new table in step meanwhile (a replica switches
+    /// where its primary's stream says, not when it is ready). A command given
+    /// earlier switches as soon as the restructure has converged.
+    pub switch_on_command: bool,
     /// Test hook run under the switch hold.
     pub inspect_at_switch: Option<SwitchInspector>,
 }
@@ -99,6 +104,7 @@ impl Default for RestructureOptions {
             switch_tries: 100,
             journal_bytes_max: 1 << 30,
             verify: false,
+            switch_on_command: false,
             inspect_at_switch: None,
         }
     }
@@ -114,6 +120,7 @@ impl fmt::Debug for RestructureOptions {
             .field("work_slice", &self.work_slice)
             .field("stall_max", &self.stall_max)
             .field("verify", &self.verify)
+            .field("switch_on_command", &self.switch_on_command)
             .finish_non_exhaustive()
     }
 }

@@ -13,6 +13,9 @@ pub enum Phase {
     Syncing,
     /// Verifying before the switch.
     Verifying,
+    /// Converged, keeping the new table in step until told to switch
+    /// ([`RestructureOptions::switch_on_command`](crate::RestructureOptions::switch_on_command)).
+    AwaitingSwitch,
     /// Holding writers and switching.
     Switching,
     /// Switched: the new table serves.
@@ -28,8 +31,9 @@ impl Phase {
             1 => Phase::Copying,
             2 => Phase::Syncing,
             3 => Phase::Verifying,
-            4 => Phase::Switching,
-            5 => Phase::Done,
+            4 => Phase::AwaitingSwitch,
+            5 => Phase::Switching,
+            6 => Phase::Done,
             _ => Phase::Failed,
         }
     }

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     /// The worker is waiting in [`Shared::checkpoint`] because of a pause.
     holding_for_pause: AtomicBool,
     aborted: AtomicBool,
+    /// [`RestructureHandle::switch_now`](crate::RestructureHandle::switch_now) was called.
+    switch_commanded: AtomicBool,
     /// 0: unlimited.
     rate_limit: AtomicU64,
     started: Instant,
@@ -69,6 +71,7 @@ impl Shared {
             paused: AtomicBool::new(false),
             holding_for_pause: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
+            switch_commanded: AtomicBool::new(false),
             rate_limit: AtomicU64::new(rate_limit_rows_per_s.unwrap_or(0)),
             started: Instant::now(),
             copy_started_ns: AtomicU64::new(0),
@@ -90,6 +93,15 @@ impl Shared {
     /// The next checkpoint fails with [`RestructureError::Aborted`].
     pub fn abort(&self) {
         self.aborted.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets a restructure waiting for the command switch.
+    pub fn command_switch(&self) {
+        self.switch_commanded.store(true, Ordering::SeqCst);
+    }
+
+    pub fn switch_commanded(&self) -> bool {
+        self.switch_commanded.load(Ordering::SeqCst)
     }
 
     pub fn rate_limit(&self) -> Option<u64> {

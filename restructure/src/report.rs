@@ -60,6 +60,10 @@ pub struct RestructureReport {
     pub phase2: Duration,
     /// From the first switch attempt to the switch.
     pub switch: Duration,
+    /// Converged and kept in step, waiting for the switch command
+    /// ([`RestructureOptions::switch_on_command`](crate::RestructureOptions::switch_on_command));
+    /// zero without it.
+    pub switch_awaited: Duration,
     /// Phase-2 rounds (held rounds and the final drain included).
     pub rounds: u32,
     /// RIDs (or journal entries) applied in phase 2.

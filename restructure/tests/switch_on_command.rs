@@ -1,0 +1,129 @@
+//! A restructure that switches on command (what a backup needs to switch at its
+//! primary's point of the stream): converged, it keeps the new table in step under
+//! live writers until told; a command given early switches as soon as it converges;
+//! an abort while waiting leaves the old table serving.
+
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{plans, setup, Writers, TABLE};
+use kirikae_restructure::{
+    start, tables_agree, Phase, Plan, RestructureError, RestructureHandle, RestructureOptions,
+    Transform,
+};
+use kirikae_testkit::wait_for;
+
+const ROWS: i64 = 20_000;
+
+fn add_column() -> Plan {
+    plans().swap_remove(0).1
+}
+
+/// On command, with an inspector that records whether new = plan(old) at the switch.
+fn options(plan: &Plan, agreed: &Arc<AtomicBool>) -> RestructureOptions {
+    let compiled = Transform::Plan(plan.clone())
+        .compile(TABLE, &common::schema())
+        .expect("plan");
+    let agreed = Arc::clone(agreed);
+    RestructureOptions {
+        switch_on_command: true,
+        duty_cycle: 1.0,
+        // Two writer threads share the two cores with the restructure.
+        stall_max: Duration::from_millis(20),
+        inspect_at_switch: Some(Arc::new(move |old, new| {
+            agreed.store(
+                tables_agree(old, new, |r| compiled.apply(r).ok()),
+                Ordering::SeqCst,
+            );
+        })),
+        ..RestructureOptions::default()
+    }
+}
+
+fn wait_for_phase(h: &RestructureHandle, phase: Phase) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while h.progress().phase != phase {
+        assert!(
+            Instant::now() < until,
+            "never {phase:?}: {:?}",
+            h.progress()
+        );
+        assert!(!h.is_finished(), "finished before {phase:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn converged_it_keeps_in_step_under_writers_until_told_then_switches_to_plan_of_old() {
+    let db = setup(ROWS);
+    let old_id = db.table(TABLE).unwrap().id();
+    let writers = Writers::start(&db, 2, ROWS, 5);
+    let plan = add_column();
+    let agreed = Arc::new(AtomicBool::new(false));
+    let h = start(&db, TABLE, plan.clone(), options(&plan, &agreed)).unwrap();
+    wait_for_phase(&h, Phase::AwaitingSwitch);
+    // Writers go on for a while; nothing switches.
+    let at = writers.committed();
+    wait_for(
+        "writers to commit while it waits",
+        Duration::from_secs(30),
+        || writers.committed() > at + 2_000,
+    );
+    assert_eq!(h.progress().phase, Phase::AwaitingSwitch);
+    assert_eq!(db.table(TABLE).unwrap().id(), old_id, "not switched yet");
+    h.switch_now();
+    let report = h.wait().unwrap();
+    writers.stop();
+    assert!(
+        agreed.load(Ordering::SeqCst),
+        "new table != plan(old) at the switch"
+    );
+    assert_ne!(db.table(TABLE).unwrap().id(), old_id, "switched");
+    assert!(report.switch_awaited > Duration::ZERO, "{report:?}");
+}
+
+#[test]
+fn a_command_given_before_convergence_switches_as_soon_as_it_converges() {
+    let db = setup(ROWS);
+    let old_id = db.table(TABLE).unwrap().id();
+    let writers = Writers::start(&db, 2, ROWS, 6);
+    let plan = add_column();
+    let agreed = Arc::new(AtomicBool::new(false));
+    let h = start(&db, TABLE, plan.clone(), options(&plan, &agreed)).unwrap();
+    h.switch_now();
+    h.wait().unwrap();
+    writers.stop();
+    assert!(agreed.load(Ordering::SeqCst));
+    assert_ne!(db.table(TABLE).unwrap().id(), old_id);
+}
+
+#[test]
+fn an_abort_while_it_waits_for_the_command_leaves_the_old_table_serving() {
+    let db = setup(ROWS);
+    let old = db.table(TABLE).unwrap();
+    let writers = Writers::start(&db, 2, ROWS, 7);
+    let plan = add_column();
+    let agreed = Arc::new(AtomicBool::new(false));
+    let h = start(&db, TABLE, plan.clone(), options(&plan, &agreed)).unwrap();
+    wait_for_phase(&h, Phase::AwaitingSwitch);
+    h.abort();
+    match h.wait() {
+        Err(RestructureError::Aborted { phase, .. }) => assert_eq!(phase, Phase::AwaitingSwitch),
+        other => panic!("expected an abort, got {other:?}"),
+    }
+    let at = writers.committed();
+    wait_for("writers to go on", Duration::from_secs(30), || {
+        writers.committed() > at + 100
+    });
+    writers.stop();
+    let now = db.table(TABLE).unwrap();
+    assert_eq!(now.id(), old.id(), "the old table serves");
+    assert!(!now.has_write_observer(), "the lock history was removed");
+    assert!(!agreed.load(Ordering::SeqCst), "never switched");
+}
