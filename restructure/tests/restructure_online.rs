@@ -9,9 +9,9 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{plans, setup, Writers, TABLE};
+use common::{plans, setup, wait_for_phase, Writers, TABLE};
 use kirikae_engine::{Column, ColumnType, Database, Key, Schema, SessionInfo, Value};
 use kirikae_restructure::{
     start, tables_agree, Conversion, HoldEnd, HoldKind, NonConvergence, Phase, Plan,
@@ -215,19 +215,6 @@ fn start_postponable(db: &Database, tries: u32) -> kirikae_restructure::Restruct
     .expect("start");
     wait_for_phase(&h, Phase::Switching);
     h
-}
-
-fn wait_for_phase(h: &kirikae_restructure::RestructureHandle, phase: Phase) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while h.progress().phase != phase {
-        assert!(
-            Instant::now() < until,
-            "phase {phase:?} never reached: {:?}",
-            h.progress()
-        );
-        assert!(!h.is_finished(), "finished before {phase:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

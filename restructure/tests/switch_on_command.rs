@@ -10,12 +10,11 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{plans, setup, Writers, TABLE};
+use common::{plans, setup, wait_for_phase, Writers, TABLE};
 use kirikae_restructure::{
-    start, tables_agree, Phase, Plan, RestructureError, RestructureHandle, RestructureOptions,
-    Transform,
+    start, tables_agree, Phase, Plan, RestructureError, RestructureOptions, Transform,
 };
 use kirikae_testkit::wait_for;
 
@@ -43,19 +42,6 @@ fn options(plan: &Plan, agreed: &Arc<AtomicBool>) -> RestructureOptions {
             );
         })),
         ..RestructureOptions::default()
-    }
-}
-
-fn wait_for_phase(h: &RestructureHandle, phase: Phase) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while h.progress().phase != phase {
-        assert!(
-            Instant::now() < until,
-            "never {phase:?}: {:?}",
-            h.progress()
-        );
-        assert!(!h.is_finished(), "finished before {phase:?}");
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
-use kirikae_restructure::{Conversion, Plan, Step, Strategy};
+use kirikae_restructure::{Conversion, Phase, Plan, RestructureHandle, Step, Strategy};
 
 pub const TABLE: &str = "acct";
 
@@ -244,5 +244,19 @@ fn writer(db: &Database, t: u64, rows: i64, seed: u64, stop: &AtomicBool, counts
             }
             Err(e) => panic!("writer {t}: {e}"),
         }
+    }
+}
+
+/// Waits (30 s at most) until `h` is in `phase`; fails if it finishes first.
+pub fn wait_for_phase(h: &RestructureHandle, phase: Phase) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while h.progress().phase != phase {
+        assert!(
+            std::time::Instant::now() < until,
+            "phase {phase:?} never reached: {:?}",
+            h.progress()
+        );
+        assert!(!h.is_finished(), "finished before {phase:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
