@@ -1,7 +1,8 @@
 //! kirikae: an embedded main-memory database for services that must never stop.
 //!
-//! This facade re-exports the three layers and nothing else, so that an embedding
-//! service compiles only them:
+//! This facade re-exports the three layers, and joins two of them where they meet
+//! ([`RestructureReplica`]: a backup runs the restructures its primary announces),
+//! so that an embedding service compiles only them:
 //!
 //! - [`engine`]: tables addressed by RID, record locks, transactions, the catalog
 //!   switch, write hooks, snapshots.
@@ -45,3 +46,37 @@ pub struct ReadmeExamples;
 pub use kirikae_engine as engine;
 pub use kirikae_replicate as replicate;
 pub use kirikae_restructure as restructure;
+
+use kirikae_engine::{CatalogEvent, Database};
+
+/// A backup's [`DdlHandler`](replicate::DdlHandler) that runs the restructures its
+/// primary announces: the same plan, online, while the backup keeps applying, and
+/// the switch at the primary's switch in the stream. Give it to
+/// [`BackupConfig::ddl`](replicate::BackupConfig::ddl).
+///
+/// ```
+/// use std::sync::Arc;
+/// use kirikae::replicate::BackupConfig;
+/// use kirikae::restructure::RestructureOptions;
+///
+/// let config = BackupConfig {
+///     ddl: Some(Arc::new(kirikae::RestructureReplica::new(RestructureOptions::default()))),
+///     ..BackupConfig::default()
+/// };
+/// assert!(config.ddl.is_some());
+/// ```
+#[derive(Debug, Default)]
+pub struct RestructureReplica(pub restructure::Replica);
+
+impl RestructureReplica {
+    /// Runs the announced restructures with `options` (switching on command).
+    pub fn new(options: restructure::RestructureOptions) -> RestructureReplica {
+        RestructureReplica(restructure::Replica::new(options))
+    }
+}
+
+impl replicate::DdlHandler for RestructureReplica {
+    fn apply(&self, db: &Database, table: &str, event: &CatalogEvent) -> Result<(), String> {
+        self.0.apply(db, table, event)
+    }
+}

@@ -170,15 +170,22 @@ fn a_switch_is_shown_between_the_last_commit_on_the_old_table_and_the_first_on_t
                 let s = db.session(SessionInfo::default());
                 while !stop.load(Ordering::Relaxed) {
                     let k = next_key.fetch_add(1, Ordering::Relaxed);
-                    if w == 0 {
-                        // Multi-statement transactions too.
+                    let done = if w == 0 {
+                        // Multi-statement transactions too (rolled back on error).
                         let mut t = s.begin();
-                        t.insert("t", vec![k.into()]).expect("insert");
                         let k2 = next_key.fetch_add(1, Ordering::Relaxed);
-                        t.insert("t", vec![k2.into()]).expect("insert");
-                        t.commit().expect("commit");
+                        t.insert("t", vec![k.into()])
+                            .and_then(|_| t.insert("t", vec![k2.into()]))
+                            .and_then(|_| t.commit().map(|_| ()))
                     } else {
-                        s.insert("t", vec![k.into()]).expect("insert");
+                        s.insert("t", vec![k.into()]).map(|_| ())
+                    };
+                    // Switches back to back may make a writer retry (a table
+                    // retired again and again while it resolves the name).
+                    match done {
+                        Ok(()) => {}
+                        Err(e) if e.is_retryable() => {}
+                        Err(e) => panic!("writer: {e}"),
                     }
                 }
             })
@@ -227,4 +234,59 @@ fn a_switch_is_shown_between_the_last_commit_on_the_old_table_and_the_first_on_t
             "table {i} holds exactly the commits before its switch"
         );
     }
+}
+
+/// `insert_named` builds its row for the table it inserts into: with the name
+/// switched back and forth between schemas of one and two columns, every insert by
+/// column name lands whole (the row was once built from the schema of the table the
+/// name designated a moment before).
+#[test]
+fn insert_named_racing_switches_between_schemas_always_fits_the_table_it_lands_in() {
+    let wide = Schema::new(
+        vec![
+            Column::new("k", ColumnType::Int),
+            Column::new("extra", ColumnType::Int).default_value(0),
+        ],
+        &["k"],
+    )
+    .expect("schema");
+    let db = Database::new();
+    db.create_table("t", schema()).expect("create");
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserted = Arc::new(AtomicI64::new(0));
+    let writer = {
+        let (db, stop, inserted) = (db.clone(), stop.clone(), inserted.clone());
+        std::thread::spawn(move || {
+            let s = db.session(SessionInfo::default());
+            let mut k = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                match s.insert_named("t", &[("k", Value::Int(k))]) {
+                    Ok(_) => {
+                        inserted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if e.is_retryable() => {}
+                    Err(e) => return Err(format!("insert {k}: {e}")),
+                }
+            }
+            Ok(())
+        })
+    };
+    for i in 0..200 {
+        // Some inserts between switches, so that they race them.
+        let at = inserted.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while inserted.load(Ordering::Relaxed) < at + 5 && !writer.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "the writer stalled");
+            std::thread::yield_now();
+        }
+        let next = if i % 2 == 0 { wide.clone() } else { schema() };
+        let twin = Arc::new(Table::new("t", next));
+        let hold = db.hold_writers("t").expect("hold");
+        hold.wait_idle(Duration::from_secs(5)).expect("idle");
+        hold.switch_to(twin).expect("switch");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer").expect("every insert fits");
+    assert!(inserted.load(Ordering::Relaxed) >= 1_000);
 }

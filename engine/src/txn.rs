@@ -125,6 +125,11 @@ impl<'s> Transaction<'s> {
     /// Inserts `row` (all columns, in schema order); returns its RID.
     pub fn insert(&mut self, table: &str, row: Row) -> Result<Rid> {
         let (ti, t) = self.writable(table)?;
+        self.insert_into(ti, &t, row)
+    }
+
+    /// [`insert`](Transaction::insert) into the table this transaction writes as `ti`.
+    fn insert_into(&mut self, ti: usize, t: &Arc<Table>, row: Row) -> Result<Rid> {
         t.schema().validate_row(t.name(), &row)?;
         let key = t.schema().key_of(&row);
         let op = self.commit_gate.is_some().then(|| Operation::Insert {
@@ -152,13 +157,11 @@ impl<'s> Transaction<'s> {
     /// Inserts a row given as `(column, value)` pairs; left-out columns get their
     /// default (or null).
     pub fn insert_named(&mut self, table: &str, values: &[(&str, Value)]) -> Result<Rid> {
-        let row = self
-            .db
-            .catalog
-            .get(table)?
-            .schema()
-            .row_from_named(table, values)?;
-        self.insert(table, row)
+        // The row is built for the table it goes into: resolved once, so that a
+        // switch in between cannot hand it a row of the old schema.
+        let (ti, t) = self.writable(table)?;
+        let row = t.schema().row_from_named(table, values)?;
+        self.insert_into(ti, &t, row)
     }
 
     /// Replaces the record with `key` by `row` (which may carry a new key); returns

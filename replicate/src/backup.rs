@@ -17,6 +17,7 @@ use crate::access_log::{AccessLog, AccessLogOptions};
 use crate::applier::{ApplierStats, Promotion, StartAt};
 use crate::arbiter::Arbiter;
 use crate::backup_serve::{serve, Command, Serve};
+use crate::ddl::DdlHandler;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::handshake::PeerKey;
@@ -61,6 +62,9 @@ pub struct BackupConfig {
     /// whose nodes keep failing then stops at one automatic failover per window
     /// instead of bouncing.
     pub auto_promotion_window: Duration,
+    /// Applies the catalog changes the backup cannot apply by itself (a
+    /// restructure's announcement and switch); `None` rejects them.
+    pub ddl: Option<Arc<dyn DdlHandler>>,
 }
 
 impl Default for BackupConfig {
@@ -78,6 +82,7 @@ impl Default for BackupConfig {
             arbiter: Arbiter::Manual,
             start_at: None,
             auto_promotion_window: Duration::from_secs(60),
+            ddl: None,
         }
     }
 }

@@ -87,7 +87,10 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
         (None, None) => Ok(Applier::new(&session)),
     };
     let mut applier = match recovered {
-        Ok(a) => a,
+        Ok(mut a) => {
+            a.set_ddl_handler(config.ddl.clone());
+            a
+        }
         Err(e) => {
             let _ = ready.send(Err(e));
             return Ok(());

@@ -171,6 +171,16 @@ pub enum ReplicateError {
         /// Which change (added, dropped, switched, announced).
         event: String,
     },
+    /// The backup's DDL handler could not apply a catalog change.
+    #[error("catalog change {event} of table `{table}`: {reason}")]
+    DdlFailed {
+        /// The table.
+        table: String,
+        /// Which change.
+        event: String,
+        /// The handler's reason.
+        reason: String,
+    },
     /// The replicator was shut down.
     #[error("replication is shut down")]
     Shutdown,

@@ -15,7 +15,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
-use kirikae_engine::{CommitGate, CommitRequest, Database, GateNote, HookError, TxnId};
+use kirikae_engine::{
+    CatalogChange, CatalogObserver, CommitGate, CommitRequest, Database, GateNote, HookError,
+    Operation, SessionInfo, TxnId,
+};
 
 use crate::commit_policy::{settle, shipment};
 use crate::difference_file::DifferenceFile;
@@ -138,7 +141,11 @@ impl Replicator {
                 addr: config.peer.to_string(),
                 source: e,
             })?;
-        database.set_commit_gate(Some(Arc::new(Gate(Arc::clone(&shared)))));
+        let gate = Arc::new(Gate(Arc::clone(&shared), database.clone()));
+        database.set_commit_gate(Some(gate.clone()));
+        // Catalog changes are sequenced by the same gate, at their place among the
+        // commits (see `ddl.rs`).
+        database.set_catalog_observer(Some(gate));
         Ok(Replicator {
             shared,
             database: database.clone(),
@@ -325,6 +332,7 @@ impl Replicator {
         } else {
             self.database.set_commit_gate(None);
         }
+        self.database.set_catalog_observer(None);
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
         // The link thread carries out its last output before it ends (the window to
@@ -343,7 +351,9 @@ impl Drop for Replicator {
     }
 }
 
-struct Gate(Arc<Shared>);
+/// The commit gate and catalog observer; the database is the one it is installed on
+/// (for transaction ids of catalog changes).
+struct Gate(Arc<Shared>, Database);
 
 fn handed_over(shared: &Shared) -> ReplicateError {
     let m = shared.core.lock().link.metrics(shared.now());
@@ -453,6 +463,32 @@ impl CommitGate for Gate {
 
     fn committed(&self, txn: TxnId) {
         self.0.unapplied.lock().remove(txn);
+    }
+}
+
+impl CatalogObserver for Gate {
+    /// A catalog change is replicated as a transaction of one [`Operation::Ddl`]:
+    /// moded by the rules on kind `ddl`, sequenced among the commits; a sync one
+    /// waits until the backup applied it, and its failure vetoes the change here.
+    fn prepare(&self, change: &CatalogChange<'_>) -> std::result::Result<(), HookError> {
+        let operations = [Operation::Ddl {
+            table: change.table_name().to_owned(),
+            event: change.event(),
+        }];
+        let txn = self.1.next_txn_id();
+        let session = SessionInfo::new("kirikae", "ddl", None);
+        CommitGate::prepare(
+            self,
+            &CommitRequest {
+                txn,
+                session: &session,
+                operations: &operations,
+                before: &[None],
+            },
+        )?;
+        // Published right after this returns, under the catalog's lock.
+        CommitGate::committed(self, txn);
+        Ok(())
     }
 }
 

@@ -16,8 +16,9 @@ use crate::frame::{self, FrameFault};
 use crate::mode::Mode;
 use crate::seq::Seq;
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// The protocol version this build speaks (5: transactions may carry catalog
+/// changes, `Operation::Ddl`).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Default maximum payload per frame.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 

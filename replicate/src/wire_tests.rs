@@ -108,6 +108,25 @@ fn all_messages() -> Vec<Message> {
             epoch: Epoch(2),
             seq: Seq(45),
         },
+        // Catalog changes (protocol 5).
+        Message::Ship {
+            seq: Seq(46),
+            epoch: Epoch(2),
+            mode: Mode::Sync,
+            operations: vec![
+                Operation::Ddl {
+                    table: "kv".into(),
+                    event: kirikae_engine::CatalogEvent::Announced {
+                        payload: vec![1, 2],
+                    },
+                },
+                Operation::Ddl {
+                    table: "kv".into(),
+                    event: kirikae_engine::CatalogEvent::Dropped,
+                },
+            ],
+            verify: false,
+        },
     ]
 }
 
@@ -210,7 +229,7 @@ fn the_wire_encoding_is_pinned() {
 /// `stream(&all_messages())`, hex: per frame, length and CRC-32 (little-endian), then
 /// the postcard payload.
 const GOLDEN_STREAM: &str = concat!(
-    "2e000000119b5bd8000403097072696d6172792d612907070707070707070707",
+    "2e0000005db3cd7b000503097072696d6172792d612907070707070707070707",
     "0707070707070707070707070707070707070707070721000000953f89580109",
     "0909090909090909090909090909090909090909090909090909090909090932",
     "00000042187b71022a030202000a7375627363726962657202040f3434303130",
@@ -222,5 +241,6 @@ const GOLDEN_STREAM: &str = concat!(
     "15c5312d072c0203000000ef142c69082b0203000000bddd65e909032c030000",
     "00d309e1ea0b032c14000000ae3066210c03026b7602016b0100000176030100",
     "01016b02120000009202431e0d03026b760202020204036f6e65020204000300",
-    "0000f7c6fc300e030203000000d8a0f4830f022d",
+    "0000f7c6fc300e030203000000d8a0f4830f022d13000000f8c62f2b022e0203",
+    "0203026b760302010203026b760100",
 );

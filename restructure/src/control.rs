@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 
 use kirikae_engine::Database;
 
+use crate::announcement::Announcement;
 use crate::error::{RestructureError, Result};
 use crate::job::Job;
 use crate::options::RestructureOptions;
@@ -29,7 +30,8 @@ pub struct RestructureHandle {
 /// The returned handle must be kept: dropping it aborts the restructure.
 ///
 /// The transform is validated against the table first: an invalid plan fails here and
-/// nothing starts. The old table keeps serving reads and writes throughout; at the end
+/// nothing starts. The start is then announced to the database's catalog observer
+/// (see [`Announcement`]), which may refuse it. The old table keeps serving reads and writes throughout; at the end
 /// its name switches to the new table.
 pub fn start(
     db: &Database,
@@ -38,7 +40,11 @@ pub fn start(
     options: RestructureOptions,
 ) -> Result<RestructureHandle> {
     let old = db.table(table)?;
-    let compiled = transform.into().compile(table, old.schema())?;
+    let transform = transform.into();
+    let compiled = transform.compile(table, old.schema())?;
+    // A replicating primary ships this to its backup, which starts the same plan
+    // (its catalog observer may veto: e.g. a row function cannot be replicated).
+    db.announce(table, &Announcement::begun(&transform).encode())?;
     let shared = Arc::new(Shared::new(table, old.len(), options.rate_limit_rows_per_s));
     let job = Job::new(db.clone(), old, compiled, options, Arc::clone(&shared));
     let thread = std::thread::Builder::new()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Table};
 
+use crate::announcement::Announcement;
 use crate::context::{Context, HoldLog};
 use crate::error::Result;
 use crate::options::RestructureOptions;
@@ -82,6 +83,13 @@ impl Job {
         let db = &self.ctx.db;
         if outcome.is_err() {
             self.ctx.shared.set_phase(Phase::Failed);
+            // A replica running the same plan stops too. If this is refused, the
+            // replica's restructure waits for a switch that never comes, which
+            // costs it memory but not correctness.
+            let abandoned = Announcement::Abandoned.encode();
+            if let Err(e) = db.announce(self.ctx.table(), &abandoned) {
+                tracing::warn!("abandoned restructure of {}: {e}", self.ctx.table());
+            }
             // The new table is not needed any more; freeing it is not the caller's work.
             db.free_later(Arc::clone(&self.twin.table) as _);
         }

@@ -54,6 +54,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod announcement;
 mod context;
 mod control;
 mod conversion;
@@ -68,6 +69,7 @@ mod phase1;
 mod phase2;
 mod plan;
 mod progress;
+mod replica;
 mod report;
 mod rounds;
 mod switch;
@@ -75,6 +77,7 @@ mod tracker;
 mod twin;
 mod verify;
 
+pub use announcement::Announcement;
 pub use control::{start, RestructureHandle};
 pub use conversion::Conversion;
 pub use error::{ConversionError, RestructureError, Result};
@@ -84,5 +87,6 @@ pub use options::{NonConvergence, RestructureOptions, Strategy, SwitchInspector}
 pub use phase::Phase;
 pub use plan::{CompiledTransform, Plan, RowFailure, RowFn, Step, Transform};
 pub use progress::Progress;
+pub use replica::Replica;
 pub use report::{Hold, HoldEnd, HoldKind, RestructureReport};
 pub use verify::tables_agree;

@@ -27,11 +27,13 @@ mod resync;
 pub use promotion::Promotion;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
 
 use crate::access_log::{AccessEntry, AccessLog, AccessRecord, Reopened};
 use crate::checkpoint::Checkpoint;
+use crate::ddl::{apply_ddl, DdlHandler};
 use crate::digest::response_digest;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
@@ -125,6 +127,8 @@ pub struct Applier<'s> {
     checkpoint_soon: bool,
     /// A checkpoint being written on its own thread.
     writing: Option<std::thread::JoinHandle<Result<Checkpoint>>>,
+    /// Applies the catalog changes the applier cannot apply by itself.
+    ddl: Option<Arc<dyn DdlHandler>>,
     stats: ApplierStats,
 }
 
@@ -148,8 +152,15 @@ impl<'s> Applier<'s> {
             resync: None,
             checkpoint_soon: false,
             writing: None,
+            ddl: None,
             stats: ApplierStats::default(),
         }
+    }
+
+    /// Installs the handler of the catalog changes this applier cannot apply by
+    /// itself (see [`DdlHandler`]); without one they are rejected.
+    pub fn set_ddl_handler(&mut self, handler: Option<Arc<dyn DdlHandler>>) {
+        self.ddl = handler;
     }
 
     /// An applier whose database already holds the history up to `start.seq` (the old
@@ -509,7 +520,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    match apply(self.session, &operations) {
+                    match apply(self.session, self.ddl.as_deref(), &operations) {
                         Ok((txn, responses)) => {
                             txn.commit()?;
                             self.stats.applied += 1;
@@ -534,7 +545,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    match apply(self.session, &operations) {
+                    match apply(self.session, self.ddl.as_deref(), &operations) {
                         Ok((txn, responses)) => {
                             replies.push(Message::Prepared {
                                 seq,
@@ -701,6 +712,7 @@ impl<'s> Applier<'s> {
 /// digest of each operation, or the index of the failing operation and why.
 fn apply<'s>(
     session: &'s Session,
+    ddl: Option<&dyn DdlHandler>,
     operations: &[Operation],
 ) -> std::result::Result<(Transaction<'s>, Vec<u64>), (usize, ReplicateError)> {
     let mut txn = session.begin();
@@ -722,8 +734,12 @@ fn apply<'s>(
                 txn.delete(table, key).map_err(fail)?;
                 response_digest(OperationKind::Delete, before.as_deref())
             }
+            // The engine cannot undo a catalog change: it takes effect now, even in
+            // a sync transaction held open (the primary makes its own change only
+            // once this one is prepared).
             Operation::Ddl { table, event } => {
-                return Err((i, ddl_unsupported(table.clone(), event)))
+                apply_ddl(session.database(), ddl, table, event).map_err(|e| (i, e))?;
+                response_digest(OperationKind::Ddl, None)
             }
         };
         responses.push(digest);
@@ -738,25 +754,6 @@ impl Drop for Applier<'_> {
         if let Err(e) = self.finish_checkpoint(true) {
             tracing::warn!("the last checkpoint failed: {e}");
         }
-    }
-}
-
-/// A catalog change this backup cannot apply (restructures do not replicate yet):
-/// refused, so that the pair never silently diverges in schema.
-pub(crate) fn ddl_unsupported(
-    table: String,
-    event: &kirikae_engine::CatalogEvent,
-) -> ReplicateError {
-    use kirikae_engine::CatalogEvent as E;
-    let event = match event {
-        E::Added { .. } => "added",
-        E::Dropped => "dropped",
-        E::Switched { .. } => "switched",
-        E::Announced { .. } => "announced",
-    };
-    ReplicateError::DdlUnsupported {
-        table,
-        event: event.into(),
     }
 }
 

@@ -27,9 +27,10 @@ use std::sync::Arc;
 
 use kirikae_engine::{Database, Key, Operation, Row, Schema, Table, Transaction};
 
-use super::{ddl_unsupported, protocol, Applier, Work};
+use super::{protocol, Applier, Work};
 use crate::access_log::{AccessEntry, AccessRecord};
 use crate::copied_rows::CopiedRows;
+use crate::ddl::{apply_ddl, DdlHandler};
 use crate::error::{ReplicateError, Result};
 use crate::seq::Seq;
 use crate::wire::Message;
@@ -271,7 +272,7 @@ impl<'s> Applier<'s> {
         for (seq, operations, position) in batch {
             let mut txn = self.session.begin();
             for op in operations {
-                over_copy(db, &mut txn, op)?;
+                over_copy(db, self.ddl.as_deref(), &mut txn, op)?;
             }
             txn.commit()?;
             self.stats.applied += 1;
@@ -298,7 +299,12 @@ fn put(txn: &mut Transaction<'_>, table: &str, key: Key, row: Row) -> Result<()>
 
 /// Applies `op` so that the key ends as the primary left it, whatever the copy
 /// caught of it (see the module docs).
-fn over_copy(db: &Database, txn: &mut Transaction<'_>, op: Operation) -> Result<()> {
+fn over_copy(
+    db: &Database,
+    ddl: Option<&dyn DdlHandler>,
+    txn: &mut Transaction<'_>,
+    op: Operation,
+) -> Result<()> {
     match op {
         Operation::Insert { table, row } => {
             let key = db.table(&table)?.schema().key_of(&row);
@@ -317,7 +323,9 @@ fn over_copy(db: &Database, txn: &mut Transaction<'_>, op: Operation) -> Result<
             }
             Ok(())
         }
-        Operation::Ddl { table, event } => Err(ddl_unsupported(table, &event)),
+        // The copy holds the tables as they are now; a catalog change shipped beside
+        // it is applied at its place like any other.
+        Operation::Ddl { table, event } => apply_ddl(db, ddl, &table, &event),
     }
 }
 

@@ -1,0 +1,116 @@
+//! The replica's side of replicated restructures: each restructure a primary
+//! announces is run here too, online, with the same plan, and switches on command
+//! at the primary's switch (see [`RestructureOptions::switch_on_command`]).
+
+use std::collections::HashMap;
+
+use kirikae_engine::{CatalogEvent, Database};
+use parking_lot::Mutex;
+
+use crate::announcement::Announcement;
+use crate::control::{start, RestructureHandle};
+use crate::options::RestructureOptions;
+
+/// Restructures announced by a primary, running on this node until their switch
+/// or abandonment arrives. Give it, wrapped, to the backup as its DDL handler.
+#[derive(Default)]
+pub struct Replica {
+    /// Options of the restructures run here (`switch_on_command` is forced on).
+    pub options: RestructureOptions,
+    running: Mutex<HashMap<String, RestructureHandle>>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tables: Vec<String> = self.running.lock().keys().cloned().collect();
+        f.debug_struct("Replica")
+            .field("running", &tables)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// A replica running restructures with `options`.
+    pub fn new(options: RestructureOptions) -> Replica {
+        Replica {
+            options,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Tables whose restructure runs here, waiting for the primary's switch.
+    pub fn running(&self) -> Vec<String> {
+        let mut tables: Vec<String> = self.running.lock().keys().cloned().collect();
+        tables.sort();
+        tables
+    }
+
+    /// Applies a primary's catalog change of `table`: a restructure's announcement
+    /// (begun: start the same plan here; abandoned: abort it) or its switch (switch
+    /// here and return once done, the new table's schema checked against the
+    /// primary's). `Err` says why it cannot.
+    pub fn apply(&self, db: &Database, table: &str, event: &CatalogEvent) -> Result<(), String> {
+        match event {
+            CatalogEvent::Announced { payload } => match Announcement::decode(payload)? {
+                Announcement::Begun { plan: None } => Err(format!(
+                    "the restructure of `{table}` runs a row function, which cannot be \
+                     replicated: give it a plan (data) instead"
+                )),
+                Announcement::Begun { plan: Some(plan) } => {
+                    let mut running = self.running.lock();
+                    if running.contains_key(table) {
+                        return Err(format!("a restructure of `{table}` already runs here"));
+                    }
+                    let options = RestructureOptions {
+                        switch_on_command: true,
+                        ..self.options.clone()
+                    };
+                    let handle = start(db, table, plan, options).map_err(|e| e.to_string())?;
+                    running.insert(table.to_owned(), handle);
+                    Ok(())
+                }
+                Announcement::Abandoned => {
+                    if let Some(handle) = self.running.lock().remove(table) {
+                        handle.abort();
+                        // Aborted (or failed on its own): the old table serves.
+                        let _ = handle.wait();
+                    }
+                    Ok(())
+                }
+            },
+            CatalogEvent::Switched { schema } => {
+                let handle = self.running.lock().remove(table).ok_or_else(|| {
+                    format!(
+                        "the primary switched `{table}` but no restructure of it runs here \
+                         (this node missed its start): a resync is needed"
+                    )
+                })?;
+                handle.switch_now();
+                let report = handle.wait().map_err(|e| e.to_string())?;
+                let ours = db.table(table).map_err(|e| e.to_string())?;
+                if ours.schema().as_ref() != schema {
+                    return Err(format!(
+                        "`{table}` switched here to another schema than the primary's \
+                         (after {} rows)",
+                        report.rows_final
+                    ));
+                }
+                Ok(())
+            }
+            CatalogEvent::Added { .. } | CatalogEvent::Dropped => Err(format!(
+                "a table added or dropped is the replication's to apply, not a restructure's \
+                 (`{table}`)"
+            )),
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Restructures still waiting for a switch that will not come now.
+        for (_, handle) in self.running.lock().drain() {
+            handle.abort();
+            let _ = handle.wait();
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Restructures replicate (issue 12): a table restructured online on a replicating
+//! primary is restructured on its backup too, by the same plan, online while the
+//! backup keeps applying, and switched at the primary's switch in the stream. Over
+//! real TCP, under writers, in each mode the rules can give a catalog change.
+
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kirikae::engine::{Column, ColumnType, Database, Key, SessionInfo, Value};
+use kirikae::replicate::{
+    table_checksum, Backup, BackupConfig, LinkConfig, PeerKey, RecordLogOptions, Replicator,
+    ReplicatorConfig, RuleSet,
+};
+use kirikae::restructure::{start, Plan, RestructureError, RestructureOptions, Step, Transform};
+use kirikae::RestructureReplica;
+use kirikae_testkit::{kv_database, kv_row, wait_for};
+
+const T: &str = "acct";
+const ROWS: i64 = 5_000;
+
+fn key() -> PeerKey {
+    PeerKey::new(vec![7; 32]).unwrap()
+}
+
+/// A primary and its backup (which runs announced restructures), in step, the
+/// table loaded with [`ROWS`] rows through replication.
+struct Pair {
+    db: Database,
+    replica: Database,
+    primary: Replicator,
+    backup: Backup,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+fn pair(rules: &str) -> Pair {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (db, replica) = (kv_database(&[T]), kv_database(&[T]));
+    let backup = Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        BackupConfig {
+            key: Some(key()),
+            log_dir: Some(dirs.0.path().to_owned()),
+            heartbeat_every: Duration::from_millis(20),
+            ddl: Some(Arc::new(RestructureReplica::new(
+                RestructureOptions::default(),
+            ))),
+            ..BackupConfig::default()
+        },
+    )
+    .unwrap();
+    let primary = Replicator::start(
+        &db,
+        ReplicatorConfig {
+            key: Some(key()),
+            peer: backup.local_addr(),
+            rules: RuleSet::parse(rules, "test.toml").unwrap(),
+            link: LinkConfig {
+                heartbeat_every: Duration::from_millis(20),
+                peer_timeout: Duration::from_millis(1_000),
+                ..LinkConfig::default()
+            },
+            difference_dir: dirs.1.path().to_owned(),
+            difference: RecordLogOptions {
+                fsync: false,
+                ..RecordLogOptions::default()
+            },
+        },
+    )
+    .unwrap();
+    assert!(primary.wait_duplex(Duration::from_secs(10)));
+    let s = db.session(SessionInfo::default());
+    for k in 0..ROWS {
+        s.insert(T, kv_row(k, k)).unwrap();
+    }
+    Pair {
+        db,
+        replica,
+        primary,
+        backup,
+        _dirs: dirs,
+    }
+}
+
+/// Two writers updating `v` (a column every plan here keeps) and inserting rows by
+/// column name, until stopped; returns the count of their commits.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    commits: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(db: &Database) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let commits = Arc::new(AtomicU64::new(0));
+        let threads = (0..2i64)
+            .map(|w| {
+                let (db, stop, commits) = (db.clone(), stop.clone(), commits.clone());
+                std::thread::spawn(move || {
+                    let s = db.session(SessionInfo::default());
+                    let mut i = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 2;
+                        let done = if i % 10 == 0 {
+                            let k = ROWS + i;
+                            s.insert_named(T, &[("k", Value::Int(k)), ("v", Value::Int(k))])
+                        } else {
+                            let k = Key::from(i % ROWS);
+                            s.update_columns(T, &k, &[("v", Value::Int(i))])
+                        };
+                        match done {
+                            Ok(_) => {
+                                commits.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) if e.is_retryable() => {}
+                            Err(e) => panic!("writer: {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            commits,
+            threads,
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn add_column() -> Plan {
+    Plan::new(vec![Step::AddColumn {
+        column: Column::new("plan", ColumnType::Text).default_value("basic"),
+    }])
+}
+
+fn assert_same(pair: &Pair) {
+    let (ours, theirs) = (pair.db.table(T).unwrap(), pair.replica.table(T).unwrap());
+    assert_eq!(ours.schema(), theirs.schema(), "schemas differ");
+    assert_eq!(ours.len(), theirs.len());
+    assert_eq!(
+        table_checksum(&ours),
+        table_checksum(&theirs),
+        "rows differ"
+    );
+}
+
+fn restructure_under_writers(rules: &str) {
+    let pair = pair(rules);
+    let old_id = pair.replica.table(T).unwrap().id();
+    let writers = Writers::start(&pair.db);
+    let report = start(
+        &pair.db,
+        T,
+        add_column(),
+        RestructureOptions {
+            stall_max: Duration::from_millis(20),
+            ..RestructureOptions::default()
+        },
+    )
+    .unwrap()
+    .wait()
+    .unwrap_or_else(|e| panic!("{rules}: {e}"));
+    let at_switch = writers.committed();
+    wait_for("writes on the new table", Duration::from_secs(30), || {
+        writers.committed() > at_switch + 200
+    });
+    writers.stop();
+    assert!(
+        pair.primary.wait_caught_up(Duration::from_secs(30)),
+        "{rules}: {:?}",
+        pair.primary.metrics()
+    );
+    assert_ne!(
+        pair.replica.table(T).unwrap().id(),
+        old_id,
+        "{rules}: the backup switched"
+    );
+    assert_same(&pair);
+    assert_eq!(pair.primary.metrics().mismatches, 0, "{rules}");
+    eprintln!(
+        "{rules}: {} rows copied, primary stall {:?}",
+        report.rows_copied, report.stall
+    );
+    pair.primary.shutdown();
+    pair.backup.stop().unwrap();
+}
+
+#[test]
+fn a_restructure_on_the_primary_runs_on_the_backup_and_both_switch_in_each_mode() {
+    for mode in ["sync", "ordered", "async"] {
+        restructure_under_writers(&format!(
+            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"{mode}\"\n"
+        ));
+    }
+}
+
+#[test]
+fn a_row_function_restructure_is_refused_while_replicating_synchronously() {
+    let pair =
+        pair("default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n");
+    let schema = pair.db.table(T).unwrap().schema().as_ref().clone();
+    let custom = Transform::Custom {
+        target: schema,
+        map: Arc::new(|row: &[Value]| Ok(row.to_vec())),
+    };
+    match start(&pair.db, T, custom, RestructureOptions::default()) {
+        Err(RestructureError::Engine(e)) => {
+            let text = format!("{e}: {:?}", std::error::Error::source(&e));
+            assert!(text.contains("row function"), "{text}");
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("a row function restructure started while replicating"),
+    }
+    assert!(pair.replica.table(T).is_ok());
+    assert_same(&pair);
+    pair.primary.shutdown();
+    pair.backup.stop().unwrap();
+}
