@@ -37,6 +37,16 @@ struct Pair {
 }
 
 fn pair(rules: &str) -> Pair {
+    pair_with(
+        rules,
+        Some(Arc::new(RestructureReplica::new(
+            RestructureOptions::default(),
+        ))),
+    )
+}
+
+/// [`pair`] with the backup's DDL handler given.
+fn pair_with(rules: &str, ddl: Option<Arc<RestructureReplica>>) -> Pair {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (db, replica) = (kv_database(&[T]), kv_database(&[T]));
     let backup = Backup::start(
@@ -46,9 +56,7 @@ fn pair(rules: &str) -> Pair {
             key: Some(key()),
             log_dir: Some(dirs.0.path().to_owned()),
             heartbeat_every: Duration::from_millis(20),
-            ddl: Some(Arc::new(RestructureReplica::new(
-                RestructureOptions::default(),
-            ))),
+            ddl: ddl.map(|d| d as Arc<dyn kirikae::replicate::DdlHandler>),
             ..BackupConfig::default()
         },
     )
@@ -228,6 +236,49 @@ fn a_row_function_restructure_is_refused_while_replicating_synchronously() {
         Ok(_) => panic!("a row function restructure started while replicating"),
     }
     assert!(pair.replica.table(T).is_ok());
+    assert_same(&pair);
+    pair.primary.shutdown();
+    pair.backup.stop().unwrap();
+}
+
+/// An abort on the primary is announced; the backup aborts its own restructure of
+/// the table, which keeps serving with its old schema on both nodes.
+#[test]
+fn an_abort_on_the_primary_aborts_the_backups_restructure() {
+    let handler = Arc::new(RestructureReplica::new(RestructureOptions::default()));
+    let pair = pair_with(
+        "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n",
+        Some(handler.clone()),
+    );
+    let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
+    // Slow enough to be aborted while it copies.
+    let h = start(
+        &pair.db,
+        T,
+        add_column(),
+        RestructureOptions {
+            rate_limit_rows_per_s: Some(1_000),
+            ..RestructureOptions::default()
+        },
+    )
+    .unwrap();
+    // Sync: the backup started its own before `start` returned.
+    assert_eq!(handler.0.running(), vec![T.to_owned()]);
+    h.abort();
+    assert!(matches!(h.wait(), Err(RestructureError::Aborted { .. })));
+    wait_for(
+        "the backup to abort its own",
+        Duration::from_secs(10),
+        || handler.0.running().is_empty(),
+    );
+    let s = pair.db.session(SessionInfo::default());
+    s.update_columns(T, &Key::from(1), &[("v", Value::Int(-1))])
+        .unwrap();
+    assert!(pair.primary.wait_caught_up(Duration::from_secs(10)));
+    assert_eq!(
+        pair.replica.table(T).unwrap().schema().as_ref(),
+        &old_schema
+    );
     assert_same(&pair);
     pair.primary.shutdown();
     pair.backup.stop().unwrap();

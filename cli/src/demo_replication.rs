@@ -131,7 +131,7 @@ pub fn run(
     }
     say!();
     say!(
-        "replication — mixed policy (reads skip, subscriber updates ordered, billing commits sync/fail, the rest async), peer on {addr}"
+        "replication — mixed policy (reads stay local, subscriber updates ordered, billing commits sync/fail, the rest async), peer on {addr}"
     );
     say!(
         "  {} operations, {} refused (billing commits while the peer was down), {} replicated transactions, caught up: {caught_up}",

@@ -43,9 +43,9 @@ mod progress;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: faster than the system allocator for the engine's many small rows. Built
-/// without transparent huge pages, which made resident memory grow in 2 MiB steps
-/// and bought no speed (README, "Benchmarks").
+/// mimalloc: faster than the system allocator for the engine's many small rows. With
+/// transparent huge pages (its default): without them, freeing a switched-away table
+/// stalled writers for tens of milliseconds (README, "Benchmarks").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
