@@ -33,7 +33,8 @@ struct Pair {
     replica: Database,
     primary: Replicator,
     backup: Backup,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    /// The backup's log and the primary's difference file.
+    dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 fn pair(rules: &str) -> Pair {
@@ -45,6 +46,17 @@ fn pair(rules: &str) -> Pair {
     )
 }
 
+/// A backup logging in `log`, restructures run by `ddl`.
+fn backup_config(log: &std::path::Path, ddl: Option<Arc<RestructureReplica>>) -> BackupConfig {
+    BackupConfig {
+        key: Some(key()),
+        log_dir: Some(log.to_owned()),
+        heartbeat_every: Duration::from_millis(20),
+        ddl: ddl.map(|d| d as Arc<dyn kirikae::replicate::DdlHandler>),
+        ..BackupConfig::default()
+    }
+}
+
 /// [`pair`] with the backup's DDL handler given.
 fn pair_with(rules: &str, ddl: Option<Arc<RestructureReplica>>) -> Pair {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -52,13 +64,7 @@ fn pair_with(rules: &str, ddl: Option<Arc<RestructureReplica>>) -> Pair {
     let backup = Backup::start(
         replica.clone(),
         "127.0.0.1:0",
-        BackupConfig {
-            key: Some(key()),
-            log_dir: Some(dirs.0.path().to_owned()),
-            heartbeat_every: Duration::from_millis(20),
-            ddl: ddl.map(|d| d as Arc<dyn kirikae::replicate::DdlHandler>),
-            ..BackupConfig::default()
-        },
+        backup_config(dirs.0.path(), ddl),
     )
     .unwrap();
     let primary = Replicator::start(
@@ -90,7 +96,7 @@ fn pair_with(rules: &str, ddl: Option<Arc<RestructureReplica>>) -> Pair {
         replica,
         primary,
         backup,
-        _dirs: dirs,
+        dirs,
     }
 }
 
@@ -158,7 +164,11 @@ fn add_column() -> Plan {
 }
 
 fn assert_same(pair: &Pair) {
-    let (ours, theirs) = (pair.db.table(T).unwrap(), pair.replica.table(T).unwrap());
+    assert_equal(&pair.db, &pair.replica);
+}
+
+fn assert_equal(db: &Database, replica: &Database) {
+    let (ours, theirs) = (db.table(T).unwrap(), replica.table(T).unwrap());
     assert_eq!(ours.schema(), theirs.schema(), "schemas differ");
     assert_eq!(ours.len(), theirs.len());
     assert_eq!(
@@ -282,4 +292,52 @@ fn an_abort_on_the_primary_aborts_the_backups_restructure() {
     assert_same(&pair);
     pair.primary.shutdown();
     pair.backup.stop().unwrap();
+}
+
+/// A backup down while the primary restructures gets the restructure from the
+/// difference file, in order: its plan, the transactions around it, its switch.
+#[test]
+fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_file() {
+    let pair =
+        pair("default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n");
+    let Pair {
+        db,
+        primary,
+        backup,
+        dirs,
+        ..
+    } = pair;
+    let addr = backup.local_addr();
+    assert!(primary.wait_caught_up(Duration::from_secs(10)));
+    backup.stop().unwrap();
+    wait_for("the link to go down", Duration::from_secs(10), || {
+        !primary.wait_duplex(Duration::ZERO)
+    });
+    let writers = Writers::start(&db);
+    start(&db, T, add_column(), RestructureOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    let at_switch = writers.committed();
+    wait_for("writes on the new table", Duration::from_secs(30), || {
+        writers.committed() > at_switch + 200
+    });
+    writers.stop();
+    // Restarted from its log over a fresh database, it is caught up.
+    let replica = kv_database(&[T]);
+    let handler = Arc::new(RestructureReplica::new(RestructureOptions::default()));
+    let backup = Backup::start(
+        replica.clone(),
+        addr.to_string(),
+        backup_config(dirs.0.path(), Some(handler)),
+    )
+    .unwrap();
+    assert!(
+        primary.wait_caught_up(Duration::from_secs(30)),
+        "{:?}",
+        primary.metrics()
+    );
+    assert_equal(&db, &replica);
+    primary.shutdown();
+    backup.stop().unwrap();
 }
