@@ -79,4 +79,8 @@ impl replicate::DdlHandler for RestructureReplica {
     fn apply(&self, db: &Database, table: &str, event: &CatalogEvent) -> Result<(), String> {
         self.0.apply(db, table, event)
     }
+
+    fn promoted(&self, _db: &Database) {
+        self.0.abort_all();
+    }
 }

@@ -57,16 +57,26 @@ fn backup_config(log: &std::path::Path, ddl: Option<Arc<RestructureReplica>>) ->
     }
 }
 
+fn replica_handler() -> Arc<RestructureReplica> {
+    Arc::new(RestructureReplica::new(RestructureOptions::default()))
+}
+
 /// [`pair`] with the backup's DDL handler given.
 fn pair_with(rules: &str, ddl: Option<Arc<RestructureReplica>>) -> Pair {
+    pair_tuned(rules, ddl, |_| {})
+}
+
+/// [`pair_with`], the backup's settings as `tune` leaves them.
+fn pair_tuned(
+    rules: &str,
+    ddl: Option<Arc<RestructureReplica>>,
+    tune: impl FnOnce(&mut BackupConfig),
+) -> Pair {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (db, replica) = (kv_database(&[T]), kv_database(&[T]));
-    let backup = Backup::start(
-        replica.clone(),
-        "127.0.0.1:0",
-        backup_config(dirs.0.path(), ddl),
-    )
-    .unwrap();
+    let mut config = backup_config(dirs.0.path(), ddl);
+    tune(&mut config);
+    let backup = Backup::start(replica.clone(), "127.0.0.1:0", config).unwrap();
     let primary = Replicator::start(
         &db,
         ReplicatorConfig {
@@ -210,7 +220,8 @@ fn restructure_under_writers(rules: &str) {
         "{rules}: the backup switched"
     );
     assert_same(&pair);
-    assert_eq!(pair.primary.metrics().mismatches, 0, "{rules}");
+    let m = pair.primary.metrics();
+    assert_eq!((m.mismatches, m.apply_errors), (0, 0), "{rules}: {m:?}");
     eprintln!(
         "{rules}: {} rows copied, primary stall {:?}",
         report.rows_copied, report.stall
@@ -337,7 +348,108 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
         "{:?}",
         primary.metrics()
     );
+    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
     assert_equal(&db, &replica);
     primary.shutdown();
     backup.stop().unwrap();
+}
+
+const SYNC_DDL: &str =
+    "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n";
+
+/// A backup restarted in the middle of a restructure, from a checkpoint taken after
+/// the restructure began (so the log it replays does not start it again), runs the
+/// plan when the primary announces its switch, and ends like the primary.
+#[test]
+fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
+    let pair = pair_tuned(SYNC_DDL, Some(replica_handler()), |c| {
+        c.access_log.checkpoint_bytes = 64 << 10;
+    });
+    let Pair {
+        db,
+        primary,
+        backup,
+        dirs,
+        ..
+    } = pair;
+    let addr = backup.local_addr();
+    let writers = Writers::start(&db);
+    let h = start(
+        &db,
+        T,
+        add_column(),
+        RestructureOptions {
+            rate_limit_rows_per_s: Some(5_000),
+            ..RestructureOptions::default()
+        },
+    )
+    .unwrap();
+    // Sync: the backup runs it already. A checkpoint after that (the writers' log
+    // grows past `checkpoint_bytes`), then a restart.
+    let before = backup.status().stats.checkpoints;
+    wait_for("a checkpoint", Duration::from_secs(30), || {
+        backup.status().stats.checkpoints > before
+    });
+    assert!(!h.is_finished(), "the restructure ended before the restart");
+    backup.stop().unwrap();
+    let replica = kv_database(&[T]);
+    let handler = replica_handler();
+    let backup = Backup::start(
+        replica.clone(),
+        addr.to_string(),
+        backup_config(dirs.0.path(), Some(handler.clone())),
+    )
+    .unwrap();
+    assert!(
+        handler.0.running().is_empty(),
+        "the replay does not start it again: it began before the checkpoint"
+    );
+    h.wait().unwrap();
+    let at_switch = writers.committed();
+    wait_for("writes on the new table", Duration::from_secs(30), || {
+        writers.committed() > at_switch + 200
+    });
+    writers.stop();
+    assert!(
+        primary.wait_caught_up(Duration::from_secs(30)),
+        "{:?}",
+        primary.metrics()
+    );
+    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
+    assert_equal(&db, &replica);
+    primary.shutdown();
+    backup.stop().unwrap();
+}
+
+/// A backup promoted while it runs a restructure for its primary aborts it: the
+/// switch never reached it, and the old primary, fenced, cannot switch either. The
+/// table keeps its old schema on both nodes, never half of each.
+#[test]
+fn a_restructure_running_at_failover_is_aborted_on_both_nodes() {
+    let handler = Arc::new(RestructureReplica::new(RestructureOptions::default()));
+    let pair = pair_with(SYNC_DDL, Some(handler.clone()));
+    let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
+    let h = start(
+        &pair.db,
+        T,
+        add_column(),
+        RestructureOptions {
+            rate_limit_rows_per_s: Some(2_000),
+            ..RestructureOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(handler.0.running(), vec![T.to_owned()]);
+    pair.backup.promote().unwrap();
+    assert!(handler.0.running().is_empty(), "aborted at the promotion");
+    assert_eq!(
+        pair.replica.table(T).unwrap().schema().as_ref(),
+        &old_schema
+    );
+    // The old primary cannot switch: its switch is a sync catalog change nobody
+    // takes any more.
+    assert!(h.wait().is_err(), "the old primary switched alone");
+    assert_eq!(pair.db.table(T).unwrap().schema().as_ref(), &old_schema);
+    pair.primary.shutdown();
+    pair.backup.stop().unwrap();
 }

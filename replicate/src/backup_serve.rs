@@ -283,6 +283,9 @@ fn promote_now(
     if let Ok(p) = &promoted {
         // The application writes here now (through its own replicator's gate).
         database.set_commit_gate(None);
+        if let Some(ddl) = applier.ddl_handler() {
+            ddl.promoted(database);
+        }
         tracing::warn!(
             "promoted at {} after sequence {} ({by})",
             p.epoch,

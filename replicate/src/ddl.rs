@@ -29,6 +29,12 @@ pub trait DdlHandler: Send + Sync + Debug {
         table: &str,
         event: &CatalogEvent,
     ) -> std::result::Result<(), String>;
+
+    /// This backup was promoted: whatever it started for the old primary and was
+    /// not told to finish will never be (e.g. a restructure waiting for its switch).
+    fn promoted(&self, db: &Database) {
+        let _ = db;
+    }
 }
 
 /// Applies `event` about `table`: tables added or dropped here, anything else by

@@ -1,6 +1,6 @@
 //! What a restructure tells a replica through the catalog observer
 //! ([`Database::announce`](kirikae_engine::Database::announce)): that it began with
-//! a plan, or was abandoned. Its switch needs no announcement: the engine shows the
+//! a plan, that it is about to switch, or that it was abandoned. Its switch needs no announcement: the engine shows the
 //! catalog observer the switch itself, at its exact place among the commits.
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,14 @@ pub enum Announcement {
     /// cannot run (it is code, not data).
     Begun {
         /// Its plan.
+        plan: Option<Plan>,
+    },
+    /// The restructure of the table is about to switch (sent before its writers
+    /// are held). A replica that is not running it (it restarted from a checkpoint
+    /// taken after `Begun`) starts it now and lets it converge, so that it can
+    /// switch at the switch too.
+    Switching {
+        /// Its plan, as in `Begun`.
         plan: Option<Plan>,
     },
     /// The restructure of the table stopped without switching.

@@ -44,9 +44,21 @@ pub fn start(
     let compiled = transform.compile(table, old.schema())?;
     // A replicating primary ships this to its backup, which starts the same plan
     // (its catalog observer may veto: e.g. a row function cannot be replicated).
-    db.announce(table, &Announcement::begun(&transform).encode())?;
+    let begun = Announcement::begun(&transform);
+    db.announce(table, &begun.encode())?;
+    let plan = match begun {
+        Announcement::Begun { plan } => plan,
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(table, old.len(), options.rate_limit_rows_per_s));
-    let job = Job::new(db.clone(), old, compiled, options, Arc::clone(&shared));
+    let job = Job::new(
+        db.clone(),
+        old,
+        compiled,
+        plan,
+        options,
+        Arc::clone(&shared),
+    );
     let thread = std::thread::Builder::new()
         .name(format!("restructure-{table}"))
         .spawn(move || job.run())

@@ -15,7 +15,7 @@ use crate::pace::Pacer;
 use crate::phase::Phase;
 use crate::phase1;
 use crate::phase2::synchronize;
-use crate::plan::CompiledTransform;
+use crate::plan::{CompiledTransform, Plan};
 use crate::progress::Shared;
 use crate::report::RestructureReport;
 use crate::rounds::Rounds;
@@ -56,6 +56,8 @@ pub(crate) struct Job {
     ctx: Context,
     twin: Twin,
     rounds: Rounds,
+    /// The plan, for the `Switching` announcement (`None`: a row function).
+    plan: Option<Plan>,
 }
 
 impl Job {
@@ -63,6 +65,7 @@ impl Job {
         db: Database,
         old: Arc<Table>,
         transform: CompiledTransform,
+        plan: Option<Plan>,
         options: RestructureOptions,
         shared: Arc<Shared>,
     ) -> Job {
@@ -75,7 +78,12 @@ impl Job {
             shared,
         };
         let rounds = Rounds::new(tracker, &ctx);
-        Job { ctx, twin, rounds }
+        Job {
+            ctx,
+            twin,
+            rounds,
+            plan,
+        }
     }
 
     pub fn run(mut self) -> Result<RestructureReport> {
@@ -102,7 +110,12 @@ impl Job {
     }
 
     fn run_phases(&mut self) -> Result<RestructureReport> {
-        let Job { ctx, twin, rounds } = self;
+        let Job {
+            ctx,
+            twin,
+            rounds,
+            plan,
+        } = self;
         ctx.old.set_write_observer(Some(rounds.tracker.observer()));
         let _guard = ObserverGuard(Arc::clone(&ctx.old));
         // The passes beside writers rest between slices; see `pace.rs`.
@@ -131,6 +144,10 @@ impl Job {
         }
         let switch_awaited = started.elapsed();
 
+        // Before the hold: a replica that lost its copy (restarted) runs the plan
+        // now, without holding this node's writers for it.
+        let switching = Announcement::Switching { plan: plan.clone() };
+        ctx.db.announce(ctx.table(), &switching.encode())?;
         ctx.shared.set_phase(Phase::Switching);
         let started = Instant::now();
         let switched = switch(ctx, rounds, twin, verification.as_mut(), &mut holds)?;

@@ -3,6 +3,7 @@
 //! at the primary's switch (see [`RestructureOptions::switch_on_command`]).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use kirikae_engine::{CatalogEvent, Database};
 use parking_lot::Mutex;
@@ -10,6 +11,11 @@ use parking_lot::Mutex;
 use crate::announcement::Announcement;
 use crate::control::{start, RestructureHandle};
 use crate::options::RestructureOptions;
+use crate::phase::Phase;
+
+/// How often a replica that restarts a restructure at its `Switching` looks whether
+/// it has converged.
+const CONVERGED_POLL: Duration = Duration::from_millis(1);
 
 /// Restructures announced by a primary, running on this node until their switch
 /// or abandonment arrives. Give it, wrapped, to the backup as its DDL handler.
@@ -69,6 +75,32 @@ impl Replica {
                     running.insert(table.to_owned(), handle);
                     Ok(())
                 }
+                Announcement::Switching { plan } => {
+                    if self.running.lock().contains_key(table) {
+                        return Ok(());
+                    }
+                    // Not running here (restarted since `Begun`): start it now and
+                    // wait, the apply paused, until it has converged; it switches
+                    // at the primary's switch like any other. (Switching here and
+                    // now would apply the primary's last writes to the old table
+                    // to the new one.)
+                    let plan = plan.ok_or_else(|| {
+                        format!("the restructure of `{table}` runs a row function")
+                    })?;
+                    let options = RestructureOptions {
+                        switch_on_command: true,
+                        ..self.options.clone()
+                    };
+                    let handle = start(db, table, plan, options).map_err(|e| e.to_string())?;
+                    while handle.progress().phase != Phase::AwaitingSwitch {
+                        if handle.is_finished() {
+                            return handle.wait().map(|_| ()).map_err(|e| e.to_string());
+                        }
+                        std::thread::sleep(CONVERGED_POLL);
+                    }
+                    self.running.lock().insert(table.to_owned(), handle);
+                    Ok(())
+                }
                 Announcement::Abandoned => {
                     if let Some(handle) = self.running.lock().remove(table) {
                         handle.abort();
@@ -105,12 +137,22 @@ impl Replica {
     }
 }
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        // Restructures still waiting for a switch that will not come now.
-        for (_, handle) in self.running.lock().drain() {
+impl Replica {
+    /// This node became the primary: the restructures it ran for the old primary
+    /// will never be told to switch, so they are aborted (their tables keep their
+    /// old schema, as the old primary's do, whose switch never reached here).
+    pub fn abort_all(&self) {
+        let running: Vec<RestructureHandle> = self.running.lock().drain().map(|(_, h)| h).collect();
+        for handle in running {
             handle.abort();
             let _ = handle.wait();
         }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Restructures still waiting for a switch that will not come now.
+        self.abort_all();
     }
 }

@@ -163,6 +163,11 @@ impl<'s> Applier<'s> {
         self.ddl = handler;
     }
 
+    /// The handler of catalog changes, if any.
+    pub(crate) fn ddl_handler(&self) -> Option<&Arc<dyn DdlHandler>> {
+        self.ddl.as_ref()
+    }
+
     /// An applier whose database already holds the history up to `start.seq` (the old
     /// primary's database at a planned switchover); with a log, the database is
     /// checkpointed at that position first, so a restart can rebuild it. Refused if
