@@ -15,7 +15,9 @@ use kirikae::replicate::{
     table_checksum, Backup, BackupConfig, LinkConfig, PeerKey, RecordLogOptions, Replicator,
     ReplicatorConfig, RuleSet,
 };
-use kirikae::restructure::{start, Plan, RestructureError, RestructureOptions, Step, Transform};
+use kirikae::restructure::{
+    start, Plan, RestructureError, RestructureHandle, RestructureOptions, Step, Transform,
+};
 use kirikae::RestructureReplica;
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -167,6 +169,15 @@ impl Writers {
     }
 }
 
+/// Adding a column at `rows_per_s`: slow enough to act in the middle of it.
+fn slow_restructure(db: &Database, rows_per_s: u64) -> RestructureHandle {
+    let options = RestructureOptions {
+        rate_limit_rows_per_s: Some(rows_per_s),
+        ..RestructureOptions::default()
+    };
+    start(db, T, add_column(), options).unwrap()
+}
+
 fn add_column() -> Plan {
     Plan::new(vec![Step::AddColumn {
         column: Column::new("plan", ColumnType::Text).default_value("basic"),
@@ -241,8 +252,7 @@ fn a_restructure_on_the_primary_runs_on_the_backup_and_both_switch_in_each_mode(
 
 #[test]
 fn a_row_function_restructure_is_refused_while_replicating_synchronously() {
-    let pair =
-        pair("default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n");
+    let pair = pair(SYNC_DDL);
     let schema = pair.db.table(T).unwrap().schema().as_ref().clone();
     let custom = Transform::Custom {
         target: schema,
@@ -266,23 +276,11 @@ fn a_row_function_restructure_is_refused_while_replicating_synchronously() {
 /// the table, which keeps serving with its old schema on both nodes.
 #[test]
 fn an_abort_on_the_primary_aborts_the_backups_restructure() {
-    let handler = Arc::new(RestructureReplica::new(RestructureOptions::default()));
-    let pair = pair_with(
-        "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n",
-        Some(handler.clone()),
-    );
+    let handler = replica_handler();
+    let pair = pair_with(SYNC_DDL, Some(handler.clone()));
     let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
     // Slow enough to be aborted while it copies.
-    let h = start(
-        &pair.db,
-        T,
-        add_column(),
-        RestructureOptions {
-            rate_limit_rows_per_s: Some(1_000),
-            ..RestructureOptions::default()
-        },
-    )
-    .unwrap();
+    let h = slow_restructure(&pair.db, 1_000);
     // Sync: the backup started its own before `start` returned.
     assert_eq!(handler.0.running(), vec![T.to_owned()]);
     h.abort();
@@ -309,8 +307,7 @@ fn an_abort_on_the_primary_aborts_the_backups_restructure() {
 /// difference file, in order: its plan, the transactions around it, its switch.
 #[test]
 fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_file() {
-    let pair =
-        pair("default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n");
+    let pair = pair(SYNC_DDL);
     let Pair {
         db,
         primary,
@@ -336,7 +333,7 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
     writers.stop();
     // Restarted from its log over a fresh database, it is caught up.
     let replica = kv_database(&[T]);
-    let handler = Arc::new(RestructureReplica::new(RestructureOptions::default()));
+    let handler = replica_handler();
     let backup = Backup::start(
         replica.clone(),
         addr.to_string(),
@@ -374,16 +371,7 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
     } = pair;
     let addr = backup.local_addr();
     let writers = Writers::start(&db);
-    let h = start(
-        &db,
-        T,
-        add_column(),
-        RestructureOptions {
-            rate_limit_rows_per_s: Some(5_000),
-            ..RestructureOptions::default()
-        },
-    )
-    .unwrap();
+    let h = slow_restructure(&db, 5_000);
     // Sync: the backup runs it already. A checkpoint after that (the writers' log
     // grows past `checkpoint_bytes`), then a restart.
     let before = backup.status().stats.checkpoints;
@@ -426,19 +414,10 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
 /// table keeps its old schema on both nodes, never half of each.
 #[test]
 fn a_restructure_running_at_failover_is_aborted_on_both_nodes() {
-    let handler = Arc::new(RestructureReplica::new(RestructureOptions::default()));
+    let handler = replica_handler();
     let pair = pair_with(SYNC_DDL, Some(handler.clone()));
     let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
-    let h = start(
-        &pair.db,
-        T,
-        add_column(),
-        RestructureOptions {
-            rate_limit_rows_per_s: Some(2_000),
-            ..RestructureOptions::default()
-        },
-    )
-    .unwrap();
+    let h = slow_restructure(&pair.db, 2_000);
     assert_eq!(handler.0.running(), vec![T.to_owned()]);
     pair.backup.promote().unwrap();
     assert!(handler.0.running().is_empty(), "aborted at the promotion");
