@@ -432,3 +432,74 @@ fn a_restructure_running_at_failover_is_aborted_on_both_nodes() {
     pair.primary.shutdown();
     pair.backup.stop().unwrap();
 }
+
+/// A plan of steps on the `acct` table that keep `k` (the key) and `v` (which the
+/// writers update): columns added, renamed and dropped again, a reorganization.
+fn random_plan() -> impl proptest::strategy::Strategy<Value = Plan> {
+    use proptest::prelude::*;
+    (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(text, rename, drop, reorganize)| {
+            let column = if text {
+                Column::new("x", ColumnType::Text).default_value("basic")
+            } else {
+                Column::new("x", ColumnType::Int).nullable()
+            };
+            let mut steps = vec![Step::AddColumn { column }];
+            let mut name = "x".to_owned();
+            if rename {
+                steps.push(Step::RenameColumn {
+                    from: name.clone(),
+                    to: "y".into(),
+                });
+                name = "y".into();
+            }
+            if drop {
+                steps.push(Step::DropColumn { name });
+            }
+            if reorganize {
+                steps.push(Step::Reorganize);
+            }
+            Plan::new(steps)
+        },
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 12,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Any such plan, in any mode, under writers, with the restructure started a
+    /// random while into their writes: both nodes end with the same schema and rows.
+    #[test]
+    fn any_plan_in_any_mode_ends_with_equal_schemas_and_rows(
+        plan in random_plan(),
+        mode in proptest::sample::select(vec!["sync", "ordered", "async"]),
+        lead_commits in 0u64..2_000,
+    ) {
+        let rules = format!(
+            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"{mode}\"\n"
+        );
+        let pair = pair(&rules);
+        let writers = Writers::start(&pair.db);
+        wait_for("the writers' lead", Duration::from_secs(30), || {
+            writers.committed() >= lead_commits
+        });
+        start(&pair.db, T, plan.clone(), RestructureOptions::default())
+            .unwrap()
+            .wait()
+            .unwrap_or_else(|e| panic!("{plan:?} ({mode}): {e}"));
+        let at_switch = writers.committed();
+        wait_for("writes on the new table", Duration::from_secs(30), || {
+            writers.committed() > at_switch + 100
+        });
+        writers.stop();
+        proptest::prop_assert!(pair.primary.wait_caught_up(Duration::from_secs(30)));
+        let m = pair.primary.metrics();
+        proptest::prop_assert_eq!((m.mismatches, m.apply_errors), (0, 0), "{:?}", m);
+        assert_same(&pair);
+        pair.primary.shutdown();
+        pair.backup.stop().unwrap();
+    }
+}
