@@ -40,6 +40,7 @@ mod measure;
 mod nodes;
 mod plot;
 mod progress;
+mod scheduled_restructure;
 
 use clap::{Parser, Subcommand};
 

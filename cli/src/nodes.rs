@@ -17,8 +17,11 @@ use kirikae::replicate::{
     BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions,
     Rejoin, Replicator, ReplicatorConfig, RuleSet, ADMIN_IO_TIMEOUT,
 };
+use kirikae::restructure::RestructureOptions;
+use kirikae::RestructureReplica;
 use kirikae_workload::telecom::{self, Traffic};
 
+use crate::scheduled_restructure::{schemas, ScheduledRestructure};
 use crate::CliError;
 
 /// The mixed policy of seed 000, built in (also in replicate/rules/seed000-mixed.toml).
@@ -145,6 +148,10 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
             }),
         },
         auto_promotion_window: Duration::from_millis(args.auto_promotion_window_ms),
+        // Restructures the primary announces run here too.
+        ddl: Some(Arc::new(RestructureReplica::new(
+            RestructureOptions::default(),
+        ))),
         ..BackupConfig::default()
     };
     let peer = Arc::new(Backup::start(db.clone(), args.listen.as_str(), config)?);
@@ -201,6 +208,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         "takeovers_refused": status.takeovers_refused,
         "last_takeover_refusal": status.last_takeover_refusal,
         "stats": status.stats,
+        "schemas": schemas(&db),
         "checksums": checksums(&db)?,
     });
     say!("{report}");
@@ -258,6 +266,14 @@ pub struct PrimaryArgs {
     /// primary.
     #[arg(long, default_value_t = 64)]
     copy_mib_per_s: u64,
+    /// Restructure the subscriber table online this many seconds into the run (the
+    /// backup runs the same plan and switches at the same point of the stream).
+    #[arg(long, value_parser = crate::arg_ranges::seconds)]
+    restructure_at_s: Option<f64>,
+    /// The plan of `--restructure-at-s` (demo, add-column, msisdn-to-int,
+    /// drop-column, rename-column, reorganize).
+    #[arg(long, default_value = "demo")]
+    plan: String,
 }
 
 /// Serves `node`'s admin endpoint on `addr`, if given (commands need `key`'s admin
@@ -398,6 +414,10 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             args.difference_dir.display()
         );
     }
+    let mut restructure = args
+        .restructure_at_s
+        .map(|at| ScheduledRestructure::new(at, &args.plan))
+        .transpose()?;
     let traffic = Traffic {
         sessions: args.sessions,
         subscribers: args.subscribers,
@@ -418,6 +438,10 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         }
         for e in events.try_iter() {
             say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
+        }
+        let elapsed_s = started.elapsed().as_secs_f64();
+        if let Some(said) = restructure.as_mut().and_then(|r| r.tick(&db, elapsed_s)) {
+            say!("{elapsed_s:>6.1}s {said}");
         }
         if replicator.handed_over() {
             say!(
@@ -456,6 +480,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         std::io::stdout().flush().ok();
     }
     let report = traffic.stop();
+    let restructured = restructure.map(ScheduledRestructure::finish);
     if interrupted.load(Ordering::SeqCst) {
         say!("interrupted: stopping the traffic");
     }
@@ -494,6 +519,8 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
         "handed_over": handed_over,
         "rejoin": rejoin,
         "metrics": m,
+        "restructure": restructured,
+        "schemas": schemas(&db),
         "checksums": checksums(&db)?,
     });
     say!("{out}");
