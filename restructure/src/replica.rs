@@ -64,8 +64,11 @@ impl Replica {
                 )),
                 Announcement::Begun { plan: Some(plan) } => {
                     let mut running = self.running.lock();
-                    if running.contains_key(table) {
-                        return Err(format!("a restructure of `{table}` already runs here"));
+                    // One the primary no longer runs (its start was rolled back
+                    // after this node took it): the newer one replaces it.
+                    if let Some(stale) = running.remove(table) {
+                        stale.abort();
+                        let _ = stale.wait();
                     }
                     let options = RestructureOptions {
                         switch_on_command: true,

@@ -113,3 +113,38 @@ fn an_abort_while_it_waits_for_the_command_leaves_the_old_table_serving() {
     assert!(!now.has_write_observer(), "the lock history was removed");
     assert!(!agreed.load(Ordering::SeqCst), "never switched");
 }
+
+/// A replica told twice that a restructure of a table began (the first start was
+/// rolled back on the primary after the replica took it) runs the newer one.
+#[test]
+fn a_replica_told_of_a_second_start_replaces_the_first() {
+    use kirikae_engine::CatalogEvent;
+    use kirikae_restructure::{Announcement, Replica};
+    let db = setup(2_000);
+    let replica = Replica::new(RestructureOptions::default());
+    let begun = CatalogEvent::Announced {
+        payload: Announcement::Begun {
+            plan: Some(add_column()),
+        }
+        .encode(),
+    };
+    replica.apply(&db, TABLE, &begun).unwrap();
+    replica.apply(&db, TABLE, &begun).unwrap();
+    assert_eq!(replica.running(), vec![TABLE.to_owned()]);
+    let target = Transform::Plan(add_column())
+        .compile(TABLE, &common::schema())
+        .unwrap()
+        .target()
+        .clone();
+    replica
+        .apply(
+            &db,
+            TABLE,
+            &CatalogEvent::Switched {
+                schema: target.clone(),
+            },
+        )
+        .unwrap();
+    assert!(replica.running().is_empty());
+    assert_eq!(db.table(TABLE).unwrap().schema().as_ref(), &target);
+}
