@@ -503,3 +503,50 @@ proptest::proptest! {
         pair.backup.stop().unwrap();
     }
 }
+
+/// With a sync `ddl` rule, a backup whose copy converges later than the primary's
+/// sync timeout never leaves the table switched on one node only. With
+/// `when_peer_down = "fail"` the primary's restructure fails before it holds its
+/// writers and the backup abandons its own: old schema on both. With `continue`
+/// the primary goes on without it and the backup, caught up, switches at the same
+/// point of the stream: new schema on both.
+#[test]
+fn a_backup_too_slow_to_converge_ends_with_the_primarys_schema_either_way() {
+    for when_down in ["fail", "continue"] {
+        let slow = Arc::new(RestructureReplica::new(RestructureOptions {
+            rate_limit_rows_per_s: Some(2_000),
+            ..RestructureOptions::default()
+        }));
+        let rules = format!(
+            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\nwhen_peer_down = \"{when_down}\"\n"
+        );
+        let pair = pair_with(&rules, Some(slow.clone()));
+        let old_id = pair.db.table(T).unwrap().id();
+        let outcome = start(&pair.db, T, add_column(), RestructureOptions::default())
+            .unwrap()
+            .wait();
+        let switched = pair.db.table(T).unwrap().id() != old_id;
+        assert_eq!(switched, outcome.is_ok());
+        assert_eq!(
+            switched,
+            when_down == "continue",
+            "{when_down}: {outcome:?}"
+        );
+        wait_for(
+            "the backup to settle its own",
+            Duration::from_secs(30),
+            || slow.0.running().is_empty(),
+        );
+        let s = pair.db.session(SessionInfo::default());
+        s.update_columns(T, &Key::from(1), &[("v", Value::Int(-1))])
+            .unwrap();
+        assert!(
+            pair.primary.wait_caught_up(Duration::from_secs(30)),
+            "{when_down}: {:?}",
+            pair.primary.metrics()
+        );
+        assert_same(&pair);
+        pair.primary.shutdown();
+        pair.backup.stop().unwrap();
+    }
+}

@@ -17,9 +17,9 @@ pub enum Announcement {
         plan: Option<Plan>,
     },
     /// The restructure of the table is about to switch (sent before its writers
-    /// are held). A replica that is not running it (it restarted from a checkpoint
-    /// taken after `Begun`) starts it now and lets it converge, so that it can
-    /// switch at the switch too.
+    /// are held). A replica waits until its own has converged (starting it first
+    /// if it is not running it: restarted from a checkpoint taken after `Begun`),
+    /// so that it can switch at the switch with only a final drain.
     Switching {
         /// Its plan, as in `Begun`.
         plan: Option<Plan>,

@@ -13,8 +13,8 @@ use crate::control::{start, RestructureHandle};
 use crate::options::RestructureOptions;
 use crate::phase::Phase;
 
-/// How often a replica that restarts a restructure at its `Switching` looks whether
-/// it has converged.
+/// How often a replica waiting at a `Switching` announcement looks whether its
+/// restructure has converged.
 const CONVERGED_POLL: Duration = Duration::from_millis(1);
 
 /// Restructures announced by a primary, running on this node until their switch
@@ -79,22 +79,28 @@ impl Replica {
                     Ok(())
                 }
                 Announcement::Switching { plan } => {
-                    if self.running.lock().contains_key(table) {
-                        return Ok(());
-                    }
-                    // Not running here (restarted since `Begun`): start it now and
-                    // wait, the apply paused, until it has converged; it switches
-                    // at the primary's switch like any other. (Switching here and
-                    // now would apply the primary's last writes to the old table
-                    // to the new one.)
-                    let plan = plan.ok_or_else(|| {
-                        format!("the restructure of `{table}` runs a row function")
-                    })?;
-                    let options = RestructureOptions {
-                        switch_on_command: true,
-                        ..self.options.clone()
+                    // Converged before the primary holds its writers for the switch,
+                    // so that the switch takes this node only its final drain. With
+                    // a sync `ddl` rule the primary waits for this, up to its sync
+                    // timeout; past it the primary's restructure fails and is
+                    // abandoned here too: never switched on one node only.
+                    let running = self.running.lock().remove(table);
+                    let handle = match running {
+                        Some(handle) => handle,
+                        // Not running here (restarted since `Begun`): start it now.
+                        // (Switching at once instead would apply the primary's last
+                        // writes to the old table to the new one.)
+                        None => {
+                            let plan = plan.ok_or_else(|| {
+                                format!("the restructure of `{table}` runs a row function")
+                            })?;
+                            let options = RestructureOptions {
+                                switch_on_command: true,
+                                ..self.options.clone()
+                            };
+                            start(db, table, plan, options).map_err(|e| e.to_string())?
+                        }
                     };
-                    let handle = start(db, table, plan, options).map_err(|e| e.to_string())?;
                     while handle.progress().phase != Phase::AwaitingSwitch {
                         if handle.is_finished() {
                             return handle.wait().map(|_| ()).map_err(|e| e.to_string());
