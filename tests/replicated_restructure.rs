@@ -48,6 +48,29 @@ fn pair(rules: &str) -> Pair {
     )
 }
 
+/// A primary replicating to `peer` by `rules`, its difference file in `dir`.
+fn replicator_config(
+    peer: std::net::SocketAddr,
+    rules: &str,
+    dir: &std::path::Path,
+) -> ReplicatorConfig {
+    ReplicatorConfig {
+        key: Some(key()),
+        peer,
+        rules: RuleSet::parse(rules, "test.toml").unwrap(),
+        link: LinkConfig {
+            heartbeat_every: Duration::from_millis(20),
+            peer_timeout: Duration::from_millis(1_000),
+            ..LinkConfig::default()
+        },
+        difference_dir: dir.to_owned(),
+        difference: RecordLogOptions {
+            fsync: false,
+            ..RecordLogOptions::default()
+        },
+    }
+}
+
 /// A backup logging in `log`, restructures run by `ddl`.
 fn backup_config(log: &std::path::Path, ddl: Option<Arc<RestructureReplica>>) -> BackupConfig {
     BackupConfig {
@@ -79,25 +102,8 @@ fn pair_tuned(
     let mut config = backup_config(dirs.0.path(), ddl);
     tune(&mut config);
     let backup = Backup::start(replica.clone(), "127.0.0.1:0", config).unwrap();
-    let primary = Replicator::start(
-        &db,
-        ReplicatorConfig {
-            key: Some(key()),
-            peer: backup.local_addr(),
-            rules: RuleSet::parse(rules, "test.toml").unwrap(),
-            link: LinkConfig {
-                heartbeat_every: Duration::from_millis(20),
-                peer_timeout: Duration::from_millis(1_000),
-                ..LinkConfig::default()
-            },
-            difference_dir: dirs.1.path().to_owned(),
-            difference: RecordLogOptions {
-                fsync: false,
-                ..RecordLogOptions::default()
-            },
-        },
-    )
-    .unwrap();
+    let config = replicator_config(backup.local_addr(), rules, dirs.1.path());
+    let primary = Replicator::start(&db, config).unwrap();
     assert!(primary.wait_duplex(Duration::from_secs(10)));
     let s = db.session(SessionInfo::default());
     for k in 0..ROWS {
@@ -548,5 +554,69 @@ fn a_backup_too_slow_to_converge_ends_with_the_primarys_schema_either_way() {
         assert_same(&pair);
         pair.primary.shutdown();
         pair.backup.stop().unwrap();
+    }
+}
+
+/// Every subscriber plan the CLI knows (a column added, a type changed from text
+/// to int, a column dropped, one renamed, a reorganization, two steps at once),
+/// under the telecom load replicated with a sync `ddl` rule: both nodes end with
+/// the same schemas and rows in every table.
+#[test]
+fn every_subscriber_plan_under_the_telecom_load_ends_equal_on_both_nodes() {
+    use kirikae_workload::telecom::{self, Traffic};
+    use kirikae_workload::workload::{subscriber_plan, PLAN_NAMES, SUBSCRIBER_TABLE};
+    const SUBSCRIBERS: u64 = 20_000;
+    for name in PLAN_NAMES {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (db, replica) = (Database::new(), Database::new());
+        telecom::create_tables(&db, SUBSCRIBERS).unwrap();
+        telecom::create_tables(&replica, SUBSCRIBERS).unwrap();
+        let backup = Backup::start(
+            replica.clone(),
+            "127.0.0.1:0",
+            backup_config(dirs.0.path(), Some(replica_handler())),
+        )
+        .unwrap();
+        // The seed-000 mixed policy, catalog changes sync.
+        let rules = format!(
+            "{}\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n",
+            include_str!("../replicate/rules/seed000-mixed.toml")
+        );
+        let config = replicator_config(backup.local_addr(), &rules, dirs.1.path());
+        let primary = Replicator::start(&db, config).unwrap();
+        assert!(primary.wait_duplex(Duration::from_secs(10)));
+        let running = Traffic {
+            sessions: 2,
+            subscribers: SUBSCRIBERS,
+            mix: Default::default(),
+            rate: Some(4_000.0),
+            seed: 3,
+        }
+        .start(&db);
+        let plan = subscriber_plan(name).unwrap();
+        start(&db, SUBSCRIBER_TABLE, plan, RestructureOptions::default())
+            .unwrap()
+            .wait()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = running.stop();
+        assert!(report.ops > 0, "{name}");
+        assert!(
+            primary.wait_caught_up(Duration::from_secs(30)),
+            "{name}: {:?}",
+            primary.metrics()
+        );
+        let m = primary.metrics();
+        assert_eq!((m.mismatches, m.apply_errors), (0, 0), "{name}: {m:?}");
+        for t in telecom::TABLES {
+            let (ours, theirs) = (db.table(t).unwrap(), replica.table(t).unwrap());
+            assert_eq!(ours.schema(), theirs.schema(), "{name}: {t} schemas");
+            assert_eq!(
+                table_checksum(&ours),
+                table_checksum(&theirs),
+                "{name}: {t} rows"
+            );
+        }
+        primary.shutdown();
+        backup.stop().unwrap();
     }
 }
