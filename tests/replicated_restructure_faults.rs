@@ -1,0 +1,223 @@
+//! Replicated restructures when something goes wrong: an abort on the primary, a
+//! backup down or restarted in the middle, a failover in the middle, a backup too
+//! slow for a sync catalog change. The table never ends switched on one node only.
+
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use kirikae::engine::{Key, SessionInfo, Value};
+use kirikae::replicate::Backup;
+use kirikae::restructure::{start, RestructureError, RestructureOptions};
+use kirikae::RestructureReplica;
+use kirikae_testkit::{kv_database, wait_for};
+
+/// An abort on the primary is announced; the backup aborts its own restructure of
+/// the table, which keeps serving with its old schema on both nodes.
+#[test]
+fn an_abort_on_the_primary_aborts_the_backups_restructure() {
+    let handler = replica_handler();
+    let pair = pair_with(SYNC_DDL, Some(handler.clone()));
+    let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
+    // Slow enough to be aborted while it copies.
+    let h = slow_restructure(&pair.db, 1_000);
+    // Sync: the backup started its own before `start` returned.
+    assert_eq!(handler.0.running(), vec![T.to_owned()]);
+    h.abort();
+    assert!(matches!(h.wait(), Err(RestructureError::Aborted { .. })));
+    wait_for(
+        "the backup to abort its own",
+        Duration::from_secs(10),
+        || handler.0.running().is_empty(),
+    );
+    let s = pair.db.session(SessionInfo::default());
+    s.update_columns(T, &Key::from(1), &[("v", Value::Int(-1))])
+        .unwrap();
+    assert!(pair.primary.wait_caught_up(Duration::from_secs(10)));
+    assert_eq!(
+        pair.replica.table(T).unwrap().schema().as_ref(),
+        &old_schema
+    );
+    assert_same(&pair);
+    pair.primary.shutdown();
+    pair.backup.stop().unwrap();
+}
+
+/// A backup down while the primary restructures gets the restructure from the
+/// difference file, in order: its plan, the transactions around it, its switch.
+#[test]
+fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_file() {
+    let pair = pair(SYNC_DDL);
+    let Pair {
+        db,
+        primary,
+        backup,
+        dirs,
+        ..
+    } = pair;
+    let addr = backup.local_addr();
+    assert!(primary.wait_caught_up(Duration::from_secs(10)));
+    backup.stop().unwrap();
+    wait_for("the link to go down", Duration::from_secs(10), || {
+        !primary.wait_duplex(Duration::ZERO)
+    });
+    let writers = Writers::start(&db);
+    start(&db, T, add_column(), RestructureOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    let at_switch = writers.committed();
+    wait_for("writes on the new table", Duration::from_secs(30), || {
+        writers.committed() > at_switch + 200
+    });
+    writers.stop();
+    // Restarted from its log over a fresh database, it is caught up.
+    let replica = kv_database(&[T]);
+    let handler = replica_handler();
+    let backup = Backup::start(
+        replica.clone(),
+        addr.to_string(),
+        backup_config(dirs.0.path(), Some(handler)),
+    )
+    .unwrap();
+    assert!(
+        primary.wait_caught_up(Duration::from_secs(30)),
+        "{:?}",
+        primary.metrics()
+    );
+    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
+    assert_equal(&db, &replica);
+    primary.shutdown();
+    backup.stop().unwrap();
+}
+
+/// A backup restarted in the middle of a restructure, from a checkpoint taken after
+/// the restructure began (so the log it replays does not start it again), runs the
+/// plan when the primary announces its switch, and ends like the primary.
+#[test]
+fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
+    let pair = pair_tuned(SYNC_DDL, Some(replica_handler()), |c| {
+        c.access_log.checkpoint_bytes = 64 << 10;
+    });
+    let Pair {
+        db,
+        primary,
+        backup,
+        dirs,
+        ..
+    } = pair;
+    let addr = backup.local_addr();
+    let writers = Writers::start(&db);
+    let h = slow_restructure(&db, 5_000);
+    // Sync: the backup runs it already. A checkpoint after that (the writers' log
+    // grows past `checkpoint_bytes`), then a restart.
+    let before = backup.status().stats.checkpoints;
+    wait_for("a checkpoint", Duration::from_secs(30), || {
+        backup.status().stats.checkpoints > before
+    });
+    assert!(!h.is_finished(), "the restructure ended before the restart");
+    backup.stop().unwrap();
+    let replica = kv_database(&[T]);
+    let handler = replica_handler();
+    let backup = Backup::start(
+        replica.clone(),
+        addr.to_string(),
+        backup_config(dirs.0.path(), Some(handler.clone())),
+    )
+    .unwrap();
+    assert!(
+        handler.0.running().is_empty(),
+        "the replay does not start it again: it began before the checkpoint"
+    );
+    h.wait().unwrap();
+    let at_switch = writers.committed();
+    wait_for("writes on the new table", Duration::from_secs(30), || {
+        writers.committed() > at_switch + 200
+    });
+    writers.stop();
+    assert!(
+        primary.wait_caught_up(Duration::from_secs(30)),
+        "{:?}",
+        primary.metrics()
+    );
+    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
+    assert_equal(&db, &replica);
+    primary.shutdown();
+    backup.stop().unwrap();
+}
+
+/// A backup promoted while it runs a restructure for its primary aborts it: the
+/// switch never reached it, and the old primary, fenced, cannot switch either. The
+/// table keeps its old schema on both nodes, never half of each.
+#[test]
+fn a_restructure_running_at_failover_is_aborted_on_both_nodes() {
+    let handler = replica_handler();
+    let pair = pair_with(SYNC_DDL, Some(handler.clone()));
+    let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
+    let h = slow_restructure(&pair.db, 2_000);
+    assert_eq!(handler.0.running(), vec![T.to_owned()]);
+    pair.backup.promote().unwrap();
+    assert!(handler.0.running().is_empty(), "aborted at the promotion");
+    assert_eq!(
+        pair.replica.table(T).unwrap().schema().as_ref(),
+        &old_schema
+    );
+    // The old primary cannot switch: its switch is a sync catalog change nobody
+    // takes any more.
+    assert!(h.wait().is_err(), "the old primary switched alone");
+    assert_eq!(pair.db.table(T).unwrap().schema().as_ref(), &old_schema);
+    pair.primary.shutdown();
+    pair.backup.stop().unwrap();
+}
+
+/// With a sync `ddl` rule, a backup whose copy converges later than the primary's
+/// sync timeout never leaves the table switched on one node only. With
+/// `when_peer_down = "fail"` the primary's restructure fails before it holds its
+/// writers and the backup abandons its own: old schema on both. With `continue`
+/// the primary goes on without it and the backup, caught up, switches at the same
+/// point of the stream: new schema on both.
+#[test]
+fn a_backup_too_slow_to_converge_ends_with_the_primarys_schema_either_way() {
+    for when_down in ["fail", "continue"] {
+        let slow = Arc::new(RestructureReplica::new(RestructureOptions {
+            rate_limit_rows_per_s: Some(2_000),
+            ..RestructureOptions::default()
+        }));
+        let rules = format!(
+            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\nwhen_peer_down = \"{when_down}\"\n"
+        );
+        let pair = pair_with(&rules, Some(slow.clone()));
+        let old_id = pair.db.table(T).unwrap().id();
+        let outcome = start(&pair.db, T, add_column(), RestructureOptions::default())
+            .unwrap()
+            .wait();
+        let switched = pair.db.table(T).unwrap().id() != old_id;
+        assert_eq!(switched, outcome.is_ok());
+        assert_eq!(
+            switched,
+            when_down == "continue",
+            "{when_down}: {outcome:?}"
+        );
+        wait_for(
+            "the backup to settle its own",
+            Duration::from_secs(30),
+            || slow.0.running().is_empty(),
+        );
+        let s = pair.db.session(SessionInfo::default());
+        s.update_columns(T, &Key::from(1), &[("v", Value::Int(-1))])
+            .unwrap();
+        assert!(
+            pair.primary.wait_caught_up(Duration::from_secs(30)),
+            "{when_down}: {:?}",
+            pair.primary.metrics()
+        );
+        assert_same(&pair);
+        pair.primary.shutdown();
+        pair.backup.stop().unwrap();
+    }
+}
