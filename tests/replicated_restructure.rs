@@ -34,11 +34,7 @@ fn restructure_under_writers(rules: &str) {
     .unwrap()
     .wait()
     .unwrap_or_else(|e| panic!("{rules}: {e}"));
-    let at_switch = writers.committed();
-    wait_for("writes on the new table", Duration::from_secs(30), || {
-        writers.committed() > at_switch + 200
-    });
-    writers.stop();
+    writers.stop_after(200);
     assert!(
         pair.primary.wait_caught_up(Duration::from_secs(30)),
         "{rules}: {:?}",
@@ -56,22 +52,19 @@ fn restructure_under_writers(rules: &str) {
         "{rules}: {} rows copied, primary stall {:?}",
         report.rows_copied, report.stall
     );
-    pair.primary.shutdown();
-    pair.backup.stop().unwrap();
+    pair.stop();
 }
 
 #[test]
 fn a_restructure_on_the_primary_runs_on_the_backup_and_both_switch_in_each_mode() {
     for mode in ["sync", "ordered", "async"] {
-        restructure_under_writers(&format!(
-            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"{mode}\"\n"
-        ));
+        restructure_under_writers(&ddl_rules(mode));
     }
 }
 
 #[test]
 fn a_row_function_restructure_is_refused_while_replicating_synchronously() {
-    let pair = pair(SYNC_DDL);
+    let pair = pair(&ddl_rules("sync"));
     let schema = pair.db.table(T).unwrap().schema().as_ref().clone();
     let custom = Transform::Custom {
         target: schema,
@@ -87,8 +80,7 @@ fn a_row_function_restructure_is_refused_while_replicating_synchronously() {
     }
     assert!(pair.replica.table(T).is_ok());
     assert_same(&pair);
-    pair.primary.shutdown();
-    pair.backup.stop().unwrap();
+    pair.stop();
 }
 
 /// A plan of steps on the `acct` table that keep `k` (the key) and `v` (which the
@@ -136,10 +128,7 @@ proptest::proptest! {
         mode in proptest::sample::select(vec!["sync", "ordered", "async"]),
         lead_commits in 0u64..2_000,
     ) {
-        let rules = format!(
-            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"{mode}\"\n"
-        );
-        let pair = pair(&rules);
+        let pair = pair(&ddl_rules(mode));
         let writers = Writers::start(&pair.db);
         wait_for("the writers' lead", Duration::from_secs(30), || {
             writers.committed() >= lead_commits
@@ -148,17 +137,12 @@ proptest::proptest! {
             .unwrap()
             .wait()
             .unwrap_or_else(|e| panic!("{plan:?} ({mode}): {e}"));
-        let at_switch = writers.committed();
-        wait_for("writes on the new table", Duration::from_secs(30), || {
-            writers.committed() > at_switch + 100
-        });
-        writers.stop();
+        writers.stop_after(100);
         proptest::prop_assert!(pair.primary.wait_caught_up(Duration::from_secs(30)));
         let m = pair.primary.metrics();
         proptest::prop_assert_eq!((m.mismatches, m.apply_errors), (0, 0), "{:?}", m);
         assert_same(&pair);
-        pair.primary.shutdown();
-        pair.backup.stop().unwrap();
+        pair.stop();
     }
 }
 

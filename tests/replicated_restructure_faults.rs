@@ -12,17 +12,16 @@ use std::time::Duration;
 
 use common::*;
 use kirikae::engine::{Key, SessionInfo, Value};
-use kirikae::replicate::Backup;
 use kirikae::restructure::{start, RestructureError, RestructureOptions};
 use kirikae::RestructureReplica;
-use kirikae_testkit::{kv_database, wait_for};
+use kirikae_testkit::wait_for;
 
 /// An abort on the primary is announced; the backup aborts its own restructure of
 /// the table, which keeps serving with its old schema on both nodes.
 #[test]
 fn an_abort_on_the_primary_aborts_the_backups_restructure() {
     let handler = replica_handler();
-    let pair = pair_with(SYNC_DDL, Some(handler.clone()));
+    let pair = pair_with(&ddl_rules("sync"), Some(handler.clone()));
     let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
     // Slow enough to be aborted while it copies.
     let h = slow_restructure(&pair.db, 1_000);
@@ -44,15 +43,14 @@ fn an_abort_on_the_primary_aborts_the_backups_restructure() {
         &old_schema
     );
     assert_same(&pair);
-    pair.primary.shutdown();
-    pair.backup.stop().unwrap();
+    pair.stop();
 }
 
 /// A backup down while the primary restructures gets the restructure from the
 /// difference file, in order: its plan, the transactions around it, its switch.
 #[test]
 fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_file() {
-    let pair = pair(SYNC_DDL);
+    let pair = pair(&ddl_rules("sync"));
     let Pair {
         db,
         primary,
@@ -71,27 +69,10 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
         .unwrap()
         .wait()
         .unwrap();
-    let at_switch = writers.committed();
-    wait_for("writes on the new table", Duration::from_secs(30), || {
-        writers.committed() > at_switch + 200
-    });
-    writers.stop();
+    writers.stop_after(200);
     // Restarted from its log over a fresh database, it is caught up.
-    let replica = kv_database(&[T]);
-    let handler = replica_handler();
-    let backup = Backup::start(
-        replica.clone(),
-        addr.to_string(),
-        backup_config(dirs.0.path(), Some(handler)),
-    )
-    .unwrap();
-    assert!(
-        primary.wait_caught_up(Duration::from_secs(30)),
-        "{:?}",
-        primary.metrics()
-    );
-    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
-    assert_equal(&db, &replica);
+    let (replica, _handler, backup) = restart_backup(addr, dirs.0.path());
+    assert_caught_up_and_equal(&primary, &db, &replica);
     primary.shutdown();
     backup.stop().unwrap();
 }
@@ -101,7 +82,7 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
 /// plan when the primary announces its switch, and ends like the primary.
 #[test]
 fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
-    let pair = pair_tuned(SYNC_DDL, Some(replica_handler()), |c| {
+    let pair = pair_tuned(&ddl_rules("sync"), Some(replica_handler()), |c| {
         c.access_log.checkpoint_bytes = 64 << 10;
     });
     let Pair {
@@ -122,31 +103,14 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
     });
     assert!(!h.is_finished(), "the restructure ended before the restart");
     backup.stop().unwrap();
-    let replica = kv_database(&[T]);
-    let handler = replica_handler();
-    let backup = Backup::start(
-        replica.clone(),
-        addr.to_string(),
-        backup_config(dirs.0.path(), Some(handler.clone())),
-    )
-    .unwrap();
+    let (replica, handler, backup) = restart_backup(addr, dirs.0.path());
     assert!(
         handler.0.running().is_empty(),
         "the replay does not start it again: it began before the checkpoint"
     );
     h.wait().unwrap();
-    let at_switch = writers.committed();
-    wait_for("writes on the new table", Duration::from_secs(30), || {
-        writers.committed() > at_switch + 200
-    });
-    writers.stop();
-    assert!(
-        primary.wait_caught_up(Duration::from_secs(30)),
-        "{:?}",
-        primary.metrics()
-    );
-    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
-    assert_equal(&db, &replica);
+    writers.stop_after(200);
+    assert_caught_up_and_equal(&primary, &db, &replica);
     primary.shutdown();
     backup.stop().unwrap();
 }
@@ -157,7 +121,7 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
 #[test]
 fn a_restructure_running_at_failover_is_aborted_on_both_nodes() {
     let handler = replica_handler();
-    let pair = pair_with(SYNC_DDL, Some(handler.clone()));
+    let pair = pair_with(&ddl_rules("sync"), Some(handler.clone()));
     let old_schema = pair.db.table(T).unwrap().schema().as_ref().clone();
     let h = slow_restructure(&pair.db, 2_000);
     assert_eq!(handler.0.running(), vec![T.to_owned()]);
@@ -171,8 +135,7 @@ fn a_restructure_running_at_failover_is_aborted_on_both_nodes() {
     // takes any more.
     assert!(h.wait().is_err(), "the old primary switched alone");
     assert_eq!(pair.db.table(T).unwrap().schema().as_ref(), &old_schema);
-    pair.primary.shutdown();
-    pair.backup.stop().unwrap();
+    pair.stop();
 }
 
 /// With a sync `ddl` rule, a backup whose copy converges later than the primary's
@@ -188,9 +151,7 @@ fn a_backup_too_slow_to_converge_ends_with_the_primarys_schema_either_way() {
             rate_limit_rows_per_s: Some(2_000),
             ..RestructureOptions::default()
         }));
-        let rules = format!(
-            "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\nwhen_peer_down = \"{when_down}\"\n"
-        );
+        let rules = format!("{}when_peer_down = \"{when_down}\"\n", ddl_rules("sync"));
         let pair = pair_with(&rules, Some(slow.clone()));
         let old_id = pair.db.table(T).unwrap().id();
         let outcome = start(&pair.db, T, add_column(), RestructureOptions::default())
@@ -217,7 +178,6 @@ fn a_backup_too_slow_to_converge_ends_with_the_primarys_schema_either_way() {
             pair.primary.metrics()
         );
         assert_same(&pair);
-        pair.primary.shutdown();
-        pair.backup.stop().unwrap();
+        pair.stop();
     }
 }

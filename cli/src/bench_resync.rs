@@ -186,6 +186,13 @@ fn traffic(args: &ResyncBenchArgs, seed: u64) -> Traffic {
     }
 }
 
+/// The load at its first rate for `--before-seconds`, with `seed`.
+fn load_for_before_seconds(args: &ResyncBenchArgs, db: &Database, seed: u64) -> TrafficReport {
+    let running = traffic(args, seed).start(db);
+    std::thread::sleep(Duration::from_secs_f64(args.before_seconds));
+    running.stop()
+}
+
 fn p99(h: &Histogram<u64>) -> u64 {
     h.value_at_quantile(0.99)
 }
@@ -247,11 +254,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
 
     eprintln!("load alone for {} s …", args.before_seconds);
     let noise = RssSampler::start();
-    let before: TrafficReport = {
-        let running = traffic(args, 1).start(&primary);
-        std::thread::sleep(Duration::from_secs_f64(args.before_seconds));
-        running.stop()
-    };
+    let before = load_for_before_seconds(args, &primary, 1);
     let (noise_low, noise_high) = noise.stop();
     let ops_per_s_before = before.ops as f64 / before.elapsed.as_secs_f64();
 
@@ -336,9 +339,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
                 "the same load, backup in step, for {} s …",
                 args.before_seconds
             );
-            let running = traffic(args, 4).start(&primary);
-            std::thread::sleep(Duration::from_secs_f64(args.before_seconds));
-            Some(running.stop())
+            Some(load_for_before_seconds(args, &primary, 4))
         }
         _ => None,
     };

@@ -19,23 +19,15 @@ use kirikae_workload::telecom::{self, Traffic};
 mod common;
 
 use common::peer_process::{
-    assert_checksums_equal, replicator_config, telecom_db, PeerProcess, KEY,
+    assert_checksums_equal, last_json_line, replicator_config, telecom_db, PeerProcess, KEY,
 };
 
 const SUBSCRIBERS: u64 = 2_000;
 
 /// `kirikae primary` replicating to `peer` at 2000 operations per second until
-/// stopped, with the difference file in `diff` and the key of the backup whose data
-/// directory is `data`.
+/// stopped (see [`common::peer_process::primary_command`]).
 fn primary_command(peer: SocketAddr, diff: &Path, data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kirikae"));
-    c.args(["primary", "--peer", &peer.to_string(), "--seconds", "0"])
-        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
-        .arg("--difference-dir")
-        .arg(diff)
-        .arg("--key-file")
-        .arg(data.with_extension("key"));
-    c
+    common::peer_process::primary_command(peer, (SUBSCRIBERS, 2000, 0.0), diff, data)
 }
 
 fn start(db: &Database, peer: SocketAddr, rules: RuleSet, dir: &Path) -> Replicator {
@@ -240,11 +232,7 @@ fn sigterm_ends_a_primary_with_its_final_report() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}: {seen}{rest}");
     assert!(rest.contains("interrupted"), "{rest}");
-    let report: serde_json::Value = rest
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON report in {rest:?}"));
+    let report = last_json_line(&rest);
     assert_eq!(report["caught_up"], serde_json::Value::Bool(true), "{rest}");
     assert!(report["ops"].as_u64().unwrap_or(0) > 0, "{rest}");
     peer.finish();

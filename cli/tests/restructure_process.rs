@@ -6,11 +6,11 @@
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 mod common;
 
-use common::peer_process::PeerProcess;
+use common::peer_process::{last_json_line, primary_command, PeerProcess};
 
 const SUBSCRIBERS: u64 = 20_000;
 
@@ -18,30 +18,19 @@ const SUBSCRIBERS: u64 = 20_000;
 fn a_restructure_on_a_primary_process_is_run_and_switched_by_its_backup_process() {
     let (data, diff) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let peer = PeerProcess::spawn("127.0.0.1:0", data.path(), SUBSCRIBERS);
-    let out = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-        .args([
-            "primary",
-            "--peer",
-            &peer.addr.to_string(),
-            "--seconds",
-            "3",
-        ])
-        .args(["--subscribers", &SUBSCRIBERS.to_string(), "--rate", "2000"])
-        .args(["--restructure-at-s", "1", "--plan", "demo"])
-        .arg("--difference-dir")
-        .arg(diff.path())
-        .arg("--key-file")
-        .arg(data.path().with_extension("key"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run kirikae primary");
+    let out = primary_command(
+        peer.addr,
+        (SUBSCRIBERS, 2000, 3.0),
+        diff.path(),
+        data.path(),
+    )
+    .args(["--restructure-at-s", "1", "--plan", "demo"])
+    .stderr(Stdio::inherit())
+    .output()
+    .expect("run kirikae primary");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "primary failed: {text}");
-    let primary: serde_json::Value = text
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no report in {text}"));
+    let primary = last_json_line(&text);
     assert_eq!(primary["restructure"]["switched"], true, "{primary}");
     assert!(
         text.lines()

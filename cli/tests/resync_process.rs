@@ -18,7 +18,10 @@ use kirikae_workload::telecom::Traffic;
 
 mod common;
 
-use common::peer_process::{assert_checksums_equal, replicator_config, telecom_db, PeerProcess};
+use common::peer_process::{
+    assert_checksums_equal, last_json_line, primary_command, replicator_config, telecom_db,
+    PeerProcess,
+};
 
 /// Enough rows that a copy at [`COPY_BYTES_PER_S`] takes seconds.
 const SUBSCRIBERS: u64 = 60_000;
@@ -126,15 +129,8 @@ fn a_primary_process_killed_mid_resync_leaves_a_backup_that_refuses_promotion() 
         }
     };
     // Its copy at 1 MiB/s takes seconds, so the first status lines find it copying.
-    let subscribers = (4 * SUBSCRIBERS).to_string();
-    let mut primary = Command::new(env!("CARGO_BIN_EXE_kirikae"))
-        .args(["primary", "--peer", &addr.to_string(), "--seconds", "0"])
-        .args(["--subscribers", &subscribers, "--rate", "1000"])
+    let mut primary = primary_command(addr, (4 * SUBSCRIBERS, 1000, 0.0), diff.path(), data.path())
         .args(["--copy-mib-per-s", "1"])
-        .arg("--difference-dir")
-        .arg(diff.path())
-        .arg("--key-file")
-        .arg(data.path().with_extension("key"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn kirikae primary");
@@ -180,11 +176,7 @@ fn a_primary_process_killed_mid_resync_leaves_a_backup_that_refuses_promotion() 
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     assert!(child.wait().unwrap().success());
-    let report: serde_json::Value = rest
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no report in {rest:?}"));
+    let report = last_json_line(&rest);
     assert!(
         report["promoted"].is_null(),
         "promoted half a copy: {report}"

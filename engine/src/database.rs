@@ -159,13 +159,6 @@ impl Database {
         WriterHolds { begun, ended }
     }
 
-    /// A transaction id no transaction of this process has or will have, for a hook
-    /// that submits work of its own beside transactions (a catalog change shown to
-    /// the commit gate).
-    pub fn next_txn_id(&self) -> crate::TxnId {
-        self.inner.next_txn_id()
-    }
-
     /// Installs (or with `None` removes) the catalog observer, which is shown every
     /// later create, add, drop and switch before it takes effect and may veto it
     /// (see [`CatalogObserver`](crate::CatalogObserver)).

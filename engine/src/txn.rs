@@ -88,7 +88,7 @@ impl<'s> Transaction<'s> {
         Transaction {
             db,
             session,
-            id: db.next_txn_id(),
+            id: TxnId::next(),
             writes: SmallVec::new(),
             entered: SmallVec::new(),
             commit_gate: db.commit_gate.load_full(),

@@ -22,7 +22,7 @@ use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
 use crate::leadership::Leadership;
 use crate::link::Micros;
-use crate::wire::{encode, FrameDecoder};
+use crate::wire::{encode_into, FrameDecoder};
 use crate::write_fence::{Refusal, WriteFence};
 
 /// An operator's request to the applier thread.
@@ -426,9 +426,8 @@ fn connection(
             publish(status, applier);
             out.clear();
             for r in &replies {
-                match encode(r, config.frame_bytes_max) {
-                    Ok(frame) => out.extend_from_slice(&frame),
-                    Err(e) => return Ended::Closed(Err(e.into())),
+                if let Err(e) = encode_into(r, config.frame_bytes_max, &mut out) {
+                    return Ended::Closed(Err(e.into()));
                 }
             }
             if let Err(e) = stream.write_all(&out) {

@@ -136,10 +136,9 @@ impl Copier {
     /// bytes of rows it carries.
     fn next_piece(&mut self, frame_bytes_max: usize) -> Result<Option<(CopyPiece, usize)>, String> {
         if let Some((table, next)) = self.current.as_mut() {
-            let (rids, rows): (Vec<Rid>, Vec<RowRef>) =
+            let (rids, mut rows): (Vec<Rid>, Vec<RowRef>) =
                 table.scan(*next, CHUNK_ROWS).into_iter().unzip();
-            if let Some(&last) = rids.last() {
-                let mut rows = rows;
+            if !rows.is_empty() {
                 let mut len = shared_encoded_len(&rows);
                 // Halved until it fits: rows this large are rare, so the common
                 // chunk is measured once.
@@ -150,11 +149,7 @@ impl Copier {
                 }
                 // The message adds its epoch and the table's name to the rows.
                 let message_len = len + table.name().len() + 32;
-                let last = if rows.len() == rids.len() {
-                    last
-                } else {
-                    rids[rows.len() - 1]
-                };
+                let last = rids[rows.len() - 1];
                 if message_len > frame_bytes_max {
                     return Err(format!(
                         "row {} of table {} encodes to {len} bytes, more than a frame of {frame_bytes_max}",

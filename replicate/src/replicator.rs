@@ -141,7 +141,7 @@ impl Replicator {
                 addr: config.peer.to_string(),
                 source: e,
             })?;
-        let gate = Arc::new(Gate(Arc::clone(&shared), database.clone()));
+        let gate = Arc::new(Gate(Arc::clone(&shared)));
         database.set_commit_gate(Some(gate.clone()));
         // Catalog changes are sequenced by the same gate, at their place among the
         // commits (see `ddl.rs`).
@@ -351,9 +351,8 @@ impl Drop for Replicator {
     }
 }
 
-/// The commit gate and catalog observer; the database is the one it is installed on
-/// (for transaction ids of catalog changes).
-struct Gate(Arc<Shared>, Database);
+/// The commit gate and catalog observer.
+struct Gate(Arc<Shared>);
 
 fn handed_over(shared: &Shared) -> ReplicateError {
     let m = shared.core.lock().link.metrics(shared.now());
@@ -475,7 +474,7 @@ impl CatalogObserver for Gate {
             table: change.table_name().to_owned(),
             event: change.event(),
         }];
-        let txn = self.1.next_txn_id();
+        let txn = TxnId::next();
         let session = SessionInfo::new("kirikae", "ddl", None);
         CommitGate::prepare(
             self,

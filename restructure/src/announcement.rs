@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Plan, Transform};
+use crate::plan::Plan;
 
 /// A restructure's announcement, encoded with postcard in a catalog change's payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,16 +29,6 @@ pub enum Announcement {
 }
 
 impl Announcement {
-    /// The announcement of a restructure by `transform`.
-    pub fn begun(transform: &Transform) -> Announcement {
-        Announcement::Begun {
-            plan: match transform {
-                Transform::Plan(plan) => Some(plan.clone()),
-                Transform::Custom { .. } => None,
-            },
-        }
-    }
-
     /// Its bytes.
     pub fn encode(&self) -> Vec<u8> {
         // A plan is plain data: encoding it into memory cannot fail.

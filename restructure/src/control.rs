@@ -31,8 +31,8 @@ pub struct RestructureHandle {
 ///
 /// The transform is validated against the table first: an invalid plan fails here and
 /// nothing starts. The start is then announced to the database's catalog observer
-/// (see [`Announcement`]), which may refuse it. The old table keeps serving reads and writes throughout; at the end
-/// its name switches to the new table.
+/// (see [`Announcement`]), which may refuse it. The old table keeps serving reads
+/// and writes throughout; at the end its name switches to the new table.
 pub fn start(
     db: &Database,
     table: &str,
@@ -44,12 +44,8 @@ pub fn start(
     let compiled = transform.compile(table, old.schema())?;
     // A replicating primary ships this to its backup, which starts the same plan
     // (its catalog observer may veto: e.g. a row function cannot be replicated).
-    let begun = Announcement::begun(&transform);
-    db.announce(table, &begun.encode())?;
-    let plan = match begun {
-        Announcement::Begun { plan } => plan,
-        _ => None,
-    };
+    let plan = transform.plan().cloned();
+    db.announce(table, &Announcement::Begun { plan: plan.clone() }.encode())?;
     let shared = Arc::new(Shared::new(table, old.len(), options.rate_limit_rows_per_s));
     let job = Job::new(
         db.clone(),

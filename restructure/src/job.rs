@@ -144,8 +144,8 @@ impl Job {
         }
         let switch_awaited = started.elapsed();
 
-        // Before the hold: a replica that lost its copy (restarted) runs the plan
-        // now, without holding this node's writers for it.
+        // Before the hold: a replica lets its own copy converge now (starting it
+        // if it restarted since `Begun`), not while this node's writers are held.
         let switching = Announcement::Switching { plan: plan.clone() };
         ctx.db.announce(ctx.table(), &switching.encode())?;
         ctx.shared.set_phase(Phase::Switching);

@@ -104,6 +104,16 @@ impl fmt::Debug for Transform {
     }
 }
 
+impl Transform {
+    /// The plan, if this is one (a row function is code, not data).
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            Transform::Plan(plan) => Some(plan),
+            Transform::Custom { .. } => None,
+        }
+    }
+}
+
 impl From<Plan> for Transform {
     fn from(p: Plan) -> Transform {
         Transform::Plan(p)

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kirikae_engine::{CatalogEvent, Database};
+use kirikae_engine::{CatalogEvent, Database, Schema};
 use parking_lot::Mutex;
 
 use crate::announcement::Announcement;
 use crate::control::{start, RestructureHandle};
 use crate::options::RestructureOptions;
 use crate::phase::Phase;
+use crate::plan::Plan;
 
 /// How often a replica waiting at a `Switching` announcement looks whether its
 /// restructure has converged.
@@ -28,9 +29,8 @@ pub struct Replica {
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tables: Vec<String> = self.running.lock().keys().cloned().collect();
         f.debug_struct("Replica")
-            .field("running", &tables)
+            .field("running", &self.running())
             .finish_non_exhaustive()
     }
 }
@@ -52,111 +52,130 @@ impl Replica {
     }
 
     /// Applies a primary's catalog change of `table`: a restructure's announcement
-    /// (begun: start the same plan here; abandoned: abort it) or its switch (switch
-    /// here and return once done, the new table's schema checked against the
-    /// primary's). `Err` says why it cannot.
+    /// (begun: start the same plan here; switching: wait until it has converged;
+    /// abandoned: abort it) or its switch (switch here and return once done, the
+    /// new table's schema checked against the primary's). `Err` says why it cannot.
     pub fn apply(&self, db: &Database, table: &str, event: &CatalogEvent) -> Result<(), String> {
         match event {
-            CatalogEvent::Announced { payload } => match Announcement::decode(payload)? {
-                Announcement::Begun { plan: None } => Err(format!(
-                    "the restructure of `{table}` runs a row function, which cannot be \
-                     replicated: give it a plan (data) instead"
-                )),
-                Announcement::Begun { plan: Some(plan) } => {
-                    let mut running = self.running.lock();
-                    // One the primary no longer runs (its start was rolled back
-                    // after this node took it): the newer one replaces it.
-                    if let Some(stale) = running.remove(table) {
-                        stale.abort();
-                        let _ = stale.wait();
-                    }
-                    let options = RestructureOptions {
-                        switch_on_command: true,
-                        ..self.options.clone()
-                    };
-                    let handle = start(db, table, plan, options).map_err(|e| e.to_string())?;
-                    running.insert(table.to_owned(), handle);
-                    Ok(())
-                }
-                Announcement::Switching { plan } => {
-                    // Converged before the primary holds its writers for the switch,
-                    // so that the switch takes this node only its final drain. With
-                    // a sync `ddl` rule the primary waits for this, up to its sync
-                    // timeout; past it the primary's restructure fails and is
-                    // abandoned here too: never switched on one node only.
-                    let running = self.running.lock().remove(table);
-                    let handle = match running {
-                        Some(handle) => handle,
-                        // Not running here (restarted since `Begun`): start it now.
-                        // (Switching at once instead would apply the primary's last
-                        // writes to the old table to the new one.)
-                        None => {
-                            let plan = plan.ok_or_else(|| {
-                                format!("the restructure of `{table}` runs a row function")
-                            })?;
-                            let options = RestructureOptions {
-                                switch_on_command: true,
-                                ..self.options.clone()
-                            };
-                            start(db, table, plan, options).map_err(|e| e.to_string())?
-                        }
-                    };
-                    while handle.progress().phase != Phase::AwaitingSwitch {
-                        if handle.is_finished() {
-                            return handle.wait().map(|_| ()).map_err(|e| e.to_string());
-                        }
-                        std::thread::sleep(CONVERGED_POLL);
-                    }
-                    self.running.lock().insert(table.to_owned(), handle);
-                    Ok(())
-                }
-                Announcement::Abandoned => {
-                    if let Some(handle) = self.running.lock().remove(table) {
-                        handle.abort();
-                        // Aborted (or failed on its own): the old table serves.
-                        let _ = handle.wait();
-                    }
-                    Ok(())
-                }
-            },
-            CatalogEvent::Switched { schema } => {
-                let handle = self.running.lock().remove(table).ok_or_else(|| {
-                    format!(
-                        "the primary switched `{table}` but no restructure of it runs here \
-                         (this node missed its start): a resync is needed"
-                    )
-                })?;
-                handle.switch_now();
-                let report = handle.wait().map_err(|e| e.to_string())?;
-                let ours = db.table(table).map_err(|e| e.to_string())?;
-                if ours.schema().as_ref() != schema {
-                    return Err(format!(
-                        "`{table}` switched here to another schema than the primary's \
-                         (after {} rows)",
-                        report.rows_final
-                    ));
-                }
-                Ok(())
+            CatalogEvent::Announced { payload } => {
+                self.announced(db, table, Announcement::decode(payload)?)
             }
+            CatalogEvent::Switched { schema } => self.switched(db, table, schema),
             CatalogEvent::Added { .. } | CatalogEvent::Dropped => Err(format!(
                 "a table added or dropped is the replication's to apply, not a restructure's \
                  (`{table}`)"
             )),
         }
     }
-}
 
-impl Replica {
     /// This node became the primary: the restructures it ran for the old primary
     /// will never be told to switch, so they are aborted (their tables keep their
     /// old schema, as the old primary's do, whose switch never reached here).
     pub fn abort_all(&self) {
         let running: Vec<RestructureHandle> = self.running.lock().drain().map(|(_, h)| h).collect();
-        for handle in running {
-            handle.abort();
-            let _ = handle.wait();
+        running.into_iter().for_each(abort);
+    }
+
+    fn announced(
+        &self,
+        db: &Database,
+        table: &str,
+        announcement: Announcement,
+    ) -> Result<(), String> {
+        match announcement {
+            Announcement::Begun { plan } => {
+                let plan = replicable(table, plan)?;
+                let mut running = self.running.lock();
+                // One the primary no longer runs (its start was rolled back after
+                // this node took it): the newer one replaces it.
+                if let Some(stale) = running.remove(table) {
+                    abort(stale);
+                }
+                running.insert(table.to_owned(), self.start_here(db, table, plan)?);
+                Ok(())
+            }
+            Announcement::Switching { plan } => {
+                // Converged before the primary holds its writers for the switch, so
+                // that the switch takes this node only its final drain. With a sync
+                // `ddl` rule the primary waits for this, up to its sync timeout;
+                // past it the primary's restructure fails and is abandoned here
+                // too: never switched on one node only.
+                let running = self.running.lock().remove(table);
+                let handle = match running {
+                    Some(handle) => handle,
+                    // Not running here (restarted since `Begun`): start it now.
+                    // (Switching at once instead would apply the primary's last
+                    // writes to the old table to the new one.)
+                    None => self.start_here(db, table, replicable(table, plan)?)?,
+                };
+                while handle.progress().phase != Phase::AwaitingSwitch {
+                    if handle.is_finished() {
+                        return handle.wait().map(|_| ()).map_err(|e| e.to_string());
+                    }
+                    std::thread::sleep(CONVERGED_POLL);
+                }
+                self.running.lock().insert(table.to_owned(), handle);
+                Ok(())
+            }
+            Announcement::Abandoned => {
+                // Aborted (or failed on its own): the old table serves.
+                if let Some(handle) = self.running.lock().remove(table) {
+                    abort(handle);
+                }
+                Ok(())
+            }
         }
     }
+
+    fn switched(&self, db: &Database, table: &str, schema: &Schema) -> Result<(), String> {
+        let handle = self.running.lock().remove(table).ok_or_else(|| {
+            format!(
+                "the primary switched `{table}` but no restructure of it runs here \
+                 (this node missed its start): a resync is needed"
+            )
+        })?;
+        handle.switch_now();
+        let report = handle.wait().map_err(|e| e.to_string())?;
+        let ours = db.table(table).map_err(|e| e.to_string())?;
+        if ours.schema().as_ref() != schema {
+            return Err(format!(
+                "`{table}` switched here to another schema than the primary's (after {} rows)",
+                report.rows_final
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts the primary's `plan` for `table` here, to switch on command.
+    fn start_here(
+        &self,
+        db: &Database,
+        table: &str,
+        plan: Plan,
+    ) -> Result<RestructureHandle, String> {
+        let options = RestructureOptions {
+            switch_on_command: true,
+            ..self.options.clone()
+        };
+        start(db, table, plan, options).map_err(|e| e.to_string())
+    }
+}
+
+/// The announced plan; `None` was a row function, which is code and cannot be
+/// shipped.
+fn replicable(table: &str, plan: Option<Plan>) -> Result<Plan, String> {
+    plan.ok_or_else(|| {
+        format!(
+            "the restructure of `{table}` runs a row function, which cannot be \
+             replicated: give it a plan (data) instead"
+        )
+    })
+}
+
+/// Stops `handle`'s restructure and waits for it: its table keeps the old schema.
+fn abort(handle: RestructureHandle) {
+    handle.abort();
+    let _ = handle.wait();
 }
 
 impl Drop for Replica {

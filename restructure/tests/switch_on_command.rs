@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::{plans, setup, wait_for_phase, Writers, TABLE};
 use kirikae_restructure::{
-    start, tables_agree, Phase, Plan, RestructureError, RestructureOptions, Transform,
+    start, tables_agree, Phase, Plan, RestructureError, RestructureHandle, RestructureOptions,
+    Transform,
 };
 use kirikae_testkit::wait_for;
 
@@ -24,35 +25,59 @@ fn add_column() -> Plan {
     plans().swap_remove(0).1
 }
 
-/// On command, with an inspector that records whether new = plan(old) at the switch.
-fn options(plan: &Plan, agreed: &Arc<AtomicBool>) -> RestructureOptions {
+/// A table of [`ROWS`] under two writers, being given a column by a restructure
+/// that switches on command, with an inspector that records whether new =
+/// plan(old) at the switch.
+struct OnCommand {
+    db: kirikae_engine::Database,
+    old_id: u64,
+    writers: Writers,
+    agreed: Arc<AtomicBool>,
+    handle: RestructureHandle,
+}
+
+fn on_command(writers_seed: u64) -> OnCommand {
+    let db = setup(ROWS);
+    let old_id = db.table(TABLE).unwrap().id();
+    let writers = Writers::start(&db, 2, ROWS, writers_seed);
+    let plan = add_column();
     let compiled = Transform::Plan(plan.clone())
         .compile(TABLE, &common::schema())
         .expect("plan");
-    let agreed = Arc::clone(agreed);
-    RestructureOptions {
+    let agreed = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&agreed);
+    let options = RestructureOptions {
         switch_on_command: true,
         duty_cycle: 1.0,
         // Two writer threads share the two cores with the restructure.
         stall_max: Duration::from_millis(20),
         inspect_at_switch: Some(Arc::new(move |old, new| {
-            agreed.store(
+            seen.store(
                 tables_agree(old, new, |r| compiled.apply(r).ok()),
                 Ordering::SeqCst,
             );
         })),
         ..RestructureOptions::default()
+    };
+    let handle = start(&db, TABLE, plan, options).unwrap();
+    OnCommand {
+        db,
+        old_id,
+        writers,
+        agreed,
+        handle,
     }
 }
 
 #[test]
 fn converged_it_keeps_in_step_under_writers_until_told_then_switches_to_plan_of_old() {
-    let db = setup(ROWS);
-    let old_id = db.table(TABLE).unwrap().id();
-    let writers = Writers::start(&db, 2, ROWS, 5);
-    let plan = add_column();
-    let agreed = Arc::new(AtomicBool::new(false));
-    let h = start(&db, TABLE, plan.clone(), options(&plan, &agreed)).unwrap();
+    let OnCommand {
+        db,
+        old_id,
+        writers,
+        agreed,
+        handle: h,
+    } = on_command(5);
     wait_for_phase(&h, Phase::AwaitingSwitch);
     // Writers go on for a while; nothing switches.
     let at = writers.committed();
@@ -76,12 +101,13 @@ fn converged_it_keeps_in_step_under_writers_until_told_then_switches_to_plan_of_
 
 #[test]
 fn a_command_given_before_convergence_switches_as_soon_as_it_converges() {
-    let db = setup(ROWS);
-    let old_id = db.table(TABLE).unwrap().id();
-    let writers = Writers::start(&db, 2, ROWS, 6);
-    let plan = add_column();
-    let agreed = Arc::new(AtomicBool::new(false));
-    let h = start(&db, TABLE, plan.clone(), options(&plan, &agreed)).unwrap();
+    let OnCommand {
+        db,
+        old_id,
+        writers,
+        agreed,
+        handle: h,
+    } = on_command(6);
     h.switch_now();
     h.wait().unwrap();
     writers.stop();
@@ -91,12 +117,13 @@ fn a_command_given_before_convergence_switches_as_soon_as_it_converges() {
 
 #[test]
 fn an_abort_while_it_waits_for_the_command_leaves_the_old_table_serving() {
-    let db = setup(ROWS);
-    let old = db.table(TABLE).unwrap();
-    let writers = Writers::start(&db, 2, ROWS, 7);
-    let plan = add_column();
-    let agreed = Arc::new(AtomicBool::new(false));
-    let h = start(&db, TABLE, plan.clone(), options(&plan, &agreed)).unwrap();
+    let OnCommand {
+        db,
+        old_id,
+        writers,
+        agreed,
+        handle: h,
+    } = on_command(7);
     wait_for_phase(&h, Phase::AwaitingSwitch);
     h.abort();
     match h.wait() {
@@ -109,7 +136,7 @@ fn an_abort_while_it_waits_for_the_command_leaves_the_old_table_serving() {
     });
     writers.stop();
     let now = db.table(TABLE).unwrap();
-    assert_eq!(now.id(), old.id(), "the old table serves");
+    assert_eq!(now.id(), old_id, "the old table serves");
     assert!(!now.has_write_observer(), "the lock history was removed");
     assert!(!agreed.load(Ordering::SeqCst), "never switched");
 }

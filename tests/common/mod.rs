@@ -16,7 +16,7 @@ use kirikae::replicate::{
 };
 use kirikae::restructure::{start, Plan, RestructureHandle, RestructureOptions, Step};
 use kirikae::RestructureReplica;
-use kirikae_testkit::{kv_database, kv_row};
+use kirikae_testkit::{kv_database, kv_row, wait_for};
 
 pub const T: &str = "acct";
 pub const ROWS: i64 = 5_000;
@@ -37,12 +37,15 @@ pub struct Pair {
 }
 
 pub fn pair(rules: &str) -> Pair {
-    pair_with(
-        rules,
-        Some(Arc::new(RestructureReplica::new(
-            RestructureOptions::default(),
-        ))),
-    )
+    pair_with(rules, Some(replica_handler()))
+}
+
+impl Pair {
+    /// Both ends stopped.
+    pub fn stop(self) {
+        self.primary.shutdown();
+        self.backup.stop().unwrap();
+    }
 }
 
 /// A primary replicating to `peer` by `rules`, its difference file in `dir`.
@@ -164,6 +167,16 @@ impl Writers {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// Stops them once they have committed `more` transactions after this call
+    /// (on the new table, after a switch).
+    pub fn stop_after(self, more: u64) {
+        let at = self.committed();
+        wait_for("more writes", Duration::from_secs(30), || {
+            self.committed() > at + more
+        });
+        self.stop();
+    }
+
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
@@ -202,5 +215,31 @@ pub fn assert_equal(db: &Database, replica: &Database) {
     );
 }
 
-pub const SYNC_DDL: &str =
-    "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\n";
+/// Async by default, catalog changes in `mode`.
+pub fn ddl_rules(mode: &str) -> String {
+    format!("default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"{mode}\"\n")
+}
+
+/// A backup restarted over a fresh database from its log in `log`, on `addr`.
+pub fn restart_backup(
+    addr: std::net::SocketAddr,
+    log: &std::path::Path,
+) -> (Database, Arc<RestructureReplica>, Backup) {
+    let replica = kv_database(&[T]);
+    let handler = replica_handler();
+    let config = backup_config(log, Some(handler.clone()));
+    let backup = Backup::start(replica.clone(), addr.to_string(), config).unwrap();
+    (replica, handler, backup)
+}
+
+/// `primary` has caught up, without apply errors, and `db` and `replica` hold the
+/// same schema and rows.
+pub fn assert_caught_up_and_equal(primary: &Replicator, db: &Database, replica: &Database) {
+    assert!(
+        primary.wait_caught_up(Duration::from_secs(30)),
+        "{:?}",
+        primary.metrics()
+    );
+    assert_eq!(primary.metrics().apply_errors, 0, "{:?}", primary.metrics());
+    assert_equal(db, replica);
+}

@@ -61,6 +61,35 @@ pub fn assert_checksums_equal(db: &Database, report: &serde_json::Value, what: &
     }
 }
 
+/// `kirikae primary` replicating to `peer` with telecom tables of `subscribers`,
+/// `rate` operations per second for `seconds` (0: until stopped), its difference
+/// file in `diff`, with the key of the backup whose data directory is `data`.
+pub fn primary_command(
+    peer: SocketAddr,
+    (subscribers, rate, seconds): (u64, u64, f64),
+    diff: &Path,
+    data: &Path,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kirikae"));
+    c.args(["primary", "--peer", &peer.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--subscribers", &subscribers.to_string()])
+        .args(["--rate", &rate.to_string()])
+        .arg("--difference-dir")
+        .arg(diff)
+        .arg("--key-file")
+        .arg(data.with_extension("key"));
+    c
+}
+
+/// The last line of `text` that is JSON: a process's final report.
+pub fn last_json_line(text: &str) -> serde_json::Value {
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no JSON report in {text:?}"))
+}
+
 /// A `kirikae backup` process and its pipes.
 pub struct PeerProcess {
     pub child: Child,
@@ -128,10 +157,7 @@ impl PeerProcess {
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "peer exited with {status}");
         // The report is the last line (event lines may come before it).
-        rest.lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l.trim()).ok())
-            .unwrap_or_else(|| panic!("no JSON report in {rest:?}"))
+        last_json_line(&rest)
     }
 
     /// SIGKILL.
