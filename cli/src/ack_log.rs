@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kirikae::engine::{Database, Key, SessionInfo, Value};
 use kirikae::replicate::Replication;
 use kirikae_workload::telecom::{Acknowledged, CommitObserver};
 use parking_lot::Mutex;
@@ -58,4 +59,33 @@ fn line(ack: &Acknowledged<'_>) -> serde_json::Value {
         "seq": seq,
         "mode": mode,
     })
+}
+
+/// Reads the dead primary's ack log: `(lost, dual, checked)`: replicated commits
+/// missing from `db`, commits acknowledged after `promoted_ms`, replicated commits
+/// looked up.
+pub fn check(path: &Path, db: &Database, promoted_ms: u64) -> Result<(u64, u64, u64), CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("ack log {}: {e}", path.display())))?;
+    let reader = db.session(SessionInfo::default());
+    let (mut lost, mut dual, mut checked) = (0, 0, 0);
+    for line in text.lines() {
+        // A line cut by the kill is not an acknowledgement.
+        let Ok(ack) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if ack["t_ms"].as_u64().is_some_and(|t| t > promoted_ms) {
+            dual += 1;
+        }
+        if ack["replication"] != "replicated" {
+            continue;
+        }
+        checked += 1;
+        let table = ack["table"].as_str().unwrap_or_default();
+        let values: Vec<Value> = serde_json::from_value(ack["key"].clone())?;
+        if reader.get(table, &Key::new(values))?.is_none() {
+            lost += 1;
+        }
+    }
+    Ok((lost, dual, checked))
 }

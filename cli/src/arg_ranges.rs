@@ -92,6 +92,11 @@ pub fn failover_ms(s: &str) -> Result<u64, String> {
     count(s, 100..=600_000, "milliseconds, 100 to 600000")
 }
 
+/// A status line's period, ms: 50 to 60000.
+pub fn status_every_ms(s: &str) -> Result<u64, String> {
+    count(s, 50..=60_000, "milliseconds, 50 to 60000")
+}
+
 fn count(s: &str, range: RangeInclusive<u64>, what: &str) -> Result<u64, String> {
     let v: u64 = s
         .trim()

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::ProgressBar;
-use kirikae::engine::{Database, Key, SessionInfo, Value};
+use kirikae::engine::{Database, SessionInfo, Value};
 use kirikae::replicate::etcd::LocalEtcd;
 use kirikae::replicate::{
     switchover, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter,
@@ -357,7 +357,7 @@ fn kill_trial(args: &FailoverBenchArgs, arbiter_kind: TrialArbiter) -> Result<Tr
     )?;
     let failover_ms = killed.elapsed().as_secs_f64() * 1000.0;
     replicator.shutdown();
-    let (lost, dual, checked) = check_acks(&acks, &db, promoted_ms)?;
+    let (lost, dual, checked) = crate::ack_log::check(&acks, &db, promoted_ms)?;
     drop(backup);
     Ok(Trial {
         failover_ms,
@@ -374,35 +374,6 @@ fn unused_addr() -> Result<SocketAddr, CliError> {
         .and_then(|l| l.local_addr().map(|a| (l, a)))
         .map_err(|e| CliError::Usage(format!("a free port: {e}")))?;
     Ok(l.1)
-}
-
-/// Reads the dead primary's ack log: `(lost, dual, checked)`: replicated commits
-/// missing from `db`, commits acknowledged after `promoted_ms`, replicated commits
-/// looked up.
-fn check_acks(path: &Path, db: &Database, promoted_ms: u64) -> Result<(u64, u64, u64), CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("ack log {}: {e}", path.display())))?;
-    let reader = db.session(SessionInfo::default());
-    let (mut lost, mut dual, mut checked) = (0, 0, 0);
-    for line in text.lines() {
-        // A line cut by the kill is not an acknowledgement.
-        let Ok(ack) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if ack["t_ms"].as_u64().is_some_and(|t| t > promoted_ms) {
-            dual += 1;
-        }
-        if ack["replication"] != "replicated" {
-            continue;
-        }
-        checked += 1;
-        let table = ack["table"].as_str().unwrap_or_default();
-        let values: Vec<Value> = serde_json::from_value(ack["key"].clone())?;
-        if reader.get(table, &Key::new(values))?.is_none() {
-            lost += 1;
-        }
-    }
-    Ok((lost, dual, checked))
 }
 
 /// One switchover under a writer; returns the writer's longest gap across it and in

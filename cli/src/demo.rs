@@ -1,16 +1,33 @@
-//! `kirikae demo`: the main job. A telecom subscriber table under a live workload is
-//! restructured online in the middle of the run (a new column, and msisdn from text to
-//! integer), with live progress, a final report, and a throughput-over-time plot.
+//! `kirikae demo`: the whole story on real processes over loopback.
+//!
+//! A primary (`kirikae primary`) runs the telecom traffic under the seed-000 mixed
+//! policy, replicating to a backup (`kirikae backup`, its own process, access log
+//! fsynced). Then, a beat apart:
+//! 1. the subscriber table is restructured online on the primary; the backup runs
+//!    the same plan and both switch at the same sequence of the stream;
+//! 2. the backup is killed (SIGKILL) and restarted from its log: it catches up;
+//! 3. the primary is killed: the backup (peer arbiter) takes over and serves the
+//!    traffic; the old primary's node comes back as the new backup, empty, and is
+//!    resynced while the new primary serves.
+//!
+//! Everything is measured outside the nodes, as a user would see it: the failover
+//! is from the kill to the first write the new primary accepted; a lost commit is
+//! one the dead primary acknowledged as replicated and the new primary lacks;
+//! checksums and schemas are compared between the last two nodes at the end.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use indicatif::{MultiProgress, ProgressBar};
-use kirikae::engine::Database;
-use kirikae::restructure::{Phase, RestructureOptions};
-use kirikae_workload::scenario::{self, ScenarioConfig, AFTER};
-use kirikae_workload::workload::{self, SUBSCRIBER_TABLE};
+use indicatif::ProgressBar;
+use plotters::style::RGBColor;
+use serde::Serialize;
 
+use crate::ack_log::unix_ms;
+use crate::demo_node::{Line, Node};
+use crate::node_events;
+use crate::plot::{Mark, Span};
 use crate::progress::{style, PlainLines};
 use crate::CliError;
 
@@ -19,213 +36,633 @@ use crate::CliError;
 // A negative number is a value (refused with its option\'s range), not a flag.
 #[command(allow_negative_numbers = true)]
 pub struct DemoArgs {
-    /// Subscribers to load.
-    #[arg(long, default_value_t = 1_000_000, value_parser = crate::arg_ranges::rows)]
-    pub rows: u64,
-    /// Worker threads.
+    /// Subscribers in the tables (both nodes load the same ones).
+    #[arg(long, default_value_t = 200_000, value_parser = crate::arg_ranges::rows)]
+    pub subscribers: u64,
+    /// Sessions of the traffic.
     #[arg(long, default_value_t = 2, value_parser = crate::arg_ranges::threads)]
-    pub threads: usize,
-    /// Seconds of workload measured before the restructure (after 1 s of warm-up).
-    #[arg(long, default_value_t = 3.0, value_parser = crate::arg_ranges::positive_seconds)]
-    pub before: f64,
-    /// Seconds of workload measured after the switch.
-    #[arg(long, default_value_t = 3.0, value_parser = crate::arg_ranges::seconds)]
-    pub after: f64,
-    /// Share of operations that are reads.
-    #[arg(long, default_value_t = 0.8, value_parser = crate::arg_ranges::share)]
-    pub read_ratio: f64,
-    /// Share of time the restructure copy may work (lower favours the workload).
-    #[arg(long, default_value_t = 0.5, value_parser = crate::arg_ranges::duty)]
-    pub duty: f64,
-    /// Pause after each operation, µs (0: saturated writers).
-    #[arg(long, default_value_t = crate::bench_restructure::DEFAULT_THINK_US, value_parser = crate::arg_ranges::think_us)]
-    pub think_us: u64,
-    /// Seconds of replicated traffic in the second part (0: skip it).
-    #[arg(long, default_value_t = 6.0, value_parser = crate::arg_ranges::seconds)]
-    pub replicate: f64,
-    /// Subscribers in the replication part.
-    #[arg(long, default_value_t = 100_000, value_parser = crate::arg_ranges::rows)]
-    pub replicate_subscribers: u64,
+    pub sessions: usize,
+    /// Operations per second of the traffic.
+    #[arg(long, default_value_t = 10_000.0, value_parser = crate::arg_ranges::rate)]
+    pub rate: f64,
+    /// The restructure's plan (demo, add-column, msisdn-to-int, drop-column,
+    /// rename-column, reorganize).
+    #[arg(long, default_value = "demo")]
+    pub plan: String,
+    /// Seconds between two steps of the story.
+    #[arg(long, default_value_t = 2.0, value_parser = crate::arg_ranges::positive_seconds)]
+    pub beat: f64,
+    /// The primary's silence after which the backup takes over.
+    #[arg(long, default_value_t = 500, value_parser = crate::arg_ranges::failover_ms)]
+    pub failover_after_ms: u64,
     /// Where to write the throughput plot (SVG).
     #[arg(long, default_value = "kirikae-demo.svg")]
     pub plot: PathBuf,
+    /// End with one JSON object on standard output instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Runs the demo.
-pub fn run(args: &DemoArgs) -> Result<(), CliError> {
-    // The plot is written at the end: find out now, not after minutes of work, that
-    // it cannot be.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&args.plot)
-        .map_err(|e| CliError::Plot {
-            path: args.plot.display().to_string(),
-            reason: format!("cannot be written: {e}"),
-        })?;
-    let db = Database::new();
-    let bars = MultiProgress::new();
-    let load = bars.add(ProgressBar::new(args.rows));
-    load.set_style(style(
-        "load      [{bar:40}] {pos}/{len} subscribers {per_sec}",
-    ));
-    let mut plain = PlainLines::for_stderr();
-    if plain.enabled() {
-        eprintln!("loading {} subscribers", args.rows);
-    }
-    let started = Instant::now();
-    workload::load_subscribers(&db, args.rows, &|n| load.set_position(n))?;
-    load.finish();
-    let load_s = started.elapsed().as_secs_f64();
-    let sample_key = workload::subscriber_key(7);
-    let before_row = db.table(SUBSCRIBER_TABLE)?.get(&sample_key);
+/// The longest stall of each node's writers across the restructure.
+#[derive(Debug, Serialize)]
+pub struct Stalls {
+    /// The primary's longest write while its restructure ran (begin to commit,
+    /// as the session saw it).
+    pub primary: Option<u64>,
+    /// The backup's longest pause of its apply for the restructure (its
+    /// convergence wait and its own switch).
+    pub backup: Option<u64>,
+}
 
-    let live = bars.add(ProgressBar::new_spinner());
-    live.set_style(style("workload  {spinner} {msg}"));
-    let copy = bars.add(ProgressBar::new(args.rows));
-    copy.set_style(style("copy      [{bar:40}] {pos}/{len} rows  {msg}"));
-    let sync = bars.add(ProgressBar::new_spinner());
-    sync.set_style(style("sync      {spinner} {msg}"));
-    let phase_names = ["warm-up", "baseline", "RESTRUCTURING", "after switch"];
-    let config = ScenarioConfig {
-        threads: args.threads,
-        read_ratio: args.read_ratio,
-        think_us: args.think_us,
-        rows: args.rows,
-        warmup: Duration::from_secs(1),
-        baseline: Duration::from_secs_f64(args.before),
-        after: Duration::from_secs_f64(args.after),
-        plan: workload::subscriber_plan("demo")
-            .ok_or_else(|| CliError::Usage("demo plan".into()))?,
-        options: RestructureOptions {
-            verify: true,
-            duty_cycle: args.duty,
-            ..RestructureOptions::default()
-        },
-    };
-    let result = scenario::run(&db, &config, &mut |tick| {
-        if plain.due(tick.sample.t_s) {
-            let restructure = tick.restructure.as_ref().map_or(String::new(), |p| {
-                format!(
-                    "  {:?}: copied {}/{}, {} RIDs in the lock history, round {}",
-                    p.phase, p.rows_copied, p.rows_total, p.history, p.round
-                )
-            });
-            eprintln!(
-                "{:>6.1}s {:>10.0} ops/s  {}{restructure}",
-                tick.sample.t_s, tick.sample.ops_per_s, phase_names[tick.sample.phase]
-            );
+/// What `kirikae demo --json` prints.
+#[derive(Debug, Serialize)]
+pub struct DemoReport {
+    pub subscribers: u64,
+    pub plan: String,
+    /// The sequence at which the primary switched the table.
+    pub switch_seq_primary: Option<u64>,
+    /// The sequence at which the backup switched it.
+    pub switch_seq_backup: Option<u64>,
+    pub writer_stall_us_max: Stalls,
+    /// The primary's longest write before the restructure (the noise floor).
+    pub writer_us_max_before_restructure: Option<u64>,
+    /// The backup's outage: SIGKILL to restart, s.
+    pub backup_down_s: f64,
+    /// From its restart until the primary saw it in step again, s.
+    pub backup_catch_up_s: Option<f64>,
+    /// SIGKILL of the primary to the first write the new primary accepted.
+    pub failover_ms: Option<f64>,
+    /// Commits the dead primary acknowledged as replicated (sync) that the new
+    /// primary lacks.
+    pub lost_acknowledged_sync: Option<u64>,
+    /// How many such commits were looked up.
+    pub acknowledged_sync_checked: Option<u64>,
+    /// From the new primary's first write until its new backup (the old primary's
+    /// node, empty) was in step, s.
+    pub rejoin_s: Option<f64>,
+    /// The new primary's and its new backup's tables, at the end.
+    pub checksums_equal: bool,
+    pub schemas_equal: bool,
+    /// The restructured table's columns at the end (on both, if equal).
+    pub subscriber_columns: Vec<String>,
+    /// The whole story, s.
+    pub seconds: f64,
+    pub plot: PathBuf,
+}
+
+/// Roles in the story.
+const PRIMARY: &str = "primary";
+const BACKUP: &str = "backup";
+const REJOINED: &str = "old primary, rejoining as backup";
+
+/// What the nodes said so far, as the story needs it.
+#[derive(Default)]
+struct Heard {
+    /// Per node: its last status event and when it arrived.
+    status: BTreeMap<String, (Instant, serde_json::Value)>,
+    /// (seconds, ops/s) of the node serving writes.
+    points: Vec<(f64, f64)>,
+    restructure_started_s: Option<f64>,
+    restructure: Option<serde_json::Value>,
+    switch_s: Option<f64>,
+    /// The backup's live catalog changes (not replayed at a restart).
+    backup_catalog: Vec<serde_json::Value>,
+    serving: Option<(f64, serde_json::Value)>,
+}
+
+impl Heard {
+    /// `node` serves writes and its backup is in step (the link is duplex: no
+    /// catch-up or copy under way).
+    fn in_step(&self, node: &str) -> bool {
+        self.status
+            .get(node)
+            .is_some_and(|(_, s)| s["state"] == "Duplex")
+    }
+}
+
+/// The story's clock, its nodes, and what they said.
+struct Story {
+    started: Instant,
+    heard: Heard,
+    bar: ProgressBar,
+    plain: PlainLines,
+    phase: &'static str,
+    json: bool,
+}
+
+impl Story {
+    fn t(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.started).as_secs_f64()
+    }
+
+    /// Tells the operator of a step.
+    fn say(&mut self, what: &str) {
+        let line = format!("{:>6.1}s  {what}", self.t(Instant::now()));
+        if self.json || self.plain.enabled() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
         }
-        live.set_message(format!(
-            "{:>10.0} ops/s   t={:>5.1}s   {}",
-            tick.sample.ops_per_s, tick.sample.t_s, phase_names[tick.sample.phase]
-        ));
-        live.tick();
-        if let Some(p) = tick.restructure {
-            copy.set_length(p.rows_total.max(1));
-            copy.set_position(p.rows_copied);
-            if p.phase == Phase::Copying {
-                copy.set_message(
-                    p.eta
-                        .map_or(String::new(), |e| format!("eta {:.1}s", e.as_secs_f64())),
-                );
-            } else {
-                copy.set_message("done".to_owned());
+    }
+
+    /// Takes in what `node` printed.
+    fn hear(&mut self, node: &str, lines: Vec<Line>) {
+        for Line { at, text } in lines {
+            let Some((event, value)) = node_events::parse(&text) else {
+                continue;
+            };
+            let t = self.t(at);
+            match event.as_str() {
+                "status" => {
+                    let ops = value["ops"].as_u64().unwrap_or(0);
+                    if let Some((was_at, was)) = self.heard.status.get(node) {
+                        let dt = at.saturating_duration_since(*was_at).as_secs_f64();
+                        let d_ops = ops.saturating_sub(was["ops"].as_u64().unwrap_or(0));
+                        if dt > 0.0 {
+                            self.heard.points.push((t, d_ops as f64 / dt));
+                        }
+                    }
+                    self.heard.status.insert(node.to_owned(), (at, value));
+                }
+                "restructure_started" => self.heard.restructure_started_s = Some(t),
+                "restructure" => {
+                    self.heard.switch_s = Some(t);
+                    self.heard.restructure = Some(value);
+                }
+                "catalog_applied" if value["replayed"] == false && node == BACKUP => {
+                    self.heard.backup_catalog.push(value)
+                }
+                "serving" => self.heard.serving = Some((t, value)),
+                _ => {}
             }
-            sync.set_message(format!(
-                "{:?}: {} RIDs in the lock history, round {}",
-                p.phase, p.history, p.round
-            ));
-            sync.tick();
         }
-    })?;
-    live.finish();
-    copy.finish();
-    sync.finish();
-
-    let r = &result.report;
-    let after_row = db.table(SUBSCRIBER_TABLE)?.get(&sample_key);
-    say!();
-    say!(
-        "kirikae demo — {} subscribers (loaded in {load_s:.2} s), {} worker threads, think {} µs",
-        args.rows,
-        args.threads,
-        args.think_us
-    );
-    say!("  plan: add column plan_id (default 0); msisdn text -> int");
-    say!(
-        "  throughput  before {:>10.0} ops/s   during {:>10.0} ops/s ({:.0}%)   after {:>10.0} ops/s",
-        result.baseline_ops_per_s,
-        result.during_ops_per_s,
-        100.0 * result.during_ops_per_s / result.baseline_ops_per_s.max(1e-9),
-        result.after_ops_per_s
-    );
-    say!(
-        "  restructure phase 1 {:.2} s ({:.0} rows/s), phase 2 {:.2} s ({} rounds, {} RIDs)",
-        r.phase1.as_secs_f64(),
-        r.copy_rows_per_s,
-        r.phase2.as_secs_f64(),
-        r.rounds,
-        r.synced,
-    );
-    say!(
-        "  switch: the longest write held by it took {} µs as the writer saw it ({} writes held); \
-         the switch's own timer: {} µs; {} hold(s), longest {} µs",
-        result.writer_stall_us_max,
-        result.workload.held_writes,
-        r.stall.as_micros(),
-        r.holds.len(),
-        r.hold_max.as_micros()
-    );
-    say!(
-        "  lock history peak {} KiB; verification: {}",
-        r.history_peak_bytes / 1024,
-        r.mismatches
-            .map_or("not run".to_owned(), |m| format!("{m} mismatches"))
-    );
-    for (name, w) in [("before", &result.before), ("during", &result.during)] {
-        say!(
-            "  write latency {name:<6}  p99.99 {:>5} µs  max {:>6} µs  ({} writes in {:.1} s)",
-            w.p99_99_us,
-            w.max_us,
-            w.writes,
-            w.seconds
-        );
     }
-    let after = &result.workload.write_latency_us[AFTER];
-    say!(
-        "  write latency after   p99.99 {:>5} µs  max {:>6} µs  ({} writes)",
-        after.value_at_quantile(0.9999),
-        after.max(),
-        after.len()
-    );
-    show_row("  subscriber 7 before", before_row.as_deref());
-    show_row("  subscriber 7 after ", after_row.as_deref());
-    crate::plot::throughput(
-        &args.plot,
-        &result.samples,
-        result.restructure_window_s,
-        "kirikae: subscriber workload during an online restructure",
-    )?;
-    say!("  throughput plot: {}", args.plot.display());
-    if args.replicate > 0.0 {
-        crate::demo_replication::run(
-            &MultiProgress::new(),
-            args.replicate_subscribers,
-            args.threads,
-            args.replicate,
-        )?;
+
+    /// Hears `nodes` until `done` holds, for at most `timeout`; the error names
+    /// `what` was awaited.
+    fn wait(
+        &mut self,
+        nodes: &mut [&mut Node],
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Heard) -> bool,
+    ) -> Result<(), CliError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for node in nodes.iter_mut() {
+                let lines = node.drain();
+                self.hear(&node.name, lines);
+            }
+            self.show();
+            if done(&self.heard) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let who: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+                return Err(CliError::Usage(format!(
+                    "demo: {what} did not happen within {} s (nodes: {})",
+                    timeout.as_secs(),
+                    who.join(", ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Hears `nodes` for `seconds`.
+    fn hold(&mut self, nodes: &mut [&mut Node], seconds: f64) -> Result<(), CliError> {
+        let until = Instant::now() + Duration::from_secs_f64(seconds);
+        self.wait(
+            nodes,
+            "a pause",
+            Duration::from_secs_f64(seconds + 5.0),
+            |_| Instant::now() >= until,
+        )
+    }
+
+    fn show(&mut self) {
+        let rate = self.heard.points.last().map_or(0.0, |p| p.1);
+        // The node serving writes: the one whose status came last.
+        let serving = self.heard.status.iter().max_by_key(|(_, (at, _))| *at);
+        let link = serving.map_or(String::new(), |(node, (_, s))| {
+            format!(
+                "{node} serving, link {} seq {} acked {}",
+                s["state"].as_str().unwrap_or("?"),
+                s["seq"],
+                s["acked"]
+            )
+        });
+        let msg = format!("{:<30} {rate:>8.0} ops/s   {link}", self.phase);
+        let t = self.t(Instant::now());
+        if !self.json && self.plain.due(t) {
+            eprintln!("{t:>6.1}s  {msg}");
+        }
+        self.bar.set_message(msg);
+        self.bar.tick();
+    }
+}
+
+/// Runs the story; prints the report (or JSON) and writes the plot.
+pub fn run(args: &DemoArgs) -> Result<(), CliError> {
+    if kirikae_workload::workload::subscriber_plan(&args.plan).is_none() {
+        return Err(CliError::Usage(format!(
+            "--plan: unknown plan `{}` (one of: {})",
+            args.plan,
+            kirikae_workload::workload::PLAN_NAMES.join(", ")
+        )));
+    }
+    // The plot is written at the end: find out now that it cannot be.
+    std::fs::File::create(&args.plot).map_err(|e| CliError::Plot {
+        path: args.plot.display().to_string(),
+        reason: format!("cannot be written: {e}"),
+    })?;
+    let report = story(args)?;
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
     }
     Ok(())
 }
 
-fn show_row(label: &str, row: Option<&[kirikae::engine::Value]>) {
-    match row {
-        Some(values) => {
-            let cells: Vec<String> = values.iter().map(ToString::to_string).collect();
-            say!("{label}: ({})", cells.join(", "));
+fn free_port() -> Result<SocketAddr, CliError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| CliError::Usage(format!("a free port: {e}")))
+}
+
+fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
+    let temp = tempfile::tempdir().map_err(|e| CliError::Usage(format!("work directory: {e}")))?;
+    let root = temp.path().to_owned();
+    // KIRIKAE_DEMO_KEEP=1 keeps the nodes' logs and output for a look afterwards.
+    let _temp = match std::env::var_os("KIRIKAE_DEMO_KEEP") {
+        Some(_) => {
+            eprintln!("the nodes' files stay in {}", temp.keep().display());
+            None
         }
-        None => say!("{label}: (missing)"),
+        None => Some(temp),
+    };
+    let path = |name: &str| root.as_path().join(name).display().to_string();
+    std::fs::write(
+        root.as_path().join("pair.key"),
+        format!(
+            "kirikae-demo-{}-{}",
+            std::process::id(),
+            unix_ms(SystemTime::now())
+        ),
+    )
+    .map_err(|e| CliError::Usage(format!("key file: {e}")))?;
+    let (backup_addr, rejoin_addr) = (free_port()?, free_port()?);
+    let common = |v: &[&str]| -> Vec<String> {
+        let mut out: Vec<String> = v.iter().map(|s| (*s).to_owned()).collect();
+        out.extend(
+            [
+                "--subscribers",
+                &args.subscribers.to_string(),
+                "--key-file",
+                &path("pair.key"),
+                "--events",
+                "--status-every-ms",
+                "200",
+            ]
+            .map(str::to_owned),
+        );
+        out
+    };
+    let rate = args.rate.to_string();
+    let sessions = args.sessions.to_string();
+    let backup_args = common(&[
+        "backup",
+        "--listen",
+        &backup_addr.to_string(),
+        "--data-dir",
+        &path("backup-log"),
+        "--arbiter",
+        "peer",
+        "--failover-after-ms",
+        &args.failover_after_ms.to_string(),
+        "--until-stdin-closes",
+        "--serve-after-promotion",
+        &rejoin_addr.to_string(),
+        "--difference-dir",
+        &path("backup-difference"),
+        "--sessions",
+        &sessions,
+        "--rate",
+        &rate,
+        "--check-ack-log",
+        &path("primary.acks"),
+    ]);
+    let restructure_at = (args.beat * 1.5).to_string();
+    let primary_args = common(&[
+        "primary",
+        "--peer",
+        &backup_addr.to_string(),
+        "--difference-dir",
+        &path("primary-difference"),
+        "--ack-log",
+        &path("primary.acks"),
+        "--seconds",
+        "0",
+        "--sessions",
+        &sessions,
+        "--rate",
+        &rate,
+        "--restructure-at-s",
+        &restructure_at,
+        "--plan",
+        &args.plan,
+    ]);
+    let rejoin_args = common(&[
+        "backup",
+        "--listen",
+        &rejoin_addr.to_string(),
+        "--data-dir",
+        &path("rejoined-log"),
+        "--until-stdin-closes",
+    ]);
+
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(style("demo {spinner} {msg}"));
+    let mut s = Story {
+        started: Instant::now(),
+        heard: Heard::default(),
+        bar,
+        plain: PlainLines::for_stderr(),
+        phase: "starting both nodes",
+        json: args.json,
+    };
+    let minute = Duration::from_secs(60);
+    s.say(&format!(
+        "{} subscribers on each node; {BACKUP} on {backup_addr}; traffic {} ops/s in {} sessions, mixed policy",
+        args.subscribers, args.rate, args.sessions
+    ));
+    let mut backup = Node::spawn(BACKUP, &backup_args, root.as_path())?;
+    let mut primary = Node::spawn(PRIMARY, &primary_args, root.as_path())?;
+    s.wait(
+        &mut [&mut primary, &mut backup],
+        "replication in step",
+        minute,
+        |h| h.in_step(PRIMARY),
+    )?;
+    s.say("replicating: the backup is in step");
+
+    s.phase = "traffic; restructure soon";
+    s.wait(
+        &mut [&mut primary, &mut backup],
+        "the restructure's start",
+        minute,
+        |h| h.restructure_started_s.is_some() || h.restructure.is_some(),
+    )?;
+    s.say(&format!(
+        "online restructure of subscriber begun (plan {})",
+        args.plan
+    ));
+    s.phase = "RESTRUCTURING on both nodes";
+    s.wait(
+        &mut [&mut primary, &mut backup],
+        "the restructure's end",
+        minute * 2,
+        |h| h.restructure.is_some(),
+    )?;
+    let restructure = s.heard.restructure.clone().unwrap_or_default();
+    if restructure["switched"] != true {
+        return Err(CliError::Usage(format!(
+            "demo: the restructure failed: {}",
+            restructure["error"]
+        )));
     }
+    // The backup's switch: it is in the stream at the primary's, so it is
+    // applied once the backup caught up.
+    s.wait(
+        &mut [&mut primary, &mut backup],
+        "the backup's switch",
+        minute,
+        |h| h.backup_catalog.iter().any(|c| c["change"] == "switched"),
+    )?;
+    let switch_seq_backup = s
+        .heard
+        .backup_catalog
+        .iter()
+        .rev()
+        .find(|c| c["change"] == "switched" && c["table"] == "subscriber")
+        .and_then(|c| c["seq"].as_u64());
+    s.say(&format!(
+        "switched: primary at sequence {}, backup at sequence {}",
+        restructure["switch_seq"],
+        switch_seq_backup.map_or("-".to_owned(), |q| q.to_string())
+    ));
+
+    s.phase = "traffic after the switch";
+    s.hold(&mut [&mut primary, &mut backup], args.beat)?;
+    backup.kill()?;
+    let backup_killed = Instant::now();
+    s.say("backup killed (SIGKILL): commits go to the primary's difference file");
+    s.phase = "BACKUP DOWN";
+    s.heard.status.remove(BACKUP);
+    s.hold(&mut [&mut primary], args.beat)?;
+    let mut backup = Node::spawn(BACKUP, &backup_args, root.as_path())?;
+    let backup_restarted = Instant::now();
+    s.say("backup restarted from its access log");
+    s.phase = "backup catching up";
+    // In step again: the primary's last status after the restart says so.
+    let restarted_at = backup_restarted;
+    s.wait(
+        &mut [&mut primary, &mut backup],
+        "the backup's catch-up",
+        minute,
+        move |h| {
+            h.status
+                .get(PRIMARY)
+                .is_some_and(|(at, _)| *at > restarted_at)
+                && h.in_step(PRIMARY)
+        },
+    )?;
+    let caught_up = Instant::now();
+    s.say(&format!(
+        "backup caught up in {:.2} s",
+        caught_up.duration_since(backup_restarted).as_secs_f64()
+    ));
+
+    s.phase = "traffic, both in step";
+    s.hold(&mut [&mut primary, &mut backup], args.beat)?;
+    primary.kill()?;
+    let primary_killed = Instant::now();
+    let killed_ms = unix_ms(SystemTime::now());
+    s.say(&format!(
+        "primary killed (SIGKILL); its node restarts empty as the new backup on {rejoin_addr}"
+    ));
+    s.phase = "FAILOVER";
+    s.heard.status.remove(PRIMARY);
+    let mut rejoined = Node::spawn(REJOINED, &rejoin_args, root.as_path())?;
+    s.wait(
+        &mut [&mut backup, &mut rejoined],
+        "the takeover",
+        minute,
+        |h| h.serving.is_some(),
+    )?;
+    let (serving_s, serving) = s.heard.serving.clone().unwrap_or_default();
+    let failover_ms = serving["first_write_unix_ms"]
+        .as_u64()
+        .map(|first| first.saturating_sub(killed_ms) as f64);
+    s.say(&format!(
+        "the backup took over and accepted a write {} ms after the kill; {} of the old primary's replicated commits looked up, {} missing",
+        failover_ms.map_or("?".to_owned(), |f| format!("{f:.0}")),
+        serving["acknowledged_sync_checked"],
+        serving["lost_acknowledged_sync"]
+    ));
+    s.phase = "new backup being resynced";
+    let served_since = Instant::now();
+    s.wait(
+        &mut [&mut backup, &mut rejoined],
+        "the new backup's resync",
+        minute * 2,
+        move |h| {
+            h.status
+                .get(BACKUP)
+                .is_some_and(|(at, _)| *at > served_since)
+                && h.in_step(BACKUP)
+        },
+    )?;
+    let rejoined_at = Instant::now();
+    s.say(&format!(
+        "the old primary's node is in step as the new backup ({:.2} s after the takeover)",
+        s.t(rejoined_at) - serving_s
+    ));
+    s.phase = "traffic on the new pair";
+    s.hold(&mut [&mut backup, &mut rejoined], args.beat)?;
+    s.phase = "stopping";
+    let (lines, new_primary) = backup.finish(minute)?;
+    s.hear(BACKUP, lines);
+    let (_, new_backup) = rejoined.finish(minute)?;
+    let seconds = s.t(Instant::now());
+    s.bar.finish_and_clear();
+
+    let columns = |r: &serde_json::Value| -> Vec<String> {
+        serde_json::from_value(r["schemas"]["subscriber"].clone()).unwrap_or_default()
+    };
+    let backup_stall = s
+        .heard
+        .backup_catalog
+        .iter()
+        .filter(|c| c["table"] == "subscriber")
+        .filter_map(|c| c["took_us"].as_u64())
+        .max();
+    let t = |at: Instant| s.t(at);
+    let plot_spans = [
+        Span {
+            from_s: s.heard.restructure_started_s.unwrap_or(0.0),
+            to_s: s.heard.switch_s.unwrap_or(0.0),
+            label: "online restructure (both nodes)".into(),
+            color: RGBColor(255, 160, 0),
+        },
+        Span {
+            from_s: t(backup_killed),
+            to_s: t(caught_up),
+            label: "backup down, then catching up".into(),
+            color: RGBColor(128, 128, 128),
+        },
+        Span {
+            from_s: t(primary_killed),
+            to_s: serving_s,
+            label: "failover (kill to first write)".into(),
+            color: RGBColor(220, 0, 0),
+        },
+    ];
+    let marks = [
+        Mark {
+            at_s: s.heard.switch_s.unwrap_or(0.0),
+            label: "switch".into(),
+            color: RGBColor(200, 0, 200),
+        },
+        Mark {
+            at_s: t(rejoined_at),
+            label: "old primary in step as backup".into(),
+            color: RGBColor(0, 150, 0),
+        },
+    ];
+    crate::plot::throughput(
+        &args.plot,
+        &s.heard.points,
+        &plot_spans,
+        &marks,
+        "kirikae: telecom traffic through a restructure, a backup outage and a failover",
+    )?;
+    Ok(DemoReport {
+        subscribers: args.subscribers,
+        plan: args.plan.clone(),
+        switch_seq_primary: restructure["switch_seq"].as_u64(),
+        switch_seq_backup,
+        writer_stall_us_max: Stalls {
+            primary: restructure["writer_stall_us_max"].as_u64(),
+            backup: backup_stall,
+        },
+        writer_us_max_before_restructure: restructure["writer_us_max_before"].as_u64(),
+        backup_down_s: backup_restarted.duration_since(backup_killed).as_secs_f64(),
+        backup_catch_up_s: Some(caught_up.duration_since(backup_restarted).as_secs_f64()),
+        failover_ms,
+        lost_acknowledged_sync: serving["lost_acknowledged_sync"].as_u64(),
+        acknowledged_sync_checked: serving["acknowledged_sync_checked"].as_u64(),
+        rejoin_s: Some(t(rejoined_at) - serving_s),
+        checksums_equal: new_primary["checksums"].is_object()
+            && new_primary["checksums"] == new_backup["checksums"],
+        schemas_equal: new_primary["schemas"].is_object()
+            && new_primary["schemas"] == new_backup["schemas"],
+        subscriber_columns: columns(&new_primary),
+        seconds,
+        plot: args.plot.clone(),
+    })
+}
+
+fn print_report(r: &DemoReport) {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    say!();
+    say!(
+        "kirikae demo — {} subscribers, plan `{}`, {:.1} s on real processes over loopback",
+        r.subscribers,
+        r.plan,
+        r.seconds
+    );
+    say!(
+        "  restructure: switched at sequence {} on the primary and {} on the backup",
+        opt(r.switch_seq_primary),
+        opt(r.switch_seq_backup)
+    );
+    say!(
+        "  longest write on the primary while it ran {} µs (before it: {} µs); the backup's apply paused at most {} µs for it",
+        opt(r.writer_stall_us_max.primary),
+        opt(r.writer_us_max_before_restructure),
+        opt(r.writer_stall_us_max.backup)
+    );
+    say!(
+        "  backup outage: down {:.1} s, caught up {} s after its restart",
+        r.backup_down_s,
+        r.backup_catch_up_s
+            .map_or("-".to_owned(), |c| format!("{c:.2}"))
+    );
+    say!(
+        "  failover: {} ms from the kill to the first accepted write; {} of {} acknowledged sync commits lost",
+        r.failover_ms.map_or("-".to_owned(), |f| format!("{f:.0}")),
+        opt(r.lost_acknowledged_sync),
+        opt(r.acknowledged_sync_checked)
+    );
+    say!(
+        "  old primary rejoined as backup (resynced) {} s after the takeover",
+        r.rejoin_s.map_or("-".to_owned(), |c| format!("{c:.2}"))
+    );
+    say!(
+        "  at the end: checksums {}, schemas {}; subscriber columns: {}",
+        if r.checksums_equal {
+            "equal"
+        } else {
+            "DIFFERENT"
+        },
+        if r.schemas_equal {
+            "equal"
+        } else {
+            "DIFFERENT"
+        },
+        r.subscriber_columns.join(", ")
+    );
+    say!("  throughput plot: {}", r.plot.display());
 }

@@ -28,6 +28,7 @@ fn stdout_line(args: std::fmt::Arguments<'_>) {
 
 mod ack_log;
 mod admin_cli;
+mod allocator;
 mod arg_ranges;
 mod bench_engine;
 mod bench_failover;
@@ -35,11 +36,13 @@ mod bench_replicate;
 mod bench_restructure;
 mod bench_resync;
 mod demo;
-mod demo_replication;
+mod demo_node;
 mod measure;
+mod node_events;
 mod nodes;
 mod plot;
 mod progress;
+mod promoted;
 mod scheduled_restructure;
 
 use clap::{Parser, Subcommand};
@@ -166,6 +169,7 @@ fn emit<R: serde::Serialize>(json: bool, report: &R, table: fn(&R)) -> Result<()
 }
 
 fn main() {
+    allocator::configure();
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Demo(args) => demo::run(args),

@@ -1,8 +1,8 @@
 //! `kirikae backup` and `kirikae primary`: the two ends of replication as real
 //! processes, both starting from the same deterministic telecom tables.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,13 +14,15 @@ use kirikae::engine::Database;
 use kirikae::replicate::etcd::Etcd;
 use kirikae::replicate::{
     leader_key, table_checksum, AccessLogOptions, AdminNode, AdminServer, Arbiter, Backup,
-    BackupConfig, BackupEvent, EtcdArbiter, Leadership, LinkConfig, PeerKey, RecordLogOptions,
-    Rejoin, Replicator, ReplicatorConfig, RuleSet, ADMIN_IO_TIMEOUT,
+    BackupConfig, BackupEvent, CatalogChangeAt, EtcdArbiter, Leadership, LinkConfig, LinkMetrics,
+    PeerKey, RecordLogOptions, Rejoin, Replicator, ReplicatorConfig, RuleSet, ADMIN_IO_TIMEOUT,
 };
 use kirikae::restructure::RestructureOptions;
 use kirikae::RestructureReplica;
 use kirikae_workload::telecom::{self, Traffic};
 
+use crate::node_events;
+use crate::promoted::{self, ServeConfig, Serving};
 use crate::scheduled_restructure::{schemas, ScheduledRestructure};
 use crate::CliError;
 
@@ -70,6 +72,26 @@ pub struct BackupArgs {
     /// Stop when standard input closes, printing the tables' checksums as JSON.
     #[arg(long)]
     until_stdin_closes: bool,
+    /// Once promoted, serve: replicate to this address (the old primary's node,
+    /// restarted as a backup), take writes, and run the telecom traffic
+    /// (`--sessions`, `--rate`) until stopped.
+    #[arg(long, value_parser = resolve, requires = "difference_dir")]
+    serve_after_promotion: Option<SocketAddr>,
+    /// With `--serve-after-promotion`: the new primary's difference file (empty).
+    #[arg(long)]
+    difference_dir: Option<PathBuf>,
+    /// With `--serve-after-promotion`: the traffic's sessions.
+    #[arg(long, default_value_t = 2, value_parser = crate::arg_ranges::threads)]
+    sessions: usize,
+    /// With `--serve-after-promotion`: the traffic's operations per second.
+    #[arg(long, value_parser = crate::arg_ranges::rate)]
+    rate: Option<f64>,
+    /// With `--serve-after-promotion`: the old primary's `--ack-log`; every commit
+    /// it acknowledged as replicated is looked up here once promoted.
+    #[arg(long)]
+    check_ack_log: Option<PathBuf>,
+    #[command(flatten)]
+    report: ReportArgs,
 }
 
 /// Where the pair's etcd is (`--etcd`), for `--arbiter etcd` and the primary's
@@ -157,23 +179,6 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
     let peer = Arc::new(Backup::start(db.clone(), args.listen.as_str(), config)?);
     let events = peer.events();
     let started = Instant::now();
-    // Events as they happen, from their own thread (the main one waits on stdin).
-    let printer = std::thread::spawn(move || {
-        for e in events.iter() {
-            match e {
-                BackupEvent::Promoted { promotion, by } => say!(
-                    "{:>6.1}s Promoted at {} after sequence {} ({by}); in doubt: {} committed, {} rolled back; unix ms {}",
-                    started.elapsed().as_secs_f64(),
-                    promotion.epoch,
-                    promotion.last_seq,
-                    promotion.in_doubt_committed.len(),
-                    promotion.in_doubt_dropped.len(),
-                    crate::ack_log::unix_ms(std::time::SystemTime::now())
-                ),
-            }
-            std::io::stdout().flush().ok();
-        }
-    });
     let status = peer.status();
     say!(
         "kirikae backup listening on {} (recovered {} transactions, at sequence {})",
@@ -182,24 +187,73 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         status.last_seq
     );
     let admin = serve_admin(args.admin.as_deref(), &peer, key.as_ref())?;
-    std::io::stdout().flush().ok();
-    if args.until_stdin_closes {
-        for line in std::io::stdin().lock().lines() {
-            if line.is_err() {
-                break;
+    let stdin_closed = args.until_stdin_closes.then(watch_stdin);
+    let serve = args.serve_after_promotion.map(|peer| ServeConfig {
+        peer,
+        key: key.clone(),
+        difference_dir: args.difference_dir.clone().unwrap_or_default(),
+        rules: None,
+        sessions: args.sessions,
+        subscribers: args.subscribers,
+        rate: args.rate,
+        check_ack_log: args.check_ack_log.clone(),
+        report: args.report,
+    });
+    let mut serving: Option<Serving> = None;
+    let mut catalog_seen = CatalogSeen::default();
+    let tick = Duration::from_millis(args.report.status_every_ms);
+    let mut last_status = Instant::now();
+    loop {
+        let done = match &stdin_closed {
+            Some(closed) => closed.load(Ordering::SeqCst),
+            None => peer.is_finished(),
+        };
+        if done {
+            break;
+        }
+        for e in events.try_iter() {
+            let BackupEvent::Promoted { promotion, by } = e;
+            say!(
+                "{:>6.1}s Promoted at {} after sequence {} ({by}); in doubt: {} committed, {} rolled back; unix ms {}",
+                started.elapsed().as_secs_f64(),
+                promotion.epoch,
+                promotion.last_seq,
+                promotion.in_doubt_committed.len(),
+                promotion.in_doubt_dropped.len(),
+                crate::ack_log::unix_ms(std::time::SystemTime::now())
+            );
+            if let (Some(config), None) = (&serve, &serving) {
+                let s = promoted::serve(&db, &promotion, peer.take_leadership(), config)?;
+                if args.report.events {
+                    node_events::emit(s.failover.clone());
+                }
+                serving = Some(s);
             }
         }
-    } else {
-        while !peer.is_finished() {
-            std::thread::sleep(Duration::from_millis(200));
+        if args.report.events {
+            for change in catalog_seen.new_ones(&peer.status().stats.catalog_changes) {
+                let mut value = serde_json::json!(change);
+                value["event"] = "catalog_applied".into();
+                node_events::emit(value);
+            }
         }
+        if let Some(s) = &serving {
+            for e in s.events() {
+                say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
+            }
+            if last_status.elapsed() >= tick {
+                last_status = Instant::now();
+                s.status();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let served = serving.map(Serving::finish);
     let status = peer.status();
     drop(admin);
     if let Some(peer) = unshare(peer) {
         peer.stop()?;
     }
-    let _ = printer.join();
     let report = serde_json::json!({
         "last_seq": status.last_seq,
         "epoch": status.epoch,
@@ -208,6 +262,7 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
         "takeovers_refused": status.takeovers_refused,
         "last_takeover_refusal": status.last_takeover_refusal,
         "stats": status.stats,
+        "served": served,
         "schemas": schemas(&db),
         "checksums": checksums(&db)?,
     });
@@ -274,6 +329,75 @@ pub struct PrimaryArgs {
     /// drop-column, rename-column, reorganize).
     #[arg(long, default_value = "demo")]
     plan: String,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+/// How a node reports as it runs.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ReportArgs {
+    /// A status line this often.
+    #[arg(long, default_value_t = 500, value_parser = crate::arg_ranges::status_every_ms)]
+    status_every_ms: u64,
+    /// Also print event lines (`event {json}`) for a process that drives this one:
+    /// status, restructure, catalog changes, promotion, first write.
+    #[arg(long)]
+    events: bool,
+}
+
+/// A flag set once standard input closes (read on a thread of its own).
+fn watch_stdin() -> Arc<AtomicBool> {
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    closed
+}
+
+/// The catalog changes already told, to tell each once.
+#[derive(Default)]
+struct CatalogSeen {
+    /// The sequence of the last one told.
+    last: Option<kirikae::replicate::Seq>,
+}
+
+impl CatalogSeen {
+    /// Those of `changes` (oldest first) after the last one told.
+    fn new_ones<'c>(&mut self, changes: &'c VecDeque<CatalogChangeAt>) -> Vec<&'c CatalogChangeAt> {
+        let fresh: Vec<_> = changes.iter().filter(|c| c.seq > self.last).collect();
+        if let Some(last) = fresh.last() {
+            self.last = last.seq;
+        }
+        fresh
+    }
+}
+
+/// The status line of a node serving writes (and its event line, with `--events`).
+pub(crate) fn status_line(report: &ReportArgs, started: Instant, ops: u64, m: &LinkMetrics) {
+    let t_s = started.elapsed().as_secs_f64();
+    say!(
+        "{t_s:>6.1}s ops {ops:>9} state {:?} seq {} acked {} difference {} B",
+        m.state,
+        m.last_seq,
+        m.last_acked_seq,
+        m.difference_bytes
+    );
+    if report.events {
+        node_events::emit(serde_json::json!({
+            "event": "status",
+            "t_s": t_s,
+            "ops": ops,
+            "state": m.state.map(|s| format!("{s:?}")),
+            "seq": m.last_seq.0,
+            "acked": m.last_acked_seq.0,
+        }));
+    }
 }
 
 /// Serves `node`'s admin endpoint on `addr`, if given (commands need `key`'s admin
@@ -427,7 +551,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
     }
     .start_observed(&db, ack_log);
     let started = Instant::now();
-    let tick = Duration::from_millis(500);
+    let tick = Duration::from_millis(args.report.status_every_ms);
     while !interrupted.load(Ordering::SeqCst)
         && (args.seconds <= 0.0 || started.elapsed().as_secs_f64() < args.seconds)
     {
@@ -440,8 +564,17 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             say!("{:>6.1}s {e}", started.elapsed().as_secs_f64());
         }
         let elapsed_s = started.elapsed().as_secs_f64();
-        if let Some(said) = restructure.as_mut().and_then(|r| r.tick(&db, elapsed_s)) {
-            say!("{elapsed_s:>6.1}s {said}");
+        if let Some(r) = restructure.as_mut() {
+            if let Some(said) = r.tick(&db, elapsed_s, &traffic, &replicator) {
+                say!("{elapsed_s:>6.1}s {said}");
+                let outcome = r.outcome_so_far();
+                if args.report.events {
+                    node_events::emit(match outcome.is_null() {
+                        true => serde_json::json!({"event": "restructure_started"}),
+                        false => outcome,
+                    });
+                }
+            }
         }
         if replicator.handed_over() {
             say!(
@@ -467,20 +600,10 @@ pub fn primary(args: &PrimaryArgs) -> Result<(), CliError> {
             );
             break;
         }
-        let m = replicator.metrics();
-        say!(
-            "{:>6.1}s ops {:>9} state {:?} seq {} acked {} difference {} B",
-            started.elapsed().as_secs_f64(),
-            traffic.ops(),
-            m.state,
-            m.last_seq,
-            m.last_acked_seq,
-            m.difference_bytes
-        );
-        std::io::stdout().flush().ok();
+        status_line(&args.report, started, traffic.ops(), &replicator.metrics());
     }
+    let restructured = restructure.map(|r| r.finish(&traffic, &replicator));
     let report = traffic.stop();
-    let restructured = restructure.map(ScheduledRestructure::finish);
     if interrupted.load(Ordering::SeqCst) {
         say!("interrupted: stopping the traffic");
     }

@@ -1,25 +1,45 @@
-//! The demo's throughput-over-time plot (SVG), with the restructure window marked.
+//! The demo's throughput-over-time plot (SVG): one line of operations per second,
+//! with the story's windows shaded and its instants marked.
 
 use std::path::Path;
 
-use kirikae_workload::scenario::Sample;
 use plotters::prelude::*;
 
 use crate::CliError;
 
-/// Draws ops/s over time, shading `[began, switched]` (seconds) and marking phases.
+/// A window of the story, shaded: `[from_s, to_s]`.
+pub struct Span {
+    pub from_s: f64,
+    pub to_s: f64,
+    pub label: String,
+    pub color: RGBColor,
+}
+
+/// An instant of the story, a vertical line.
+pub struct Mark {
+    pub at_s: f64,
+    pub label: String,
+    pub color: RGBColor,
+}
+
+/// Draws `points` (seconds, ops/s) with `spans` and `marks` into `path`.
 pub fn throughput(
     path: &Path,
-    samples: &[Sample],
-    window_s: (f64, f64),
+    points: &[(f64, f64)],
+    spans: &[Span],
+    marks: &[Mark],
     title: &str,
 ) -> Result<(), CliError> {
     let fail = |e: &dyn std::fmt::Display| CliError::Plot {
         path: path.display().to_string(),
         reason: e.to_string(),
     };
-    let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1.0);
-    let y_max = samples.iter().map(|s| s.ops_per_s).fold(1.0, f64::max) * 1.15;
+    let t_max = points
+        .iter()
+        .map(|p| p.0)
+        .chain(spans.iter().map(|s| s.to_s))
+        .fold(1.0, f64::max);
+    let y_max = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
     let root = SVGBackend::new(path, (1000, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -31,43 +51,42 @@ pub fn throughput(
         .map_err(|e| fail(&e))?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the workload started")
+        .x_desc("seconds since the story started")
         .y_desc("operations per second")
         .x_label_formatter(&|t| format!("{t:.0}"))
-        .y_label_formatter(&|v| format!("{:.1}M", v / 1e6))
+        .y_label_formatter(&|v| format!("{:.0}k", v / 1e3))
         .draw()
         .map_err(|e| fail(&e))?;
-    chart
-        .draw_series(std::iter::once(Rectangle::new(
-            [(window_s.0, 0.0), (window_s.1, y_max)],
-            RGBColor(255, 224, 178).filled(),
-        )))
-        .map_err(|e| fail(&e))?
-        .label("online restructure (copy, sync, switch)")
-        .legend(|(x, y)| {
-            Rectangle::new(
-                [(x, y - 5), (x + 15, y + 5)],
-                RGBColor(255, 224, 178).filled(),
-            )
-        });
+    for span in spans {
+        let fill = span.color.mix(0.35).filled();
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(span.from_s, 0.0), (span.to_s, y_max)],
+                fill,
+            )))
+            .map_err(|e| fail(&e))?
+            .label(span.label.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], fill));
+    }
     chart
         .draw_series(LineSeries::new(
-            samples.iter().map(|s| (s.t_s, s.ops_per_s)),
+            points.iter().copied(),
             BLUE.stroke_width(2),
         ))
         .map_err(|e| fail(&e))?
-        .label("ops/s (100 ms samples)")
+        .label("ops/s of the node serving writes")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(window_s.1, 0.0), (window_s.1, y_max)],
-            RED.stroke_width(2),
-        )))
-        .map_err(|e| fail(&e))?
-        .label("switch")
-        .legend(|(x, y)| {
-            PathElement::new(vec![(x + 7, y - 6), (x + 7, y + 6)], RED.stroke_width(2))
-        });
+    for mark in marks {
+        let style = mark.color.stroke_width(2);
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(mark.at_s, 0.0), (mark.at_s, y_max)],
+                style,
+            )))
+            .map_err(|e| fail(&e))?
+            .label(mark.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x + 7, y - 6), (x + 7, y + 6)], style));
+    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))

@@ -81,16 +81,19 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     let session = database.session(SessionInfo::new("replication", "replication", None));
     // Only the applier writes to a backup's database.
     WriteFence::install(&database, Some(session.info()), Refusal::Backup);
+    // The catalog changes the log replays need the handler as much as live ones.
+    let ddl = config.ddl.clone();
     let recovered = match (config.start_at, log) {
-        (Some(start), log) => Applier::starting_at(&session, log, start),
-        (None, Some((log, reopened))) => Applier::recover(&session, log, reopened),
-        (None, None) => Ok(Applier::new(&session)),
+        (Some(start), log) => Applier::starting_at(&session, log, start, ddl),
+        (None, Some((log, reopened))) => Applier::recover(&session, log, reopened, ddl),
+        (None, None) => {
+            let mut applier = Applier::new(&session);
+            applier.set_ddl_handler(ddl);
+            Ok(applier)
+        }
     };
     let mut applier = match recovered {
-        Ok(mut a) => {
-            a.set_ddl_handler(config.ddl.clone());
-            a
-        }
+        Ok(a) => a,
         Err(e) => {
             let _ = ready.send(Err(e));
             return Ok(());

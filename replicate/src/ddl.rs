@@ -8,11 +8,44 @@
 //!
 //! [`Operation::Ddl`]: kirikae_engine::Operation::Ddl
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 
 use kirikae_engine::{CatalogEvent, Database};
 
 use crate::error::{ReplicateError, Result};
+use crate::seq::Seq;
+
+/// Catalog changes a node remembers for its reports (the oldest are forgotten).
+pub(crate) const CATALOG_HISTORY_MAX: usize = 64;
+
+/// A catalog change at its place in the stream, as a node's report shows it: on
+/// the primary, where it was sequenced; on the backup, where it was applied. A
+/// restructure's switch has the same `seq` on both.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CatalogChangeAt {
+    /// Its place in the stream (`None`: the rules skip it, it was not shipped).
+    pub seq: Option<Seq>,
+    /// The table it is about.
+    pub table: String,
+    /// `added`, `dropped`, `announced` or `switched`.
+    pub change: String,
+    /// What it held up, µs. Primary: sequencing it (a sync change waits until the
+    /// backup applied it). Backup: applying it, during which the stream waits (a
+    /// switch: this node's own switch).
+    pub took_us: u64,
+    /// Backup: applied again from its access log at start, not as it arrived.
+    pub replayed: bool,
+}
+
+/// Appends `change` to `history`, forgetting the oldest past
+/// [`CATALOG_HISTORY_MAX`].
+pub(crate) fn remember(history: &mut VecDeque<CatalogChangeAt>, change: CatalogChangeAt) {
+    if history.len() == CATALOG_HISTORY_MAX {
+        history.pop_front();
+    }
+    history.push_back(change);
+}
 
 /// Applies the catalog changes a backup cannot apply by itself (announcements, and
 /// the switches they lead to).

@@ -148,7 +148,7 @@ pub use backup_session::{BackupSession, SessionConfig};
 pub use checkpoint::Checkpoint;
 pub use commit_policy::{settle, shipment, Shipment};
 pub use copied_rows::CopiedRows;
-pub use ddl::DdlHandler;
+pub use ddl::{CatalogChangeAt, DdlHandler};
 pub use difference_file::DifferenceFile;
 pub use digest::{response_digest, table_checksum};
 pub use epoch::Epoch;

@@ -21,6 +21,7 @@ use kirikae_engine::{
 };
 
 use crate::commit_policy::{settle, shipment};
+use crate::ddl::{event_name, remember, CatalogChangeAt};
 use crate::difference_file::DifferenceFile;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
@@ -155,6 +156,16 @@ impl Replicator {
     }
 
     /// Events (`Diverged`, `Recovered`, `Mismatch`, `ResyncRequired`), in order.
+    /// The latest catalog changes (tables added or dropped, restructures announced
+    /// and switched), oldest first, each with the sequence it was given: the backup
+    /// applies it at the same one (its [`ApplierStats::catalog_changes`]). At most
+    /// the last 64.
+    ///
+    /// [`ApplierStats::catalog_changes`]: crate::ApplierStats::catalog_changes
+    pub fn catalog_changes(&self) -> Vec<CatalogChangeAt> {
+        self.shared.catalog_changes.lock().iter().cloned().collect()
+    }
+
     /// Each event goes to one receiver; clone it to share. The newest 4096 unread
     /// events are kept; older ones are dropped and counted in
     /// [`LinkMetrics::events_dropped`].
@@ -470,13 +481,16 @@ impl CatalogObserver for Gate {
     /// moded by the rules on kind `ddl`, sequenced among the commits; a sync one
     /// waits until the backup applied it, and its failure vetoes the change here.
     fn prepare(&self, change: &CatalogChange<'_>) -> std::result::Result<(), HookError> {
+        let event = change.event();
+        let name = event_name(&event);
         let operations = [Operation::Ddl {
             table: change.table_name().to_owned(),
-            event: change.event(),
+            event,
         }];
         let txn = TxnId::next();
         let session = SessionInfo::new("kirikae", "ddl", None);
-        CommitGate::prepare(
+        let started = Instant::now();
+        let note = CommitGate::prepare(
             self,
             &CommitRequest {
                 txn,
@@ -487,6 +501,22 @@ impl CatalogObserver for Gate {
         )?;
         // Published right after this returns, under the catalog's lock.
         CommitGate::committed(self, txn);
+        let seq = match Replication::of(&note) {
+            Some(
+                Replication::Queued { seq, .. }
+                | Replication::Replicated { seq }
+                | Replication::NotReplicated { seq, .. },
+            ) => Some(*seq),
+            Some(Replication::Skipped) | None => None,
+        };
+        let change = CatalogChangeAt {
+            seq,
+            table: change.table_name().to_owned(),
+            change: name.to_owned(),
+            took_us: started.elapsed().as_micros() as u64,
+            replayed: false,
+        };
+        remember(&mut self.0.catalog_changes.lock(), change);
         Ok(())
     }
 }

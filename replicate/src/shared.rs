@@ -14,6 +14,7 @@ use parking_lot::{Condvar, Mutex};
 
 use kirikae_engine::TxnId;
 
+use crate::ddl::CatalogChangeAt;
 use crate::handshake::PeerKey;
 use crate::leadership::LeaseGuard;
 use crate::link::{Event, Link, LinkState, Micros, Ready, SyncOutcome};
@@ -93,6 +94,10 @@ pub(crate) struct Shared {
     pub(crate) copy_bytes_per_s: u64,
     /// The link's `commit_pace_us`, published for commits to read without the lock.
     pub(crate) commit_pace_us: AtomicU64,
+    /// The latest catalog changes sequenced (see [`Replicator::catalog_changes`]).
+    ///
+    /// [`Replicator::catalog_changes`]: crate::Replicator::catalog_changes
+    pub(crate) catalog_changes: Mutex<std::collections::VecDeque<CatalogChangeAt>>,
 }
 
 impl Shared {
@@ -134,6 +139,7 @@ impl Shared {
             unapplied: Mutex::new(Unapplied::default()),
             copy_bytes_per_s,
             commit_pace_us: AtomicU64::new(0),
+            catalog_changes: Mutex::new(std::collections::VecDeque::new()),
         });
         (shared, rx)
     }

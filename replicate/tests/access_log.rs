@@ -39,7 +39,7 @@ fn options(checkpoint_bytes: u64) -> AccessLogOptions {
 /// would), the applier recovered from `dir`.
 fn start<'s>(dir: &Path, session: &'s Session, options: AccessLogOptions) -> Applier<'s> {
     let (log, reopened) = AccessLog::open(dir, options, session.database()).expect("open");
-    Applier::recover(session, log, reopened).expect("recover")
+    Applier::recover(session, log, reopened, None).expect("recover")
 }
 
 fn hello(applier: &mut Applier<'_>) {

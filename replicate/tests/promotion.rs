@@ -35,7 +35,7 @@ fn options() -> AccessLogOptions {
 
 fn start<'s>(dir: &Path, session: &'s Session) -> Applier<'s> {
     let (log, reopened) = AccessLog::open(dir, options(), session.database()).unwrap();
-    Applier::recover(session, log, reopened).unwrap()
+    Applier::recover(session, log, reopened, None).unwrap()
 }
 
 fn insert(k: i64) -> Vec<Operation> {

@@ -93,7 +93,9 @@ pub struct Traffic {
     pub mix: Mix,
     /// Operations per second over all sessions (`None`: as fast as possible).
     pub rate: Option<f64>,
-    /// Seed of the sessions' choices.
+    /// Seed of the sessions' choices. It also sets the ids the sessions insert:
+    /// traffic of another seed (e.g. a new primary's after a failover) never
+    /// inserts an id this one did.
     pub seed: u64,
 }
 
@@ -114,6 +116,8 @@ pub struct TrafficReport {
 pub struct RunningTraffic {
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
+    /// The longest write since it was last taken, µs.
+    write_us_max: Arc<AtomicU64>,
     started: Instant,
     threads: Vec<JoinHandle<(u64, Histogram<u64>)>>,
 }
@@ -134,19 +138,25 @@ impl Traffic {
     ) -> RunningTraffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
+        let write_us_max = Arc::new(AtomicU64::new(0));
         let threads = (0..self.sessions)
             .map(|i| {
                 let session = db.session(SessionInfo::new(format!("s{i}"), "service", None));
-                let (stop, ops, me) = (Arc::clone(&stop), Arc::clone(&ops), self.clone());
-                let observer = on_commit.clone();
+                let counters = Counters {
+                    stop: Arc::clone(&stop),
+                    ops: Arc::clone(&ops),
+                    write_us_max: Arc::clone(&write_us_max),
+                };
+                let (me, observer) = (self.clone(), on_commit.clone());
                 std::thread::spawn(move || {
-                    me.session(i as u64, &session, &stop, &ops, observer.as_deref())
+                    me.session(i as u64, &session, &counters, observer.as_deref())
                 })
             })
             .collect();
         RunningTraffic {
             stop,
             ops,
+            write_us_max,
             started: Instant::now(),
             threads,
         }
@@ -156,19 +166,19 @@ impl Traffic {
         &self,
         index: u64,
         session: &kirikae_engine::Session,
-        stop: &AtomicBool,
-        ops: &AtomicU64,
+        counters: &Counters,
         on_commit: Option<&(dyn Fn(Acknowledged<'_>) + Send + Sync)>,
     ) -> (u64, Histogram<u64>) {
         let mut rng = Rng::new(self.seed.wrapping_mul(31).wrapping_add(index + 1));
         let mut latency = Histogram::new_with_bounds(1, 60_000_000, 3)
             .unwrap_or_else(|e| unreachable!("static histogram bounds are valid: {e}"));
         let mut failed = 0;
-        let mut next_id = (index as i64) << 40;
+        // Seed in the top bits, session below: ids never collide across either.
+        let mut next_id = (((self.seed & 0x7f) << 48) | (index << 40)) as i64;
         let per_session = self.rate.map(|r| r / self.sessions as f64);
         let started = Instant::now();
         let mut done = 0u64;
-        while !stop.load(Ordering::Relaxed) {
+        while !counters.stop.load(Ordering::Relaxed) {
             if let Some(rate) = per_session {
                 let due = started + Duration::from_secs_f64(done as f64 / rate);
                 let now = Instant::now();
@@ -228,22 +238,38 @@ impl Traffic {
             };
             match result {
                 Ok(true) => {
-                    latency.saturating_record(t0.elapsed().as_micros().max(1) as u64);
+                    let us = t0.elapsed().as_micros().max(1) as u64;
+                    latency.saturating_record(us);
+                    counters.write_us_max.fetch_max(us, Ordering::Relaxed);
                 }
                 Ok(false) => {}
                 Err(_) => failed += 1,
             }
             done += 1;
-            ops.fetch_add(1, Ordering::Relaxed);
+            counters.ops.fetch_add(1, Ordering::Relaxed);
         }
         (failed, latency)
     }
+}
+
+/// What the sessions share with [`RunningTraffic`].
+struct Counters {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    write_us_max: Arc<AtomicU64>,
 }
 
 impl RunningTraffic {
     /// Operations so far.
     pub fn ops(&self) -> u64 {
         self.ops.load(Ordering::Relaxed)
+    }
+
+    /// The longest acknowledged write (begin to commit returned, as the session saw
+    /// it), µs, since the last call (or the start), and starts a new window: e.g.
+    /// the writers' stall across a restructure's switch.
+    pub fn take_write_us_max(&self) -> u64 {
+        self.write_us_max.swap(0, Ordering::Relaxed)
     }
 
     /// Stops the sessions and gathers what they measured.

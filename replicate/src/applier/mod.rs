@@ -26,14 +26,15 @@ mod resync;
 
 pub use promotion::Promotion;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use kirikae_engine::{Operation, OperationKind, Session, Transaction};
 
 use crate::access_log::{AccessEntry, AccessLog, AccessRecord, Reopened};
 use crate::checkpoint::Checkpoint;
-use crate::ddl::{apply_ddl, DdlHandler};
+use crate::ddl::{apply_ddl, event_name, remember, CatalogChangeAt, DdlHandler};
 use crate::digest::response_digest;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
@@ -60,6 +61,12 @@ pub struct ApplierStats {
     pub segments_retired: u64,
     /// Resyncs begun.
     pub resyncs: u64,
+    /// The latest catalog changes applied, oldest first (at most 64): each at the
+    /// sequence the primary gave it (its [`Replicator::catalog_changes`]), with how
+    /// long applying it held the stream.
+    ///
+    /// [`Replicator::catalog_changes`]: crate::Replicator::catalog_changes
+    pub catalog_changes: VecDeque<CatalogChangeAt>,
 }
 
 /// A sync transaction applied and held open until its decision.
@@ -176,11 +183,12 @@ impl<'s> Applier<'s> {
         session: &'s Session,
         log: Option<(AccessLog, Reopened)>,
         start: StartAt,
+        ddl: Option<Arc<dyn DdlHandler>>,
     ) -> Result<Applier<'s>> {
         let mut applier = match log {
             Some((log, reopened)) => {
                 let fresh = reopened.checkpoint.is_none() && reopened.tail.is_empty();
-                let applier = Applier::recover(session, log, reopened)?;
+                let applier = Applier::recover(session, log, reopened, ddl.clone())?;
                 if !fresh {
                     if (applier.resolved, applier.epoch) != (start.seq, start.epoch) {
                         return Err(protocol(format!(
@@ -194,6 +202,7 @@ impl<'s> Applier<'s> {
             }
             None => Applier::new(session),
         };
+        applier.ddl = ddl;
         applier.resolved = start.seq;
         applier.stream_seq = start.seq;
         applier.epoch = start.epoch;
@@ -203,13 +212,16 @@ impl<'s> Applier<'s> {
 
     /// An applier over an opened access log: the checkpoint `reopened` names is
     /// already in the database; its tail is replayed here (in-doubt transactions are
-    /// held again).
+    /// held again), its catalog changes through `ddl` (a restructure announced and
+    /// switched in the tail is run again: see [`DdlHandler`]).
     pub fn recover(
         session: &'s Session,
         log: AccessLog,
         reopened: Reopened,
+        ddl: Option<Arc<dyn DdlHandler>>,
     ) -> Result<Applier<'s>> {
         let mut applier = Applier::new(session);
+        applier.ddl = ddl;
         let checkpoint = reopened.checkpoint.unwrap_or_default();
         applier.resolved = checkpoint.applied;
         applier.stream_seq = checkpoint.applied;
@@ -525,7 +537,10 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    match apply(self.session, self.ddl.as_deref(), &operations) {
+                    let started = Instant::now();
+                    let applied = apply(self.session, self.ddl.as_deref(), &operations);
+                    self.note_catalog_change(seq, &operations, started);
+                    match applied {
                         Ok((txn, responses)) => {
                             txn.commit()?;
                             self.stats.applied += 1;
@@ -550,7 +565,10 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    match apply(self.session, self.ddl.as_deref(), &operations) {
+                    let started = Instant::now();
+                    let applied = apply(self.session, self.ddl.as_deref(), &operations);
+                    self.note_catalog_change(seq, &operations, started);
+                    match applied {
                         Ok((txn, responses)) => {
                             replies.push(Message::Prepared {
                                 seq,
@@ -696,6 +714,22 @@ impl<'s> Applier<'s> {
         }
         self.stream_seq = seq;
         Ok(true)
+    }
+
+    /// Remembers the catalog change among `operations` (a change travels alone), if
+    /// any, applied at `seq` from `started` until now.
+    fn note_catalog_change(&mut self, seq: Seq, operations: &[Operation], started: Instant) {
+        let [Operation::Ddl { table, event }] = operations else {
+            return;
+        };
+        let change = CatalogChangeAt {
+            seq: Some(seq),
+            table: table.clone(),
+            change: event_name(event).to_owned(),
+            took_us: started.elapsed().as_micros() as u64,
+            replayed: self.replaying.is_some(),
+        };
+        remember(&mut self.stats.catalog_changes, change);
     }
 
     /// Marks `seq` resolved and advances `resolved` over what has become contiguous.

@@ -71,7 +71,7 @@ impl PeerNode {
         let (log, reopened) =
             AccessLog::open(dir, access_options(), &db).expect("backup's access log");
         let applier =
-            Applier::recover(session, log, reopened).expect("backup recovers from its log");
+            Applier::recover(session, log, reopened, None).expect("backup recovers from its log");
         PeerNode {
             applier: Some(applier),
             db,

@@ -1,0 +1,163 @@
+//! One node of the demo: a `kirikae primary` or `kirikae backup` child process,
+//! its standard output read line by line on a thread of its own (each line with
+//! the instant it arrived), its standard error kept in a file for when it fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{Receiver, RecvTimeoutError};
+
+use crate::CliError;
+
+/// Lines read ahead of the demo, at most (the child then waits for it).
+const LINES_AHEAD_MAX: usize = 100_000;
+
+/// A line of a node's output and when it arrived.
+pub struct Line {
+    pub at: Instant,
+    pub text: String,
+}
+
+/// A running node.
+pub struct Node {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Line>,
+    stderr: PathBuf,
+}
+
+impl Node {
+    /// Starts `kirikae ARGS` as `name`, its standard error in `dir/name.stderr`.
+    pub fn spawn(name: &str, args: &[String], dir: &Path) -> Result<Node, CliError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| CliError::Usage(format!("the demo's own path: {e}")))?;
+        let stderr = dir.join(format!("{name}.stderr"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", stderr.display())))?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| CliError::Usage(format!("start the {name}: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| CliError::Usage(format!("the {name}'s output")))?;
+        let copy = dir.join(format!("{name}.stdout"));
+        let mut copy = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&copy)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", copy.display())))?;
+        let (tx, rx) = crossbeam::channel::bounded(LINES_AHEAD_MAX);
+        std::thread::spawn(move || {
+            for text in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Kept for the operator; the demo goes on without it.
+                let _ = writeln!(copy, "{text}");
+                if tx
+                    .send(Line {
+                        at: Instant::now(),
+                        text,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Node {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            stderr,
+        })
+    }
+
+    /// The lines that arrived so far.
+    pub fn drain(&self) -> Vec<Line> {
+        self.lines.try_iter().collect()
+    }
+
+    /// SIGKILL; returns once the process is gone.
+    pub fn kill(&mut self) -> Result<(), CliError> {
+        self.child
+            .kill()
+            .map_err(|e| CliError::Usage(format!("SIGKILL the {}: {e}", self.name)))?;
+        let _ = self.child.wait();
+        Ok(())
+    }
+
+    /// Closes its standard input (a node run with `--until-stdin-closes` then
+    /// stops and reports) and waits up to `timeout` for it to exit; returns the
+    /// lines it printed meanwhile and its final report (its last line that is a
+    /// JSON object).
+    pub fn finish(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(Vec<Line>, serde_json::Value), CliError> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    return Err(self.failed(&format!(
+                        "did not stop within {} s of its input closing",
+                        timeout.as_secs()
+                    )));
+                }
+            }
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| CliError::Usage(format!("wait for the {}: {e}", self.name)))?;
+        let report = lines
+            .iter()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(&l.text).ok())
+            .filter(serde_json::Value::is_object);
+        match (status.success(), report) {
+            (true, Some(report)) => Ok((lines, report)),
+            _ => Err(self.failed(&format!("ended with {status} without its report"))),
+        }
+    }
+
+    /// An error naming this node, with the end of its standard error.
+    pub fn failed(&self, what: &str) -> CliError {
+        let tail = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        CliError::Usage(format!(
+            "the {} {what} (its standard error, {}: {})",
+            self.name,
+            self.stderr.display(),
+            tail.join(" | ")
+        ))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // A demo that fails half-way leaves no process behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
