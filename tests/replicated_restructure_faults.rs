@@ -77,6 +77,66 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
     backup.stop().unwrap();
 }
 
+/// A backup restarted after the switch, from its log alone (no checkpoint since the
+/// restructure began), runs the restructure again as it replays the log: the plan,
+/// the transactions around it, the switch at the primary's sequence. Without it,
+/// the replayed switch found no handler and every later write of the table was
+/// refused (the demo lost the new schema that way).
+#[test]
+fn a_backup_restarted_after_the_switch_replays_the_restructure_from_its_log() {
+    let pair = pair_tuned(&ddl_rules("sync"), Some(replica_handler()), |c| {
+        c.access_log.checkpoint_bytes = u64::MAX;
+    });
+    let Pair {
+        db,
+        primary,
+        backup,
+        dirs,
+        ..
+    } = pair;
+    let addr = backup.local_addr();
+    let checkpoints = backup.status().stats.checkpoints;
+    let writers = Writers::start(&db);
+    start(&db, T, add_column(), RestructureOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    writers.stop_after(200);
+    assert!(primary.wait_caught_up(Duration::from_secs(10)));
+    assert_eq!(
+        backup.status().stats.checkpoints,
+        checkpoints,
+        "no checkpoint since it began: the log replays all of it"
+    );
+    backup.stop().unwrap();
+    let (replica, _handler, backup) = restart_backup(addr, dirs.0.path());
+    let switched = |changes: &[kirikae::replicate::CatalogChangeAt]| {
+        changes
+            .iter()
+            .rev()
+            .find(|c| c.table == T && c.change == "switched")
+            .map(|c| (c.seq, c.replayed))
+    };
+    let primary_switch = switched(&primary.catalog_changes()).expect("the primary switched");
+    let stats = backup.status().stats;
+    let replayed: Vec<_> = stats.catalog_changes.iter().cloned().collect();
+    assert_eq!(
+        switched(&replayed),
+        Some((primary_switch.0, true)),
+        "{replayed:?}"
+    );
+    assert_eq!(stats.rejected, 0, "{stats:?}");
+    // Writes after the restart apply to the new table there too.
+    let s = db.session(SessionInfo::default());
+    for k in 1..=50 {
+        s.update_columns(T, &Key::from(k), &[("v", Value::Int(-k))])
+            .unwrap();
+    }
+    assert_caught_up_and_equal(&primary, &db, &replica);
+    primary.shutdown();
+    backup.stop().unwrap();
+}
+
 /// A backup restarted in the middle of a restructure, from a checkpoint taken after
 /// the restructure began (so the log it replays does not start it again), runs the
 /// plan when the primary announces its switch, and ends like the primary.
@@ -95,8 +155,18 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
     let addr = backup.local_addr();
     let writers = Writers::start(&db);
     let h = slow_restructure(&db, 5_000);
-    // Sync: the backup runs it already. A checkpoint after that (the writers' log
-    // grows past `checkpoint_bytes`), then a restart.
+    // Sync: the backup runs it already. A checkpoint once everything up to the
+    // announcement is applied (the writers' log grows past `checkpoint_bytes`), so
+    // that it holds the announcement; then a restart.
+    let begun = primary
+        .catalog_changes()
+        .iter()
+        .find(|c| c.table == T && c.change == "announced")
+        .and_then(|c| c.seq)
+        .expect("the start was sequenced");
+    wait_for("the announcement applied", Duration::from_secs(30), || {
+        backup.status().last_seq > begun
+    });
     let before = backup.status().stats.checkpoints;
     wait_for("a checkpoint", Duration::from_secs(30), || {
         backup.status().stats.checkpoints > before
