@@ -95,6 +95,13 @@ fn a_backup_restarted_after_the_switch_replays_the_restructure_from_its_log() {
         ..
     } = pair;
     let addr = backup.local_addr();
+    // A backup that joined by resync checkpoints once the copy is in: that one
+    // comes before the restructure, not after.
+    assert!(primary.wait_caught_up(Duration::from_secs(10)));
+    wait_for("the join's checkpoint", Duration::from_secs(30), || {
+        let stats = backup.status().stats;
+        stats.checkpoints >= stats.resyncs
+    });
     let checkpoints = backup.status().stats.checkpoints;
     let writers = Writers::start(&db);
     start(&db, T, add_column(), RestructureOptions::default())

@@ -284,8 +284,8 @@ fn bad_files_are_refused_with_line_and_column() {
 fn rule_files_load_from_disk_and_missing_ones_are_named() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/seed000-mixed.toml");
     let rules = RuleSet::load(&path).expect("loads");
-    assert_eq!(rules.rules().len(), 2);
-    assert_eq!(rules.rules()[1].line, 14, "the line of its [[rule]] header");
+    assert_eq!(rules.rules().len(), 3);
+    assert_eq!(rules.rules()[1].line, 15, "the line of its [[rule]] header");
     assert_eq!(rules.default_mode(), Mode::Async);
     let missing = path.with_file_name("nope.toml");
     match RuleSet::load(&missing) {
