@@ -84,8 +84,12 @@ pub struct DemoReport {
     /// The sequence at which the backup switched it.
     pub switch_seq_backup: Option<u64>,
     pub writer_stall_us_max: Stalls,
-    /// The primary's longest write before the restructure (the noise floor).
+    /// The primary's longest write in the second before the restructure (the
+    /// noise floor).
     pub writer_us_max_before_restructure: Option<u64>,
+    /// How long the primary's switch held the table's writers, by its own timer
+    /// (a sync switch includes the backup's).
+    pub primary_switch_hold_us: Option<u64>,
     /// The backup's outage: SIGKILL to restart, s.
     pub backup_down_s: f64,
     /// From its restart until the primary saw it in step again, s.
@@ -489,6 +493,10 @@ fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
     primary.kill()?;
     let primary_killed = Instant::now();
     let killed_ms = unix_ms(SystemTime::now());
+    // Nobody serves from here to the takeover: the plot shows it.
+    let last_rate = s.heard.points.last().map_or(0.0, |p| p.1);
+    let killed_s = s.t(primary_killed);
+    s.heard.points.extend([(killed_s, last_rate), (killed_s, 0.0)]);
     s.say(&format!(
         "primary killed (SIGKILL); its node restarts empty as the new backup on {rejoin_addr}"
     ));
@@ -502,6 +510,7 @@ fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
         |h| h.serving.is_some(),
     )?;
     let (serving_s, serving) = s.heard.serving.clone().unwrap_or_default();
+    s.heard.points.push((serving_s, 0.0));
     let failover_ms = serving["first_write_unix_ms"]
         .as_u64()
         .map(|first| first.saturating_sub(killed_ms) as f64);
@@ -598,6 +607,7 @@ fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
             backup: backup_stall,
         },
         writer_us_max_before_restructure: restructure["writer_us_max_before"].as_u64(),
+        primary_switch_hold_us: restructure["stall_us"].as_u64(),
         backup_down_s: backup_restarted.duration_since(backup_killed).as_secs_f64(),
         backup_catch_up_s: Some(caught_up.duration_since(backup_restarted).as_secs_f64()),
         failover_ms,
@@ -629,9 +639,10 @@ fn print_report(r: &DemoReport) {
         opt(r.switch_seq_backup)
     );
     say!(
-        "  longest write on the primary while it ran {} µs (before it: {} µs); the backup's apply paused at most {} µs for it",
+        "  longest write on the primary while it ran {} µs (in the second before: {} µs; the switch held writers {} µs); the backup's apply paused at most {} µs for it",
         opt(r.writer_stall_us_max.primary),
         opt(r.writer_us_max_before_restructure),
+        opt(r.primary_switch_hold_us),
         opt(r.writer_stall_us_max.backup)
     );
     say!(

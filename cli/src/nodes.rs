@@ -170,10 +170,14 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
             }),
         },
         auto_promotion_window: Duration::from_millis(args.auto_promotion_window_ms),
-        // Restructures the primary announces run here too.
-        ddl: Some(Arc::new(RestructureReplica::new(
-            RestructureOptions::default(),
-        ))),
+        // Restructures the primary announces run here too, copying at full duty:
+        // this node has no clients of its own to favour, and a copy that lags the
+        // primary's makes the apply wait at the primary's `Switching` (and the
+        // primary's sync commits with it).
+        ddl: Some(Arc::new(RestructureReplica::new(RestructureOptions {
+            duty_cycle: 1.0,
+            ..RestructureOptions::default()
+        }))),
         ..BackupConfig::default()
     };
     let peer = Arc::new(Backup::start(db.clone(), args.listen.as_str(), config)?);
