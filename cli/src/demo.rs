@@ -496,7 +496,9 @@ fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
     // Nobody serves from here to the takeover: the plot shows it.
     let last_rate = s.heard.points.last().map_or(0.0, |p| p.1);
     let killed_s = s.t(primary_killed);
-    s.heard.points.extend([(killed_s, last_rate), (killed_s, 0.0)]);
+    s.heard
+        .points
+        .extend([(killed_s, last_rate), (killed_s, 0.0)]);
     s.say(&format!(
         "primary killed (SIGKILL); its node restarts empty as the new backup on {rejoin_addr}"
     ));

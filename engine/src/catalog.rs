@@ -91,9 +91,13 @@ impl Catalog {
 
     /// Shows an announcement about `table` to the observer, in order with the
     /// catalog's changes (see [`CatalogChange::Announced`]).
-    pub fn announce(&self, table: &str, payload: &[u8]) -> Result<()> {
+    pub fn announce(&self, table: &str, payload: &[u8], unreplicable: Option<&str>) -> Result<()> {
         let _ddl = self.ddl.lock();
-        self.prepare(CatalogChange::Announced { table, payload })
+        self.prepare(CatalogChange::Announced {
+            table,
+            payload,
+            unreplicable,
+        })
     }
 
     fn publish(&self, change: impl FnOnce(&mut TableMap)) {

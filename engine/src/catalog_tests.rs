@@ -45,7 +45,7 @@ impl CatalogObserver for Recorder {
                 name: old.name().to_owned(),
                 new_id: new.id(),
             },
-            CatalogChange::Announced { table, payload } => {
+            CatalogChange::Announced { table, payload, .. } => {
                 Seen::Announced((*table).to_owned(), payload.to_vec())
             }
         });

@@ -171,7 +171,14 @@ impl Database {
     /// catalog does not change. `Ok` without an observer; the observer's veto is
     /// [`EngineError::CatalogChangeVetoed`].
     pub fn announce(&self, table: &str, payload: &[u8]) -> Result<()> {
-        self.inner.catalog.announce(table, payload)
+        self.inner.catalog.announce(table, payload, None)
+    }
+
+    /// [`announce`](Database::announce) something a replica could not follow, for
+    /// the reason given: an observer that replicates the table's catalog changes
+    /// vetoes it (see [`CatalogChange::Announced`](crate::CatalogChange::Announced)).
+    pub fn announce_unreplicable(&self, table: &str, payload: &[u8], reason: &str) -> Result<()> {
+        self.inner.catalog.announce(table, payload, Some(reason))
     }
 
     /// Holds new writers of `name`: transactions that have not yet written the table

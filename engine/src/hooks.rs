@@ -86,6 +86,10 @@ pub enum CatalogChange<'a> {
         table: &'a str,
         /// What the layer said, in its own encoding.
         payload: &'a [u8],
+        /// Why a replica could not follow what is announced, if it could not
+        /// (e.g. a restructure by a row function, which is code): an observer
+        /// that would ship it to a replica vetoes it instead.
+        unreplicable: Option<&'a str>,
     },
 }
 

@@ -489,16 +489,30 @@ impl CatalogObserver for Gate {
         }];
         let txn = TxnId::next();
         let session = SessionInfo::new("kirikae", "ddl", None);
+        let request = CommitRequest {
+            txn,
+            session: &session,
+            operations: &operations,
+            before: &[None],
+        };
+        if let CatalogChange::Announced {
+            unreplicable: Some(reason),
+            ..
+        } = change
+        {
+            // Refused here, whatever the mode: an async backup would refuse it
+            // only later, and diverge.
+            if shipment(&self.0.rules, &request, TimeOfDay::now()).is_some() {
+                return Err(ReplicateError::DdlFailed {
+                    table: change.table_name().to_owned(),
+                    event: name.to_owned(),
+                    reason: format!("{reason} (the rules replicate this table's catalog changes)"),
+                }
+                .into());
+            }
+        }
         let started = Instant::now();
-        let note = CommitGate::prepare(
-            self,
-            &CommitRequest {
-                txn,
-                session: &session,
-                operations: &operations,
-                before: &[None],
-            },
-        )?;
+        let note = CommitGate::prepare(self, &request)?;
         // Published right after this returns, under the catalog's lock.
         CommitGate::committed(self, txn);
         let seq = match Replication::of(&note) {

@@ -45,7 +45,16 @@ pub fn start(
     // A replicating primary ships this to its backup, which starts the same plan
     // (its catalog observer may veto: e.g. a row function cannot be replicated).
     let plan = transform.plan().cloned();
-    db.announce(table, &Announcement::Begun { plan: plan.clone() }.encode())?;
+    let begun = Announcement::Begun { plan: plan.clone() }.encode();
+    match &plan {
+        Some(_) => db.announce(table, &begun)?,
+        None => db.announce_unreplicable(
+            table,
+            &begun,
+            "the restructure runs a row function, which is code and cannot be \
+             replicated: give it a plan (data) instead",
+        )?,
+    }
     let shared = Arc::new(Shared::new(table, old.len(), options.rate_limit_rows_per_s));
     let job = Job::new(
         db.clone(),
