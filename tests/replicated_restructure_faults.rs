@@ -258,3 +258,45 @@ fn a_backup_too_slow_to_converge_ends_with_the_primarys_schema_either_way() {
         pair.stop();
     }
 }
+
+/// A table published with rows (a bulk load) while replicating: its rows are not in
+/// the stream, so the primary resyncs the backup, which then holds them (before,
+/// the backup got the table empty and nobody said so).
+#[test]
+fn a_bulk_loaded_table_reaches_the_backup_with_its_rows_by_a_resync() {
+    use kirikae::engine::Table;
+    use kirikae::replicate::{table_checksum, Event};
+    use kirikae_testkit::{kv_row, kv_schema};
+    let pair = pair(&ddl_rules("sync"));
+    assert!(pair.primary.wait_caught_up(Duration::from_secs(10)));
+    let events = pair.primary.events();
+    // Those of the pair's start (its backup may have joined by a resync).
+    events.try_iter().for_each(drop);
+    let resyncs = pair.primary.metrics().resyncs;
+    let loaded = Arc::new(Table::new("loaded", kv_schema()));
+    for k in 0..2_000 {
+        loaded.install(kv_row(k, k * 3)).unwrap();
+    }
+    pair.db.add_table(loaded).unwrap();
+    // Writes go on meanwhile.
+    let s = pair.db.session(SessionInfo::default());
+    for k in 0..50 {
+        s.update_columns(T, &Key::from(k), &[("v", Value::Int(-k))])
+            .unwrap();
+    }
+    wait_for("a resync", Duration::from_secs(30), || {
+        events
+            .try_iter()
+            .any(|e| matches!(e, Event::Resynced { .. }))
+    });
+    assert!(pair.primary.metrics().resyncs > resyncs);
+    assert!(pair.primary.wait_caught_up(Duration::from_secs(30)));
+    let (ours, theirs) = (
+        pair.db.table("loaded").unwrap(),
+        pair.replica.table("loaded").unwrap(),
+    );
+    assert_eq!(theirs.len(), 2_000);
+    assert_eq!(table_checksum(&ours), table_checksum(&theirs));
+    assert_same(&pair);
+    pair.stop();
+}

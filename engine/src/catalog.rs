@@ -76,13 +76,21 @@ impl Catalog {
             .store(observer.map(|o| Arc::new(ObserverCell(o))));
     }
 
+    /// Tells the observer `change` took effect; called with `ddl` held, after
+    /// publishing.
+    fn published(&self, change: &CatalogChange<'_>) {
+        if let Some(cell) = self.observer.load_full() {
+            cell.0.published(change);
+        }
+    }
+
     /// Shows `change` to the observer; called with `ddl` held, before publishing.
-    fn prepare(&self, change: CatalogChange<'_>) -> Result<()> {
+    fn prepare(&self, change: &CatalogChange<'_>) -> Result<()> {
         let Some(cell) = self.observer.load_full() else {
             return Ok(());
         };
         cell.0
-            .prepare(&change)
+            .prepare(change)
             .map_err(|source| EngineError::CatalogChangeVetoed {
                 table: change.table_name().to_owned(),
                 source,
@@ -93,11 +101,14 @@ impl Catalog {
     /// catalog's changes (see [`CatalogChange::Announced`]).
     pub fn announce(&self, table: &str, payload: &[u8], unreplicable: Option<&str>) -> Result<()> {
         let _ddl = self.ddl.lock();
-        self.prepare(CatalogChange::Announced {
+        let change = CatalogChange::Announced {
             table,
             payload,
             unreplicable,
-        })
+        };
+        self.prepare(&change)?;
+        self.published(&change);
+        Ok(())
     }
 
     fn publish(&self, change: impl FnOnce(&mut TableMap)) {
@@ -120,10 +131,12 @@ impl Catalog {
                 table: table.name().to_owned(),
             });
         }
-        self.prepare(CatalogChange::Added { table: &table })?;
+        let change = CatalogChange::Added { table: &table };
+        self.prepare(&change)?;
         self.publish(|m| {
-            m.insert(table.name().to_owned(), table);
+            m.insert(table.name().to_owned(), Arc::clone(&table));
         });
+        self.published(&change);
         Ok(())
     }
 
@@ -133,10 +146,12 @@ impl Catalog {
     pub fn drop_table(&self, name: &str) -> Result<Arc<Table>> {
         let _ddl = self.ddl.lock();
         let table = self.get(name)?;
-        self.prepare(CatalogChange::Dropped { table: &table })?;
+        let change = CatalogChange::Dropped { table: &table };
+        self.prepare(&change)?;
         self.publish(|m| {
             m.remove(name);
         });
+        self.published(&change);
         table.admission.retire();
         self.reclaimer.retire_table(Arc::clone(&table));
         Ok(table)
@@ -151,10 +166,12 @@ impl Catalog {
                 table: name.to_owned(),
             });
         }
-        self.prepare(CatalogChange::Switched { old, new: &new })?;
+        let change = CatalogChange::Switched { old, new: &new };
+        self.prepare(&change)?;
         self.publish(|m| {
-            m.insert(name.to_owned(), new);
+            m.insert(name.to_owned(), Arc::clone(&new));
         });
+        self.published(&change);
         // After the new map is visible: a writer told "retired" resolves the name again
         // and must find the new table.
         old.admission.retire();

@@ -160,6 +160,13 @@ pub enum CatalogEvent {
 pub trait CatalogObserver: Send + Sync {
     /// Accept (Ok) or veto (Err) `change`.
     fn prepare(&self, change: &CatalogChange<'_>) -> Result<(), HookError>;
+
+    /// `change`, which `prepare` accepted, took effect: the catalog shows it now
+    /// (an announcement: it was made). Called under the catalog's lock, before the
+    /// next change is prepared.
+    fn published(&self, change: &CatalogChange<'_>) {
+        let _ = change;
+    }
 }
 
 /// What a commit gate attaches to a commit it accepted; the gate's own type, to be

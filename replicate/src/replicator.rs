@@ -513,8 +513,6 @@ impl CatalogObserver for Gate {
         }
         let started = Instant::now();
         let note = CommitGate::prepare(self, &request)?;
-        // Published right after this returns, under the catalog's lock.
-        CommitGate::committed(self, txn);
         let seq = match Replication::of(&note) {
             Some(
                 Replication::Queued { seq, .. }
@@ -531,7 +529,32 @@ impl CatalogObserver for Gate {
             replayed: false,
         };
         remember(&mut self.0.catalog_changes.lock(), change);
+        // Unapplied until the catalog shows it (`published`): a resync's copy,
+        // which waits for what is sequenced before it to be visible, then sees
+        // the catalog with it.
+        *self.0.catalog_txn.lock() = Some((txn, seq.is_some()));
         Ok(())
+    }
+
+    fn published(&self, change: &CatalogChange<'_>) {
+        let Some((txn, shipped)) = self.0.catalog_txn.lock().take() else {
+            return;
+        };
+        CommitGate::committed(self, txn);
+        // A table published with rows (a bulk load) carries them outside the
+        // stream: the backup gets them by a resync.
+        if let (CatalogChange::Added { table }, true) = (change, shipped) {
+            if !table.is_empty() {
+                let reason = format!(
+                    "table {} was added with {} rows (a bulk load), which the stream does not carry",
+                    table.name(),
+                    table.len()
+                );
+                let now = self.0.now();
+                self.0.core.lock().link.request_resync_because(now, reason);
+                self.0.wake_writer();
+            }
+        }
     }
 }
 

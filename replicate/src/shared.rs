@@ -98,6 +98,9 @@ pub(crate) struct Shared {
     ///
     /// [`Replicator::catalog_changes`]: crate::Replicator::catalog_changes
     pub(crate) catalog_changes: Mutex<std::collections::VecDeque<CatalogChangeAt>>,
+    /// The catalog change sequenced and not yet published (the catalog's lock
+    /// allows one at a time), and whether it was shipped.
+    pub(crate) catalog_txn: Mutex<Option<(kirikae_engine::TxnId, bool)>>,
 }
 
 impl Shared {
@@ -140,6 +143,7 @@ impl Shared {
             copy_bytes_per_s,
             commit_pace_us: AtomicU64::new(0),
             catalog_changes: Mutex::new(std::collections::VecDeque::new()),
+            catalog_txn: Mutex::new(None),
         });
         (shared, rx)
     }

@@ -135,7 +135,11 @@ impl Link {
     /// An operator asks for a resync: the connection (if any) goes down and the next
     /// one resyncs the peer.
     pub fn request_resync(&mut self, now: Micros) {
-        let reason = "an operator asked for a resync".to_owned();
+        self.request_resync_because(now, "an operator asked for a resync".to_owned());
+    }
+
+    /// A resync is needed for `reason`: as [`request_resync`](Link::request_resync).
+    pub fn request_resync_because(&mut self, now: Micros, reason: String) {
         self.require_resync(reason.clone());
         if self.state != LinkState::Degraded && self.state != LinkState::Resyncing {
             self.go_down(now, reason);
