@@ -300,3 +300,42 @@ fn a_bulk_loaded_table_reaches_the_backup_with_its_rows_by_a_resync() {
     assert_same(&pair);
     pair.stop();
 }
+
+/// A restructure abandoned while the backup is down, under a sync `ddl` rule that
+/// fails while the peer is down: the abandonment is a withdrawal, queued in the
+/// difference file all the same, so the backup (restarted from its log, which
+/// starts the restructure again) hears it and stops its own (before, it waited for
+/// a switch that never came).
+#[test]
+fn an_abandonment_while_the_backup_is_down_reaches_it_later() {
+    let rules = "default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"sync\"\nwhen_peer_down = \"fail\"\n";
+    let handler = replica_handler();
+    let pair = pair_with(rules, Some(handler.clone()));
+    let Pair {
+        db,
+        primary,
+        backup,
+        dirs,
+        ..
+    } = pair;
+    let addr = backup.local_addr();
+    let old_schema = db.table(T).unwrap().schema().as_ref().clone();
+    let h = slow_restructure(&db, 1_000);
+    assert_eq!(handler.0.running(), vec![T.to_owned()]);
+    backup.stop().unwrap();
+    wait_for("the link to go down", Duration::from_secs(10), || {
+        !primary.wait_duplex(Duration::ZERO)
+    });
+    h.abort();
+    assert!(matches!(h.wait(), Err(RestructureError::Aborted { .. })));
+    let (replica, handler, backup) = restart_backup(addr, dirs.0.path());
+    wait_for(
+        "the restarted backup to abandon its restructure",
+        Duration::from_secs(30),
+        || handler.0.running().is_empty() && primary.wait_duplex(Duration::ZERO),
+    );
+    assert_caught_up_and_equal(&primary, &db, &replica);
+    assert_eq!(replica.table(T).unwrap().schema().as_ref(), &old_schema);
+    primary.shutdown();
+    backup.stop().unwrap();
+}

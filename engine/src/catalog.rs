@@ -8,7 +8,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
-use crate::hooks::{CatalogChange, CatalogObserver};
+use crate::hooks::{CatalogChange, CatalogObserver, ForReplica};
 use crate::reclaimer::Reclaimer;
 use crate::schema::Schema;
 use crate::table::Table;
@@ -99,12 +99,12 @@ impl Catalog {
 
     /// Shows an announcement about `table` to the observer, in order with the
     /// catalog's changes (see [`CatalogChange::Announced`]).
-    pub fn announce(&self, table: &str, payload: &[u8], unreplicable: Option<&str>) -> Result<()> {
+    pub fn announce(&self, table: &str, payload: &[u8], for_replica: ForReplica<'_>) -> Result<()> {
         let _ddl = self.ddl.lock();
         let change = CatalogChange::Announced {
             table,
             payload,
-            unreplicable,
+            for_replica,
         };
         self.prepare(&change)?;
         self.published(&change);

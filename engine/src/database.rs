@@ -12,6 +12,7 @@ use crate::catalog::Catalog;
 use crate::db_inner::{CommitGateCell, DbInner, EngineConfig};
 use crate::error::{EngineError, Result};
 use crate::hooks::CommitGate;
+use crate::hooks::ForReplica;
 use crate::key::Key;
 use crate::lock::LockWaits;
 use crate::rid::Rid;
@@ -171,14 +172,27 @@ impl Database {
     /// catalog does not change. `Ok` without an observer; the observer's veto is
     /// [`EngineError::CatalogChangeVetoed`].
     pub fn announce(&self, table: &str, payload: &[u8]) -> Result<()> {
-        self.inner.catalog.announce(table, payload, None)
+        self.inner
+            .catalog
+            .announce(table, payload, ForReplica::Follow)
     }
 
     /// [`announce`](Database::announce) something a replica could not follow, for
     /// the reason given: an observer that replicates the table's catalog changes
     /// vetoes it (see [`CatalogChange::Announced`](crate::CatalogChange::Announced)).
     pub fn announce_unreplicable(&self, table: &str, payload: &[u8], reason: &str) -> Result<()> {
-        self.inner.catalog.announce(table, payload, Some(reason))
+        let for_replica = ForReplica::CannotFollow(reason);
+        self.inner.catalog.announce(table, payload, for_replica)
+    }
+
+    /// [`announce`](Database::announce) the withdrawal of an earlier announcement
+    /// (e.g. a restructure abandoned): an observer that replicates queues it for a
+    /// replica that cannot hear it now rather than refusing it (see
+    /// [`ForReplica::MustHear`](crate::ForReplica::MustHear)).
+    pub fn announce_withdrawal(&self, table: &str, payload: &[u8]) -> Result<()> {
+        self.inner
+            .catalog
+            .announce(table, payload, ForReplica::MustHear)
     }
 
     /// Holds new writers of `name`: transactions that have not yet written the table

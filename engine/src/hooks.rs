@@ -86,11 +86,23 @@ pub enum CatalogChange<'a> {
         table: &'a str,
         /// What the layer said, in its own encoding.
         payload: &'a [u8],
-        /// Why a replica could not follow what is announced, if it could not
-        /// (e.g. a restructure by a row function, which is code): an observer
-        /// that would ship it to a replica vetoes it instead.
-        unreplicable: Option<&'a str>,
+        /// What a replica needs of it.
+        for_replica: ForReplica<'a>,
     },
+}
+
+/// What a replica needs of an announcement ([`CatalogChange::Announced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForReplica<'a> {
+    /// To follow it, like any catalog change.
+    Follow,
+    /// Nothing it could follow, for this reason (e.g. a restructure by a row
+    /// function, which is code): an observer that would ship it vetoes it instead.
+    CannotFollow(&'a str),
+    /// To hear it even if it cannot answer now: it withdraws an earlier
+    /// announcement (e.g. a restructure abandoned), which the replica would
+    /// otherwise keep acting on. An observer queues it rather than refusing it.
+    MustHear,
 }
 
 impl CatalogChange<'_> {

@@ -91,8 +91,8 @@ pub use database::{Database, Session, WriterHold, WriterHolds};
 pub use db_inner::EngineConfig;
 pub use error::{EngineError, HookError, Result};
 pub use hooks::{
-    CatalogChange, CatalogEvent, CatalogObserver, CommitGate, CommitRequest, GateNote, Operation,
-    OperationKind, WriteObserver,
+    CatalogChange, CatalogEvent, CatalogObserver, CommitGate, CommitRequest, ForReplica, GateNote,
+    Operation, OperationKind, WriteObserver,
 };
 pub use key::Key;
 pub use reclaimer::ReclaimStats;

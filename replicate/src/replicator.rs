@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, RecvTimeoutError};
 use kirikae_engine::{
-    CatalogChange, CatalogObserver, CommitGate, CommitRequest, Database, GateNote, HookError,
-    Operation, SessionInfo, TxnId,
+    CatalogChange, CatalogObserver, CommitGate, CommitRequest, Database, ForReplica, GateNote,
+    HookError, Operation, SessionInfo, TxnId,
 };
 
 use crate::commit_policy::{settle, shipment};
@@ -30,7 +30,7 @@ use crate::handshake::PeerKey;
 use crate::leadership::Leadership;
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Rejoin, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
-use crate::mode::Mode;
+use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::{RuleSet, TimeOfDay};
 use crate::seq::Seq;
@@ -377,6 +377,22 @@ impl CommitGate for Gate {
         &self,
         request: &CommitRequest<'_>,
     ) -> std::result::Result<Option<GateNote>, HookError> {
+        self.submit(request, None)
+    }
+
+    fn committed(&self, txn: TxnId) {
+        self.0.unapplied.lock().remove(txn);
+    }
+}
+
+impl Gate {
+    /// Sequences `request` as its rules say, `when_peer_down` overriding theirs if
+    /// given; its replication note, once settled.
+    fn submit(
+        &self,
+        request: &CommitRequest<'_>,
+        when_peer_down: Option<WhenPeerDown>,
+    ) -> std::result::Result<Option<GateNote>, HookError> {
         let shared = &self.0;
         let fenced_by = shared.fenced_by.load(Ordering::SeqCst);
         if fenced_by > 0 {
@@ -396,6 +412,9 @@ impl CommitGate for Gate {
         let Some(mut shipment) = shipment(&shared.rules, request, TimeOfDay::now()) else {
             return Ok(Some(Arc::new(Replication::Skipped)));
         };
+        if let Some(w) = when_peer_down {
+            shipment.when_peer_down = w;
+        }
         if let Some(detail) = shared.poisoned() {
             return Err(ReplicateError::Poisoned { detail }.into());
         }
@@ -470,10 +489,6 @@ impl CommitGate for Gate {
         }
         accepted
     }
-
-    fn committed(&self, txn: TxnId) {
-        self.0.unapplied.lock().remove(txn);
-    }
 }
 
 impl CatalogObserver for Gate {
@@ -495,11 +510,11 @@ impl CatalogObserver for Gate {
             operations: &operations,
             before: &[None],
         };
-        if let CatalogChange::Announced {
-            unreplicable: Some(reason),
-            ..
-        } = change
-        {
+        let for_replica = match change {
+            CatalogChange::Announced { for_replica, .. } => *for_replica,
+            _ => ForReplica::Follow,
+        };
+        if let ForReplica::CannotFollow(reason) = for_replica {
             // Refused here, whatever the mode: an async backup would refuse it
             // only later, and diverge.
             if shipment(&self.0.rules, &request, TimeOfDay::now()).is_some() {
@@ -512,7 +527,9 @@ impl CatalogObserver for Gate {
             }
         }
         let started = Instant::now();
-        let note = CommitGate::prepare(self, &request)?;
+        let when_peer_down =
+            (for_replica == ForReplica::MustHear).then_some(WhenPeerDown::Continue);
+        let note = self.submit(&request, when_peer_down)?;
         let seq = match Replication::of(&note) {
             Some(
                 Replication::Queued { seq, .. }

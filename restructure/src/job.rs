@@ -91,11 +91,11 @@ impl Job {
         let db = &self.ctx.db;
         if outcome.is_err() {
             self.ctx.shared.set_phase(Phase::Failed);
-            // A replica running the same plan stops too. If this is refused, the
-            // replica's restructure waits for a switch that never comes, which
-            // costs it memory but not correctness.
+            // A replica running the same plan stops too: a withdrawal, queued for
+            // a replica that cannot hear it now (else its copy would wait for a
+            // switch that never comes).
             let abandoned = Announcement::Abandoned.encode();
-            if let Err(e) = db.announce(self.ctx.table(), &abandoned) {
+            if let Err(e) = db.announce_withdrawal(self.ctx.table(), &abandoned) {
                 tracing::warn!("abandoned restructure of {}: {e}", self.ctx.table());
             }
             // The new table is not needed any more; freeing it is not the caller's work.
