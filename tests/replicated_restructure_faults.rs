@@ -339,3 +339,55 @@ fn an_abandonment_while_the_backup_is_down_reaches_it_later() {
     primary.shutdown();
     backup.stop().unwrap();
 }
+
+/// A restructure begun and switched while an empty backup is being copied (the
+/// copy slowed to last a while, writers on): the plan and the switch reach the
+/// backup among the transactions it buffers beside the copy, and it ends with
+/// the primary's schema and rows.
+#[test]
+fn a_restructure_during_a_resyncs_copy_reaches_the_backup_in_order() {
+    use kirikae::replicate::{Backup, Event, Replicator};
+    use kirikae_testkit::{kv_database, kv_row};
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Filled before replication starts: the backup must be copied.
+    let db = kv_database(&[T]);
+    let s = db.session(SessionInfo::default());
+    for k in 0..ROWS {
+        s.insert(T, kv_row(k, k)).unwrap();
+    }
+    let replica = kv_database(&[T]);
+    let backup = Backup::start(
+        replica.clone(),
+        "127.0.0.1:0",
+        backup_config(dirs.0.path(), Some(replica_handler())),
+    )
+    .unwrap();
+    let mut config = replicator_config(backup.local_addr(), &ddl_rules("sync"), dirs.1.path());
+    // A few seconds for the table.
+    config.link.copy_bytes_per_s = 30_000;
+    let primary = Replicator::start(&db, config).unwrap();
+    wait_for("the copy to start", Duration::from_secs(10), || {
+        primary.metrics().copied_rows > 0
+    });
+    let writers = Writers::start(&db);
+    start(&db, T, add_column(), RestructureOptions::default())
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(
+        primary.metrics().copied_rows < ROWS as u64,
+        "the restructure ended after the copy: {:?}",
+        primary.metrics()
+    );
+    writers.stop_after(200);
+    let events = primary.events();
+    wait_for("the resync", Duration::from_secs(60), || {
+        events
+            .try_iter()
+            .any(|e| matches!(e, Event::Resynced { .. }))
+            || primary.wait_duplex(Duration::ZERO)
+    });
+    assert_caught_up_and_equal(&primary, &db, &replica);
+    primary.shutdown();
+    backup.stop().unwrap();
+}
