@@ -105,10 +105,10 @@ impl Copier {
                     return Step::Idle;
                 }
             }
-            let piece = match self.next_piece(shared.frame_bytes_max) {
-                Ok(Some((piece, bytes))) => {
+            let (piece, message_len) = match self.next_piece(shared.frame_bytes_max) {
+                Ok(Some((piece, bytes, message_len))) => {
                     self.bytes += bytes as u64;
-                    piece
+                    (piece, message_len)
                 }
                 Ok(None) => {
                     shared.core.lock().link.copy_done(shared.now(), resync);
@@ -121,7 +121,8 @@ impl Copier {
                 }
             };
             let mut core = shared.core.lock();
-            core.link.copy(shared.now(), resync, piece);
+            core.link
+                .copy_sized(shared.now(), resync, piece, message_len);
             if !core.link.copy_room() {
                 return Step::Idle;
             }
@@ -133,8 +134,12 @@ impl Copier {
     /// [`CHUNK_ROWS`] and [`CHUNK_BYTES_MAX`], so that a table of large rows still
     /// goes in frames the peer accepts); `None` when every table is copied. Fails
     /// on a row that no frame of `frame_bytes_max` can carry. With the piece: the
-    /// bytes of rows it carries.
-    fn next_piece(&mut self, frame_bytes_max: usize) -> Result<Option<(CopyPiece, usize)>, String> {
+    /// bytes of rows it carries, and (for rows) its message's encoded size, at most.
+    #[allow(clippy::type_complexity)]
+    fn next_piece(
+        &mut self,
+        frame_bytes_max: usize,
+    ) -> Result<Option<(CopyPiece, usize, Option<usize>)>, String> {
         if let Some((table, next)) = self.current.as_mut() {
             let (rids, mut rows): (Vec<Rid>, Vec<RowRef>) =
                 table.scan(*next, CHUNK_ROWS).into_iter().unzip();
@@ -162,7 +167,7 @@ impl Copier {
                     table: table.name().to_owned(),
                     rows: CopiedRows::Shared(rows),
                 };
-                return Ok(Some((piece, len)));
+                return Ok(Some((piece, len, Some(message_len))));
             }
             self.current = None;
         }
@@ -175,6 +180,6 @@ impl Copier {
             rows: table.len(),
         };
         self.current = Some((table, Rid(0)));
-        Ok(Some((piece, 0)))
+        Ok(Some((piece, 0, None)))
     }
 }

@@ -517,6 +517,13 @@ impl Link {
         self.last_sent_at = now;
     }
 
+    /// [`send`](Link::send) of a message known to encode to `len` bytes.
+    fn send_sized(&mut self, now: Micros, message: Message, len: usize) {
+        self.out_bytes += len;
+        self.ready.messages.push(message);
+        self.last_sent_at = now;
+    }
+
     /// Queues a message for the peer without counting it as activity (a decision
     /// about a transaction already sent is not a heartbeat).
     fn queue(&mut self, message: Message) {

@@ -92,6 +92,19 @@ impl Link {
 
     /// The shell read a piece of the copy for resync `resync`.
     pub fn copy(&mut self, now: Micros, resync: u64, piece: CopyPiece) {
+        self.copy_sized(now, resync, piece, None);
+    }
+
+    /// [`copy`](Link::copy) of a piece whose encoded size the shell measured
+    /// already (`encoded_len`): sizing a chunk of rows again here would walk every
+    /// row while the commits wait for this state machine.
+    pub fn copy_sized(
+        &mut self,
+        now: Micros,
+        resync: u64,
+        piece: CopyPiece,
+        encoded_len: Option<usize>,
+    ) {
         let epoch = self.config.epoch;
         let Some(r) = self.resync.as_mut().filter(|r| r.id == resync && !r.copied) else {
             return;
@@ -109,7 +122,10 @@ impl Link {
                 Message::ResyncRows { epoch, table, rows }
             }
         };
-        self.send(now, message);
+        match encoded_len {
+            Some(len) => self.send_sized(now, message, len),
+            None => self.send(now, message),
+        }
         self.note_held();
     }
 
