@@ -240,6 +240,9 @@ impl<'s> Transaction<'s> {
         };
         match gate.0.prepare(&request) {
             Ok(note) => {
+                // The gate has read them; held longer, they would keep every
+                // committed image shared and published by replacement.
+                self.before.clear();
                 self.apply();
                 gate.0.committed(self.id);
                 Ok(note)
