@@ -535,3 +535,38 @@ fn a_hook_panicking_during_commit_does_not_wedge_the_table() {
     let hold = db.hold_writers("t").expect("hold");
     hold.wait_idle(Duration::from_millis(100)).expect("idle");
 }
+
+/// An update nobody else can see the committed image of writes it in place (the
+/// table keeps its memory); one a reader holds is replaced, and the reader's row
+/// never changes under it.
+#[test]
+fn an_update_writes_in_place_only_when_no_reader_holds_the_image() {
+    let (_db, s) = db_with(100);
+    s.insert("t", row(1, "a")).expect("insert");
+    let before = s.get("t", &Key::from(1)).expect("get").expect("row");
+    let held_at = Arc::as_ptr(&before);
+    s.update_columns("t", &Key::from(1), &[("v", "b".into())])
+        .expect("update");
+    assert_eq!(
+        before[1].as_text(),
+        Some("a"),
+        "a held row is never changed"
+    );
+    let after = s.get("t", &Key::from(1)).expect("get").expect("row");
+    assert_eq!(after[1].as_text(), Some("b"));
+    assert_ne!(Arc::as_ptr(&after), held_at, "replaced while held");
+    let unheld_at = Arc::as_ptr(&after);
+    drop((before, after));
+    s.update_columns("t", &Key::from(1), &[("v", "c".into())])
+        .expect("update");
+    let now = s.get("t", &Key::from(1)).expect("get").expect("row");
+    assert_eq!(now[1].as_text(), Some("c"));
+    assert_eq!(Arc::as_ptr(&now), unheld_at, "written in place");
+    // A rolled-back update leaves the image as it was.
+    drop(now);
+    let mut tx = s.begin();
+    tx.update_columns("t", &Key::from(1), &[("v", "d".into())])
+        .expect("update");
+    tx.rollback();
+    assert_eq!(val(&s, 1).as_deref(), Some("c"));
+}
