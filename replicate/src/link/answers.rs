@@ -71,7 +71,8 @@ impl Link {
             return;
         }
         self.acked = seq.min(self.sent);
-        self.window.ack_through(self.acked);
+        self.window
+            .ack_through(self.acked, &mut self.ready.released.0);
         self.rolled_back.acknowledged_through(self.acked);
         self.retire(self.acked);
     }

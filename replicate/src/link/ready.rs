@@ -42,6 +42,25 @@ pub struct Ready {
     pub events: Vec<Event>,
     /// Settled sync transactions, by sequence.
     pub outcomes: Vec<(Seq, SyncOutcome)>,
+    /// Acknowledged transactions the link let go of: nothing to do but drop them,
+    /// which the shell does after letting go of the link.
+    pub released: Released,
+}
+
+/// Transactions the link no longer holds (see [`Ready::released`]).
+#[derive(Debug, Default)]
+pub struct Released(pub(super) Vec<super::window::Entry>);
+
+impl Released {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Ready {

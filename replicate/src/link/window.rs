@@ -87,15 +87,18 @@ impl Window {
         Some(entry)
     }
 
-    /// Drops the entries up to `seq` (acknowledged as resolved by the peer).
-    pub fn ack_through(&mut self, seq: Seq) {
+    /// Removes the entries up to `seq` (acknowledged as resolved by the peer) into
+    /// `released`, for the shell to free outside the lock every commit takes (an
+    /// acknowledgement can cover thousands, e.g. at the end of a resync).
+    pub fn ack_through(&mut self, seq: Seq, released: &mut Vec<Entry>) {
         while self.0.front().is_some_and(|e| e.seq <= seq) {
-            let e = self.0.pop_front();
-            self.1 -= e.as_ref().map_or(0, |e| e.bytes);
+            let Some(e) = self.0.pop_front() else { break };
+            self.1 -= e.bytes;
             debug_assert!(
-                !matches!(e.map(|e| e.status), Some(Status::Preparing { .. })),
+                !matches!(e.status, Status::Preparing { .. }),
                 "the peer acknowledged an undecided sync transaction"
             );
+            released.push(e);
         }
     }
 
