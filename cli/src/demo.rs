@@ -15,18 +15,17 @@
 //! one the dead primary acknowledged as replicated and the new primary lacks;
 //! checksums and schemas are compared between the last two nodes at the end.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::ProgressBar;
 use plotters::style::RGBColor;
-use serde::Serialize;
 
 use crate::ack_log::unix_ms;
-use crate::demo_node::{Line, Node};
-use crate::node_events;
+use crate::demo_node::Node;
+use crate::demo_report::{print_report, DemoReport, Stalls};
+use crate::demo_story::{Heard, Story, BACKUP, PRIMARY, REJOINED};
 use crate::plot::{Mark, Span};
 use crate::progress::{style, PlainLines};
 use crate::CliError;
@@ -61,209 +60,6 @@ pub struct DemoArgs {
     /// End with one JSON object on standard output instead of the report.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The longest stall of each node's writers across the restructure.
-#[derive(Debug, Serialize)]
-pub struct Stalls {
-    /// The primary's longest write while its restructure ran (begin to commit,
-    /// as the session saw it).
-    pub primary: Option<u64>,
-    /// The backup's longest pause of its apply for the restructure (its
-    /// convergence wait and its own switch).
-    pub backup: Option<u64>,
-}
-
-/// What `kirikae demo --json` prints.
-#[derive(Debug, Serialize)]
-pub struct DemoReport {
-    pub subscribers: u64,
-    pub plan: String,
-    /// The sequence at which the primary switched the table.
-    pub switch_seq_primary: Option<u64>,
-    /// The sequence at which the backup switched it.
-    pub switch_seq_backup: Option<u64>,
-    pub writer_stall_us_max: Stalls,
-    /// The primary's longest write in the second before the restructure (the
-    /// noise floor).
-    pub writer_us_max_before_restructure: Option<u64>,
-    /// How long the primary's switch held the table's writers, by its own timer
-    /// (a sync switch includes the backup's).
-    pub primary_switch_hold_us: Option<u64>,
-    /// The backup's outage: SIGKILL to restart, s.
-    pub backup_down_s: f64,
-    /// From its restart until the primary saw it in step again, s.
-    pub backup_catch_up_s: Option<f64>,
-    /// SIGKILL of the primary to the first write the new primary accepted.
-    pub failover_ms: Option<f64>,
-    /// Commits the dead primary acknowledged as replicated (sync) that the new
-    /// primary lacks.
-    pub lost_acknowledged_sync: Option<u64>,
-    /// How many such commits were looked up.
-    pub acknowledged_sync_checked: Option<u64>,
-    /// From the new primary's first write until its new backup (the old primary's
-    /// node, empty) was in step, s.
-    pub rejoin_s: Option<f64>,
-    /// The new primary's and its new backup's tables, at the end.
-    pub checksums_equal: bool,
-    pub schemas_equal: bool,
-    /// The restructured table's columns at the end (on both, if equal).
-    pub subscriber_columns: Vec<String>,
-    /// The whole story, s.
-    pub seconds: f64,
-    pub plot: PathBuf,
-}
-
-/// Roles in the story.
-const PRIMARY: &str = "primary";
-const BACKUP: &str = "backup";
-const REJOINED: &str = "old primary, rejoining as backup";
-
-/// What the nodes said so far, as the story needs it.
-#[derive(Default)]
-struct Heard {
-    /// Per node: its last status event and when it arrived.
-    status: BTreeMap<String, (Instant, serde_json::Value)>,
-    /// (seconds, ops/s) of the node serving writes.
-    points: Vec<(f64, f64)>,
-    restructure_started_s: Option<f64>,
-    restructure: Option<serde_json::Value>,
-    switch_s: Option<f64>,
-    /// The backup's live catalog changes (not replayed at a restart).
-    backup_catalog: Vec<serde_json::Value>,
-    serving: Option<(f64, serde_json::Value)>,
-}
-
-impl Heard {
-    /// `node` serves writes and its backup is in step (the link is duplex: no
-    /// catch-up or copy under way).
-    fn in_step(&self, node: &str) -> bool {
-        self.status
-            .get(node)
-            .is_some_and(|(_, s)| s["state"] == "Duplex")
-    }
-}
-
-/// The story's clock, its nodes, and what they said.
-struct Story {
-    started: Instant,
-    heard: Heard,
-    bar: ProgressBar,
-    plain: PlainLines,
-    phase: &'static str,
-    json: bool,
-}
-
-impl Story {
-    fn t(&self, at: Instant) -> f64 {
-        at.saturating_duration_since(self.started).as_secs_f64()
-    }
-
-    /// Tells the operator of a step.
-    fn say(&mut self, what: &str) {
-        let line = format!("{:>6.1}s  {what}", self.t(Instant::now()));
-        if self.json || self.plain.enabled() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-
-    /// Takes in what `node` printed.
-    fn hear(&mut self, node: &str, lines: Vec<Line>) {
-        for Line { at, text } in lines {
-            let Some((event, value)) = node_events::parse(&text) else {
-                continue;
-            };
-            let t = self.t(at);
-            match event.as_str() {
-                "status" => {
-                    let ops = value["ops"].as_u64().unwrap_or(0);
-                    if let Some((was_at, was)) = self.heard.status.get(node) {
-                        let dt = at.saturating_duration_since(*was_at).as_secs_f64();
-                        let d_ops = ops.saturating_sub(was["ops"].as_u64().unwrap_or(0));
-                        if dt > 0.0 {
-                            self.heard.points.push((t, d_ops as f64 / dt));
-                        }
-                    }
-                    self.heard.status.insert(node.to_owned(), (at, value));
-                }
-                "restructure_started" => self.heard.restructure_started_s = Some(t),
-                "restructure" => {
-                    self.heard.switch_s = Some(t);
-                    self.heard.restructure = Some(value);
-                }
-                "catalog_applied" if value["replayed"] == false && node == BACKUP => {
-                    self.heard.backup_catalog.push(value)
-                }
-                "serving" => self.heard.serving = Some((t, value)),
-                _ => {}
-            }
-        }
-    }
-
-    /// Hears `nodes` until `done` holds, for at most `timeout`; the error names
-    /// `what` was awaited.
-    fn wait(
-        &mut self,
-        nodes: &mut [&mut Node],
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&Heard) -> bool,
-    ) -> Result<(), CliError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            for node in nodes.iter_mut() {
-                let lines = node.drain();
-                self.hear(&node.name, lines);
-            }
-            self.show();
-            if done(&self.heard) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let who: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-                return Err(CliError::Usage(format!(
-                    "demo: {what} did not happen within {} s (nodes: {})",
-                    timeout.as_secs(),
-                    who.join(", ")
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Hears `nodes` for `seconds`.
-    fn hold(&mut self, nodes: &mut [&mut Node], seconds: f64) -> Result<(), CliError> {
-        let until = Instant::now() + Duration::from_secs_f64(seconds);
-        self.wait(
-            nodes,
-            "a pause",
-            Duration::from_secs_f64(seconds + 5.0),
-            |_| Instant::now() >= until,
-        )
-    }
-
-    fn show(&mut self) {
-        let rate = self.heard.points.last().map_or(0.0, |p| p.1);
-        // The node serving writes: the one whose status came last.
-        let serving = self.heard.status.iter().max_by_key(|(_, (at, _))| *at);
-        let link = serving.map_or(String::new(), |(node, (_, s))| {
-            format!(
-                "{node} serving, link {} seq {} acked {}",
-                s["state"].as_str().unwrap_or("?"),
-                s["seq"],
-                s["acked"]
-            )
-        });
-        let msg = format!("{:<30} {rate:>8.0} ops/s   {link}", self.phase);
-        let t = self.t(Instant::now());
-        if !self.json && self.plain.due(t) {
-            eprintln!("{t:>6.1}s  {msg}");
-        }
-        self.bar.set_message(msg);
-        self.bar.tick();
-    }
 }
 
 /// Runs the story; prints the report (or JSON) and writes the plot.
@@ -624,58 +420,4 @@ fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
         seconds,
         plot: args.plot.clone(),
     })
-}
-
-fn print_report(r: &DemoReport) {
-    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
-    say!();
-    say!(
-        "kirikae demo — {} subscribers, plan `{}`, {:.1} s on real processes over loopback",
-        r.subscribers,
-        r.plan,
-        r.seconds
-    );
-    say!(
-        "  restructure: switched at sequence {} on the primary and {} on the backup",
-        opt(r.switch_seq_primary),
-        opt(r.switch_seq_backup)
-    );
-    say!(
-        "  longest write on the primary while it ran {} µs (in the second before: {} µs; the switch held writers {} µs); the backup's apply paused at most {} µs for it",
-        opt(r.writer_stall_us_max.primary),
-        opt(r.writer_us_max_before_restructure),
-        opt(r.primary_switch_hold_us),
-        opt(r.writer_stall_us_max.backup)
-    );
-    say!(
-        "  backup outage: down {:.1} s, caught up {} s after its restart",
-        r.backup_down_s,
-        r.backup_catch_up_s
-            .map_or("-".to_owned(), |c| format!("{c:.2}"))
-    );
-    say!(
-        "  failover: {} ms from the kill to the first accepted write; {} of {} acknowledged sync commits lost",
-        r.failover_ms.map_or("-".to_owned(), |f| format!("{f:.0}")),
-        opt(r.lost_acknowledged_sync),
-        opt(r.acknowledged_sync_checked)
-    );
-    say!(
-        "  old primary rejoined as backup (resynced) {} s after the takeover",
-        r.rejoin_s.map_or("-".to_owned(), |c| format!("{c:.2}"))
-    );
-    say!(
-        "  at the end: checksums {}, schemas {}; subscriber columns: {}",
-        if r.checksums_equal {
-            "equal"
-        } else {
-            "DIFFERENT"
-        },
-        if r.schemas_equal {
-            "equal"
-        } else {
-            "DIFFERENT"
-        },
-        r.subscriber_columns.join(", ")
-    );
-    say!("  throughput plot: {}", r.plot.display());
 }

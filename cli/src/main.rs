@@ -37,7 +37,10 @@ mod bench_restructure;
 mod bench_resync;
 mod demo;
 mod demo_node;
+mod demo_report;
+mod demo_story;
 mod measure;
+mod node_backup;
 mod node_events;
 mod nodes;
 mod plot;
@@ -127,7 +130,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Serve as the backup (applies what a primary sends); `peer` is an alias.
     #[command(alias = "peer")]
-    Backup(nodes::BackupArgs),
+    Backup(node_backup::BackupArgs),
     /// Run telecom traffic replicated to a backup.
     Primary(nodes::PrimaryArgs),
     /// A node's status, from its admin endpoint (JSON).
@@ -173,7 +176,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Backup(args) => nodes::backup(args),
+        Command::Backup(args) => node_backup::backup(args),
         Command::Primary(args) => nodes::primary(args),
         Command::Status(args) => admin_cli::status(args),
         Command::Promote(args) => admin_cli::promote(args),
