@@ -155,7 +155,6 @@ impl Replicator {
         })
     }
 
-    /// Events (`Diverged`, `Recovered`, `Mismatch`, `ResyncRequired`), in order.
     /// The latest catalog changes (tables added or dropped, restructures announced
     /// and switched), oldest first, each with the sequence it was given: the backup
     /// applies it at the same one (its [`ApplierStats::catalog_changes`]). At most
@@ -166,6 +165,7 @@ impl Replicator {
         self.shared.catalog_changes.lock().iter().cloned().collect()
     }
 
+    /// Events (`Diverged`, `Recovered`, `Mismatch`, `ResyncRequired`), in order.
     /// Each event goes to one receiver; clone it to share. The newest 4096 unread
     /// events are kept; older ones are dropped and counted in
     /// [`LinkMetrics::events_dropped`].
