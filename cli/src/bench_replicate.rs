@@ -65,6 +65,8 @@ pub struct Cell {
     pub ops_per_s: f64,
     pub commits_per_s: f64,
     pub ratio_to_unreplicated: f64,
+    /// The paper's measure (seed 000 Fig. 5): throughput lost to replication, %.
+    pub throughput_drop_pct: f64,
     pub commit_latency_us_p50: u64,
     pub commit_latency_us_p99: u64,
     pub failed: u64,
@@ -81,6 +83,11 @@ pub struct ReplicateBenchReport {
     pub unreplicated_ops_per_s: f64,
     pub unreplicated_commit_latency_us_p50: u64,
     pub unreplicated_commit_latency_us_p99: u64,
+    /// The raw loopback TCP round trip (median, one byte each way), measured in
+    /// this run: the floor of a sync commit at RTT 0.
+    pub tcp_rtt_us: f64,
+    /// The sync cell at RTT 0 and no loss: its commit p50 ÷ `tcp_rtt_us`.
+    pub sync_p50_over_tcp_rtt: Option<f64>,
     pub cells: Vec<Cell>,
     /// Operations per second the peer absorbed while catching up.
     pub catchup_ops_per_s: f64,
@@ -223,6 +230,9 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     let base = run_for(&t, &fresh(args.subscribers)?, args.seconds);
     let base_ops = base.ops as f64 / base.elapsed.as_secs_f64();
     bar.inc(1);
+    // Before the cells, on a quiet machine.
+    bar.set_message("raw TCP round trip");
+    let tcp_rtt_us = crate::tcp_rtt::median_us()?;
     let mut cells = Vec::new();
     for policy in &args.policies {
         for &rtt in &args.rtt_ms {
@@ -239,6 +249,7 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                     ops_per_s: ops,
                     commits_per_s: r.commit_latency_us.len() as f64 / secs,
                     ratio_to_unreplicated: ops / base_ops,
+                    throughput_drop_pct: 100.0 * (1.0 - ops / base_ops),
                     commit_latency_us_p50: r.commit_latency_us.value_at_quantile(0.5),
                     commit_latency_us_p99: r.commit_latency_us.value_at_quantile(0.99),
                     failed: r.failed,
@@ -250,6 +261,10 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
             }
         }
     }
+    let sync_p50_over_tcp_rtt = cells
+        .iter()
+        .find(|c| c.policy == "sync" && c.rtt_ms == 0.0 && c.loss_pct == 0.0)
+        .map(|c| c.commit_latency_us_p50 as f64 / tcp_rtt_us);
     bar.set_message("catch-up after an outage");
     let (catchup_ops_per_s, incoming, replayed, pause_us) = catch_up(args)?;
     bar.finish_and_clear();
@@ -260,6 +275,8 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         unreplicated_ops_per_s: base_ops,
         unreplicated_commit_latency_us_p50: base.commit_latency_us.value_at_quantile(0.5),
         unreplicated_commit_latency_us_p99: base.commit_latency_us.value_at_quantile(0.99),
+        tcp_rtt_us,
+        sync_p50_over_tcp_rtt,
         cells,
         catchup_ops_per_s,
         catchup_incoming_per_s: incoming,
@@ -338,13 +355,14 @@ pub fn print_table(r: &ReplicateBenchReport) {
         r.unreplicated_commit_latency_us_p99
     );
     say!(
-        "{:<8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>9} {:>9} {:>8} {:>12}",
+        "{:<8} {:>7} {:>7} {:>12} {:>12} {:>7} {:>7} {:>9} {:>9} {:>8} {:>12}",
         "policy",
         "rtt ms",
         "loss %",
         "ops/s",
         "commits/s",
         "ratio",
+        "drop %",
         "p50 µs",
         "p99 µs",
         "failed",
@@ -352,13 +370,14 @@ pub fn print_table(r: &ReplicateBenchReport) {
     );
     for c in &r.cells {
         say!(
-            "{:<8} {:>7} {:>7} {:>12.0} {:>12.0} {:>7.3} {:>9} {:>9} {:>8} {:>12}",
+            "{:<8} {:>7} {:>7} {:>12.0} {:>12.0} {:>7.3} {:>7.1} {:>9} {:>9} {:>8} {:>12}",
             c.policy,
             c.rtt_ms,
             c.loss_pct,
             c.ops_per_s,
             c.commits_per_s,
             c.ratio_to_unreplicated,
+            c.throughput_drop_pct,
             c.commit_latency_us_p50,
             c.commit_latency_us_p99,
             c.failed,
@@ -367,6 +386,13 @@ pub fn print_table(r: &ReplicateBenchReport) {
                 .unwrap_or_default()
         );
     }
+    say!(
+        "raw loopback TCP round trip {:.1} µs (median){}",
+        r.tcp_rtt_us,
+        r.sync_p50_over_tcp_rtt
+            .map(|x| format!("; sync commit p50 at RTT 0 = {x:.1}× it"))
+            .unwrap_or_default()
+    );
     say!(
         "catch-up: {:.0} ops/s replayed vs {:.0}/s incoming = {:.1}× ({} replayed, commits paused {} µs)",
         r.catchup_ops_per_s, r.catchup_incoming_per_s, r.catchup_ratio, r.catchup_ops_replayed, r.catchup_pause_us

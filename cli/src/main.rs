@@ -47,6 +47,7 @@ mod plot;
 mod progress;
 mod promoted;
 mod scheduled_restructure;
+mod tcp_rtt;
 
 use clap::{Parser, Subcommand};
 
