@@ -170,6 +170,11 @@ fn accept_loop(
 fn forward(mut from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64) {
     let (tx, rx) = crossbeam::channel::unbounded::<(Instant, Vec<u8>)>();
     let writer = std::thread::spawn(move || {
+        // A sleeping thread wakes up to the timer slack (50 µs by default) late:
+        // on every chunk, both ways, that would be the proxy's delay, not the
+        // network's it emulates.
+        #[cfg(target_os = "linux")]
+        let _ = nix::sys::prctl::set_timerslack(1);
         let mut to = to;
         let mut not_before = Instant::now();
         for (release, chunk) in rx {
