@@ -1,5 +1,6 @@
-//! `kirikae bench replicate`: the telecom traffic replicated to a peer (in this
-//! process, over loopback TCP through the delay/loss proxy) under the seed-000 mixed
+//! `kirikae bench replicate`: the telecom traffic replicated to a peer (a `kirikae
+//! backup` process, over loopback TCP, through the delay/loss proxy where there is
+//! delay or loss to emulate) under the seed-000 mixed
 //! policy and each pure mode, at several RTTs and loss rates, against the same
 //! traffic unreplicated — like seed 000's Fig. 5 — plus a catch-up measurement after
 //! a peer outage.
@@ -15,6 +16,7 @@ use kirikae::replicate::{
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
+use crate::backup_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
 use crate::CliError;
 
@@ -72,6 +74,11 @@ pub struct Cell {
     pub failed: u64,
     /// For sync: sessions ÷ RTT, the group-commit bound on commits per second.
     pub sessions_per_rtt: Option<f64>,
+    /// This process's CPU time (user + system) per commit, µs: the primary's, plus
+    /// the proxy's where there is one (the backup runs in its own process).
+    pub primary_cpu_us_per_commit: f64,
+    /// Transactions the backup process applied per second of the cell.
+    pub backup_apply_ops_per_s: f64,
 }
 
 /// The whole report.
@@ -84,10 +91,21 @@ pub struct ReplicateBenchReport {
     pub unreplicated_commit_latency_us_p50: u64,
     pub unreplicated_commit_latency_us_p99: u64,
     /// The raw loopback TCP round trip (median, one byte each way), measured in
-    /// this run: the floor of a sync commit at RTT 0.
+    /// this run before and after the cells, the lower of the two: the floor of a
+    /// sync commit at RTT 0.
     pub tcp_rtt_us: f64,
+    pub tcp_rtt_us_before: f64,
+    pub tcp_rtt_us_after: f64,
     /// The sync cell at RTT 0 and no loss: its commit p50 ÷ `tcp_rtt_us`.
     pub sync_p50_over_tcp_rtt: Option<f64>,
+    /// This process's CPU time per commit unreplicated, µs.
+    pub unreplicated_cpu_us_per_commit: f64,
+    /// The primary's CPU per commit replicated ÷ unreplicated, at RTT 0 without
+    /// loss (no proxy): async, and ordered.
+    pub primary_cpu_ratio_async: Option<f64>,
+    pub primary_cpu_ratio_ordered: Option<f64>,
+    /// The backup's apply rate, async ÷ ordered, at RTT 0 without loss.
+    pub backup_apply_ratio_async_over_ordered: Option<f64>,
     pub cells: Vec<Cell>,
     /// Operations per second the peer absorbed while catching up.
     pub catchup_ops_per_s: f64,
@@ -126,6 +144,27 @@ fn traffic(args: &ReplicateBenchArgs, rate: Option<f64>) -> Traffic {
         rate,
         seed: 11,
     }
+}
+
+/// This process's CPU time so far (user + system), µs, from `/proc/self/stat` (in
+/// clock ticks of 10 ms; 0 where it cannot be read).
+fn process_cpu_us() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) * 10_000
 }
 
 fn run_for(t: &Traffic, db: &Database, seconds: f64) -> TrafficReport {
@@ -171,7 +210,7 @@ struct Pair {
     replicator: Replicator,
     /// `None` at RTT 0 without loss: the primary connects to the peer directly.
     _proxy: Option<LoopbackProxy>,
-    _peer: Backup,
+    peer: BackupProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -182,23 +221,20 @@ fn pair(
     loss_pct: f64,
 ) -> Result<Pair, CliError> {
     let primary = fresh(args.subscribers)?;
-    let replica = fresh(args.subscribers)?;
-    let key = PeerKey::random()?;
-    let peer = Backup::start(
-        replica,
-        "127.0.0.1:0",
-        BackupConfig {
-            key: Some(key.clone()),
-            access_log: AccessLogOptions::default().with_fsync(false),
-            ..BackupConfig::default()
-        },
-    )?;
+    let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
+    let key_path = dir.path().join("pair.key");
+    let key = crate::bench_failover::key_file(&key_path)?;
+    let difference = dir.path().join("difference");
+    std::fs::create_dir(&difference)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", difference.display())))?;
+    // Memory only, like the primary: no access log to fsync.
+    let peer = BackupProcess::start(args.subscribers, &key_path, &[])?;
     // A proxy only where there is something to impair: its two extra hops would
     // otherwise be most of a sync commit's time at RTT 0.
     let proxy = match (rtt_ms, loss_pct) {
         (0.0, 0.0) => None,
         _ => Some(LoopbackProxy::start(
-            peer.local_addr(),
+            peer.addr,
             Impairment {
                 delay: Duration::from_secs_f64(rtt_ms / 2000.0),
                 loss: loss_pct / 100.0,
@@ -206,17 +242,14 @@ fn pair(
             },
         )?),
     };
-    let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
     let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
             key: Some(key.clone()),
-            peer: proxy
-                .as_ref()
-                .map_or(peer.local_addr(), LoopbackProxy::local_addr),
+            peer: proxy.as_ref().map_or(peer.addr, LoopbackProxy::local_addr),
             rules: rules(policy)?,
             link: link_config(),
-            difference_dir: dir.path().to_owned(),
+            difference_dir: difference,
             difference: RecordLogOptions::default(),
         },
     )?;
@@ -224,7 +257,7 @@ fn pair(
         primary,
         replicator,
         _proxy: proxy,
-        _peer: peer,
+        peer,
         _dir: dir,
     })
 }
@@ -235,21 +268,33 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     bar.set_style(crate::progress::style("{bar:30} {pos}/{len} {msg}"));
     bar.set_message("unreplicated");
     let t = traffic(args, None);
-    let base = run_for(&t, &fresh(args.subscribers)?, args.seconds);
+    let base_db = fresh(args.subscribers)?;
+    let cpu_before = process_cpu_us();
+    let base = run_for(&t, &base_db, args.seconds);
+    let base_cpu_us_per_commit = process_cpu_us().saturating_sub(cpu_before) as f64
+        / base.commit_latency_us.len().max(1) as f64;
+    drop(base_db);
     let base_ops = base.ops as f64 / base.elapsed.as_secs_f64();
     bar.inc(1);
-    // Before the cells, on a quiet machine.
+    // Before the cells and again after them: an idle VM wakes a blocked thread
+    // slower than a busy one (14.6 and 75 µs seen in two runs); the lower is kept.
     bar.set_message("raw TCP round trip");
-    let tcp_rtt_us = crate::tcp_rtt::median_us()?;
+    let tcp_rtt_us_before = crate::tcp_rtt::median_us()?;
     let mut cells = Vec::new();
     for policy in &args.policies {
         for &rtt in &args.rtt_ms {
             for &loss in &args.loss_pct {
                 bar.set_message(format!("{policy} rtt {rtt} ms loss {loss} %"));
                 let p = pair(args, policy, rtt, loss)?;
+                let cpu_before = process_cpu_us();
                 let r = run_for(&t, &p.primary, args.seconds);
+                let cpu_us = process_cpu_us().saturating_sub(cpu_before);
                 let secs = r.elapsed.as_secs_f64();
                 let ops = r.ops as f64 / secs;
+                let commits = r.commit_latency_us.len();
+                p.replicator.shutdown();
+                let backup = p.peer.finish()?;
+                let applied = backup["stats"]["applied"].as_u64().unwrap_or(0);
                 cells.push(Cell {
                     policy: policy.clone(),
                     rtt_ms: rtt,
@@ -263,12 +308,24 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                     failed: r.failed,
                     sessions_per_rtt: (policy == "sync" && rtt > 0.0)
                         .then(|| args.sessions as f64 / (rtt / 1000.0)),
+                    primary_cpu_us_per_commit: cpu_us as f64 / commits.max(1) as f64,
+                    backup_apply_ops_per_s: applied as f64 / secs,
                 });
-                p.replicator.shutdown();
                 bar.inc(1);
             }
         }
     }
+    let tcp_rtt_us_after = crate::tcp_rtt::median_us()?;
+    let tcp_rtt_us = tcp_rtt_us_before.min(tcp_rtt_us_after);
+    // At RTT 0 without loss: no proxy in this process, the backup in its own.
+    let direct = |policy: &str| {
+        cells
+            .iter()
+            .find(|c| c.policy == policy && c.rtt_ms == 0.0 && c.loss_pct == 0.0)
+    };
+    let cpu_ratio =
+        |policy: &str| direct(policy).map(|c| c.primary_cpu_us_per_commit / base_cpu_us_per_commit);
+    let apply_rate = |policy: &str| direct(policy).map(|c| c.backup_apply_ops_per_s);
     let sync_p50_over_tcp_rtt = cells
         .iter()
         .find(|c| c.policy == "sync" && c.rtt_ms == 0.0 && c.loss_pct == 0.0)
@@ -284,7 +341,15 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         unreplicated_commit_latency_us_p50: base.commit_latency_us.value_at_quantile(0.5),
         unreplicated_commit_latency_us_p99: base.commit_latency_us.value_at_quantile(0.99),
         tcp_rtt_us,
+        tcp_rtt_us_before,
+        tcp_rtt_us_after,
         sync_p50_over_tcp_rtt,
+        unreplicated_cpu_us_per_commit: base_cpu_us_per_commit,
+        primary_cpu_ratio_async: cpu_ratio("async"),
+        primary_cpu_ratio_ordered: cpu_ratio("ordered"),
+        backup_apply_ratio_async_over_ordered: apply_rate("async")
+            .zip(apply_rate("ordered"))
+            .map(|(a, o)| a / o.max(1e-9)),
         cells,
         catchup_ops_per_s,
         catchup_incoming_per_s: incoming,
@@ -394,9 +459,30 @@ pub fn print_table(r: &ReplicateBenchReport) {
                 .unwrap_or_default()
         );
     }
+    let direct: Vec<String> = r
+        .cells
+        .iter()
+        .filter(|c| c.rtt_ms == 0.0 && c.loss_pct == 0.0)
+        .map(|c| {
+            format!(
+                "{} {:.2} µs ({:.2}×), backup applies {:.0}/s",
+                c.policy,
+                c.primary_cpu_us_per_commit,
+                c.primary_cpu_us_per_commit / r.unreplicated_cpu_us_per_commit.max(1e-9),
+                c.backup_apply_ops_per_s
+            )
+        })
+        .collect();
     say!(
-        "raw loopback TCP round trip {:.1} µs (median){}",
+        "primary CPU per commit at RTT 0 (backup in its own process): unreplicated {:.2} µs; {}",
+        r.unreplicated_cpu_us_per_commit,
+        direct.join("; ")
+    );
+    say!(
+        "raw loopback TCP round trip {:.1} µs (median; {:.1} before the cells, {:.1} after){}",
         r.tcp_rtt_us,
+        r.tcp_rtt_us_before,
+        r.tcp_rtt_us_after,
         r.sync_p50_over_tcp_rtt
             .map(|x| format!("; sync commit p50 at RTT 0 = {x:.1}× it"))
             .unwrap_or_default()
