@@ -18,6 +18,10 @@ use serde::Serialize;
 
 use crate::backup_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
+
+/// The policy of seed 000's own experiment (§6.1), built in (also in
+/// replicate/rules/seed000-exact.toml).
+const EXACT_RULES: &str = include_str!("../../replicate/rules/seed000-exact.toml");
 use crate::CliError;
 
 /// Options of `kirikae bench replicate`.
@@ -40,11 +44,13 @@ pub struct ReplicateBenchArgs {
     /// Loss rates, percent (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0,0.1,1", value_parser = crate::arg_ranges::percent)]
     pub loss_pct: Vec<f64>,
-    /// Policies: mixed, async, ordered, sync (comma-separated).
+    /// Policies (comma-separated): mixed (seed 000's mixed policy), exact (the
+    /// policy of its own experiment, §6.1: writes ordered, every commit sync), and
+    /// each mode alone: async, ordered, sync.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "mixed,async,ordered,sync"
+        default_value = "mixed,exact,async,ordered,sync"
     )]
     pub policies: Vec<String>,
     /// Incoming operations per second during the catch-up measurement.
@@ -119,12 +125,13 @@ pub struct ReplicateBenchReport {
 fn rules(policy: &str) -> Result<RuleSet, CliError> {
     Ok(match policy {
         "mixed" => RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
+        "exact" => RuleSet::parse(EXACT_RULES, "seed000-exact.toml")?,
         "async" | "ordered" | "sync" => {
             RuleSet::parse(&format!("default = \"{policy}\""), "bench.toml")?
         }
         other => {
             return Err(CliError::Usage(format!(
-                "unknown policy `{other}` (mixed, async, ordered, sync)"
+                "unknown policy `{other}` (mixed, exact, async, ordered, sync)"
             )))
         }
     })
@@ -263,6 +270,10 @@ fn pair(
 }
 
 pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> {
+    // A policy it does not know is refused before anything runs.
+    for policy in &args.policies {
+        rules(policy)?;
+    }
     let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len() + 2;
     let bar = ProgressBar::new(cells_total as u64);
     bar.set_style(crate::progress::style("{bar:30} {pos}/{len} {msg}"));
