@@ -240,7 +240,11 @@ impl Traffic {
                 Ok(true) => {
                     let us = t0.elapsed().as_micros().max(1) as u64;
                     latency.saturating_record(us);
-                    counters.write_us_max.fetch_max(us, Ordering::Relaxed);
+                    // Read first: a write on the sessions' shared line only when
+                    // this one is the longest yet.
+                    if us > counters.write_us_max.load(Ordering::Relaxed) {
+                        counters.write_us_max.fetch_max(us, Ordering::Relaxed);
+                    }
                 }
                 Ok(false) => {}
                 Err(_) => failed += 1,

@@ -63,10 +63,11 @@ pub struct ApplierStats {
     pub resyncs: u64,
     /// The latest catalog changes applied, oldest first (at most 64): each at the
     /// sequence the primary gave it (its [`Replicator::catalog_changes`]), with how
-    /// long applying it held the stream.
+    /// long applying it held the stream. Shared: the backup publishes its stats
+    /// with every batch of answers, and this changes only with a catalog change.
     ///
     /// [`Replicator::catalog_changes`]: crate::Replicator::catalog_changes
-    pub catalog_changes: VecDeque<CatalogChangeAt>,
+    pub catalog_changes: Arc<VecDeque<CatalogChangeAt>>,
 }
 
 /// A sync transaction applied and held open until its decision.
@@ -537,10 +538,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    let started = Instant::now();
-                    let applied = apply(self.session, self.ddl.as_deref(), &operations);
-                    self.note_catalog_change(seq, &operations, started);
-                    match applied {
+                    match self.apply_noted(seq, &operations) {
                         Ok((txn, responses)) => {
                             txn.commit()?;
                             self.stats.applied += 1;
@@ -565,10 +563,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    let started = Instant::now();
-                    let applied = apply(self.session, self.ddl.as_deref(), &operations);
-                    self.note_catalog_change(seq, &operations, started);
-                    match applied {
+                    match self.apply_noted(seq, &operations) {
                         Ok((txn, responses)) => {
                             replies.push(Message::Prepared {
                                 seq,
@@ -716,12 +711,20 @@ impl<'s> Applier<'s> {
         Ok(true)
     }
 
-    /// Remembers the catalog change among `operations` (a change travels alone), if
-    /// any, applied at `seq` from `started` until now.
-    fn note_catalog_change(&mut self, seq: Seq, operations: &[Operation], started: Instant) {
+    /// [`apply`]s `operations`, the transaction at `seq`; a catalog change (it
+    /// travels alone) is also remembered, with how long applying it took. Ordinary
+    /// transactions are not timed: this is every applied transaction's path.
+    #[allow(clippy::type_complexity)]
+    fn apply_noted(
+        &mut self,
+        seq: Seq,
+        operations: &[Operation],
+    ) -> std::result::Result<(Transaction<'s>, Vec<u64>), (usize, ReplicateError)> {
         let [Operation::Ddl { table, event }] = operations else {
-            return;
+            return apply(self.session, self.ddl.as_deref(), operations);
         };
+        let started = Instant::now();
+        let applied = apply(self.session, self.ddl.as_deref(), operations);
         let change = CatalogChangeAt {
             seq: Some(seq),
             table: table.clone(),
@@ -729,7 +732,8 @@ impl<'s> Applier<'s> {
             took_us: started.elapsed().as_micros() as u64,
             replayed: self.replaying.is_some(),
         };
-        remember(&mut self.stats.catalog_changes, change);
+        remember(Arc::make_mut(&mut self.stats.catalog_changes), change);
+        applied
     }
 
     /// Marks `seq` resolved and advances `resolved` over what has become contiguous.
