@@ -20,15 +20,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::ProgressBar;
 use kirikae::engine::{Database, SessionInfo, Value};
 use kirikae::replicate::etcd::LocalEtcd;
 use kirikae::replicate::{
     switchover, AccessLogOptions, Arbiter, Backup, BackupConfig, BackupEvent, EtcdArbiter,
-    LinkConfig, PeerKey, Promotion, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
-    Switchover,
+    LinkConfig, Promotion, RecordLogOptions, Replicator, ReplicatorConfig, RuleSet, Switchover,
 };
 use kirikae_workload::telecom;
 use kirikae_workload::workload::{subscriber_key, SUBSCRIBER_TABLE};
@@ -98,18 +97,6 @@ pub struct FailoverReport {
     /// The switchover's own timer (hand-over to the new primary started), worst
     /// trial: the part of the pause the switchover itself takes.
     pub switchover_own_us_max: u64,
-}
-
-/// A pair key for one trial, written where the primary process reads it.
-pub(crate) fn key_file(path: &Path) -> Result<PeerKey, CliError> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let text = format!("kirikae-bench-failover-{nanos}-{}", std::process::id());
-    std::fs::write(path, &text)
-        .map_err(|e| CliError::Usage(format!("key file {}: {e}", path.display())))?;
-    Ok(PeerKey::from_file(path)?)
 }
 
 fn fresh(subscribers: u64) -> Result<Database, CliError> {
@@ -230,7 +217,7 @@ enum TrialArbiter {
 fn kill_trial(args: &FailoverBenchArgs, arbiter_kind: TrialArbiter) -> Result<Trial, CliError> {
     let (data, diff, new_diff) = (tempdir()?, tempdir()?, tempdir()?);
     let key_path = data.path().with_extension("key");
-    let key = key_file(&key_path)?;
+    let key = crate::nodes::write_key_file(&key_path)?;
     let acks = diff.path().with_extension("acks");
     let db = fresh(args.subscribers)?;
     let failover_after = Duration::from_millis(args.failover_after_ms);
@@ -328,32 +315,23 @@ fn kill_trial(args: &FailoverBenchArgs, arbiter_kind: TrialArbiter) -> Result<Tr
     let leadership = backup.take_leadership();
     let promoted_ms = crate::ack_log::unix_ms(SystemTime::now());
     // The new primary: its first accepted write ends the failover.
-    let nobody = unused_addr()?;
-    let mut link = LinkConfig {
-        epoch: promotion.epoch,
-        start_after: promotion.last_seq,
-        ..LinkConfig::default()
-    };
-    link.reconnect_min = Duration::from_millis(200);
-    let replicator = Replicator::start(
+    let replicator = crate::promoted::take_over(
         &db,
+        &promotion,
+        leadership.as_ref(),
         ReplicatorConfig {
             key: Some(key),
-            peer: nobody,
+            // Nobody listens there (the dead primary's node would be the new
+            // backup; rejoining it needs a resync): the new primary runs degraded.
+            peer: crate::node_process::free_port()?,
             rules: RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
-            link,
+            link: LinkConfig {
+                reconnect_min: Duration::from_millis(200),
+                ..LinkConfig::default()
+            },
             difference_dir: new_diff.path().to_owned(),
             difference: RecordLogOptions::default(),
         },
-    )?;
-    if let Some(held) = &leadership {
-        replicator.require_leadership(held)?;
-    }
-    let session = db.session(SessionInfo::new("app", "service", None));
-    session.update_columns(
-        SUBSCRIBER_TABLE,
-        &subscriber_key(0),
-        &[("balance", Value::Int(1))],
     )?;
     let failover_ms = killed.elapsed().as_secs_f64() * 1000.0;
     replicator.shutdown();
@@ -367,20 +345,11 @@ fn kill_trial(args: &FailoverBenchArgs, arbiter_kind: TrialArbiter) -> Result<Tr
     })
 }
 
-/// An address nobody listens on (the dead primary's node would be the new backup;
-/// rejoining it needs a resync, so the new primary runs degraded here).
-fn unused_addr() -> Result<SocketAddr, CliError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr().map(|a| (l, a)))
-        .map_err(|e| CliError::Usage(format!("a free port: {e}")))?;
-    Ok(l.1)
-}
-
 /// One switchover under a writer; returns the writer's longest gap across it and in
 /// an equal window before it, and the switchover's own timer, µs.
 fn switchover_trial(args: &FailoverBenchArgs) -> Result<(u64, u64, u64), CliError> {
     let dirs = [tempdir()?, tempdir()?, tempdir()?, tempdir()?];
-    let key = key_file(&dirs[0].path().join("pair.key"))?;
+    let key = crate::nodes::write_key_file(&dirs[0].path().join("pair.key"))?;
     let (a_db, b_db) = (fresh(args.subscribers)?, fresh(args.subscribers)?);
     let backup_config = |dir: &Path| BackupConfig {
         key: Some(key.clone()),
@@ -453,7 +422,7 @@ fn switchover_trial(args: &FailoverBenchArgs) -> Result<(u64, u64, u64), CliErro
     std::thread::sleep(Duration::from_millis(300));
     let window_start = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
-    let new_backup_listen = unused_addr()?;
+    let new_backup_listen = crate::node_process::free_port()?;
     let hand_over = a.hand_over(Duration::from_secs(5))?;
     let hand_over_since = hand_over.refusing_since;
     let switched = switchover(Switchover {

@@ -16,7 +16,7 @@ use kirikae::replicate::{
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
-use crate::backup_process::BackupProcess;
+use crate::node_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
 
 /// The policy of seed 000's own experiment (§6.1), built in (also in
@@ -230,12 +230,12 @@ fn pair(
     let primary = fresh(args.subscribers)?;
     let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
     let key_path = dir.path().join("pair.key");
-    let key = crate::bench_failover::key_file(&key_path)?;
+    let key = crate::nodes::write_key_file(&key_path)?;
     let difference = dir.path().join("difference");
     std::fs::create_dir(&difference)
         .map_err(|e| CliError::Usage(format!("{}: {e}", difference.display())))?;
     // Memory only, like the primary: no access log to fsync.
-    let peer = BackupProcess::start(args.subscribers, &key_path, &[])?;
+    let peer = BackupProcess::start(dir.path(), args.subscribers, &key_path, &[])?;
     // A proxy only where there is something to impair: its two extra hops would
     // otherwise be most of a sync commit's time at RTT 0.
     let proxy = match (rtt_ms, loss_pct) {

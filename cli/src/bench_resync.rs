@@ -11,7 +11,7 @@
 //! sides once the load stops.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use kirikae::replicate::{
 use kirikae_workload::telecom::{self, Mix, Traffic, TrafficReport};
 use serde::Serialize;
 
+use crate::node_process::free_port;
 use crate::nodes::{checksums, MIXED_RULES};
 use crate::CliError;
 
@@ -109,13 +110,6 @@ pub struct ResyncBenchReport {
 
 fn tempdir() -> Result<tempfile::TempDir, CliError> {
     tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))
-}
-
-/// A free loopback port (bound, then let go for the child to take).
-fn free_port() -> Result<SocketAddr, CliError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::Usage(format!("bind: {e}")))?;
-    l.local_addr()
-        .map_err(|e| CliError::Usage(format!("bind: {e}")))
 }
 
 /// This process's resident set, bytes (0 where `/proc` is missing).
@@ -234,7 +228,7 @@ pub fn run(args: &ResyncBenchArgs) -> Result<ResyncBenchReport, CliError> {
     telecom::create_tables(&primary, args.rows)?;
     let (diff, data) = (tempdir()?, tempdir()?);
     let key_path = data.path().with_extension("key");
-    let key = crate::bench_failover::key_file(&key_path)?;
+    let key = crate::nodes::write_key_file(&key_path)?;
     let (listen, admin) = (free_port()?, free_port()?);
     let replicator = Replicator::start(
         &primary,

@@ -15,7 +15,6 @@
 //! one the dead primary acknowledged as replicated and the new primary lacks;
 //! checksums and schemas are compared between the last two nodes at the end.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,9 +22,9 @@ use indicatif::ProgressBar;
 use plotters::style::RGBColor;
 
 use crate::ack_log::unix_ms;
-use crate::demo_node::Node;
 use crate::demo_report::{print_report, DemoReport, Stalls};
 use crate::demo_story::{Heard, Story, BACKUP, PRIMARY, REJOINED};
+use crate::node_process::{free_port, Node};
 use crate::plot::{Mark, Span};
 use crate::progress::{style, PlainLines};
 use crate::CliError;
@@ -85,12 +84,6 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn free_port() -> Result<SocketAddr, CliError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| CliError::Usage(format!("a free port: {e}")))
-}
-
 fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
     let temp = tempfile::tempdir().map_err(|e| CliError::Usage(format!("work directory: {e}")))?;
     let root = temp.path().to_owned();
@@ -103,15 +96,7 @@ fn story(args: &DemoArgs) -> Result<DemoReport, CliError> {
         None => Some(temp),
     };
     let path = |name: &str| root.as_path().join(name).display().to_string();
-    std::fs::write(
-        root.as_path().join("pair.key"),
-        format!(
-            "kirikae-demo-{}-{}",
-            std::process::id(),
-            unix_ms(SystemTime::now())
-        ),
-    )
-    .map_err(|e| CliError::Usage(format!("key file: {e}")))?;
+    crate::nodes::write_key_file(&root.join("pair.key"))?;
     let (backup_addr, rejoin_addr) = (free_port()?, free_port()?);
     let common = |v: &[&str]| -> Vec<String> {
         let mut out: Vec<String> = v.iter().map(|s| (*s).to_owned()).collect();

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 
-use crate::demo_node::{Line, Node};
 use crate::node_events;
+use crate::node_process::{Line, Node};
 use crate::progress::PlainLines;
 use crate::CliError;
 

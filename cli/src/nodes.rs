@@ -55,6 +55,19 @@ pub fn checksums(db: &Database) -> Result<BTreeMap<String, u64>, CliError> {
     Ok(out)
 }
 
+/// A fresh pair key written to `path`, for the processes a demo or a bench starts
+/// to read with `--key-file`.
+pub(crate) fn write_key_file(path: &Path) -> Result<PeerKey, CliError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let text = format!("kirikae-pair-{nanos}-{}", std::process::id());
+    std::fs::write(path, &text)
+        .map_err(|e| CliError::Usage(format!("key file {}: {e}", path.display())))?;
+    Ok(PeerKey::from_file(path)?)
+}
+
 /// The key in `path`, or a warning that the pair is not authenticated.
 pub(crate) fn load_key(path: Option<&PathBuf>) -> Result<Option<PeerKey>, CliError> {
     match path {

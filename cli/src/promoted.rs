@@ -60,32 +60,19 @@ pub fn serve(
     config: &ServeConfig,
 ) -> Result<Serving, CliError> {
     let promoted_ms = unix_ms(SystemTime::now());
-    let rules = load_rules(config.rules.as_ref())?;
-    let replicator = Arc::new(Replicator::start(
+    let replicator = Arc::new(take_over(
         db,
+        promotion,
+        leadership.as_ref(),
         ReplicatorConfig {
             key: config.key.clone(),
             peer: config.peer,
-            rules,
-            link: LinkConfig {
-                epoch: promotion.epoch,
-                start_after: promotion.last_seq,
-                ..LinkConfig::default()
-            },
+            rules: load_rules(config.rules.as_ref())?,
+            link: LinkConfig::default(),
             difference_dir: config.difference_dir.clone(),
             difference: RecordLogOptions::default(),
         },
     )?);
-    if let Some(held) = &leadership {
-        replicator.require_leadership(held)?;
-    }
-    // The first write a user gets accepted ends the failover.
-    let session = db.session(SessionInfo::new("app", "service", None));
-    session.update_columns(
-        SUBSCRIBER_TABLE,
-        &subscriber_key(0),
-        &[("balance", Value::Int(1))],
-    )?;
     let first_write_ms = unix_ms(SystemTime::now());
     let traffic = Traffic {
         sessions: config.sessions,
@@ -123,6 +110,31 @@ pub fn serve(
         report: config.report,
         failover,
     })
+}
+
+/// Starts `db` replicating by `config` as the primary `promotion` made it (at its
+/// epoch, numbering after its takeover sequence; `config.link`'s own epoch and
+/// start are replaced), under `leadership` if the arbiter took one, and takes the
+/// first write a user would make: the end of the failover as the user sees it.
+pub fn take_over(
+    db: &Database,
+    promotion: &Promotion,
+    leadership: Option<&Leadership>,
+    mut config: ReplicatorConfig,
+) -> Result<Replicator, CliError> {
+    config.link.epoch = promotion.epoch;
+    config.link.start_after = promotion.last_seq;
+    let replicator = Replicator::start(db, config)?;
+    if let Some(held) = leadership {
+        replicator.require_leadership(held)?;
+    }
+    let session = db.session(SessionInfo::new("app", "service", None));
+    session.update_columns(
+        SUBSCRIBER_TABLE,
+        &subscriber_key(0),
+        &[("balance", Value::Int(1))],
+    )?;
+    Ok(replicator)
 }
 
 impl Serving {

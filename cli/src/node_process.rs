@@ -1,8 +1,10 @@
-//! One node of the demo: a `kirikae primary` or `kirikae backup` child process,
-//! its standard output read line by line on a thread of its own (each line with
-//! the instant it arrived), its standard error kept in a file for when it fails.
+//! A node as a child process (`kirikae primary` or `kirikae backup`), for the demo
+//! and the benches: its standard output read line by line on a thread of its own
+//! (each line with the instant it arrived), its standard error kept in a file for
+//! when it fails; and a free loopback port to give one.
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,6 +84,31 @@ impl Node {
         })
     }
 
+    /// Waits up to `timeout` for a line starting with `prefix` (the lines before
+    /// it are passed over); returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> Result<String, CliError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    if let Some(rest) = line.text.strip_prefix(prefix) {
+                        return Ok(rest.to_owned());
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    return Err(self.failed(&format!(
+                        "did not say `{prefix}` within {} s",
+                        timeout.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
     /// The lines that arrived so far.
     pub fn drain(&self) -> Vec<Line> {
         self.lines.try_iter().collect()
@@ -159,5 +186,54 @@ impl Drop for Node {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// A free loopback port (bound, then let go for a child or a peer to take).
+pub fn free_port() -> Result<SocketAddr, CliError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| CliError::Usage(format!("a free port: {e}")))
+}
+
+/// A `kirikae backup` node for a bench: memory only, ready once it says where it
+/// listens, stopped by [`finish`](BackupProcess::finish), which returns its final
+/// report (applied transactions, checksums).
+pub struct BackupProcess {
+    node: Node,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl BackupProcess {
+    /// How long it may take to load its tables and listen, and to stop and report.
+    const WITHIN: Duration = Duration::from_secs(60);
+
+    /// Starts `kirikae backup` on any free port with `subscribers` rows, the pair's
+    /// key in `key`, and `extra` arguments; its output files go to `dir`.
+    pub fn start(
+        dir: &Path,
+        subscribers: u64,
+        key: &Path,
+        extra: &[&str],
+    ) -> Result<BackupProcess, CliError> {
+        let mut args: Vec<String> = ["backup", "--listen", "127.0.0.1:0", "--until-stdin-closes"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(["--subscribers".to_owned(), subscribers.to_string()]);
+        args.extend(["--key-file".to_owned(), key.display().to_string()]);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut node = Node::spawn("backup", &args, dir)?;
+        let said = node.wait_line("kirikae backup listening on ", Self::WITHIN)?;
+        let addr = said.split_whitespace().next().unwrap_or_default();
+        let addr = addr
+            .parse()
+            .map_err(|e| CliError::Usage(format!("the backup's address `{addr}`: {e}")))?;
+        Ok(BackupProcess { node, addr })
+    }
+
+    /// Closes its input and returns its final report.
+    pub fn finish(mut self) -> Result<serde_json::Value, CliError> {
+        self.node.finish(Self::WITHIN).map(|(_, report)| report)
     }
 }
