@@ -60,10 +60,7 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
     } = pair;
     let addr = backup.local_addr();
     assert!(primary.wait_caught_up(Duration::from_secs(10)));
-    backup.stop().unwrap();
-    wait_for("the link to go down", Duration::from_secs(10), || {
-        !primary.wait_duplex(Duration::ZERO)
-    });
+    stop_backup(&primary, backup);
     let writers = Writers::start(&db);
     start(&db, T, add_column(), RestructureOptions::default())
         .unwrap()
@@ -322,10 +319,7 @@ fn an_abandonment_while_the_backup_is_down_reaches_it_later() {
     let old_schema = db.table(T).unwrap().schema().as_ref().clone();
     let h = slow_restructure(&db, 1_000);
     assert_eq!(handler.0.running(), vec![T.to_owned()]);
-    backup.stop().unwrap();
-    wait_for("the link to go down", Duration::from_secs(10), || {
-        !primary.wait_duplex(Duration::ZERO)
-    });
+    stop_backup(&primary, backup);
     h.abort();
     assert!(matches!(h.wait(), Err(RestructureError::Aborted { .. })));
     let (replica, handler, backup) = restart_backup(addr, dirs.0.path());

@@ -14,21 +14,10 @@ use std::time::Duration;
 use common::{plans, setup, wait_for_phase, Writers, TABLE};
 use kirikae_engine::{Column, ColumnType, Database, Key, Schema, SessionInfo, Value};
 use kirikae_restructure::{
-    start, tables_agree, Conversion, HoldEnd, HoldKind, NonConvergence, Phase, Plan,
-    RestructureError, RestructureOptions, RestructureReport, Step, Strategy, Transform,
+    start, Conversion, HoldEnd, HoldKind, NonConvergence, Phase, Plan, RestructureError,
+    RestructureOptions, RestructureReport, Step, Strategy, Transform,
 };
 use kirikae_testkit::wait_for;
-
-fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> kirikae_restructure::SwitchInspector {
-    let compiled = Transform::Plan(plan.clone())
-        .compile(TABLE, &common::schema())
-        .expect("plan");
-    let agreed = Arc::clone(agreed);
-    Arc::new(move |old, new| {
-        let ok = tables_agree(old, new, |r| compiled.apply(r).ok());
-        agreed.store(ok, Ordering::SeqCst);
-    })
-}
 
 fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
     const ROWS: i64 = 100_000;
@@ -43,7 +32,7 @@ fn run_plan_under_load(name: &str, plan: Plan, strategy: Strategy) {
         // Correctness under load is the point here; another test's writers share the
         // two cores, and a 1 ms bound could be preempted on every try.
         stall_max: Duration::from_millis(20),
-        inspect_at_switch: Some(inspector(&plan, &agreed)),
+        inspect_at_switch: Some(common::inspector(&plan, &agreed)),
         ..RestructureOptions::default()
     };
     let old_id = db.table(TABLE).expect("t").id();

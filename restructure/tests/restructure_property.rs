@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{balance_column, key_for, plans, row_for, setup, Writers, TABLE};
 use kirikae_engine::{SessionInfo, Value};
-use kirikae_restructure::{start, tables_agree, RestructureOptions, Transform};
+use kirikae_restructure::{start, RestructureOptions};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -90,23 +90,14 @@ fn run(c: Case) {
         })
     };
 
-    let compiled = Transform::Plan(plan.clone())
-        .compile(TABLE, &common::schema())
-        .expect("plan");
     let agreed = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&agreed);
     let options = RestructureOptions {
         strategy: common::strategy(c.journal),
         chunk_rows: c.chunk_rows,
         verify: true,
         duty_cycle: 1.0,
         switch_retry_pause: Duration::from_millis(5),
-        inspect_at_switch: Some(Arc::new(move |old, new| {
-            seen.store(
-                tables_agree(old, new, |r| compiled.apply(r).ok()),
-                Ordering::SeqCst,
-            );
-        })),
+        inspect_at_switch: Some(common::inspector(&plan, &agreed)),
         ..RestructureOptions::default()
     };
     let report = start(&db, TABLE, plan, options)

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use common::{plans, setup, wait_for_phase, Writers, TABLE};
 use kirikae_restructure::{
-    start, tables_agree, Phase, Plan, RestructureError, RestructureHandle, RestructureOptions,
-    Transform,
+    start, Phase, Plan, RestructureError, RestructureHandle, RestructureOptions, Transform,
 };
 use kirikae_testkit::wait_for;
 
@@ -41,22 +40,13 @@ fn on_command(writers_seed: u64) -> OnCommand {
     let old_id = db.table(TABLE).unwrap().id();
     let writers = Writers::start(&db, 2, ROWS, writers_seed);
     let plan = add_column();
-    let compiled = Transform::Plan(plan.clone())
-        .compile(TABLE, &common::schema())
-        .expect("plan");
     let agreed = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&agreed);
     let options = RestructureOptions {
         switch_on_command: true,
         duty_cycle: 1.0,
         // Two writer threads share the two cores with the restructure.
         stall_max: Duration::from_millis(20),
-        inspect_at_switch: Some(Arc::new(move |old, new| {
-            seen.store(
-                tables_agree(old, new, |r| compiled.apply(r).ok()),
-                Ordering::SeqCst,
-            );
-        })),
+        inspect_at_switch: Some(common::inspector(&plan, &agreed)),
         ..RestructureOptions::default()
     };
     let handle = start(&db, TABLE, plan, options).unwrap();

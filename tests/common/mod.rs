@@ -220,6 +220,14 @@ pub fn ddl_rules(mode: &str) -> String {
     format!("default = \"async\"\n[[rule]]\nname = \"ddl\"\nkind = \"ddl\"\nmode = \"{mode}\"\n")
 }
 
+/// Stops `backup` and waits until `primary` saw it go (its link is down).
+pub fn stop_backup(primary: &Replicator, backup: Backup) {
+    backup.stop().unwrap();
+    wait_for("the link to go down", Duration::from_secs(10), || {
+        !primary.wait_duplex(Duration::ZERO)
+    });
+}
+
 /// A backup restarted over a fresh database from its log in `log`, on `addr`.
 pub fn restart_backup(
     addr: std::net::SocketAddr,

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kirikae_engine::{Column, ColumnType, Database, EngineError, Key, Schema, SessionInfo, Value};
-use kirikae_restructure::{Conversion, Phase, Plan, RestructureHandle, Step, Strategy};
+use kirikae_restructure::{
+    tables_agree, Conversion, Phase, Plan, RestructureHandle, Step, Strategy, SwitchInspector,
+    Transform,
+};
 
 pub const TABLE: &str = "acct";
 
@@ -259,4 +262,17 @@ pub fn wait_for_phase(h: &RestructureHandle, phase: Phase) {
         assert!(!h.is_finished(), "finished before {phase:?}");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// An inspector for `RestructureOptions::inspect_at_switch`: at the switch, sets
+/// `agreed` to whether the new table holds exactly `plan` applied to the old one.
+pub fn inspector(plan: &Plan, agreed: &Arc<AtomicBool>) -> SwitchInspector {
+    let compiled = Transform::Plan(plan.clone())
+        .compile(TABLE, &schema())
+        .expect("plan");
+    let agreed = Arc::clone(agreed);
+    Arc::new(move |old, new| {
+        let ok = tables_agree(old, new, |r| compiled.apply(r).ok());
+        agreed.store(ok, Ordering::SeqCst);
+    })
 }
