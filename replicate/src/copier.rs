@@ -121,8 +121,7 @@ impl Copier {
                 }
             };
             let mut core = shared.core.lock();
-            core.link
-                .copy_sized(shared.now(), resync, piece, message_len);
+            core.link.copy(shared.now(), resync, piece, message_len);
             if !core.link.copy_room() {
                 return Step::Idle;
             }

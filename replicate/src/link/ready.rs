@@ -47,21 +47,10 @@ pub struct Ready {
     pub released: Released,
 }
 
-/// Transactions the link no longer holds (see [`Ready::released`]).
+/// Transactions the link no longer holds (see [`Ready::released`]): opaque, only
+/// to be dropped.
 #[derive(Debug, Default)]
 pub struct Released(pub(super) Vec<super::window::Entry>);
-
-impl Released {
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 impl Ready {
     /// Whether there is nothing to do.

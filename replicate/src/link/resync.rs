@@ -90,21 +90,10 @@ impl Link {
             .is_some_and(|r| r.id == resync && !r.copied)
     }
 
-    /// The shell read a piece of the copy for resync `resync`.
-    pub fn copy(&mut self, now: Micros, resync: u64, piece: CopyPiece) {
-        self.copy_sized(now, resync, piece, None);
-    }
-
-    /// [`copy`](Link::copy) of a piece whose encoded size the shell measured
-    /// already (`encoded_len`): sizing a chunk of rows again here would walk every
-    /// row while the commits wait for this state machine.
-    pub fn copy_sized(
-        &mut self,
-        now: Micros,
-        resync: u64,
-        piece: CopyPiece,
-        encoded_len: Option<usize>,
-    ) {
+    /// The shell read a piece of the copy for resync `resync`; `encoded_len`, if
+    /// the shell measured it already: sizing a chunk of rows again here would walk
+    /// every row while the commits wait for this state machine.
+    pub fn copy(&mut self, now: Micros, resync: u64, piece: CopyPiece, encoded_len: Option<usize>) {
         let epoch = self.config.epoch;
         let Some(r) = self.resync.as_mut().filter(|r| r.id == resync && !r.copied) else {
             return;

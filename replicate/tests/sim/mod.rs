@@ -715,7 +715,7 @@ impl Sim {
                     schema: schema(),
                     rows: self.model.keys().filter(|(t, _)| *t == next).count() as u64,
                 };
-                self.link.copy(self.now, id, piece);
+                self.link.copy(self.now, id, piece, None);
                 continue;
             };
             let after = copy.after;
@@ -741,6 +741,7 @@ impl Sim {
                             table: table.into(),
                             rows,
                         },
+                        None,
                     );
                 }
             }
