@@ -89,7 +89,8 @@ fn the_observer_is_shown_each_change_in_order_and_its_veto_leaves_the_catalog_as
         .expect("add");
     let twin = switch_to_empty_twin(&db, "a");
     db.drop_table("b").expect("drop");
-    db.announce("a", b"a plan").expect("announce");
+    db.announce("a", b"a plan", ForReplica::Follow)
+        .expect("announce");
     assert_eq!(
         *recorder.seen.lock(),
         vec![
@@ -128,7 +129,7 @@ fn the_observer_is_shown_each_change_in_order_and_its_veto_leaves_the_catalog_as
     }
     assert!(db.drop_table("a").is_err());
     assert!(matches!(
-        db.announce("a", b"another"),
+        db.announce("a", b"another", ForReplica::Follow),
         Err(EngineError::CatalogChangeVetoed { .. })
     ));
     let other = Arc::new(Table::new("a", schema()));

@@ -169,30 +169,11 @@ impl Database {
 
     /// Shows the catalog observer an announcement about `table` (e.g. a restructure
     /// layer saying which plan it began), in order with the catalog's changes; the
-    /// catalog does not change. `Ok` without an observer; the observer's veto is
+    /// catalog does not change. `for_replica` says what a replica needs of it (see
+    /// [`ForReplica`]). `Ok` without an observer; the observer's veto is
     /// [`EngineError::CatalogChangeVetoed`].
-    pub fn announce(&self, table: &str, payload: &[u8]) -> Result<()> {
-        self.inner
-            .catalog
-            .announce(table, payload, ForReplica::Follow)
-    }
-
-    /// [`announce`](Database::announce) something a replica could not follow, for
-    /// the reason given: an observer that replicates the table's catalog changes
-    /// vetoes it (see [`CatalogChange::Announced`](crate::CatalogChange::Announced)).
-    pub fn announce_unreplicable(&self, table: &str, payload: &[u8], reason: &str) -> Result<()> {
-        let for_replica = ForReplica::CannotFollow(reason);
+    pub fn announce(&self, table: &str, payload: &[u8], for_replica: ForReplica<'_>) -> Result<()> {
         self.inner.catalog.announce(table, payload, for_replica)
-    }
-
-    /// [`announce`](Database::announce) the withdrawal of an earlier announcement
-    /// (e.g. a restructure abandoned): an observer that replicates queues it for a
-    /// replica that cannot hear it now rather than refusing it (see
-    /// [`ForReplica::MustHear`](crate::ForReplica::MustHear)).
-    pub fn announce_withdrawal(&self, table: &str, payload: &[u8]) -> Result<()> {
-        self.inner
-            .catalog
-            .announce(table, payload, ForReplica::MustHear)
     }
 
     /// Holds new writers of `name`: transactions that have not yet written the table

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kirikae_engine::Database;
+use kirikae_engine::{Database, ForReplica};
 
 use crate::announcement::Announcement;
 use crate::error::{RestructureError, Result};
@@ -46,15 +46,14 @@ pub fn start(
     // (its catalog observer may veto: e.g. a row function cannot be replicated).
     let plan = transform.plan().cloned();
     let begun = Announcement::Begun { plan: plan.clone() }.encode();
-    match &plan {
-        Some(_) => db.announce(table, &begun)?,
-        None => db.announce_unreplicable(
-            table,
-            &begun,
+    let for_replica = match &plan {
+        Some(_) => ForReplica::Follow,
+        None => ForReplica::CannotFollow(
             "the restructure runs a row function, which is code and cannot be \
              replicated: give it a plan (data) instead",
-        )?,
-    }
+        ),
+    };
+    db.announce(table, &begun, for_replica)?;
     let shared = Arc::new(Shared::new(table, old.len(), options.rate_limit_rows_per_s));
     let job = Job::new(
         db.clone(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Database, Table};
+use kirikae_engine::{Database, ForReplica, Table};
 
 use crate::announcement::Announcement;
 use crate::context::{Context, HoldLog};
@@ -95,7 +95,7 @@ impl Job {
             // a replica that cannot hear it now (else its copy would wait for a
             // switch that never comes).
             let abandoned = Announcement::Abandoned.encode();
-            if let Err(e) = db.announce_withdrawal(self.ctx.table(), &abandoned) {
+            if let Err(e) = db.announce(self.ctx.table(), &abandoned, ForReplica::MustHear) {
                 tracing::warn!("abandoned restructure of {}: {e}", self.ctx.table());
             }
             // The new table is not needed any more; freeing it is not the caller's work.
@@ -147,7 +147,8 @@ impl Job {
         // Before the hold: a replica lets its own copy converge now (starting it
         // if it restarted since `Begun`), not while this node's writers are held.
         let switching = Announcement::Switching { plan: plan.clone() };
-        ctx.db.announce(ctx.table(), &switching.encode())?;
+        ctx.db
+            .announce(ctx.table(), &switching.encode(), ForReplica::Follow)?;
         ctx.shared.set_phase(Phase::Switching);
         let started = Instant::now();
         let switched = switch(ctx, rounds, twin, verification.as_mut(), &mut holds)?;
