@@ -23,6 +23,10 @@ const CONVERGED_POLL: Duration = Duration::from_millis(1);
 #[derive(Default)]
 pub struct Replica {
     /// Options of the restructures run here (`switch_on_command` is forced on).
+    /// A `duty_cycle` under 1.0 lets this node's copy fall behind the primary's,
+    /// and then its apply waits at the primary's `Switching` announcement (and the
+    /// primary's sync commits with it): a backup with no clients of its own is
+    /// best given 1.0, as `kirikae backup` does.
     pub options: RestructureOptions,
     running: Mutex<HashMap<String, RestructureHandle>>,
 }
