@@ -72,6 +72,12 @@ pub fn threads(s: &str) -> Result<usize, String> {
     count(s, 1..=1024, "1 to 1024").map(|n| n as usize)
 }
 
+/// Apply lanes of a backup, 1 to `APPLY_LANES_MAX`.
+pub fn apply_lanes(s: &str) -> Result<usize, String> {
+    let max = kirikae::replicate::APPLY_LANES_MAX as u64;
+    count(s, 1..=max, &format!("1 to {max}")).map(|n| n as usize)
+}
+
 /// A think time, 0 to 1,000,000 µs.
 pub fn think_us(s: &str) -> Result<u64, String> {
     count(s, 0..=1_000_000, "microseconds, 0 to 1000000")

@@ -38,6 +38,10 @@ pub struct BackupArgs {
     /// Log applied transactions here, so a restarted peer recovers its tables.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Lanes applying async transactions in parallel by key (1: in sequence, like
+    /// ordered ones). Default: the machine's cores, at most 4.
+    #[arg(long, value_parser = crate::arg_ranges::apply_lanes)]
+    apply_lanes: Option<usize>,
     /// Do not fsync the log (faster; a machine crash may lose acknowledged work).
     #[arg(long)]
     no_fsync: bool,
@@ -133,6 +137,9 @@ pub fn backup(args: &BackupArgs) -> Result<(), CliError> {
             duty_cycle: 1.0,
             ..RestructureOptions::default()
         }))),
+        apply_lanes: args
+            .apply_lanes
+            .unwrap_or(BackupConfig::default().apply_lanes),
         ..BackupConfig::default()
     };
     let peer = Arc::new(Backup::start(db.clone(), args.listen.as_str(), config)?);

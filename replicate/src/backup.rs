@@ -65,6 +65,10 @@ pub struct BackupConfig {
     /// Applies the catalog changes the backup cannot apply by itself (a
     /// restructure's announcement and switch); `None` rejects them.
     pub ddl: Option<Arc<dyn DdlHandler>>,
+    /// Lanes applying async transactions in parallel by key (1: in sequence, like
+    /// ordered ones; at most [`APPLY_LANES_MAX`](crate::APPLY_LANES_MAX)). Default:
+    /// the machine's cores, at most 4.
+    pub apply_lanes: usize,
 }
 
 impl Default for BackupConfig {
@@ -83,6 +87,7 @@ impl Default for BackupConfig {
             start_at: None,
             auto_promotion_window: Duration::from_secs(60),
             ddl: None,
+            apply_lanes: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }

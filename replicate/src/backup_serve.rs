@@ -13,7 +13,7 @@ use kirikae_engine::{Database, SessionInfo};
 use parking_lot::Mutex;
 
 use crate::access_log::{AccessLog, Reopened};
-use crate::applier::{Applier, Promotion};
+use crate::applier::{Applier, Promotion, PARALLEL_RUN_TXNS_MIN};
 use crate::arbitration::{take_over, Arbitration, Takeover};
 use crate::backup::{BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 use crate::backup_accept::{accept_loop, Handshaken};
@@ -80,7 +80,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     } = s;
     let session = database.session(SessionInfo::new("replication", "replication", None));
     // Only the applier writes to a backup's database.
-    WriteFence::install(&database, Some(session.info()), Refusal::Backup);
+    WriteFence::install(&database, &[session.info()], Refusal::Backup);
     // The catalog changes the log replays need the handler as much as live ones.
     let ddl = config.ddl.clone();
     let recovered = match (config.start_at, log) {
@@ -92,7 +92,12 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
             Ok(applier)
         }
     };
-    let mut applier = match recovered {
+    let with_lanes = recovered.and_then(|mut applier| {
+        applier.set_apply_lanes(config.apply_lanes, PARALLEL_RUN_TXNS_MIN)?;
+        WriteFence::install(&database, &applier.writers(), Refusal::Backup);
+        Ok(applier)
+    });
+    let mut applier = match with_lanes {
         Ok(a) => a,
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -141,7 +141,9 @@ pub use admin::{
     admin_request, AdminNode, AdminServer, NodeReport, NodeRole, ADMIN_CONNECTIONS_MAX,
     ADMIN_IO_TIMEOUT, ADMIN_REQUEST_BYTES_MAX,
 };
-pub use applier::{Applier, ApplierStats, Promotion, StartAt};
+pub use applier::{
+    Applier, ApplierStats, Promotion, StartAt, APPLY_LANES_MAX, PARALLEL_RUN_TXNS_MIN,
+};
 pub use arbiter::{Arbiter, Due, EtcdArbiter, PromotionWatch};
 pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 pub use backup_session::{BackupSession, SessionConfig};

@@ -339,7 +339,7 @@ impl Replicator {
             // the other, so no commit slips through in between) until it is a
             // backup's.
             let last_seq = self.metrics().last_seq;
-            WriteFence::install(&self.database, None, Refusal::HandedOver(last_seq));
+            WriteFence::install(&self.database, &[], Refusal::HandedOver(last_seq));
         } else {
             self.database.set_commit_gate(None);
         }

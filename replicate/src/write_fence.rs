@@ -21,17 +21,21 @@ pub(crate) enum Refusal {
 
 /// See the module docs.
 pub(crate) struct WriteFence {
-    /// The one session allowed to commit (the applier's), by address: the gate lives
-    /// no longer than that session, and the address is only compared, never read.
-    allowed: Option<usize>,
+    /// The sessions allowed to commit (the applier's and its lanes'), by address:
+    /// the gate lives no longer than those sessions, and the addresses are only
+    /// compared, never read.
+    allowed: Vec<usize>,
     refusal: Refusal,
 }
 
 impl WriteFence {
-    /// Installs a fence on `database` that lets only `allowed` commit.
-    pub fn install(database: &Database, allowed: Option<&SessionInfo>, refusal: Refusal) {
+    /// Installs a fence on `database` that lets only the `allowed` sessions commit.
+    pub fn install(database: &Database, allowed: &[&SessionInfo], refusal: Refusal) {
         let gate = WriteFence {
-            allowed: allowed.map(|s| s as *const SessionInfo as usize),
+            allowed: allowed
+                .iter()
+                .map(|s| *s as *const SessionInfo as usize)
+                .collect(),
             refusal,
         };
         database.set_commit_gate(Some(Arc::new(gate)));
@@ -40,7 +44,10 @@ impl WriteFence {
 
 impl CommitGate for WriteFence {
     fn prepare(&self, request: &CommitRequest<'_>) -> Result<Option<GateNote>, HookError> {
-        if self.allowed == Some(request.session as *const SessionInfo as usize) {
+        if self
+            .allowed
+            .contains(&(request.session as *const SessionInfo as usize))
+        {
             return Ok(None);
         }
         Err(match self.refusal {

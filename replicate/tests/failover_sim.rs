@@ -85,9 +85,8 @@ fn crash(sim: &mut Sim, rng: &mut Rng, faults: &Faults, ctx: &str, tally: &mut T
         .filter(|m| Some(m.conn) == conn && m.to_peer && !sim.broken.contains(&m.conn))
         .collect();
     let arriving = rng.below(in_flight.len() as u64 + 1) as usize;
-    for m in in_flight.into_iter().take(arriving) {
-        sim.peer_receive(m.message, faults);
-    }
+    let arrived = in_flight.into_iter().take(arriving).map(|m| m.message);
+    sim.peer_receive(arrived.collect(), faults);
     sim.backup_session = None;
     sim.conn = None;
     let Some(promotion) = promote(sim, ctx) else {

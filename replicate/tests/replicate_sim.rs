@@ -44,6 +44,8 @@ struct Tally {
     resyncs: u64,
     copies: u64,
     wipes: u64,
+    /// Async transactions the peer's last incarnation applied in parallel lanes.
+    applied_in_lanes: u64,
 }
 
 fn run(seed: u64) -> Tally {
@@ -134,6 +136,7 @@ fn run(seed: u64) -> Tally {
     let stats = peer.applier.as_ref().expect("applier").stats().clone();
     tally.checkpoints = stats.checkpoints;
     tally.segments_retired = stats.segments_retired;
+    tally.applied_in_lanes = stats.applied_in_lanes;
     assert_eq!(
         peer.applier.as_ref().expect("applier").last_seq(),
         last,
@@ -142,7 +145,7 @@ fn run(seed: u64) -> Tally {
     drop(sim.peer.take());
     // A backup restarted from its checkpoint and the log after it holds exactly what
     // the primary committed.
-    let again = PeerNode::start(&sim.peer_dir);
+    let again = PeerNode::start(&sim.peer_dir, sim.lanes);
     assert_eq!(
         again.rows(ACCT),
         sim.model_rows(ACCT),
@@ -170,6 +173,7 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
         total.resyncs += t.resyncs;
         total.copies += t.copies;
         total.wipes += t.wipes;
+        total.applied_in_lanes += t.applied_in_lanes;
     }) else {
         return;
     };
@@ -179,4 +183,6 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
     assert!(total.checkpoints > 0 && total.segments_retired > 0);
     // Every seed starts with an empty backup (one resync each); lost data adds more.
     assert!(total.wipes > 0 && total.resyncs > seeds && total.copies > seeds);
+    // Two seeds in three apply async transactions in parallel lanes.
+    assert!(seeds < 3 || total.applied_in_lanes > 0);
 }

@@ -6,9 +6,11 @@
 //!   [`AccessLog`], and queued; [`flush`](Applier::flush) makes the batch durable,
 //!   then applies it, then answers. `Prepared`, `Applied` and `Ack` therefore all mean
 //!   "logged": a backup that crashes and restarts applies it again from its log.
-//! - Transactions are applied in the order they arrive, which is the primary's
-//!   sequence order: ordered ones in commit order, async ones too (which keeps their
-//!   per-key order).
+//! - Ordered and sync transactions are applied in the order they arrive, which is
+//!   the primary's sequence order. Runs of async ones are applied in parallel lanes
+//!   by key ([`set_apply_lanes`](Applier::set_apply_lanes); see `lanes.rs`), which
+//!   keeps each key's order; their answers and positions are the same as in
+//!   sequence.
 //! - A sequence already seen is a duplicate and ignored, so replay is idempotent.
 //! - A sync transaction is applied and held open (its locks kept) until `Commit` or
 //!   `Abort`; it may also be settled by a replay from the primary's difference file.
@@ -21,8 +23,11 @@
 //! - From time to time a checkpoint (a snapshot at a sequence) lets the log retire
 //!   its older segments; a restart loads it and replays only the tail.
 
+mod lanes;
 mod promotion;
 mod resync;
+
+pub use lanes::{APPLY_LANES_MAX, PARALLEL_RUN_TXNS_MIN};
 
 pub use promotion::Promotion;
 
@@ -30,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use kirikae_engine::{Operation, OperationKind, Session, Transaction};
+use kirikae_engine::{Operation, OperationKind, Session, SessionInfo, Transaction};
 
 use crate::access_log::{AccessEntry, AccessLog, AccessRecord, Reopened};
 use crate::checkpoint::Checkpoint;
@@ -38,15 +43,20 @@ use crate::ddl::{apply_ddl, event_name, remember, CatalogChangeAt, DdlHandler};
 use crate::digest::response_digest;
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
+use crate::mode::Mode;
 use crate::seq::Seq;
 use crate::utc;
 use crate::wire::{Message, PROTOCOL_VERSION};
+use lanes::{Done, Job, Lanes, Outcome};
 
 /// Counts kept by an [`Applier`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ApplierStats {
     /// Transactions applied (shipped, or prepared and committed).
     pub applied: u64,
+    /// Of those, async ones applied in parallel lanes (see
+    /// [`Applier::set_apply_lanes`]).
+    pub applied_in_lanes: u64,
     /// Messages ignored as already seen.
     pub duplicates: u64,
     /// Transactions the backup could not apply (reported to the primary).
@@ -137,6 +147,8 @@ pub struct Applier<'s> {
     writing: Option<std::thread::JoinHandle<Result<Checkpoint>>>,
     /// Applies the catalog changes the applier cannot apply by itself.
     ddl: Option<Arc<dyn DdlHandler>>,
+    /// Where async transactions are applied in parallel by key.
+    lanes: Lanes,
     stats: ApplierStats,
 }
 
@@ -161,14 +173,32 @@ impl<'s> Applier<'s> {
             checkpoint_soon: false,
             writing: None,
             ddl: None,
+            lanes: Lanes::single(),
             stats: ApplierStats::default(),
         }
+    }
+
+    /// Applies async transactions in `lanes` parallel lanes by key from now on (1:
+    /// all in sequence, as ordered ones always are; at most [`APPLY_LANES_MAX`]);
+    /// a run of fewer than `parallel_run_txns_min` consecutive async transactions
+    /// is applied in sequence all the same ([`PARALLEL_RUN_TXNS_MIN`] is what a
+    /// backup uses). An error if a lane's thread cannot be started.
+    pub fn set_apply_lanes(&mut self, lanes: usize, parallel_run_txns_min: usize) -> Result<()> {
+        self.lanes = Lanes::new(self.session, lanes, parallel_run_txns_min)?;
+        Ok(())
     }
 
     /// Installs the handler of the catalog changes this applier cannot apply by
     /// itself (see [`DdlHandler`]); without one they are rejected.
     pub fn set_ddl_handler(&mut self, handler: Option<Arc<dyn DdlHandler>>) {
         self.ddl = handler;
+    }
+
+    /// The identities this applier commits with: its session's and its lanes'.
+    pub(crate) fn writers(&self) -> Vec<&SessionInfo> {
+        std::iter::once(self.session.info())
+            .chain(self.lanes.sessions())
+            .collect()
     }
 
     /// The handler of catalog changes, if any.
@@ -529,9 +559,32 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    /// Applies the queued work in log order, pushing answers.
+    /// Applies the queued work in log order, pushing answers: runs of async
+    /// transactions in parallel lanes by key, everything else in sequence.
     fn apply_queued(&mut self, replies: &mut Vec<Message>) -> Result<()> {
         for Work { seq, entry, verify } in std::mem::take(&mut self.queue) {
+            let entry = match entry {
+                AccessEntry::Ship {
+                    mode: Mode::Async,
+                    operations,
+                } if !self.already_applied(seq) => {
+                    let job = Job {
+                        seq,
+                        operations,
+                        verify,
+                    };
+                    match self.lanes.gather(self.session.database(), job) {
+                        Ok(()) => continue,
+                        Err(job) => AccessEntry::Ship {
+                            mode: Mode::Async,
+                            operations: job.operations,
+                        },
+                    }
+                }
+                entry => entry,
+            };
+            // Whatever is not part of the run comes after it.
+            self.apply_run(replies)?;
             match entry {
                 AccessEntry::Ship { operations, .. } => {
                     if self.already_applied(seq) {
@@ -541,15 +594,7 @@ impl<'s> Applier<'s> {
                     match self.apply_noted(seq, &operations) {
                         Ok((txn, responses)) => {
                             txn.commit()?;
-                            self.stats.applied += 1;
-                            if verify {
-                                replies.push(Message::Applied {
-                                    seq,
-                                    epoch: self.epoch,
-                                    responses,
-                                });
-                            }
-                            self.resolve(seq);
+                            self.shipped_applied(seq, verify.then_some(responses), replies);
                         }
                         Err((at, e)) => self.reject(seq, at, &e, replies),
                     }
@@ -601,7 +646,43 @@ impl<'s> Applier<'s> {
                 AccessEntry::Promoted => {}
             }
         }
+        self.apply_run(replies)
+    }
+
+    /// Applies the run of async transactions gathered so far and answers for them,
+    /// in sequence order.
+    fn apply_run(&mut self, replies: &mut Vec<Message>) -> Result<()> {
+        let (done, parallel) = self.lanes.apply_run(self.session);
+        for Done {
+            seq,
+            verify,
+            outcome,
+        } in done
+        {
+            match outcome {
+                Outcome::Applied(responses) => {
+                    self.stats.applied_in_lanes += u64::from(parallel);
+                    self.shipped_applied(seq, verify.then_some(responses), replies);
+                }
+                Outcome::Rejected(at, e) => self.reject(seq, at, &e, replies),
+                Outcome::Failed(e) => return Err(e),
+            }
+        }
         Ok(())
+    }
+
+    /// A shipped transaction is committed: counted, answered with its response
+    /// digests if the primary wants them (`verify`), resolved.
+    fn shipped_applied(&mut self, seq: Seq, verify: Option<Vec<u64>>, replies: &mut Vec<Message>) {
+        self.stats.applied += 1;
+        if let Some(responses) = verify {
+            replies.push(Message::Applied {
+                seq,
+                epoch: self.epoch,
+                responses,
+            });
+        }
+        self.resolve(seq);
     }
 
     /// While replaying: whether the checkpoint's snapshot already holds `seq`.

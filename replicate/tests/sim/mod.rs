@@ -58,7 +58,9 @@ pub struct PeerNode {
 }
 
 impl PeerNode {
-    pub fn start(dir: &Path) -> PeerNode {
+    /// A peer over `dir`, applying async transactions in `lanes` lanes (runs of two
+    /// or more in parallel, so that small batches exercise them too).
+    pub fn start(dir: &Path, lanes: usize) -> PeerNode {
         let db = Database::new();
         tables(&db);
         // The applier borrows its session for as long as it lives; one small leak per
@@ -70,8 +72,9 @@ impl PeerNode {
         ))));
         let (log, reopened) =
             AccessLog::open(dir, access_options(), &db).expect("backup's access log");
-        let applier =
+        let mut applier =
             Applier::recover(session, log, reopened, None).expect("backup recovers from its log");
+        applier.set_apply_lanes(lanes, 2).expect("apply lanes");
         PeerNode {
             applier: Some(applier),
             db,
@@ -203,6 +206,8 @@ pub struct Sim {
     pub wipe_on_restart: f64,
     /// Restarts that lost the peer's data.
     pub wipes: u64,
+    /// The peer's apply lanes.
+    pub lanes: usize,
     pub _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -230,7 +235,9 @@ impl Sim {
             ..LinkConfig::default()
         };
         let link = Link::new(config, diff.state(), 0);
-        let peer = PeerNode::start(peer_dir.path());
+        // 1 to 3 lanes: in sequence, and in parallel.
+        let lanes = 1 + (seed % 3) as usize;
+        let peer = PeerNode::start(peer_dir.path(), lanes);
         Sim {
             rng: Rng::new(seed),
             now: 0,
@@ -272,6 +279,7 @@ impl Sim {
             copies: 0,
             wipe_on_restart: 0.0,
             wipes: 0,
+            lanes,
             unknown_ledger: BTreeSet::new(),
             _dirs: vec![primary_dir, peer_dir],
         }
@@ -518,6 +526,9 @@ impl Sim {
     pub fn deliver(&mut self, faults: &Faults) {
         let later = self.net.split_off(&(self.now + 1, 0));
         let arrived = std::mem::replace(&mut self.net, later);
+        // What reaches the peer in one step is read as one batch, as a backup reads
+        // what its socket holds (so async runs reach its apply lanes).
+        let mut to_peer = Vec::new();
         for ((_, order), m) in arrived {
             if Some(m.conn) != self.conn || self.broken.contains(&m.conn) {
                 continue;
@@ -529,27 +540,34 @@ impl Sim {
             }
             let dir = usize::from(m.to_peer);
             if m.index != self.delivered_index[dir] + 1 {
-                // Out of order: the transport resets the connection.
+                // Out of order: the transport resets the connection, after what
+                // arrived before.
+                self.peer_receive(std::mem::take(&mut to_peer), faults);
                 self.close("connection reset (reordered segment)");
                 continue;
             }
             self.delivered_index[dir] = m.index;
             if m.to_peer {
-                self.peer_receive(m.message, faults);
+                to_peer.push(m.message);
             } else {
+                self.peer_receive(std::mem::take(&mut to_peer), faults);
                 self.link.receive(self.now, m.message);
                 self.flush_primary(faults);
             }
         }
+        self.peer_receive(to_peer, faults);
     }
 
-    pub fn peer_receive(&mut self, message: Message, faults: &Faults) {
+    pub fn peer_receive(&mut self, messages: Vec<Message>, faults: &Faults) {
+        if messages.is_empty() {
+            return;
+        }
         let (Some(peer), Some(session)) = (self.peer.as_mut(), self.backup_session.as_mut()) else {
             return;
         };
         self.peer_heard = Some(self.now);
         let mut replies = Vec::new();
-        let result = session.receive(self.now, [message], peer.applier(), &mut replies);
+        let result = session.receive(self.now, messages, peer.applier(), &mut replies);
         self.peer_send(replies, faults);
         if result.is_err() {
             // A gap or a stale message: the peer drops the connection, as over TCP.
@@ -654,7 +672,7 @@ impl Sim {
             self.peer_down_until = self.now + self.rng.below(60_000);
         }
         if self.peer.is_none() && self.now >= self.peer_down_until {
-            self.peer = Some(PeerNode::start(&self.peer_dir));
+            self.peer = Some(PeerNode::start(&self.peer_dir, self.lanes));
         }
     }
 

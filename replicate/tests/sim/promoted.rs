@@ -9,7 +9,7 @@ use super::{PeerNode, Sim, LEDGER};
 /// The backup, up (restarted from its log if it was down).
 pub fn backup_up(sim: &mut Sim) -> &mut PeerNode {
     if sim.peer.is_none() {
-        sim.peer = Some(PeerNode::start(&sim.peer_dir));
+        sim.peer = Some(PeerNode::start(&sim.peer_dir, sim.lanes));
     }
     sim.peer.as_mut().expect("up")
 }
@@ -46,7 +46,7 @@ pub fn check_promoted(sim: &mut Sim, epoch: Epoch, ctx: &str) {
         );
     }
     drop(sim.peer.take());
-    let mut again = PeerNode::start(&sim.peer_dir);
+    let mut again = PeerNode::start(&sim.peer_dir, sim.lanes);
     assert_eq!(again.applier().promoted(), Some(epoch), "{ctx}");
     assert_eq!(
         again.rows(LEDGER),
