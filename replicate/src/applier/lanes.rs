@@ -20,11 +20,14 @@
 //! never conflict: a run's outcome does not depend on how its lanes interleave.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 use kirikae_engine::{Database, Key, Operation, Schema, Session, SessionInfo, Value};
+use parking_lot::{Condvar, Mutex};
 
 use super::apply;
 use crate::error::{ReplicateError, Result};
@@ -45,7 +48,7 @@ pub(super) struct Job {
     pub verify: bool,
 }
 
-/// What became of a job.
+/// What became of a job (a failure may also be a meeting's that was not kept).
 pub(super) struct Done {
     pub seq: Seq,
     pub verify: bool,
@@ -57,23 +60,158 @@ pub(super) enum Outcome {
     Applied(Vec<u64>),
     /// Could not be applied: the failing operation and why (reported to the primary).
     Rejected(usize, ReplicateError),
-    /// The commit itself failed: the backup cannot go on.
+    /// Not applied: its commit failed, or its lanes never met. The applier stops
+    /// (the connection is closed) and the transaction stays unresolved.
     Failed(ReplicateError),
 }
 
-/// Applies one job on `session`, committing it.
+/// Applies one job on `session`, committing it. A panic (an engine bug) fails the
+/// job instead of the lane's thread, which other lanes may be waiting for.
 fn run_job(session: &Session, job: Job) -> Done {
-    let outcome = match apply(session, None, &job.operations) {
-        Ok((txn, responses)) => match txn.commit() {
-            Ok(()) => Outcome::Applied(responses),
-            Err(e) => Outcome::Failed(ReplicateError::Engine(e)),
-        },
-        Err((at, e)) => Outcome::Rejected(at, e),
-    };
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match apply(session, None, &job.operations) {
+            Ok((txn, responses)) => match txn.commit() {
+                Ok(()) => Outcome::Applied(responses),
+                Err(e) => Outcome::Failed(ReplicateError::Engine(e)),
+            },
+            Err((at, e)) => Outcome::Rejected(at, e),
+        }
+    }));
     Done {
         seq: job.seq,
         verify: job.verify,
-        outcome,
+        outcome: applied.unwrap_or_else(|_| {
+            Outcome::Failed(protocol(format!("applying {} panicked", job.seq)))
+        }),
+    }
+}
+
+fn protocol(reason: String) -> ReplicateError {
+    ReplicateError::Protocol { reason }
+}
+
+/// How long a lane waits for the others at a meeting, at most: far beyond any
+/// transaction's lock waits, so reaching it means a lane is stuck.
+const MEETING_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// How often a lane waiting at a meeting looks whether the run was halted.
+const HALT_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// Where the lanes of a transaction whose keys fall in several of them meet: each
+/// finishes what comes before it, the lowest then applies it while the others wait,
+/// and all go on.
+struct Meeting {
+    seq: Seq,
+    /// Lanes arrived besides the one applying it, and whether it is applied.
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+    others: usize,
+}
+
+impl Meeting {
+    /// Waits until `ready` holds of the state; an error if the run is halted or
+    /// `MEETING_WAIT_MAX` passes first (`what` says what was awaited).
+    fn wait(
+        &self,
+        halted: &AtomicBool,
+        what: &str,
+        ready: impl Fn(&(usize, bool)) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + MEETING_WAIT_MAX;
+        let mut state = self.state.lock();
+        while !ready(&state) {
+            if halted.load(Ordering::Acquire) {
+                return Err(protocol(format!(
+                    "apply lanes: halted while {what} {}",
+                    self.seq
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(protocol(format!(
+                    "apply lanes: {} s {what} {}",
+                    MEETING_WAIT_MAX.as_secs(),
+                    self.seq
+                )));
+            }
+            self.changed.wait_for(&mut state, HALT_CHECK_EVERY);
+        }
+        Ok(())
+    }
+
+    /// The lane applying it: waits for the others to arrive.
+    fn wait_for_others(&self, halted: &AtomicBool) -> Result<()> {
+        self.wait(halted, "waiting for the lanes spanned by", |s| {
+            s.0 >= self.others
+        })
+    }
+
+    /// The lane applying it is done.
+    fn applied(&self) {
+        self.state.lock().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Another lane it spans: arrives, and waits until it is applied.
+    fn arrive_and_wait(&self, halted: &AtomicBool) -> Result<()> {
+        self.state.lock().0 += 1;
+        self.changed.notify_all();
+        self.wait(halted, "waiting for", |s| s.1)
+    }
+}
+
+/// One step of a lane's share of a run, in sequence order.
+enum Step {
+    /// Apply `job`; with a meeting, once the other lanes it spans are there.
+    Apply(Job, Option<Arc<Meeting>>),
+    /// Another lane applies a transaction spanning this one: wait for it there.
+    Meet(Arc<Meeting>),
+}
+
+/// Takes a lane's steps in order on `session`, adding what became of its jobs to
+/// `done`. At a failure (a commit that failed, a meeting not kept) it halts the run:
+/// every lane stops before its next step, and what none applied stays unresolved
+/// (the primary sends it again on the next connection).
+fn run_steps(session: &Session, steps: Vec<Step>, halted: &AtomicBool, done: &mut Vec<Done>) {
+    for step in steps {
+        if halted.load(Ordering::Acquire) {
+            return;
+        }
+        let failed = match step {
+            Step::Apply(job, None) => {
+                done.push(run_job(session, job));
+                None
+            }
+            Step::Apply(job, Some(meeting)) => {
+                let seq = job.seq;
+                let met = meeting.wait_for_others(halted);
+                if met.is_ok() {
+                    done.push(run_job(session, job));
+                }
+                meeting.applied();
+                met.err().map(|e| (seq, e))
+            }
+            Step::Meet(meeting) => meeting
+                .arrive_and_wait(halted)
+                .err()
+                .map(|e| (meeting.seq, e)),
+        };
+        if let Some((seq, e)) = failed {
+            done.push(Done {
+                seq,
+                verify: false,
+                outcome: Outcome::Failed(e),
+            });
+        }
+        if matches!(
+            done.last(),
+            Some(Done {
+                outcome: Outcome::Failed(_),
+                ..
+            })
+        ) {
+            halted.store(true, Ordering::Release);
+            return;
+        }
     }
 }
 
@@ -82,7 +220,7 @@ struct Worker {
     /// Its session, shared with its thread: a backup's write fence lets it commit
     /// by the address of its identity, which must not move.
     session: Arc<Session>,
-    jobs: Option<Sender<Vec<Job>>>,
+    steps: Option<Sender<Vec<Step>>>,
     done: Receiver<Vec<Done>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -90,12 +228,14 @@ struct Worker {
 /// The lanes of one applier, and the run being gathered.
 pub(super) struct Lanes {
     workers: Vec<Worker>,
-    /// The run: each lane's jobs in sequence order.
-    run: Vec<Vec<Job>>,
+    /// The run: each lane's steps in sequence order.
+    run: Vec<Vec<Step>>,
     /// Jobs in the run.
     run_len: usize,
     /// Shorter runs are applied on lane 0 alone.
     parallel_run_min: usize,
+    /// Set by a lane that failed: the others stop (shared with the lanes' threads).
+    halted: Arc<AtomicBool>,
     /// The schemas the run's keys were taken with (a catalog change ends a run, so
     /// they stay right for it).
     schemas: Vec<(String, Option<Arc<Schema>>)>,
@@ -107,28 +247,31 @@ impl Lanes {
     /// `parallel_run_min` transactions are applied on lane 0 alone.
     pub fn new(session: &Session, lanes: usize, parallel_run_min: usize) -> Result<Lanes> {
         let lanes = lanes.clamp(1, APPLY_LANES_MAX);
+        let halted = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(lanes - 1);
         for lane in 1..lanes {
-            let (jobs_tx, jobs_rx) = crossbeam::channel::bounded::<Vec<Job>>(1);
+            let (steps_tx, steps_rx) = crossbeam::channel::bounded::<Vec<Step>>(1);
             let (done_tx, done_rx) = crossbeam::channel::bounded::<Vec<Done>>(1);
             let session = Arc::new(session.clone());
             let own = Arc::clone(&session);
+            let halted = Arc::clone(&halted);
             let thread = std::thread::Builder::new()
                 .name(format!("apply-lane-{lane}"))
                 .spawn(move || {
-                    for jobs in jobs_rx {
-                        let done = jobs.into_iter().map(|j| run_job(&own, j)).collect();
+                    for steps in steps_rx {
+                        let mut done = Vec::with_capacity(steps.len());
+                        run_steps(&own, steps, &halted, &mut done);
                         if done_tx.send(done).is_err() {
                             break;
                         }
                     }
                 })
-                .map_err(|e| ReplicateError::Protocol {
-                    reason: format!("apply lane {lane}: cannot start its thread: {e}"),
+                .map_err(|e| {
+                    protocol(format!("apply lane {lane}: cannot start its thread: {e}"))
                 })?;
             workers.push(Worker {
                 session,
-                jobs: Some(jobs_tx),
+                steps: Some(steps_tx),
                 done: done_rx,
                 thread: Some(thread),
             });
@@ -138,6 +281,7 @@ impl Lanes {
             run: (0..lanes).map(|_| Vec::new()).collect(),
             run_len: 0,
             parallel_run_min,
+            halted,
             schemas: Vec::new(),
         })
     }
@@ -149,6 +293,7 @@ impl Lanes {
             run: vec![Vec::new()],
             run_len: 0,
             parallel_run_min: PARALLEL_RUN_TXNS_MIN,
+            halted: Arc::new(AtomicBool::new(false)),
             schemas: Vec::new(),
         }
     }
@@ -163,25 +308,41 @@ impl Lanes {
         self.run.len()
     }
 
-    /// Adds the async transaction `job` to the run if all its keys fall in one lane;
-    /// gives it back otherwise (apply the run, then it alone).
+    /// Adds the async transaction `job` to the run: to the lane its keys hash to,
+    /// or, if they hash to several, to the lowest of them with a meeting of them
+    /// all. Gives it back if its lanes cannot be told (a catalog change, a table
+    /// not there): apply the run, then it alone.
     pub fn gather(&mut self, database: &Database, job: Job) -> std::result::Result<(), Job> {
         if self.count() == 1 {
             return Err(job);
         }
-        match self.lane_of(database, &job.operations) {
-            Some(lane) => {
-                self.run[lane].push(job);
-                self.run_len += 1;
-                Ok(())
+        let Some(lanes) = self.lanes_of(database, &job.operations) else {
+            return Err(job);
+        };
+        let first = lanes.trailing_zeros() as usize;
+        let others = (lanes.count_ones() - 1) as usize;
+        if others == 0 {
+            self.run[first].push(Step::Apply(job, None));
+        } else {
+            let meeting = Arc::new(Meeting {
+                seq: job.seq,
+                state: Mutex::new((0, false)),
+                changed: Condvar::new(),
+                others,
+            });
+            for lane in (first + 1..self.count()).filter(|l| lanes & (1 << l) != 0) {
+                self.run[lane].push(Step::Meet(Arc::clone(&meeting)));
             }
-            None => Err(job),
+            self.run[first].push(Step::Apply(job, Some(meeting)));
         }
+        self.run_len += 1;
+        Ok(())
     }
 
     /// Applies the run gathered so far (lanes in parallel, each in sequence order) on
     /// `session` and the lanes' own; returns what became of each job, in sequence
-    /// order, and whether the lanes ran in parallel.
+    /// order, and whether the lanes ran in parallel. After a failure (the run
+    /// halts) some jobs have no outcome: they were not applied.
     pub fn apply_run(&mut self, session: &Session) -> (Vec<Done>, bool) {
         self.schemas.clear();
         if self.run_len == 0 {
@@ -190,74 +351,90 @@ impl Lanes {
         let run_len = std::mem::take(&mut self.run_len);
         let mut done = Vec::with_capacity(run_len);
         if run_len < self.parallel_run_min {
-            let mut jobs: Vec<Job> = self.run.iter_mut().flat_map(std::mem::take).collect();
+            // In sequence order on this thread alone: no meeting to wait at.
+            let mut jobs: Vec<Job> = (self.run.iter_mut().flat_map(std::mem::take))
+                .filter_map(|step| match step {
+                    Step::Apply(job, _) => Some(job),
+                    Step::Meet(_) => None,
+                })
+                .collect();
             jobs.sort_unstable_by_key(|j| j.seq);
-            done.extend(jobs.into_iter().map(|j| run_job(session, j)));
+            for job in jobs {
+                done.push(run_job(session, job));
+                if matches!(
+                    done.last(),
+                    Some(Done {
+                        outcome: Outcome::Failed(_),
+                        ..
+                    })
+                ) {
+                    break;
+                }
+            }
             return (done, false);
         }
+        self.halted.store(false, Ordering::Release);
         let mut sent = Vec::with_capacity(self.workers.len());
-        for (worker, jobs) in self.workers.iter().zip(self.run[1..].iter_mut()) {
-            if jobs.is_empty() {
+        for (worker, steps) in self.workers.iter().zip(self.run[1..].iter_mut()) {
+            if steps.is_empty() {
                 continue;
             }
-            let jobs = std::mem::take(jobs);
-            match worker.jobs.as_ref().map(|tx| tx.send(jobs)) {
+            let steps = std::mem::take(steps);
+            match worker.steps.as_ref().map(|tx| tx.send(steps)) {
                 Some(Ok(())) => sent.push(worker),
-                // The lane's thread is gone (it cannot panic short of a bug): its
-                // jobs come back and are applied here, in order.
-                Some(Err(e)) => {
-                    done.extend(e.into_inner().into_iter().map(|j| run_job(session, j)))
+                // The lane's thread is gone (it catches its jobs' panics, so only
+                // with the process): the run halts.
+                _ => {
+                    self.halted.store(true, Ordering::Release);
+                    done.push(Done {
+                        seq: Seq::ZERO,
+                        verify: false,
+                        outcome: Outcome::Failed(protocol("an apply lane's thread is gone".into())),
+                    });
                 }
-                None => {}
             }
         }
-        done.extend(
-            std::mem::take(&mut self.run[0])
-                .into_iter()
-                .map(|j| run_job(session, j)),
-        );
+        let steps = std::mem::take(&mut self.run[0]);
+        run_steps(session, steps, &self.halted, &mut done);
         for worker in sent {
             match worker.done.recv() {
                 Ok(d) => done.extend(d),
                 Err(_) => done.push(Done {
                     seq: Seq::ZERO,
                     verify: false,
-                    outcome: Outcome::Failed(ReplicateError::Protocol {
-                        reason: "an apply lane's thread ended with its jobs".into(),
-                    }),
+                    outcome: Outcome::Failed(protocol(
+                        "an apply lane's thread ended with its jobs".into(),
+                    )),
                 }),
             }
         }
+        // Every lane's share of a run that was halted is cleared for the next.
+        for steps in &mut self.run {
+            steps.clear();
+        }
         done.sort_unstable_by_key(|d| d.seq);
-        debug_assert!(done.len() >= run_len, "a run lost jobs");
         (done, true)
     }
 
-    /// The one lane all of `operations`' keys hash to, if there is one.
-    fn lane_of(&mut self, database: &Database, operations: &[Operation]) -> Option<usize> {
+    /// The lanes `operations`' keys hash to, one bit each (none for a catalog
+    /// change or a row that does not fit its table).
+    fn lanes_of(&mut self, database: &Database, operations: &[Operation]) -> Option<u64> {
         let lanes = self.count();
-        let mut lane = None;
-        let mut same = |table: &str, key: &Key| {
-            let here = lane_of_key(table, key, lanes);
-            *lane.get_or_insert(here) == here
-        };
+        let mut mask = 0u64;
         for op in operations {
-            let all_same = match op {
-                Operation::Insert { table, row } => {
-                    same(table, &self.key_of(database, table, row)?)
-                }
+            let mut add = |table: &str, key: &Key| mask |= 1 << lane_of_key(table, key, lanes);
+            match op {
+                Operation::Insert { table, row } => add(table, &self.key_of(database, table, row)?),
                 // An update may give the record a new key: both keys count.
                 Operation::Update { table, key, row } => {
-                    same(table, key) && same(table, &self.key_of(database, table, row)?)
+                    add(table, key);
+                    add(table, &self.key_of(database, table, row)?);
                 }
-                Operation::Delete { table, key } => same(table, key),
-                Operation::Ddl { .. } => false,
-            };
-            if !all_same {
-                return None;
+                Operation::Delete { table, key } => add(table, key),
+                Operation::Ddl { .. } => return None,
             }
         }
-        lane
+        (mask != 0).then_some(mask)
     }
 
     /// The key `row` has in `table` (None if there is no such table or the row does
@@ -286,7 +463,7 @@ fn lane_of_key(table: &str, key: &Key, lanes: usize) -> usize {
 impl Drop for Lanes {
     fn drop(&mut self) {
         for worker in &mut self.workers {
-            drop(worker.jobs.take());
+            drop(worker.steps.take());
         }
         for worker in &mut self.workers {
             if let Some(thread) = worker.thread.take() {

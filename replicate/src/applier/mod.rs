@@ -650,9 +650,12 @@ impl<'s> Applier<'s> {
     }
 
     /// Applies the run of async transactions gathered so far and answers for them,
-    /// in sequence order.
+    /// in sequence order. After a failure, what was applied is still resolved (the
+    /// primary must not send it again), what was not stays unresolved, and the
+    /// first failure is returned.
     fn apply_run(&mut self, replies: &mut Vec<Message>) -> Result<()> {
         let (done, parallel) = self.lanes.apply_run(self.session);
+        let mut failure = None;
         for Done {
             seq,
             verify,
@@ -665,10 +668,12 @@ impl<'s> Applier<'s> {
                     self.shipped_applied(seq, verify.then_some(responses), replies);
                 }
                 Outcome::Rejected(at, e) => self.reject(seq, at, &e, replies),
-                Outcome::Failed(e) => return Err(e),
+                Outcome::Failed(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// A shipped transaction is committed: counted, answered with its response
