@@ -16,6 +16,7 @@ use kirikae::replicate::{
 use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
+use crate::bench_drain::{drain, Drain};
 use crate::node_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
 
@@ -59,6 +60,10 @@ pub struct ReplicateBenchArgs {
     /// Seconds the peer is down before the catch-up.
     #[arg(long, default_value_t = 2.0, value_parser = crate::arg_ranges::seconds)]
     pub outage: f64,
+    /// The backup's apply lanes (async transactions in parallel by key). Default:
+    /// one per core beyond the first, at most 4 (`BackupConfig::apply_lanes`).
+    #[arg(long, value_parser = crate::arg_ranges::apply_lanes)]
+    pub apply_lanes: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -110,9 +115,14 @@ pub struct ReplicateBenchReport {
     /// loss (no proxy): async, and ordered.
     pub primary_cpu_ratio_async: Option<f64>,
     pub primary_cpu_ratio_ordered: Option<f64>,
-    /// The backup's apply rate, async ÷ ordered, at RTT 0 without loss.
-    pub backup_apply_ratio_async_over_ordered: Option<f64>,
+    /// The backup's apply rate draining a backlog, async ÷ ordered (see
+    /// `backup_drain`).
+    pub backup_apply_ratio_async_over_ordered: f64,
     pub cells: Vec<Cell>,
+    /// The backup's apply rate in each mode: a backlog of the traffic's
+    /// transactions drained by a `kirikae backup` process with the machine to
+    /// itself (`bench_drain.rs`).
+    pub backup_drain: Vec<Drain>,
     /// Operations per second the peer absorbed while catching up.
     pub catchup_ops_per_s: f64,
     /// Replicated transactions per second arriving meanwhile.
@@ -122,7 +132,7 @@ pub struct ReplicateBenchReport {
     pub catchup_pause_us: u64,
 }
 
-fn rules(policy: &str) -> Result<RuleSet, CliError> {
+pub(crate) fn rules(policy: &str) -> Result<RuleSet, CliError> {
     Ok(match policy {
         "mixed" => RuleSet::parse(MIXED_RULES, "seed000-mixed.toml")?,
         "exact" => RuleSet::parse(EXACT_RULES, "seed000-exact.toml")?,
@@ -137,13 +147,13 @@ fn rules(policy: &str) -> Result<RuleSet, CliError> {
     })
 }
 
-fn fresh(subscribers: u64) -> Result<Database, CliError> {
+pub(crate) fn fresh(subscribers: u64) -> Result<Database, CliError> {
     let db = Database::new();
     telecom::create_tables(&db, subscribers)?;
     Ok(db)
 }
 
-fn traffic(args: &ReplicateBenchArgs, rate: Option<f64>) -> Traffic {
+pub(crate) fn traffic(args: &ReplicateBenchArgs, rate: Option<f64>) -> Traffic {
     Traffic {
         sessions: args.sessions,
         subscribers: args.subscribers,
@@ -218,7 +228,33 @@ struct Pair {
     /// `None` at RTT 0 without loss: the primary connects to the peer directly.
     _proxy: Option<LoopbackProxy>,
     peer: BackupProcess,
-    _dir: tempfile::TempDir,
+    _files: PairFiles,
+}
+
+/// A pair's files in a directory of their own: the pre-shared key, and the
+/// primary's difference file directory.
+pub(crate) struct PairFiles {
+    pub dir: tempfile::TempDir,
+    pub key_path: std::path::PathBuf,
+    pub key: PeerKey,
+    pub difference: std::path::PathBuf,
+}
+
+impl PairFiles {
+    pub fn new() -> Result<PairFiles, CliError> {
+        let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
+        let key_path = dir.path().join("pair.key");
+        let key = crate::nodes::write_key_file(&key_path)?;
+        let difference = dir.path().join("difference");
+        std::fs::create_dir(&difference)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", difference.display())))?;
+        Ok(PairFiles {
+            dir,
+            key_path,
+            key,
+            difference,
+        })
+    }
 }
 
 fn pair(
@@ -228,14 +264,14 @@ fn pair(
     loss_pct: f64,
 ) -> Result<Pair, CliError> {
     let primary = fresh(args.subscribers)?;
-    let dir = tempfile::tempdir().map_err(|e| CliError::Usage(format!("tempdir: {e}")))?;
-    let key_path = dir.path().join("pair.key");
-    let key = crate::nodes::write_key_file(&key_path)?;
-    let difference = dir.path().join("difference");
-    std::fs::create_dir(&difference)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", difference.display())))?;
+    let files = PairFiles::new()?;
     // Memory only, like the primary: no access log to fsync.
-    let peer = BackupProcess::start(dir.path(), args.subscribers, &key_path, &[])?;
+    let lanes = args.apply_lanes.map(|n| n.to_string());
+    let extra: Vec<&str> = match &lanes {
+        Some(n) => vec!["--apply-lanes", n],
+        None => Vec::new(),
+    };
+    let peer = BackupProcess::start(files.dir.path(), args.subscribers, &files.key_path, &extra)?;
     // A proxy only where there is something to impair: its two extra hops would
     // otherwise be most of a sync commit's time at RTT 0.
     let proxy = match (rtt_ms, loss_pct) {
@@ -252,11 +288,11 @@ fn pair(
     let replicator = start_in_step(
         &primary,
         ReplicatorConfig {
-            key: Some(key.clone()),
+            key: Some(files.key.clone()),
             peer: proxy.as_ref().map_or(peer.addr, LoopbackProxy::local_addr),
             rules: rules(policy)?,
             link: link_config(),
-            difference_dir: difference,
+            difference_dir: files.difference.clone(),
             difference: RecordLogOptions::default(),
         },
     )?;
@@ -265,7 +301,7 @@ fn pair(
         replicator,
         _proxy: proxy,
         peer,
-        _dir: dir,
+        _files: files,
     })
 }
 
@@ -274,7 +310,7 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     for policy in &args.policies {
         rules(policy)?;
     }
-    let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len() + 2;
+    let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len() + 4;
     let bar = ProgressBar::new(cells_total as u64);
     bar.set_style(crate::progress::style("{bar:30} {pos}/{len} {msg}"));
     bar.set_message("unreplicated");
@@ -336,11 +372,19 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     };
     let cpu_ratio =
         |policy: &str| direct(policy).map(|c| c.primary_cpu_us_per_commit / base_cpu_us_per_commit);
-    let apply_rate = |policy: &str| direct(policy).map(|c| c.backup_apply_ops_per_s);
     let sync_p50_over_tcp_rtt = cells
         .iter()
         .find(|c| c.policy == "sync" && c.rtt_ms == 0.0 && c.loss_pct == 0.0)
         .map(|c| c.commit_latency_us_p50 as f64 / tcp_rtt_us);
+    let lanes = args
+        .apply_lanes
+        .unwrap_or(BackupConfig::default().apply_lanes);
+    let mut backup_drain = Vec::new();
+    for mode in ["async", "ordered"] {
+        bar.set_message(format!("the backup draining a backlog, {mode}"));
+        backup_drain.push(drain(args, mode, lanes)?);
+        bar.inc(1);
+    }
     bar.set_message("catch-up after an outage");
     let (catchup_ops_per_s, incoming, replayed, pause_us) = catch_up(args)?;
     bar.finish_and_clear();
@@ -358,10 +402,10 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         unreplicated_cpu_us_per_commit: base_cpu_us_per_commit,
         primary_cpu_ratio_async: cpu_ratio("async"),
         primary_cpu_ratio_ordered: cpu_ratio("ordered"),
-        backup_apply_ratio_async_over_ordered: apply_rate("async")
-            .zip(apply_rate("ordered"))
-            .map(|(a, o)| a / o.max(1e-9)),
+        backup_apply_ratio_async_over_ordered: backup_drain[0].txns_per_s
+            / backup_drain[1].txns_per_s.max(1e-9),
         cells,
+        backup_drain,
         catchup_ops_per_s,
         catchup_incoming_per_s: incoming,
         catchup_ratio: catchup_ops_per_s / incoming.max(1e-9),
@@ -497,6 +541,21 @@ pub fn print_table(r: &ReplicateBenchReport) {
         r.sync_p50_over_tcp_rtt
             .map(|x| format!("; sync commit p50 at RTT 0 = {x:.1}× it"))
             .unwrap_or_default()
+    );
+    let drains: Vec<String> = r
+        .backup_drain
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {:.0} txns/s ({} in backlog, {} in parallel lanes of {})",
+                d.mode, d.txns_per_s, d.backlog_txns, d.applied_in_lanes, d.apply_lanes
+            )
+        })
+        .collect();
+    say!(
+        "backup draining a backlog: {}; async ÷ ordered = {:.2}",
+        drains.join("; "),
+        r.backup_apply_ratio_async_over_ordered
     );
     say!(
         "catch-up: {:.0} ops/s replayed vs {:.0}/s incoming = {:.1}× ({} replayed, commits paused {} µs)",

@@ -30,6 +30,7 @@ mod ack_log;
 mod admin_cli;
 mod allocator;
 mod arg_ranges;
+mod bench_drain;
 mod bench_engine;
 mod bench_failover;
 mod bench_replicate;

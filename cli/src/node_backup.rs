@@ -39,7 +39,8 @@ pub struct BackupArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Lanes applying async transactions in parallel by key (1: in sequence, like
-    /// ordered ones). Default: the machine's cores, at most 4.
+    /// ordered ones). Default: one per core
+    /// beyond the first, at most 4 (`BackupConfig::apply_lanes`).
     #[arg(long, value_parser = crate::arg_ranges::apply_lanes)]
     apply_lanes: Option<usize>,
     /// Do not fsync the log (faster; a machine crash may lose acknowledged work).

@@ -114,6 +114,19 @@ impl Node {
         self.lines.try_iter().collect()
     }
 
+    /// SIGSTOP (`stop == true`) or SIGCONT: the process is frozen, or goes on, as a
+    /// machine that stalls would.
+    pub fn freeze(&self, stop: bool) -> Result<(), CliError> {
+        use nix::sys::signal::{kill, Signal};
+        let signal = if stop {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        kill(pid, signal).map_err(|e| CliError::Usage(format!("{signal} the {}: {e}", self.name)))
+    }
+
     /// SIGKILL; returns once the process is gone.
     pub fn kill(&mut self) -> Result<(), CliError> {
         self.child
@@ -230,6 +243,11 @@ impl BackupProcess {
             .parse()
             .map_err(|e| CliError::Usage(format!("the backup's address `{addr}`: {e}")))?;
         Ok(BackupProcess { node, addr })
+    }
+
+    /// Freezes it (SIGSTOP) or lets it go on (SIGCONT).
+    pub fn freeze(&self, stop: bool) -> Result<(), CliError> {
+        self.node.freeze(stop)
     }
 
     /// Closes its input and returns its final report.
