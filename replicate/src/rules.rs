@@ -27,6 +27,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use strum::VariantNames;
 
@@ -146,7 +147,7 @@ pub struct Access<'a> {
 #[derive(Clone, Debug)]
 pub struct Rule {
     /// The rule's name (its position if unnamed), for events and logs.
-    pub name: String,
+    pub name: Arc<str>,
     /// 1-based line of the rule in its file.
     pub line: usize,
     kinds: Vec<AccessKind>,
@@ -204,8 +205,9 @@ pub struct Decision {
     pub mode: Mode,
     /// What to do if the peer is down and the mode is sync.
     pub when_peer_down: WhenPeerDown,
-    /// The deciding rule's name; `None` for the default.
-    pub rule: Option<String>,
+    /// The deciding rule's name; `None` for the default. Shared with the rule set:
+    /// deciding allocates nothing (every commit decides).
+    pub rule: Option<Arc<str>>,
 }
 
 /// A validated rule set.
@@ -380,7 +382,11 @@ impl RuleSet {
                 })
                 .transpose()?;
             rules.push(Rule {
-                name: r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1)),
+                name: r
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("rule {}", i + 1))
+                    .into(),
                 line,
                 kinds,
                 table,
@@ -443,7 +449,7 @@ impl RuleSet {
             Some(r) => Decision {
                 mode: r.mode,
                 when_peer_down: r.when_peer_down,
-                rule: Some(r.name.clone()),
+                rule: Some(Arc::clone(&r.name)),
             },
             None => Decision {
                 mode: self.default,
@@ -508,7 +514,7 @@ impl RuleSet {
             return Decision {
                 mode: r.mode,
                 when_peer_down: r.when_peer_down,
-                rule: Some(r.name.clone()),
+                rule: Some(Arc::clone(&r.name)),
             };
         }
         let mut strongest: Option<Decision> = None;

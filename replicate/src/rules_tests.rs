@@ -309,7 +309,7 @@ fn a_file_of_forty_thousand_rules_keeps_every_line() {
     let set = RuleSet::parse(&text, "big.toml").expect("parses");
     assert_eq!(set.rules().len(), RULES);
     for (i, rule) in set.rules().iter().enumerate() {
-        assert_eq!(rule.name, format!("r{i}"));
+        assert_eq!(&*rule.name, format!("r{i}"));
         assert_eq!(rule.line, 2 + 4 * i, "{}", rule.name);
     }
     text.push_str("[[rule]]\nmode = \"skip\"\n  kind = \"select\"\n");

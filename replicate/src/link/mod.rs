@@ -371,7 +371,7 @@ impl Link {
         };
         self.seq = seq;
         self.sent = seq;
-        self.send(now, message);
+        self.send_sized(now, message, len);
         let waiting = matches!(status, Status::Preparing { .. });
         self.window.push(Entry {
             seq,
