@@ -4,17 +4,18 @@
 //! be applied in parallel).
 //!
 //! The applier gathers a **run**: consecutive async transactions of a batch, each
-//! placed in the lane its keys hash to. Anything else ends the run (an ordered or
-//! sync transaction, a commit or abort, a catalog change, an async transaction whose
-//! keys fall in several lanes): the run is applied first, the lanes in parallel and
-//! each lane in sequence order, and the transaction that ended it then alone, as
+//! placed in the lane its keys hash to. One whose keys hash to several lanes is a
+//! **meeting** of them: each finishes what comes before it in sequence order, the
+//! lowest applies it while the others wait, then all go on. Anything else ends the
+//! run (an ordered or sync transaction, a commit or abort, a catalog change, a row
+//! that does not fit its table): the run is applied first, then it alone, as
 //! before. So two transactions on the same key are applied in the primary's order,
 //! and nothing crosses an ordered transaction either way.
 //!
 //! Lane 0 is the applier's own thread; the others are threads of their own, each
-//! with one run's share at a time (a bounded hand-off: the applier waits for every
-//! lane before it goes on). A small run is not worth waking a thread for and is
-//! applied on lane 0 alone, which keeps the same per-key order.
+//! given one run's share at a time (a bounded hand-off: the applier waits for every
+//! lane before it answers). A small run is not worth waking a thread for and is
+//! applied on lane 0 alone, in sequence order.
 //!
 //! The tables have no secondary unique index, so transactions on different keys
 //! never conflict: a run's outcome does not depend on how its lanes interleave.
@@ -202,6 +203,11 @@ fn run_steps(session: &Session, steps: Vec<Step>, halted: &AtomicBool, done: &mu
                 if met.is_ok() {
                     done.push(run_job(session, job));
                 }
+                // Halted before the others are let go: none of them may go past a
+                // transaction of its keys that was not applied.
+                if met.is_err() || ends_in_failure(done) {
+                    halted.store(true, Ordering::Release);
+                }
                 meeting.applied();
                 met.err().map(|e| (seq, e))
             }
@@ -217,17 +223,22 @@ fn run_steps(session: &Session, steps: Vec<Step>, halted: &AtomicBool, done: &mu
                 outcome: Outcome::Failed(e),
             });
         }
-        if matches!(
-            done.last(),
-            Some(Done {
-                outcome: Outcome::Failed(_),
-                ..
-            })
-        ) {
+        if ends_in_failure(done) {
             halted.store(true, Ordering::Release);
             return;
         }
     }
+}
+
+/// Whether the last outcome is a failure.
+fn ends_in_failure(done: &[Done]) -> bool {
+    matches!(
+        done.last(),
+        Some(Done {
+            outcome: Outcome::Failed(_),
+            ..
+        })
+    )
 }
 
 /// A lane on a thread of its own.
@@ -376,13 +387,7 @@ impl Lanes {
             jobs.sort_unstable_by_key(|j| j.seq);
             for job in jobs {
                 done.push(run_job(session, job));
-                if matches!(
-                    done.last(),
-                    Some(Done {
-                        outcome: Outcome::Failed(_),
-                        ..
-                    })
-                ) {
+                if ends_in_failure(&done) {
                     break;
                 }
             }
