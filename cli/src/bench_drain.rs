@@ -27,6 +27,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(120);
 /// One mode's drain.
 #[derive(Debug, Serialize)]
 pub struct Drain {
+    /// The mode every transaction was replicated in.
     pub mode: String,
     /// Transactions in the backlog when the backup was let go on.
     pub backlog_txns: u64,
@@ -89,7 +90,6 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
         wait_a_little(deadline, "the backlog to drain")?;
     }
     let seconds = started.elapsed().as_secs_f64();
-
     let txns = backlog_at.last_seq.since(first_acked);
     replicator.shutdown();
     let report = peer.finish()?;
