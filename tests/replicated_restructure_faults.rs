@@ -174,9 +174,11 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
     // Two more: the first may have begun before the announcement was applied (and
     // replay from before it); the second began after the first ended.
     let before = backup.status().stats.checkpoints;
-    wait_for("a checkpoint begun after it", Duration::from_secs(30), || {
-        backup.status().stats.checkpoints > before + 1
-    });
+    wait_for(
+        "a checkpoint begun after it",
+        Duration::from_secs(30),
+        || backup.status().stats.checkpoints > before + 1,
+    );
     assert!(!h.is_finished(), "the restructure ended before the restart");
     backup.stop().unwrap();
     let (replica, handler, backup) = restart_backup(addr, dirs.0.path());
