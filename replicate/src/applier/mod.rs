@@ -567,7 +567,7 @@ impl<'s> Applier<'s> {
                 AccessEntry::Ship {
                     mode: Mode::Async,
                     operations,
-                } if !self.already_applied(seq) => {
+                } if self.lanes.count() > 1 && !self.already_applied(seq) => {
                     let job = Job {
                         seq,
                         operations,
