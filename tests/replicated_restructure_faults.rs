@@ -69,9 +69,7 @@ fn a_backup_down_during_the_restructure_gets_it_in_order_from_the_difference_fil
     writers.stop_after(200);
     // Restarted from its log over a fresh database, it is caught up.
     let (replica, _handler, backup) = restart_backup(addr, dirs.0.path());
-    assert_caught_up_and_equal(&primary, &db, &replica);
-    primary.shutdown();
-    backup.stop().unwrap();
+    assert_equal_and_stop(primary, &db, &replica, backup);
 }
 
 /// A backup restarted after the switch, from its log alone (no checkpoint since the
@@ -136,9 +134,7 @@ fn a_backup_restarted_after_the_switch_replays_the_restructure_from_its_log() {
         s.update_columns(T, &Key::from(k), &[("v", Value::Int(-k))])
             .unwrap();
     }
-    assert_caught_up_and_equal(&primary, &db, &replica);
-    primary.shutdown();
-    backup.stop().unwrap();
+    assert_equal_and_stop(primary, &db, &replica, backup);
 }
 
 /// A backup restarted in the middle of a restructure, from a checkpoint taken after
@@ -188,9 +184,7 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
     );
     h.wait().unwrap();
     writers.stop_after(200);
-    assert_caught_up_and_equal(&primary, &db, &replica);
-    primary.shutdown();
-    backup.stop().unwrap();
+    assert_equal_and_stop(primary, &db, &replica, backup);
 }
 
 /// A backup promoted while it runs a restructure for its primary aborts it: the
@@ -385,7 +379,5 @@ fn a_restructure_during_a_resyncs_copy_reaches_the_backup_in_order() {
             .any(|e| matches!(e, Event::Resynced { .. }))
             || primary.wait_duplex(Duration::ZERO)
     });
-    assert_caught_up_and_equal(&primary, &db, &replica);
-    primary.shutdown();
-    backup.stop().unwrap();
+    assert_equal_and_stop(primary, &db, &replica, backup);
 }

@@ -240,6 +240,18 @@ pub fn restart_backup(
     (replica, handler, backup)
 }
 
+/// [`assert_caught_up_and_equal`], then both nodes stopped.
+pub fn assert_equal_and_stop(
+    primary: Replicator,
+    db: &Database,
+    replica: &Database,
+    backup: Backup,
+) {
+    assert_caught_up_and_equal(&primary, db, replica);
+    primary.shutdown();
+    backup.stop().unwrap();
+}
+
 /// `primary` has caught up, without apply errors, and `db` and `replica` hold the
 /// same schema and rows.
 pub fn assert_caught_up_and_equal(primary: &Replicator, db: &Database, replica: &Database) {
