@@ -134,13 +134,13 @@ fn write_frame_seeds() {
             seq: kirikae_replicate::Seq(1),
             epoch: kirikae_replicate::Epoch(1),
             mode: Mode::Async,
-            operations: ops.clone(),
+            operations: ops.clone().into(),
             verify: false,
         },
         Message::Prepare {
             seq: kirikae_replicate::Seq(2),
             epoch: kirikae_replicate::Epoch(1),
-            operations: ops,
+            operations: ops.into(),
             responses: vec![77],
         },
         Message::Prepared {

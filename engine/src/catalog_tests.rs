@@ -56,7 +56,7 @@ impl CatalogObserver for Recorder {
 impl CommitGate for Recorder {
     fn prepare(
         &self,
-        request: &CommitRequest<'_>,
+        request: &mut CommitRequest<'_>,
     ) -> std::result::Result<Option<GateNote>, HookError> {
         let keys = request
             .operations

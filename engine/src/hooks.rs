@@ -47,8 +47,10 @@ pub trait WriteObserver: Send + Sync {
 pub trait CommitGate: Send + Sync {
     /// Accept (Ok) or veto (Err) the transaction described by `request`. An accepted
     /// commit may carry a note, handed back by
-    /// [`Transaction::commit_noted`](crate::Transaction::commit_noted).
-    fn prepare(&self, request: &CommitRequest<'_>) -> Result<Option<GateNote>, HookError>;
+    /// [`Transaction::commit_noted`](crate::Transaction::commit_noted). The gate
+    /// may take the request's operations (e.g. to ship them without a copy): the
+    /// transaction does not look at them again.
+    fn prepare(&self, request: &mut CommitRequest<'_>) -> Result<Option<GateNote>, HookError>;
 
     /// The transaction `txn`, accepted by `prepare`, is now visible.
     fn committed(&self, _txn: TxnId) {}
@@ -192,8 +194,8 @@ pub struct CommitRequest<'a> {
     pub txn: TxnId,
     /// Who runs it.
     pub session: &'a SessionInfo,
-    /// Its writes, in the order they were made.
-    pub operations: &'a [Operation],
+    /// Its writes, in the order they were made (the gate's to keep).
+    pub operations: Vec<Operation>,
     /// For each operation, the image it replaced as the transaction saw it (`None`
     /// for an insert): what a peer compares its own responses against.
     pub before: &'a [Option<RowRef>],

@@ -232,13 +232,13 @@ impl<'s> Transaction<'s> {
             return Ok(None);
         };
         debug_assert_eq!(self.ops.len(), self.before.len());
-        let request = CommitRequest {
+        let mut request = CommitRequest {
             txn: self.id,
             session: self.session,
-            operations: &self.ops,
+            operations: std::mem::take(&mut self.ops),
             before: &self.before,
         };
-        match gate.0.prepare(&request) {
+        match gate.0.prepare(&mut request) {
             Ok(note) => {
                 // The gate has read them; held longer, they would keep every
                 // committed image shared and published by replacement.

@@ -307,7 +307,7 @@ struct Gate {
 impl CommitGate for Gate {
     fn prepare(
         &self,
-        r: &CommitRequest<'_>,
+        r: &mut CommitRequest<'_>,
     ) -> std::result::Result<Option<crate::GateNote>, HookError> {
         self.seen
             .lock()
@@ -383,7 +383,7 @@ struct BeforeGate(Mutex<Vec<Vec<Option<Vec<Value>>>>>);
 impl CommitGate for BeforeGate {
     fn prepare(
         &self,
-        r: &CommitRequest<'_>,
+        r: &mut CommitRequest<'_>,
     ) -> std::result::Result<Option<crate::GateNote>, HookError> {
         assert_eq!(r.before.len(), r.operations.len());
         let images = r

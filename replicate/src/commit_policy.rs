@@ -2,7 +2,7 @@
 //! and what a settled outcome means for the commit. The replicator's gate and the
 //! seeded simulation both use it.
 
-use kirikae_engine::{CommitRequest, Operation};
+use kirikae_engine::{CommitRequest, Operation, OperationKind, RowRef};
 
 use crate::digest::response_digest;
 use crate::error::ReplicateError;
@@ -20,41 +20,51 @@ pub struct Shipment {
     pub mode: Mode,
     /// For sync: commit alone or fail while the peer is down.
     pub when_peer_down: WhenPeerDown,
-    /// The operations to replicate, in order.
+    /// The operations to replicate, in order (taken from the request).
     pub operations: Vec<Operation>,
-    /// Which of the request's operations are shipped.
-    shipped: Vec<bool>,
+    /// For each of the request's operations, its kind if it is shipped: what its
+    /// response digest needs once the operations are on their way.
+    shipped: Vec<Option<OperationKind>>,
 }
 
 impl Shipment {
-    /// The digest of what each shipped operation of `request` found (see
-    /// [`response_digest`]), for comparison at the peer. Computed only when asked
-    /// (sync transactions, and every Nth shipped one).
-    pub fn responses(&self, request: &CommitRequest<'_>) -> Vec<u64> {
-        request
-            .operations
+    /// The digest of what each shipped operation found (see [`response_digest`]),
+    /// from the request's before images (`before`, one per operation of the
+    /// request), for comparison at the peer. Computed only when asked (sync
+    /// transactions, and every Nth shipped one).
+    pub fn responses(&self, before: &[Option<RowRef>]) -> Vec<u64> {
+        before
             .iter()
-            .zip(request.before)
             .zip(&self.shipped)
-            .filter(|(_, &s)| s)
-            .map(|((op, before), _)| response_digest(op.kind(), before.as_deref()))
+            .filter_map(|(before, kind)| Some(response_digest((*kind)?, before.as_deref())))
             .collect()
     }
 }
 
 /// What `request` ships under `rules` at `time`; `None` if its rules say skip.
-pub fn shipment(rules: &RuleSet, request: &CommitRequest<'_>, time: TimeOfDay) -> Option<Shipment> {
-    let (decision, shipped) = rules.decide_operations(request.operations, request.session, time);
+/// The shipped operations are taken from the request, not copied.
+pub fn shipment(
+    rules: &RuleSet,
+    request: &mut CommitRequest<'_>,
+    time: TimeOfDay,
+) -> Option<Shipment> {
+    let (decision, shipped) = rules.decide_operations(&request.operations, request.session, time);
     if decision.mode == Mode::Skip {
         return None;
     }
-    let operations = request
-        .operations
-        .iter()
-        .zip(&shipped)
-        .filter(|(_, &s)| s)
-        .map(|(op, _)| op.clone())
+    let shipped: Vec<Option<OperationKind>> = (request.operations.iter().zip(shipped))
+        .map(|(op, s)| s.then(|| op.kind()))
         .collect();
+    let taken = std::mem::take(&mut request.operations);
+    // Usually all of them: the vector itself moves on.
+    let operations = if shipped.iter().all(Option::is_some) {
+        taken
+    } else {
+        (taken.into_iter().zip(&shipped))
+            .filter(|(_, kind)| kind.is_some())
+            .map(|(op, _)| op)
+            .collect()
+    };
     Some(Shipment {
         mode: decision.mode,
         when_peer_down: decision.when_peer_down,
@@ -114,28 +124,33 @@ mod tests {
             },
         ];
         let before: Vec<Option<RowRef>> = vec![None, Some(vec![Value::Int(2)].into())];
-        let request = CommitRequest {
+        let mut request = CommitRequest {
             txn: TxnId(9),
             session: &session,
-            operations: &operations,
+            operations: operations.clone(),
             before: &before,
         };
         let noon = TimeOfDay(12 * 3600);
-        let shipped = shipment(&rules, &request, noon).expect("acct is replicated");
+        let shipped = shipment(&rules, &mut request, noon).expect("acct is replicated");
         assert_eq!(shipped.mode, Mode::Sync);
         assert_eq!(shipped.operations, operations[1..].to_vec());
-        let responses = shipped.responses(&request);
+        let responses = shipped.responses(request.before);
         assert_eq!(responses.len(), 1);
         assert_eq!(
             responses[0],
             response_digest(operations[1].kind(), before[1].as_deref())
         );
-        let only_scratch = CommitRequest {
-            operations: &operations[..1],
+        let mut only_scratch = CommitRequest {
+            operations: operations[..1].to_vec(),
             before: &before[..1],
             ..request
         };
-        assert_eq!(shipment(&rules, &only_scratch, noon), None);
+        assert_eq!(shipment(&rules, &mut only_scratch, noon), None);
+        assert_eq!(
+            only_scratch.operations.len(),
+            1,
+            "a skipped request keeps them"
+        );
     }
 
     #[test]

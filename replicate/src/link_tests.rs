@@ -430,7 +430,7 @@ fn a_ship_is_barely_longer_than_its_record() {
                 seq: record.seq,
                 epoch: record.epoch,
                 mode,
-                operations: record.operations.clone(),
+                operations: record.operations.clone().into(),
                 verify: true,
             };
             assert!(

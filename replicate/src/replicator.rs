@@ -375,7 +375,7 @@ fn handed_over(shared: &Shared) -> ReplicateError {
 impl CommitGate for Gate {
     fn prepare(
         &self,
-        request: &CommitRequest<'_>,
+        request: &mut CommitRequest<'_>,
     ) -> std::result::Result<Option<GateNote>, HookError> {
         self.submit(request, None)
     }
@@ -390,7 +390,7 @@ impl Gate {
     /// given; its replication note, once settled.
     fn submit(
         &self,
-        request: &CommitRequest<'_>,
+        request: &mut CommitRequest<'_>,
         when_peer_down: Option<WhenPeerDown>,
     ) -> std::result::Result<Option<GateNote>, HookError> {
         let shared = &self.0;
@@ -460,7 +460,7 @@ impl Gate {
         let submitted = core
             .link
             .submit(now, mode, shipment.when_peer_down, operations, || {
-                shipment.responses(request)
+                shipment.responses(request.before)
             })?;
         let waiter = match submitted {
             Submitted::Waiting { seq } => {
@@ -498,16 +498,16 @@ impl CatalogObserver for Gate {
     fn prepare(&self, change: &CatalogChange<'_>) -> std::result::Result<(), HookError> {
         let event = change.event();
         let name = event_name(&event);
-        let operations = [Operation::Ddl {
+        let operations = vec![Operation::Ddl {
             table: change.table_name().to_owned(),
             event,
         }];
         let txn = TxnId::next();
         let session = SessionInfo::new("kirikae", "ddl", None);
-        let request = CommitRequest {
+        let mut request = CommitRequest {
             txn,
             session: &session,
-            operations: &operations,
+            operations,
             before: &[None],
         };
         let for_replica = match change {
@@ -517,7 +517,9 @@ impl CatalogObserver for Gate {
         if let ForReplica::CannotFollow(reason) = for_replica {
             // Refused here, whatever the mode: an async backup would refuse it
             // only later, and diverge.
-            if shipment(&self.0.rules, &request, TimeOfDay::now()).is_some() {
+            let (decision, _) =
+                (self.0.rules).decide_operations(&request.operations, &session, TimeOfDay::now());
+            if decision.mode != Mode::Skip {
                 return Err(ReplicateError::DdlFailed {
                     table: change.table_name().to_owned(),
                     event: name.to_owned(),
@@ -529,7 +531,7 @@ impl CatalogObserver for Gate {
         let started = Instant::now();
         let when_peer_down =
             (for_replica == ForReplica::MustHear).then_some(WhenPeerDown::Continue);
-        let note = self.submit(&request, when_peer_down)?;
+        let note = self.submit(&mut request, when_peer_down)?;
         let seq = match Replication::of(&note) {
             Some(
                 Replication::Queued { seq, .. }

@@ -6,6 +6,8 @@
 //! can apply in order, drop duplicates, and fence a stale primary. Connections open
 //! with an authenticated handshake ([`crate::handshake`]).
 
+use std::sync::Arc;
+
 use kirikae_engine::{Operation, Schema};
 use serde::{Deserialize, Serialize};
 
@@ -55,8 +57,8 @@ pub enum Message {
         /// Async (per-key order), ordered (commit order), or sync (a sync commit
         /// replayed from the difference file: apply and commit at once).
         mode: Mode,
-        /// Its writes.
-        operations: Vec<Operation>,
+        /// Its writes (shared with the primary's window until acknowledged).
+        operations: Arc<Vec<Operation>>,
         /// Answer with `Applied` and the responses, to be verified.
         verify: bool,
     },
@@ -66,8 +68,8 @@ pub enum Message {
         seq: Seq,
         /// Primary's epoch.
         epoch: Epoch,
-        /// Its writes.
-        operations: Vec<Operation>,
+        /// Its writes (shared with the primary's window until acknowledged).
+        operations: Arc<Vec<Operation>>,
         /// The primary's response digest of each operation, logged by the backup: at
         /// a promotion, an in-doubt transaction commits only if they match its own.
         responses: Vec<u64>,

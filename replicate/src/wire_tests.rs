@@ -35,13 +35,13 @@ fn all_messages() -> Vec<Message> {
             seq: Seq(42),
             epoch: Epoch(3),
             mode: Mode::Ordered,
-            operations: ops.clone(),
+            operations: ops.clone().into(),
             verify: true,
         },
         Message::Prepare {
             seq: Seq(43),
             epoch: Epoch(3),
-            operations: ops,
+            operations: ops.into(),
             responses: vec![0xdead_beef, 7],
         },
         Message::Prepared {
@@ -124,7 +124,8 @@ fn all_messages() -> Vec<Message> {
                     table: "kv".into(),
                     event: kirikae_engine::CatalogEvent::Dropped,
                 },
-            ],
+            ]
+            .into(),
             verify: false,
         },
     ]

@@ -43,7 +43,7 @@ impl WriteFence {
 }
 
 impl CommitGate for WriteFence {
-    fn prepare(&self, request: &CommitRequest<'_>) -> Result<Option<GateNote>, HookError> {
+    fn prepare(&self, request: &mut CommitRequest<'_>) -> Result<Option<GateNote>, HookError> {
         if self
             .allowed
             .contains(&(request.session as *const SessionInfo as usize))

@@ -54,7 +54,8 @@ fn ship(seq: u64, k: i64, v: i64) -> Message {
         operations: vec![Operation::Insert {
             table: T.into(),
             row: kv_row(k, v),
-        }],
+        }]
+        .into(),
         verify: false,
     }
 }
@@ -127,7 +128,8 @@ fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
         operations: vec![Operation::Insert {
             table: T.into(),
             row: kv_row(9, 90),
-        }],
+        }]
+        .into(),
         responses: vec![42],
     };
     {
@@ -167,7 +169,7 @@ fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
             seq: Seq(2),
             epoch: Epoch(1),
             mode: Mode::Sync,
-            operations: Vec::new(),
+            operations: Vec::new().into(),
             verify: false,
         })
         .unwrap();
@@ -208,7 +210,8 @@ fn a_restart_loads_the_checkpoint_and_replays_only_the_tail() {
                         table: T.into(),
                         key: Key::from(k),
                         row: kv_row(k, seq as i64),
-                    }],
+                    }]
+                    .into(),
                     verify: false,
                 }
             };
@@ -351,7 +354,8 @@ fn a_commit_or_abort_from_an_older_epoch_is_refused() {
         operations: vec![Operation::Insert {
             table: T.into(),
             row: kv_row(4, 40),
-        }],
+        }]
+        .into(),
         responses: vec![1],
     };
     applier.handle(prepare).unwrap();

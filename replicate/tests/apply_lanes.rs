@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kirikae_engine::{Database, Key, Operation, SessionInfo, Value};
 use kirikae_replicate::{Applier, Epoch, Message, Mode, Seq};
@@ -138,7 +139,7 @@ fn apply(txns: &[Txn], batches: &[usize], lanes: usize) -> (Model, Vec<Message>,
                 seq: Seq(i as u64 + 1),
                 epoch: Epoch(1),
                 mode: t.mode,
-                operations: t.writes.iter().map(operation).collect(),
+                operations: Arc::new(t.writes.iter().map(operation).collect()),
                 verify: t.verify,
             };
             backup.handle(message).unwrap();

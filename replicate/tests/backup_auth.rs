@@ -90,7 +90,8 @@ fn forged_frames_change_nothing_and_the_real_primary_gets_in() {
         operations: vec![Operation::Insert {
             table: T.into(),
             row: kv_row(666, 666),
-        }],
+        }]
+        .into(),
         verify: false,
     };
     let mut bytes = frame(&forged_hello(u64::MAX / 2));

@@ -16,7 +16,7 @@ fn ship(seq: u64, operations: Vec<Operation>) -> Message {
         seq: Seq(seq),
         epoch: Epoch(1),
         mode: Mode::Ordered,
-        operations,
+        operations: operations.into(),
         verify: false,
     }
 }

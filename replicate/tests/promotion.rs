@@ -50,7 +50,7 @@ fn ship(seq: u64, k: i64) -> Message {
         seq: Seq(seq),
         epoch: Epoch(1),
         mode: Mode::Ordered,
-        operations: insert(k),
+        operations: insert(k).into(),
         verify: false,
     }
 }
@@ -61,7 +61,7 @@ fn prepare(seq: u64, k: i64, primary: Vec<u64>) -> Message {
     Message::Prepare {
         seq: Seq(seq),
         epoch: Epoch(1),
-        operations: insert(k),
+        operations: insert(k).into(),
         responses: primary,
     }
 }

@@ -292,7 +292,7 @@ impl<'s> Applier<'s> {
                 seq,
                 epoch: record.epoch,
                 mode,
-                operations,
+                operations: Arc::new(operations),
                 verify: false,
             },
             AccessEntry::Prepare {
@@ -301,7 +301,7 @@ impl<'s> Applier<'s> {
             } => Message::Prepare {
                 seq,
                 epoch: record.epoch,
-                operations,
+                operations: Arc::new(operations),
                 responses,
             },
             AccessEntry::Commit => Message::Commit {
@@ -422,6 +422,8 @@ impl<'s> Applier<'s> {
                 if !self.is_new(seq)? {
                     return Ok(());
                 }
+                // A decoded message holds its operations alone: nothing is copied.
+                let operations = Arc::unwrap_or_clone(operations);
                 let entry = AccessEntry::Ship { mode, operations };
                 self.log(seq, entry, replayed, verify)
             }
@@ -441,7 +443,7 @@ impl<'s> Applier<'s> {
                 }
                 self.undecided.insert(seq);
                 let entry = AccessEntry::Prepare {
-                    operations,
+                    operations: Arc::unwrap_or_clone(operations),
                     responses,
                 };
                 self.log(seq, entry, replayed, false)

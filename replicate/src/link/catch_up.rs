@@ -3,6 +3,8 @@
 //! acknowledgements; new transactions pause for the last stretch, and the link goes
 //! duplex when nothing is left.
 
+use std::sync::Arc;
+
 use super::{micros, Event, Link, LinkState, Micros, ReadRequest};
 use crate::epoch::Epoch;
 use crate::mode::Mode;
@@ -147,7 +149,7 @@ impl Link {
                     seq: r.seq,
                     epoch,
                     mode: r.mode,
-                    operations: r.operations,
+                    operations: Arc::new(r.operations),
                     verify: false,
                 }
             });

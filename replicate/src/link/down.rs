@@ -2,6 +2,8 @@
 //! difference file and settles undecided sync transactions by their rule; what the
 //! shell reports of the difference file releases commits waiting for durability.
 
+use std::sync::Arc;
+
 use super::window::Status;
 use super::{Event, Link, LinkState, Micros, Persisted, SyncOutcome};
 use crate::epoch::Epoch;
@@ -155,7 +157,9 @@ impl Link {
             }
             let (mode, operations) = match e.status {
                 Status::Aborted => (Mode::Skip, Vec::new()),
-                _ => (e.mode, e.operations),
+                // The message that shipped them is gone by now, or still to be
+                // written (then they are copied).
+                _ => (e.mode, Arc::unwrap_or_clone(e.operations)),
             };
             let record = LogRecord {
                 seq: e.seq,

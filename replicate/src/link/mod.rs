@@ -36,6 +36,8 @@ mod rejoin;
 mod resync;
 mod window;
 
+use std::sync::Arc;
+
 use kirikae_engine::Operation;
 
 pub use config::{LinkConfig, LinkState};
@@ -312,13 +314,14 @@ impl Link {
             self.awaiting_durable.push((seq, outcome));
             return Ok(Submitted::Waiting { seq });
         }
+        let operations = Arc::new(operations);
         let (message, responses, status) = if resyncing {
             (
                 Message::Ship {
                     seq,
                     epoch,
                     mode,
-                    operations,
+                    operations: Arc::clone(&operations),
                     verify: false,
                 },
                 None,
@@ -331,7 +334,7 @@ impl Link {
                 Message::Prepare {
                     seq,
                     epoch,
-                    operations,
+                    operations: Arc::clone(&operations),
                     responses: responses.clone(),
                 },
                 Some(responses),
@@ -349,7 +352,7 @@ impl Link {
                     seq,
                     epoch,
                     mode,
-                    operations,
+                    operations: Arc::clone(&operations),
                     verify,
                 },
                 verify.then(responses),
@@ -363,12 +366,6 @@ impl Link {
                 self.config.frame_bytes_max,
             ));
         }
-        let operations = match &message {
-            Message::Prepare { operations, .. } | Message::Ship { operations, .. } => {
-                operations.clone()
-            }
-            _ => Vec::new(),
-        };
         self.seq = seq;
         self.sent = seq;
         self.send_sized(now, message, len);

@@ -2,6 +2,7 @@
 //! acknowledged, contiguous and in sequence order.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use kirikae_engine::Operation;
 
@@ -31,7 +32,8 @@ pub(super) enum Status {
 pub(super) struct Entry {
     pub seq: Seq,
     pub mode: Mode,
-    pub operations: Vec<Operation>,
+    /// Shared with the message that ships them: never copied.
+    pub operations: Arc<Vec<Operation>>,
     /// The primary's response digests, when the peer's are to be compared.
     pub responses: Option<Vec<u64>>,
     pub sent_at: Micros,

@@ -482,21 +482,21 @@ impl Sim {
             return;
         }
         let session = SessionInfo::default();
-        let request = CommitRequest {
+        let mut request = CommitRequest {
             txn: TxnId(1),
             session: &session,
-            operations: &ops,
+            operations: ops,
             before: &befores,
         };
         let mut shipped =
-            shipment(&self.rules[rules], &request, TimeOfDay(0)).expect("no rule says skip");
+            shipment(&self.rules[rules], &mut request, TimeOfDay(0)).expect("no rule says skip");
         assert_eq!(shipped.mode, mode, "rule file {rules}");
         let operations = std::mem::take(&mut shipped.operations);
         let submitted =
             match self
                 .link
                 .submit(self.now, mode, shipped.when_peer_down, operations, || {
-                    shipped.responses(&request)
+                    shipped.responses(request.before)
                 }) {
                 Ok(s) => s,
                 Err(ReplicateError::Fenced { .. }) => {
