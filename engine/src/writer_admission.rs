@@ -67,7 +67,9 @@ impl WriterAdmission {
     /// Registers one writer, waiting up to `timeout` while the admission is held.
     pub fn enter(&self, timeout: Duration) -> Result<Entered, Refusal> {
         let shard = my_shard();
-        let deadline = Instant::now() + timeout;
+        // The clock is read only once there is something to wait for: this is
+        // every write's path.
+        let mut deadline = None;
         loop {
             self.shards[shard].fetch_add(1, Ordering::SeqCst);
             let flags = self.flags.load(Ordering::SeqCst);
@@ -78,6 +80,7 @@ impl WriterAdmission {
             if flags & RETIRED != 0 {
                 return Err(Refusal::Retired);
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             if self.spin_while_held(deadline) {
                 continue;
             }

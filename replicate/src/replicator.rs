@@ -32,7 +32,7 @@ use crate::link::{Event, Link, LinkConfig, LinkMetrics, Rejoin, Submitted, SyncO
 use crate::link_shell::link_thread;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{RecordLog, RecordLogOptions};
-use crate::rules::{RuleSet, TimeOfDay};
+use crate::rules::RuleSet;
 use crate::seq::Seq;
 use crate::shared::Shared;
 use crate::write_fence::{Refusal, WriteFence};
@@ -409,7 +409,8 @@ impl Gate {
         if let Some(lease) = shared.lease.get() {
             lease.check()?;
         }
-        let Some(mut shipment) = shipment(&shared.rules, request, TimeOfDay::now()) else {
+        let Some(mut shipment) = shipment(&shared.rules, request, shared.rules.time_of_day_now())
+        else {
             return Ok(Some(Arc::new(Replication::Skipped)));
         };
         if let Some(w) = when_peer_down {
@@ -429,8 +430,10 @@ impl Gate {
         }
         let mut core = shared.core.lock();
         let sync_timeout = core.link.config().sync_timeout;
-        let pause_started = Instant::now();
+        // The clock is read only if there is a pause to time.
+        let mut pause_started = None;
         while core.link.paused() {
+            let pause_started = *pause_started.get_or_insert_with(Instant::now);
             if shared.stop.load(Ordering::Relaxed) {
                 return Err(ReplicateError::Shutdown.into());
             }
@@ -517,8 +520,11 @@ impl CatalogObserver for Gate {
         if let ForReplica::CannotFollow(reason) = for_replica {
             // Refused here, whatever the mode: an async backup would refuse it
             // only later, and diverge.
-            let (decision, _) =
-                (self.0.rules).decide_operations(&request.operations, &session, TimeOfDay::now());
+            let (decision, _) = (self.0.rules).decide_operations(
+                &request.operations,
+                &session,
+                self.0.rules.time_of_day_now(),
+            );
             if decision.mode != Mode::Skip {
                 return Err(ReplicateError::DdlFailed {
                     table: change.table_name().to_owned(),

@@ -323,6 +323,17 @@ impl<'a> Positions<'a> {
 }
 
 impl RuleSet {
+    /// The time of day to decide with now: the clock's, or midnight when no rule
+    /// has a time window (the answer is the same at any hour, and every commit
+    /// decides: the clock is not read for nothing).
+    pub fn time_of_day_now(&self) -> TimeOfDay {
+        if self.rules.iter().any(|r| r.time.is_some()) {
+            TimeOfDay::now()
+        } else {
+            TimeOfDay(0)
+        }
+    }
+
     /// Parses and validates a rule file's text; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<RuleSet> {
         let at = Positions::new(text, source_name);

@@ -359,3 +359,26 @@ fn a_table_never_replicates_only_when_every_access_to_it_is_skipped() {
     assert!(skip_all.never_replicates("b"));
     assert!(!skip_all.never_replicates("a"));
 }
+
+#[test]
+fn the_clock_is_read_for_a_decision_only_when_a_rule_has_a_time_window() {
+    let timeless = RuleSet::parse(
+        "default = \"async\"\n[[rule]]\ntable = \"a\"\nmode = \"sync\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(timeless.time_of_day_now(), TimeOfDay(0));
+    let timed = RuleSet::parse(
+        "default = \"async\"\n[[rule]]\ntable = \"a\"\nmode = \"sync\"\ntime = \"08:00-18:00\"\n",
+        "t",
+    )
+    .unwrap();
+    // The clock's time of day, read twice around it.
+    let before = TimeOfDay::now();
+    let got = timed.time_of_day_now();
+    let after = TimeOfDay::now();
+    assert!(
+        (before <= got && got <= after) || after < before,
+        "{before:?} {got:?} {after:?}"
+    );
+}
