@@ -54,6 +54,13 @@ pub trait CommitGate: Send + Sync {
 
     /// The transaction `txn`, accepted by `prepare`, is now visible.
     fn committed(&self, _txn: TxnId) {}
+
+    /// Whether `prepare` looks at a request's operations and before images. A gate
+    /// that decides by the session alone says no: transactions then record
+    /// neither (no copy of every row written), and its requests carry none.
+    fn wants_operations(&self) -> bool {
+        true
+    }
 }
 
 /// A change of the catalog, as a [`CatalogObserver`] is shown it before it takes
@@ -194,7 +201,8 @@ pub struct CommitRequest<'a> {
     pub txn: TxnId,
     /// Who runs it.
     pub session: &'a SessionInfo,
-    /// Its writes, in the order they were made (the gate's to keep).
+    /// Its writes, in the order they were made (the gate's to keep); empty if the
+    /// gate does not want them ([`CommitGate::wants_operations`]).
     pub operations: Vec<Operation>,
     /// For each operation, the image it replaced as the transaction saw it (`None`
     /// for an insert): what a peer compares its own responses against.

@@ -68,6 +68,10 @@ pub struct Transaction<'s> {
     entered: SmallVec<[(Arc<Table>, Entered); 1]>,
     /// The commit gate in force when the transaction began.
     commit_gate: Option<Arc<CommitGateCell>>,
+    /// Whether `ops` and `before` are recorded: a gate wants them.
+    records_ops: bool,
+    /// Whether it wrote anything (a commit without writes asks no gate).
+    wrote: bool,
     /// Logical operations, recorded only when there is a gate to show them to.
     ops: Vec<Operation>,
     /// The image each of `ops` replaced (`None` for an insert), as this transaction saw it.
@@ -85,13 +89,16 @@ enum State {
 
 impl<'s> Transaction<'s> {
     pub(crate) fn begin(db: &'s DbInner, session: &'s SessionInfo) -> Transaction<'s> {
+        let commit_gate = db.commit_gate.load_full();
         Transaction {
             db,
             session,
             id: TxnId::next(),
             writes: SmallVec::new(),
             entered: SmallVec::new(),
-            commit_gate: db.commit_gate.load_full(),
+            records_ops: commit_gate.as_ref().is_some_and(|g| g.0.wants_operations()),
+            commit_gate,
+            wrote: false,
             ops: Vec::new(),
             before: Vec::new(),
             state: State::Open,
@@ -132,7 +139,7 @@ impl<'s> Transaction<'s> {
     fn insert_into(&mut self, ti: usize, t: &Arc<Table>, row: Row) -> Result<Rid> {
         t.schema().validate_row(t.name(), &row)?;
         let key = t.schema().key_of(&row);
-        let op = self.commit_gate.is_some().then(|| Operation::Insert {
+        let op = self.records_ops.then(|| Operation::Insert {
             table: t.name().to_owned(),
             row: row.clone(),
         });
@@ -147,6 +154,7 @@ impl<'s> Transaction<'s> {
                 claimed: vec![key],
             });
         }
+        self.wrote = true;
         if let Some(op) = op {
             self.ops.push(op);
             self.before.push(None);
@@ -167,14 +175,37 @@ impl<'s> Transaction<'s> {
     /// Replaces the record with `key` by `row` (which may carry a new key); returns
     /// its RID, which does not change.
     pub fn update(&mut self, table: &str, key: &Key, row: Row) -> Result<Rid> {
+        self.update_keeping(table, key, row, |_| ())
+            .map(|(rid, ())| rid)
+    }
+
+    /// [`update`](Transaction::update), returning the image it replaced as this
+    /// transaction saw it: what a replica's response digest needs, found by the
+    /// update's own lookup instead of a [`get_for_update`](Transaction::get_for_update)
+    /// before it.
+    pub fn update_returning_before(&mut self, table: &str, key: &Key, row: Row) -> Result<RowRef> {
+        self.update_keeping(table, key, row, RowRef::clone)
+            .map(|(_, before)| before)
+    }
+
+    /// [`update`](Transaction::update), also returning what `keep` takes of the
+    /// image replaced.
+    fn update_keeping<B>(
+        &mut self,
+        table: &str,
+        key: &Key,
+        row: Row,
+        keep: impl FnOnce(&RowRef) -> B,
+    ) -> Result<(Rid, B)> {
         let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
         t.schema().validate_row(t.name(), &row)?;
         let Some((rid, current)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
+        let kept = keep(&current);
         self.put_locked(ti, &t, rid, key, current, row)?;
-        Ok(rid)
+        Ok((rid, kept))
     }
 
     /// Changes the named columns of the record with `key`; returns its RID.
@@ -201,20 +232,40 @@ impl<'s> Transaction<'s> {
     /// Deletes the record with `key`; returns the RID it had. The RID becomes reusable
     /// when the delete commits.
     pub fn delete(&mut self, table: &str, key: &Key) -> Result<Rid> {
+        self.delete_keeping(table, key, |_| ()).map(|(rid, ())| rid)
+    }
+
+    /// [`delete`](Transaction::delete), returning the image it removed as this
+    /// transaction saw it (see [`update_returning_before`](Transaction::update_returning_before)).
+    pub fn delete_returning_before(&mut self, table: &str, key: &Key) -> Result<RowRef> {
+        self.delete_keeping(table, key, RowRef::clone)
+            .map(|(_, before)| before)
+    }
+
+    /// [`delete`](Transaction::delete), also returning what `keep` takes of the
+    /// image removed.
+    fn delete_keeping<B>(
+        &mut self,
+        table: &str,
+        key: &Key,
+        keep: impl FnOnce(&RowRef) -> B,
+    ) -> Result<(Rid, B)> {
         let (ti, t) = self.writable(table)?;
         t.schema().validate_key(t.name(), key)?;
         let Some((rid, current)) = self.lock_key(ti, &t, key)? else {
             return Err(not_found(&t, key));
         };
         t.set_pending(self.id, rid, Pending::Delete);
-        if self.commit_gate.is_some() {
+        self.wrote = true;
+        let kept = keep(&current);
+        if self.records_ops {
             self.ops.push(Operation::Delete {
                 table: t.name().to_owned(),
                 key: key.clone(),
             });
             self.before.push(Some(current));
         }
-        Ok(rid)
+        Ok((rid, kept))
     }
 
     /// Makes every write visible and releases the locks. With a commit gate installed,
@@ -227,7 +278,7 @@ impl<'s> Transaction<'s> {
     /// [`commit`](Transaction::commit), also returning the note the commit gate
     /// attached to its acceptance (e.g. replication's "committed here only").
     pub fn commit_noted(mut self) -> Result<Option<GateNote>> {
-        let Some(gate) = self.commit_gate.clone().filter(|_| !self.ops.is_empty()) else {
+        let Some(gate) = self.commit_gate.clone().filter(|_| self.wrote) else {
             self.apply();
             return Ok(None);
         };
@@ -336,7 +387,8 @@ impl<'s> Transaction<'s> {
                 }
             }
         }
-        if self.commit_gate.is_some() {
+        self.wrote = true;
+        if self.records_ops {
             self.ops.push(Operation::Update {
                 table: t.name().to_owned(),
                 key: key.clone(),

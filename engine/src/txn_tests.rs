@@ -422,6 +422,61 @@ fn the_commit_gate_sees_before_images_and_its_note_comes_back() {
     );
 }
 
+/// Decides by the session alone: vetoes every writer but `allowed`, counts what it
+/// was shown.
+struct SessionGate {
+    allowed: String,
+    shown: AtomicUsize,
+}
+impl CommitGate for SessionGate {
+    fn prepare(
+        &self,
+        r: &mut CommitRequest<'_>,
+    ) -> std::result::Result<Option<crate::GateNote>, HookError> {
+        self.shown
+            .fetch_add(r.operations.len() + r.before.len(), Ordering::SeqCst);
+        if r.session.user == self.allowed {
+            Ok(None)
+        } else {
+            Err("not this session".into())
+        }
+    }
+    fn wants_operations(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_gate_that_wants_no_operations_is_still_asked_and_shown_none() {
+    let (db, s) = db_with(100);
+    s.insert("t", row(1, "a")).expect("seed");
+    let gate = Arc::new(SessionGate {
+        allowed: "applier".into(),
+        shown: AtomicUsize::new(0),
+    });
+    db.set_commit_gate(Some(gate.clone()));
+    let refused = s.update("t", &1.into(), row(1, "b"));
+    assert!(
+        matches!(refused, Err(EngineError::CommitVetoed { .. })),
+        "{refused:?}"
+    );
+    let applier = db.session(SessionInfo::new("applier", "replication", None));
+    let mut tx = applier.begin();
+    tx.update("t", &1.into(), row(1, "c")).expect("update");
+    tx.insert("t", row(2, "x")).expect("insert");
+    tx.delete("t", &2.into()).expect("delete");
+    tx.commit().expect("allowed");
+    assert_eq!(
+        s.get("t", &1.into()).expect("get").as_deref(),
+        Some(&row(1, "c")[..])
+    );
+    assert_eq!(
+        gate.shown.load(Ordering::SeqCst),
+        0,
+        "no operation recorded"
+    );
+}
+
 #[test]
 fn a_hold_blocks_new_writers_and_a_switch_moves_them_to_the_new_table() {
     let (db, s) = db_with(5_000);
@@ -569,4 +624,31 @@ fn an_update_writes_in_place_only_when_no_reader_holds_the_image() {
         .expect("update");
     tx.rollback();
     assert_eq!(val(&s, 1).as_deref(), Some("c"));
+}
+
+#[test]
+fn an_update_or_delete_can_return_the_image_it_replaced_as_the_transaction_saw_it() {
+    let (_db, s) = db_with(100);
+    s.insert("t", row(1, "a")).expect("seed");
+    let mut tx = s.begin();
+    let first = tx
+        .update_returning_before("t", &1.into(), row(1, "b"))
+        .expect("update");
+    assert_eq!(&first[..], &row(1, "a")[..]);
+    let second = tx
+        .update_returning_before("t", &1.into(), row(1, "c"))
+        .expect("update");
+    assert_eq!(&second[..], &row(1, "b")[..], "its own earlier write");
+    let removed = tx.delete_returning_before("t", &1.into()).expect("delete");
+    assert_eq!(&removed[..], &row(1, "c")[..]);
+    assert!(matches!(
+        tx.update_returning_before("t", &1.into(), row(1, "d")),
+        Err(EngineError::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        tx.delete_returning_before("t", &9.into()),
+        Err(EngineError::KeyNotFound { .. })
+    ));
+    tx.commit().expect("commit");
+    assert_eq!(s.get("t", &1.into()).expect("get"), None);
 }

@@ -56,4 +56,9 @@ impl CommitGate for WriteFence {
         }
         .into())
     }
+
+    /// The session decides: a backup's applier records no copy of what it writes.
+    fn wants_operations(&self) -> bool {
+        false
+    }
 }

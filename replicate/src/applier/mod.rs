@@ -593,7 +593,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    match self.apply_noted(seq, &operations) {
+                    match self.apply_noted(seq, operations) {
                         Ok((txn, responses)) => {
                             txn.commit()?;
                             self.shipped_applied(seq, verify.then_some(responses), replies);
@@ -610,7 +610,7 @@ impl<'s> Applier<'s> {
                         self.resolve(seq);
                         continue;
                     }
-                    match self.apply_noted(seq, &operations) {
+                    match self.apply_noted(seq, operations) {
                         Ok((txn, responses)) => {
                             replies.push(Message::Prepared {
                                 seq,
@@ -806,17 +806,18 @@ impl<'s> Applier<'s> {
     fn apply_noted(
         &mut self,
         seq: Seq,
-        operations: &[Operation],
+        operations: Vec<Operation>,
     ) -> std::result::Result<(Transaction<'s>, Vec<u64>), (usize, ReplicateError)> {
-        let [Operation::Ddl { table, event }] = operations else {
+        let [Operation::Ddl { table, event }] = &operations[..] else {
             return apply(self.session, self.ddl.as_deref(), operations);
         };
+        let (table, change) = (table.clone(), event_name(event).to_owned());
         let started = Instant::now();
         let applied = apply(self.session, self.ddl.as_deref(), operations);
         let change = CatalogChangeAt {
             seq: Some(seq),
-            table: table.clone(),
-            change: event_name(event).to_owned(),
+            table,
+            change,
             took_us: started.elapsed().as_micros() as u64,
             replayed: self.replaying.is_some(),
         };
@@ -840,36 +841,38 @@ impl<'s> Applier<'s> {
 }
 
 /// Applies `operations` in one transaction, left open; returns it with the response
-/// digest of each operation, or the index of the failing operation and why.
+/// digest of each operation, or the index of the failing operation and why. The
+/// rows move into the database; an update or delete finds the image it digests by
+/// its own lookup.
 fn apply<'s>(
     session: &'s Session,
     ddl: Option<&dyn DdlHandler>,
-    operations: &[Operation],
+    operations: Vec<Operation>,
 ) -> std::result::Result<(Transaction<'s>, Vec<u64>), (usize, ReplicateError)> {
     let mut txn = session.begin();
     let mut responses = Vec::with_capacity(operations.len());
-    for (i, op) in operations.iter().enumerate() {
+    for (i, op) in operations.into_iter().enumerate() {
         let fail = |e: kirikae_engine::EngineError| (i, ReplicateError::Engine(e));
         let digest = match op {
             Operation::Insert { table, row } => {
-                txn.insert(table, row.clone()).map_err(fail)?;
+                txn.insert(&table, row).map_err(fail)?;
                 response_digest(OperationKind::Insert, None)
             }
             Operation::Update { table, key, row } => {
-                let before = txn.get_for_update(table, key).map_err(fail)?;
-                txn.update(table, key, row.clone()).map_err(fail)?;
-                response_digest(OperationKind::Update, before.as_deref())
+                let before = txn
+                    .update_returning_before(&table, &key, row)
+                    .map_err(fail)?;
+                response_digest(OperationKind::Update, Some(&before))
             }
             Operation::Delete { table, key } => {
-                let before = txn.get_for_update(table, key).map_err(fail)?;
-                txn.delete(table, key).map_err(fail)?;
-                response_digest(OperationKind::Delete, before.as_deref())
+                let before = txn.delete_returning_before(&table, &key).map_err(fail)?;
+                response_digest(OperationKind::Delete, Some(&before))
             }
             // The engine cannot undo a catalog change: it takes effect now, even in
             // a sync transaction held open (the primary makes its own change only
             // once this one is prepared).
             Operation::Ddl { table, event } => {
-                apply_ddl(session.database(), ddl, table, event).map_err(|e| (i, e))?;
+                apply_ddl(session.database(), ddl, &table, &event).map_err(|e| (i, e))?;
                 response_digest(OperationKind::Ddl, None)
             }
         };
