@@ -130,6 +130,7 @@ mod rules_tests;
 mod seq;
 mod shared;
 mod switchover;
+mod sync_waiter;
 mod utc;
 mod wire;
 #[cfg(test)]

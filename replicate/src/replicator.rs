@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, RecvTimeoutError};
+use crossbeam::channel::Receiver;
 use kirikae_engine::{
     CatalogChange, CatalogObserver, CommitGate, CommitRequest, Database, ForReplica, GateNote,
     HookError, Operation, SessionInfo, TxnId,
@@ -35,6 +35,7 @@ use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
 use crate::shared::Shared;
+use crate::sync_waiter::{OutcomeSlot, Waited};
 use crate::write_fence::{Refusal, WriteFence};
 
 /// Settings of a [`Replicator`].
@@ -352,7 +353,7 @@ impl Replicator {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.shared.core.lock().waiters.clear();
+        self.shared.core.lock().waiters.close_all();
     }
 }
 
@@ -466,11 +467,7 @@ impl Gate {
                 shipment.responses(request.before)
             })?;
         let waiter = match submitted {
-            Submitted::Waiting { seq } => {
-                let (tx, rx) = crossbeam::channel::bounded(1);
-                core.waiters.insert(seq, tx);
-                Some((seq, rx))
-            }
+            Submitted::Waiting { seq } => Some((seq, core.waiters.register(seq))),
             _ => None,
         };
         let numbered = match submitted {
@@ -588,7 +585,7 @@ impl CatalogObserver for Gate {
 fn outcome_of(
     shared: &Shared,
     submitted: Submitted,
-    waiter: Option<(Seq, Receiver<SyncOutcome>)>,
+    waiter: Option<(Seq, Arc<OutcomeSlot>)>,
     mode: Mode,
     sync_timeout: Duration,
 ) -> std::result::Result<Option<GateNote>, HookError> {
@@ -599,10 +596,10 @@ fn outcome_of(
             }
             Submitted::Settled { seq, outcome } => (seq, outcome),
             Submitted::Waiting { .. } => {
-                let Some((seq, rx)) = waiter else {
+                let Some((seq, slot)) = waiter else {
                     return Err(ReplicateError::Shutdown.into());
                 };
-                let outcome = wait_outcome(shared, seq, &rx, sync_timeout)?;
+                let outcome = wait_outcome(shared, seq, &slot, sync_timeout)?;
                 if outcome == SyncOutcome::Replicated {
                     freeze_point::reached(FreezePoint::AfterPrepared, Some(seq));
                 }
@@ -621,7 +618,7 @@ fn outcome_of(
 pub(crate) fn wait_outcome(
     shared: &Shared,
     seq: Seq,
-    rx: &Receiver<SyncOutcome>,
+    slot: &OutcomeSlot,
     sync_timeout: Duration,
 ) -> std::result::Result<SyncOutcome, HookError> {
     let closed = || -> HookError {
@@ -630,19 +627,19 @@ pub(crate) fn wait_outcome(
             None => ReplicateError::Shutdown.into(),
         }
     };
-    match rx.recv_timeout(sync_timeout + SYNC_WAIT_GRACE) {
-        Ok(outcome) => return Ok(outcome),
-        Err(RecvTimeoutError::Disconnected) => return Err(closed()),
-        Err(RecvTimeoutError::Timeout) => {}
+    match slot.wait(sync_timeout + SYNC_WAIT_GRACE) {
+        Waited::Settled(outcome) => return Ok(outcome),
+        Waited::Closed => return Err(closed()),
+        Waited::TimedOut => {}
     }
     let mut core = shared.core.lock();
     // Settled while this thread took the lock?
-    if let Ok(outcome) = rx.try_recv() {
+    if let Some(outcome) = slot.settled() {
         return Ok(outcome);
     }
     let now = shared.now();
     core.link.expire_sync(now, seq);
-    core.waiters.remove(&seq);
+    core.waiters.forget(seq);
     let outcome = core.link.take_outcome(seq);
     drop(core);
     shared.wake_writer();

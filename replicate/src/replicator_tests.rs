@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, SessionInfo, Value};
 
-use crate::link::{Event, LinkConfig, SyncOutcome};
+use crate::link::{Event, LinkConfig};
 use crate::record_log::RecordLogOptions;
 use crate::replicator::{wait_outcome, Replicator, ReplicatorConfig};
 use crate::rules::RuleSet;
@@ -98,13 +98,12 @@ fn a_panicking_replication_thread_makes_commits_fail_at_once() {
 fn a_waiting_sync_commit_wakes_when_replication_is_poisoned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_db, rep) = degraded_replicator(dir.path());
-    let (tx, rx) = crossbeam::channel::bounded::<SyncOutcome>(1);
-    rep.shared.core.lock().waiters.insert(Seq(7), tx);
+    let slot = rep.shared.core.lock().waiters.register(Seq(7));
     let shared = std::sync::Arc::clone(&rep.shared);
     let poisoner = std::thread::spawn(move || shared.poison("thread x panicked: y".into()));
     let started = Instant::now();
-    let err = wait_outcome(&rep.shared, Seq(7), &rx, Duration::from_secs(600))
-        .expect_err("the channel closes");
+    let err = wait_outcome(&rep.shared, Seq(7), &slot, Duration::from_secs(600))
+        .expect_err("the slot closes");
     poisoner.join().expect("poisoner");
     assert!(err.to_string().contains("thread x panicked"), "{err}");
     // Woken by the poisoning, not by its 600 s deadline.

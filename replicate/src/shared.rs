@@ -17,9 +17,10 @@ use kirikae_engine::TxnId;
 use crate::ddl::CatalogChangeAt;
 use crate::handshake::PeerKey;
 use crate::leadership::LeaseGuard;
-use crate::link::{Event, Link, LinkState, Micros, Ready, SyncOutcome};
+use crate::link::{Event, Link, LinkState, Micros, Ready};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
+use crate::sync_waiter::Waiters;
 
 /// Events kept for the embedder; past this the oldest is dropped (and counted in
 /// [`LinkMetrics::events_dropped`]).
@@ -48,9 +49,9 @@ impl Unapplied {
 }
 pub(crate) struct Core {
     pub(crate) link: Link,
-    /// One-shot channel of each sync commit waiting for its outcome, by sequence. A
-    /// waiter that gives up removes its own entry.
-    pub(crate) waiters: HashMap<Seq, Sender<SyncOutcome>>,
+    /// The sync commits waiting for their outcomes. A waiter that gives up removes
+    /// its own entry.
+    pub(crate) waiters: Waiters,
     /// Connection generation: a reader of an older connection must not touch the link.
     pub(crate) generation: u64,
     /// The link's state when last delivered: a change wakes [`Replicator::wait_duplex`].
@@ -118,7 +119,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 link,
-                waiters: HashMap::new(),
+                waiters: Waiters::default(),
                 generation: 0,
                 seen_state: LinkState::Degraded,
             }),
@@ -173,10 +174,7 @@ impl Shared {
             self.raise(e);
         }
         for (seq, outcome) in outcomes {
-            if let Some(waiter) = core.waiters.remove(&seq) {
-                // The capacity is one and this is the only send: it cannot block.
-                let _ = waiter.try_send(outcome);
-            }
+            core.waiters.settle(seq, outcome);
         }
         self.commit_pace_us
             .store(core.link.commit_pace_us(), Ordering::Relaxed);
@@ -211,11 +209,11 @@ impl Shared {
     }
 
     /// Records that a replication thread panicked: every waiting commit wakes (its
-    /// channel closes) and every later one fails at once.
+    /// slot closes) and every later one fails at once.
     pub(crate) fn poison(&self, detail: String) {
         tracing::error!("{detail}");
         self.poisoned.lock().get_or_insert(detail);
-        self.core.lock().waiters.clear();
+        self.core.lock().waiters.close_all();
         self.settled.notify_all();
     }
 
