@@ -445,11 +445,7 @@ impl Link {
             let ms = (now - self.last_heard) / 1000;
             return self.go_down(now, format!("no word from the peer for {ms} ms"));
         }
-        let expired = self.window.iter().find_map(|e| match e.status {
-            Status::Preparing { deadline, .. } if now >= deadline => Some(e.seq),
-            _ => None,
-        });
-        if let Some(seq) = expired {
+        if let Some(seq) = self.window.expired_sync(now) {
             return self.go_down(now, format!("sync transaction {seq} timed out"));
         }
         if let Some(front) = self.window.front() {
