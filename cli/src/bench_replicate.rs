@@ -107,8 +107,15 @@ pub struct ReplicateBenchReport {
     pub tcp_rtt_us: f64,
     pub tcp_rtt_us_before: f64,
     pub tcp_rtt_us_after: f64,
-    /// The sync cell at RTT 0 and no loss: its commit p50 ÷ `tcp_rtt_us`.
+    /// The sync cell at RTT 0 and no loss: its commit p50 ÷ `tcp_rtt_us`. With all
+    /// the sessions on the machine's cores this is mostly queueing (Little's law:
+    /// sessions ÷ commits per second); the one-session figures below are the
+    /// latency of the path itself.
     pub sync_p50_over_tcp_rtt: Option<f64>,
+    /// Sync at RTT 0 and no loss with one session (when the grid has that cell):
+    /// commit p50, µs, and that ÷ `tcp_rtt_us`.
+    pub sync_one_session_p50_us: Option<u64>,
+    pub sync_one_session_p50_over_tcp_rtt: Option<f64>,
     /// This process's CPU time per commit unreplicated, µs.
     pub unreplicated_cpu_us_per_commit: f64,
     /// The primary's CPU per commit replicated ÷ unreplicated, at RTT 0 without
@@ -310,7 +317,12 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     for policy in &args.policies {
         rules(policy)?;
     }
-    let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len() + 4;
+    let one_session = args.policies.iter().any(|p| p == "sync")
+        && args.rtt_ms.contains(&0.0)
+        && args.loss_pct.contains(&0.0);
+    let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len()
+        + 4
+        + usize::from(one_session);
     let bar = ProgressBar::new(cells_total as u64);
     bar.set_style(crate::progress::style("{bar:30} {pos}/{len} {msg}"));
     bar.set_message("unreplicated");
@@ -362,6 +374,21 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
             }
         }
     }
+    let sync_one_session_p50_us = if one_session {
+        bar.set_message("sync rtt 0 ms, one session");
+        let p = pair(args, "sync", 0.0, 0.0)?;
+        let one = Traffic {
+            sessions: 1,
+            ..traffic(args, None)
+        };
+        let r = run_for(&one, &p.primary, args.seconds);
+        p.replicator.shutdown();
+        p.peer.finish()?;
+        bar.inc(1);
+        Some(r.commit_latency_us.value_at_quantile(0.5))
+    } else {
+        None
+    };
     let tcp_rtt_us_after = crate::tcp_rtt::median_us()?;
     let tcp_rtt_us = tcp_rtt_us_before.min(tcp_rtt_us_after);
     // At RTT 0 without loss: no proxy in this process, the backup in its own.
@@ -399,6 +426,8 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         tcp_rtt_us_before,
         tcp_rtt_us_after,
         sync_p50_over_tcp_rtt,
+        sync_one_session_p50_us,
+        sync_one_session_p50_over_tcp_rtt: sync_one_session_p50_us.map(|us| us as f64 / tcp_rtt_us),
         unreplicated_cpu_us_per_commit: base_cpu_us_per_commit,
         primary_cpu_ratio_async: cpu_ratio("async"),
         primary_cpu_ratio_ordered: cpu_ratio("ordered"),
@@ -542,6 +571,12 @@ pub fn print_table(r: &ReplicateBenchReport) {
             .map(|x| format!("; sync commit p50 at RTT 0 = {x:.1}× it"))
             .unwrap_or_default()
     );
+    if let (Some(us), Some(x)) = (
+        r.sync_one_session_p50_us,
+        r.sync_one_session_p50_over_tcp_rtt,
+    ) {
+        say!("sync commit p50 at RTT 0 with one session: {us} µs = {x:.1}× the raw round trip");
+    }
     let drains: Vec<String> = r
         .backup_drain
         .iter()

@@ -270,6 +270,12 @@ fn bench_replicate_prints_json_with_every_field() {
         "a sync commit waits at least one round trip: {sync_1ms}"
     );
     assert!(report["unreplicated_ops_per_s"].as_f64().expect("baseline") > 0.0);
+    // One sync session at RTT 0: at least the raw round trip it rides on.
+    let one = report["sync_one_session_p50_over_tcp_rtt"]
+        .as_f64()
+        .expect("one-session sync latency");
+    assert!(one >= 1.0, "{report}");
+    assert!(report["sync_one_session_p50_us"].as_u64().expect("p50") > 0);
     assert!(report["catchup_ops_replayed"].as_u64().expect("replayed") > 0);
     assert!(report["catchup_ops_per_s"].as_f64().expect("catch-up") > 0.0);
 }

@@ -118,6 +118,7 @@ mod link_shell;
 mod link_tests;
 mod mode;
 mod proxy;
+mod proxy_queue;
 mod record_log;
 #[cfg(test)]
 mod record_log_tests;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{ReplicateError, Result};
+use crate::proxy_queue::{DelayQueue, Pacer};
 
 /// What the proxy does to traffic, in each direction.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -168,28 +169,29 @@ fn accept_loop(
 /// Copies `from` to `to`, each chunk released `delay` after it was read (later if
 /// "lost"), in order.
 fn forward(mut from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64) {
-    let (tx, rx) = crossbeam::channel::unbounded::<(Instant, Vec<u8>)>();
-    let writer = std::thread::spawn(move || {
-        // A sleeping thread wakes up to the timer slack (50 µs by default) late:
-        // on every chunk, both ways, that would be the proxy's delay, not the
-        // network's it emulates.
-        #[cfg(target_os = "linux")]
-        let _ = nix::sys::prctl::set_timerslack(1);
-        let mut to = to;
-        let mut not_before = Instant::now();
-        for (release, chunk) in rx {
-            // In order: a late chunk holds back the ones behind it.
-            not_before = not_before.max(release);
-            let now = Instant::now();
-            if not_before > now {
-                std::thread::sleep(not_before - now);
+    let queue = Arc::new(DelayQueue::new());
+    let writer = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            // Timer slack (50 µs by default) would be added to every wake-up.
+            #[cfg(target_os = "linux")]
+            let _ = nix::sys::prctl::set_timerslack(1);
+            let mut to = to;
+            let mut pacer = Pacer::default();
+            let mut not_before = Instant::now();
+            while let Some((release, chunk)) = queue.pop() {
+                // In order: a late chunk holds back the ones behind it.
+                not_before = not_before.max(release);
+                pacer.wait_until(not_before);
+                if to.write_all(&chunk).is_err() {
+                    break;
+                }
             }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    });
+            // The reader, if still reading, stops at its next chunk.
+            queue.close();
+            let _ = to.shutdown(Shutdown::Write);
+        })
+    };
     let mut rng = seed | 1;
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -205,10 +207,10 @@ fn forward(mut from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64
         if ((rng >> 11) as f64 / (1u64 << 53) as f64) < impairment.loss {
             release += impairment.retransmit_after;
         }
-        if tx.send((release, buf[..n].to_vec())).is_err() {
+        if !queue.push(release, buf[..n].to_vec()) {
             break;
         }
     }
-    drop(tx);
+    queue.close();
     let _ = writer.join();
 }
