@@ -44,12 +44,13 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
                 }
             }
         }
-        let mut ready = {
+        let (mut ready, wakeups) = {
             let mut core = shared.core.lock();
             core.link.tick(shared.now());
             connection.io_timeout = core.link.io_timeout();
             shared.take_ready(&mut core)
         };
+        wakeups.deliver();
         if let Some(order) = ready.copy.take() {
             copier = Some(Copier::new(order));
         }
@@ -75,10 +76,11 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
     // is carried out before the thread ends: nothing in flight is lost.
     connection.close(&shared);
     loop {
-        let ready = {
+        let (ready, wakeups) = {
             let mut core = shared.core.lock();
             shared.take_ready(&mut core)
         };
+        wakeups.deliver();
         if ready.is_empty() {
             break;
         }
@@ -306,8 +308,9 @@ fn read_loop(
         }
         // Outcomes go to the waiting commits now; the rest (commit decisions to send)
         // stays for the link thread, so the bound on unsent output holds.
-        shared.deliver_notices(&mut core);
+        let wakeups = shared.deliver_notices(&mut core);
         drop(core);
+        wakeups.deliver();
         shared.wake_writer();
     };
     let mut core = shared.core.lock();

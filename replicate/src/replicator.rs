@@ -637,6 +637,15 @@ pub(crate) fn wait_outcome(
     if let Some(outcome) = slot.settled() {
         return Ok(outcome);
     }
+    if !core.waiters.contains(seq) {
+        // Taken to be settled by a thread that gives the outcome once it has
+        // unlocked the core (or closed): it is on its way.
+        drop(core);
+        return match slot.wait(SYNC_WAIT_GRACE) {
+            Waited::Settled(outcome) => Ok(outcome),
+            Waited::Closed | Waited::TimedOut => Err(closed()),
+        };
+    }
     let now = shared.now();
     core.link.expire_sync(now, seq);
     core.waiters.forget(seq);

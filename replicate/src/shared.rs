@@ -20,7 +20,7 @@ use crate::leadership::LeaseGuard;
 use crate::link::{Event, Link, LinkState, Micros, Ready};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
-use crate::sync_waiter::Waiters;
+use crate::sync_waiter::{Waiters, Wakeup};
 
 /// Events kept for the embedder; past this the oldest is dropped (and counted in
 /// [`LinkMetrics::events_dropped`]).
@@ -47,6 +47,18 @@ impl Unapplied {
         self.0.values().min().copied()
     }
 }
+/// Outcomes taken for waiting commits under the core's lock, given when this is
+/// dropped: drop it after unlocking.
+#[must_use = "drop it once the core is unlocked: that wakes the commits"]
+pub(crate) struct Wakeups(Vec<Wakeup>);
+
+impl Wakeups {
+    /// Gives the outcomes (wakes their commits).
+    pub(crate) fn deliver(self) {
+        drop(self.0);
+    }
+}
+
 pub(crate) struct Core {
     pub(crate) link: Link,
     /// The sync commits waiting for their outcomes. A waiter that gives up removes
@@ -153,19 +165,23 @@ impl Shared {
         self.epoch.elapsed().as_micros() as Micros
     }
 
-    /// Delivers the link's events and outcomes, then takes the rest of its output
-    /// for the link thread.
-    pub(crate) fn take_ready(&self, core: &mut Core) -> Ready {
-        self.deliver_notices(core);
-        core.link.ready()
+    /// Delivers the link's events, then takes the rest of its output for the link
+    /// thread; the outcomes for waiting commits are returned, to be given once the
+    /// core is unlocked (see [`Shared::deliver_notices`]).
+    pub(crate) fn take_ready(&self, core: &mut Core) -> (Ready, Wakeups) {
+        let wakeups = self.deliver_notices(core);
+        (core.link.ready(), wakeups)
     }
 
-    /// Hands the link's pending events to the embedder and its outcomes to the commits
-    /// waiting for them, now; wakes [`Replicator::wait_duplex`] and paused commits when
-    /// the link changed state. The rest of the link's output stays for the link thread
-    /// (the connection reader calls this too: a sync commit learns its outcome without
-    /// waiting for the link thread). Called with the core locked.
-    pub(crate) fn deliver_notices(&self, core: &mut Core) {
+    /// Hands the link's pending events to the embedder and takes its outcomes for
+    /// the commits waiting for them: the caller gives them (dropping the returned
+    /// [`Wakeups`]) once the core is unlocked, since each wakes a thread, a system
+    /// call that every other commit would otherwise wait for. Wakes
+    /// [`Replicator::wait_duplex`] and paused commits when the link changed state.
+    /// The rest of the link's output stays for the link thread (the connection
+    /// reader calls this too: a sync commit learns its outcome without waiting for
+    /// the link thread). Called with the core locked.
+    pub(crate) fn deliver_notices(&self, core: &mut Core) -> Wakeups {
         let (events, outcomes) = core.link.take_notices();
         for e in events {
             if let Event::Fenced { epoch, .. } = &e {
@@ -173,9 +189,12 @@ impl Shared {
             }
             self.raise(e);
         }
-        for (seq, outcome) in outcomes {
-            core.waiters.settle(seq, outcome);
-        }
+        let wakeups = Wakeups(
+            outcomes
+                .into_iter()
+                .filter_map(|(seq, outcome)| core.waiters.settle_later(seq, outcome))
+                .collect(),
+        );
         self.commit_pace_us
             .store(core.link.commit_pace_us(), Ordering::Relaxed);
         let state = core.link.state();
@@ -183,6 +202,7 @@ impl Shared {
             core.seen_state = state;
             self.settled.notify_all();
         }
+        wakeups
     }
 
     /// Queues an event for the embedder, dropping the oldest when the queue is full

@@ -102,11 +102,16 @@ impl Waiters {
         slot
     }
 
-    /// Gives `seq`'s waiter its outcome, if one waits.
-    pub(crate) fn settle(&mut self, seq: Seq, outcome: SyncOutcome) {
-        if let Some(slot) = self.0.remove(&seq) {
-            slot.fill(State::Settled(outcome));
-        }
+    /// Takes `seq`'s waiter, if one waits, to give it `outcome` later, outside the
+    /// lock these waiters are under: waking a thread is a system call, and the
+    /// reader of an acknowledgement wakes a whole batch of commits.
+    pub(crate) fn settle_later(&mut self, seq: Seq, outcome: SyncOutcome) -> Option<Wakeup> {
+        self.0.remove(&seq).map(|slot| Wakeup(slot, outcome))
+    }
+
+    /// Whether a waiter for `seq` is registered (and not yet taken to be woken).
+    pub(crate) fn contains(&self, seq: Seq) -> bool {
+        self.0.contains_key(&seq)
     }
 
     /// `seq`'s waiter gave up (it settles its commit itself).
@@ -119,6 +124,23 @@ impl Waiters {
         for (_, slot) in self.0.drain() {
             slot.fill(State::Closed);
         }
+    }
+}
+
+/// An outcome taken from [`Waiters`] for its waiter, not given yet: given when
+/// this is delivered or dropped (so it cannot be lost).
+#[derive(Debug)]
+pub(crate) struct Wakeup(Arc<OutcomeSlot>, SyncOutcome);
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        let outcome = std::mem::replace(
+            &mut self.1,
+            SyncOutcome::PeerDown {
+                reason: String::new(),
+            },
+        );
+        self.0.fill(State::Settled(outcome));
     }
 }
 
@@ -136,7 +158,7 @@ mod tests {
     fn a_settled_outcome_is_kept_and_a_later_close_changes_nothing() {
         let mut waiters = Waiters::default();
         let slot = waiters.register(Seq(3));
-        waiters.settle(Seq(3), SyncOutcome::Replicated);
+        drop(waiters.settle_later(Seq(3), SyncOutcome::Replicated));
         waiters.close_all();
         assert_eq!(
             slot.wait(Duration::ZERO),
@@ -151,8 +173,25 @@ mod tests {
         let slot = waiters.register(Seq(4));
         assert_eq!(slot.wait(Duration::from_millis(1)), Waited::TimedOut);
         waiters.forget(Seq(4));
-        waiters.settle(Seq(4), SyncOutcome::Replicated);
+        assert!(waiters
+            .settle_later(Seq(4), SyncOutcome::Replicated)
+            .is_none());
         assert_eq!(slot.settled(), None);
+    }
+
+    #[test]
+    fn an_outcome_settled_later_reaches_its_waiter_when_the_wakeup_is_dropped() {
+        let mut waiters = Waiters::default();
+        let slot = waiters.register(Seq(6));
+        let wakeup = waiters.settle_later(Seq(6), SyncOutcome::Replicated);
+        assert!(wakeup.is_some());
+        assert!(!waiters.contains(Seq(6)));
+        assert_eq!(slot.settled(), None, "not before the wake-up is given");
+        drop(wakeup);
+        assert_eq!(slot.settled(), Some(SyncOutcome::Replicated));
+        assert!(waiters
+            .settle_later(Seq(7), SyncOutcome::Replicated)
+            .is_none());
     }
 
     #[test]
@@ -164,7 +203,7 @@ mod tests {
             if close {
                 drop(waiters);
             } else {
-                waiters.settle(Seq(5), SyncOutcome::Replicated);
+                drop(waiters.settle_later(Seq(5), SyncOutcome::Replicated));
             }
             let expected = if close {
                 Waited::Closed
