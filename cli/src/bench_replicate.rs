@@ -90,6 +90,11 @@ pub struct Cell {
     pub primary_cpu_us_per_commit: f64,
     /// Transactions the backup process applied per second of the cell.
     pub backup_apply_ops_per_s: f64,
+    /// Times the link went down during the cell (each `Diverged` event), and the
+    /// first reason: a backup that falls too far behind is declared down, and what
+    /// it missed goes through the difference file.
+    pub link_downs: u64,
+    pub link_down_first_reason: Option<String>,
 }
 
 /// The whole report.
@@ -345,12 +350,20 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
             for &loss in &args.loss_pct {
                 bar.set_message(format!("{policy} rtt {rtt} ms loss {loss} %"));
                 let p = pair(args, policy, rtt, loss)?;
+                let events = p.replicator.events();
                 let cpu_before = process_cpu_us();
                 let r = run_for(&t, &p.primary, args.seconds);
                 let cpu_us = process_cpu_us().saturating_sub(cpu_before);
                 let secs = r.elapsed.as_secs_f64();
                 let ops = r.ops as f64 / secs;
                 let commits = r.commit_latency_us.len();
+                let downs: Vec<String> = events
+                    .try_iter()
+                    .filter_map(|e| match e {
+                        Event::Diverged { reason, .. } => Some(reason),
+                        _ => None,
+                    })
+                    .collect();
                 p.replicator.shutdown();
                 let backup = p.peer.finish()?;
                 let applied = backup["stats"]["applied"].as_u64().unwrap_or(0);
@@ -369,6 +382,8 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                         .then(|| args.sessions as f64 / (rtt / 1000.0)),
                     primary_cpu_us_per_commit: cpu_us as f64 / commits.max(1) as f64,
                     backup_apply_ops_per_s: applied as f64 / secs,
+                    link_downs: downs.len() as u64,
+                    link_down_first_reason: downs.into_iter().next(),
                 });
                 bar.inc(1);
             }

@@ -259,6 +259,7 @@ fn bench_replicate_prints_json_with_every_field() {
             assert!(v > 0.0, "{field} = {v} in {c}");
         }
         assert_eq!(c["failed"].as_u64(), Some(0), "{c}");
+        assert!(c["link_downs"].as_u64().is_some(), "{c}");
     }
     let sync_1ms = cells
         .iter()

@@ -100,6 +100,7 @@ mod commit_policy;
 mod copied_rows;
 mod copier;
 mod ddl;
+mod decision_cache;
 mod difference_file;
 mod digest;
 mod epoch;
@@ -126,6 +127,8 @@ mod replicator;
 #[cfg(test)]
 mod replicator_tests;
 mod rules;
+#[cfg(test)]
+mod rules_cache_tests;
 #[cfg(test)]
 mod rules_tests;
 mod seq;

@@ -36,6 +36,7 @@ use kirikae_engine::{Operation, OperationKind, SessionInfo};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::decision_cache::{self, Asked, Question};
 use crate::error::{ReplicateError, Result};
 use crate::mode::{Mode, WhenPeerDown};
 
@@ -216,7 +217,15 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     default: Mode,
     default_when_peer_down: WhenPeerDown,
+    /// Whether any rule has a time window (then decisions depend on the clock).
+    has_time_windows: bool,
+    /// Unique to each parsed rule set (its clones share it): the decision cache
+    /// (`decision_cache.rs`) answers for one rule set only.
+    id: u64,
 }
+
+/// The identity of the next rule set parsed.
+static NEXT_RULES_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl fmt::Display for RuleSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -327,7 +336,7 @@ impl RuleSet {
     /// has a time window (the answer is the same at any hour, and every commit
     /// decides: the clock is not read for nothing).
     pub fn time_of_day_now(&self) -> TimeOfDay {
-        if self.rules.iter().any(|r| r.time.is_some()) {
+        if self.has_time_windows {
             TimeOfDay::now()
         } else {
             TimeOfDay(0)
@@ -413,9 +422,11 @@ impl RuleSet {
             });
         }
         Ok(RuleSet {
+            has_time_windows: rules.iter().any(|r| r.time.is_some()),
             rules,
             default,
             default_when_peer_down,
+            id: NEXT_RULES_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -456,7 +467,12 @@ impl RuleSet {
 
     /// The first matching rule's decision, else the default.
     pub fn decide(&self, access: &Access<'_>) -> Decision {
-        match self.rules.iter().find(|r| r.matches(access)) {
+        self.decision_of(self.rules.iter().position(|r| r.matches(access)))
+    }
+
+    /// The decision of the rule at `index`, or the default's.
+    fn decision_of(&self, index: Option<usize>) -> Decision {
+        match index.and_then(|i| self.rules.get(i)) {
             Some(r) => Decision {
                 mode: r.mode,
                 when_peer_down: r.when_peer_down,
@@ -468,6 +484,32 @@ impl RuleSet {
                 rule: None,
             },
         }
+    }
+
+    /// The index of the first rule holding for `access` (of kind `commit` only,
+    /// for [`Question::CommitRule`]): through this thread's decision cache when the
+    /// rule set is large enough for a lookup to beat a scan.
+    fn first_rule(&self, question: Question, access: &Access<'_>) -> Option<usize> {
+        let asked = Asked {
+            question,
+            table: access.table,
+            session: access.session,
+            time: if self.has_time_windows {
+                access.time.0
+            } else {
+                0
+            },
+        };
+        let scan = || {
+            self.rules.iter().position(|r| {
+                (question != Question::CommitRule || r.kinds.contains(&AccessKind::Commit))
+                    && r.matches(access)
+            })
+        };
+        if self.rules.len() < decision_cache::RULES_MIN {
+            return scan();
+        }
+        decision_cache::first_rule(self.id, &asked, scan)
     }
 
     /// The mode of a whole transaction. A rule of kind `commit` matching the commit
@@ -511,13 +553,13 @@ impl RuleSet {
             session,
             time,
         };
-        let commit_rule = self.rules.iter().find(|r| {
-            r.kinds.contains(&AccessKind::Commit)
-                && (r.matches(&commit(None))
-                    || operations
-                        .iter()
-                        .any(|op| r.matches(&commit(Some(op.table())))))
-        });
+        // The first commit rule holding for the commit itself or for any table it
+        // writes: the least of the first ones for each.
+        let commit_rule = std::iter::once(None)
+            .chain(operations.iter().map(|op| Some(op.table())))
+            .filter_map(|table| self.first_rule(Question::CommitRule, &commit(table)))
+            .min()
+            .and_then(|i| self.rules.get(i));
         if let Some(r) = commit_rule {
             if let Some(shipped) = shipped {
                 shipped.extend(operations.iter().map(|_| r.mode != Mode::Skip));
@@ -528,28 +570,40 @@ impl RuleSet {
                 rule: Some(Arc::clone(&r.name)),
             };
         }
-        let mut strongest: Option<Decision> = None;
+        // The strongest operation's rule (its index, or the default's: None),
+        // made a decision once at the end: no reference count is touched per
+        // operation.
+        let mut strongest: Option<(Mode, WhenPeerDown, Option<usize>)> = None;
         let mut fail_if_down = false;
         for op in operations {
-            let d = self.decide(&Access {
-                kind: op.kind().into(),
+            let kind = AccessKind::from(op.kind());
+            let access = Access {
+                kind,
                 table: Some(op.table()),
                 session,
                 time,
-            });
-            fail_if_down |= d.mode == Mode::Sync && d.when_peer_down == WhenPeerDown::Fail;
+            };
+            let index = self.first_rule(Question::Operation(kind), &access);
+            let (mode, when_peer_down) = match index.and_then(|i| self.rules.get(i)) {
+                Some(r) => (r.mode, r.when_peer_down),
+                None => (self.default, self.default_when_peer_down),
+            };
+            fail_if_down |= mode == Mode::Sync && when_peer_down == WhenPeerDown::Fail;
             if let Some(shipped) = shipped.as_deref_mut() {
-                shipped.push(d.mode != Mode::Skip);
+                shipped.push(mode != Mode::Skip);
             }
-            if strongest.as_ref().is_none_or(|s| d.mode > s.mode) {
-                strongest = Some(d);
+            if strongest.is_none_or(|(m, _, _)| mode > m) {
+                strongest = Some((mode, when_peer_down, index));
             }
         }
-        let mut decision = strongest.unwrap_or(Decision {
-            mode: Mode::Skip,
-            when_peer_down: self.default_when_peer_down,
-            rule: None,
-        });
+        let mut decision = match strongest {
+            Some((_, _, index)) => self.decision_of(index),
+            None => Decision {
+                mode: Mode::Skip,
+                when_peer_down: self.default_when_peer_down,
+                rule: None,
+            },
+        };
         if fail_if_down {
             decision.when_peer_down = WhenPeerDown::Fail;
         }
