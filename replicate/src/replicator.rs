@@ -614,7 +614,8 @@ fn outcome_of(
 /// Waits for the outcome of sync transaction `seq`, at most the link's sync timeout
 /// plus [`SYNC_WAIT_GRACE`]: the link thread settles it at the timeout, but a commit
 /// must not wait longer whatever that thread is doing. Past the deadline the commit
-/// settles it itself, as the link's own timeout would.
+/// settles it itself, as the link's own timeout would (one committed alone then
+/// waits up to another [`SYNC_WAIT_GRACE`] for its record to be durable).
 pub(crate) fn wait_outcome(
     shared: &Shared,
     seq: Seq,
@@ -648,6 +649,27 @@ pub(crate) fn wait_outcome(
     }
     let now = shared.now();
     core.link.expire_sync(now, seq);
+    if let Some(outcome) = core.link.take_outcome(seq) {
+        core.waiters.forget(seq);
+        drop(core);
+        shared.wake_writer();
+        return Ok(outcome);
+    }
+    // Settled by its rule but not given yet: one committed alone (the peer counted
+    // down just now) is given its outcome once its difference-file record is
+    // durable, by the link thread at its next turn.
+    drop(core);
+    shared.wake_writer();
+    if let Waited::Settled(outcome) = slot.wait(SYNC_WAIT_GRACE) {
+        return Ok(outcome);
+    }
+    // Still not durable: released as it is, saying so (the link's own rule at a
+    // waiter's deadline).
+    let mut core = shared.core.lock();
+    if let Some(outcome) = slot.settled() {
+        return Ok(outcome);
+    }
+    core.link.expire_sync(shared.now(), seq);
     core.waiters.forget(seq);
     let outcome = core.link.take_outcome(seq);
     drop(core);
