@@ -142,23 +142,9 @@ fn a_backup_restarted_after_the_switch_replays_the_restructure_from_its_log() {
 /// plan when the primary announces its switch, and ends like the primary.
 #[test]
 fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
-    // The restarted backup runs the whole plan when the switch is announced. Under
-    // two writers at full speed it may not converge (the switch is then refused
-    // on both nodes) or not within the default sync timeout (500 ms) and this
-    // pair's peer timeout (1 s; the backup's applier sends no heartbeat meanwhile):
-    // both were seen once the primary's commit path got faster. This test is about
-    // the switch after a restart, so its writers are paced and its link waits;
-    // what an announcement that times out leads to is another test's (issue 13's
-    // note of 2026-11-23).
-    let pair = pair_tuned_link(
-        &ddl_rules("sync"),
-        Some(replica_handler()),
-        |c| c.access_log.checkpoint_bytes = 64 << 10,
-        |l| {
-            l.sync_timeout = Duration::from_secs(10);
-            l.peer_timeout = Duration::from_secs(10);
-        },
-    );
+    let pair = pair_tuned(&ddl_rules("sync"), Some(replica_handler()), |c| {
+        c.access_log.checkpoint_bytes = 64 << 10;
+    });
     let Pair {
         db,
         primary,
@@ -167,7 +153,7 @@ fn a_backup_restarted_mid_restructure_from_a_later_checkpoint_still_switches() {
         ..
     } = pair;
     let addr = backup.local_addr();
-    let writers = Writers::start_paced(&db, Duration::from_micros(200));
+    let writers = Writers::start(&db);
     let h = slow_restructure(&db, 5_000);
     // Sync: the backup runs it already. A checkpoint once everything up to the
     // announcement is applied (the writers' log grows past `checkpoint_bytes`), so

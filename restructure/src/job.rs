@@ -47,6 +47,10 @@ fn await_switch_command(
 ) -> Result<()> {
     while !ctx.shared.switch_commanded() {
         synchronize(ctx, rounds, twin, holds)?;
+        // Converged: the rounds that keep it so until the command comes (the
+        // primary's own switch may take seconds under load) do not use up the
+        // budget of a convergence; each new one has its own.
+        rounds.budget_from = rounds.count;
         ctx.shared.nap(AWAIT_SWITCH_NAP)?;
     }
     Ok(())

@@ -90,7 +90,7 @@ fn throttle_writers(
 
 /// Past `rounds_max`, or (journal baseline) past `journal_bytes_max`.
 fn out_of_rounds(ctx: &Context, rounds: &Rounds) -> bool {
-    rounds.count >= ctx.options.rounds_max
+    rounds.count - rounds.budget_from >= ctx.options.rounds_max
         || rounds.tracker.journal_bytes() > ctx.options.journal_bytes_max
 }
 

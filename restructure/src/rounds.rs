@@ -35,6 +35,10 @@ pub(crate) struct Rounds {
     pacer: Pacer,
     /// Rounds run.
     pub count: u32,
+    /// The round count `rounds_max` counts from: renewed each time a replica's
+    /// copy, converged, keeps itself in step while it awaits the primary's switch
+    /// (those rounds are not a failure to converge).
+    pub budget_from: u32,
     /// RIDs (or journal entries) applied, all rounds together.
     pub synced: u64,
 }
@@ -45,6 +49,7 @@ impl Rounds {
             tracker,
             pacer: Pacer::new(1.0, ctx.options.work_slice),
             count: 0,
+            budget_from: 0,
             synced: 0,
         }
     }

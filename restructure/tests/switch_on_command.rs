@@ -36,6 +36,10 @@ struct OnCommand {
 }
 
 fn on_command(writers_seed: u64) -> OnCommand {
+    on_command_with(writers_seed, RestructureOptions::default().rounds_max)
+}
+
+fn on_command_with(writers_seed: u64, rounds_max: u32) -> OnCommand {
     let db = setup(ROWS);
     let old_id = db.table(TABLE).unwrap().id();
     let writers = Writers::start(&db, 2, ROWS, writers_seed);
@@ -47,6 +51,7 @@ fn on_command(writers_seed: u64) -> OnCommand {
         // Two writer threads share the two cores with the restructure.
         stall_max: Duration::from_millis(20),
         inspect_at_switch: Some(common::inspector(&plan, &agreed)),
+        rounds_max,
         ..RestructureOptions::default()
     };
     let handle = start(&db, TABLE, plan, options).unwrap();
@@ -87,6 +92,32 @@ fn converged_it_keeps_in_step_under_writers_until_told_then_switches_to_plan_of_
     );
     assert_ne!(db.table(TABLE).unwrap().id(), old_id, "switched");
     assert!(report.switch_awaited > Duration::ZERO, "{report:?}");
+}
+
+/// Waiting is not failing to converge: a backup's copy may wait for its primary's
+/// switch for longer than `rounds_max` rounds (the primary's own switch under load
+/// took seconds), and it was failing there with `NotConverging` while the primary
+/// switched.
+#[test]
+fn waiting_for_the_command_longer_than_rounds_max_rounds_is_not_a_failure_to_converge() {
+    let rounds_max = 20;
+    let OnCommand {
+        db,
+        old_id,
+        writers,
+        agreed,
+        handle: h,
+    } = on_command_with(8, rounds_max);
+    wait_for_phase(&h, Phase::AwaitingSwitch);
+    wait_for("rounds past the bound", Duration::from_secs(60), || {
+        h.is_finished() || h.progress().round > 3 * rounds_max
+    });
+    assert_eq!(h.progress().phase, Phase::AwaitingSwitch, "still waiting");
+    h.switch_now();
+    h.wait().unwrap();
+    writers.stop();
+    assert!(agreed.load(Ordering::SeqCst));
+    assert_ne!(db.table(TABLE).unwrap().id(), old_id);
 }
 
 #[test]

@@ -97,23 +97,12 @@ pub fn pair_tuned(
     ddl: Option<Arc<RestructureReplica>>,
     tune: impl FnOnce(&mut BackupConfig),
 ) -> Pair {
-    pair_tuned_link(rules, ddl, tune, |_| {})
-}
-
-/// [`pair_tuned`], the primary's link settings as `tune_link` leaves them.
-pub fn pair_tuned_link(
-    rules: &str,
-    ddl: Option<Arc<RestructureReplica>>,
-    tune: impl FnOnce(&mut BackupConfig),
-    tune_link: impl FnOnce(&mut LinkConfig),
-) -> Pair {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (db, replica) = (kv_database(&[T]), kv_database(&[T]));
     let mut config = backup_config(dirs.0.path(), ddl);
     tune(&mut config);
     let backup = Backup::start(replica.clone(), "127.0.0.1:0", config).unwrap();
-    let mut config = replicator_config(backup.local_addr(), rules, dirs.1.path());
-    tune_link(&mut config.link);
+    let config = replicator_config(backup.local_addr(), rules, dirs.1.path());
     let primary = Replicator::start(&db, config).unwrap();
     assert!(primary.wait_duplex(Duration::from_secs(10)));
     let s = db.session(SessionInfo::default());
@@ -139,11 +128,6 @@ pub struct Writers {
 
 impl Writers {
     pub fn start(db: &Database) -> Writers {
-        Writers::start_paced(db, Duration::ZERO)
-    }
-
-    /// [`Writers::start`], each writer pausing `pause` after each commit.
-    pub fn start_paced(db: &Database, pause: Duration) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU64::new(0));
         let threads = (0..2i64)
@@ -167,9 +151,6 @@ impl Writers {
                             }
                             Err(e) if e.is_retryable() => {}
                             Err(e) => panic!("writer: {e}"),
-                        }
-                        if !pause.is_zero() {
-                            std::thread::sleep(pause);
                         }
                     }
                 })
