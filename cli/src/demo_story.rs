@@ -119,11 +119,23 @@ impl Story {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let who: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+                // Each node's last status, so that a run that did not get there
+                // says where it stood (link state, sequences, lag).
+                let last: Vec<String> = nodes
+                    .iter()
+                    .map(|n| match self.heard.status.get(&n.name) {
+                        Some((at, status)) => format!(
+                            "{}: {status} ({:.1} s ago)",
+                            n.name,
+                            at.elapsed().as_secs_f64()
+                        ),
+                        None => format!("{}: no status heard", n.name),
+                    })
+                    .collect();
                 return Err(CliError::Usage(format!(
-                    "demo: {what} did not happen within {} s (nodes: {})",
+                    "demo: {what} did not happen within {} s; last status: {}",
                     timeout.as_secs(),
-                    who.join(", ")
+                    last.join("; ")
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -47,6 +47,7 @@ impl Unapplied {
         self.0.values().min().copied()
     }
 }
+
 /// Outcomes taken for waiting commits under the core's lock, given when this is
 /// dropped: drop it after unlocking.
 #[must_use = "drop it once the core is unlocked: that wakes the commits"]
