@@ -19,15 +19,17 @@ use parking_lot::{Condvar, Mutex};
 /// waits on a full TCP window).
 pub(crate) const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 
-/// The most the pacer ever spins to wait out an early wake-up.
-const SPIN_MAX: Duration = Duration::from_micros(500);
+/// The most the pacer ever waits out an early wake-up by yielding (it yields
+/// rather than spins: on a loaded machine the other runnable threads — the nodes
+/// the proxy stands between — get the core meanwhile).
+const SPIN_MAX: Duration = Duration::from_micros(200);
 
 /// Wake-ups remembered to estimate the timer's lateness.
 const LATENESS_SAMPLES: usize = 16;
 
 /// Wakes a thread at an instant: sleeps until a little before it (by the least
-/// lateness among the last wake-ups, so the wake-up rarely comes early), then spins
-/// out what is left. Never returns before the instant.
+/// lateness among the last wake-ups, so the wake-up rarely comes early), then
+/// yields until it. Never returns before the instant.
 #[derive(Debug, Default)]
 pub(crate) struct Pacer {
     lateness: [Duration; LATENESS_SAMPLES],
@@ -68,7 +70,7 @@ impl Pacer {
             self.record(wake, Instant::now());
         }
         while Instant::now() < at {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
 }

@@ -19,6 +19,7 @@ use kirikae_engine::{
     CatalogChange, CatalogObserver, CommitGate, CommitRequest, Database, ForReplica, GateNote,
     HookError, Operation, SessionInfo, TxnId,
 };
+use parking_lot::MutexGuard;
 
 use crate::commit_policy::{settle, shipment};
 use crate::ddl::{event_name, remember, CatalogChangeAt};
@@ -34,7 +35,7 @@ use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
-use crate::shared::Shared;
+use crate::shared::{Core, Shared};
 use crate::sync_waiter::{OutcomeSlot, Waited};
 use crate::write_fence::{Refusal, WriteFence};
 
@@ -638,14 +639,17 @@ pub(crate) fn wait_outcome(
     if let Some(outcome) = slot.settled() {
         return Ok(outcome);
     }
-    if !core.waiters.contains(seq) {
-        // Taken to be settled by a thread that gives the outcome once it has
-        // unlocked the core (or closed): it is on its way.
+    // Taken to be settled by a thread that gives the outcome once it has unlocked
+    // the core (or closed): it is on its way.
+    let on_its_way = |core: MutexGuard<'_, Core>| {
         drop(core);
-        return match slot.wait(SYNC_WAIT_GRACE) {
+        match slot.wait(SYNC_WAIT_GRACE) {
             Waited::Settled(outcome) => Ok(outcome),
             Waited::Closed | Waited::TimedOut => Err(closed()),
-        };
+        }
+    };
+    if !core.waiters.contains(seq) {
+        return on_its_way(core);
     }
     let now = shared.now();
     core.link.expire_sync(now, seq);
@@ -668,6 +672,9 @@ pub(crate) fn wait_outcome(
     let mut core = shared.core.lock();
     if let Some(outcome) = slot.settled() {
         return Ok(outcome);
+    }
+    if !core.waiters.contains(seq) {
+        return on_its_way(core);
     }
     core.link.expire_sync(shared.now(), seq);
     core.waiters.forget(seq);
