@@ -490,6 +490,15 @@ impl RuleSet {
     /// for [`Question::CommitRule`]): through this thread's decision cache when the
     /// rule set is large enough for a lookup to beat a scan.
     fn first_rule(&self, question: Question, access: &Access<'_>) -> Option<usize> {
+        let scan = || {
+            self.rules.iter().position(|r| {
+                (question != Question::CommitRule || r.kinds.contains(&AccessKind::Commit))
+                    && r.matches(access)
+            })
+        };
+        if self.rules.len() < decision_cache::RULES_MIN {
+            return scan();
+        }
         let asked = Asked {
             question,
             table: access.table,
@@ -500,16 +509,15 @@ impl RuleSet {
                 0
             },
         };
-        let scan = || {
-            self.rules.iter().position(|r| {
-                (question != Question::CommitRule || r.kinds.contains(&AccessKind::Commit))
-                    && r.matches(access)
-            })
-        };
-        if self.rules.len() < decision_cache::RULES_MIN {
-            return scan();
-        }
         decision_cache::first_rule(self.id, &asked, scan)
+    }
+
+    /// The mode and peer-down action of the rule at `index`, or the default's.
+    fn modes_of(&self, index: Option<usize>) -> (Mode, WhenPeerDown) {
+        match index.and_then(|i| self.rules.get(i)) {
+            Some(r) => (r.mode, r.when_peer_down),
+            None => (self.default, self.default_when_peer_down),
+        }
     }
 
     /// The mode of a whole transaction. A rule of kind `commit` matching the commit
@@ -584,10 +592,7 @@ impl RuleSet {
                 time,
             };
             let index = self.first_rule(Question::Operation(kind), &access);
-            let (mode, when_peer_down) = match index.and_then(|i| self.rules.get(i)) {
-                Some(r) => (r.mode, r.when_peer_down),
-                None => (self.default, self.default_when_peer_down),
-            };
+            let (mode, when_peer_down) = self.modes_of(index);
             fail_if_down |= mode == Mode::Sync && when_peer_down == WhenPeerDown::Fail;
             if let Some(shipped) = shipped.as_deref_mut() {
                 shipped.push(mode != Mode::Skip);
