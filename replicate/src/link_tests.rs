@@ -583,3 +583,34 @@ fn a_resync_that_keeps_failing_is_retried_after_a_growing_pause() {
     link.connect_failed(now);
     assert!(link.reconnect_due(now + 10_000) && !link.reconnect_due(now + 9_000));
 }
+
+#[test]
+fn a_refusal_of_a_transaction_already_acknowledged_is_still_an_apply_error() {
+    let epoch = LinkConfig::default().epoch;
+    let mut link = duplex_link(LinkConfig::default());
+    let submitted = link.submit(2, Mode::Async, WhenPeerDown::Fail, insert(1, 8), Vec::new);
+    assert!(
+        matches!(submitted, Ok(Submitted::Queued { seq: Seq(1) })),
+        "{submitted:?}"
+    );
+    let _ = link.ready();
+    link.receive(3, crate::wire::Message::Ack { seq: Seq(1), epoch });
+    let _ = link.ready();
+    // The peer restarted, replayed its access log and could not apply sequence 1.
+    link.receive(
+        4,
+        crate::wire::Message::Rejected {
+            seq: Seq(1),
+            epoch,
+            reason: "duplicate key".into(),
+        },
+    );
+    let ready = link.ready();
+    assert_eq!(link.metrics(4).apply_errors, 1);
+    let reason = diverged_reason(&ready);
+    assert!(
+        reason.contains("could not apply 1") && reason.contains("duplicate key"),
+        "{reason:?}"
+    );
+    assert_eq!(link.state(), LinkState::Duplex, "the link itself is fine");
+}

@@ -376,3 +376,59 @@ fn a_commit_or_abort_from_an_older_epoch_is_refused() {
     applier.flush(&mut replies).unwrap();
     assert_eq!(applier.held(), 1, "still held, waiting for its own primary");
 }
+
+#[test]
+fn a_transaction_refused_while_replaying_the_log_is_reported_to_the_next_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The backup logged two transactions and stopped before applying them; the
+        // second cannot apply (its key is taken by the first).
+        let db = kv_database(&[T]);
+        let (mut log, _) = AccessLog::open(dir.path(), options(u64::MAX), &db).unwrap();
+        for (seq, v) in [(1, 70), (2, 71)] {
+            let Message::Ship {
+                mode, operations, ..
+            } = ship(seq, 7, v)
+            else {
+                unreachable!("ship builds a Ship");
+            };
+            let entry = AccessEntry::Ship {
+                mode,
+                operations: operations.to_vec(),
+            };
+            log.append(Seq(seq), Epoch(1), entry).unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let db = kv_database(&[T]);
+    let s = session(&db);
+    let mut applier = start(dir.path(), &s, options(u64::MAX));
+    assert_eq!(
+        (applier.last_seq(), applier.stats().rejected),
+        (Seq(2), 1),
+        "both resolved, one of them refused"
+    );
+    assert_eq!(value(&db, 7), Some(70));
+    // The next primary, at a later epoch, is told on the first occasion.
+    applier.connected(Epoch(2)).unwrap();
+    let mut replies = Vec::new();
+    applier.work(&mut replies).unwrap();
+    let rejected: Vec<_> = replies
+        .iter()
+        .filter_map(|m| match m {
+            Message::Rejected { seq, epoch, reason } => Some((*seq, *epoch, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1, "{replies:?}");
+    let (seq, epoch, reason) = &rejected[0];
+    assert_eq!((*seq, *epoch), (Seq(2), Epoch(2)), "{reason}");
+    assert!(reason.contains("replaying the access log"), "{reason}");
+    // Told once.
+    let mut again = Vec::new();
+    applier.flush(&mut again).unwrap();
+    assert!(
+        !again.iter().any(|m| matches!(m, Message::Rejected { .. })),
+        "{again:?}"
+    );
+}

@@ -149,6 +149,11 @@ pub struct Applier<'s> {
     ddl: Option<Arc<dyn DdlHandler>>,
     /// Where async transactions are applied in parallel by key.
     lanes: Lanes,
+    /// Transactions refused while replaying the log at start, when no primary was
+    /// there to be told: `(sequence, reason)`, reported on the next connection.
+    /// Without this the primary, which counted them as delivered, would never learn
+    /// that this backup lacks them.
+    unreported: Vec<(Seq, String)>,
     stats: ApplierStats,
 }
 
@@ -174,6 +179,7 @@ impl<'s> Applier<'s> {
             writing: None,
             ddl: None,
             lanes: Lanes::single(),
+            unreported: Vec::new(),
             stats: ApplierStats::default(),
         }
     }
@@ -262,7 +268,15 @@ impl<'s> Applier<'s> {
             applier.replay(record)?;
         }
         let promoted = applier.promoted.take();
-        applier.apply_queued(&mut Vec::new())?;
+        let mut replies = Vec::new();
+        applier.apply_queued(&mut replies)?;
+        applier.unreported = replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                Message::Rejected { seq, reason, .. } => Some((seq, reason)),
+                _ => None,
+            })
+            .collect();
         applier.promoted = promoted;
         applier.replaying = None;
         applier.log = Some(log);
@@ -527,6 +541,7 @@ impl<'s> Applier<'s> {
         if let Some(log) = self.log.as_mut() {
             log.sync()?;
         }
+        self.report_unreported(replies);
         self.drain_resync(replies)?;
         self.apply_queued(replies)?;
         // During a resync the primary keeps nothing for this backup: what is logged
@@ -555,10 +570,25 @@ impl<'s> Applier<'s> {
     /// batch at a time, with the same answers a flush gives.
     pub fn work(&mut self, replies: &mut Vec<Message>) -> Result<()> {
         self.finish_checkpoint(false)?;
+        self.report_unreported(replies);
         if matches!(self.resync, Some(resync::ResyncIn::Draining { .. })) {
             return self.flush(replies);
         }
         Ok(())
+    }
+
+    /// Tells the connected primary of the transactions refused while replaying the
+    /// log at start, in the connection's epoch (the primary refuses an older one).
+    /// Called only within a connection ([`flush`](Applier::flush),
+    /// [`work`](Applier::work)), after [`connected`](Applier::connected).
+    fn report_unreported(&mut self, replies: &mut Vec<Message>) {
+        for (seq, reason) in self.unreported.drain(..) {
+            replies.push(Message::Rejected {
+                seq,
+                epoch: self.epoch,
+                reason: format!("{reason} (while replaying the access log at start)"),
+            });
+        }
     }
 
     /// Applies the queued work in log order, pushing answers: runs of async

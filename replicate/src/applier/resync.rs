@@ -144,6 +144,8 @@ impl<'s> Applier<'s> {
         // A checkpoint of what is being replaced must not end the new resync's mark.
         self.finish_checkpoint(true)?;
         self.forget(from_seq)?;
+        // The copy replaces what those transactions would have changed.
+        self.unreported.clear();
         self.stream_seq = from_seq;
         self.logged = from_seq;
         self.stats.resyncs += 1;

@@ -147,11 +147,18 @@ impl Link {
         Some(format!("{detail} ({table} {key:?}, sequence {seq})"))
     }
 
+    /// The peer could not apply `seq`. A sync transaction still preparing is aborted
+    /// here too. Anything else the peer now lacks for good: an apply error, reported
+    /// even when the window no longer holds `seq` (the peer refused it while
+    /// replaying its access log after a restart, long after acknowledging it) and
+    /// whatever the link's state (a `Diverged` already raised for a down link does
+    /// not hide it).
     pub(super) fn rejected(&mut self, seq: Seq, reason: String) {
-        let Some(e) = self.window.get_mut(seq) else {
-            return;
-        };
-        if matches!(e.status, Status::Preparing { .. }) {
+        let preparing = self
+            .window
+            .get_mut(seq)
+            .filter(|e| matches!(e.status, Status::Preparing { .. }));
+        if let Some(e) = preparing {
             e.status = Status::Aborted;
             self.queue(Message::Abort {
                 seq,
@@ -165,7 +172,10 @@ impl Link {
             ));
         } else {
             self.metrics.apply_errors += 1;
-            self.diverge(seq, format!("peer could not apply {seq}: {reason}"));
+            self.ready.events.push(Event::Diverged {
+                since_seq: seq,
+                reason: format!("peer could not apply {seq}: {reason}"),
+            });
         }
     }
 }
