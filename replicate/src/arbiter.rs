@@ -111,6 +111,18 @@ impl PromotionWatch {
         self.first_heard.get_or_insert(now);
     }
 
+    /// The backup was busy for `busy_us` up to `now` (applying what it had read) and
+    /// heard nothing in that time because it was not listening: the primary's
+    /// messages wait unread in the socket meanwhile. Such time is no evidence of
+    /// silence, so the silence counted so far moves forward by it (at most to
+    /// `now`). Without this, a step longer than `failover_after` (a large catalog
+    /// change, a slow disk) would make a backup take over from a live primary.
+    pub fn busy(&mut self, busy_us: Micros, now: Micros) {
+        if let Some(last) = self.last_heard.as_mut() {
+            *last = last.saturating_add(busy_us).min(now).max(*last);
+        }
+    }
+
     /// The latest look at the leader key (etcd), taken at `at`, found it `vacant`
     /// or held. A look taken before any primary was heard says nothing about it (a
     /// backup started first sees the key vacant until its primary takes it).
@@ -175,6 +187,30 @@ mod tests {
             None,
             "manual never promotes by itself"
         );
+    }
+
+    #[test]
+    fn time_the_backup_spent_busy_is_not_counted_as_silence() {
+        let peer = Arbiter::Peer {
+            failover_after: Duration::from_millis(500),
+        };
+        let mut w = PromotionWatch::new(&peer, Duration::from_secs(60));
+        w.heard(1_000_000);
+        // Busy from 1.1 s to 2.0 s, then listening again.
+        w.busy(900_000, 2_000_000);
+        assert_eq!(w.due(2_000_000), None, "not listening is not silence");
+        assert_eq!(
+            w.due(2_400_000),
+            None,
+            "500 ms not yet heard while listening"
+        );
+        assert!(w.due(2_500_001).is_some(), "silent while listening: due");
+        let mut w = PromotionWatch::new(&peer, Duration::from_secs(60));
+        w.busy(900_000, 2_000_000);
+        assert_eq!(w.due(u64::MAX), None, "never heard: still never due");
+        w.heard(3_000_000);
+        w.busy(10_000_000, 3_100_000);
+        assert!(w.due(3_600_001).is_some(), "moved at most to now");
     }
 
     #[test]

@@ -443,6 +443,8 @@ fn connection(
             }
             session.sent(clock.now());
         }
+        let after = clock.now();
+        arbitration.watch.busy(after.saturating_sub(now), after);
     }
     Ended::Closed(Ok(()))
 }

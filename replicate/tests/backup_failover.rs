@@ -354,6 +354,81 @@ fn within_the_anti_flap_window_a_silent_primary_is_not_replaced_automatically() 
     backup.stop().unwrap();
 }
 
+/// A catalog change the backup takes long to apply (here 900 ms in its handler).
+#[derive(Debug, Default)]
+struct SlowHandler {
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl kirikae_replicate::DdlHandler for SlowHandler {
+    fn apply(
+        &self,
+        _db: &Database,
+        _table: &str,
+        _event: &kirikae_engine::CatalogEvent,
+    ) -> Result<(), String> {
+        // Stands for a long step (a large copy, a slow disk): the backup reads
+        // nothing from its primary meanwhile.
+        std::thread::sleep(Duration::from_millis(900));
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// While the backup is busy it is not listening: the primary's messages wait in the
+/// socket. A step longer than `failover_after` must not make it take over from a
+/// primary that was talking all along.
+#[test]
+fn a_backup_busy_longer_than_failover_after_does_not_take_over_from_a_live_primary() {
+    let handler = std::sync::Arc::new(SlowHandler::default());
+    let ddl: std::sync::Arc<dyn kirikae_replicate::DdlHandler> = handler.clone();
+    let Pair {
+        replica,
+        backup,
+        db,
+        primary: replicator,
+        dirs: _dirs,
+    } = Pair::start(
+        Arbiter::Peer {
+            failover_after: Duration::from_millis(300),
+        },
+        |backup, primary| {
+            backup.ddl = Some(ddl);
+            // The primary keeps the connection through the long step (its own
+            // view of a slow backup is not what this test is about).
+            primary.link.peer_timeout = Duration::from_secs(5);
+            primary.link.sync_timeout = Duration::from_secs(5);
+        },
+    );
+    db.announce(T, b"a long step", kirikae_engine::ForReplica::Follow)
+        .unwrap();
+    wait_for("the backup's long step", Duration::from_secs(10), || {
+        handler.done.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    assert!(
+        replicator.wait_duplex(Duration::from_secs(10)),
+        "the link is back"
+    );
+    let keys = acknowledged_sync_commits(&db, 5);
+    // A sync commit's `Commit` reaches the backup after the commit returned.
+    wait_for("the backup to commit them", Duration::from_secs(10), || {
+        holds_all(&replica, &keys)
+    });
+    let status = backup.status();
+    assert_eq!(status.promoted, None, "took over from a live primary");
+    assert_eq!(
+        (status.takeovers_refused, status.last_disconnect.as_deref()),
+        (0, None),
+        "tried to take over from a live primary, or dropped it: {status:?}"
+    );
+    assert!(
+        backup.events().try_recv().is_err(),
+        "an event (a promotion) was raised"
+    );
+    replicator.shutdown();
+    backup.stop().unwrap();
+}
+
 /// An old primary that committed alone after the takeover (a partition) holds a
 /// divergent tail: it reports the tail's sequences, and it comes back as the new
 /// primary's backup only through a resync, which discards the tail (seed 000 §5.1,
