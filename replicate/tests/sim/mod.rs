@@ -659,7 +659,10 @@ impl Sim {
 
     pub fn faults(&mut self, faults: &Faults) {
         if self.rng.chance(faults.partition_chance) {
-            self.partition_until = self.now + 1_000 + self.rng.below(80_000);
+            // A random partition never shortens one under way (a scenario's own
+            // lasts until the scenario heals it).
+            let until = self.now + 1_000 + self.rng.below(80_000);
+            self.partition_until = self.partition_until.max(until);
         }
         if self.peer.is_some() && self.rng.chance(faults.restart_chance) {
             self.restarts += 1;
@@ -796,7 +799,15 @@ pub fn run_seeds<T: Default + std::fmt::Debug>(
         .unwrap_or(48);
     let mut total = T::default();
     for seed in 0..seeds {
-        fold(&mut total, run(seed));
+        // Every failure names its seed, whatever panicked (an assertion with its
+        // context or an `expect` deep inside).
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed))) {
+            Ok(tally) => fold(&mut total, tally),
+            Err(panic) => {
+                eprintln!("seed {seed} failed: replay it with KIRIKAE_SIM_SEED={seed}");
+                std::panic::resume_unwind(panic);
+            }
+        }
     }
     eprintln!("{seeds} seeds: {total:?}");
     Some((seeds, total))
