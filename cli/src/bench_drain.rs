@@ -37,6 +37,8 @@ pub struct Drain {
     pub apply_lanes: usize,
     /// Of the transactions the backup applied, those it applied in parallel lanes.
     pub applied_in_lanes: u64,
+    /// Of those, the ones whose lanes had to meet (wait for each other).
+    pub lane_meetings: u64,
 }
 
 /// Measures `mode`'s drain with `apply_lanes` lanes at the backup.
@@ -99,6 +101,7 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
         txns_per_s: txns as f64 / seconds.max(1e-9),
         apply_lanes,
         applied_in_lanes: report["stats"]["applied_in_lanes"].as_u64().unwrap_or(0),
+        lane_meetings: report["stats"]["lane_meetings"].as_u64().unwrap_or(0),
     })
 }
 

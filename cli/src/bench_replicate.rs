@@ -597,8 +597,13 @@ pub fn print_table(r: &ReplicateBenchReport) {
         .iter()
         .map(|d| {
             format!(
-                "{} {:.0} txns/s ({} in backlog, {} in parallel lanes of {})",
-                d.mode, d.txns_per_s, d.backlog_txns, d.applied_in_lanes, d.apply_lanes
+                "{} {:.0} txns/s ({} in backlog, {} in parallel lanes of {}, {} lane meetings)",
+                d.mode,
+                d.txns_per_s,
+                d.backlog_txns,
+                d.applied_in_lanes,
+                d.apply_lanes,
+                d.lane_meetings
             )
         })
         .collect();

@@ -4,9 +4,17 @@
 //! be applied in parallel).
 //!
 //! The applier gathers a **run**: consecutive async transactions of a batch, each
-//! placed in the lane its keys hash to. One whose keys hash to several lanes is a
-//! **meeting** of them: each finishes what comes before it in sequence order, the
-//! lowest applies it while the others wait, then all go on. Anything else ends the
+//! placed in the lane of the run's last transaction on any of its keys, or, if the
+//! run has not touched them yet, in the lane with the least to do. One whose keys
+//! were last touched in several lanes is a **meeting** of them: each finishes what
+//! comes before it in sequence order, the lowest applies it while the others wait,
+//! then all go on; its keys are the lowest lane's from then on.
+//!
+//! Placing by what the run touched, rather than by a hash of each key, is what makes
+//! the lanes worth having: a telecom charge updates a subscriber and inserts a
+//! billing record, and two hashed keys fall in different lanes half the time (a
+//! meeting, which costs both lanes a wait, every other transaction with 2 lanes).
+//! Keys new to the run have no order to keep, so such a transaction meets nobody. Anything else ends the
 //! run (an ordered or sync transaction, a commit or abort, a catalog change, a row
 //! that does not fit its table): the run is applied first, then it alone, as
 //! before. So two transactions on the same key are applied in the primary's order,
@@ -20,6 +28,7 @@
 //! The tables have no secondary unique index, so transactions on different keys
 //! never conflict: a run's outcome does not depend on how its lanes interleave.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +38,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender};
 use kirikae_engine::{Database, Key, Operation, Schema, Session, SessionInfo, Value};
 use parking_lot::{Condvar, Mutex};
+use smallvec::SmallVec;
 
 use super::apply;
 use crate::error::{ReplicateError, Result};
@@ -265,6 +275,14 @@ pub(super) struct Lanes {
     /// The schemas the run's keys were taken with (a catalog change ends a run, so
     /// they stay right for it).
     schemas: Vec<(String, Option<Arc<Schema>>)>,
+    /// The lane of the run's last transaction on each key it touched, by a hash of
+    /// table and key. Two keys with the same hash count as one: at worst a
+    /// transaction waits for one it did not need to, never the other way round.
+    placed: HashMap<u64, usize>,
+    /// Transactions each lane applies in the run (for placing new keys).
+    load: Vec<usize>,
+    /// Meetings gathered since [`take_meetings`](Lanes::take_meetings).
+    meetings: u64,
 }
 
 impl Lanes {
@@ -309,6 +327,9 @@ impl Lanes {
             parallel_run_min,
             halted,
             schemas: Vec::new(),
+            placed: HashMap::new(),
+            load: vec![0; lanes],
+            meetings: 0,
         })
     }
 
@@ -321,6 +342,9 @@ impl Lanes {
             parallel_run_min: PARALLEL_RUN_TXNS_MIN,
             halted: Arc::new(AtomicBool::new(false)),
             schemas: Vec::new(),
+            placed: HashMap::new(),
+            load: vec![0],
+            meetings: 0,
         }
     }
 
@@ -334,20 +358,34 @@ impl Lanes {
         self.run.len()
     }
 
-    /// Adds the async transaction `job` to the run: to the lane its keys hash to,
-    /// or, if they hash to several, to the lowest of them with a meeting of them
-    /// all. Gives it back if its lanes cannot be told (a catalog change, a table
-    /// not there): apply the run, then it alone.
+    /// Adds the async transaction `job` to the run: to the lane of the run's last
+    /// transaction on any of its keys, or, if those are in several lanes, to the
+    /// lowest of them with a meeting of them all, or, if the run has not touched
+    /// its keys, to the lane with the least to do. Gives it back if its keys cannot
+    /// be told (a catalog change, a table not there): apply the run, then it alone.
     pub fn gather(&mut self, database: &Database, job: Job) -> std::result::Result<(), Job> {
         debug_assert!(self.count() > 1, "a single lane gathers no run");
-        let Some(lanes) = self.lanes_of(database, &job.operations) else {
+        let Some(keys) = self.key_hashes(database, &job.operations) else {
             return Err(job);
         };
+        let mut lanes = keys
+            .iter()
+            .filter_map(|h| self.placed.get(h))
+            .fold(0u64, |mask, &lane| mask | 1 << lane);
+        if lanes == 0 {
+            let idlest = (0..self.count()).min_by_key(|&l| self.load[l]).unwrap_or(0);
+            lanes = 1 << idlest;
+        }
         let first = lanes.trailing_zeros() as usize;
+        for h in keys {
+            self.placed.insert(h, first);
+        }
+        self.load[first] += 1;
         let others = (lanes.count_ones() - 1) as usize;
         if others == 0 {
             self.run[first].push(Step::Apply(job, None));
         } else {
+            self.meetings += 1;
             let meeting = Arc::new(Meeting {
                 seq: job.seq,
                 state: Mutex::new((0, false)),
@@ -363,12 +401,20 @@ impl Lanes {
         Ok(())
     }
 
+    /// The meetings gathered since the last call (a run applied on lane 0 alone
+    /// has none: call this only after a run applied in parallel).
+    pub fn take_meetings(&mut self) -> u64 {
+        std::mem::take(&mut self.meetings)
+    }
+
     /// Applies the run gathered so far (lanes in parallel, each in sequence order) on
     /// `session` and the lanes' own; returns what became of each job, in sequence
     /// order, and whether the lanes ran in parallel. After a failure (the run
     /// halts) some jobs have no outcome: they were not applied.
     pub fn apply_run(&mut self, session: &Session) -> (Vec<Done>, bool) {
         self.schemas.clear();
+        self.placed.clear();
+        self.load.iter_mut().for_each(|n| *n = 0);
         if self.run_len == 0 {
             return (Vec::new(), false);
         }
@@ -376,6 +422,7 @@ impl Lanes {
         let mut done = Vec::with_capacity(run_len);
         if run_len < self.parallel_run_min {
             // In sequence order on this thread alone: no meeting to wait at.
+            self.meetings = 0;
             let mut jobs: Vec<Job> = (self.run.iter_mut().flat_map(std::mem::take))
                 .filter_map(|step| match step {
                     Step::Apply(job, _) => Some(job),
@@ -434,13 +481,16 @@ impl Lanes {
         (done, true)
     }
 
-    /// The lanes `operations`' keys hash to, one bit each (none for a catalog
-    /// change or a row that does not fit its table).
-    fn lanes_of(&mut self, database: &Database, operations: &[Operation]) -> Option<u64> {
-        let lanes = self.count();
-        let mut mask = 0u64;
+    /// The hashes of the keys `operations` touch (none for a catalog change or a
+    /// row that does not fit its table).
+    fn key_hashes(
+        &mut self,
+        database: &Database,
+        operations: &[Operation],
+    ) -> Option<SmallVec<[u64; 4]>> {
+        let mut keys = SmallVec::new();
         for op in operations {
-            let mut add = |table: &str, key: &Key| mask |= 1 << lane_of_key(table, key, lanes);
+            let mut add = |table: &str, key: &Key| keys.push(key_hash(table, key));
             match op {
                 Operation::Insert { table, row } => add(table, &self.key_of(database, table, row)?),
                 // An update may give the record a new key: both keys count.
@@ -452,7 +502,7 @@ impl Lanes {
                 Operation::Ddl { .. } => return None,
             }
         }
-        (mask != 0).then_some(mask)
+        (!keys.is_empty()).then_some(keys)
     }
 
     /// The key `row` has in `table` (None if there is no such table or the row does
@@ -470,12 +520,12 @@ impl Lanes {
     }
 }
 
-/// The lane of `key` in `table`, among `lanes`.
-fn lane_of_key(table: &str, key: &Key, lanes: usize) -> usize {
+/// A hash of `key` in `table`.
+fn key_hash(table: &str, key: &Key) -> u64 {
     let mut hasher = DefaultHasher::new();
     table.hash(&mut hasher);
     key.hash(&mut hasher);
-    (hasher.finish() % lanes as u64) as usize
+    hasher.finish()
 }
 
 impl Drop for Lanes {

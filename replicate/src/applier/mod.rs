@@ -57,6 +57,9 @@ pub struct ApplierStats {
     /// Of those, async ones applied in parallel lanes (see
     /// [`Applier::set_apply_lanes`]).
     pub applied_in_lanes: u64,
+    /// Of those, transactions whose keys the run had last touched in several lanes,
+    /// so that those lanes met (waited for each other) to apply them.
+    pub lane_meetings: u64,
     /// Messages ignored as already seen.
     pub duplicates: u64,
     /// Transactions the backup could not apply (reported to the primary).
@@ -687,6 +690,9 @@ impl<'s> Applier<'s> {
     /// first failure is returned.
     fn apply_run(&mut self, replies: &mut Vec<Message>) -> Result<()> {
         let (done, parallel) = self.lanes.apply_run(self.session);
+        if parallel {
+            self.stats.lane_meetings += self.lanes.take_meetings();
+        }
         let mut failure = None;
         for Done {
             seq,
