@@ -14,11 +14,12 @@
 //! the lanes worth having: a telecom charge updates a subscriber and inserts a
 //! billing record, and two hashed keys fall in different lanes half the time (a
 //! meeting, which costs both lanes a wait, every other transaction with 2 lanes).
-//! Keys new to the run have no order to keep, so such a transaction meets nobody. Anything else ends the
-//! run (an ordered or sync transaction, a commit or abort, a catalog change, a row
-//! that does not fit its table): the run is applied first, then it alone, as
-//! before. So two transactions on the same key are applied in the primary's order,
-//! and nothing crosses an ordered transaction either way.
+//! Keys new to the run have no order to keep, so such a transaction meets nobody.
+//!
+//! Anything else ends the run (an ordered or sync transaction, a commit or abort, a
+//! catalog change, a row that does not fit its table): the run is applied first,
+//! then it alone. So two transactions on the same key are applied in the primary's
+//! order, and nothing crosses an ordered transaction either way.
 //!
 //! Lane 0 is the applier's own thread; the others are threads of their own, each
 //! given one run's share at a time (a bounded hand-off: the applier waits for every
