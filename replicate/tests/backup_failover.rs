@@ -7,13 +7,15 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Database, Key, SessionInfo};
+use kirikae_engine::{CatalogEvent, Database, ForReplica, Key, SessionInfo};
 use kirikae_replicate::{
-    table_checksum, Arbiter, Backup, BackupConfig, BackupEvent, Epoch, Event, Impairment,
-    LinkConfig, LoopbackProxy, PeerKey, PromotedBy, Promotion, Rejoin, Replication, Replicator,
-    ReplicatorConfig, Seq, StartAt,
+    table_checksum, Arbiter, Backup, BackupConfig, BackupEvent, DdlHandler, Epoch, Event,
+    Impairment, LinkConfig, LoopbackProxy, PeerKey, PromotedBy, Promotion, Rejoin, Replication,
+    Replicator, ReplicatorConfig, Seq, StartAt,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -354,23 +356,18 @@ fn within_the_anti_flap_window_a_silent_primary_is_not_replaced_automatically() 
     backup.stop().unwrap();
 }
 
-/// A catalog change the backup takes long to apply (here 900 ms in its handler).
+/// A catalog change the backup takes long to apply (here 1.5 s in its handler).
 #[derive(Debug, Default)]
 struct SlowHandler {
-    done: std::sync::atomic::AtomicBool,
+    done: AtomicBool,
 }
 
-impl kirikae_replicate::DdlHandler for SlowHandler {
-    fn apply(
-        &self,
-        _db: &Database,
-        _table: &str,
-        _event: &kirikae_engine::CatalogEvent,
-    ) -> Result<(), String> {
+impl DdlHandler for SlowHandler {
+    fn apply(&self, _db: &Database, _table: &str, _event: &CatalogEvent) -> Result<(), String> {
         // Stands for a long step (a large copy, a slow disk): the backup reads
         // nothing from its primary meanwhile.
-        std::thread::sleep(Duration::from_millis(900));
-        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1500));
+        self.done.store(true, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -380,8 +377,8 @@ impl kirikae_replicate::DdlHandler for SlowHandler {
 /// primary that was talking all along.
 #[test]
 fn a_backup_busy_longer_than_failover_after_does_not_take_over_from_a_live_primary() {
-    let handler = std::sync::Arc::new(SlowHandler::default());
-    let ddl: std::sync::Arc<dyn kirikae_replicate::DdlHandler> = handler.clone();
+    let handler = Arc::new(SlowHandler::default());
+    let ddl: Arc<dyn DdlHandler> = handler.clone();
     let Pair {
         replica,
         backup,
@@ -390,7 +387,7 @@ fn a_backup_busy_longer_than_failover_after_does_not_take_over_from_a_live_prima
         dirs: _dirs,
     } = Pair::start(
         Arbiter::Peer {
-            failover_after: Duration::from_millis(300),
+            failover_after: Duration::from_millis(500),
         },
         |backup, primary| {
             backup.ddl = Some(ddl);
@@ -400,10 +397,9 @@ fn a_backup_busy_longer_than_failover_after_does_not_take_over_from_a_live_prima
             primary.link.sync_timeout = Duration::from_secs(5);
         },
     );
-    db.announce(T, b"a long step", kirikae_engine::ForReplica::Follow)
-        .unwrap();
+    db.announce(T, b"a long step", ForReplica::Follow).unwrap();
     wait_for("the backup's long step", Duration::from_secs(10), || {
-        handler.done.load(std::sync::atomic::Ordering::SeqCst)
+        handler.done.load(Ordering::SeqCst)
     });
     assert!(
         replicator.wait_duplex(Duration::from_secs(10)),
