@@ -462,6 +462,18 @@ fn a_switchover_through_the_admin_endpoints_promotes_the_backup_at_the_hand_over
     let status: serde_json::Value =
         serde_json::from_str(&kirikae(&["status", "--admin", &primary_admin])).expect("json");
     assert_eq!(status["role"], "primary", "{status}");
+    // The switchover must hand something over: the traffic's first commits may come
+    // a while after the admin endpoint (a loaded machine, a debug build).
+    wait_for(
+        "the primary's first commits",
+        Duration::from_secs(30),
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&kirikae(&["status", "--admin", &primary_admin]))
+                    .expect("json");
+            status["last_seq"].as_u64() > Some(0)
+        },
+    );
     // Unauthenticated commands are refused.
     let refused = Command::new(env!("CARGO_BIN_EXE_kirikae"))
         .args(["promote", "--admin", &backup_admin])
