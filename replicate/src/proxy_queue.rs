@@ -22,7 +22,7 @@ pub(crate) const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 /// The most the pacer ever waits out an early wake-up by yielding (it yields
 /// rather than spins: on a loaded machine the other runnable threads — the nodes
 /// the proxy stands between — get the core meanwhile).
-const SPIN_MAX: Duration = Duration::from_micros(200);
+const YIELD_MAX: Duration = Duration::from_micros(200);
 
 /// Wake-ups remembered to estimate the timer's lateness.
 const LATENESS_SAMPLES: usize = 16;
@@ -48,7 +48,7 @@ impl Pacer {
             .min()
             .copied()
             .unwrap_or_default()
-            .min(SPIN_MAX)
+            .min(YIELD_MAX)
     }
 
     /// Records how late a sleep meant to end at `asked` ended (at `woke`).
@@ -158,7 +158,7 @@ mod tests {
             pacer.wait_until(at);
             assert!(Instant::now() >= at);
         }
-        assert!(pacer.lead() <= SPIN_MAX);
+        assert!(pacer.lead() <= YIELD_MAX);
     }
 
     #[test]
@@ -173,7 +173,7 @@ mod tests {
         for _ in 0..LATENESS_SAMPLES {
             pacer.record(t, t + Duration::from_secs(1));
         }
-        assert_eq!(pacer.lead(), SPIN_MAX);
+        assert_eq!(pacer.lead(), YIELD_MAX);
     }
 
     #[test]

@@ -19,7 +19,6 @@ use kirikae_engine::{
     CatalogChange, CatalogObserver, CommitGate, CommitRequest, Database, ForReplica, GateNote,
     HookError, Operation, SessionInfo, TxnId,
 };
-use parking_lot::MutexGuard;
 
 use crate::commit_policy::{settle, shipment};
 use crate::ddl::{event_name, remember, CatalogChangeAt};
@@ -35,7 +34,7 @@ use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
-use crate::shared::{Core, Shared};
+use crate::shared::Shared;
 use crate::sync_waiter::{OutcomeSlot, Waited};
 use crate::write_fence::{Refusal, WriteFence};
 
@@ -634,52 +633,45 @@ pub(crate) fn wait_outcome(
         Waited::Closed => return Err(closed()),
         Waited::TimedOut => {}
     }
-    let mut core = shared.core.lock();
-    // Settled while this thread took the lock?
-    if let Some(outcome) = slot.settled() {
-        return Ok(outcome);
-    }
-    // Taken to be settled by a thread that gives the outcome once it has unlocked
-    // the core (or closed): it is on its way.
-    let on_its_way = |core: MutexGuard<'_, Core>| {
-        drop(core);
-        match slot.wait(SYNC_WAIT_GRACE) {
-            Waited::Settled(outcome) => Ok(outcome),
-            Waited::Closed | Waited::TimedOut => Err(closed()),
+    // Under the lock: the outcome if it can be had now (given already, on its way,
+    // or settled here as the link's timeout would). `None` when its rule committed
+    // it alone (the peer counted down just now) and its difference-file record is
+    // not durable yet, unless this is the `last` try: the link thread gives it once
+    // durable, at its next turn.
+    let settle = |last: bool| -> Option<std::result::Result<SyncOutcome, HookError>> {
+        let mut core = shared.core.lock();
+        if let Some(outcome) = slot.settled() {
+            return Some(Ok(outcome));
         }
-    };
-    if !core.waiters.contains(seq) {
-        return on_its_way(core);
-    }
-    let now = shared.now();
-    core.link.expire_sync(now, seq);
-    if let Some(outcome) = core.link.take_outcome(seq) {
-        core.waiters.forget(seq);
+        if !core.waiters.contains(seq) {
+            // Taken to be settled by a thread that gives the outcome once it has
+            // unlocked the core (or closed): it is on its way.
+            drop(core);
+            return Some(match slot.wait(SYNC_WAIT_GRACE) {
+                Waited::Settled(outcome) => Ok(outcome),
+                Waited::Closed | Waited::TimedOut => Err(closed()),
+            });
+        }
+        core.link.expire_sync(shared.now(), seq);
+        let outcome = core.link.take_outcome(seq);
+        if outcome.is_some() || last {
+            core.waiters.forget(seq);
+        }
         drop(core);
         shared.wake_writer();
-        return Ok(outcome);
+        match outcome {
+            Some(outcome) => Some(Ok(outcome)),
+            None if last => Some(Err(closed())),
+            None => None,
+        }
+    };
+    if let Some(given) = settle(false) {
+        return given;
     }
-    // Settled by its rule but not given yet: one committed alone (the peer counted
-    // down just now) is given its outcome once its difference-file record is
-    // durable, by the link thread at its next turn.
-    drop(core);
-    shared.wake_writer();
     if let Waited::Settled(outcome) = slot.wait(SYNC_WAIT_GRACE) {
         return Ok(outcome);
     }
     // Still not durable: released as it is, saying so (the link's own rule at a
     // waiter's deadline).
-    let mut core = shared.core.lock();
-    if let Some(outcome) = slot.settled() {
-        return Ok(outcome);
-    }
-    if !core.waiters.contains(seq) {
-        return on_its_way(core);
-    }
-    core.link.expire_sync(shared.now(), seq);
-    core.waiters.forget(seq);
-    let outcome = core.link.take_outcome(seq);
-    drop(core);
-    shared.wake_writer();
-    outcome.ok_or_else(closed)
+    settle(true).unwrap_or_else(|| Err(closed()))
 }

@@ -544,7 +544,6 @@ impl<'s> Applier<'s> {
         if let Some(log) = self.log.as_mut() {
             log.sync()?;
         }
-        self.report_unreported(replies);
         self.drain_resync(replies)?;
         self.apply_queued(replies)?;
         // During a resync the primary keeps nothing for this backup: what is logged
@@ -582,8 +581,8 @@ impl<'s> Applier<'s> {
 
     /// Tells the connected primary of the transactions refused while replaying the
     /// log at start, in the connection's epoch (the primary refuses an older one).
-    /// Called only within a connection ([`flush`](Applier::flush),
-    /// [`work`](Applier::work)), after [`connected`](Applier::connected).
+    /// Called only within a connection ([`work`](Applier::work), which a session
+    /// calls at every turn), after [`connected`](Applier::connected).
     fn report_unreported(&mut self, replies: &mut Vec<Message>) {
         for (seq, reason) in self.unreported.drain(..) {
             replies.push(Message::Rejected {
