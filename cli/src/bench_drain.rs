@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::bench_replicate::{
     fresh, outage_link_config, rules, start_in_step, traffic, PairFiles, ReplicateBenchArgs,
 };
+use crate::measure::process_cpu_us;
 use crate::node_process::BackupProcess;
 use crate::CliError;
 
@@ -39,6 +40,13 @@ pub struct Drain {
     pub applied_in_lanes: u64,
     /// Of those, the ones whose lanes had to meet (wait for each other).
     pub lane_meetings: u64,
+    /// The backup process's CPU time (all its threads) per transaction applied
+    /// while draining: what a mode costs the backup, steadier than a rate on a
+    /// shared machine.
+    pub backup_cpu_us_per_txn: f64,
+    /// This process's CPU time per transaction meanwhile (the primary replaying
+    /// its difference file).
+    pub primary_cpu_us_per_txn: f64,
 }
 
 /// Measures `mode`'s drain with `apply_lanes` lanes at the backup.
@@ -77,10 +85,11 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
     peer.freeze(false)?;
     let deadline = Instant::now() + DRAIN_WITHIN;
     // From the first acknowledgement after the thaw: the reconnection is not apply.
-    let (first_acked, started) = loop {
+    let (first_acked, started, cpu_at_start) = loop {
         let m = replicator.metrics();
         if m.last_acked_seq > backlog_at.last_acked_seq {
-            break (m.last_acked_seq, Instant::now());
+            let cpu = (process_cpu_us(Some(peer.pid())), process_cpu_us(None));
+            break (m.last_acked_seq, Instant::now(), cpu);
         }
         wait_a_little(deadline, "its first acknowledgement after the thaw")?;
     };
@@ -93,6 +102,10 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
     }
     let seconds = started.elapsed().as_secs_f64();
     let txns = backlog_at.last_seq.since(first_acked);
+    let cpu_us_per_txn =
+        |now: u64, start: u64| now.saturating_sub(start) as f64 / txns.max(1) as f64;
+    let backup_cpu_us_per_txn = cpu_us_per_txn(process_cpu_us(Some(peer.pid())), cpu_at_start.0);
+    let primary_cpu_us_per_txn = cpu_us_per_txn(process_cpu_us(None), cpu_at_start.1);
     replicator.shutdown();
     let report = peer.finish()?;
     Ok(Drain {
@@ -102,6 +115,8 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
         apply_lanes,
         applied_in_lanes: report["stats"]["applied_in_lanes"].as_u64().unwrap_or(0),
         lane_meetings: report["stats"]["lane_meetings"].as_u64().unwrap_or(0),
+        backup_cpu_us_per_txn,
+        primary_cpu_us_per_txn,
     })
 }
 

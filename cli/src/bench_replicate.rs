@@ -17,6 +17,7 @@ use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
 use crate::bench_drain::{drain, Drain};
+use crate::measure::process_cpu_us;
 use crate::node_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
 
@@ -175,27 +176,6 @@ pub(crate) fn traffic(args: &ReplicateBenchArgs, rate: Option<f64>) -> Traffic {
     }
 }
 
-/// This process's CPU time so far (user + system), µs, from `/proc/self/stat` (in
-/// clock ticks of 10 ms; 0 where it cannot be read).
-fn process_cpu_us() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) * 10_000
-}
-
 fn run_for(t: &Traffic, db: &Database, seconds: f64) -> TrafficReport {
     let running = t.start(db);
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -333,9 +313,9 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     bar.set_message("unreplicated");
     let t = traffic(args, None);
     let base_db = fresh(args.subscribers)?;
-    let cpu_before = process_cpu_us();
+    let cpu_before = process_cpu_us(None);
     let base = run_for(&t, &base_db, args.seconds);
-    let base_cpu_us_per_commit = process_cpu_us().saturating_sub(cpu_before) as f64
+    let base_cpu_us_per_commit = process_cpu_us(None).saturating_sub(cpu_before) as f64
         / base.commit_latency_us.len().max(1) as f64;
     drop(base_db);
     let base_ops = base.ops as f64 / base.elapsed.as_secs_f64();
@@ -351,9 +331,9 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                 bar.set_message(format!("{policy} rtt {rtt} ms loss {loss} %"));
                 let p = pair(args, policy, rtt, loss)?;
                 let events = p.replicator.events();
-                let cpu_before = process_cpu_us();
+                let cpu_before = process_cpu_us(None);
                 let r = run_for(&t, &p.primary, args.seconds);
-                let cpu_us = process_cpu_us().saturating_sub(cpu_before);
+                let cpu_us = process_cpu_us(None).saturating_sub(cpu_before);
                 let secs = r.elapsed.as_secs_f64();
                 let ops = r.ops as f64 / secs;
                 let commits = r.commit_latency_us.len();
@@ -597,13 +577,16 @@ pub fn print_table(r: &ReplicateBenchReport) {
         .iter()
         .map(|d| {
             format!(
-                "{} {:.0} txns/s ({} in backlog, {} in parallel lanes of {}, {} lane meetings)",
+                "{} {:.0} txns/s ({} in backlog, {} in parallel lanes of {}, {} lane meetings; \
+                 CPU per txn {:.2} µs at the backup, {:.2} µs at the primary)",
                 d.mode,
                 d.txns_per_s,
                 d.backlog_txns,
                 d.applied_in_lanes,
                 d.apply_lanes,
-                d.lane_meetings
+                d.lane_meetings,
+                d.backup_cpu_us_per_txn,
+                d.primary_cpu_us_per_txn
             )
         })
         .collect();

@@ -77,3 +77,29 @@ pub fn ops_per_s_local(label: &str, duration: Duration, op: &mut dyn FnMut(u64))
     bar.finish_with_message(format!("{:.0} ops/s", rate));
     rate
 }
+
+/// A process's CPU time so far (user + system), µs: this one's (`pid` `None`) or a
+/// child's, from `/proc/<pid>/stat` (in clock ticks of 10 ms; 0 where it cannot be
+/// read).
+pub fn process_cpu_us(pid: Option<u32>) -> u64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) * 10_000
+}

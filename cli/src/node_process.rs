@@ -127,6 +127,11 @@ impl Node {
         kill(pid, signal).map_err(|e| CliError::Usage(format!("{signal} the {}: {e}", self.name)))
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL; returns once the process is gone.
     pub fn kill(&mut self) -> Result<(), CliError> {
         self.child
@@ -248,6 +253,11 @@ impl BackupProcess {
     /// Freezes it (SIGSTOP) or lets it go on (SIGCONT).
     pub fn freeze(&self, stop: bool) -> Result<(), CliError> {
         self.node.freeze(stop)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.node.pid()
     }
 
     /// Closes its input and returns its final report.
