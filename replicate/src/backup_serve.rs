@@ -2,7 +2,7 @@
 //! authenticated connection replaces the current one), answers operator commands,
 //! and promotes this node when the operator or the [`Arbiter`] says so.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::applier::{Applier, Promotion, PARALLEL_RUN_TXNS_MIN};
 use crate::arbitration::{take_over, Arbitration, Takeover};
 use crate::backup::{BackupConfig, BackupEvent, BackupStatus, PromotedBy};
 use crate::backup_accept::{accept_loop, Handshaken};
+use crate::backup_reader::{Arrival, StreamReader};
 use crate::backup_session::{BackupSession, SessionConfig};
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
@@ -365,7 +366,10 @@ fn connection(
     }
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     decoder.push(&early);
-    let mut buf = vec![0u8; 256 << 10];
+    let reader = match StreamReader::start(&stream, decoder, addr.clone()) {
+        Ok(r) => r,
+        Err(e) => return Ended::Closed(Err(e)),
+    };
     let session_config = SessionConfig {
         node: config.node.clone(),
         heartbeat_every: config.heartbeat_every,
@@ -383,7 +387,6 @@ fn connection(
     arbitration.watch.heard(clock.now());
     publish(status, applier);
     let mut out = Vec::new();
-    let mut pending = !early.is_empty();
     while !stop.load(Ordering::SeqCst) {
         if let Ok(newer) = handshaken.try_recv() {
             return Ended::Replaced(Box::new(newer));
@@ -394,31 +397,21 @@ fn connection(
         if let Some(by) = arbitration.automatic(clock.now(), status) {
             return Ended::Promote(by, None);
         }
-        let n = if pending {
-            pending = false;
-            0
-        } else {
-            match stream.read(&mut buf) {
-                Ok(0) => return Ended::Closed(Ok(())),
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
-                Err(e) => return network("read from", e),
-            }
-        };
-        let now = clock.now();
-        if n > 0 {
-            arbitration.watch.heard(now);
-        }
-        let mut replies = Vec::new();
-        decoder.push(&buf[..n]);
         let mut messages = Vec::new();
-        loop {
-            match decoder.next_message() {
-                Ok(Some(m)) => messages.push(m),
-                Ok(None) => break,
-                Err(e) => return Ended::Closed(Err(e.into())),
+        let arrival = reader.take(tick, &mut messages);
+        let now = clock.now();
+        // The messages that came before the connection's end are applied (and
+        // answered, if the primary still listens) before it ends.
+        let ended = match arrival {
+            Arrival::Nothing => None,
+            Arrival::Heard => {
+                arbitration.watch.heard(now);
+                None
             }
-        }
+            Arrival::Closed => Some(Ok(())),
+            Arrival::Failed(e) => Some(Err(e)),
+        };
+        let mut replies = Vec::new();
         let step = if messages.is_empty() {
             Ok(())
         } else {
@@ -439,9 +432,12 @@ fn connection(
                 }
             }
             if let Err(e) = stream.write_all(&out) {
-                return network("write to", e);
+                return ended.map_or_else(|| network("write to", e), Ended::Closed);
             }
             session.sent(clock.now());
+        }
+        if let Some(ended) = ended {
+            return Ended::Closed(ended);
         }
         let after = clock.now();
         arbitration.watch.busy(after.saturating_sub(now), after);

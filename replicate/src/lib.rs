@@ -93,6 +93,7 @@ mod arbiter;
 mod arbitration;
 mod backup;
 mod backup_accept;
+mod backup_reader;
 mod backup_serve;
 mod backup_session;
 mod checkpoint;
