@@ -366,7 +366,7 @@ fn connection(
     }
     let mut decoder = FrameDecoder::new(config.frame_bytes_max);
     decoder.push(&early);
-    let reader = match StreamReader::start(&stream, decoder, addr.clone()) {
+    let mut reader = match StreamReader::start(&stream, decoder, addr.clone()) {
         Ok(r) => r,
         Err(e) => return Ended::Closed(Err(e)),
     };
