@@ -1,5 +1,5 @@
 //! The `kirikae` binary as a user runs it: the demo completes with a report, and the
-//! engine benchmark prints well-formed JSON with consistent ratios.
+//! engine and replication benchmarks print well-formed JSON with consistent ratios.
 
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -245,6 +245,8 @@ fn bench_replicate_prints_json_with_every_field() {
         "3000",
         "--outage",
         "0.3",
+        "--apply-lanes",
+        "2",
         "--json",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
@@ -283,6 +285,20 @@ fn bench_replicate_prints_json_with_every_field() {
     assert!(report["sync_one_session_p50_us"].as_u64().expect("p50") > 0);
     assert!(report["catchup_ops_replayed"].as_u64().expect("replayed") > 0);
     assert!(report["catchup_ops_per_s"].as_f64().expect("catch-up") > 0.0);
+    // The backup draining a backlog in each mode: async in the lanes, ordered never.
+    let drains = report["backup_drain"].as_array().expect("backup_drain");
+    let modes: Vec<&str> = drains.iter().filter_map(|d| d["mode"].as_str()).collect();
+    assert_eq!(modes, ["async", "ordered"]);
+    for d in drains {
+        assert!(d["backlog_txns"].as_u64() > Some(0), "{d}");
+        assert!(d["txns_per_s"].as_f64() > Some(0.0), "{d}");
+        assert_eq!(d["apply_lanes"], 2, "{d}");
+        // Thousands of transactions cannot be applied within one 10 ms tick of
+        // CPU: a zero would be the wrong process read.
+        assert!(d["backup_cpu_us_per_txn"].as_f64() > Some(0.0), "{d}");
+    }
+    assert!(drains[0]["applied_in_lanes"].as_u64() > Some(0), "{report}");
+    assert_eq!(drains[1]["applied_in_lanes"], 0, "{report}");
 }
 
 /// A reader that goes away (a pipe to `head`, a harness that died) ends the command
