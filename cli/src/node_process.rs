@@ -123,7 +123,7 @@ impl Node {
         } else {
             Signal::SIGCONT
         };
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         kill(pid, signal).map_err(|e| CliError::Usage(format!("{signal} the {}: {e}", self.name)))
     }
 

@@ -15,7 +15,7 @@
 //! [`INBOX_BYTES_MAX`] the reader waits, its socket buffer fills, and the primary's
 //! writes slow down.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read as _};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,10 +60,9 @@ struct State {
     decoder: Option<FrameDecoder>,
     /// Decoded ahead, not taken yet.
     messages: Vec<Message>,
-    /// Bytes read ahead for them (and for part of a frame, if any).
+    /// Bytes read ahead for them (and for part of a frame, if any) since the last
+    /// take: more than 0 means the primary was heard.
     bytes: usize,
-    /// Bytes arrived since the last take.
-    heard: bool,
     /// How the stream ended, if it did.
     end: Option<Result<()>>,
 }
@@ -96,11 +95,7 @@ impl StreamReader {
         decoder: FrameDecoder,
         addr: String,
     ) -> Result<StreamReader> {
-        let network = |source| ReplicateError::Network {
-            what: "read from",
-            addr: addr.clone(),
-            source,
-        };
+        let network = |source| network(&addr, source);
         let reading = stream.try_clone().map_err(network)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -141,19 +136,14 @@ impl StreamReader {
         let n = match decode(&mut decoder, messages) {
             Err(e) => return Arrival::Failed(e),
             Ok(()) if messages.len() > before => 0,
-            Ok(()) => match self.stream.read(&mut self.buf) {
-                Ok(0) => return Arrival::Closed,
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
+            Ok(()) => match read_some(&mut self.stream, &mut self.buf, &self.addr) {
+                Read::Bytes(n) => n,
+                Read::Nothing => {
                     self.decoder = Some(decoder);
                     return Arrival::Nothing;
                 }
-                Err(e) => return Arrival::Failed(network(&self.addr, e)),
+                Read::End(Ok(())) => return Arrival::Closed,
+                Read::End(Err(e)) => return Arrival::Failed(e),
             },
         };
         decoder.push(&self.buf[..n]);
@@ -175,11 +165,9 @@ impl StreamReader {
 
     fn take_read_ahead(&mut self, wait: Duration, messages: &mut Vec<Message>) -> Arrival {
         let mut state = self.shared.state.lock();
-        let waiting = |s: &State| !s.heard && s.end.is_none() && (s.reading || s.decoder.is_none());
-        if waiting(&state) {
+        if state.bytes == 0 && state.end.is_none() && (state.reading || state.decoder.is_none()) {
             self.shared.changed.wait_for(&mut state, wait);
         }
-        let heard = std::mem::take(&mut state.heard);
         messages.append(&mut state.messages);
         let taken_bytes = std::mem::take(&mut state.bytes);
         let end = state.end.take();
@@ -196,7 +184,7 @@ impl StreamReader {
         match end {
             Some(Ok(())) => Arrival::Closed,
             Some(Err(e)) => Arrival::Failed(e),
-            None if heard => Arrival::Heard,
+            None if taken_bytes > 0 => Arrival::Heard,
             None => Arrival::Nothing,
         }
     }
@@ -223,6 +211,31 @@ fn network(addr: &str, source: std::io::Error) -> ReplicateError {
     }
 }
 
+/// What one read of the socket gave.
+enum Read {
+    Bytes(usize),
+    /// The read timed out (or was interrupted).
+    Nothing,
+    /// The primary closed the connection, or the read failed.
+    End(Result<()>),
+}
+
+fn read_some(stream: &mut TcpStream, buf: &mut [u8], addr: &str) -> Read {
+    match stream.read(buf) {
+        Ok(0) => Read::End(Ok(())),
+        Ok(n) => Read::Bytes(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) =>
+        {
+            Read::Nothing
+        }
+        Err(e) => Read::End(Err(network(addr, e))),
+    }
+}
+
 /// Moves every complete message in `decoder` to `messages`.
 fn decode(decoder: &mut FrameDecoder, messages: &mut Vec<Message>) -> Result<()> {
     while let Some(m) = decoder.next_message()? {
@@ -237,32 +250,25 @@ fn read_ahead(mut stream: TcpStream, addr: &str, shared: &Shared) {
     while !shared.stop.load(Ordering::SeqCst) {
         let mut decoder = {
             let mut state = shared.state.lock();
-            while !(state.reading && state.decoder.is_some()) {
+            loop {
+                if state.reading {
+                    if let Some(d) = state.decoder.take() {
+                        break d;
+                    }
+                }
                 if shared.stop.load(Ordering::SeqCst) {
                     return;
                 }
                 shared.changed.wait_for(&mut state, STOP_CHECK_EVERY);
             }
-            match state.decoder.take() {
-                Some(d) => d,
-                None => continue,
-            }
         };
         // Reads until switched off (checked after each read), then gives the
         // decoder back with what it decoded.
         loop {
-            let (n, end) = match stream.read(&mut buf) {
-                Ok(0) => (0, Some(Ok(()))),
-                Ok(n) => (n, None),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    (0, None)
-                }
-                Err(e) => (0, Some(Err(network(addr, e)))),
+            let (n, end) = match read_some(&mut stream, &mut buf, addr) {
+                Read::Bytes(n) => (n, None),
+                Read::Nothing => (0, None),
+                Read::End(end) => (0, Some(end)),
             };
             decoder.push(&buf[..n]);
             let mut messages = Vec::new();
@@ -279,7 +285,6 @@ fn read_ahead(mut stream: TcpStream, addr: &str, shared: &Shared) {
             }
             state.messages.append(&mut messages);
             state.bytes += n;
-            state.heard |= n > 0;
             let ended = end.is_some();
             state.end = state.end.take().or(end);
             if ended || !state.reading {
