@@ -56,7 +56,7 @@ fn decide_with(c: &mut Criterion, name: &str, rules: &RuleSet) {
     let session = SessionInfo::new("app", "svc", None);
     let operations = vec![Operation::Insert {
         table: "subscriber".into(),
-        row: vec![Value::Int(1)],
+        row: vec![Value::Int(1)].into(),
     }];
     let mut group = c.benchmark_group(name);
     group.bench_function("scan", |b| {

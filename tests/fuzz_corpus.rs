@@ -122,7 +122,7 @@ fn write_frame_seeds() {
         Operation::Update {
             table: "subscriber".into(),
             key: Key::from("440101234567890"),
-            row: vec!["440101234567890".into(), 7.into()],
+            row: vec!["440101234567890".into(), 7.into()].into(),
         },
         Operation::Delete {
             table: "session".into(),

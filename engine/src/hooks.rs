@@ -6,12 +6,13 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::HookError;
 use crate::key::Key;
 use crate::rid::Rid;
-use crate::schema::{Row, RowRef, Schema};
+use crate::schema::{RowRef, Schema};
 use crate::session::SessionInfo;
 use crate::table::Table;
 use crate::txn_id::TxnId;
@@ -229,24 +230,25 @@ pub enum OperationKind {
 pub enum Operation {
     /// Insert `row`.
     Insert {
-        /// Table name.
-        table: String,
-        /// The full new row.
-        row: Row,
+        /// Table name (inline up to 24 bytes: recording a write allocates nothing
+        /// for it).
+        table: CompactString,
+        /// The full new row: the very image the transaction publishes, shared.
+        row: RowRef,
     },
     /// Replace the record whose key was `key` with `row` (which may carry a new key).
     Update {
         /// Table name.
-        table: String,
+        table: CompactString,
         /// The key before the update.
         key: Key,
-        /// The full new row.
-        row: Row,
+        /// The full new row: the very image the transaction publishes, shared.
+        row: RowRef,
     },
     /// Delete the record with `key`.
     Delete {
         /// Table name.
-        table: String,
+        table: CompactString,
         /// The key deleted.
         key: Key,
     },
@@ -254,7 +256,7 @@ pub enum Operation {
     /// observer (transactions never make one).
     Ddl {
         /// Table name.
-        table: String,
+        table: CompactString,
         /// What changed.
         event: CatalogEvent,
     },

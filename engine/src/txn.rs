@@ -17,7 +17,7 @@ use crate::hooks::{CommitRequest, GateNote, Operation};
 use crate::key::Key;
 use crate::record_lock::Waiter;
 use crate::rid::Rid;
-use crate::schema::{Row, RowRef};
+use crate::schema::RowRef;
 use crate::session::SessionInfo;
 use crate::slots::Pending;
 use crate::table::Table;
@@ -130,20 +130,19 @@ impl<'s> Transaction<'s> {
     }
 
     /// Inserts `row` (all columns, in schema order); returns its RID.
-    pub fn insert(&mut self, table: &str, row: Row) -> Result<Rid> {
+    pub fn insert(&mut self, table: &str, row: impl Into<RowRef>) -> Result<Rid> {
         let (ti, t) = self.writable(table)?;
-        self.insert_into(ti, &t, row)
+        self.insert_into(ti, &t, row.into())
     }
 
     /// [`insert`](Transaction::insert) into the table this transaction writes as `ti`.
-    fn insert_into(&mut self, ti: usize, t: &Arc<Table>, row: Row) -> Result<Rid> {
+    fn insert_into(&mut self, ti: usize, t: &Arc<Table>, row: RowRef) -> Result<Rid> {
         t.schema().validate_row(t.name(), &row)?;
         let key = t.schema().key_of(&row);
         let op = self.records_ops.then(|| Operation::Insert {
-            table: t.name().to_owned(),
-            row: row.clone(),
+            table: t.name().into(),
+            row: RowRef::clone(&row),
         });
-        let row = RowRef::from(row);
         let mut waiter = self.waiter();
         let inserted = t.insert_locked(self.id, &key, &row, &mut waiter)?;
         if inserted.claimed {
@@ -169,13 +168,13 @@ impl<'s> Transaction<'s> {
         // switch in between cannot hand it a row of the old schema.
         let (ti, t) = self.writable(table)?;
         let row = t.schema().row_from_named(table, values)?;
-        self.insert_into(ti, &t, row)
+        self.insert_into(ti, &t, row.into())
     }
 
     /// Replaces the record with `key` by `row` (which may carry a new key); returns
     /// its RID, which does not change.
-    pub fn update(&mut self, table: &str, key: &Key, row: Row) -> Result<Rid> {
-        self.update_keeping(table, key, row, |_| ())
+    pub fn update(&mut self, table: &str, key: &Key, row: impl Into<RowRef>) -> Result<Rid> {
+        self.update_keeping(table, key, row.into(), |_| ())
             .map(|(rid, ())| rid)
     }
 
@@ -183,8 +182,13 @@ impl<'s> Transaction<'s> {
     /// transaction saw it: what a replica's response digest needs, found by the
     /// update's own lookup instead of a [`get_for_update`](Transaction::get_for_update)
     /// before it.
-    pub fn update_returning_before(&mut self, table: &str, key: &Key, row: Row) -> Result<RowRef> {
-        self.update_keeping(table, key, row, RowRef::clone)
+    pub fn update_returning_before(
+        &mut self,
+        table: &str,
+        key: &Key,
+        row: impl Into<RowRef>,
+    ) -> Result<RowRef> {
+        self.update_keeping(table, key, row.into(), RowRef::clone)
             .map(|(_, before)| before)
     }
 
@@ -194,7 +198,7 @@ impl<'s> Transaction<'s> {
         &mut self,
         table: &str,
         key: &Key,
-        row: Row,
+        row: RowRef,
         keep: impl FnOnce(&RowRef) -> B,
     ) -> Result<(Rid, B)> {
         let (ti, t) = self.writable(table)?;
@@ -225,7 +229,7 @@ impl<'s> Transaction<'s> {
             return Err(not_found(&t, key));
         };
         let row = t.schema().apply_changes(t.name(), &current, changes)?;
-        self.put_locked(ti, &t, rid, key, current, row)?;
+        self.put_locked(ti, &t, rid, key, current, row.into())?;
         Ok(rid)
     }
 
@@ -260,7 +264,7 @@ impl<'s> Transaction<'s> {
         let kept = keep(&current);
         if self.records_ops {
             self.ops.push(Operation::Delete {
-                table: t.name().to_owned(),
+                table: t.name().into(),
                 key: key.clone(),
             });
             self.before.push(Some(current));
@@ -372,7 +376,7 @@ impl<'s> Transaction<'s> {
         rid: Rid,
         key: &Key,
         current: RowRef,
-        row: Row,
+        row: RowRef,
     ) -> Result<()> {
         if !t.schema().key_matches(&row, key) {
             let new_key = t.schema().key_of(&row);
@@ -390,13 +394,13 @@ impl<'s> Transaction<'s> {
         self.wrote = true;
         if self.records_ops {
             self.ops.push(Operation::Update {
-                table: t.name().to_owned(),
+                table: t.name().into(),
                 key: key.clone(),
-                row: row.clone(),
+                row: RowRef::clone(&row),
             });
             self.before.push(Some(current));
         }
-        t.set_pending(self.id, rid, Pending::Put(RowRef::from(row)));
+        t.set_pending(self.id, rid, Pending::Put(row));
         Ok(())
     }
 

@@ -349,12 +349,12 @@ fn the_commit_gate_sees_operations_and_can_veto() {
             vec![
                 Operation::Insert {
                     table: "t".into(),
-                    row: row(1, "a")
+                    row: row(1, "a").into()
                 },
                 Operation::Update {
                     table: "t".into(),
                     key: 1.into(),
-                    row: row(1, "b")
+                    row: row(1, "b").into()
                 },
             ]
         );

@@ -116,7 +116,7 @@ mod tests {
         let operations = vec![
             Operation::Insert {
                 table: "scratch".into(),
-                row: vec![Value::Int(1)],
+                row: vec![Value::Int(1)].into(),
             },
             Operation::Delete {
                 table: "acct".into(),

@@ -152,6 +152,9 @@ impl Etcd {
     }
 }
 
+/// Starts of a [`LocalEtcd`] tried before giving up.
+const SPAWN_ATTEMPTS: u32 = 3;
+
 /// A single-node etcd run as a child process on free loopback ports, for tests,
 /// benchmarks and trying the etcd arbiter on one machine; killed on drop.
 pub struct LocalEtcd {
@@ -172,8 +175,8 @@ impl LocalEtcd {
         data_dir: &std::path::Path,
         host: std::net::Ipv4Addr,
     ) -> Result<Option<LocalEtcd>> {
-        use std::process::{Command, Stdio};
-        let installed = Command::new("etcd")
+        use std::process::Stdio;
+        let installed = std::process::Command::new("etcd")
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -182,12 +185,39 @@ impl LocalEtcd {
         if !installed {
             return Ok(None);
         }
-        let free = || -> Result<SocketAddr> {
+        // A port found free may be taken by someone else before etcd binds it (tests
+        // start several at once); etcd then exits, and is started again on others.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match LocalEtcd::spawn(data_dir, host)? {
+                Some(local) => return Ok(Some(local)),
+                None if attempt < SPAWN_ATTEMPTS => continue,
+                None => {
+                    return Err(failed(
+                        SocketAddr::from((host, 0)),
+                        format!("etcd exited at start {SPAWN_ATTEMPTS} times (ports taken?)"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// One start on two free ports; `None` if etcd exited before answering.
+    fn spawn(data_dir: &std::path::Path, host: std::net::Ipv4Addr) -> Result<Option<LocalEtcd>> {
+        use std::process::{Command, Stdio};
+        let bind = || {
             std::net::TcpListener::bind((host, 0))
-                .and_then(|l| l.local_addr())
                 .map_err(|e| failed(SocketAddr::from((host, 0)), format!("no free port: {e}")))
         };
-        let (client, peer) = (free()?, free()?);
+        // Both held until both are known: the two ports differ.
+        let (client_l, peer_l) = (bind()?, bind()?);
+        let addr = |l: &std::net::TcpListener| {
+            l.local_addr()
+                .map_err(|e| failed(SocketAddr::from((host, 0)), format!("no free port: {e}")))
+        };
+        let (client, peer) = (addr(&client_l)?, addr(&peer_l)?);
+        drop((client_l, peer_l));
         let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));
         let child = Command::new("etcd")
             .arg("--data-dir")
@@ -201,10 +231,13 @@ impl LocalEtcd {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| failed(client, format!("cannot start etcd: {e}")))?;
-        let local = LocalEtcd { child, client };
+        let mut local = LocalEtcd { child, client };
         let etcd = local.client(Duration::from_millis(500));
         let deadline = Instant::now() + Duration::from_secs(20);
         while let Err(e) = etcd.get("ready?") {
+            if matches!(local.child.try_wait(), Ok(Some(_))) {
+                return Ok(None);
+            }
             if Instant::now() > deadline {
                 return Err(failed(client, format!("did not answer within 20 s: {e}")));
             }

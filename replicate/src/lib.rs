@@ -180,4 +180,4 @@ pub use replicator::{HandOver, Replication, Replicator, ReplicatorConfig};
 pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use seq::Seq;
 pub use switchover::{switchover, Switched, Switchover, SwitchoverReport};
-pub use wire::{encode, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use wire::{encode, encode_into, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};

@@ -39,7 +39,7 @@ fn submit_sync(link: &mut Link, now: Micros) -> Seq {
 fn insert(k: i64, payload: usize) -> Vec<Operation> {
     vec![Operation::Insert {
         table: "t".into(),
-        row: vec![Value::Int(k), Value::from(vec![0u8; payload])],
+        row: vec![Value::Int(k), Value::from(vec![0u8; payload])].into(),
     }]
 }
 

@@ -19,7 +19,7 @@ fn record(seq: u64) -> LogRecord {
         operations: vec![Operation::Update {
             table: "subscriber".into(),
             key: Key::from(format!("44010{seq:010}")),
-            row: vec![format!("44010{seq:010}").into(), (seq as i64).into()],
+            row: vec![format!("44010{seq:010}").into(), (seq as i64).into()].into(),
         }],
     }
 }

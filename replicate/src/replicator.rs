@@ -499,7 +499,7 @@ impl CatalogObserver for Gate {
         let event = change.event();
         let name = event_name(&event);
         let operations = vec![Operation::Ddl {
-            table: change.table_name().to_owned(),
+            table: change.table_name().into(),
             event,
         }];
         let txn = TxnId::next();

@@ -71,12 +71,12 @@ fn operation(kind: u8, table: &str) -> Operation {
     match kind % 3 {
         0 => Operation::Insert {
             table: table.into(),
-            row,
+            row: row.into(),
         },
         1 => Operation::Update {
             table: table.into(),
             key,
-            row,
+            row: row.into(),
         },
         _ => Operation::Delete {
             table: table.into(),

@@ -53,19 +53,19 @@ fn the_seed_000_policy_decides_as_the_paper_says() {
     );
     let billing = vec![Operation::Insert {
         table: "billing_cdr".into(),
-        row: vec![1.into()],
+        row: vec![1.into()].into(),
     }];
     let d = rules.decide_transaction(&billing, &s, noon);
     assert_eq!((d.mode, d.when_peer_down), (Mode::Sync, WhenPeerDown::Fail));
     let updates = vec![
         Operation::Insert {
             table: "session".into(),
-            row: vec![1.into()],
+            row: vec![1.into()].into(),
         },
         Operation::Update {
             table: "subscriber".into(),
             key: Key::from(1),
-            row: vec![1.into()],
+            row: vec![1.into()].into(),
         },
     ];
     let d = rules.decide_transaction(&updates, &s, noon);

@@ -21,7 +21,7 @@ fn all_messages() -> Vec<Message> {
     let ops = vec![
         Operation::Insert {
             table: "subscriber".into(),
-            row: vec!["440101234567890".into(), 5.into()],
+            row: vec!["440101234567890".into(), 5.into()].into(),
         },
         Operation::Delete {
             table: "session".into(),

@@ -53,7 +53,7 @@ fn ship(seq: u64, k: i64, v: i64) -> Message {
         mode: Mode::Async,
         operations: vec![Operation::Insert {
             table: T.into(),
-            row: kv_row(k, v),
+            row: kv_row(k, v).into(),
         }]
         .into(),
         verify: false,
@@ -127,7 +127,7 @@ fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
         epoch: Epoch(1),
         operations: vec![Operation::Insert {
             table: T.into(),
-            row: kv_row(9, 90),
+            row: kv_row(9, 90).into(),
         }]
         .into(),
         responses: vec![42],
@@ -209,7 +209,7 @@ fn a_restart_loads_the_checkpoint_and_replays_only_the_tail() {
                     operations: vec![Operation::Update {
                         table: T.into(),
                         key: Key::from(k),
-                        row: kv_row(k, seq as i64),
+                        row: kv_row(k, seq as i64).into(),
                     }]
                     .into(),
                     verify: false,
@@ -353,7 +353,7 @@ fn a_commit_or_abort_from_an_older_epoch_is_refused() {
         epoch: Epoch(3),
         operations: vec![Operation::Insert {
             table: T.into(),
-            row: kv_row(4, 40),
+            row: kv_row(4, 40).into(),
         }]
         .into(),
         responses: vec![1],

@@ -60,17 +60,17 @@ fn operation(w: &Write) -> Operation {
     match *w {
         Write::Insert(t, k, v) => Operation::Insert {
             table: TABLES[t].into(),
-            row: kv_row(k, v),
+            row: kv_row(k, v).into(),
         },
         Write::Update(t, k, v) => Operation::Update {
             table: TABLES[t].into(),
             key: Key::from(k),
-            row: kv_row(k, v),
+            row: kv_row(k, v).into(),
         },
         Write::Rekey(t, k, to) => Operation::Update {
             table: TABLES[t].into(),
             key: Key::from(k),
-            row: kv_row(to, k),
+            row: kv_row(to, k).into(),
         },
         Write::Delete(t, k) => Operation::Delete {
             table: TABLES[t].into(),

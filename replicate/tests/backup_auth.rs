@@ -89,7 +89,7 @@ fn forged_frames_change_nothing_and_the_real_primary_gets_in() {
         mode: Mode::Async,
         operations: vec![Operation::Insert {
             table: T.into(),
-            row: kv_row(666, 666),
+            row: kv_row(666, 666).into(),
         }]
         .into(),
         verify: false,

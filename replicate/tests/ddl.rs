@@ -29,7 +29,7 @@ fn a_backup_without_a_ddl_handler_rejects_a_catalog_change_and_applies_what_surr
     backup.connected(Epoch(1)).unwrap();
     let insert = |k: i64| Operation::Insert {
         table: T.into(),
-        row: kv_row(k, k),
+        row: kv_row(k, k).into(),
     };
     let schema = db.table(T).unwrap().schema().as_ref().clone();
     let ddl = Operation::Ddl {
@@ -84,7 +84,7 @@ mode = "sync"
     assert_eq!(AccessKind::from(ddl.kind()), AccessKind::Ddl);
     let insert = Operation::Insert {
         table: T.into(),
-        row: kv_row(1, 1),
+        row: kv_row(1, 1).into(),
     };
     let info = SessionInfo::default();
     let mode = |ops: &[Operation]| rules.decide_transaction(ops, &info, TimeOfDay::hm(12, 0));

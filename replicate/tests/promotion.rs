@@ -41,7 +41,7 @@ fn start<'s>(dir: &Path, session: &'s Session) -> Applier<'s> {
 fn insert(k: i64) -> Vec<Operation> {
     vec![Operation::Insert {
         table: T.into(),
-        row: kv_row(k, k),
+        row: kv_row(k, k).into(),
     }]
 }
 

@@ -846,7 +846,7 @@ impl<'s> Applier<'s> {
         let [Operation::Ddl { table, event }] = &operations[..] else {
             return apply(self.session, self.ddl.as_deref(), operations);
         };
-        let (table, change) = (table.clone(), event_name(event).to_owned());
+        let (table, change) = (table.to_string(), event_name(event).to_owned());
         let started = Instant::now();
         let applied = apply(self.session, self.ddl.as_deref(), operations);
         let change = CatalogChangeAt {

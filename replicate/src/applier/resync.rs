@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 
 use std::sync::Arc;
 
-use kirikae_engine::{Database, Key, Operation, Row, Schema, Table, Transaction};
+use kirikae_engine::{Database, Key, Operation, RowRef, Schema, Table, Transaction};
 
 use super::{protocol, Applier, Work};
 use crate::access_log::{AccessEntry, AccessRecord};
@@ -198,7 +198,7 @@ impl<'s> Applier<'s> {
         let schema = Arc::clone(self.session.database().table(table)?.schema());
         let mut txn = self.session.begin();
         for row in rows.into_owned() {
-            put(&mut txn, table, schema.key_of(&row), row)?;
+            put(&mut txn, table, schema.key_of(&row), row.into())?;
         }
         txn.commit()?;
         Ok(())
@@ -290,7 +290,7 @@ impl<'s> Applier<'s> {
 }
 
 /// Writes `row`, whose key is `key`, whether or not the key exists.
-fn put(txn: &mut Transaction<'_>, table: &str, key: Key, row: Row) -> Result<()> {
+fn put(txn: &mut Transaction<'_>, table: &str, key: Key, row: RowRef) -> Result<()> {
     if txn.get_for_update(table, &key)?.is_some() {
         txn.update(table, &key, row)?;
     } else {

@@ -14,7 +14,7 @@ use crate::wire::Message;
 fn operation_key(op: &Operation) -> Key {
     match op {
         Operation::Update { key, .. } | Operation::Delete { key, .. } => key.clone(),
-        Operation::Insert { row, .. } => Key::new(row.clone()),
+        Operation::Insert { row, .. } => Key::new(row.to_vec()),
         Operation::Ddl { .. } => Key::new(Vec::new()),
     }
 }

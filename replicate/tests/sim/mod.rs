@@ -442,7 +442,7 @@ impl Sim {
                 None => {
                     ops.push(Operation::Insert {
                         table: ACCT.into(),
-                        row,
+                        row: row.into(),
                     });
                     befores.push(None);
                     changes.push((ACCT, k, Some(v)));
@@ -453,7 +453,7 @@ impl Sim {
                         ops.push(Operation::Update {
                             table: ACCT.into(),
                             key: Key::from(k),
-                            row,
+                            row: row.into(),
                         });
                         befores.push(Some(RowRef::from(before)));
                         changes.push((ACCT, k, Some(v)));
@@ -473,7 +473,7 @@ impl Sim {
             self.next_ledger += 1;
             ops.push(Operation::Insert {
                 table: LEDGER.into(),
-                row: vec![ledger.into(), 1.into()],
+                row: vec![ledger.into(), 1.into()].into(),
             });
             befores.push(None);
             changes.push((LEDGER, ledger, Some(1)));
