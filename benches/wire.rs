@@ -1,50 +1,61 @@
-//! The replication stream's codec: time to frame one shipped transaction of the
-//! telecom workload (one update of a subscriber row) and to decode it again. The
-//! primary frames every replicated commit on its link thread and the backup decodes
-//! each on its serving thread, so these times are a floor under both processes' CPU
-//! per transaction.
+//! The replication stream's codec, on one shipped transaction of the telecom
+//! workload (one update of a subscriber row):
+//! - `encode_writes`: what the committing thread does (`Writes::encoded`);
+//! - `frame_spliced`: what the link thread then does with those bytes;
+//! - `frame_serde`: framing from the operations instead (a transaction replayed
+//!   from the difference file), the whole cost before writes were encoded early;
+//! - `decode`: what the backup's serving thread does with the frame.
 
 // Test code: a failed unwrap is the test failing, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::hint::black_box;
-use std::sync::Arc;
-
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kirikae::engine::Operation;
 use kirikae::replicate::{
-    encode, encode_into, Epoch, FrameDecoder, Message, Mode, Seq, MAX_FRAME_BYTES,
+    encode, encode_into, Epoch, FrameDecoder, Message, Mode, Seq, Writes, MAX_FRAME_BYTES,
 };
 use kirikae_workload::workload::{subscriber_key, subscriber_row, SUBSCRIBER_TABLE};
+use std::hint::black_box;
 
-fn shipped_update() -> Message {
+fn update() -> Vec<Operation> {
+    vec![Operation::Update {
+        table: SUBSCRIBER_TABLE.into(),
+        key: subscriber_key(42_042),
+        row: subscriber_row(42_042).into(),
+    }]
+}
+
+fn ship(operations: Writes) -> Message {
     Message::Ship {
         seq: Seq(1_234_567),
         epoch: Epoch(3),
         mode: Mode::Async,
-        operations: Arc::new(vec![Operation::Update {
-            table: SUBSCRIBER_TABLE.into(),
-            key: subscriber_key(42_042),
-            row: subscriber_row(42_042).into(),
-        }]),
+        operations,
         verify: false,
     }
 }
 
 fn codec(c: &mut Criterion) {
-    let message = shipped_update();
-    let frame = encode(&message, MAX_FRAME_BYTES).unwrap();
+    let spliced = ship(Writes::encoded(update()));
+    let plain = ship(Writes::new(update()));
+    let frame = encode(&spliced, MAX_FRAME_BYTES).unwrap();
+    assert_eq!(frame, encode(&plain, MAX_FRAME_BYTES).unwrap());
     let mut group = c.benchmark_group("wire");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("encode_ship_update", |b| {
-        let mut out = Vec::with_capacity(4096);
-        b.iter(|| {
-            out.clear();
-            encode_into(black_box(&message), MAX_FRAME_BYTES, &mut out).unwrap();
-            black_box(out.len())
-        })
+    group.bench_function("encode_writes", |b| {
+        b.iter_batched(update, Writes::encoded, BatchSize::SmallInput)
     });
-    group.bench_function("decode_ship_update", |b| {
+    for (name, message) in [("frame_spliced", &spliced), ("frame_serde", &plain)] {
+        group.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(4096);
+            b.iter(|| {
+                out.clear();
+                encode_into(black_box(message), MAX_FRAME_BYTES, &mut out).unwrap();
+                black_box(out.len())
+            })
+        });
+    }
+    group.bench_function("decode", |b| {
         b.iter(|| {
             let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
             decoder.push(black_box(&frame));

@@ -70,13 +70,15 @@ pub fn encode_into<T: Serialize>(
     max_payload_bytes: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), FrameFault> {
-    let start = out.len();
-    out.extend_from_slice(&[0; HEADER_BYTES]);
+    // A unit encodes to nothing: the frame of `value` alone.
+    encode_spliced_into(value, &[], &(), max_payload_bytes, out)
+}
+
+/// Fills in the header of the frame that starts at `start` and runs to the end of
+/// `out`, once its payload is checked against `max_payload_bytes`; on failure the
+/// frame is cut off again.
+fn seal(start: usize, max_payload_bytes: usize, out: &mut Vec<u8>) -> Result<(), FrameFault> {
     let body = start + HEADER_BYTES;
-    if let Err(e) = postcard::to_extend(value, Tail(out)) {
-        out.truncate(start);
-        return Err(FrameFault::Undecodable(e.to_string()));
-    }
     let payload_len = out.len() - body;
     let Some(len) = u32::try_from(payload_len)
         .ok()
@@ -92,6 +94,36 @@ pub fn encode_into<T: Serialize>(
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..body].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Frames `head`, then `raw` as it is (bytes already in postcard), then `tail`: the
+/// frame of a value whose fields encode to those three in turn, without encoding
+/// the part already encoded. Fails if its payload is over `max_payload_bytes`; on
+/// failure `out` is as it was.
+pub fn encode_spliced_into<H: Serialize, T: Serialize>(
+    head: &H,
+    raw: &[u8],
+    tail: &T,
+    max_payload_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameFault> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    let mut encoded = postcard::to_extend(head, Tail(out)).map(drop);
+    if encoded.is_ok() {
+        out.extend_from_slice(raw);
+        encoded = postcard::to_extend(tail, Tail(out)).map(drop);
+    }
+    if let Err(e) = encoded {
+        out.truncate(start);
+        return Err(FrameFault::Undecodable(e.to_string()));
+    }
+    seal(start, max_payload_bytes, out)
+}
+
+/// The length of the frame [`encode_spliced_into`] makes, computed without encoding.
+pub fn spliced_len<H: Serialize, T: Serialize>(head: &H, raw: &[u8], tail: &T) -> usize {
+    encoded_len(head) + raw.len() + encoded_len(tail) - HEADER_BYTES
 }
 
 /// Postcard's writer for [`encode_into`]: appends to a borrowed buffer.

@@ -141,6 +141,7 @@ mod wire;
 #[cfg(test)]
 mod wire_tests;
 mod write_fence;
+mod writes;
 
 pub use access_log::{AccessEntry, AccessLog, AccessLogOptions, AccessRecord, Reopened};
 pub use admin::{
@@ -181,3 +182,4 @@ pub use rules::{Access, AccessKind, Decision, Rule, RuleSet, TimeOfDay};
 pub use seq::Seq;
 pub use switchover::{switchover, Switched, Switchover, SwitchoverReport};
 pub use wire::{encode, encode_into, FrameDecoder, Message, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use writes::Writes;

@@ -9,6 +9,7 @@ use crate::link::{
 };
 use crate::mode::{Mode, WhenPeerDown};
 use crate::seq::Seq;
+use crate::writes::Writes;
 
 /// A link in step with a peer at sequence 0 that needs no copy (a resync of an
 /// empty peer is `link/resync.rs`'s business).
@@ -36,11 +37,13 @@ fn submit_sync(link: &mut Link, now: Micros) -> Seq {
     }
 }
 
-fn insert(k: i64, payload: usize) -> Vec<Operation> {
-    vec![Operation::Insert {
+/// An insert of key `k` with `payload` bytes, encoded as a committing thread
+/// encodes it (so the frames the tests size are the spliced ones).
+fn insert(k: i64, payload: usize) -> Writes {
+    Writes::encoded(vec![Operation::Insert {
         table: "t".into(),
         row: vec![Value::Int(k), Value::from(vec![0u8; payload])].into(),
-    }]
+    }])
 }
 
 fn diverged_reason(ready: &Ready) -> String {
@@ -424,7 +427,7 @@ fn a_ship_is_barely_longer_than_its_record() {
                 seq: Seq(seq),
                 epoch: Epoch(epoch),
                 mode,
-                operations: insert(-1, payload),
+                operations: insert(-1, payload).into_operations(),
             };
             let ship = Message::Ship {
                 seq: record.seq,

@@ -37,6 +37,7 @@ use crate::seq::Seq;
 use crate::shared::Shared;
 use crate::sync_waiter::{OutcomeSlot, Waited};
 use crate::write_fence::{Refusal, WriteFence};
+use crate::writes::Writes;
 
 /// Settings of a [`Replicator`].
 #[derive(Clone, Debug)]
@@ -429,6 +430,9 @@ impl Gate {
         if pace_us > 0 {
             std::thread::sleep(Duration::from_micros(pace_us));
         }
+        // Encoded here, outside the lock and while the rows are in this core's cache
+        // (see `writes.rs`).
+        let operations = Writes::encoded(std::mem::take(&mut shipment.operations));
         let mut core = shared.core.lock();
         let sync_timeout = core.link.config().sync_timeout;
         // The clock is read only if there is a pause to time.
@@ -460,7 +464,6 @@ impl Gate {
         }
         let now = shared.now();
         let mode = shipment.mode;
-        let operations = std::mem::take(&mut shipment.operations);
         let submitted = core
             .link
             .submit(now, mode, shipment.when_peer_down, operations, || {

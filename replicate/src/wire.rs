@@ -6,9 +6,7 @@
 //! can apply in order, drop duplicates, and fence a stale primary. Connections open
 //! with an authenticated handshake ([`crate::handshake`]).
 
-use std::sync::Arc;
-
-use kirikae_engine::{Operation, Schema};
+use kirikae_engine::Schema;
 use serde::{Deserialize, Serialize};
 
 use crate::copied_rows::CopiedRows;
@@ -17,6 +15,7 @@ use crate::error::WireError;
 use crate::frame::{self, FrameFault};
 use crate::mode::Mode;
 use crate::seq::Seq;
+use crate::writes::Writes;
 
 /// The protocol version this build speaks (5: transactions may carry catalog
 /// changes, `Operation::Ddl`).
@@ -58,7 +57,7 @@ pub enum Message {
         /// replayed from the difference file: apply and commit at once).
         mode: Mode,
         /// Its writes (shared with the primary's window until acknowledged).
-        operations: Arc<Vec<Operation>>,
+        operations: Writes,
         /// Answer with `Applied` and the responses, to be verified.
         verify: bool,
     },
@@ -69,7 +68,7 @@ pub enum Message {
         /// Primary's epoch.
         epoch: Epoch,
         /// Its writes (shared with the primary's window until acknowledged).
-        operations: Arc<Vec<Operation>>,
+        operations: Writes,
         /// The primary's response digest of each operation, logged by the backup: at
         /// a promotion, an in-doubt transaction commits only if they match its own.
         responses: Vec<u64>,
@@ -242,7 +241,13 @@ pub fn encode_into(
     frame_bytes_max: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    frame::encode_into(message, frame_bytes_max, out).map_err(|fault| match fault {
+    let framed = match spliced(message) {
+        Some((head, encoding, tail)) => {
+            frame::encode_spliced_into(&head, encoding, &tail, frame_bytes_max, out)
+        }
+        None => frame::encode_into(message, frame_bytes_max, out),
+    };
+    framed.map_err(|fault| match fault {
         FrameFault::TooLarge { len, max } => WireError::TooLarge {
             offset: 0,
             len,
@@ -253,6 +258,70 @@ pub fn encode_into(
             reason: format!("cannot encode {}: {other}", message.name()),
         },
     })
+}
+
+/// The length of `message`'s frame, header included (what [`encode_into`] appends),
+/// computed without encoding it.
+pub(crate) fn encoded_len(message: &Message) -> usize {
+    match spliced(message) {
+        Some((head, encoding, tail)) => frame::spliced_len(&head, encoding, &tail),
+        None => frame::encoded_len(message),
+    }
+}
+
+/// The fields before a message's writes, their encoding, and the fields after.
+type Spliced<'m> = (Head, &'m [u8], Tail<'m>);
+
+/// What precedes the writes: the variant's tag and the fields before them.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Head {
+    Ship(u32, Seq, Epoch, Mode),
+    Prepare(u32, Seq, Epoch),
+}
+
+/// What follows the writes in a `Ship` (its flag) or a `Prepare` (its responses).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Tail<'m> {
+    Verify(bool),
+    Responses(&'m [u64]),
+}
+
+/// Postcard's tags of the two variants that carry writes (their index in
+/// [`Message`], as a varint); `wire_tests` checks that a spliced frame is the frame
+/// serde writes.
+const SHIP_TAG: u32 = 2;
+const PREPARE_TAG: u32 = 3;
+
+/// A `Ship` or `Prepare` whose writes were encoded by the committing thread: its
+/// frame is spliced from the fields around them and their encoding, which postcard
+/// writes in field order with nothing in between. `None` for every other message.
+fn spliced(message: &Message) -> Option<Spliced<'_>> {
+    match message {
+        Message::Ship {
+            seq,
+            epoch,
+            mode,
+            operations,
+            verify,
+        } => Some((
+            Head::Ship(SHIP_TAG, *seq, *epoch, *mode),
+            operations.encoding()?,
+            Tail::Verify(*verify),
+        )),
+        Message::Prepare {
+            seq,
+            epoch,
+            operations,
+            responses,
+        } => Some((
+            Head::Prepare(PREPARE_TAG, *seq, *epoch),
+            operations.encoding()?,
+            Tail::Responses(responses),
+        )),
+        _ => None,
+    }
 }
 
 /// Splits a byte stream into messages, however the bytes arrive.

@@ -35,7 +35,9 @@ fn all_messages() -> Vec<Message> {
             seq: Seq(42),
             epoch: Epoch(3),
             mode: Mode::Ordered,
-            operations: ops.clone().into(),
+            // Framed from the committing thread's encoding (the Prepare below from
+            // its operations): both ways are pinned.
+            operations: Writes::encoded(ops.clone()),
             verify: true,
         },
         Message::Prepare {
@@ -245,3 +247,124 @@ const GOLDEN_STREAM: &str = concat!(
     "0000f7c6fc300e030203000000d8a0f4830f022d13000000f8c62f2b022e0203",
     "0203026b760302010203026b760100",
 );
+
+mod spliced {
+    use kirikae_engine::{Key, Operation, Value};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use crate::epoch::Epoch;
+    use crate::seq::Seq;
+    use crate::wire::{self, encode, FrameDecoder, Message, MAX_FRAME_BYTES};
+    use crate::writes::Writes;
+    use crate::{Mode, WireError};
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            // Across the 24 bytes a text keeps inline.
+            "[a-z0-9é]{0,40}".prop_map(|s| Value::from(s.as_str())),
+            vec(any::<u8>(), 0..300).prop_map(Value::from),
+        ]
+    }
+
+    fn operation() -> impl Strategy<Value = Operation> {
+        let table = "[a-z_]{1,40}";
+        let key = prop_oneof![
+            any::<i64>().prop_map(Key::from),
+            vec(value(), 1..3).prop_map(Key::new),
+        ];
+        prop_oneof![
+            (table, vec(value(), 0..8)).prop_map(|(t, row)| Operation::Insert {
+                table: t.as_str().into(),
+                row: row.into(),
+            }),
+            (table, key.clone(), vec(value(), 0..8)).prop_map(|(t, key, row)| {
+                Operation::Update {
+                    table: t.as_str().into(),
+                    key,
+                    row: row.into(),
+                }
+            }),
+            (table, key).prop_map(|(t, key)| Operation::Delete {
+                table: t.as_str().into(),
+                key,
+            }),
+        ]
+    }
+
+    fn message(
+        writes: Writes,
+        seq: u64,
+        epoch: u64,
+        mode: Mode,
+        responses: Option<Vec<u64>>,
+    ) -> Message {
+        match responses {
+            Some(responses) => Message::Prepare {
+                seq: Seq(seq),
+                epoch: Epoch(epoch),
+                operations: writes,
+                responses,
+            },
+            None => Message::Ship {
+                seq: Seq(seq),
+                epoch: Epoch(epoch),
+                mode,
+                operations: writes,
+                verify: seq % 2 == 0,
+            },
+        }
+    }
+
+    proptest! {
+        /// A `Ship` or `Prepare` whose writes the committing thread encoded frames to
+        /// the very bytes serde writes from its operations, its length is known
+        /// without framing it, and it decodes back to the same message.
+        #[test]
+        fn a_spliced_frame_is_the_frame_serde_writes(
+            ops in vec(operation(), 0..5),
+            seq in any::<u64>(),
+            epoch in any::<u64>(),
+            mode in prop_oneof![Just(Mode::Async), Just(Mode::Ordered), Just(Mode::Sync)],
+            responses in proptest::option::of(vec(any::<u64>(), 0..4)),
+        ) {
+            let spliced = message(Writes::encoded(ops.clone()), seq, epoch, mode, responses.clone());
+            let encoded = matches!(
+                &spliced,
+                Message::Ship { operations, .. } | Message::Prepare { operations, .. }
+                    if operations.encoding().is_some()
+            );
+            prop_assert!(encoded, "the committing thread's encoding is made");
+            let plain = message(Writes::new(ops), seq, epoch, mode, responses);
+            let frame = encode(&spliced, MAX_FRAME_BYTES).expect("encodes");
+            prop_assert_eq!(&frame, &encode(&plain, MAX_FRAME_BYTES).expect("encodes"));
+            prop_assert_eq!(wire::encoded_len(&spliced), frame.len());
+            prop_assert_eq!(wire::encoded_len(&plain), frame.len());
+            let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+            decoder.push(&frame);
+            prop_assert_eq!(decoder.next_message().expect("decodes"), Some(plain));
+        }
+    }
+
+    /// The frame limit holds for a spliced frame as for any other, and a refused one
+    /// leaves the output as it was.
+    #[test]
+    fn a_spliced_frame_over_the_limit_is_refused() {
+        let ops = vec![Operation::Insert {
+            table: "t".into(),
+            row: vec![Value::from(vec![7u8; 1000])].into(),
+        }];
+        let ship = message(Writes::encoded(ops), 1, 1, Mode::Async, None);
+        let mut out = vec![1, 2, 3];
+        let refused = wire::encode_into(&ship, 500, &mut out);
+        assert!(
+            matches!(refused, Err(WireError::TooLarge { max: 500, .. })),
+            "{refused:?}"
+        );
+        assert_eq!(out, [1, 2, 3]);
+    }
+}

@@ -6,10 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kirikae_engine::{Database, Key, Operation, SessionInfo, Value};
-use kirikae_replicate::{Applier, ApplierStats, Epoch, Message, Mode, Seq};
+use kirikae_replicate::{Applier, ApplierStats, Epoch, Message, Mode, Seq, Writes};
 use kirikae_testkit::{kv_database, kv_row};
 use proptest::prelude::*;
 
@@ -139,7 +138,7 @@ fn apply(txns: &[Txn], batches: &[usize], lanes: usize) -> (Model, Vec<Message>,
                 seq: Seq(i as u64 + 1),
                 epoch: Epoch(1),
                 mode: t.mode,
-                operations: Arc::new(t.writes.iter().map(operation).collect()),
+                operations: Writes::new(t.writes.iter().map(operation).collect()),
                 verify: t.verify,
             };
             backup.handle(message).unwrap();

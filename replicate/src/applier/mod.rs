@@ -47,6 +47,7 @@ use crate::mode::Mode;
 use crate::seq::Seq;
 use crate::utc;
 use crate::wire::{Message, PROTOCOL_VERSION};
+use crate::writes::Writes;
 use lanes::{Done, Job, Lanes, Outcome};
 
 /// Counts kept by an [`Applier`].
@@ -309,7 +310,7 @@ impl<'s> Applier<'s> {
                 seq,
                 epoch: record.epoch,
                 mode,
-                operations: Arc::new(operations),
+                operations: Writes::new(operations),
                 verify: false,
             },
             AccessEntry::Prepare {
@@ -318,7 +319,7 @@ impl<'s> Applier<'s> {
             } => Message::Prepare {
                 seq,
                 epoch: record.epoch,
-                operations: Arc::new(operations),
+                operations: Writes::new(operations),
                 responses,
             },
             AccessEntry::Commit => Message::Commit {
@@ -440,7 +441,7 @@ impl<'s> Applier<'s> {
                     return Ok(());
                 }
                 // A decoded message holds its operations alone: nothing is copied.
-                let operations = Arc::unwrap_or_clone(operations);
+                let operations = operations.into_operations();
                 let entry = AccessEntry::Ship { mode, operations };
                 self.log(seq, entry, replayed, verify)
             }
@@ -460,7 +461,7 @@ impl<'s> Applier<'s> {
                 }
                 self.undecided.insert(seq);
                 let entry = AccessEntry::Prepare {
-                    operations: Arc::unwrap_or_clone(operations),
+                    operations: operations.into_operations(),
                     responses,
                 };
                 self.log(seq, entry, replayed, false)

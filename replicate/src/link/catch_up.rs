@@ -3,7 +3,7 @@
 //! acknowledgements; new transactions pause for the last stretch, and the link goes
 //! duplex when nothing is left.
 
-use std::sync::Arc;
+use crate::writes::Writes;
 
 use super::{micros, Event, Link, LinkState, Micros, ReadRequest};
 use crate::epoch::Epoch;
@@ -149,7 +149,7 @@ impl Link {
                     seq: r.seq,
                     epoch,
                     mode: r.mode,
-                    operations: Arc::new(r.operations),
+                    operations: Writes::new(r.operations),
                     verify: false,
                 }
             });

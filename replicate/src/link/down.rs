@@ -2,8 +2,6 @@
 //! difference file and settles undecided sync transactions by their rule; what the
 //! shell reports of the difference file releases commits waiting for durability.
 
-use std::sync::Arc;
-
 use super::window::Status;
 use super::{Event, Link, LinkState, Micros, Persisted, SyncOutcome};
 use crate::epoch::Epoch;
@@ -159,7 +157,7 @@ impl Link {
                 Status::Aborted => (Mode::Skip, Vec::new()),
                 // The message that shipped them is gone by now, or still to be
                 // written (then they are copied).
-                _ => (e.mode, Arc::unwrap_or_clone(e.operations)),
+                _ => (e.mode, e.operations.into_operations()),
             };
             let record = LogRecord {
                 seq: e.seq,

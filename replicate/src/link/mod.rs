@@ -36,10 +36,6 @@ mod rejoin;
 mod resync;
 mod window;
 
-use std::sync::Arc;
-
-use kirikae_engine::Operation;
-
 pub use config::{LinkConfig, LinkState};
 pub use event::Event;
 pub use metrics::LinkMetrics;
@@ -54,7 +50,8 @@ use crate::frame;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::{LogRecord, MAX_RECORD_BYTES};
 use crate::seq::Seq;
-use crate::wire::{Message, PROTOCOL_VERSION};
+use crate::wire::{self, Message, PROTOCOL_VERSION};
+use crate::writes::Writes;
 use catch_up::CatchUp;
 use rejoin::RolledBack;
 use window::{Entry, Status, Window};
@@ -259,7 +256,7 @@ impl Link {
         now: Micros,
         mode: Mode,
         when_down: WhenPeerDown,
-        operations: Vec<Operation>,
+        operations: Writes,
         responses: impl FnOnce() -> Vec<u64>,
     ) -> Result<Submitted> {
         debug_assert!(mode != Mode::Skip, "skip transactions get no sequence");
@@ -290,7 +287,7 @@ impl Link {
                 seq,
                 epoch,
                 mode,
-                operations,
+                operations: operations.into_operations(),
             };
             let len = frame::encoded_len(&record);
             if len > MAX_RECORD_BYTES {
@@ -314,14 +311,13 @@ impl Link {
             self.awaiting_durable.push((seq, outcome));
             return Ok(Submitted::Waiting { seq });
         }
-        let operations = Arc::new(operations);
         let (message, responses, status) = if resyncing {
             (
                 Message::Ship {
                     seq,
                     epoch,
                     mode,
-                    operations: Arc::clone(&operations),
+                    operations: operations.clone(),
                     verify: false,
                 },
                 None,
@@ -334,7 +330,7 @@ impl Link {
                 Message::Prepare {
                     seq,
                     epoch,
-                    operations: Arc::clone(&operations),
+                    operations: operations.clone(),
                     responses: responses.clone(),
                 },
                 Some(responses),
@@ -352,14 +348,14 @@ impl Link {
                     seq,
                     epoch,
                     mode,
-                    operations: Arc::clone(&operations),
+                    operations: operations.clone(),
                     verify,
                 },
                 verify.then(responses),
                 Status::Shipped,
             )
         };
-        let len = frame::encoded_len(&message);
+        let len = wire::encoded_len(&message);
         if len - frame::HEADER_BYTES > self.config.frame_bytes_max {
             return Err(too_large(
                 len - frame::HEADER_BYTES,
@@ -520,7 +516,7 @@ impl Link {
     /// Queues a message for the peer without counting it as activity (a decision
     /// about a transaction already sent is not a heartbeat).
     fn queue(&mut self, message: Message) {
-        self.out_bytes += frame::encoded_len(&message);
+        self.out_bytes += wire::encoded_len(&message);
         self.ready.messages.push(message);
     }
 }

@@ -1,11 +1,9 @@
 //! The in-memory window of a duplex link: every transaction sent and not yet
 //! acknowledged, contiguous and in sequence order.
 
+use crate::writes::Writes;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::Arc;
-
-use kirikae_engine::Operation;
 
 use crate::mode::{Mode, WhenPeerDown};
 use crate::seq::Seq;
@@ -34,7 +32,7 @@ pub(super) struct Entry {
     pub seq: Seq,
     pub mode: Mode,
     /// Shared with the message that ships them: never copied.
-    pub operations: Arc<Vec<Operation>>,
+    pub operations: Writes,
     /// The primary's response digests, when the peer's are to be compared.
     pub responses: Option<Vec<u64>>,
     pub sent_at: Micros,
@@ -163,7 +161,7 @@ mod tests {
         Entry {
             seq: Seq(seq),
             mode: Mode::Sync,
-            operations: Arc::new(Vec::new()),
+            operations: Writes::new(Vec::new()),
             responses: None,
             sent_at: 0,
             status,

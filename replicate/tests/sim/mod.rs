@@ -21,7 +21,7 @@ use kirikae_replicate::handshake::{BackupHandshake, PrimaryHandshake};
 use kirikae_replicate::{
     shipment, AccessLog, AccessLogOptions, Applier, BackupSession, CopyOrder, CopyPiece,
     DifferenceFile, Event, Link, LinkConfig, LinkState, Message, Mode, PeerKey, RecordLog,
-    RecordLogOptions, ReplicateError, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay,
+    RecordLogOptions, ReplicateError, RuleSet, Seq, SessionConfig, SyncOutcome, TimeOfDay, Writes,
 };
 use kirikae_testkit::Rng;
 
@@ -491,7 +491,7 @@ impl Sim {
         let mut shipped =
             shipment(&self.rules[rules], &mut request, TimeOfDay(0)).expect("no rule says skip");
         assert_eq!(shipped.mode, mode, "rule file {rules}");
-        let operations = std::mem::take(&mut shipped.operations);
+        let operations = Writes::encoded(std::mem::take(&mut shipped.operations));
         let submitted =
             match self
                 .link
