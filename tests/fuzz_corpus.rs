@@ -222,7 +222,8 @@ fn write_difference_seeds() {
             operations: vec![Operation::Delete {
                 table: "session".into(),
                 key: (seq as i64).into(),
-            }],
+            }]
+            .into(),
         };
         f.append(&record).expect("append");
     }

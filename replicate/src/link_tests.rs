@@ -418,7 +418,6 @@ fn a_transaction_too_large_to_ship_is_refused_in_every_link_state() {
 /// most `SHIP_EXTRA_BYTES_MAX` bytes longer than the record.
 #[test]
 fn a_ship_is_barely_longer_than_its_record() {
-    use crate::frame;
     use crate::record_log::LogRecord;
     use crate::wire::Message;
     for (seq, epoch, payload) in [(1, 1, 0), (u64::MAX, u64::MAX, 70_000)] {
@@ -427,18 +426,18 @@ fn a_ship_is_barely_longer_than_its_record() {
                 seq: Seq(seq),
                 epoch: Epoch(epoch),
                 mode,
-                operations: insert(-1, payload).into_operations(),
+                operations: insert(-1, payload),
             };
             let ship = Message::Ship {
                 seq: record.seq,
                 epoch: record.epoch,
                 mode,
-                operations: record.operations.clone().into(),
+                operations: record.operations.clone(),
                 verify: true,
             };
             assert!(
-                frame::encoded_len(&ship)
-                    <= frame::encoded_len(&record) + crate::link::SHIP_EXTRA_BYTES_MAX
+                crate::wire::encoded_len(&ship)
+                    <= record.frame_len() + crate::link::SHIP_EXTRA_BYTES_MAX
             );
         }
     }

@@ -23,16 +23,16 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kirikae_engine::Operation;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::epoch::Epoch;
 use crate::error::{ReplicateError, Result};
-use crate::frame;
+use crate::frame::{self, FrameFault};
 use crate::mode::Mode;
 use crate::seq::Seq;
 use crate::utc;
+use crate::writes::Writes;
 
 /// Records larger than this are taken for damage, not data.
 pub(crate) const MAX_RECORD_BYTES: usize = 64 << 20;
@@ -48,8 +48,25 @@ pub struct LogRecord {
     pub epoch: Epoch,
     /// The mode its rules gave it.
     pub mode: Mode,
-    /// Its writes.
-    pub operations: Vec<Operation>,
+    /// Its writes (on the primary, as the committing thread encoded them).
+    pub operations: Writes,
+}
+
+impl LogRecord {
+    /// The fields before the writes: postcard writes a record's fields in order with
+    /// nothing in between, so an encoding of the writes is spliced in after them.
+    fn head(&self) -> (Seq, Epoch, Mode) {
+        (self.seq, self.epoch, self.mode)
+    }
+
+    /// The length of this record's frame, header included, computed without
+    /// encoding it.
+    pub(crate) fn frame_len(&self) -> usize {
+        match self.operations.encoding() {
+            Some(encoding) => frame::spliced_len(&self.head(), encoding, &()),
+            None => frame::encoded_len(self),
+        }
+    }
 }
 
 /// What a record log holds: records with a strictly increasing position.
@@ -58,12 +75,25 @@ pub trait LogEntry: Serialize + DeserializeOwned {
     const PREFIX: &'static str;
     /// Strictly increasing through a log.
     fn position(&self) -> u64;
+    /// Appends this entry's frame to `out` (see [`frame::encode_into`]).
+    fn frame_into(&self, max_payload_bytes: usize, out: &mut Vec<u8>) -> Result<(), FrameFault> {
+        frame::encode_into(self, max_payload_bytes, out)
+    }
 }
 
 impl LogEntry for LogRecord {
     const PREFIX: &'static str = "diff";
     fn position(&self) -> u64 {
         self.seq.0
+    }
+    /// Writes the committing thread encoded are spliced in as they are.
+    fn frame_into(&self, max_payload_bytes: usize, out: &mut Vec<u8>) -> Result<(), FrameFault> {
+        match self.operations.encoding() {
+            Some(encoding) => {
+                frame::encode_spliced_into(&self.head(), encoding, &(), max_payload_bytes, out)
+            }
+            None => frame::encode_into(self, max_payload_bytes, out),
+        }
     }
 }
 
@@ -323,13 +353,14 @@ impl<R: LogEntry> SegmentLog<R> {
         if let Some(last) = self.last.filter(|&last| position <= last) {
             return Err(ReplicateError::LogSequence { position, last });
         }
-        let framed = frame::encode(record, MAX_RECORD_BYTES).map_err(|fault| {
-            ReplicateError::LogCorrupt {
+        let mut framed = Vec::new();
+        record
+            .frame_into(MAX_RECORD_BYTES, &mut framed)
+            .map_err(|fault| ReplicateError::LogCorrupt {
                 path: self.dir.display().to_string(),
                 offset: self.bytes(),
                 reason: format!("cannot encode position {position}: {fault}"),
-            }
-        })?;
+            })?;
         let needs_segment = self
             .segments
             .last()

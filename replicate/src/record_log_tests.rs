@@ -16,11 +16,24 @@ fn record(seq: u64) -> LogRecord {
         } else {
             Mode::Async
         },
-        operations: vec![Operation::Update {
-            table: "subscriber".into(),
-            key: Key::from(format!("44010{seq:010}")),
-            row: vec![format!("44010{seq:010}").into(), (seq as i64).into()].into(),
-        }],
+        operations: writes(
+            seq,
+            vec![Operation::Update {
+                table: "subscriber".into(),
+                key: Key::from(format!("44010{seq:010}")),
+                row: vec![format!("44010{seq:010}").into(), (seq as i64).into()].into(),
+            }],
+        ),
+    }
+}
+
+/// Every other record's writes as a committing thread encodes them: both ways of
+/// framing a record are appended, replayed and pinned.
+fn writes(seq: u64, operations: Vec<Operation>) -> Writes {
+    if seq % 2 == 0 {
+        Writes::encoded(operations)
+    } else {
+        Writes::new(operations)
     }
 }
 

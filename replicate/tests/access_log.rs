@@ -394,7 +394,7 @@ fn a_transaction_refused_while_replaying_the_log_is_reported_to_the_next_primary
             };
             let entry = AccessEntry::Ship {
                 mode,
-                operations: operations.to_vec(),
+                operations: operations.operations().expect("decodes").to_vec(),
             };
             log.append(Seq(seq), Epoch(1), entry).unwrap();
         }

@@ -441,7 +441,7 @@ impl<'s> Applier<'s> {
                     return Ok(());
                 }
                 // A decoded message holds its operations alone: nothing is copied.
-                let operations = operations.into_operations();
+                let operations = operations.into_operations()?;
                 let entry = AccessEntry::Ship { mode, operations };
                 self.log(seq, entry, replayed, verify)
             }
@@ -461,7 +461,7 @@ impl<'s> Applier<'s> {
                 }
                 self.undecided.insert(seq);
                 let entry = AccessEntry::Prepare {
-                    operations: operations.into_operations(),
+                    operations: operations.into_operations()?,
                     responses,
                 };
                 self.log(seq, entry, replayed, false)

@@ -125,8 +125,8 @@ impl Link {
         let (table, key) = self
             .window
             .get_mut(seq)
-            .and_then(|e| e.operations.get(at))
-            .map(|op| (op.table().to_owned(), operation_key(op)))
+            .and_then(|e| e.operations.operations().ok()?.get(at).cloned())
+            .map(|op| (op.table().to_owned(), operation_key(&op)))
             .unwrap_or_else(|| (String::new(), Key::new(Vec::new())));
         let detail = if expected.len() != got.len() {
             format!(

@@ -3,8 +3,6 @@
 //! acknowledgements; new transactions pause for the last stretch, and the link goes
 //! duplex when nothing is left.
 
-use crate::writes::Writes;
-
 use super::{micros, Event, Link, LinkState, Micros, ReadRequest};
 use crate::epoch::Epoch;
 use crate::mode::Mode;
@@ -149,7 +147,7 @@ impl Link {
                     seq: r.seq,
                     epoch,
                     mode: r.mode,
-                    operations: Writes::new(r.operations),
+                    operations: r.operations,
                     verify: false,
                 }
             });

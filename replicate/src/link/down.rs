@@ -5,10 +5,10 @@
 use super::window::Status;
 use super::{Event, Link, LinkState, Micros, Persisted, SyncOutcome};
 use crate::epoch::Epoch;
-use crate::frame;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::record_log::LogRecord;
 use crate::seq::Seq;
+use crate::writes::Writes;
 
 /// `outcome` with `note` added to its reason.
 fn with_note(outcome: SyncOutcome, note: &str) -> SyncOutcome {
@@ -154,10 +154,10 @@ impl Link {
                 self.rolled_back.insert(e.seq);
             }
             let (mode, operations) = match e.status {
-                Status::Aborted => (Mode::Skip, Vec::new()),
+                Status::Aborted => (Mode::Skip, Writes::new(Vec::new())),
                 // The message that shipped them is gone by now, or still to be
                 // written (then they are copied).
-                _ => (e.mode, e.operations.into_operations()),
+                _ => (e.mode, e.operations),
             };
             let record = LogRecord {
                 seq: e.seq,
@@ -165,7 +165,7 @@ impl Link {
                 mode,
                 operations,
             };
-            let len = frame::encoded_len(&record);
+            let len = record.frame_len();
             self.record(record, len);
         }
         self.ready.sync_log = true;

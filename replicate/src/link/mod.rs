@@ -287,9 +287,9 @@ impl Link {
                 seq,
                 epoch,
                 mode,
-                operations: operations.into_operations(),
+                operations,
             };
-            let len = frame::encoded_len(&record);
+            let len = record.frame_len();
             if len > MAX_RECORD_BYTES {
                 return Err(too_large(len, MAX_RECORD_BYTES));
             }
