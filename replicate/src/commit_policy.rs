@@ -3,13 +3,14 @@
 //! seeded simulation both use it.
 
 use kirikae_engine::{CommitRequest, Operation, OperationKind, RowRef};
+use smallvec::SmallVec;
 
 use crate::digest::response_digest;
 use crate::error::ReplicateError;
 use crate::link::SyncOutcome;
 use crate::mode::{Mode, WhenPeerDown};
 use crate::replicator::Replication;
-use crate::rules::{RuleSet, TimeOfDay};
+use crate::rules::{RuleSet, Shipped, TimeOfDay};
 use crate::seq::Seq;
 
 /// What a transaction sends to the peer: its mode, what a sync one does while the peer
@@ -24,8 +25,11 @@ pub struct Shipment {
     pub operations: Vec<Operation>,
     /// For each of the request's operations, its kind if it is shipped: what its
     /// response digest needs once the operations are on their way.
-    shipped: Vec<Option<OperationKind>>,
+    shipped: ShippedKinds,
 }
+
+/// For each of a request's operations, its kind if it is shipped (inline up to four).
+type ShippedKinds = SmallVec<[Option<OperationKind>; 4]>;
 
 impl Shipment {
     /// The digest of what each shipped operation found (see [`response_digest`]),
@@ -48,11 +52,12 @@ pub fn shipment(
     request: &mut CommitRequest<'_>,
     time: TimeOfDay,
 ) -> Option<Shipment> {
-    let (decision, shipped) = rules.decide_operations(&request.operations, request.session, time);
-    if decision.mode == Mode::Skip {
+    let mut shipped = Shipped::new();
+    let choice = rules.decide_shipment(&request.operations, request.session, time, &mut shipped);
+    if choice.mode == Mode::Skip {
         return None;
     }
-    let shipped: Vec<Option<OperationKind>> = (request.operations.iter().zip(shipped))
+    let shipped: ShippedKinds = (request.operations.iter().zip(shipped))
         .map(|(op, s)| s.then(|| op.kind()))
         .collect();
     let taken = std::mem::take(&mut request.operations);
@@ -66,8 +71,8 @@ pub fn shipment(
             .collect()
     };
     Some(Shipment {
-        mode: decision.mode,
-        when_peer_down: decision.when_peer_down,
+        mode: choice.mode,
+        when_peer_down: choice.when_peer_down,
         operations,
         shipped,
     })

@@ -27,6 +27,7 @@ use crate::wire::{encode, encode_into, FrameDecoder, Message};
 pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, database: Database) {
     let mut connection = Connection::default();
     let mut copier: Option<Copier> = None;
+    let mut spare = Vec::new();
     let tick = Duration::from_millis(1);
     while !shared.stop.load(Ordering::SeqCst) {
         let now = shared.now();
@@ -46,6 +47,7 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
         }
         let (mut ready, wakeups) = {
             let mut core = shared.core.lock();
+            core.link.recycle(std::mem::take(&mut spare));
             core.link.tick(shared.now());
             connection.io_timeout = core.link.io_timeout();
             shared.take_ready(&mut core)
@@ -54,7 +56,8 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
         if let Some(order) = ready.copy.take() {
             copier = Some(Copier::new(order));
         }
-        let mut more = carry_out(&shared, ready, &mut diff, &mut connection);
+        let mut more;
+        (more, spare) = carry_out(&shared, ready, &mut diff, &mut connection);
         if let Some(c) = copier.as_mut() {
             match c.step(&shared, &database) {
                 Step::Busy => more = true,
@@ -155,13 +158,14 @@ impl Connection {
 }
 
 /// Carries out `ready` (see [`Ready`] for the order) and reports back to the link.
-/// Returns whether the link asked for more at once (the next catch-up batch).
+/// Returns whether the link asked for more at once (the next catch-up batch), and
+/// the emptied message list (for [`Link::recycle`](crate::Link::recycle)).
 fn carry_out(
     shared: &Shared,
-    ready: Ready,
+    mut ready: Ready,
     diff: &mut DifferenceFile,
     connection: &mut Connection,
-) -> bool {
+) -> (bool, Vec<Message>) {
     let report = diff.persist(&ready);
     let replay = ready.read.map(|request| (request, diff.read(request)));
     let failed = connection.send(shared, &ready.messages);
@@ -184,7 +188,9 @@ fn carry_out(
     if failed.is_some() || ready.close {
         connection.close(shared);
     }
-    more
+    let mut messages = std::mem::take(&mut ready.messages);
+    messages.clear();
+    (more, messages)
 }
 
 /// Opens a connection, exchanges handshakes, tells the link, starts the reader.

@@ -34,6 +34,7 @@ use strum::VariantNames;
 use ipnet::IpNet;
 use kirikae_engine::{Operation, OperationKind, SessionInfo};
 use serde::Deserialize;
+use smallvec::SmallVec;
 use toml::Spanned;
 
 use crate::decision_cache::{self, Asked, Question};
@@ -210,6 +211,19 @@ pub struct Decision {
     /// deciding allocates nothing (every commit decides).
     pub rule: Option<Arc<str>>,
 }
+
+/// A commit's decision as the gate needs it: [`Decision`] with the deciding rule's
+/// index instead of its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Choice {
+    pub mode: Mode,
+    pub when_peer_down: WhenPeerDown,
+    /// The deciding rule's index; `None` for the default.
+    rule: Option<usize>,
+}
+
+/// For each operation of a transaction, whether it is shipped.
+pub(crate) type Shipped = SmallVec<[bool; 4]>;
 
 /// A validated rule set.
 #[derive(Clone, Debug)]
@@ -513,6 +527,18 @@ impl RuleSet {
     }
 
     /// The mode and peer-down action of the rule at `index`, or the default's.
+    /// The decision `choice` stands for, with its rule's name.
+    fn decision_from(&self, choice: Choice) -> Decision {
+        Decision {
+            mode: choice.mode,
+            when_peer_down: choice.when_peer_down,
+            rule: choice
+                .rule
+                .and_then(|i| self.rules.get(i))
+                .map(|r| Arc::clone(&r.name)),
+        }
+    }
+
     fn modes_of(&self, index: Option<usize>) -> (Mode, WhenPeerDown) {
         match index.and_then(|i| self.rules.get(i)) {
             Some(r) => (r.mode, r.when_peer_down),
@@ -530,7 +556,8 @@ impl RuleSet {
         session: &SessionInfo,
         time: TimeOfDay,
     ) -> Decision {
-        self.decide_shipment(operations, session, time, None)
+        let choice = self.decide_shipment(operations, session, time, &mut Shipped::new());
+        self.decision_from(choice)
     }
 
     /// [`decide_transaction`](RuleSet::decide_transaction), also saying which
@@ -543,18 +570,22 @@ impl RuleSet {
         session: &SessionInfo,
         time: TimeOfDay,
     ) -> (Decision, Vec<bool>) {
-        let mut shipped = Vec::with_capacity(operations.len());
-        let d = self.decide_shipment(operations, session, time, Some(&mut shipped));
-        (d, shipped)
+        let mut shipped = Shipped::new();
+        let choice = self.decide_shipment(operations, session, time, &mut shipped);
+        (self.decision_from(choice), shipped.into_vec())
     }
 
-    fn decide_shipment(
+    /// [`decide_operations`](RuleSet::decide_operations) for a commit: the mode and
+    /// what to do while the peer is down, without the rule's name (a reference count
+    /// that every committing thread would otherwise touch), and the shipped flags
+    /// without an allocation for a transaction of up to four operations.
+    pub(crate) fn decide_shipment(
         &self,
         operations: &[Operation],
         session: &SessionInfo,
         time: TimeOfDay,
-        mut shipped: Option<&mut Vec<bool>>,
-    ) -> Decision {
+        shipped: &mut Shipped,
+    ) -> Choice {
         let commit = |table| Access {
             kind: AccessKind::Commit,
             table,
@@ -567,15 +598,13 @@ impl RuleSet {
             .chain(operations.iter().map(|op| Some(op.table())))
             .filter_map(|table| self.first_rule(Question::CommitRule, &commit(table)))
             .min()
-            .and_then(|i| self.rules.get(i));
-        if let Some(r) = commit_rule {
-            if let Some(shipped) = shipped {
-                shipped.extend(operations.iter().map(|_| r.mode != Mode::Skip));
-            }
-            return Decision {
+            .and_then(|i| Some((i, self.rules.get(i)?)));
+        if let Some((i, r)) = commit_rule {
+            shipped.extend(operations.iter().map(|_| r.mode != Mode::Skip));
+            return Choice {
                 mode: r.mode,
                 when_peer_down: r.when_peer_down,
-                rule: Some(Arc::clone(&r.name)),
+                rule: Some(i),
             };
         }
         // The strongest operation's rule (its index, or the default's: None),
@@ -594,25 +623,27 @@ impl RuleSet {
             let index = self.first_rule(Question::Operation(kind), &access);
             let (mode, when_peer_down) = self.modes_of(index);
             fail_if_down |= mode == Mode::Sync && when_peer_down == WhenPeerDown::Fail;
-            if let Some(shipped) = shipped.as_deref_mut() {
-                shipped.push(mode != Mode::Skip);
-            }
+            shipped.push(mode != Mode::Skip);
             if strongest.is_none_or(|(m, _, _)| mode > m) {
                 strongest = Some((mode, when_peer_down, index));
             }
         }
-        let mut decision = match strongest {
-            Some((_, _, index)) => self.decision_of(index),
-            None => Decision {
+        let mut choice = match strongest {
+            Some((mode, when_peer_down, rule)) => Choice {
+                mode,
+                when_peer_down,
+                rule,
+            },
+            None => Choice {
                 mode: Mode::Skip,
                 when_peer_down: self.default_when_peer_down,
                 rule: None,
             },
         };
         if fail_if_down {
-            decision.when_peer_down = WhenPeerDown::Fail;
+            choice.when_peer_down = WhenPeerDown::Fail;
         }
-        decision
+        choice
     }
 }
 

@@ -108,7 +108,12 @@ pub struct Link {
     ready: Ready,
     /// Encoded size of `ready.messages`.
     out_bytes: usize,
+    /// An emptied message list the shell gave back, for the next `Ready`.
+    spare_messages: Vec<Message>,
 }
+
+/// A message list given back is kept for reuse up to this capacity.
+const SPARE_MESSAGES_MAX: usize = 4096;
 
 fn micros(d: std::time::Duration) -> Micros {
     d.as_micros().min(u64::MAX as u128) as u64
@@ -156,6 +161,7 @@ impl Link {
             metrics: LinkMetrics::default(),
             ready: Ready::default(),
             out_bytes: 0,
+            spare_messages: Vec::new(),
         }
     }
 
@@ -184,7 +190,19 @@ impl Link {
     /// What the shell has to do, gathered since the last call (see [`Ready`]).
     pub fn ready(&mut self) -> Ready {
         self.out_bytes = 0;
-        std::mem::take(&mut self.ready)
+        let ready = std::mem::take(&mut self.ready);
+        self.ready.messages = std::mem::take(&mut self.spare_messages);
+        ready
+    }
+
+    /// Gives back the emptied message list of a carried-out [`Ready`]: the next one
+    /// reuses it instead of growing a new list, message by message, under the lock
+    /// every commit takes.
+    pub fn recycle(&mut self, messages: Vec<Message>) {
+        debug_assert!(messages.is_empty(), "messages are dropped before");
+        if messages.capacity() <= SPARE_MESSAGES_MAX {
+            self.spare_messages = messages;
+        }
     }
 
     /// Takes the outcome of `seq` out of the pending [`Ready`], if it is there: for a
