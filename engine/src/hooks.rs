@@ -7,7 +7,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::HookError;
 use crate::key::Key;
@@ -16,6 +17,7 @@ use crate::schema::{RowRef, Schema};
 use crate::session::SessionInfo;
 use crate::table::Table;
 use crate::txn_id::TxnId;
+use crate::value::Value;
 
 /// Sees the RID of every record of one table that is locked for a write.
 ///
@@ -234,6 +236,7 @@ pub enum Operation {
         /// for it).
         table: CompactString,
         /// The full new row: the very image the transaction publishes, shared.
+        #[serde(deserialize_with = "deserialize_row")]
         row: RowRef,
     },
     /// Replace the record whose key was `key` with `row` (which may carry a new key).
@@ -243,6 +246,7 @@ pub enum Operation {
         /// The key before the update.
         key: Key,
         /// The full new row: the very image the transaction publishes, shared.
+        #[serde(deserialize_with = "deserialize_row")]
         row: RowRef,
     },
     /// Delete the record with `key`.
@@ -260,6 +264,65 @@ pub enum Operation {
         /// What changed.
         event: CatalogEvent,
     },
+}
+
+/// A row decoded straight into its shared image, in one allocation where the
+/// format says how many values follow (serde's own way for `Arc<[Value]>` fills a
+/// `Vec` and copies it: a second allocation and copy for every row a backup
+/// receives).
+fn deserialize_row<'de, D: Deserializer<'de>>(deserializer: D) -> Result<RowRef, D::Error> {
+    struct Row;
+    impl<'de> Visitor<'de> for Row {
+        type Value = RowRef;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a row of values")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowRef, A::Error> {
+            // A length announced by the input is trusted only this far before the
+            // values are there: past it, the row grows as they come.
+            const ROW_VALUES_PREALLOCATED_MAX: usize = 4096;
+            match seq.size_hint() {
+                Some(len) if len <= ROW_VALUES_PREALLOCATED_MAX => {
+                    let mut failed = None;
+                    // An exact-length iterator: the shared slice is allocated once
+                    // and filled in place. After a missing or bad value the rest are
+                    // nulls, not read, and the row fails.
+                    let row: RowRef = (0..len)
+                        .map(|_| {
+                            if failed.is_some() {
+                                return Value::Null;
+                            }
+                            match seq.next_element::<Value>() {
+                                Ok(Some(v)) => v,
+                                Ok(None) => {
+                                    failed = Some(A::Error::invalid_length(len, &self));
+                                    Value::Null
+                                }
+                                Err(e) => {
+                                    failed = Some(e);
+                                    Value::Null
+                                }
+                            }
+                        })
+                        .collect();
+                    match failed {
+                        Some(e) => Err(e),
+                        None => Ok(row),
+                    }
+                }
+                _ => {
+                    let mut values = Vec::new();
+                    while let Some(v) = seq.next_element()? {
+                        values.push(v);
+                    }
+                    Ok(values.into())
+                }
+            }
+        }
+    }
+    deserializer.deserialize_seq(Row)
 }
 
 impl Operation {

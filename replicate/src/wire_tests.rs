@@ -368,3 +368,36 @@ mod spliced {
         assert_eq!(out, [1, 2, 3]);
     }
 }
+
+/// A row is decoded into its shared image in one piece when its length is given: a
+/// row shorter than it says, or one announcing more values than it could hold, is a
+/// decode error (never a panic, never an allocation of the announced size).
+#[test]
+fn a_row_that_lies_about_its_length_does_not_decode() {
+    use kirikae_engine::{Operation, Value};
+    let insert = |values: Vec<Value>| Operation::Insert {
+        table: "t".into(),
+        row: values.into(),
+    };
+    let full = postcard::to_allocvec(&insert(vec![Value::Int(1), Value::Int(2)])).expect("encodes");
+    let back: Operation = postcard::from_bytes(&full).expect("decodes");
+    assert_eq!(back, insert(vec![Value::Int(1), Value::Int(2)]));
+    // variant 0, table "t", then the row: its length, its values.
+    let row_at = full.len() - 5;
+    assert_eq!(full[row_at], 2, "the row's length byte");
+    for (len, why) in [
+        (vec![3], "one value short"),
+        (
+            vec![0x80, 0x94, 0xeb, 0xdc, 0x03],
+            "a billion values announced",
+        ),
+    ] {
+        let mut lying = full[..row_at].to_vec();
+        lying.extend_from_slice(&len);
+        lying.extend_from_slice(&full[row_at + 1..]);
+        assert!(
+            postcard::from_bytes::<Operation>(&lying).is_err(),
+            "{why}: {lying:?}"
+        );
+    }
+}

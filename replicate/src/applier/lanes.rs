@@ -85,7 +85,7 @@ pub(super) enum Outcome {
 /// job instead of the lane's thread, which other lanes may be waiting for.
 fn run_job(session: &Session, job: Job) -> Done {
     let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        match apply(session, None, job.operations) {
+        match apply(session, None, job.operations, job.verify) {
             Ok((txn, responses)) => match txn.commit() {
                 Ok(()) => Outcome::Applied(responses),
                 Err(e) => Outcome::Failed(ReplicateError::Engine(e)),
