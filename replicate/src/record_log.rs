@@ -75,7 +75,7 @@ pub trait LogEntry: Serialize + DeserializeOwned {
     const PREFIX: &'static str;
     /// Strictly increasing through a log.
     fn position(&self) -> u64;
-    /// Appends this entry's frame to `out` (see [`frame::encode_into`]).
+    /// Appends this entry's frame (length, CRC-32, postcard payload) to `out`.
     fn frame_into(&self, max_payload_bytes: usize, out: &mut Vec<u8>) -> Result<(), FrameFault> {
         frame::encode_into(self, max_payload_bytes, out)
     }
