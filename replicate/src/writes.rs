@@ -13,8 +13,9 @@
 //!
 //! And why it keeps only the encoding: a transaction stays in the window until the
 //! backup acknowledges it, and goes from there to the difference file if the backup
-//! goes down. Its bytes are all either needs, a third of the memory of the
-//! operations they encode, and a single block to free.
+//! goes down. Its bytes are all either needs, and a single block to free: 102
+//! bytes for an update of a subscriber row, against about 520 for the operations
+//! (their list, and the row image they kept alive after the table moved on).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
