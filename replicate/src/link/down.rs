@@ -156,7 +156,7 @@ impl Link {
             let (mode, operations) = match e.status {
                 Status::Aborted => (Mode::Skip, Writes::new(Vec::new())),
                 // The message that shipped them is gone by now, or still to be
-                // written (then they are copied).
+                // written (then it and the record share the same bytes).
                 _ => (e.mode, e.operations),
             };
             let record = LogRecord {
