@@ -277,6 +277,15 @@ fn bench_replicate_prints_json_with_every_field() {
         "a sync commit waits at least one round trip: {sync_1ms}"
     );
     assert!(report["unreplicated_ops_per_s"].as_f64().expect("baseline") > 0.0);
+    // The unreplicated CPU per commit, measured before the cells and after them.
+    let cpu = |field: &str| report[field].as_f64().unwrap_or_else(|| panic!("{field}"));
+    let (before, after) = (
+        cpu("unreplicated_cpu_us_per_commit_before"),
+        cpu("unreplicated_cpu_us_per_commit_after"),
+    );
+    assert!(before > 0.0 && after > 0.0, "{report}");
+    let mean = cpu("unreplicated_cpu_us_per_commit");
+    assert!((mean - (before + after) / 2.0).abs() < 1e-9, "{report}");
     // One sync session at RTT 0: at least the raw round trip it rides on.
     let one = report["sync_one_session_p50_over_tcp_rtt"]
         .as_f64()
