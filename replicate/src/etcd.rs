@@ -206,17 +206,13 @@ impl LocalEtcd {
     /// One start on two free ports; `None` if etcd exited before answering.
     fn spawn(data_dir: &std::path::Path, host: std::net::Ipv4Addr) -> Result<Option<LocalEtcd>> {
         use std::process::{Command, Stdio};
-        let bind = || {
+        let free = || {
             std::net::TcpListener::bind((host, 0))
+                .and_then(|l| Ok((l.local_addr()?, l)))
                 .map_err(|e| failed(SocketAddr::from((host, 0)), format!("no free port: {e}")))
         };
         // Both held until both are known: the two ports differ.
-        let (client_l, peer_l) = (bind()?, bind()?);
-        let addr = |l: &std::net::TcpListener| {
-            l.local_addr()
-                .map_err(|e| failed(SocketAddr::from((host, 0)), format!("no free port: {e}")))
-        };
-        let (client, peer) = (addr(&client_l)?, addr(&peer_l)?);
+        let ((client, client_l), (peer, peer_l)) = (free()?, free()?);
         drop((client_l, peer_l));
         let (client_url, peer_url) = (format!("http://{client}"), format!("http://{peer}"));
         let child = Command::new("etcd")

@@ -52,18 +52,25 @@ pub struct LogRecord {
     pub operations: Writes,
 }
 
+/// A record's fields before its writes.
+type RecordHead = (Seq, Epoch, Mode);
+
 impl LogRecord {
-    /// The fields before the writes: postcard writes a record's fields in order with
-    /// nothing in between, so an encoding of the writes is spliced in after them.
-    fn head(&self) -> (Seq, Epoch, Mode) {
-        (self.seq, self.epoch, self.mode)
+    /// The fields before the writes and the writes' encoding, if the committing
+    /// thread made one: postcard writes a record's fields in order with nothing in
+    /// between, so the encoding is spliced in after them.
+    fn spliced(&self) -> Option<(RecordHead, &[u8])> {
+        Some((
+            (self.seq, self.epoch, self.mode),
+            self.operations.encoding()?,
+        ))
     }
 
     /// The length of this record's frame, header included, computed without
     /// encoding it.
     pub(crate) fn frame_len(&self) -> usize {
-        match self.operations.encoding() {
-            Some(encoding) => frame::spliced_len(&self.head(), encoding, &()),
+        match self.spliced() {
+            Some((head, encoding)) => frame::spliced_len(&head, encoding, &()),
             None => frame::encoded_len(self),
         }
     }
@@ -88,9 +95,9 @@ impl LogEntry for LogRecord {
     }
     /// Writes the committing thread encoded are spliced in as they are.
     fn frame_into(&self, max_payload_bytes: usize, out: &mut Vec<u8>) -> Result<(), FrameFault> {
-        match self.operations.encoding() {
-            Some(encoding) => {
-                frame::encode_spliced_into(&self.head(), encoding, &(), max_payload_bytes, out)
+        match self.spliced() {
+            Some((head, encoding)) => {
+                frame::encode_spliced_into(&head, encoding, &(), max_payload_bytes, out)
             }
             None => frame::encode_into(self, max_payload_bytes, out),
         }
