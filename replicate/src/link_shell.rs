@@ -313,11 +313,16 @@ fn read_loop(
             }
         }
         // Outcomes go to the waiting commits now; the rest (commit decisions to send)
-        // stays for the link thread, so the bound on unsent output holds.
+        // stays for the link thread, so the bound on unsent output holds. The thread
+        // is woken only for what cannot wait for its next turn: a decision rides on
+        // the next submission's write (see `Link::has_urgent_ready`).
         let wakeups = shared.deliver_notices(&mut core);
+        let urgent = core.link.has_urgent_ready();
         drop(core);
         wakeups.deliver();
-        shared.wake_writer();
+        if urgent {
+            shared.wake_writer();
+        }
     };
     let mut core = shared.core.lock();
     if core.generation == generation {

@@ -288,6 +288,57 @@ fn notices_can_be_taken_apart_from_the_rest_of_the_output() {
 }
 
 #[test]
+fn a_commit_decision_waits_for_the_next_write_and_anything_else_does_not() {
+    let mut link = duplex_link(LinkConfig::default());
+    let seq = submit_sync(&mut link, 2);
+    assert!(link.has_urgent_ready(), "a Prepare to send is urgent");
+    let _ = link.ready();
+    let prepared = |seq| crate::wire::Message::Prepared {
+        seq,
+        epoch: LinkConfig::default().epoch,
+        responses: Vec::new(),
+    };
+    link.receive(3, prepared(seq));
+    assert!(link.has_urgent_ready(), "an outcome to hand over is urgent");
+    let (_, outcomes) = link.take_notices();
+    assert_eq!(outcomes, vec![(seq, SyncOutcome::Replicated)]);
+    assert!(link.has_ready(), "the Commit is still to be sent");
+    assert!(
+        !link.has_urgent_ready(),
+        "the Commit alone can wait for the next write"
+    );
+    // An acknowledgement only retires and releases: not urgent either.
+    link.receive(
+        4,
+        crate::wire::Message::Ack {
+            seq,
+            epoch: LinkConfig::default().epoch,
+        },
+    );
+    assert!(!link.has_urgent_ready());
+    // The next submission makes the whole output urgent, decision first.
+    let next = submit_sync(&mut link, 5);
+    assert!(link.has_urgent_ready());
+    let ready = link.ready();
+    assert!(matches!(
+        &ready.messages[..],
+        [
+            crate::wire::Message::Commit { seq: s, .. },
+            crate::wire::Message::Prepare { seq: n, .. }
+        ] if *s == seq && *n == next
+    ));
+    // A stale answer ends the session: urgent.
+    link.receive(
+        6,
+        crate::wire::Message::Ack {
+            seq: Seq::ZERO,
+            epoch: Epoch(LinkConfig::default().epoch.0 - 1),
+        },
+    );
+    assert!(link.has_urgent_ready());
+}
+
+#[test]
 fn an_answer_of_a_higher_epoch_fences_the_primary_and_a_lower_one_ends_the_session() {
     let ours = LinkConfig::default().epoch;
     let mut link = duplex_link(LinkConfig::default());

@@ -229,6 +229,28 @@ impl Link {
         !self.ready.is_empty()
     }
 
+    /// Whether [`ready`](Link::ready) has anything the shell should carry out now
+    /// rather than on its next turn: everything but commit decisions and retired
+    /// records. A sync transaction's `Commit` or `Abort` follows the peer's
+    /// `Prepared`; waking the link thread just to send it costs a wake-up on each
+    /// side and a frame of its own, while the next submission's frame (or the
+    /// shell's next tick) carries it for free. Its committing thread does not wait
+    /// for it: the outcome is a notice. Acknowledgements retire records and release
+    /// entries, which can wait for the next turn too.
+    pub fn has_urgent_ready(&self) -> bool {
+        let r = &self.ready;
+        !r.persist.is_empty()
+            || r.sync_log
+            || r.read.is_some()
+            || r.copy.is_some()
+            || r.close
+            || !r.events.is_empty()
+            || !r.outcomes.is_empty()
+            || r.messages
+                .iter()
+                .any(|m| !matches!(m, Message::Commit { .. } | Message::Abort { .. }))
+    }
+
     /// The handshake this side sends first on a new connection.
     pub fn hello(&self) -> Message {
         Message::Hello {
