@@ -86,6 +86,12 @@ pub struct Cell {
     pub failed: u64,
     /// For sync: sessions ÷ RTT, the group-commit bound on commits per second.
     pub sessions_per_rtt: Option<f64>,
+    /// For sync through the proxy: round trips per second of as many one-byte
+    /// ping-pongs as sessions, through a proxy with the same delay and loss,
+    /// measured just before the cell. The network's own bound, beside the ideal
+    /// `sessions_per_rtt`: the proxy's two extra hops and its timer's lateness cost
+    /// every round trip too (about 0.1 ms at RTT 1 ms on the 2-core test machine).
+    pub network_round_trips_per_s: Option<f64>,
     /// This process's CPU time (user + system) per commit, µs: the primary's, plus
     /// the proxy's where there is one (the backup runs in its own process).
     pub primary_cpu_us_per_commit: f64,
@@ -134,8 +140,9 @@ pub struct ReplicateBenchReport {
     pub primary_cpu_ratio_async: Option<f64>,
     pub primary_cpu_ratio_ordered: Option<f64>,
     /// The backup's apply rate draining a backlog, async ÷ ordered (see
-    /// `backup_drain`).
-    pub backup_apply_ratio_async_over_ordered: f64,
+    /// `backup_drain`); `null` when either drain measured no rate (a backlog too
+    /// small to time, e.g. `--outage 0`).
+    pub backup_apply_ratio_async_over_ordered: Option<f64>,
     pub cells: Vec<Cell>,
     /// The backup's apply rate in each mode: a backlog of the traffic's
     /// transactions drained by a `kirikae backup` process with the machine to
@@ -145,7 +152,8 @@ pub struct ReplicateBenchReport {
     pub catchup_ops_per_s: f64,
     /// Replicated transactions per second arriving meanwhile.
     pub catchup_incoming_per_s: f64,
-    pub catchup_ratio: f64,
+    /// The two above, ÷; `null` without incoming traffic to compare with.
+    pub catchup_ratio: Option<f64>,
     pub catchup_ops_replayed: u64,
     pub catchup_pause_us: u64,
 }
@@ -280,18 +288,9 @@ fn pair(
         None => Vec::new(),
     };
     let peer = BackupProcess::start(files.dir.path(), args.subscribers, &files.key_path, &extra)?;
-    // A proxy only where there is something to impair: its two extra hops would
-    // otherwise be most of a sync commit's time at RTT 0.
-    let proxy = match (rtt_ms, loss_pct) {
-        (0.0, 0.0) => None,
-        _ => Some(LoopbackProxy::start(
-            peer.addr,
-            Impairment {
-                delay: Duration::from_secs_f64(rtt_ms / 2000.0),
-                loss: loss_pct / 100.0,
-                ..Impairment::default()
-            },
-        )?),
+    let proxy = match proxied(rtt_ms, loss_pct) {
+        None => None,
+        Some(impairment) => Some(LoopbackProxy::start(peer.addr, impairment)?),
     };
     let replicator = start_in_step(
         &primary,
@@ -310,6 +309,22 @@ fn pair(
         _proxy: proxy,
         peer,
         _files: files,
+    })
+}
+
+/// `a ÷ b`, when both are rates actually measured (positive and finite).
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0).then(|| a / b)
+}
+
+/// What the proxy does at `rtt_ms` and `loss_pct`; `None` where there is nothing
+/// to impair, and no proxy (its two extra hops would otherwise be most of a sync
+/// commit's time at RTT 0).
+fn proxied(rtt_ms: f64, loss_pct: f64) -> Option<Impairment> {
+    (rtt_ms != 0.0 || loss_pct != 0.0).then(|| Impairment {
+        delay: Duration::from_secs_f64(rtt_ms / 2000.0),
+        loss: loss_pct / 100.0,
+        ..Impairment::default()
     })
 }
 
@@ -340,6 +355,14 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         for &rtt in &args.rtt_ms {
             for &loss in &args.loss_pct {
                 bar.set_message(format!("{policy} rtt {rtt} ms loss {loss} %"));
+                let network_round_trips_per_s = match (policy.as_str(), proxied(rtt, loss)) {
+                    ("sync", Some(impairment)) => Some(crate::tcp_rtt::through_proxy_per_s(
+                        impairment,
+                        args.sessions,
+                        Duration::from_secs_f64(args.seconds.min(1.0)),
+                    )?),
+                    _ => None,
+                };
                 let p = pair(args, policy, rtt, loss)?;
                 let events = p.replicator.events();
                 let cpu_before = process_cpu_us(None);
@@ -371,6 +394,7 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                     failed: r.failed,
                     sessions_per_rtt: (policy == "sync" && rtt > 0.0)
                         .then(|| args.sessions as f64 / (rtt / 1000.0)),
+                    network_round_trips_per_s,
                     primary_cpu_us_per_commit: cpu_us as f64 / commits.max(1) as f64,
                     backup_apply_ops_per_s: applied as f64 / secs,
                     link_downs: downs.len() as u64,
@@ -443,13 +467,15 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         unreplicated_cpu_us_per_commit_after: base_cpu_after,
         primary_cpu_ratio_async: cpu_ratio("async"),
         primary_cpu_ratio_ordered: cpu_ratio("ordered"),
-        backup_apply_ratio_async_over_ordered: backup_drain[0].txns_per_s
-            / backup_drain[1].txns_per_s.max(1e-9),
+        backup_apply_ratio_async_over_ordered: ratio(
+            backup_drain[0].txns_per_s,
+            backup_drain[1].txns_per_s,
+        ),
         cells,
         backup_drain,
         catchup_ops_per_s,
         catchup_incoming_per_s: incoming,
-        catchup_ratio: catchup_ops_per_s / incoming.max(1e-9),
+        catchup_ratio: ratio(catchup_ops_per_s, incoming),
         catchup_ops_replayed: replayed,
         catchup_pause_us: pause_us,
     })
@@ -555,6 +581,22 @@ pub fn print_table(r: &ReplicateBenchReport) {
                 .unwrap_or_default()
         );
     }
+    for c in &r.cells {
+        if let (Some(ideal), Some(network)) = (c.sessions_per_rtt, c.network_round_trips_per_s) {
+            say!(
+                "sync at RTT {} ms, loss {} %: {:.0} commits/s = {:.3} of sessions ÷ RTT; \
+                 the proxy alone carries {:.0} round trips/s ({:.3} of it): commits reach {:.3} of \
+                 what the emulated network allows",
+                c.rtt_ms,
+                c.loss_pct,
+                c.commits_per_s,
+                c.commits_per_s / ideal,
+                network,
+                network / ideal,
+                c.commits_per_s / network.max(1e-9)
+            );
+        }
+    }
     let direct: Vec<String> = r
         .cells
         .iter()
@@ -607,13 +649,23 @@ pub fn print_table(r: &ReplicateBenchReport) {
             )
         })
         .collect();
+    let shown = |x: Option<f64>, digits: usize, unit: &str| {
+        x.map_or_else(
+            || "unmeasured".to_owned(),
+            |x| format!("{x:.digits$}{unit}"),
+        )
+    };
     say!(
-        "backup draining a backlog: {}; async ÷ ordered = {:.2}",
+        "backup draining a backlog: {}; async ÷ ordered = {}",
         drains.join("; "),
-        r.backup_apply_ratio_async_over_ordered
+        shown(r.backup_apply_ratio_async_over_ordered, 2, "")
     );
     say!(
-        "catch-up: {:.0} ops/s replayed vs {:.0}/s incoming = {:.1}× ({} replayed, commits paused {} µs)",
-        r.catchup_ops_per_s, r.catchup_incoming_per_s, r.catchup_ratio, r.catchup_ops_replayed, r.catchup_pause_us
+        "catch-up: {:.0} ops/s replayed vs {:.0}/s incoming = {} ({} replayed, commits paused {} µs)",
+        r.catchup_ops_per_s,
+        r.catchup_incoming_per_s,
+        shown(r.catchup_ratio, 1, "×"),
+        r.catchup_ops_replayed,
+        r.catchup_pause_us
     );
 }

@@ -272,6 +272,17 @@ fn bench_replicate_prints_json_with_every_field() {
         .find(|c| c["policy"] == "sync" && c["rtt_ms"].as_f64() == Some(1.0))
         .expect("sync at 1 ms");
     assert_eq!(sync_1ms["sessions_per_rtt"].as_f64(), Some(2000.0));
+    // The proxy's own ping-pongs: never above the ideal, and only for sync through it.
+    let network = sync_1ms["network_round_trips_per_s"]
+        .as_f64()
+        .expect("the network's bound at 1 ms");
+    assert!(network > 0.0 && network <= 2000.0, "{sync_1ms}");
+    for c in cells
+        .iter()
+        .filter(|c| c["policy"] != "sync" || c["rtt_ms"] == 0.0)
+    {
+        assert!(c["network_round_trips_per_s"].is_null(), "{c}");
+    }
     assert!(
         sync_1ms["commit_latency_us_p50"].as_u64().expect("p50") >= 1000,
         "a sync commit waits at least one round trip: {sync_1ms}"
