@@ -2,7 +2,6 @@
 //! link core under one lock, the commits waiting for outcomes, the event queue, and
 //! stop and poison flags.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,22 +28,35 @@ pub(crate) const EVENTS_MAX: usize = 4096;
 /// Sequences given to commits that are not visible here yet (between the commit
 /// gate's acceptance and the engine's publishing of their writes): a resync's copy
 /// starts only once none is at or below its start. Every commit adds and removes
-/// one entry; only a waiting copy asks for the lowest (a scan of the few in flight).
+/// one entry, the first under the core's lock; only a waiting copy asks for the
+/// lowest.
+///
+/// A list, not a map: it holds one entry per commit between those two points,
+/// which is at most the number of sessions committing at once (a handful), and a
+/// scan of a few entries in one cache line beats hashing a key, under the lock
+/// every replicated commit takes.
 #[derive(Default)]
-pub(crate) struct Unapplied(HashMap<TxnId, Seq>);
+pub(crate) struct Unapplied(Vec<(TxnId, Seq)>);
 
 impl Unapplied {
+    /// Notes `txn` as committing at `seq` (replacing an earlier note of it).
     pub(crate) fn insert(&mut self, txn: TxnId, seq: Seq) {
-        self.0.insert(txn, seq);
+        match self.0.iter_mut().find(|(t, _)| *t == txn) {
+            Some(entry) => entry.1 = seq,
+            None => self.0.push((txn, seq)),
+        }
     }
 
+    /// `txn` is visible now (or was never accepted).
     pub(crate) fn remove(&mut self, txn: TxnId) {
-        self.0.remove(&txn);
+        if let Some(i) = self.0.iter().position(|(t, _)| *t == txn) {
+            self.0.swap_remove(i);
+        }
     }
 
     /// The lowest sequence not visible yet.
     pub(crate) fn lowest(&self) -> Option<Seq> {
-        self.0.values().min().copied()
+        self.0.iter().map(|&(_, seq)| seq).min()
     }
 }
 
@@ -261,6 +273,40 @@ impl Shared {
     pub(crate) fn wake_writer(&self) {
         if self.writer_idle.swap(false, Ordering::AcqRel) {
             self.wake.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use kirikae_engine::TxnId;
+    use proptest::prelude::*;
+
+    use super::Unapplied;
+    use crate::seq::Seq;
+
+    proptest! {
+        /// The list answers as a map of transaction to sequence would, whatever
+        /// the order of notes and removals (repeats included).
+        #[test]
+        fn unapplied_answers_as_a_map_would(
+            steps in prop::collection::vec((any::<bool>(), 0u64..6, 0u64..50), 0..60)
+        ) {
+            let mut list = Unapplied::default();
+            let mut model: HashMap<u64, u64> = HashMap::new();
+            for (insert, txn, seq) in steps {
+                if insert {
+                    list.insert(TxnId(txn), Seq(seq));
+                    model.insert(txn, seq);
+                } else {
+                    list.remove(TxnId(txn));
+                    model.remove(&txn);
+                }
+                prop_assert_eq!(list.lowest(), model.values().min().map(|&s| Seq(s)));
+                prop_assert_eq!(list.0.len(), model.len());
+            }
         }
     }
 }
