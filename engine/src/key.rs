@@ -125,7 +125,6 @@ impl fmt::Display for Key {
 
 #[cfg(test)]
 mod tests {
-
     use proptest::prelude::*;
 
     use super::Key;
