@@ -2,7 +2,9 @@
 //! backoff), ticks the link and carries out each [`Ready`] — the difference file, the
 //! socket, the waiting commits — and one reader thread per connection that feeds the
 //! peer's messages to the link. All I/O happens here, never under the core's lock:
-//! the lock is held only to hand inputs to the link and to take its output.
+//! the lock is held only to hand inputs to the link and to take its output. (A sync
+//! commit may write its own frame while the link thread sleeps, through the same
+//! [`Outbox`]: see `outbox.rs`.)
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -16,11 +18,11 @@ use kirikae_engine::Database;
 use crate::copier::{Copier, Step};
 use crate::difference_file::DifferenceFile;
 use crate::error::{ReplicateError, Result};
-use crate::freeze_point::{self, FreezePoint};
 use crate::handshake::PrimaryHandshake;
 use crate::link::Ready;
+use crate::outbox::Outbox;
 use crate::shared::Shared;
-use crate::wire::{encode, encode_into, FrameDecoder, Message};
+use crate::wire::{encode, FrameDecoder, Message};
 
 /// The link thread (see the module docs). Owns the difference file, and copies
 /// `database` when the link resyncs the peer.
@@ -36,20 +38,22 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
                 Ok((stream, reader)) => {
                     connection.stream = Some(stream);
                     connection.reader = Some(reader);
-                    // Set at connecting, to the peer timeout: not yet the link's.
-                    connection.write_timeout = Duration::ZERO;
                 }
                 Err(e) => {
                     tracing::debug!("connecting to the peer: {e}");
+                    shared.outbox.lock().closed();
                     shared.core.lock().link.connect_failed(shared.now());
                 }
             }
         }
+        // The outbox before the core: what is taken from the link is written before
+        // anyone takes more (see `outbox.rs`).
+        let mut outbox = shared.outbox.lock();
         let (mut ready, wakeups) = {
             let mut core = shared.core.lock();
             core.link.recycle(std::mem::take(&mut spare));
             core.link.tick(shared.now());
-            connection.io_timeout = core.link.io_timeout();
+            outbox.set_io_timeout(core.link.io_timeout());
             shared.take_ready(&mut core)
         };
         wakeups.deliver();
@@ -57,7 +61,8 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
             copier = Some(Copier::new(order));
         }
         let mut more;
-        (more, spare) = carry_out(&shared, ready, &mut diff, &mut connection);
+        (more, spare) = carry_out(&shared, ready, &mut diff, &mut connection, &mut outbox);
+        drop(outbox);
         if let Some(c) = copier.as_mut() {
             match c.step(&shared, &database) {
                 Step::Busy => more = true,
@@ -77,7 +82,8 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
     }
     // What going down produced (the window moved to the difference file, outcomes)
     // is carried out before the thread ends: nothing in flight is lost.
-    connection.close(&shared);
+    let mut outbox = shared.outbox.lock();
+    connection.close(&shared, &mut outbox);
     loop {
         let (ready, wakeups) = {
             let mut core = shared.core.lock();
@@ -87,25 +93,22 @@ pub(crate) fn link_thread(shared: Arc<Shared>, mut diff: DifferenceFile, databas
         if ready.is_empty() {
             break;
         }
-        carry_out(&shared, ready, &mut diff, &mut connection);
+        carry_out(&shared, ready, &mut diff, &mut connection, &mut outbox);
     }
 }
 
-/// The current connection to the peer, if any.
+/// The current connection to the peer, if any (its writing end is also in the
+/// [`Outbox`]).
 #[derive(Default)]
 struct Connection {
     stream: Option<TcpStream>,
     reader: Option<JoinHandle<()>>,
-    /// Encoding buffer, reused.
-    out: Vec<u8>,
-    /// What the link allows a write now, and what the socket was last set to.
-    io_timeout: Duration,
-    write_timeout: Duration,
 }
 
 impl Connection {
     /// Ends the connection: the link is told, the reader thread stops.
-    fn close(&mut self, shared: &Shared) {
+    fn close(&mut self, shared: &Shared, outbox: &mut Outbox) {
+        outbox.closed();
         {
             let mut core = shared.core.lock();
             core.generation += 1;
@@ -119,42 +122,6 @@ impl Connection {
             let _ = r.join();
         }
     }
-
-    /// Encodes and writes `messages`; an error is returned as the reason to close.
-    fn send(&mut self, shared: &Shared, messages: &[Message]) -> Option<String> {
-        let frame_bytes_max = shared.frame_bytes_max;
-        let stream = self.stream.as_mut()?;
-        self.out.clear();
-        for m in messages {
-            if let Message::Commit { seq, .. } = m {
-                freeze_point::reached(FreezePoint::BeforeCommitSent, Some(*seq));
-            }
-            match encode_into(m, frame_bytes_max, &mut self.out) {
-                Ok(()) => {}
-                // Sizes were checked when the transaction was submitted: a failure
-                // here is a bug, surfaced as an outage.
-                Err(e) => return Some(format!("cannot encode a frame: {e}")),
-            }
-        }
-        if self.out.is_empty() {
-            return None;
-        }
-        if self.io_timeout != self.write_timeout && !self.io_timeout.is_zero() {
-            if let Err(e) = stream.set_write_timeout(Some(self.io_timeout)) {
-                return Some(format!("set the write timeout: {e}"));
-            }
-            self.write_timeout = self.io_timeout;
-        }
-        shared
-            .writing_since
-            .store(shared.now() + 1, Ordering::Relaxed);
-        let result = stream.write_all(&self.out);
-        shared.writing_since.store(0, Ordering::Relaxed);
-        if self.out.capacity() > 16 << 20 {
-            self.out = Vec::new();
-        }
-        result.err().map(|e| format!("write to the peer: {e}"))
-    }
 }
 
 /// Carries out `ready` (see [`Ready`] for the order) and reports back to the link.
@@ -165,10 +132,11 @@ fn carry_out(
     mut ready: Ready,
     diff: &mut DifferenceFile,
     connection: &mut Connection,
+    outbox: &mut Outbox,
 ) -> (bool, Vec<Message>) {
     let report = diff.persist(&ready);
     let replay = ready.read.map(|request| (request, diff.read(request)));
-    let failed = connection.send(shared, &ready.messages);
+    let failed = outbox.send(shared, &ready.messages);
     let more = if report.is_some() || replay.is_some() || failed.is_some() {
         let mut core = shared.core.lock();
         let now = shared.now();
@@ -186,7 +154,7 @@ fn carry_out(
         false
     };
     if failed.is_some() || ready.close {
-        connection.close(shared);
+        connection.close(shared, outbox);
     }
     let mut messages = std::mem::take(&mut ready.messages);
     messages.clear();
@@ -261,6 +229,9 @@ fn connect(shared: &Arc<Shared>) -> Result<(TcpStream, JoinHandle<()>)> {
     stream
         .set_read_timeout(None)
         .map_err(|e| network("connect to", e))?;
+    // Writable by whoever holds the outbox once the link knows it is connected.
+    let write_half = stream.try_clone().map_err(|e| network("connect to", e))?;
+    shared.outbox.lock().connected(write_half);
     let generation = {
         let mut core = shared.core.lock();
         core.generation += 1;

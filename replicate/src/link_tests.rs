@@ -339,6 +339,32 @@ fn a_commit_decision_waits_for_the_next_write_and_anything_else_does_not() {
 }
 
 #[test]
+fn a_committing_thread_takes_only_messages_that_can_go_alone() {
+    let mut link = duplex_link(LinkConfig::default());
+    let seq = submit_sync(&mut link, 2);
+    let taken = link
+        .take_messages()
+        .expect("a duplex link's Prepare goes alone");
+    assert!(matches!(&taken[..], [crate::wire::Message::Prepare { seq: s, .. }] if *s == seq));
+    assert_eq!(
+        link.take_messages().map(|m| m.len()),
+        Some(0),
+        "taken once: nothing is left to send"
+    );
+    assert!(link.ready().messages.is_empty(), "nor for the shell");
+    // A link gone down has a close and the difference file to see to first.
+    link.receive(
+        3,
+        crate::wire::Message::Ack {
+            seq: Seq::ZERO,
+            epoch: Epoch(LinkConfig::default().epoch.0 - 1),
+        },
+    );
+    assert!(link.take_messages().is_none());
+    assert!(link.ready().close);
+}
+
+#[test]
 fn an_answer_of_a_higher_epoch_fences_the_primary_and_a_lower_one_ends_the_session() {
     let ours = LinkConfig::default().epoch;
     let mut link = duplex_link(LinkConfig::default());

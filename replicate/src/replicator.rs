@@ -31,6 +31,7 @@ use crate::leadership::Leadership;
 use crate::link::{Event, Link, LinkConfig, LinkMetrics, Rejoin, Submitted, SyncOutcome};
 use crate::link_shell::link_thread;
 use crate::mode::{Mode, WhenPeerDown};
+use crate::outbox;
 use crate::record_log::{RecordLog, RecordLogOptions};
 use crate::rules::RuleSet;
 use crate::seq::Seq;
@@ -484,8 +485,17 @@ impl Gate {
             // between the two.
             shared.unapplied.lock().insert(request.txn, seq);
         }
-        drop(core);
-        shared.wake_writer();
+        // A sync commit is going to wait anyway: it sends its own frame if the link
+        // thread sleeps, rather than wait for that thread to wake up and send it.
+        let sent = if matches!(submitted, Submitted::Waiting { .. }) {
+            outbox::send_from_commit(shared, core)
+        } else {
+            drop(core);
+            false
+        };
+        if !sent {
+            shared.wake_writer();
+        }
         let accepted = outcome_of(shared, submitted, waiter, mode, sync_timeout);
         if accepted.is_err() {
             shared.unapplied.lock().remove(request.txn);

@@ -17,6 +17,7 @@ use crate::ddl::CatalogChangeAt;
 use crate::handshake::PeerKey;
 use crate::leadership::LeaseGuard;
 use crate::link::{Event, Link, LinkState, Micros, Ready};
+use crate::outbox::Outbox;
 use crate::rules::RuleSet;
 use crate::seq::Seq;
 use crate::sync_waiter::{Waiters, Wakeup};
@@ -85,6 +86,9 @@ pub(crate) struct Core {
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<Core>,
+    /// The connection's writing end (see `outbox.rs`): taken before `core` by the
+    /// link thread, only tried by a committing thread that holds `core`.
+    pub(crate) outbox: Mutex<Outbox>,
     /// The link changed state (a catch-up pause ended, duplex reached or lost).
     pub(crate) settled: Condvar,
     /// Work is waiting for the link thread.
@@ -148,6 +152,7 @@ impl Shared {
                 generation: 0,
                 seen_state: LinkState::Degraded,
             }),
+            outbox: Mutex::new(Outbox::default()),
             settled: Condvar::new(),
             wake: Condvar::new(),
             writer_idle: AtomicBool::new(false),

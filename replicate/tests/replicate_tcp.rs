@@ -203,6 +203,82 @@ fn every_mode_replicates_end_to_end_and_skip_tables_stay_local() {
     }
 }
 
+/// Sync commits write their own frames while the link thread sleeps, and leave
+/// them to it while it is busy with async ones: with four threads mixing both, every
+/// frame still reaches the peer in sequence order (a frame out of order would be a
+/// protocol error, a gap or a mismatch, and the link would go down).
+#[test]
+fn frames_written_by_sync_commits_and_by_the_link_thread_keep_sequence_order() {
+    let primary = database();
+    let replica = database();
+    let peer = Backup::start(replica.clone(), "127.0.0.1:0", peer_config(None)).expect("peer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = RuleSet::parse(
+        &format!(
+            r#"
+            default = "async"
+            [[rule]]
+            name = "accounts are sync"
+            table = "{T}"
+            mode = "sync"
+            "#
+        ),
+        "t.toml",
+    )
+    .expect("rules");
+    // Deadlines far beyond the test's run: a slow machine must not settle a sync
+    // commit by its rule or declare the peer down.
+    let config = LinkConfig {
+        peer_timeout: Duration::from_secs(30),
+        sync_timeout: Duration::from_secs(30),
+        ..link()
+    };
+    let rep = replicator_with(&primary, peer.local_addr(), rules, config, dir.path());
+    let events = rep.events();
+    assert!(rep.wait_duplex(Duration::from_secs(5)), "duplex");
+    let (threads, rounds) = (4i64, 300i64);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let session = primary.session(SessionInfo::new("app", "app", None));
+            s.spawn(move || {
+                for i in 0..rounds {
+                    let k = t * 1_000 + i % 50;
+                    let table = if i % 3 == 0 { T } else { "scratch" };
+                    let mut tx = session.begin();
+                    let exists = tx.get(table, &Key::from(k)).expect("get").is_some();
+                    if exists {
+                        tx.update(table, &Key::from(k), kv_row(k, i))
+                    } else {
+                        tx.insert(table, kv_row(k, i))
+                    }
+                    .expect("write");
+                    tx.commit().expect("commit");
+                }
+            });
+        }
+    });
+    assert!(rep.wait_caught_up(Duration::from_secs(30)), "caught up");
+    for table in [T, "scratch"] {
+        assert_eq!(
+            checksum(&primary, table),
+            checksum(&replica, table),
+            "{table}"
+        );
+    }
+    let m = rep.metrics();
+    let commits = (threads * rounds) as u64;
+    assert_eq!(m.last_seq, Seq(commits));
+    assert_eq!((m.mismatches, m.apply_errors), (0, 0));
+    assert_eq!(m.state, Some(LinkState::Duplex));
+    assert_eq!(peer.status().stats.applied, commits);
+    let downs: Vec<_> = events
+        .try_iter()
+        .filter(|e| matches!(e, Event::Diverged { .. }))
+        .collect();
+    assert!(downs.is_empty(), "{downs:?}");
+    rep.shutdown();
+}
+
 #[test]
 fn a_sync_commit_the_peer_refuses_rolls_back_on_both_sides() {
     let primary = database();

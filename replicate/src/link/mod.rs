@@ -229,6 +229,31 @@ impl Link {
         !self.ready.is_empty()
     }
 
+    /// Takes the pending messages alone, when nothing in the pending [`Ready`] must
+    /// be carried out before them (difference-file appends, reads, a copy, a close)
+    /// and the link is duplex: for a committing thread that sends its own
+    /// transaction's frame while the link thread sleeps. The rest (retirements,
+    /// released entries, notices) stays for the shell. `None` if they cannot go
+    /// alone; an empty list if there are none.
+    pub fn take_messages(&mut self) -> Option<Vec<Message>> {
+        let r = &self.ready;
+        if self.state != LinkState::Duplex
+            || !r.persist.is_empty()
+            || r.sync_log
+            || r.read.is_some()
+            || r.copy.is_some()
+            || r.close
+        {
+            return None;
+        }
+        if r.messages.is_empty() {
+            return Some(Vec::new());
+        }
+        self.out_bytes = 0;
+        let spare = std::mem::take(&mut self.spare_messages);
+        Some(std::mem::replace(&mut self.ready.messages, spare))
+    }
+
     /// Whether [`ready`](Link::ready) has anything the shell should carry out now
     /// rather than on its next turn: everything but commit decisions and retired
     /// records. A sync transaction's `Commit` or `Abort` follows the peer's
