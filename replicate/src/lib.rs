@@ -119,6 +119,7 @@ mod link_shell;
 #[cfg(test)]
 mod link_tests;
 mod mode;
+mod operation_encoding;
 mod outbox;
 mod proxy;
 mod proxy_queue;

@@ -26,6 +26,7 @@ use kirikae_engine::Operation;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::WireError;
+use crate::operation_encoding::encode_operations;
 
 /// The operations of one transaction, shared between the message that ships them,
 /// the primary's window and the difference file's record (never copied).
@@ -65,7 +66,11 @@ impl Writes {
         let encoding = BUFFER.with_borrow_mut(|kept| {
             let mut buffer = std::mem::take(kept);
             buffer.clear();
-            let buffer = postcard::to_extend(&operations, buffer).ok()?;
+            let buffer = if encode_operations(&operations, &mut buffer) {
+                buffer
+            } else {
+                postcard::to_extend(&operations, buffer).ok()?
+            };
             let encoding = Arc::<[u8]>::from(&buffer[..]);
             if buffer.capacity() <= BUFFER_KEPT_BYTES_MAX {
                 *kept = buffer;
