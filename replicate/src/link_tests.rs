@@ -244,6 +244,10 @@ fn a_catch_up_reads_through_the_shell_and_ends_duplex() {
     assert_eq!(link.state(), LinkState::CatchingUp);
     let read = link.ready().read.expect("asks for the records");
     assert_eq!((read.after, read.limit > 0), (Seq::ZERO, true));
+    assert!(
+        link.has_urgent_ready(),
+        "while catching up, any answer may let the next batch go: the shell is woken"
+    );
     link.replayed(6, read.catch_up, Ok(persisted));
     let ready = link.ready();
     assert_eq!(ready.messages.len(), 3, "{:?}", ready.messages);

@@ -261,10 +261,13 @@ impl Link {
     /// side and a frame of its own, while the next submission's frame (or the
     /// shell's next tick) carries it for free. Its committing thread does not wait
     /// for it: the outcome is a notice. Acknowledgements retire records and release
-    /// entries, which can wait for the next turn too.
+    /// entries, which can wait for the next turn too; except during a catch-up,
+    /// where each may open room for the next batch, which the link's next turn asks
+    /// for (so everything is urgent then, as it always was).
     pub fn has_urgent_ready(&self) -> bool {
         let r = &self.ready;
-        !r.persist.is_empty()
+        self.state == LinkState::CatchingUp
+            || !r.persist.is_empty()
             || r.sync_log
             || r.read.is_some()
             || r.copy.is_some()
