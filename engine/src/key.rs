@@ -15,10 +15,10 @@ use crate::value::Value;
 /// straddling two (a 40-byte entry, as a small vector with its capacity made it,
 /// crossed a line boundary at every other position). Cloning and comparing one,
 /// which every update does, touches no length either.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Key(Repr);
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Repr {
     One(Value),
     /// Any other number of columns (none included, for a key-less placeholder).
@@ -59,7 +59,14 @@ impl Key {
     }
 }
 
-// Equality, order and hash are those of the values, whatever the representation.
+// Debug output, equality, order and hash are those of the values, whatever the
+// representation.
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Key").field(&self.values()).finish()
+    }
+}
+
 impl PartialEq for Key {
     fn eq(&self, other: &Self) -> bool {
         self.values() == other.values()
@@ -140,6 +147,15 @@ mod tests {
             "[a-z0-9]{0,40}".prop_map(|s| Value::text(&s)),
             prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::from),
         ]
+    }
+
+    #[test]
+    fn a_key_shows_its_values() {
+        assert_eq!(format!("{:?}", Key::from(5)), "Key([Int(5)])");
+        assert_eq!(
+            format!("{:?}", Key::new(vec![Value::Int(1), Value::from("a")])),
+            r#"Key([Int(1), Text("a")])"#
+        );
     }
 
     #[test]
