@@ -139,9 +139,9 @@ pub struct ReplicateBenchReport {
     /// loss (no proxy): async, and ordered.
     pub primary_cpu_ratio_async: Option<f64>,
     pub primary_cpu_ratio_ordered: Option<f64>,
-    /// The backup's apply rate draining a backlog, async ÷ ordered (see
-    /// `backup_drain`); `null` when either drain measured no rate (a backlog too
-    /// small to time, e.g. `--outage 0`).
+    /// The backup's apply rate draining a backlog, async ÷ ordered, each the mean
+    /// of its two drains in `backup_drain`; `null` when a drain measured no rate (a
+    /// backlog too small to time, e.g. `--outage 0`).
     pub backup_apply_ratio_async_over_ordered: Option<f64>,
     pub cells: Vec<Cell>,
     /// The backup's apply rate in each mode: a backlog of the traffic's
@@ -312,6 +312,11 @@ fn pair(
     })
 }
 
+/// The backlog drains, each mode twice and each first once: whichever mode drained
+/// first after the cells drained slower (seen for either), and one drain of each
+/// would put that in their ratio.
+const DRAIN_ORDER: [&str; 4] = ["async", "ordered", "ordered", "async"];
+
 /// `a ÷ b`, when both are rates actually measured (positive and finite).
 fn ratio(a: f64, b: f64) -> Option<f64> {
     (a.is_finite() && b.is_finite() && a > 0.0 && b > 0.0).then(|| a / b)
@@ -336,8 +341,10 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     let one_session = args.policies.iter().any(|p| p == "sync")
         && args.rtt_ms.contains(&0.0)
         && args.loss_pct.contains(&0.0);
+    // The cells, two unreplicated runs, the drains and the catch-up.
     let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len()
-        + 5
+        + 3
+        + DRAIN_ORDER.len()
         + usize::from(one_session);
     let bar = ProgressBar::new(cells_total as u64);
     bar.set_style(crate::progress::style("{bar:30} {pos}/{len} {msg}"));
@@ -441,11 +448,25 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         .apply_lanes
         .unwrap_or(BackupConfig::default().apply_lanes);
     let mut backup_drain = Vec::new();
-    for mode in ["async", "ordered"] {
+    for mode in DRAIN_ORDER {
         bar.set_message(format!("the backup draining a backlog, {mode}"));
         backup_drain.push(drain(args, mode, lanes)?);
         bar.inc(1);
     }
+    // A mode's rate: the mean of its drains, if each measured one.
+    let drain_rate = |mode: &str| {
+        let rates: Vec<f64> = backup_drain
+            .iter()
+            .filter(|d| d.mode == mode)
+            .map(|d| d.txns_per_s)
+            .collect();
+        let measured = !rates.is_empty() && rates.iter().all(|r| r.is_finite() && *r > 0.0);
+        measured.then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+    };
+    let backup_apply_ratio_async_over_ordered = match (drain_rate("async"), drain_rate("ordered")) {
+        (Some(a), Some(o)) => ratio(a, o),
+        _ => None,
+    };
     bar.set_message("catch-up after an outage");
     let (catchup_ops_per_s, incoming, replayed, pause_us) = catch_up(args)?;
     bar.finish_and_clear();
@@ -467,10 +488,7 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         unreplicated_cpu_us_per_commit_after: base_cpu_after,
         primary_cpu_ratio_async: cpu_ratio("async"),
         primary_cpu_ratio_ordered: cpu_ratio("ordered"),
-        backup_apply_ratio_async_over_ordered: ratio(
-            backup_drain[0].txns_per_s,
-            backup_drain[1].txns_per_s,
-        ),
+        backup_apply_ratio_async_over_ordered,
         cells,
         backup_drain,
         catchup_ops_per_s,

@@ -305,10 +305,11 @@ fn bench_replicate_prints_json_with_every_field() {
     assert!(report["sync_one_session_p50_us"].as_u64().expect("p50") > 0);
     assert!(report["catchup_ops_replayed"].as_u64().expect("replayed") > 0);
     assert!(report["catchup_ops_per_s"].as_f64().expect("catch-up") > 0.0);
-    // The backup draining a backlog in each mode: async in the lanes, ordered never.
+    // The backup draining a backlog in each mode, twice, each mode first once:
+    // async in the lanes, ordered never.
     let drains = report["backup_drain"].as_array().expect("backup_drain");
     let modes: Vec<&str> = drains.iter().filter_map(|d| d["mode"].as_str()).collect();
-    assert_eq!(modes, ["async", "ordered"]);
+    assert_eq!(modes, ["async", "ordered", "ordered", "async"]);
     for d in drains {
         assert!(d["backlog_txns"].as_u64() > Some(0), "{d}");
         assert!(d["txns_per_s"].as_f64() > Some(0.0), "{d}");
@@ -317,8 +318,19 @@ fn bench_replicate_prints_json_with_every_field() {
         // CPU: a zero would be the wrong process read.
         assert!(d["backup_cpu_us_per_txn"].as_f64() > Some(0.0), "{d}");
     }
-    assert!(drains[0]["applied_in_lanes"].as_u64() > Some(0), "{report}");
-    assert_eq!(drains[1]["applied_in_lanes"], 0, "{report}");
+    for (d, mode) in drains.iter().zip(modes) {
+        match mode {
+            "async" => assert!(d["applied_in_lanes"].as_u64() > Some(0), "{d}"),
+            _ => assert_eq!(d["applied_in_lanes"], 0, "{d}"),
+        }
+    }
+    // Their ratio: the mean rate of each mode's two drains.
+    let rate = |i: usize| drains[i]["txns_per_s"].as_f64().expect("rate");
+    let expected = (rate(0) + rate(3)) / (rate(1) + rate(2));
+    let ratio = report["backup_apply_ratio_async_over_ordered"]
+        .as_f64()
+        .expect("ratio");
+    assert!((ratio - expected).abs() < 1e-9 * expected, "{report}");
 }
 
 /// A reader that goes away (a pipe to `head`, a harness that died) ends the command
