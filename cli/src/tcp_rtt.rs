@@ -23,16 +23,7 @@ pub fn median_us() -> Result<f64, CliError> {
         |what: &str, e: std::io::Error| CliError::Usage(format!("tcp round trip: {what}: {e}"));
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| fail("bind", e))?;
     let addr = listener.local_addr().map_err(|e| fail("address", e))?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = listener.accept()?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(TIMEOUT))?;
-        let mut b = [0u8; 1];
-        while s.read(&mut b)? == 1 {
-            s.write_all(&b)?;
-        }
-        Ok(())
-    });
+    let echo = std::thread::spawn(move || -> std::io::Result<()> { echo(listener.accept()?.0) });
     let mut c = TcpStream::connect(addr).map_err(|e| fail("connect", e))?;
     c.set_nodelay(true).map_err(|e| fail("nodelay", e))?;
     c.set_read_timeout(Some(TIMEOUT))

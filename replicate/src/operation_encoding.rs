@@ -15,12 +15,7 @@ use kirikae_engine::{Operation, Value};
 /// Appends the encoding of `operations` to `out` and returns `true`; or returns
 /// `false`, with `out` as it was, if one of them is a catalog change.
 pub(crate) fn encode_operations(operations: &[Operation], out: &mut Vec<u8>) -> bool {
-    if operations
-        .iter()
-        .any(|op| matches!(op, Operation::Ddl { .. }))
-    {
-        return false;
-    }
+    let start = out.len();
     varint(operations.len() as u64, out);
     for op in operations {
         match op {
@@ -40,7 +35,10 @@ pub(crate) fn encode_operations(operations: &[Operation], out: &mut Vec<u8>) -> 
                 text(table, out);
                 values(key.values(), out);
             }
-            Operation::Ddl { .. } => unreachable!("checked above"),
+            Operation::Ddl { .. } => {
+                out.truncate(start);
+                return false;
+            }
         }
     }
     true

@@ -236,17 +236,10 @@ impl Link {
     /// released entries, notices) stays for the shell. `None` if they cannot go
     /// alone; an empty list if there are none.
     pub fn take_messages(&mut self) -> Option<Vec<Message>> {
-        let r = &self.ready;
-        if self.state != LinkState::Duplex
-            || !r.persist.is_empty()
-            || r.sync_log
-            || r.read.is_some()
-            || r.copy.is_some()
-            || r.close
-        {
+        if self.state != LinkState::Duplex || self.ready.has_work_around_messages() {
             return None;
         }
-        if r.messages.is_empty() {
+        if self.ready.messages.is_empty() {
             return Some(Vec::new());
         }
         self.out_bytes = 0;
@@ -267,11 +260,7 @@ impl Link {
     pub fn has_urgent_ready(&self) -> bool {
         let r = &self.ready;
         self.state == LinkState::CatchingUp
-            || !r.persist.is_empty()
-            || r.sync_log
-            || r.read.is_some()
-            || r.copy.is_some()
-            || r.close
+            || r.has_work_around_messages()
             || !r.events.is_empty()
             || !r.outcomes.is_empty()
             || r.messages

@@ -53,6 +53,16 @@ pub struct Ready {
 pub struct Released(pub(super) Vec<super::window::Entry>);
 
 impl Ready {
+    /// Whether it holds work the shell carries out before its messages (step 1 and
+    /// 2 of the order above) or a close after them.
+    pub(crate) fn has_work_around_messages(&self) -> bool {
+        !self.persist.is_empty()
+            || self.sync_log
+            || self.read.is_some()
+            || self.copy.is_some()
+            || self.close
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.persist.is_empty()
