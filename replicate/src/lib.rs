@@ -122,6 +122,7 @@ mod mode;
 mod operation_encoding;
 mod outbox;
 mod proxy;
+mod proxy_arrival;
 mod proxy_queue;
 mod record_log;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! TCP delivers in order, everything behind it waits too — which is what the proxy
 //! does.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::error::{ReplicateError, Result};
+use crate::proxy_arrival::StampedReader;
 use crate::proxy_queue::{DelayQueue, Pacer};
 
 /// What the proxy does to traffic, in each direction.
@@ -166,9 +167,9 @@ fn accept_loop(
     }
 }
 
-/// Copies `from` to `to`, each chunk released `delay` after it was read (later if
+/// Copies `from` to `to`, each chunk released `delay` after it arrived (later if
 /// "lost"), in order.
-fn forward(mut from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64) {
+fn forward(from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64) {
     let queue = Arc::new(DelayQueue::new());
     let writer = {
         let queue = Arc::clone(&queue);
@@ -194,12 +195,13 @@ fn forward(mut from: TcpStream, to: TcpStream, impairment: Impairment, seed: u64
     };
     let mut rng = seed | 1;
     let mut buf = vec![0u8; 64 << 10];
+    let mut from = StampedReader::new(from);
     loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let (n, arrived) = match from.read(&mut buf) {
+            Ok((0, _)) | Err(_) => break,
+            Ok(read) => read,
         };
-        let mut release = Instant::now() + impairment.delay;
+        let mut release = arrived + impairment.delay;
         // xorshift64: a chunk is "lost" with probability `loss`.
         rng ^= rng << 13;
         rng ^= rng >> 7;
