@@ -48,16 +48,25 @@ impl StampedReader {
     /// Reads what is there (waiting for something), returning how many bytes and
     /// when the last of them arrived; `Ok((0, _))` at the end of the stream.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, Instant)> {
-        #[cfg(target_os = "linux")]
-        if self.stamped {
-            return self.read_stamped(buf);
-        }
-        let n = self.stream.read(buf)?;
-        Ok((n, Instant::now()))
+        let (n, stamped) = self.read_stamped(buf)?;
+        Ok((n, stamped.unwrap_or_else(Instant::now)))
     }
 
+    /// Reads as [`read`](StampedReader::read) does; the arrival is `None` when the
+    /// kernel gave no believable stamp. It stamps nothing until the first socket
+    /// asking for stamps switches stamping on, which it does from a work queue, a
+    /// moment later (`net_enable_timestamp`).
+    #[cfg(not(target_os = "linux"))]
+    fn read_stamped(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, Option<Instant>)> {
+        Ok((self.stream.read(buf)?, None))
+    }
+
+    /// See the other platforms' version.
     #[cfg(target_os = "linux")]
-    fn read_stamped(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, Instant)> {
+    fn read_stamped(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, Option<Instant>)> {
+        if !self.stamped {
+            return Ok((self.stream.read(buf)?, None));
+        }
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         use std::os::fd::AsRawFd;
         let mut iov = [std::io::IoSliceMut::new(buf)];
@@ -80,19 +89,17 @@ impl StampedReader {
                 _ => None,
             })
         });
-        let arrived = stamp
-            .and_then(|t| {
-                let stamp = Duration::new(
-                    u64::try_from(t.tv_sec()).ok()?,
-                    u32::try_from(t.tv_nsec()).ok()?,
-                );
-                let wall = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?;
-                let age = wall.checked_sub(stamp)?;
-                (age <= AGE_MAX).then(|| now.checked_sub(age)).flatten()
-            })
-            .unwrap_or(now);
+        let arrived = stamp.and_then(|t| {
+            let stamp = Duration::new(
+                u64::try_from(t.tv_sec()).ok()?,
+                u32::try_from(t.tv_nsec()).ok()?,
+            );
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            let age = wall.checked_sub(stamp)?;
+            (age <= AGE_MAX).then(|| now.checked_sub(age)).flatten()
+        });
         Ok((received.bytes, arrived))
     }
 }
@@ -112,34 +119,38 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         let mut reader = StampedReader::new(receiver.try_clone().expect("clone"));
-        let sent = Instant::now();
-        sender.write_all(b"hello").expect("write");
         let mut buf = [0u8; 16];
-        // Once peek sees the bytes they have arrived; read well after that.
-        receiver.peek(&mut buf).expect("peek");
-        let seen = Instant::now();
+        // Stamping starts a moment after it is asked for (see `read_stamped`):
+        // chunks are sent until one is stamped, within a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
         let late = Duration::from_millis(20);
-        std::thread::sleep(late);
-        let (n, arrived) = reader.read(&mut buf).expect("read");
-        let read_at = Instant::now();
-        assert_eq!(&buf[..n], b"hello");
-        assert!(arrived <= read_at);
-        #[cfg(target_os = "linux")]
-        {
-            assert!(reader.stamped, "the kernel stamps arrivals");
-            // A millisecond for converting the wall-clock stamp; the read came 20 later.
-            assert!(
-                arrived + Duration::from_millis(1) >= sent,
-                "stamped {:?} before the send",
-                sent.saturating_duration_since(arrived)
-            );
-            assert!(
-                arrived <= seen + Duration::from_millis(1),
-                "stamped {:?} after the bytes were seen, read {:?} after",
-                arrived.saturating_duration_since(seen),
-                read_at - seen
-            );
-        }
+        let (sent, seen, arrived) = loop {
+            let sent = Instant::now();
+            sender.write_all(b"hello").expect("write");
+            // Once peek sees the bytes they have arrived; read well after that.
+            receiver.peek(&mut buf).expect("peek");
+            let seen = Instant::now();
+            std::thread::sleep(late);
+            let (n, arrived) = reader.read_stamped(&mut buf).expect("read");
+            assert_eq!(&buf[..n], b"hello");
+            match arrived {
+                Some(arrived) => break (sent, seen, arrived),
+                None if cfg!(target_os = "linux") && Instant::now() < deadline => continue,
+                None if cfg!(target_os = "linux") => panic!("no chunk stamped in 10 s"),
+                None => return,
+            }
+        };
+        // A millisecond for converting the wall-clock stamp; the read came 20 later.
+        assert!(
+            arrived + Duration::from_millis(1) >= sent,
+            "stamped {:?} before the send",
+            sent.saturating_duration_since(arrived)
+        );
+        assert!(
+            arrived <= seen + Duration::from_millis(1),
+            "stamped {:?} after the bytes were seen, read {late:?} after",
+            arrived.saturating_duration_since(seen),
+        );
         drop(sender);
         assert_eq!(reader.read(&mut buf).expect("end").0, 0);
     }
