@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender, TrySendError};
+use crossbeam::utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
 use kirikae_engine::TxnId;
@@ -84,16 +85,22 @@ pub(crate) struct Core {
     seen_state: crate::LinkState,
 }
 
+///
+/// Layout: every commit writes the core's lock, the list of unapplied commits and
+/// (when the link thread sleeps) `writer_idle`, and only reads the flags (fenced,
+/// handing over, poisoned, pace). Each of the written ones has cache lines of its
+/// own ([`CachePadded`]): a flag sharing a line with them would be fetched from the
+/// other core on every commit (seen under perf as the commit path's costliest loads).
 pub(crate) struct Shared {
-    pub(crate) core: Mutex<Core>,
+    pub(crate) core: CachePadded<Mutex<Core>>,
     /// The connection's writing end (see `outbox.rs`): taken before `core` by the
     /// link thread, only tried by a committing thread that holds `core`.
-    pub(crate) outbox: Mutex<Outbox>,
+    pub(crate) outbox: CachePadded<Mutex<Outbox>>,
     /// The link changed state (a catch-up pause ended, duplex reached or lost).
     pub(crate) settled: Condvar,
     /// Work is waiting for the link thread.
     pub(crate) wake: Condvar,
-    pub(crate) writer_idle: AtomicBool,
+    pub(crate) writer_idle: CachePadded<AtomicBool>,
     pub(crate) rules: RuleSet,
     epoch: Instant,
     events: Sender<Event>,
@@ -103,6 +110,9 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     /// Set when a replication thread panicked (see [`ReplicateError::Poisoned`]).
     poisoned: Mutex<Option<String>>,
+    /// Whether `poisoned` is set: what every commit reads (taking the lock would
+    /// write its line).
+    is_poisoned: AtomicBool,
     pub(crate) peer: SocketAddr,
     /// The link's frame limit (fixed at start).
     pub(crate) frame_bytes_max: usize,
@@ -116,10 +126,10 @@ pub(crate) struct Shared {
     pub(crate) handing_over: AtomicBool,
     /// When the link thread's current socket write began, µs on [`Shared::now`]'s
     /// clock plus one (0: not writing).
-    pub(crate) writing_since: AtomicU64,
+    pub(crate) writing_since: CachePadded<AtomicU64>,
     /// In etcd mode, the leader lease every commit needs alive.
     pub(crate) lease: std::sync::OnceLock<LeaseGuard>,
-    pub(crate) unapplied: Mutex<Unapplied>,
+    pub(crate) unapplied: CachePadded<Mutex<Unapplied>>,
     /// `LinkConfig::copy_bytes_per_s`.
     pub(crate) copy_bytes_per_s: u64,
     /// The link's `commit_pace_us`, published for commits to read without the lock.
@@ -146,16 +156,16 @@ impl Shared {
         let frame_bytes_max = link.config().frame_bytes_max;
         let copy_bytes_per_s = link.config().copy_bytes_per_s;
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core {
+            core: CachePadded::new(Mutex::new(Core {
                 link,
                 waiters: Waiters::default(),
                 generation: 0,
                 seen_state: LinkState::Degraded,
-            }),
-            outbox: Mutex::new(Outbox::default()),
+            })),
+            outbox: CachePadded::new(Mutex::new(Outbox::default())),
             settled: Condvar::new(),
             wake: Condvar::new(),
-            writer_idle: AtomicBool::new(false),
+            writer_idle: CachePadded::new(AtomicBool::new(false)),
             rules,
             epoch: Instant::now(),
             events: tx,
@@ -163,14 +173,15 @@ impl Shared {
             events_dropped: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             poisoned: Mutex::new(None),
+            is_poisoned: AtomicBool::new(false),
             peer,
             frame_bytes_max,
             key,
             fenced_by: AtomicU64::new(0),
             handing_over: AtomicBool::new(false),
             lease: std::sync::OnceLock::new(),
-            writing_since: AtomicU64::new(0),
-            unapplied: Mutex::new(Unapplied::default()),
+            writing_since: CachePadded::new(AtomicU64::new(0)),
+            unapplied: CachePadded::new(Mutex::new(Unapplied::default())),
             copy_bytes_per_s,
             commit_pace_us: AtomicU64::new(0),
             catalog_changes: Mutex::new(std::collections::VecDeque::new()),
@@ -243,6 +254,9 @@ impl Shared {
 
     /// Why replication stopped, if a thread of it panicked.
     pub(crate) fn poisoned(&self) -> Option<String> {
+        if !self.is_poisoned.load(Ordering::Acquire) {
+            return None;
+        }
         self.poisoned.lock().clone()
     }
 
@@ -251,6 +265,7 @@ impl Shared {
     pub(crate) fn poison(&self, detail: String) {
         tracing::error!("{detail}");
         self.poisoned.lock().get_or_insert(detail);
+        self.is_poisoned.store(true, Ordering::Release);
         self.core.lock().waiters.close_all();
         self.settled.notify_all();
     }
@@ -276,7 +291,12 @@ impl Shared {
     }
 
     pub(crate) fn wake_writer(&self) {
-        if self.writer_idle.swap(false, Ordering::AcqRel) {
+        // Read before swapped: the swap would write the line on every commit, and
+        // the flag is mostly false under load. A false read is exact: the link
+        // thread sets it under the core's lock, which this commit took after it.
+        if self.writer_idle.load(Ordering::Acquire)
+            && self.writer_idle.swap(false, Ordering::AcqRel)
+        {
             self.wake.notify_one();
         }
     }
