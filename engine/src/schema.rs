@@ -1,6 +1,7 @@
 //! Table schemas: typed columns and a primary key.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::error::{EngineError, Result};
 use crate::key::Key;
@@ -268,20 +269,32 @@ impl Schema {
         Ok(row)
     }
 
-    /// `row` with the named columns replaced; validates the result.
+    /// `row` with the named columns replaced (the last change of a column wins),
+    /// each change validated first; built straight into the shared image that is
+    /// published, in one allocation (an update's only one).
     pub fn apply_changes(
         &self,
         table: &str,
         row: &[Value],
         changes: &[(&str, Value)],
-    ) -> Result<Row> {
-        let mut out = row.to_vec();
+    ) -> Result<RowRef> {
+        let mut at: SmallVec<[(usize, &Value); 4]> = SmallVec::with_capacity(changes.len());
         for (name, v) in changes {
             let i = self.require_column(table, name)?;
             check_value(table, &self.columns[i], v)?;
-            out[i] = v.clone();
+            at.push((i, v));
         }
-        Ok(out)
+        Ok(row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                at.iter()
+                    .rev()
+                    .find(|(j, _)| *j == i)
+                    .map_or(v, |&(_, changed)| changed)
+                    .clone()
+            })
+            .collect())
     }
 }
 

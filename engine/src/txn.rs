@@ -229,7 +229,7 @@ impl<'s> Transaction<'s> {
             return Err(not_found(&t, key));
         };
         let row = t.schema().apply_changes(t.name(), &current, changes)?;
-        self.put_locked(ti, &t, rid, key, current, row.into())?;
+        self.put_locked(ti, &t, rid, key, current, row)?;
         Ok(rid)
     }
 
