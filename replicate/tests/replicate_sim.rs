@@ -17,6 +17,10 @@
 //!   and access log holds exactly the primary's tables;
 //! - no false mismatch, refusal or apply error was raised.
 //!
+//! Half the sync commits send the link's pending messages themselves
+//! ([`Link::take_messages`]), as a committing thread does while the link thread
+//! sleeps; the rest of the output waits for the shell's turn.
+//!
 //! `KIRIKAE_SIM_SEEDS=n` runs more seeds; `KIRIKAE_SIM_SEED=s` runs one (a failure
 //! prints its seed).
 
@@ -46,6 +50,8 @@ struct Tally {
     wipes: u64,
     /// Async transactions the peer's last incarnation applied in parallel lanes.
     applied_in_lanes: u64,
+    /// Messages sync commits sent themselves rather than through the link's turn.
+    sent_by_commits: u64,
 }
 
 fn run(seed: u64) -> Tally {
@@ -126,6 +132,7 @@ fn run(seed: u64) -> Tally {
         copies: sim.copies,
         wipes: sim.wipes,
         replayed: metrics.replayed,
+        sent_by_commits: sim.sent_by_commits,
         ..Tally::default()
     };
     for e in &sim.events {
@@ -174,6 +181,7 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
         total.copies += t.copies;
         total.wipes += t.wipes;
         total.applied_in_lanes += t.applied_in_lanes;
+        total.sent_by_commits += t.sent_by_commits;
     }) else {
         return;
     };
@@ -183,6 +191,8 @@ fn the_link_survives_drops_delays_reorders_partitions_and_peer_restarts() {
     assert!(total.checkpoints > 0 && total.segments_retired > 0);
     // Every seed starts with an empty backup (one resync each); lost data adds more.
     assert!(total.wipes > 0 && total.resyncs > seeds && total.copies > seeds);
+    // Sync commits sent frames themselves, between the link's turns.
+    assert!(total.sent_by_commits > 0);
     // Two seeds in three apply async transactions in parallel lanes.
     assert!(seeds < 3 || total.applied_in_lanes > 0);
 }

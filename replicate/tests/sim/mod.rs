@@ -192,6 +192,8 @@ pub struct Sim {
     pub unknown_ledger: BTreeSet<i64>,
     /// Submissions refused because the primary was fenced.
     pub fenced_refusals: u64,
+    /// Messages a sync commit sent itself ([`Link::take_messages`]).
+    pub sent_by_commits: u64,
     /// The primary's process is stopped (paused, or dead for good): it runs no step
     /// and what is sent to it waits (a dead one's connection just times out).
     pub primary_frozen: bool,
@@ -273,6 +275,7 @@ impl Sim {
             restarts: 0,
             other_sync: 0,
             fenced_refusals: 0,
+            sent_by_commits: 0,
             primary_frozen: false,
             peer_heard: None,
             copy: None,
@@ -417,7 +420,8 @@ impl Sim {
     }
 
     /// Generates one transaction valid against the model and submits it.
-    pub fn transaction(&mut self) {
+    /// Returns whether it is a sync transaction waiting for its outcome.
+    pub fn transaction(&mut self) -> bool {
         // Which rule file this transaction runs under (its mode, and for sync what
         // to do while the peer is down); the product's commit policy applies it.
         let pick = self.rng.below(100);
@@ -479,7 +483,7 @@ impl Sim {
             changes.push((LEDGER, ledger, Some(1)));
         }
         if ops.is_empty() {
-            return;
+            return false;
         }
         let session = SessionInfo::default();
         let mut request = CommitRequest {
@@ -501,10 +505,11 @@ impl Sim {
                 Ok(s) => s,
                 Err(ReplicateError::Fenced { .. }) => {
                     self.fenced_refusals += 1;
-                    return;
+                    return false;
                 }
                 Err(e) => panic!("submit: {e}"),
             };
+        let waiting = matches!(submitted, kirikae_replicate::Submitted::Waiting { .. });
         match submitted {
             kirikae_replicate::Submitted::Queued { .. } => self.commit_model(&changes),
             kirikae_replicate::Submitted::Waiting { seq } => {
@@ -521,6 +526,7 @@ impl Sim {
                 other => panic!("settled at submit with {other:?}"),
             },
         }
+        waiting
     }
 
     pub fn deliver(&mut self, faults: &Faults) {
@@ -689,7 +695,18 @@ impl Sim {
         }
         self.maybe_connect(faults);
         if submit && !self.link.paused() && self.rng.chance(0.4) {
-            self.transaction();
+            let sync_waiting = self.transaction();
+            // Half the time a waiting sync commit sends the pending messages itself,
+            // as a committing thread does while the link thread sleeps (outbox.rs);
+            // the rest of the link's output waits for the shell's turn.
+            if sync_waiting && self.conn.is_some() && self.rng.chance(0.5) {
+                if let Some(messages) = self.link.take_messages() {
+                    self.sent_by_commits += messages.len() as u64;
+                    for m in messages {
+                        self.send(true, m, faults);
+                    }
+                }
+            }
             self.flush_primary(faults);
         }
         self.deliver(faults);
