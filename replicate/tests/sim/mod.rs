@@ -33,6 +33,8 @@ pub use promoted::{backup_up, check_promoted};
 pub const ACCT: &str = "acct";
 pub const LEDGER: &str = "ledger";
 pub const STEP_US: u64 = 100;
+/// The link thread's tick when nothing wakes it (`link_shell.rs`).
+pub const LINK_TICK_US: u64 = 1_000;
 pub const KEYS: i64 = 40;
 
 pub fn schema() -> Schema {
@@ -694,26 +696,34 @@ impl Sim {
             return;
         }
         self.maybe_connect(faults);
+        // Whether the link thread runs this step (link_shell.rs): woken by a
+        // submission, by urgent input the reader delivered, at its tick, or kept
+        // awake by a copy; otherwise what the link holds waits for its next turn.
+        let mut woken = self.copy.is_some() || self.now % LINK_TICK_US < STEP_US;
         if submit && !self.link.paused() && self.rng.chance(0.4) {
             let sync_waiting = self.transaction();
-            // Half the time a waiting sync commit sends the pending messages itself,
-            // as a committing thread does while the link thread sleeps (outbox.rs);
-            // the rest of the link's output waits for the shell's turn.
-            if sync_waiting && self.conn.is_some() && self.rng.chance(0.5) {
+            // While the link thread sleeps, half the time a waiting sync commit sends
+            // the pending messages itself, as a committing thread does (outbox.rs),
+            // and does not wake it unless something else is urgent.
+            let mut sent_itself = false;
+            if sync_waiting && !woken && self.conn.is_some() && self.rng.chance(0.5) {
                 if let Some(messages) = self.link.take_messages() {
                     self.sent_by_commits += messages.len() as u64;
                     for m in messages {
                         self.send(true, m, faults);
                     }
+                    sent_itself = true;
                 }
             }
-            self.flush_primary(faults);
+            woken |= !sent_itself || self.link.has_urgent_ready();
         }
         self.deliver(faults);
-        self.link.tick(self.now);
-        self.flush_primary(faults);
-        self.copy_some();
-        self.flush_primary(faults);
+        if woken || self.link.has_urgent_ready() {
+            self.link.tick(self.now);
+            self.flush_primary(faults);
+            self.copy_some();
+            self.flush_primary(faults);
+        }
         self.peer_tick(faults);
     }
 
