@@ -1,7 +1,6 @@
 //! Table schemas: typed columns and a primary key.
 
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
 use crate::error::{EngineError, Result};
 use crate::key::Key;
@@ -269,32 +268,20 @@ impl Schema {
         Ok(row)
     }
 
-    /// `row` with the named columns replaced (the last change of a column wins),
-    /// each change validated first; built straight into the shared image that is
-    /// published, in one allocation (an update's only one).
+    /// `row` with the named columns replaced; validates the result.
     pub fn apply_changes(
         &self,
         table: &str,
         row: &[Value],
         changes: &[(&str, Value)],
-    ) -> Result<RowRef> {
-        let mut at: SmallVec<[(usize, &Value); 4]> = SmallVec::with_capacity(changes.len());
+    ) -> Result<Row> {
+        let mut out = row.to_vec();
         for (name, v) in changes {
             let i = self.require_column(table, name)?;
             check_value(table, &self.columns[i], v)?;
-            at.push((i, v));
+            out[i] = v.clone();
         }
-        Ok(row
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                at.iter()
-                    .rev()
-                    .find(|(j, _)| *j == i)
-                    .map_or(v, |&(_, changed)| changed)
-                    .clone()
-            })
-            .collect())
+        Ok(out)
     }
 }
 

@@ -229,7 +229,9 @@ impl<'s> Transaction<'s> {
             return Err(not_found(&t, key));
         };
         let row = t.schema().apply_changes(t.name(), &current, changes)?;
-        self.put_locked(ti, &t, rid, key, current, row)?;
+        // Built in a Vec, then moved into the shared image: one allocation more
+        // than building the image in place, and faster (tests/update_allocations.rs).
+        self.put_locked(ti, &t, rid, key, current, row.into())?;
         Ok(rid)
     }
 
