@@ -85,6 +85,7 @@ pub(crate) struct Core {
     seen_state: crate::LinkState,
 }
 
+/// What the commit gate, the API and the shell threads share (see the module docs).
 ///
 /// Layout: every commit writes the core's lock, the list of unapplied commits and
 /// (when the link thread sleeps) `writer_idle`, and only reads the flags (fenced,
