@@ -47,6 +47,9 @@ pub struct Drain {
     /// This process's CPU time per transaction meanwhile (the primary replaying
     /// its difference file).
     pub primary_cpu_us_per_txn: f64,
+    /// Cores the two processes kept busy together while draining: near the
+    /// machine's core count, more apply lanes have no core to run on.
+    pub cores_busy: f64,
 }
 
 /// Measures `mode`'s drain with `apply_lanes` lanes at the backup.
@@ -117,6 +120,9 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
         lane_meetings: report["stats"]["lane_meetings"].as_u64().unwrap_or(0),
         backup_cpu_us_per_txn,
         primary_cpu_us_per_txn,
+        cores_busy: (backup_cpu_us_per_txn + primary_cpu_us_per_txn) * txns as f64
+            / 1e6
+            / seconds.max(1e-9),
     })
 }
 

@@ -95,6 +95,12 @@ pub struct Cell {
     /// This process's CPU time (user + system) per commit, µs: the primary's, plus
     /// the proxy's where there is one (the backup runs in its own process).
     pub primary_cpu_us_per_commit: f64,
+    /// The backup process's CPU time (user + system) per commit, µs.
+    pub backup_cpu_us_per_commit: f64,
+    /// Cores the two processes kept busy together during the cell (their CPU time
+    /// ÷ the cell's length): near the machine's core count, the cell is bound by
+    /// CPU, not by the network or by waiting.
+    pub cores_busy: f64,
     /// Transactions the backup process applied per second of the cell.
     pub backup_apply_ops_per_s: f64,
     /// Times the link went down during the cell (each `Diverged` event), and the
@@ -372,9 +378,10 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                 };
                 let p = pair(args, policy, rtt, loss)?;
                 let events = p.replicator.events();
-                let cpu_before = process_cpu_us(None);
+                let cpu_before = (process_cpu_us(None), process_cpu_us(Some(p.peer.pid())));
                 let r = run_for(&t, &p.primary, args.seconds);
-                let cpu_us = process_cpu_us(None).saturating_sub(cpu_before);
+                let cpu_us = process_cpu_us(None).saturating_sub(cpu_before.0);
+                let backup_cpu_us = process_cpu_us(Some(p.peer.pid())).saturating_sub(cpu_before.1);
                 let secs = r.elapsed.as_secs_f64();
                 let ops = r.ops as f64 / secs;
                 let commits = r.commit_latency_us.len();
@@ -403,6 +410,8 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                         .then(|| args.sessions as f64 / (rtt / 1000.0)),
                     network_round_trips_per_s,
                     primary_cpu_us_per_commit: cpu_us as f64 / commits.max(1) as f64,
+                    backup_cpu_us_per_commit: backup_cpu_us as f64 / commits.max(1) as f64,
+                    cores_busy: (cpu_us + backup_cpu_us) as f64 / 1e6 / secs.max(1e-9),
                     backup_apply_ops_per_s: applied as f64 / secs,
                     link_downs: downs.len() as u64,
                     link_down_first_reason: downs.into_iter().next(),

@@ -224,6 +224,12 @@ fn bad_arguments_are_refused_with_usage() {
     }
 }
 
+/// The most cores a process pair can keep busy here, with a tick's rounding.
+fn cores_max() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores as f64 * 1.1 + 0.1
+}
+
 #[test]
 fn bench_replicate_prints_json_with_every_field() {
     let out = kirikae(&[
@@ -266,6 +272,11 @@ fn bench_replicate_prints_json_with_every_field() {
         }
         assert_eq!(c["failed"].as_u64(), Some(0), "{c}");
         assert!(c["link_downs"].as_u64().is_some(), "{c}");
+        // CPU is read in 10 ms ticks: a short cell's backup may show none, never
+        // more cores than the machine has (a wrong unit would).
+        assert!(c["backup_cpu_us_per_commit"].as_f64() >= Some(0.0), "{c}");
+        let busy = c["cores_busy"].as_f64().expect("cores_busy");
+        assert!(busy > 0.0 && busy <= cores_max(), "{c}");
     }
     let sync_1ms = cells
         .iter()
@@ -317,6 +328,8 @@ fn bench_replicate_prints_json_with_every_field() {
         // Thousands of transactions cannot be applied within one 10 ms tick of
         // CPU: a zero would be the wrong process read.
         assert!(d["backup_cpu_us_per_txn"].as_f64() > Some(0.0), "{d}");
+        let busy = d["cores_busy"].as_f64().expect("cores_busy");
+        assert!(busy > 0.0 && busy <= cores_max(), "{d}");
     }
     for (d, mode) in drains.iter().zip(modes) {
         match mode {
