@@ -67,20 +67,7 @@ fn replicator(db: &Database, peer: std::net::SocketAddr, dir: &Path, rate: u64) 
 }
 
 fn backup(listen: &str, log: &Path) -> (Database, Backup) {
-    let replica = kv_database(&[ACCT, LEDGER, SCRATCH]);
-    let backup = Backup::start(
-        replica.clone(),
-        listen,
-        BackupConfig {
-            key: Some(key()),
-            log_dir: Some(log.to_owned()),
-            access_log: AccessLogOptions::default().with_fsync(false),
-            heartbeat_every: Duration::from_millis(20),
-            ..BackupConfig::default()
-        },
-    )
-    .unwrap();
-    (replica, backup)
+    common::start_backup(&[ACCT, LEDGER, SCRATCH], listen, key(), log)
 }
 
 /// Two writers updating, deleting and inserting accounts (each its own keys) and

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{EngineError, Key, SessionInfo};
 use kirikae_replicate::{
-    switchover, table_checksum, AccessLogOptions, Backup, BackupConfig, Epoch, PeerKey,
-    ReplicateError, Replicator, ReplicatorConfig, Seq, Switchover,
+    switchover, table_checksum, Backup, BackupConfig, Epoch, PeerKey, ReplicateError, Replicator,
+    ReplicatorConfig, Seq, Switchover,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 use parking_lot::Mutex;
@@ -26,13 +26,7 @@ fn key() -> PeerKey {
 }
 
 fn backup_config(dir: &std::path::Path) -> BackupConfig {
-    BackupConfig {
-        key: Some(key()),
-        log_dir: Some(dir.to_owned()),
-        access_log: AccessLogOptions::default().with_fsync(false),
-        heartbeat_every: Duration::from_millis(20),
-        ..BackupConfig::default()
-    }
+    common::backup_config(key(), Some(dir))
 }
 
 /// The shared sync configuration, reconnecting faster (5–50 ms): the new primary

@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use kirikae_replicate::{LinkConfig, PeerKey, RecordLogOptions, ReplicatorConfig, RuleSet};
+use kirikae_engine::Database;
+use kirikae_replicate::{
+    AccessLogOptions, Backup, BackupConfig, LinkConfig, PeerKey, RecordLogOptions,
+    ReplicatorConfig, RuleSet,
+};
 
 /// A primary replicating every commit in sync mode to `peer`, with a fast link
 /// (20 ms heartbeats, 500 ms peer timeout, quick reconnects) and no fsync.
@@ -29,4 +33,25 @@ pub fn sync_replicator_config(peer: SocketAddr, key: PeerKey, dir: &Path) -> Rep
             ..RecordLogOptions::default()
         },
     }
+}
+
+/// A backup for these tests: authenticated by `key`, its access log in `log` (if
+/// any) without fsync, heartbeats every 20 ms (as `sync_replicator_config`'s).
+pub fn backup_config(key: PeerKey, log: Option<&Path>) -> BackupConfig {
+    BackupConfig {
+        key: Some(key),
+        log_dir: log.map(Path::to_owned),
+        access_log: AccessLogOptions::default().with_fsync(false),
+        heartbeat_every: Duration::from_millis(20),
+        ..BackupConfig::default()
+    }
+}
+
+/// A backup of [`backup_config`] listening on `listen`, over a new database of
+/// `kv_schema` tables named `tables`; returns that database too.
+pub fn start_backup(tables: &[&str], listen: &str, key: PeerKey, log: &Path) -> (Database, Backup) {
+    let replica = kirikae_testkit::kv_database(tables);
+    let backup =
+        Backup::start(replica.clone(), listen, backup_config(key, Some(log))).expect("backup");
+    (replica, backup)
 }

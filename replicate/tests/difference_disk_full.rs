@@ -1,0 +1,195 @@
+//! The difference file on a full disk, over real TCP and a real filesystem: the
+//! primary's difference directory is a 1 MiB tmpfs. With the backup down, commits
+//! go on into the difference file until the filesystem is full; from then on the
+//! primary keeps committing (async commits as before, sync ones alone, saying their
+//! record may be lost), raises `ResyncRequired` once and writes no more; when the
+//! backup is back it is resynced and ends with the primary's exact tables.
+//!
+//! Needs root (to mount the tmpfs); without it the test says so and passes, as the
+//! network-namespace tests do. CI runs as root.
+
+// Test code: a failed unwrap is the test failing, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kirikae_engine::{Database, SessionInfo};
+use kirikae_replicate::{
+    table_checksum, Backup, Event, LinkState, PeerKey, Replication, Replicator, RuleSet,
+};
+use kirikae_testkit::{kv_database, kv_row, wait_for};
+
+const ACCT: &str = "acct";
+const LEDGER: &str = "ledger";
+
+fn key() -> PeerKey {
+    PeerKey::new(b"disk-full-test-key-0123456789abc".to_vec()).unwrap()
+}
+
+/// A tmpfs of `size`, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None`, saying why, where it cannot be mounted (not root).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn backup(listen: &str, log: &Path) -> (Database, Backup) {
+    common::start_backup(&[ACCT, LEDGER], listen, key(), log)
+}
+
+fn replicator(db: &Database, peer: std::net::SocketAddr, dir: PathBuf) -> Replicator {
+    let mut config = common::sync_replicator_config(peer, key(), &dir);
+    config.rules = RuleSet::parse(
+        r#"
+        default = "async"
+        [[rule]]
+        table = "ledger"
+        mode = "sync"
+        "#,
+        "disk-full.toml",
+    )
+    .unwrap();
+    // Far above the tmpfs: the filesystem, not the cap, is what runs out.
+    config.link.difference_cap_bytes = 1 << 30;
+    Replicator::start(db, config).unwrap()
+}
+
+fn assert_equal(primary: &Database, replica: &Database) {
+    for t in [ACCT, LEDGER] {
+        let (p, r) = (primary.table(t).unwrap(), replica.table(t).unwrap());
+        assert_eq!(r.len(), p.len(), "{t}: row count");
+        assert_eq!(table_checksum(&r), table_checksum(&p), "{t}: contents");
+    }
+}
+
+#[test]
+fn a_full_disk_under_the_difference_file_ends_in_a_resync_and_loses_nothing() {
+    let Some(tmpfs) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let log = tempfile::tempdir().unwrap();
+    let primary = kv_database(&[ACCT, LEDGER]);
+    let (replica, backup1) = backup("127.0.0.1:0", log.path());
+    let addr = backup1.local_addr();
+    let rep = replicator(&primary, addr, tmpfs.path().join("difference"));
+    let events = rep.events();
+    assert!(
+        rep.wait_duplex(Duration::from_secs(10)),
+        "{:?}",
+        rep.metrics()
+    );
+    backup1.stop().unwrap();
+    wait_for(
+        "the link to see the backup gone",
+        Duration::from_secs(10),
+        || rep.metrics().state != Some(LinkState::Duplex),
+    );
+
+    // Commit until the difference file has failed (well past 1 MiB of records),
+    // then some more: nothing the primary commits may fail.
+    let s = primary.session(SessionInfo::new("app", "app", None));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut resync_required = None;
+    let mut k = 0i64;
+    let mut after = 0;
+    while after < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "no ResyncRequired after {k} commits: {:?}",
+            rep.metrics()
+        );
+        k += 1;
+        s.insert(ACCT, kv_row(k, k)).unwrap();
+        if resync_required.is_none() {
+            resync_required = events.try_iter().find_map(|e| match e {
+                Event::ResyncRequired { reason } => Some(reason),
+                _ => None,
+            });
+        } else {
+            after += 1;
+        }
+    }
+    let reason = resync_required.unwrap();
+    eprintln!("ResyncRequired after {k} commits: {reason}");
+    assert!(reason.contains("difference file"), "{reason}");
+    // A sync commit with the backup down commits alone, as its rule says.
+    let mut tx = s.begin();
+    tx.insert(LEDGER, kv_row(1, 1)).unwrap();
+    let note = tx.commit_noted().unwrap();
+    assert!(
+        matches!(
+            Replication::of(&note),
+            Some(Replication::NotReplicated { .. })
+        ),
+        "{:?}",
+        Replication::of(&note)
+    );
+    // No second ResyncRequired: the file is written no more.
+    assert!(
+        !events
+            .try_iter()
+            .any(|e| matches!(e, Event::ResyncRequired { .. })),
+        "raised once"
+    );
+
+    // The backup comes back (same address and log): resynced, then equal.
+    let (replica2, backup2) = backup(&addr.to_string(), log.path());
+    drop(replica);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Resynced { .. }) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("no Resynced: {e}; {:?}", rep.metrics()),
+        }
+    }
+    assert!(
+        rep.wait_caught_up(Duration::from_secs(20)),
+        "{:?}",
+        rep.metrics()
+    );
+    assert_equal(&primary, &replica2);
+    rep.shutdown();
+    drop(backup2);
+}
