@@ -432,3 +432,88 @@ fn a_transaction_refused_while_replaying_the_log_is_reported_to_the_next_primary
         "{again:?}"
     );
 }
+
+#[test]
+fn work_logged_when_a_stream_broke_is_applied_once_when_the_primary_sends_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = kv_database(&[T]);
+    let s = session(&db);
+    let mut applier = start(dir.path(), &s, options(u64::MAX));
+    hello(&mut applier);
+    let mut replies = Vec::new();
+    applier.handle(ship(1, 1, 10)).unwrap();
+    applier.flush(&mut replies).unwrap();
+    // Logged, not flushed: the stream broke here (a log write failed on a full
+    // disk, say), so nothing was applied or acknowledged past 1.
+    applier.handle(ship(2, 2, 20)).unwrap();
+    applier.handle(ship(3, 3, 30)).unwrap();
+    assert_eq!(applier.last_seq(), Seq(1));
+    // The primary connects again and sends everything after 1 again.
+    hello(&mut applier);
+    replies.clear();
+    for seq in 2..=3 {
+        applier
+            .handle(ship(seq, seq as i64, seq as i64 * 10))
+            .unwrap();
+    }
+    applier.flush(&mut replies).unwrap();
+    assert_eq!(
+        replies,
+        vec![Message::Ack {
+            seq: Seq(3),
+            epoch: Epoch(1),
+        }],
+        "applied once each, none refused as a duplicate key"
+    );
+    assert_eq!((value(&db, 2), value(&db, 3)), (Some(20), Some(30)));
+    assert_eq!((applier.stats().applied, applier.stats().rejected), (3, 0));
+    // A sync transaction's Prepare, logged when the stream broke: sent again, it is
+    // prepared (answered and held) once, not taken for one already held.
+    let prepare = Message::Prepare {
+        seq: Seq(4),
+        epoch: Epoch(1),
+        operations: vec![Operation::Insert {
+            table: T.into(),
+            row: kv_row(4, 40).into(),
+        }]
+        .into(),
+        responses: vec![42],
+    };
+    applier.handle(prepare.clone()).unwrap();
+    hello(&mut applier);
+    replies.clear();
+    applier.handle(prepare).unwrap();
+    applier.flush(&mut replies).unwrap();
+    assert!(
+        matches!(
+            replies[..],
+            [Message::Prepared { seq: Seq(4), .. }, Message::Ack { .. }]
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(applier.held(), 1);
+    replies.clear();
+    applier
+        .handle(Message::Commit {
+            seq: Seq(4),
+            epoch: Epoch(1),
+        })
+        .unwrap();
+    applier.flush(&mut replies).unwrap();
+    assert_eq!((applier.held(), value(&db, 4)), (0, Some(40)));
+    drop(applier);
+    // Restarted from that log (which may hold 2 and 3 twice): the same rows.
+    let db2 = kv_database(&[T]);
+    let s2 = session(&db2);
+    let again = start(dir.path(), &s2, options(u64::MAX));
+    assert_eq!(again.last_seq(), Seq(4));
+    assert_eq!(
+        (
+            value(&db2, 1),
+            value(&db2, 2),
+            value(&db2, 3),
+            value(&db2, 4)
+        ),
+        (Some(10), Some(20), Some(30), Some(40))
+    );
+}

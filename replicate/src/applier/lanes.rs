@@ -410,6 +410,18 @@ impl Lanes {
         Ok(())
     }
 
+    /// Forgets the run gathered so far without applying it (what a failure left
+    /// behind; see `Applier::connected`).
+    pub fn discard_run(&mut self) {
+        for lane in &mut self.run {
+            lane.clear();
+        }
+        self.run_len = 0;
+        self.meetings = 0;
+        self.placed.clear();
+        self.load.iter_mut().for_each(|n| *n = 0);
+    }
+
     /// The meetings gathered since the last call (a run applied on lane 0 alone
     /// has none: call this only after a run applied in parallel).
     pub fn take_meetings(&mut self) -> u64 {

@@ -398,8 +398,26 @@ impl<'s> Applier<'s> {
         }
         self.epoch = epoch;
         self.resync_interrupted()?;
+        self.discard_unapplied();
         self.stream_seq = self.resolved;
         Ok(())
+    }
+
+    /// Drops the work logged and not applied when the last stream broke off (a log
+    /// write, say on a full disk, or a commit failed in the middle of a batch). The
+    /// new stream restarts at `resolved`, so the primary, which acknowledgements
+    /// release only up to there, sends that work again: applied from here as well,
+    /// it was applied twice (duplicate keys, each transaction refused for ever
+    /// after, seen with a backup's log on a full tmpfs). Its records may still
+    /// reach the log; a replay skips a sequence met twice.
+    fn discard_unapplied(&mut self) {
+        for work in self.queue.drain(..) {
+            if matches!(work.entry, AccessEntry::Prepare { .. }) {
+                // Sent again, it is prepared again (a held one is not in the queue).
+                self.undecided.remove(&work.seq);
+            }
+        }
+        self.lanes.discard_run();
     }
 
     /// Handles one message: checked, logged (not yet durable) and queued; its

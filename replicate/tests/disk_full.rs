@@ -1,9 +1,16 @@
-//! The difference file on a full disk, over real TCP and a real filesystem: the
-//! primary's difference directory is a 1 MiB tmpfs. With the backup down, commits
+//! Full disks, over real TCP and real filesystems (a 1 MiB tmpfs).
+//!
+//! The difference file on a full disk: the primary's difference directory is the
+//! tmpfs. With the backup down, commits
 //! go on into the difference file until the filesystem is full; from then on the
 //! primary keeps committing (async commits as before, sync ones alone, saying their
 //! record may be lost), raises `ResyncRequired` once and writes no more; when the
 //! backup is back it is resynced and ends with the primary's exact tables.
+//!
+//! The backup's access log on a full disk: the backup cannot log, so it neither
+//! applies nor acknowledges; the primary keeps committing (its link down, the rest
+//! in its difference file). Once the filesystem has room again the pair recovers,
+//! and the backup ends with the primary's exact tables, restarted from its log too.
 //!
 //! Needs root (to mount the tmpfs); without it the test says so and passes, as the
 //! network-namespace tests do. CI runs as root.
@@ -61,6 +68,16 @@ impl Tmpfs {
 
     fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Gives the filesystem `size` (e.g. room again after it filled).
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {size}: {status}");
     }
 }
 
@@ -191,5 +208,68 @@ fn a_full_disk_under_the_difference_file_ends_in_a_resync_and_loses_nothing() {
     );
     assert_equal(&primary, &replica2);
     rep.shutdown();
+    drop(backup2);
+}
+
+#[test]
+fn a_full_disk_under_the_backups_access_log_holds_its_acknowledgements_until_there_is_room() {
+    let Some(tmpfs) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let diff = tempfile::tempdir().unwrap();
+    let log = tmpfs.path().join("log");
+    let primary = kv_database(&[ACCT, LEDGER]);
+    let (replica, backup1) = backup("127.0.0.1:0", &log);
+    let addr = backup1.local_addr();
+    let rep = replicator(&primary, addr, diff.path().to_owned());
+    let events = rep.events();
+    assert!(
+        rep.wait_duplex(Duration::from_secs(10)),
+        "{:?}",
+        rep.metrics()
+    );
+
+    // Commit until the backup's log has been full for a while: it stops
+    // acknowledging, and commits go on regardless.
+    let s = primary.session(SessionInfo::new("app", "app", None));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut k = 0i64;
+    let mut stalled_at = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the backup acknowledged everything after {k} commits: {:?}",
+            rep.metrics()
+        );
+        k += 1;
+        s.insert(ACCT, kv_row(k, k)).unwrap();
+        let m = rep.metrics();
+        match stalled_at {
+            None if m.last_seq.0 > m.last_acked_seq.0 + 20_000 => stalled_at = Some(k),
+            Some(at) if k > at + 2_000 => break,
+            _ => {}
+        }
+    }
+    let acked_while_full = rep.metrics().last_acked_seq;
+    eprintln!("the backup stopped acknowledging at {acked_while_full:?}, {k} commits in");
+
+    // Room again: the pair recovers and the backup holds what the primary does.
+    tmpfs.resize("64m");
+    let caught_up = rep.wait_caught_up(Duration::from_secs(30));
+    if !caught_up {
+        for e in events.try_iter() {
+            eprintln!("event: {e}");
+        }
+        eprintln!("backup: {:?}", backup1.status());
+    }
+    assert!(caught_up, "{:?}", rep.metrics());
+    assert!(rep.metrics().last_acked_seq > acked_while_full);
+    assert_equal(&primary, &replica);
+    // And so does a backup restarted from that log.
+    rep.shutdown();
+    backup1.stop().unwrap();
+    drop(replica);
+    let (replica2, backup2) = backup(&addr.to_string(), &log);
+    assert_equal(&primary, &replica2);
     drop(backup2);
 }
