@@ -60,6 +60,21 @@ fn ship(seq: u64, k: i64, v: i64) -> Message {
     }
 }
 
+/// A sync transaction's `Prepare` at `seq` from the primary of `epoch`, inserting
+/// `(k, v)`, with the primary's response digest 42.
+fn prepare(seq: u64, epoch: u64, k: i64, v: i64) -> Message {
+    Message::Prepare {
+        seq: Seq(seq),
+        epoch: Epoch(epoch),
+        operations: vec![Operation::Insert {
+            table: T.into(),
+            row: kv_row(k, v).into(),
+        }]
+        .into(),
+        responses: vec![42],
+    }
+}
+
 fn value(db: &Database, k: i64) -> Option<i64> {
     session(db)
         .get(T, &Key::from(k))
@@ -122,16 +137,7 @@ fn a_transaction_is_logged_before_it_is_applied_and_acknowledged_once_durable() 
 #[test]
 fn an_in_doubt_sync_transaction_is_held_again_after_a_restart_then_decided() {
     let dir = tempfile::tempdir().unwrap();
-    let prepare = Message::Prepare {
-        seq: Seq(2),
-        epoch: Epoch(1),
-        operations: vec![Operation::Insert {
-            table: T.into(),
-            row: kv_row(9, 90).into(),
-        }]
-        .into(),
-        responses: vec![42],
-    };
+    let prepare = prepare(2, 1, 9, 90);
     {
         let db = kv_database(&[T]);
         let s = session(&db);
@@ -348,16 +354,7 @@ fn a_commit_or_abort_from_an_older_epoch_is_refused() {
     let s = session(&db);
     let mut applier = start(dir.path(), &s, options(u64::MAX));
     applier.connected(Epoch(3)).unwrap();
-    let prepare = Message::Prepare {
-        seq: Seq(1),
-        epoch: Epoch(3),
-        operations: vec![Operation::Insert {
-            table: T.into(),
-            row: kv_row(4, 40).into(),
-        }]
-        .into(),
-        responses: vec![1],
-    };
+    let prepare = prepare(1, 3, 4, 40);
     applier.handle(prepare).unwrap();
     for stale in [
         Message::Commit {
@@ -469,16 +466,7 @@ fn work_logged_when_a_stream_broke_is_applied_once_when_the_primary_sends_it_aga
     assert_eq!((applier.stats().applied, applier.stats().rejected), (3, 0));
     // A sync transaction's Prepare, logged when the stream broke: sent again, it is
     // prepared (answered and held) once, not taken for one already held.
-    let prepare = Message::Prepare {
-        seq: Seq(4),
-        epoch: Epoch(1),
-        operations: vec![Operation::Insert {
-            table: T.into(),
-            row: kv_row(4, 40).into(),
-        }]
-        .into(),
-        responses: vec![42],
-    };
+    let prepare = prepare(4, 1, 4, 40);
     applier.handle(prepare.clone()).unwrap();
     hello(&mut applier);
     replies.clear();
