@@ -150,6 +150,9 @@ pub struct SegmentLog<R: LogEntry> {
     writer: Option<BufWriter<File>>,
     last: Option<u64>,
     cursor: Option<ReadCursor>,
+    /// A failed write's fragment still to be cut from the current segment: the
+    /// segment's length before that write (see [`SegmentLog::append`]).
+    fragment_from: Option<u64>,
     entry: PhantomData<fn() -> R>,
 }
 
@@ -333,6 +336,7 @@ impl<R: LogEntry> SegmentLog<R> {
             writer: None,
             last,
             cursor: None,
+            fragment_from: None,
             entry: PhantomData,
         };
         Ok((log, recovery, handed))
@@ -368,6 +372,7 @@ impl<R: LogEntry> SegmentLog<R> {
                 offset: self.bytes(),
                 reason: format!("cannot encode position {position}: {fault}"),
             })?;
+        self.cut_fragment()?;
         let needs_segment = self
             .segments
             .last()
@@ -402,9 +407,39 @@ impl<R: LogEntry> SegmentLog<R> {
             path: path.display().to_string(),
             source: std::io::Error::other("no open segment"),
         })?;
-        w.write_all(&framed).map_err(io(&path))?;
+        if let Err(e) = w.write_all(&framed) {
+            // A record as large as the buffer goes straight to the file, and a write
+            // that fails part-way (a full disk) leaves part of it there. The next
+            // record must not follow that fragment: a restart would take it for the
+            // log's torn end and cut every record after it, acknowledged ones too.
+            self.fragment_from = Some(self.segments[seg].bytes);
+            let _ = self.cut_fragment();
+            return Err(io(&path)(e));
+        }
         self.segments[seg].bytes += framed.len() as u64;
         self.last = Some(position);
+        Ok(())
+    }
+
+    /// Cuts a failed write's fragment from the current segment, if there is one
+    /// (see [`append`](SegmentLog::append)); until that succeeds nothing more is
+    /// written. A segment shorter than before the write holds no fragment: the
+    /// buffer kept what it could not write, and writes it later, in order.
+    fn cut_fragment(&mut self) -> Result<()> {
+        let (Some(before), Some(w), Some(seg)) = (
+            self.fragment_from,
+            self.writer.as_ref(),
+            self.segments.last(),
+        ) else {
+            self.fragment_from = None;
+            return Ok(());
+        };
+        let file = w.get_ref();
+        let len = file.metadata().map_err(io(&seg.path))?.len();
+        if len > before {
+            file.set_len(before).map_err(io(&seg.path))?;
+        }
+        self.fragment_from = None;
         Ok(())
     }
 
@@ -423,6 +458,7 @@ impl<R: LogEntry> SegmentLog<R> {
 
     /// Makes every appended record durable (flush, then fsync if configured).
     pub fn sync(&mut self) -> Result<()> {
+        self.cut_fragment()?;
         self.flush()?;
         if let (Some(w), true) = (self.writer.as_ref(), self.options.fsync) {
             let path = self

@@ -12,6 +12,11 @@
 //! in its difference file). Once the filesystem has room again the pair recovers,
 //! and the backup ends with the primary's exact tables, restarted from its log too.
 //!
+//! A record cut short by a full disk: a record larger than the log's write buffer
+//! goes straight to the file and part of it gets there; the log cuts that fragment,
+//! so that the records appended once there is room again read back after a restart
+//! (following the fragment, they would have been cut as a torn tail).
+//!
 //! Needs root (to mount the tmpfs); without it the test says so and passes, as the
 //! network-namespace tests do. CI runs as root.
 
@@ -24,9 +29,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kirikae_engine::{Database, SessionInfo};
+use kirikae_engine::{Database, Operation, SessionInfo, Value};
 use kirikae_replicate::{
-    table_checksum, Backup, Event, LinkState, PeerKey, Replication, Replicator, RuleSet,
+    table_checksum, Backup, Epoch, Event, LinkState, LogRecord, Mode, PeerKey, RecordLog,
+    RecordLogOptions, Replication, Replicator, RuleSet, Seq, Writes,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -272,4 +278,60 @@ fn a_full_disk_under_the_backups_access_log_holds_its_acknowledgements_until_the
     let (replica2, backup2) = backup(&addr.to_string(), &log);
     assert_equal(&primary, &replica2);
     drop(backup2);
+}
+
+/// A difference-file record of `bytes` bytes of payload at `seq`.
+fn record(seq: u64, bytes: usize) -> LogRecord {
+    LogRecord {
+        seq: Seq(seq),
+        epoch: Epoch(1),
+        mode: Mode::Async,
+        operations: Writes::new(vec![Operation::Insert {
+            table: ACCT.into(),
+            row: vec![Value::Int(seq as i64), Value::from(vec![7u8; bytes])].into(),
+        }]),
+    }
+}
+
+#[test]
+fn a_record_cut_short_by_a_full_disk_leaves_nothing_the_next_ones_follow() {
+    let Some(tmpfs) = Tmpfs::mount("64k") else {
+        return;
+    };
+    let options = RecordLogOptions {
+        segment_bytes: 1 << 20,
+        fsync: false,
+    };
+    let dir = tmpfs.path().join("log");
+    let (mut log, _) = RecordLog::open(&dir, options.clone()).unwrap();
+    for seq in 1..=3 {
+        log.append(&record(seq, 100)).unwrap();
+    }
+    log.sync().unwrap();
+    // Leave less room than the next record needs (it is larger than the log's
+    // write buffer, so it goes straight to the file, and part of it gets there).
+    let filler = tmpfs.path().join("filler");
+    let mut room = vec![0u8; 40 << 10];
+    std::fs::write(&filler, &room).unwrap();
+    let err = log
+        .append(&record(4, 32 << 10))
+        .expect_err("no room for it");
+    assert!(err.to_string().contains("No space left"), "{err}");
+    // Room again: the log goes on, and every record it took reads back.
+    std::fs::remove_file(&filler).unwrap();
+    room.clear();
+    for seq in 4..=6 {
+        log.append(&record(seq, 100)).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let (mut log, recovery) = RecordLog::open(&dir, options).unwrap();
+    assert_eq!(recovery.torn_bytes, 0, "{recovery:?}");
+    let seqs: Vec<u64> = log
+        .read_batch(Seq(0), 100)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq.0)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
 }
