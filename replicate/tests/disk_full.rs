@@ -11,6 +11,9 @@
 //! applies nor acknowledges; the primary keeps committing (its link down, the rest
 //! in its difference file). Once the filesystem has room again the pair recovers,
 //! and the backup ends with the primary's exact tables, restarted from its log too.
+//! The test waits for the backup to say its write failed for want of space, so the
+//! full disk, not a lag, is what it goes through; a second run takes checkpoints
+//! in that directory every 64 KiB of log meanwhile.
 //!
 //! A record cut short by a full disk: a record larger than the log's write buffer
 //! goes straight to the file and part of it gets there; the log cuts that fragment,
@@ -219,13 +222,34 @@ fn a_full_disk_under_the_difference_file_ends_in_a_resync_and_loses_nothing() {
 
 #[test]
 fn a_full_disk_under_the_backups_access_log_holds_its_acknowledgements_until_there_is_room() {
+    a_full_access_log_disk(None);
+}
+
+#[test]
+fn a_full_disk_under_the_backups_checkpoints_holds_its_acknowledgements_until_there_is_room() {
+    // A checkpoint every 64 KiB of log: some are due, and fail, while the disk is full.
+    a_full_access_log_disk(Some(64 << 10));
+}
+
+/// The backup's log directory fills, then has room again (see the module docs);
+/// `checkpoint_bytes`, if given, is how often it takes a checkpoint there.
+fn a_full_access_log_disk(checkpoint_bytes: Option<u64>) {
     let Some(tmpfs) = Tmpfs::mount("1m") else {
         return;
     };
     let diff = tempfile::tempdir().unwrap();
     let log = tmpfs.path().join("log");
     let primary = kv_database(&[ACCT, LEDGER]);
-    let (replica, backup1) = backup("127.0.0.1:0", &log);
+    let (replica, backup1) = match checkpoint_bytes {
+        None => backup("127.0.0.1:0", &log),
+        Some(bytes) => {
+            let replica = kv_database(&[ACCT, LEDGER]);
+            let mut config = common::backup_config(key(), Some(&log));
+            config.access_log.checkpoint_bytes = bytes;
+            let backup = Backup::start(replica.clone(), "127.0.0.1:0", config).unwrap();
+            (replica, backup)
+        }
+    };
     let addr = backup1.local_addr();
     let rep = replicator(&primary, addr, diff.path().to_owned());
     let events = rep.events();
@@ -235,29 +259,36 @@ fn a_full_disk_under_the_backups_access_log_holds_its_acknowledgements_until_the
         rep.metrics()
     );
 
-    // Commit until the backup's log has been full for a while: it stops
-    // acknowledging, and commits go on regardless.
+    // Commit until the backup has failed to write its log directory (it says why
+    // it dropped the connection), and on for a while: commits go on regardless.
     let s = primary.session(SessionInfo::new("app", "app", None));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut k = 0i64;
-    let mut stalled_at = None;
+    let mut full_at = None;
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "the backup acknowledged everything after {k} commits: {:?}",
-            rep.metrics()
-        );
         k += 1;
         s.insert(ACCT, kv_row(k, k)).unwrap();
-        let m = rep.metrics();
-        match stalled_at {
-            None if m.last_seq.0 > m.last_acked_seq.0 + 20_000 => stalled_at = Some(k),
+        match full_at {
             Some(at) if k > at + 2_000 => break,
-            _ => {}
+            Some(_) => {}
+            None => {
+                let status = backup1.status();
+                let full = status
+                    .last_disconnect
+                    .as_deref()
+                    .is_some_and(|r| r.contains("No space left"));
+                assert!(
+                    Instant::now() < deadline,
+                    "the backup's disk never filled after {k} commits: {status:?}"
+                );
+                if full {
+                    eprintln!("{k} commits in: {:?}", status.last_disconnect);
+                    full_at = Some(k);
+                }
+            }
         }
     }
     let acked_while_full = rep.metrics().last_acked_seq;
-    eprintln!("the backup stopped acknowledging at {acked_while_full:?}, {k} commits in");
 
     // Room again: the pair recovers and the backup holds what the primary does.
     tmpfs.resize("64m");
@@ -271,6 +302,12 @@ fn a_full_disk_under_the_backups_access_log_holds_its_acknowledgements_until_the
     assert!(caught_up, "{:?}", rep.metrics());
     assert!(rep.metrics().last_acked_seq > acked_while_full);
     assert_equal(&primary, &replica);
+    let mut files: Vec<String> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    eprintln!("log directory: {files:?}; backup: {:?}", backup1.status());
     // And so does a backup restarted from that log.
     rep.shutdown();
     backup1.stop().unwrap();
