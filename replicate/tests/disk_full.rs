@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use kirikae_engine::{Database, Operation, SessionInfo, Value};
 use kirikae_replicate::{
-    table_checksum, Backup, Epoch, Event, LinkState, LogRecord, Mode, PeerKey, RecordLog,
-    RecordLogOptions, Replication, Replicator, RuleSet, Seq, Writes,
+    Backup, Epoch, Event, LinkState, LogRecord, Mode, PeerKey, RecordLog, RecordLogOptions,
+    Replication, Replicator, RuleSet, Seq, Writes,
 };
 use kirikae_testkit::{kv_database, kv_row, wait_for};
 
@@ -100,7 +100,11 @@ impl Drop for Tmpfs {
 }
 
 fn backup(listen: &str, log: &Path) -> (Database, Backup) {
-    common::start_backup(&[ACCT, LEDGER], listen, key(), log)
+    common::start_backup(
+        &[ACCT, LEDGER],
+        listen,
+        common::backup_config(key(), Some(log)),
+    )
 }
 
 fn replicator(db: &Database, peer: std::net::SocketAddr, dir: PathBuf) -> Replicator {
@@ -121,11 +125,7 @@ fn replicator(db: &Database, peer: std::net::SocketAddr, dir: PathBuf) -> Replic
 }
 
 fn assert_equal(primary: &Database, replica: &Database) {
-    for t in [ACCT, LEDGER] {
-        let (p, r) = (primary.table(t).unwrap(), replica.table(t).unwrap());
-        assert_eq!(r.len(), p.len(), "{t}: row count");
-        assert_eq!(table_checksum(&r), table_checksum(&p), "{t}: contents");
-    }
+    common::assert_tables_equal(primary, replica, &[ACCT, LEDGER]);
 }
 
 #[test]
@@ -201,15 +201,7 @@ fn a_full_disk_under_the_difference_file_ends_in_a_resync_and_loses_nothing() {
     // The backup comes back (same address and log): resynced, then equal.
     let (replica2, backup2) = backup(&addr.to_string(), log.path());
     drop(replica);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(Event::Resynced { .. }) => break,
-            Ok(_) => continue,
-            Err(e) => panic!("no Resynced: {e}; {:?}", rep.metrics()),
-        }
-    }
+    common::resynced(&rep, Duration::from_secs(60));
     assert!(
         rep.wait_caught_up(Duration::from_secs(20)),
         "{:?}",
@@ -240,16 +232,11 @@ fn a_full_access_log_disk(checkpoint_bytes: Option<u64>) {
     let diff = tempfile::tempdir().unwrap();
     let log = tmpfs.path().join("log");
     let primary = kv_database(&[ACCT, LEDGER]);
-    let (replica, backup1) = match checkpoint_bytes {
-        None => backup("127.0.0.1:0", &log),
-        Some(bytes) => {
-            let replica = kv_database(&[ACCT, LEDGER]);
-            let mut config = common::backup_config(key(), Some(&log));
-            config.access_log.checkpoint_bytes = bytes;
-            let backup = Backup::start(replica.clone(), "127.0.0.1:0", config).unwrap();
-            (replica, backup)
-        }
-    };
+    let mut config = common::backup_config(key(), Some(&log));
+    if let Some(bytes) = checkpoint_bytes {
+        config.access_log.checkpoint_bytes = bytes;
+    }
+    let (replica, backup1) = common::start_backup(&[ACCT, LEDGER], "127.0.0.1:0", config);
     let addr = backup1.local_addr();
     let rep = replicator(&primary, addr, diff.path().to_owned());
     let events = rep.events();

@@ -67,7 +67,8 @@ fn replicator(db: &Database, peer: std::net::SocketAddr, dir: &Path, rate: u64) 
 }
 
 fn backup(listen: &str, log: &Path) -> (Database, Backup) {
-    common::start_backup(&[ACCT, LEDGER, SCRATCH], listen, key(), log)
+    let config = common::backup_config(key(), Some(log));
+    common::start_backup(&[ACCT, LEDGER, SCRATCH], listen, config)
 }
 
 /// Two writers updating, deleting and inserting accounts (each its own keys) and
@@ -131,25 +132,8 @@ impl Writers {
     }
 }
 
-fn resynced(rep: &Replicator, timeout: Duration) -> Event {
-    let events = rep.events();
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match events.recv_timeout(left) {
-            Ok(e @ Event::Resynced { .. }) => return e,
-            Ok(_) => continue,
-            Err(e) => panic!("no Resynced: {e}; {:?}", rep.metrics()),
-        }
-    }
-}
-
 fn assert_equal(primary: &Database, replica: &Database) {
-    for t in [ACCT, LEDGER] {
-        let (p, r) = (primary.table(t).unwrap(), replica.table(t).unwrap());
-        assert_eq!(r.len(), p.len(), "{t}: row count");
-        assert_eq!(table_checksum(&r), table_checksum(&p), "{t}: contents");
-    }
+    common::assert_tables_equal(primary, replica, &[ACCT, LEDGER]);
     assert!(
         replica.table(SCRATCH).unwrap().is_empty(),
         "a table the rules never replicate is not copied"
@@ -164,7 +148,7 @@ fn an_empty_backup_joins_a_loaded_primary_under_load_and_ends_equal() {
     let writers = Writers::start(&primary);
     // Slow enough that the writers commit hundreds of times during the copy.
     let rep = replicator(&primary, backup.local_addr(), diff.path(), 2 << 20);
-    let Event::Resynced { rows, .. } = resynced(&rep, Duration::from_secs(60)) else {
+    let Event::Resynced { rows, .. } = common::resynced(&rep, Duration::from_secs(60)) else {
         unreachable!()
     };
     assert!(rows >= ROWS as u64 / 2, "{rows} rows copied");
@@ -224,7 +208,7 @@ fn ends_equal_after_another_resync(
     primary: &Database,
     replica: &Database,
 ) {
-    resynced(rep, Duration::from_secs(60));
+    common::resynced(rep, Duration::from_secs(60));
     assert!(writers.stop() > 0);
     assert!(
         rep.wait_caught_up(Duration::from_secs(20)),
@@ -257,7 +241,7 @@ fn an_operator_resync_copies_the_tables_again_and_repairs_a_divergent_backup() {
     let primary = loaded_primary();
     let (replica, backup) = backup("127.0.0.1:0", log.path());
     let rep = replicator(&primary, backup.local_addr(), diff.path(), 0);
-    resynced(&rep, Duration::from_secs(30));
+    common::resynced(&rep, Duration::from_secs(30));
     assert!(rep.wait_caught_up(Duration::from_secs(10)));
     // The backup's copy goes bad behind replication's back (here: a maintenance
     // write that bypasses the write fence; in the field, a disk or a bug).
@@ -270,7 +254,7 @@ fn an_operator_resync_copies_the_tables_again_and_repairs_a_divergent_backup() {
     );
     let writers = Writers::start(&primary);
     rep.resync();
-    resynced(&rep, Duration::from_secs(30));
+    common::resynced(&rep, Duration::from_secs(30));
     writers.stop();
     assert!(
         rep.wait_caught_up(Duration::from_secs(20)),
@@ -323,7 +307,7 @@ fn a_table_of_rows_larger_than_a_chunk_is_copied_in_frames_the_peer_accepts() {
     let mut config = common::sync_replicator_config(backup.local_addr(), key(), diff.path());
     config.link.frame_bytes_max = FRAME;
     let rep = Replicator::start(&primary, config).unwrap();
-    let Event::Resynced { rows, .. } = resynced(&rep, Duration::from_secs(30)) else {
+    let Event::Resynced { rows, .. } = common::resynced(&rep, Duration::from_secs(30)) else {
         unreachable!()
     };
     assert_eq!(rows, 40);

@@ -5,12 +5,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kirikae_engine::Database;
 use kirikae_replicate::{
-    AccessLogOptions, Backup, BackupConfig, LinkConfig, PeerKey, RecordLogOptions,
-    ReplicatorConfig, RuleSet,
+    table_checksum, AccessLogOptions, Backup, BackupConfig, Event, LinkConfig, PeerKey,
+    RecordLogOptions, Replicator, ReplicatorConfig, RuleSet,
 };
 
 /// A primary replicating every commit in sync mode to `peer`, with a fast link
@@ -47,11 +47,37 @@ pub fn backup_config(key: PeerKey, log: Option<&Path>) -> BackupConfig {
     }
 }
 
-/// A backup of [`backup_config`] listening on `listen`, over a new database of
+/// A backup with `config` listening on `listen`, over a new database of
 /// `kv_schema` tables named `tables`; returns that database too.
-pub fn start_backup(tables: &[&str], listen: &str, key: PeerKey, log: &Path) -> (Database, Backup) {
+pub fn start_backup(tables: &[&str], listen: &str, config: BackupConfig) -> (Database, Backup) {
     let replica = kirikae_testkit::kv_database(tables);
-    let backup =
-        Backup::start(replica.clone(), listen, backup_config(key, Some(log))).expect("backup");
+    let backup = Backup::start(replica.clone(), listen, config).expect("backup");
     (replica, backup)
+}
+
+/// The next `Resynced` event of `rep`, within `timeout` (a panic naming its
+/// metrics past it).
+pub fn resynced(rep: &Replicator, timeout: Duration) -> Event {
+    let events = rep.events();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(e @ Event::Resynced { .. }) => return e,
+            Ok(_) => continue,
+            Err(e) => panic!("no Resynced: {e}; {:?}", rep.metrics()),
+        }
+    }
+}
+
+/// The replica's `tables` hold the primary's rows exactly.
+pub fn assert_tables_equal(primary: &Database, replica: &Database, tables: &[&str]) {
+    for &t in tables {
+        let (p, r) = (
+            primary.table(t).expect("table"),
+            replica.table(t).expect("table"),
+        );
+        assert_eq!(r.len(), p.len(), "{t}: row count");
+        assert_eq!(table_checksum(&r), table_checksum(&p), "{t}: contents");
+    }
 }
