@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::bench_replicate::{
     fresh, outage_link_config, rules, start_in_step, traffic, PairFiles, ReplicateBenchArgs,
 };
-use crate::measure::process_cpu_us;
+use crate::measure::{cores_busy, process_cpu_us};
 use crate::node_process::BackupProcess;
 use crate::CliError;
 
@@ -105,10 +105,9 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
     }
     let seconds = started.elapsed().as_secs_f64();
     let txns = backlog_at.last_seq.since(first_acked);
-    let cpu_us_per_txn =
-        |now: u64, start: u64| now.saturating_sub(start) as f64 / txns.max(1) as f64;
-    let backup_cpu_us_per_txn = cpu_us_per_txn(process_cpu_us(Some(peer.pid())), cpu_at_start.0);
-    let primary_cpu_us_per_txn = cpu_us_per_txn(process_cpu_us(None), cpu_at_start.1);
+    let backup_cpu_us = process_cpu_us(Some(peer.pid())).saturating_sub(cpu_at_start.0);
+    let primary_cpu_us = process_cpu_us(None).saturating_sub(cpu_at_start.1);
+    let per_txn = |cpu_us: u64| cpu_us as f64 / txns.max(1) as f64;
     replicator.shutdown();
     let report = peer.finish()?;
     Ok(Drain {
@@ -118,11 +117,9 @@ pub fn drain(args: &ReplicateBenchArgs, mode: &str, apply_lanes: usize) -> Resul
         apply_lanes,
         applied_in_lanes: report["stats"]["applied_in_lanes"].as_u64().unwrap_or(0),
         lane_meetings: report["stats"]["lane_meetings"].as_u64().unwrap_or(0),
-        backup_cpu_us_per_txn,
-        primary_cpu_us_per_txn,
-        cores_busy: (backup_cpu_us_per_txn + primary_cpu_us_per_txn) * txns as f64
-            / 1e6
-            / seconds.max(1e-9),
+        backup_cpu_us_per_txn: per_txn(backup_cpu_us),
+        primary_cpu_us_per_txn: per_txn(primary_cpu_us),
+        cores_busy: cores_busy(backup_cpu_us + primary_cpu_us, seconds),
     })
 }
 

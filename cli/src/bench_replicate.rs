@@ -17,7 +17,7 @@ use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
 use crate::bench_drain::{drain, Drain};
-use crate::measure::process_cpu_us;
+use crate::measure::{cores_busy, process_cpu_us};
 use crate::node_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
 
@@ -411,7 +411,7 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
                     network_round_trips_per_s,
                     primary_cpu_us_per_commit: cpu_us as f64 / commits.max(1) as f64,
                     backup_cpu_us_per_commit: backup_cpu_us as f64 / commits.max(1) as f64,
-                    cores_busy: (cpu_us + backup_cpu_us) as f64 / 1e6 / secs.max(1e-9),
+                    cores_busy: cores_busy(cpu_us + backup_cpu_us, secs),
                     backup_apply_ops_per_s: applied as f64 / secs,
                     link_downs: downs.len() as u64,
                     link_down_first_reason: downs.into_iter().next(),

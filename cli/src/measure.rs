@@ -103,3 +103,9 @@ pub fn process_cpu_us(pid: Option<u32>) -> u64 {
     // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) * 10_000
 }
+
+/// Cores kept busy by `cpu_us` of CPU time (summed over processes) spent in
+/// `seconds` of wall time.
+pub fn cores_busy(cpu_us: u64, seconds: f64) -> f64 {
+    cpu_us as f64 / 1e6 / seconds.max(1e-9)
+}
