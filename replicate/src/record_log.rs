@@ -15,7 +15,10 @@
 //! Appends are
 //! buffered and made durable by [`SegmentLog::sync`] (one fsync per batch). After a
 //! crash, the last segment may end in a torn record: opening detects it, keeps every
-//! record before it and truncates the rest. Damage anywhere else is an error.
+//! record before it and truncates the rest. Damage anywhere else is an error, and so
+//! is damage in the last segment that a whole record follows: a crash tears only a
+//! log's end, so those bytes went bad in place, and cutting them would drop the
+//! records after them (acknowledged ones, perhaps) without a word.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -220,22 +223,94 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReplicateError +
     }
 }
 
-/// Decodes the records of one segment's bytes. Returns them and the offset where valid
-/// data ends (less than `bytes.len()` if the tail is torn or damaged).
-fn decode_segment<R: LogEntry>(bytes: &[u8]) -> (Vec<R>, usize, Option<String>) {
+/// Why a segment's bytes stop being records before their end.
+struct Damage {
+    /// What is wrong with the bytes where the records stop.
+    reason: String,
+    /// What comes after them.
+    after: AfterDamage,
+}
+
+/// What follows the bytes where a segment's records stop. A crash tears only what was
+/// written last, so bytes that a whole record follows were damaged in place (a
+/// flipped bit, a bad sector): cutting them as a torn tail would silently drop the
+/// records after them.
+enum AfterDamage {
+    /// No whole record: a torn tail, cut when it ends the log.
+    Nothing,
+    /// A whole record starts at this offset: damage, refused.
+    RecordAt(usize),
+    /// The search spent [`DAMAGE_SEARCH_BYTES`] without deciding, at this offset:
+    /// refused too, since refusing to open loses nothing and guessing "torn" might.
+    Undecided(usize),
+}
+
+impl Damage {
+    /// The reason a segment with this damage is refused, or `None` if it is a torn
+    /// tail (which only the log's last segment may have).
+    fn refusal(self, last_segment: bool) -> Option<String> {
+        match self.after {
+            AfterDamage::Nothing if last_segment => None,
+            AfterDamage::Nothing => Some(self.reason),
+            AfterDamage::RecordAt(at) => Some(format!(
+                "{}, and a whole record follows at byte {at}: damaged in place, not torn by a crash",
+                self.reason
+            )),
+            AfterDamage::Undecided(at) => Some(format!(
+                "{}, and whether a whole record follows is undecided at byte {at}",
+                self.reason
+            )),
+        }
+    }
+}
+
+/// Bytes a search for a whole record after damage may checksum: every offset's
+/// header names a length, and hostile bytes could make the search quadratic.
+const DAMAGE_SEARCH_BYTES: u64 = 1 << 30;
+
+/// Decodes the records of one segment's bytes. Returns them, the offset where valid
+/// data ends (less than `bytes.len()` if the tail is torn or damaged), and why.
+fn decode_segment<R: LogEntry>(bytes: &[u8]) -> (Vec<R>, usize, Option<Damage>) {
     let mut records = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        match frame::decode::<R>(&bytes[at..], MAX_RECORD_BYTES) {
+        let reason = match frame::decode::<R>(&bytes[at..], MAX_RECORD_BYTES) {
             Ok(Some((record, used))) => {
                 records.push(record);
                 at += used;
+                continue;
             }
-            Ok(None) => return (records, at, Some("truncated record".into())),
-            Err(fault) => return (records, at, Some(fault.to_string())),
-        }
+            Ok(None) => "truncated record".to_owned(),
+            Err(fault) => fault.to_string(),
+        };
+        let damage = Damage {
+            reason,
+            after: next_record_at::<R>(bytes, at + 1),
+        };
+        return (records, at, Some(damage));
     }
     (records, at, None)
+}
+
+/// Whether a whole record of `R` starts at or after `from`, and where.
+fn next_record_at<R: LogEntry>(bytes: &[u8], from: usize) -> AfterDamage {
+    let mut hashed = 0u64;
+    for at in from..bytes.len() {
+        let Ok(Some((len, _))) = frame::header(&bytes[at..], MAX_RECORD_BYTES) else {
+            continue;
+        };
+        if at + frame::HEADER_BYTES + len > bytes.len() {
+            continue;
+        }
+        hashed += len as u64;
+        if hashed > DAMAGE_SEARCH_BYTES {
+            return AfterDamage::Undecided(at);
+        }
+        if let Ok(Some(_)) = frame::decode::<R>(&bytes[at..], MAX_RECORD_BYTES) {
+            return AfterDamage::RecordAt(at);
+        }
+    }
+    AfterDamage::Nothing
 }
 
 /// A segment file's first position and creation time, if `name` is one of `prefix`'s
@@ -309,8 +384,8 @@ impl<R: LogEntry> SegmentLog<R> {
                     each(r);
                 }
             }
-            if let Some(reason) = problem {
-                if i + 1 < count {
+            if let Some(damage) = problem {
+                if let Some(reason) = damage.refusal(i + 1 == count) {
                     return Err(ReplicateError::LogCorrupt {
                         path: seg.path.display().to_string(),
                         offset: valid as u64,

@@ -122,6 +122,64 @@ fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
 }
 
 #[test]
+fn damage_inside_the_last_segment_that_whole_records_follow_is_refused_not_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = RecordLog::open(dir.path(), options(1 << 20)).expect("open");
+    for seq in 1..=5 {
+        f.append(&record(seq)).expect("append");
+    }
+    f.sync().expect("sync");
+    drop(f);
+    let path = segment_files(dir.path()).remove(0);
+    let whole = std::fs::read(&path).expect("read");
+    // Where the second and third records start: the length of the first one's bytes.
+    let (one, second_starts) = decode_segment_bytes(&whole[..whole.len() / 5 + 1]);
+    assert_eq!(one.len(), 1);
+    let second_starts = second_starts.expect("the second record cut short");
+    let (two, third_starts) = decode_segment_bytes(&whole[..2 * second_starts + 1]);
+    assert_eq!(two.len(), 2);
+    let third_starts = third_starts.expect("the third record cut short");
+    // One flipped bit anywhere in the second record: records 3–5 (acknowledged, say)
+    // follow it, so opening refuses rather than cut them off as a torn tail.
+    for byte in second_starts..third_starts {
+        let mut damaged = whole.clone();
+        damaged[byte] ^= 0x10;
+        std::fs::write(&path, &damaged).expect("damage");
+        match RecordLog::open(dir.path(), options(1 << 20)) {
+            Err(ReplicateError::LogCorrupt { offset, reason, .. }) => {
+                assert_eq!(offset as usize, second_starts, "byte {byte}");
+                assert!(
+                    reason.contains(&format!("a whole record follows at byte {third_starts}")),
+                    "byte {byte}: {reason}"
+                );
+            }
+            other => panic!(
+                "byte {byte}: expected LogCorrupt, got {:?}",
+                other.map(|(_, r)| r)
+            ),
+        }
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            damaged,
+            "left as found"
+        );
+    }
+    // The same flip in the last record is indistinguishable from a torn write: cut.
+    let mut damaged = whole.clone();
+    let last = whole.len() - 3;
+    damaged[last] ^= 0x10;
+    std::fs::write(&path, &damaged).expect("damage");
+    let (_, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("a torn tail");
+    assert_eq!((rec.records, rec.last_seq), (4, Some(Seq(4))));
+    // So is a tail of zeros (a file's length made durable before its data).
+    let mut zeros = whole.clone();
+    zeros.extend_from_slice(&[0; 4096]);
+    std::fs::write(&path, &zeros).expect("write");
+    let (_, rec) = RecordLog::open(dir.path(), options(1 << 20)).expect("a torn tail");
+    assert_eq!((rec.records, rec.torn_bytes), (5, 4096));
+}
+
+#[test]
 fn damage_before_the_last_segment_is_refused_with_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut f, _) = RecordLog::open(dir.path(), options(300)).expect("open");
