@@ -17,6 +17,7 @@ use kirikae_workload::telecom::{self, Traffic, TrafficReport};
 use serde::Serialize;
 
 use crate::bench_drain::{drain, Drain};
+use crate::bench_replay::Replay;
 use crate::measure::{cores_busy, process_cpu_us};
 use crate::node_process::BackupProcess;
 use crate::nodes::MIXED_RULES;
@@ -154,6 +155,13 @@ pub struct ReplicateBenchReport {
     /// transactions drained by a `kirikae backup` process with the machine to
     /// itself (`bench_drain.rs`).
     pub backup_drain: Vec<Drain>,
+    /// The backup's apply rate with the machine to itself, async ÷ ordered: the
+    /// means of `backup_replay`'s two replays per mode.
+    pub backup_replay_ratio_async_over_ordered: Option<f64>,
+    /// The backup's apply rate in each mode replaying a restart's access log, the
+    /// same transactions in both (`bench_replay.rs`): no primary and no stream
+    /// reader share the cores, so async ones use a lane per core.
+    pub backup_replay: Vec<Replay>,
     /// Operations per second the peer absorbed while catching up.
     pub catchup_ops_per_s: f64,
     /// Replicated transactions per second arriving meanwhile.
@@ -321,7 +329,7 @@ fn pair(
 /// The backlog drains, each mode twice and each first once: whichever mode drained
 /// first after the cells drained slower (seen for either), and one drain of each
 /// would put that in their ratio.
-const DRAIN_ORDER: [&str; 4] = ["async", "ordered", "ordered", "async"];
+pub(crate) const DRAIN_ORDER: [&str; 4] = ["async", "ordered", "ordered", "async"];
 
 /// `a ÷ b`, when both are rates actually measured (positive and finite).
 fn ratio(a: f64, b: f64) -> Option<f64> {
@@ -347,9 +355,9 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
     let one_session = args.policies.iter().any(|p| p == "sync")
         && args.rtt_ms.contains(&0.0)
         && args.loss_pct.contains(&0.0);
-    // The cells, two unreplicated runs, the drains and the catch-up.
+    // The cells, two unreplicated runs, the drains, the replays and the catch-up.
     let cells_total = args.policies.len() * args.rtt_ms.len() * args.loss_pct.len()
-        + 3
+        + 4
         + DRAIN_ORDER.len()
         + usize::from(one_session);
     let bar = ProgressBar::new(cells_total as u64);
@@ -462,20 +470,12 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         backup_drain.push(drain(args, mode, lanes)?);
         bar.inc(1);
     }
-    // A mode's rate: the mean of its drains, if each measured one.
-    let drain_rate = |mode: &str| {
-        let rates: Vec<f64> = backup_drain
-            .iter()
-            .filter(|d| d.mode == mode)
-            .map(|d| d.txns_per_s)
-            .collect();
-        let measured = !rates.is_empty() && rates.iter().all(|r| r.is_finite() && *r > 0.0);
-        measured.then(|| rates.iter().sum::<f64>() / rates.len() as f64)
-    };
-    let backup_apply_ratio_async_over_ordered = match (drain_rate("async"), drain_rate("ordered")) {
-        (Some(a), Some(o)) => ratio(a, o),
-        _ => None,
-    };
+    let backup_apply_ratio_async_over_ordered = crate::measure::async_over_ordered(
+        backup_drain.iter().map(|d| (d.mode.as_str(), d.txns_per_s)),
+    );
+    bar.set_message("the backup replaying its access log, per mode");
+    let replays = crate::bench_replay::replays(args)?;
+    bar.inc(1);
     bar.set_message("catch-up after an outage");
     let (catchup_ops_per_s, incoming, replayed, pause_us) = catch_up(args)?;
     bar.finish_and_clear();
@@ -500,6 +500,8 @@ pub fn run(args: &ReplicateBenchArgs) -> Result<ReplicateBenchReport, CliError> 
         backup_apply_ratio_async_over_ordered,
         cells,
         backup_drain,
+        backup_replay_ratio_async_over_ordered: replays.ratio_async_over_ordered,
+        backup_replay: replays.replays,
         catchup_ops_per_s,
         catchup_incoming_per_s: incoming,
         catchup_ratio: ratio(catchup_ops_per_s, incoming),

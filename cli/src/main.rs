@@ -33,6 +33,7 @@ mod arg_ranges;
 mod bench_drain;
 mod bench_engine;
 mod bench_failover;
+mod bench_replay;
 mod bench_replicate;
 mod bench_restructure;
 mod bench_resync;

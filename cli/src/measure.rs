@@ -109,3 +109,19 @@ pub fn process_cpu_us(pid: Option<u32>) -> u64 {
 pub fn cores_busy(cpu_us: u64, seconds: f64) -> f64 {
     cpu_us as f64 / 1e6 / seconds.max(1e-9)
 }
+
+/// Async ÷ ordered of the mean rate of each mode's runs (`(mode, rate)` pairs);
+/// `None` unless each mode has runs and every one of them measured a rate.
+pub fn async_over_ordered<'m>(runs: impl IntoIterator<Item = (&'m str, f64)>) -> Option<f64> {
+    let runs: Vec<(&str, f64)> = runs.into_iter().collect();
+    let mean = |mode: &str| {
+        let rates: Vec<f64> = runs
+            .iter()
+            .filter(|(m, _)| *m == mode)
+            .map(|&(_, r)| r)
+            .collect();
+        let measured = !rates.is_empty() && rates.iter().all(|r| r.is_finite() && *r > 0.0);
+        measured.then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+    };
+    Some(mean("async")? / mean("ordered")?)
+}

@@ -344,6 +344,32 @@ fn bench_replicate_prints_json_with_every_field() {
         .as_f64()
         .expect("ratio");
     assert!((ratio - expected).abs() < 1e-9 * expected, "{report}");
+    // The same log replayed as a restart does, per mode, in the same order: every
+    // transaction applied, async ones in the lanes (one per core) unless the
+    // machine has one core, ordered ones never.
+    let replays = report["backup_replay"].as_array().expect("backup_replay");
+    let modes: Vec<&str> = replays.iter().filter_map(|r| r["mode"].as_str()).collect();
+    assert_eq!(modes, ["async", "ordered", "ordered", "async"]);
+    let txns = replays[0]["txns"].as_u64().expect("txns");
+    assert!(txns > 0, "{report}");
+    for (r, mode) in replays.iter().zip(modes) {
+        assert_eq!(r["txns"].as_u64(), Some(txns), "the same log: {r}");
+        assert!(r["txns_per_s"].as_f64() > Some(0.0), "{r}");
+        let busy = r["cores_busy"].as_f64().expect("cores_busy");
+        assert!(busy >= 0.0 && busy <= cores_max(), "{r}");
+        let lanes = r["apply_lanes"].as_u64().expect("lanes");
+        let in_lanes = r["applied_in_lanes"].as_u64().expect("applied_in_lanes");
+        match mode {
+            "async" if lanes > 1 => assert_eq!(in_lanes, txns, "{r}"),
+            _ => assert_eq!(in_lanes, 0, "{r}"),
+        }
+    }
+    let rate = |i: usize| replays[i]["txns_per_s"].as_f64().expect("rate");
+    let expected = (rate(0) + rate(3)) / (rate(1) + rate(2));
+    let ratio = report["backup_replay_ratio_async_over_ordered"]
+        .as_f64()
+        .expect("replay ratio");
+    assert!((ratio - expected).abs() < 1e-9 * expected, "{report}");
 }
 
 /// A reader that goes away (a pipe to `head`, a harness that died) ends the command

@@ -86,7 +86,7 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
     let ddl = config.ddl.clone();
     let recovered = match (config.start_at, log) {
         (Some(start), log) => Applier::starting_at(&session, log, start, ddl),
-        (None, Some((log, reopened))) => Applier::recover(&session, log, reopened, ddl),
+        (None, Some((log, reopened))) => replay(&database, &session, log, reopened, ddl, &config),
         (None, None) => {
             let mut applier = Applier::new(&session);
             applier.set_ddl_handler(ddl);
@@ -279,6 +279,26 @@ pub(crate) fn serve(s: Serve) -> Result<()> {
 
 /// Promotes at `epoch`, publishes the result, raises the event and answers
 /// the operator (an automatic promotion's failure ends the thread with it).
+/// Recovers from the access log with a lane per core for its async transactions
+/// (no stream is read meanwhile: the lanes have the machine), however many the
+/// backup applies with once the primary's stream comes.
+fn replay<'s>(
+    database: &Database,
+    session: &'s kirikae_engine::Session,
+    log: AccessLog,
+    reopened: Reopened,
+    ddl: Option<Arc<dyn crate::DdlHandler>>,
+    config: &BackupConfig,
+) -> Result<Applier<'s>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut applier = Applier::new(session);
+    applier.set_ddl_handler(ddl);
+    applier.set_apply_lanes(config.apply_lanes.max(cores), PARALLEL_RUN_TXNS_MIN)?;
+    WriteFence::install(database, &applier.writers(), Refusal::Backup);
+    applier.replay_log(log, reopened)?;
+    Ok(applier)
+}
+
 fn promote_now(
     database: &Database,
     applier: &mut Applier<'_>,

@@ -152,7 +152,8 @@ pub use admin::{
     ADMIN_IO_TIMEOUT, ADMIN_REQUEST_BYTES_MAX,
 };
 pub use applier::{
-    Applier, ApplierStats, Promotion, StartAt, APPLY_LANES_MAX, PARALLEL_RUN_TXNS_MIN,
+    Applier, ApplierStats, Promotion, StartAt, APPLY_LANES_MAX, CHUNK_STEPS, PARALLEL_RUN_TXNS_MIN,
+    RUN_TXNS_MAX,
 };
 pub use arbiter::{Arbiter, Due, EtcdArbiter, PromotionWatch};
 pub use backup::{Backup, BackupConfig, BackupEvent, BackupStatus, PromotedBy};

@@ -118,14 +118,38 @@ fn rows(db: &Database) -> Model {
     all
 }
 
+/// How lanes are handed their steps: `chunk` at a time, runs ended at `run_max`.
+#[derive(Clone, Copy, Debug)]
+struct Handoff {
+    chunk: usize,
+    run_max: usize,
+}
+
+/// The defaults: short histories never reach them.
+const DEFAULT_HANDOFF: Handoff = Handoff {
+    chunk: kirikae_replicate::CHUNK_STEPS,
+    run_max: kirikae_replicate::RUN_TXNS_MAX,
+};
+
 /// Applies `txns` in batches of the given sizes on a fresh backup with `lanes`
 /// lanes (runs of two or more in parallel); returns its rows, every answer, and
 /// its stats (transactions applied in lanes, lane meetings).
 fn apply(txns: &[Txn], batches: &[usize], lanes: usize) -> (Model, Vec<Message>, ApplierStats) {
+    apply_handing(txns, batches, lanes, DEFAULT_HANDOFF)
+}
+
+/// [`apply`], handing the lanes their steps as `handoff` says.
+fn apply_handing(
+    txns: &[Txn],
+    batches: &[usize],
+    lanes: usize,
+    handoff: Handoff,
+) -> (Model, Vec<Message>, ApplierStats) {
     let db = kv_database(&TABLES);
     let session = db.session(SessionInfo::new("replication", "replication", None));
     let mut backup = Applier::new(&session);
     backup.set_apply_lanes(lanes, 2).unwrap();
+    backup.set_lane_handoff(handoff.chunk, handoff.run_max);
     backup.connected(Epoch(1)).unwrap();
     let mut replies = Vec::new();
     let mut next = 0;
@@ -174,10 +198,15 @@ proptest! {
         txns in prop::collection::vec(txn(), 1..120),
         batches in prop::collection::vec(1usize..40, 1..6),
         lanes in 2usize..5,
+        chunk in 1usize..6,
+        run_max in 2usize..30,
     ) {
         let (want_rows, want_rejected) = model(&txns);
         let (in_sequence, answers_in_sequence, one_lane) = apply(&txns, &batches, 1);
-        let (in_lanes, answers_in_lanes, _) = apply(&txns, &batches, lanes);
+        // Steps handed to the lanes a few at a time while the run is placed, and
+        // runs ended part-way through a batch.
+        let handoff = Handoff { chunk, run_max };
+        let (in_lanes, answers_in_lanes, _) = apply_handing(&txns, &batches, lanes, handoff);
         prop_assert_eq!(one_lane.applied_in_lanes, 0);
         prop_assert_eq!(&in_sequence, &want_rows);
         prop_assert_eq!(&in_lanes, &want_rows);

@@ -21,8 +21,10 @@
 //! then it alone. So two transactions on the same key are applied in the primary's
 //! order, and nothing crosses an ordered transaction either way.
 //!
-//! Lane 0 is the applier's own thread; the others are threads of their own, each
-//! given one run's share at a time (a bounded hand-off: the applier waits for every
+//! Lane 0 is the applier's own thread; the others are threads of their own. Each is
+//! handed its share of a run in chunks of [`CHUNK_STEPS`] while the applier is
+//! still gathering the run, so they apply while lane 0 places (the hand-off holds
+//! nothing but the run's own steps, already in memory; the applier waits for every
 //! lane before it answers). A small run is not worth waking a thread for and is
 //! applied on lane 0 alone, in sequence order.
 //!
@@ -49,9 +51,27 @@ use crate::seq::Seq;
 /// waking another costs more than it saves.
 pub const PARALLEL_RUN_TXNS_MIN: usize = 16;
 
-/// How much more a job placed on lane 0 counts than one on another lane when new
-/// keys go to the idlest lane (see [`Lanes::gather`]).
-const LANE_0_WEIGHT: usize = 2;
+/// How much a job placed on lane 0 counts, in sixteenths of one placed on another
+/// lane, when new keys go to the idlest lane (see [`Lanes::gather`]), at first and
+/// at most and least. Lane 0's thread also places the run (and, live, reads the
+/// stream): its share is smaller, by as much as makes the lanes finish together
+/// (see [`Lanes::balance`]).
+const LANE_0_WEIGHT_START: usize = 32;
+const LANE_0_WEIGHT_MIN: usize = 16;
+const LANE_0_WEIGHT_MAX: usize = 96;
+
+/// A lane's steps are handed to its thread as soon as this many are gathered (once
+/// the run is long enough to be applied in parallel): a few µs of hand-off per
+/// chunk, and the lane starts while the rest of the run is placed.
+pub const CHUNK_STEPS: usize = 256;
+
+/// Runs are applied once this long. The keys a run has placed are looked up for
+/// every transaction gathered: a run of 4 096 charges places ~8 000 keys, whose
+/// table stays in a core's cache; at 64 Ki transactions the lookups missed it and
+/// placing took 0.25 µs more per transaction (a restart's replay, 587 000 charges
+/// and updates, 2 lanes). Each run ends with the lanes waiting for each other,
+/// which is what a longer run saves.
+pub const RUN_TXNS_MAX: usize = 1 << 13;
 
 /// Lanes at most ([`BackupConfig::apply_lanes`](crate::BackupConfig::apply_lanes)).
 pub const APPLY_LANES_MAX: usize = 64;
@@ -256,14 +276,33 @@ fn ends_in_failure(done: &[Done]) -> bool {
     )
 }
 
+/// What a lane's thread answers at the end of a run.
+struct Answer {
+    /// What became of its jobs, in sequence order.
+    done: Vec<Done>,
+    /// How long it waited for steps since its last answer (lane 0 was reading,
+    /// placing, or applying its own share at the end; or the stream was idle).
+    idle: Duration,
+}
+
+/// What the applier hands a lane's thread.
+enum Handed {
+    /// The next of its steps in the run.
+    Steps(Vec<Step>),
+    /// The run is all handed: answer with what became of its jobs.
+    EndOfRun,
+}
+
 /// A lane on a thread of its own.
 struct Worker {
     /// Its session, shared with its thread: a backup's write fence lets it commit
     /// by the address of its identity, which must not move.
     session: Arc<Session>,
-    steps: Option<Sender<Vec<Step>>>,
-    done: Receiver<Vec<Done>>,
+    steps: Option<Sender<Handed>>,
+    done: Receiver<Answer>,
     thread: Option<JoinHandle<()>>,
+    /// It was handed steps of the run being gathered.
+    in_run: bool,
 }
 
 /// The lanes of one applier, and the run being gathered.
@@ -288,6 +327,14 @@ pub(super) struct Lanes {
     load: Vec<usize>,
     /// Meetings gathered since [`take_meetings`](Lanes::take_meetings).
     meetings: u64,
+    /// A lane's thread was gone when handed steps of this run: it halts.
+    lane_lost: bool,
+    /// What a job placed on lane 0 counts, in sixteenths (see [`LANE_0_WEIGHT_START`]).
+    lane_0_weight: usize,
+    /// Steps a lane is handed at a time ([`CHUNK_STEPS`]).
+    chunk_steps: usize,
+    /// Longest run ([`RUN_TXNS_MAX`]).
+    run_txns_max: usize,
 }
 
 impl Lanes {
@@ -299,19 +346,40 @@ impl Lanes {
         let halted = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(lanes - 1);
         for lane in 1..lanes {
-            let (steps_tx, steps_rx) = crossbeam::channel::bounded::<Vec<Step>>(1);
-            let (done_tx, done_rx) = crossbeam::channel::bounded::<Vec<Done>>(1);
+            // Unbounded, but it only ever holds steps of the run, which the applier
+            // has in memory either way (a run is at most one batch of the log).
+            let (steps_tx, steps_rx) = crossbeam::channel::unbounded::<Handed>();
+            let (done_tx, done_rx) = crossbeam::channel::bounded::<Answer>(1);
             let session = Arc::new(session.clone());
             let own = Arc::clone(&session);
             let halted = Arc::clone(&halted);
             let thread = std::thread::Builder::new()
                 .name(format!("apply-lane-{lane}"))
                 .spawn(move || {
-                    for steps in steps_rx {
-                        let mut done = Vec::with_capacity(steps.len());
-                        run_steps(&own, steps, &halted, &mut done);
-                        if done_tx.send(done).is_err() {
-                            break;
+                    let mut done = Vec::new();
+                    let mut idle = Duration::ZERO;
+                    // Waiting for the first run is not idling: the backup starts.
+                    let mut answered = false;
+                    loop {
+                        let waiting = Instant::now();
+                        let Ok(handed) = steps_rx.recv() else { break };
+                        // From its last answer on, a lane waits for lane 0 (to read,
+                        // place, or end the run), or for the stream.
+                        if answered {
+                            idle += waiting.elapsed();
+                        }
+                        match handed {
+                            Handed::Steps(steps) => run_steps(&own, steps, &halted, &mut done),
+                            Handed::EndOfRun => {
+                                answered = true;
+                                let answer = Answer {
+                                    done: std::mem::take(&mut done),
+                                    idle: std::mem::take(&mut idle),
+                                };
+                                if done_tx.send(answer).is_err() {
+                                    break;
+                                }
+                            }
                         }
                     }
                 })
@@ -323,6 +391,7 @@ impl Lanes {
                 steps: Some(steps_tx),
                 done: done_rx,
                 thread: Some(thread),
+                in_run: false,
             });
         }
         Ok(Lanes {
@@ -335,6 +404,10 @@ impl Lanes {
             placed: HashMap::default(),
             load: vec![0; lanes],
             meetings: 0,
+            lane_lost: false,
+            lane_0_weight: LANE_0_WEIGHT_START,
+            chunk_steps: CHUNK_STEPS,
+            run_txns_max: RUN_TXNS_MAX,
         })
     }
 
@@ -350,6 +423,10 @@ impl Lanes {
             placed: HashMap::default(),
             load: vec![0],
             meetings: 0,
+            lane_lost: false,
+            lane_0_weight: LANE_0_WEIGHT_START,
+            chunk_steps: CHUNK_STEPS,
+            run_txns_max: RUN_TXNS_MAX,
         }
     }
 
@@ -361,6 +438,19 @@ impl Lanes {
     /// How many lanes.
     pub fn count(&self) -> usize {
         self.run.len()
+    }
+
+    /// Whether the run is as long as a run gets ([`RUN_TXNS_MAX`]): apply it.
+    pub fn run_full(&self) -> bool {
+        self.run_len >= self.run_txns_max
+    }
+
+    /// Hands lanes `chunk_steps` steps at a time and ends runs at `run_txns_max`
+    /// transactions (each at least 1) instead of [`CHUNK_STEPS`] and
+    /// [`RUN_TXNS_MAX`]: tests make both small so that short histories cross them.
+    pub fn set_handoff(&mut self, chunk_steps: usize, run_txns_max: usize) {
+        self.chunk_steps = chunk_steps.max(1);
+        self.run_txns_max = run_txns_max.max(1);
     }
 
     /// Adds the async transaction `job` to the run: to the lane of the run's last
@@ -378,10 +468,8 @@ impl Lanes {
             .filter_map(|h| self.placed.get(h))
             .fold(0u64, |mask, &lane| mask | 1 << lane);
         if lanes == 0 {
-            // Lane 0's thread also reads, decodes and places the stream (about as
-            // long as it applies, measured in a drain): its jobs weigh double.
             let idlest = (0..self.count())
-                .min_by_key(|&l| self.load[l] * if l == 0 { LANE_0_WEIGHT } else { 1 })
+                .min_by_key(|&l| self.load[l] * if l == 0 { self.lane_0_weight } else { 16 })
                 .unwrap_or(0);
             lanes = 1 << idlest;
         }
@@ -407,12 +495,51 @@ impl Lanes {
             self.run[first].push(Step::Apply(job, Some(meeting)));
         }
         self.run_len += 1;
+        if self.run_len >= self.parallel_run_min {
+            for lane in 1..self.count() {
+                if self.run[lane].len() >= self.chunk_steps {
+                    self.hand(lane);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Hands lane `lane`'s (≥ 1) steps gathered so far to its thread.
+    fn hand(&mut self, lane: usize) {
+        if self.run[lane].is_empty() {
+            return;
+        }
+        // Room for the next chunk at once: growing a vector step by step from empty
+        // cost placing a third of its time (stores to memory not yet in the cache).
+        let room = self.chunk_steps;
+        let steps = std::mem::replace(&mut self.run[lane], Vec::with_capacity(room));
+        if !self.workers.iter().any(|w| w.in_run) {
+            // The run's first hand-off: a failure of the run before has been
+            // answered for, and must not stop this one.
+            self.halted.store(false, Ordering::Release);
+        }
+        let worker = &mut self.workers[lane - 1];
+        worker.in_run = true;
+        let sent = worker
+            .steps
+            .as_ref()
+            .map(|tx| tx.send(Handed::Steps(steps)));
+        if !matches!(sent, Some(Ok(()))) {
+            // The lane's thread is gone (it catches its jobs' panics, so only with
+            // the process): the run halts.
+            self.lane_lost = true;
+            self.halted.store(true, Ordering::Release);
+        }
     }
 
     /// Forgets the run gathered so far without applying it (what a failure left
     /// behind; see `Applier::connected`).
     pub fn discard_run(&mut self) {
+        debug_assert!(
+            !self.workers.iter().any(|w| w.in_run),
+            "a run partly handed to its lanes is applied, never discarded"
+        );
         for lane in &mut self.run {
             lane.clear();
         }
@@ -442,6 +569,10 @@ impl Lanes {
         let run_len = std::mem::take(&mut self.run_len);
         let mut done = Vec::with_capacity(run_len);
         if run_len < self.parallel_run_min {
+            debug_assert!(
+                !self.workers.iter().any(|w| w.in_run),
+                "steps are handed only once a run is long enough for the lanes"
+            );
             // In sequence order on this thread alone: no meeting to wait at.
             self.meetings = 0;
             let mut jobs: Vec<Job> = (self.run.iter_mut().flat_map(std::mem::take))
@@ -459,32 +590,36 @@ impl Lanes {
             }
             return (done, false);
         }
-        self.halted.store(false, Ordering::Release);
-        let mut sent = Vec::with_capacity(self.workers.len());
-        for (worker, steps) in self.workers.iter().zip(self.run[1..].iter_mut()) {
-            if steps.is_empty() {
-                continue;
-            }
-            let steps = std::mem::take(steps);
-            match worker.steps.as_ref().map(|tx| tx.send(steps)) {
-                Some(Ok(())) => sent.push(worker),
-                // The lane's thread is gone (it catches its jobs' panics, so only
-                // with the process): the run halts.
-                _ => {
-                    self.halted.store(true, Ordering::Release);
-                    done.push(Done {
-                        seq: Seq::ZERO,
-                        verify: false,
-                        outcome: Outcome::Failed(protocol("an apply lane's thread is gone".into())),
-                    });
-                }
+        if !self.workers.iter().any(|w| w.in_run) {
+            self.halted.store(false, Ordering::Release);
+        }
+        for lane in 1..self.count() {
+            self.hand(lane);
+        }
+        if std::mem::take(&mut self.lane_lost) {
+            done.push(Done {
+                seq: Seq::ZERO,
+                verify: false,
+                outcome: Outcome::Failed(protocol("an apply lane's thread is gone".into())),
+            });
+        }
+        for worker in self.workers.iter().filter(|w| w.in_run) {
+            if let Some(tx) = worker.steps.as_ref() {
+                // A lane gone is found below, when its answer does not come.
+                let _ = tx.send(Handed::EndOfRun);
             }
         }
         let steps = std::mem::take(&mut self.run[0]);
         run_steps(session, steps, &self.halted, &mut done);
-        for worker in sent {
+        let lane_0_done = Instant::now();
+        let mut lanes_idle = Vec::with_capacity(self.workers.len());
+        for worker in self.workers.iter_mut().filter(|w| w.in_run) {
+            worker.in_run = false;
             match worker.done.recv() {
-                Ok(d) => done.extend(d),
+                Ok(answer) => {
+                    done.extend(answer.done);
+                    lanes_idle.push(answer.idle);
+                }
                 Err(_) => done.push(Done {
                     seq: Seq::ZERO,
                     verify: false,
@@ -494,12 +629,36 @@ impl Lanes {
                 }),
             }
         }
+        self.balance(lane_0_done.elapsed(), &lanes_idle);
         // Every lane's share of a run that was halted is cleared for the next.
         for steps in &mut self.run {
             steps.clear();
         }
-        done.sort_unstable_by_key(|d| d.seq);
+        // Each lane's answers are in sequence order: a stable sort merges them.
+        done.sort_by_key(|d| d.seq);
         (done, true)
+    }
+
+    /// After a run in parallel: lane 0 waited `lane_0_waited` for the other lanes at
+    /// its end, and they waited `lanes_idle` for steps since the run before.
+    /// Whichever waited more had too little to do; lane 0's share of the next runs
+    /// is moved a step that way. What lane 0 does besides applying (placing,
+    /// reading the stream) and how fast each lane applies depend on the machine and
+    /// the traffic, so the share is found rather than fixed. A pause in the stream
+    /// counts as the other lanes' idling: it moves the share one step per run at
+    /// most, and the runs of a backlog move it back.
+    fn balance(&mut self, lane_0_waited: Duration, lanes_idle: &[Duration]) {
+        let Some(&idle) = lanes_idle.iter().max() else {
+            return;
+        };
+        let step = 2;
+        self.lane_0_weight = if lane_0_waited > idle {
+            self.lane_0_weight
+                .saturating_sub(step)
+                .max(LANE_0_WEIGHT_MIN)
+        } else {
+            (self.lane_0_weight + step).min(LANE_0_WEIGHT_MAX)
+        };
     }
 
     /// The hashes of the keys `operations` touch (none for a catalog change or a

@@ -23,11 +23,12 @@
 //! - From time to time a checkpoint (a snapshot at a sequence) lets the log retire
 //!   its older segments; a restart loads it and replays only the tail.
 
+mod first_positions;
 mod lanes;
 mod promotion;
 mod resync;
 
-pub use lanes::{APPLY_LANES_MAX, PARALLEL_RUN_TXNS_MIN};
+pub use lanes::{APPLY_LANES_MAX, CHUNK_STEPS, PARALLEL_RUN_TXNS_MIN, RUN_TXNS_MAX};
 
 pub use promotion::Promotion;
 
@@ -48,7 +49,12 @@ use crate::seq::Seq;
 use crate::utc;
 use crate::wire::{Message, PROTOCOL_VERSION};
 use crate::writes::Writes;
+use first_positions::FirstPositions;
 use lanes::{Done, Job, Lanes, Outcome};
+
+/// A restart replays its log's tail this many records at a time, its runs of async
+/// transactions left open from one slice to the next.
+const REPLAY_SLICE_RECORDS: usize = 1024;
 
 /// Counts kept by an [`Applier`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -131,7 +137,7 @@ pub struct Applier<'s> {
     queue: Vec<Work>,
     /// First access-log position of each sequence above `resolved`: a checkpoint
     /// replays from the lowest.
-    first_position: BTreeMap<Seq, u64>,
+    first_position: FirstPositions,
     /// Highest sequence of this connection's stream (gap detection); everything up to
     /// it is logged.
     stream_seq: Seq,
@@ -173,7 +179,7 @@ impl<'s> Applier<'s> {
             held: BTreeMap::new(),
             undecided: BTreeSet::new(),
             queue: Vec::new(),
-            first_position: BTreeMap::new(),
+            first_position: FirstPositions::default(),
             stream_seq: Seq::ZERO,
             logged: Seq::ZERO,
             epoch: Epoch::NONE,
@@ -196,6 +202,15 @@ impl<'s> Applier<'s> {
     pub fn set_apply_lanes(&mut self, lanes: usize, parallel_run_txns_min: usize) -> Result<()> {
         self.lanes = Lanes::new(self.session, lanes, parallel_run_txns_min)?;
         Ok(())
+    }
+
+    /// Hands the lanes their steps `chunk_steps` at a time and applies a run of async
+    /// transactions once it is `run_txns_max` long (each at least 1; by default
+    /// [`CHUNK_STEPS`] and [`RUN_TXNS_MAX`]). The answers do not depend on either:
+    /// tests make them small so that short histories cross their edges. Set after
+    /// [`set_apply_lanes`](Applier::set_apply_lanes), which restores the defaults.
+    pub fn set_lane_handoff(&mut self, chunk_steps: usize, run_txns_max: usize) {
+        self.lanes.set_handoff(chunk_steps, run_txns_max);
     }
 
     /// Installs the handler of the catalog changes this applier cannot apply by
@@ -254,7 +269,9 @@ impl<'s> Applier<'s> {
     /// An applier over an opened access log: the checkpoint `reopened` names is
     /// already in the database; its tail is replayed here (in-doubt transactions are
     /// held again), its catalog changes through `ddl` (a restructure announced and
-    /// switched in the tail is run again: see [`DdlHandler`]).
+    /// switched in the tail is run again: see [`DdlHandler`]). Async transactions are
+    /// replayed in sequence; [`replay_log`](Applier::replay_log) on an applier given
+    /// lanes first replays them in parallel.
     pub fn recover(
         session: &'s Session,
         log: AccessLog,
@@ -263,28 +280,52 @@ impl<'s> Applier<'s> {
     ) -> Result<Applier<'s>> {
         let mut applier = Applier::new(session);
         applier.ddl = ddl;
-        let checkpoint = reopened.checkpoint.unwrap_or_default();
-        applier.resolved = checkpoint.applied;
-        applier.stream_seq = checkpoint.applied;
-        applier.epoch = checkpoint.epoch;
-        applier.replaying = Some(checkpoint.also_applied.iter().copied().collect());
-        for record in reopened.tail {
-            applier.replay(record)?;
+        applier.replay_log(log, reopened)?;
+        Ok(applier)
+    }
+
+    /// Makes this new applier (given its lanes and DDL handler, nothing applied
+    /// yet) recover from an opened access log, as [`recover`](Applier::recover)
+    /// does, applying the tail's runs of async transactions in its lanes: the
+    /// answers and positions are those of a replay in sequence, and a restart
+    /// with a long tail is ready sooner. An error if this applier has applied or
+    /// logged anything already.
+    pub fn replay_log(&mut self, log: AccessLog, reopened: Reopened) -> Result<()> {
+        if self.log.is_some() || self.resolved != Seq::ZERO || !self.queue.is_empty() {
+            return Err(protocol(format!(
+                "an access log can only be replayed by a new applier (this one is at {})",
+                self.resolved
+            )));
         }
-        let promoted = applier.promoted.take();
+        let checkpoint = reopened.checkpoint.unwrap_or_default();
+        self.resolved = checkpoint.applied;
+        self.stream_seq = checkpoint.applied;
+        self.epoch = checkpoint.epoch;
+        self.replaying = Some(checkpoint.also_applied.iter().copied().collect());
         let mut replies = Vec::new();
-        applier.apply_queued(&mut replies)?;
-        applier.unreported = replies
+        let mut tail = reopened.tail.into_iter().peekable();
+        while tail.peek().is_some() {
+            // A slice at a time, the run left open: the lanes apply what is placed
+            // while the next slice is read.
+            for record in tail.by_ref().take(REPLAY_SLICE_RECORDS) {
+                self.replay(record)?;
+            }
+            // A promotion in the log ends what may be replayed, not what is queued.
+            let promoted = self.promoted.take();
+            self.place_queued(&mut replies)?;
+            self.promoted = promoted;
+        }
+        self.apply_run(&mut replies)?;
+        self.unreported = replies
             .into_iter()
             .filter_map(|reply| match reply {
                 Message::Rejected { seq, reason, .. } => Some((seq, reason)),
                 _ => None,
             })
             .collect();
-        applier.promoted = promoted;
-        applier.replaying = None;
-        applier.log = Some(log);
-        Ok(applier)
+        self.replaying = None;
+        self.log = Some(log);
+        Ok(())
     }
 
     fn replay(&mut self, record: AccessRecord) -> Result<()> {
@@ -544,7 +585,7 @@ impl<'s> Applier<'s> {
             (None, None) => (None, entry),
         };
         if let Some(position) = position {
-            self.first_position.entry(seq).or_insert(position);
+            self.first_position.note(seq, position);
         }
         let work = Work { seq, entry, verify };
         if self.resync.is_some() {
@@ -615,6 +656,14 @@ impl<'s> Applier<'s> {
     /// Applies the queued work in log order, pushing answers: runs of async
     /// transactions in parallel lanes by key, everything else in sequence.
     fn apply_queued(&mut self, replies: &mut Vec<Message>) -> Result<()> {
+        self.place_queued(replies)?;
+        self.apply_run(replies)
+    }
+
+    /// [`apply_queued`](Applier::apply_queued), leaving the last run of async
+    /// transactions open (placed, perhaps partly applied by the other lanes): the
+    /// next call goes on with it, and [`apply_run`](Applier::apply_run) ends it.
+    fn place_queued(&mut self, replies: &mut Vec<Message>) -> Result<()> {
         for Work { seq, entry, verify } in std::mem::take(&mut self.queue) {
             let entry = match entry {
                 AccessEntry::Ship {
@@ -627,6 +676,10 @@ impl<'s> Applier<'s> {
                         verify,
                     };
                     match self.lanes.gather(self.session.database(), job) {
+                        Ok(()) if self.lanes.run_full() => {
+                            self.apply_run(replies)?;
+                            continue;
+                        }
                         Ok(()) => continue,
                         Err(job) => AccessEntry::Ship {
                             mode: Mode::Async,
@@ -699,7 +752,7 @@ impl<'s> Applier<'s> {
                 AccessEntry::Promoted => {}
             }
         }
-        self.apply_run(replies)
+        Ok(())
     }
 
     /// Applies the run of async transactions gathered so far and answers for them,
@@ -802,8 +855,7 @@ impl<'s> Applier<'s> {
         let log = self.log.as_ref()?;
         let position = self
             .first_position
-            .values()
-            .min()
+            .lowest()
             .map_or(log.next_position() - 1, |p| p - 1);
         let covered = Checkpoint {
             applied: self.resolved,
@@ -886,11 +938,17 @@ impl<'s> Applier<'s> {
             seq > self.resolved && !self.resolved_above.contains(&seq),
             "resolved twice: {seq}"
         );
+        if seq == self.resolved.next() && self.resolved_above.is_empty() {
+            // In order, as nearly every transaction is: no set to go through.
+            self.resolved = seq;
+            self.first_position.forget(seq);
+            return;
+        }
         self.resolved_above.insert(seq);
         while self.resolved_above.first() == Some(&self.resolved.next()) {
             self.resolved_above.pop_first();
             self.resolved = self.resolved.next();
-            self.first_position.remove(&self.resolved);
+            self.first_position.forget(self.resolved);
         }
     }
 }

@@ -74,9 +74,14 @@ impl PeerNode {
         ))));
         let (log, reopened) =
             AccessLog::open(dir, access_options(), &db).expect("backup's access log");
-        let mut applier =
-            Applier::recover(session, log, reopened, None).expect("backup recovers from its log");
+        // The log is replayed in the lanes too, handed a few steps at a time in short
+        // runs, so that small histories cross both edges.
+        let mut applier = Applier::new(session);
         applier.set_apply_lanes(lanes, 2).expect("apply lanes");
+        applier.set_lane_handoff(3, 16);
+        applier
+            .replay_log(log, reopened)
+            .expect("backup recovers from its log");
         PeerNode {
             applier: Some(applier),
             db,
