@@ -16,6 +16,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use crate::measure::{ops_per_s, ops_per_s_local};
+use crate::memory_hop;
 use crate::CliError;
 
 /// Options of `kirikae bench engine`.
@@ -51,7 +52,22 @@ pub struct EngineBenchReport {
     sqlite_update_ops_per_s_2t: f64,
     get_ratio_2t: f64,
     update_ratio_2t: f64,
+    /// One dependent load from a random cache line of a working set as large as
+    /// the one the gets touch (`memory_hop.rs`), ns: the floor under a point read
+    /// on this machine, measured just before and just after the 1-thread gets
+    /// (the lower of the two).
+    memory_hop_ns: f64,
+    /// A kirikae get's time over one memory hop.
+    kirikae_get_hops: f64,
+    /// A SQLite get's time over one memory hop.
+    sqlite_get_hops: f64,
 }
+
+/// Keys the gets and updates pick from (a power of two).
+const SAMPLE_KEYS: usize = 1 << 16;
+/// Cache lines a get touches: the index entry, the record's slot and two of the
+/// record's own (its header and the column read).
+const LINES_PER_GET: usize = 4;
 
 const SELECT: &str =
     "SELECT imsi, msisdn, status, balance, last_seen, region FROM subscriber WHERE imsi = ?1";
@@ -107,7 +123,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
     let db = Database::new();
     workload::load_subscribers(&db, args.rows, &|_| {})?;
     let conn = sqlite_with_subscribers(args.rows)?;
-    let keys = KeyChooser::uniform(args.rows).sample(1 << 16, 7);
+    let keys = KeyChooser::uniform(args.rows).sample(SAMPLE_KEYS, 7);
     let texts: Vec<&str> = keys
         .iter()
         .map(|k| k.values()[0].as_text().unwrap_or(""))
@@ -133,6 +149,10 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
             .unwrap_or_else(|e| panic!("{e}"));
     };
 
+    // The floor is measured around the 1-thread gets, before and after, and the lower
+    // figure kept: on a shared host the same hop moves by half between seconds.
+    let hop_lines = SAMPLE_KEYS * LINES_PER_GET;
+    let hop_before_ns = memory_hop::hop_ns(hop_lines, cell / 2);
     let kirikae_get_1 = ops_per_s_local("kirikae get (1 thread)", cell, &mut |i| kirikae_get(0, i));
     let sqlite_get_1 = {
         let mut stmt = conn.prepare(SELECT)?;
@@ -140,6 +160,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
             black_box(sqlite_get(&mut stmt, texts[pick(0, i)]));
         })
     };
+    let memory_hop_ns = hop_before_ns.min(memory_hop::hop_ns(hop_lines, cell / 2));
     let kirikae_update_1 = ops_per_s_local("kirikae update (1 thread)", cell, &mut |i| {
         kirikae_update(0, i)
     });
@@ -168,6 +189,8 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
             .unwrap_or_else(|e| panic!("{e}"));
     });
 
+    let hops = |ops_per_s: f64| 1e9 / ops_per_s / memory_hop_ns;
+
     Ok(EngineBenchReport {
         rows: args.rows,
         seconds_per_cell: args.seconds,
@@ -183,6 +206,9 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
         sqlite_update_ops_per_s_2t: sqlite_update_2,
         get_ratio_2t: kirikae_get_2 / sqlite_get_2,
         update_ratio_2t: kirikae_update_2 / sqlite_update_2,
+        memory_hop_ns,
+        kirikae_get_hops: hops(kirikae_get_1),
+        sqlite_get_hops: hops(sqlite_get_1),
     })
 }
 
@@ -216,5 +242,12 @@ pub fn print_table(r: &EngineBenchReport) {
         "update, 2 threads",
         r.kirikae_update_ops_per_s_2t,
         r.sqlite_update_ops_per_s_2t,
+    );
+    say!(
+        "one dependent load from a random cache line (working set as large as the gets'): \
+         {:.0} ns; a get costs {:.1} of them in kirikae, {:.1} in SQLite",
+        r.memory_hop_ns,
+        r.kirikae_get_hops,
+        r.sqlite_get_hops
     );
 }

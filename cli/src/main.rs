@@ -41,6 +41,7 @@ mod demo;
 mod demo_report;
 mod demo_story;
 mod measure;
+mod memory_hop;
 mod node_backup;
 mod node_events;
 mod node_process;

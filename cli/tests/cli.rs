@@ -128,6 +128,17 @@ fn bench_engine_prints_json_with_every_field() {
     let expected = report["kirikae_get_ops_per_s"].as_f64().expect("k")
         / report["sqlite_get_ops_per_s"].as_f64().expect("s");
     assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
+    let hop_ns = report["memory_hop_ns"].as_f64().expect("memory_hop_ns");
+    assert!(hop_ns > 0.0 && hop_ns < 1e6, "memory_hop_ns = {hop_ns}");
+    // A get's hops are its time over one hop's: the two must agree.
+    let get_ns = 1e9 / report["kirikae_get_ops_per_s"].as_f64().expect("k");
+    let hops = report["kirikae_get_hops"]
+        .as_f64()
+        .expect("kirikae_get_hops");
+    assert!(
+        (hops * hop_ns - get_ns).abs() < 1e-6 * get_ns,
+        "{hops} hops of {hop_ns} ns"
+    );
 }
 
 /// Every number out of its range is a usage error (exit 2) naming the option and the

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use crossbeam::utils::CachePadded;
 
 use crate::error::{EngineError, Result};
 use crate::hooks::WriteObserver;
@@ -47,8 +48,10 @@ pub struct Table {
     pub(crate) index: KeyIndex,
     observer: ArcSwapOption<ObserverCell>,
     pub(crate) admission: WriterAdmission,
-    /// Committed records.
-    live: AtomicU64,
+    /// Committed records. On lines of its own: every insert and delete on any core
+    /// writes it, and every write reads the fields beside it (name, schema, slots,
+    /// index).
+    live: CachePadded<AtomicU64>,
 }
 
 impl std::fmt::Debug for Table {
@@ -85,7 +88,7 @@ impl Table {
             index: KeyIndex::new(records, shards),
             observer: ArcSwapOption::empty(),
             admission: WriterAdmission::new(),
-            live: AtomicU64::new(0),
+            live: CachePadded::new(AtomicU64::new(0)),
         }
     }
 

@@ -153,8 +153,8 @@ pub fn header(bytes: &[u8], max_payload_bytes: usize) -> Result<Option<(usize, u
     Ok(Some((len, word(4))))
 }
 
-/// Checks `payload` against its stored CRC and decodes it as exactly one `T`.
-pub fn open<T: DeserializeOwned>(payload: &[u8], stored_crc: u32) -> Result<T, FrameFault> {
+/// Checks `payload` against its stored CRC.
+pub fn check(payload: &[u8], stored_crc: u32) -> Result<(), FrameFault> {
     let computed = crc32fast::hash(payload);
     if computed != stored_crc {
         return Err(FrameFault::Checksum {
@@ -162,6 +162,12 @@ pub fn open<T: DeserializeOwned>(payload: &[u8], stored_crc: u32) -> Result<T, F
             computed,
         });
     }
+    Ok(())
+}
+
+/// Checks `payload` against its stored CRC and decodes it as exactly one `T`.
+pub fn open<T: DeserializeOwned>(payload: &[u8], stored_crc: u32) -> Result<T, FrameFault> {
+    check(payload, stored_crc)?;
     match postcard::take_from_bytes::<T>(payload) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(FrameFault::Undecodable(format!(

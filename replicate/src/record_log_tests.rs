@@ -81,6 +81,39 @@ fn appended_records_survive_reopening_and_replay_in_order() {
     f.append(&record(51)).expect("continues after reopening");
 }
 
+/// A record read back keeps its writes as the bytes they were stored as, whichever
+/// way they were framed, and frames again to the very bytes it was stored in: a
+/// catch-up sends them on without decoding and encoding them again.
+#[test]
+fn records_read_back_keep_their_writes_encoded_and_frame_to_the_same_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut f, _) = RecordLog::open(dir.path(), options(1 << 20)).expect("open");
+    let mut skipped = record(3);
+    skipped.mode = Mode::Skip;
+    skipped.operations = Writes::new(Vec::new());
+    let originals = vec![record(1), record(2), skipped, record(4)];
+    for r in &originals {
+        f.append(r).expect("append");
+    }
+    f.sync().expect("sync");
+    let read = f.read_after(Seq(0)).expect("read");
+    assert_eq!(read, originals);
+    for (back, original) in read.iter().zip(&originals) {
+        assert!(
+            back.operations.encoding().is_some(),
+            "{} was decoded",
+            back.seq
+        );
+        let frame_of = |r: &LogRecord| {
+            let mut out = Vec::new();
+            r.frame_into(crate::record_log::MAX_RECORD_BYTES, &mut out)
+                .expect("frame");
+            out
+        };
+        assert_eq!(frame_of(back), frame_of(original), "{}", back.seq);
+    }
+}
+
 #[test]
 fn a_torn_tail_is_cut_at_the_last_valid_record_at_every_byte() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -83,7 +83,14 @@ impl Writes {
         }
     }
 
-    /// Their encoding, if [`Writes::encoded`] made one.
+    /// Writes stored as `bytes`, the postcard encoding of their operations (what
+    /// [`encoding`](Writes::encoding) gave, or a frame's serialized `Vec<Operation>`),
+    /// kept as they are: decoded only if the operations are asked for.
+    pub(crate) fn from_encoding(bytes: &[u8]) -> Writes {
+        Writes(Form::Encoded(Arc::from(bytes)))
+    }
+
+    /// Their encoding, if [`Writes::encoded`] made one (or they were read back).
     pub fn encoding(&self) -> Option<&[u8]> {
         match &self.0 {
             Form::Encoded(bytes) => Some(bytes),

@@ -347,7 +347,7 @@ impl Lanes {
         let mut workers = Vec::with_capacity(lanes - 1);
         for lane in 1..lanes {
             // Unbounded, but it only ever holds steps of the run, which the applier
-            // has in memory either way (a run is at most one batch of the log).
+            // has in memory either way: at most `RUN_TXNS_MAX` transactions'.
             let (steps_tx, steps_rx) = crossbeam::channel::unbounded::<Handed>();
             let (done_tx, done_rx) = crossbeam::channel::bounded::<Answer>(1);
             let session = Arc::new(session.clone());
@@ -673,14 +673,14 @@ impl Lanes {
             match op {
                 Operation::Insert { table, row } => {
                     let schema = self.schema(database, table, row)?;
-                    keys.push(key_hash(table, row_key(&schema, row)));
+                    keys.push(key_hash(table, row_key(schema, row)));
                 }
                 // An update may give the record a new key: both keys count.
                 Operation::Update { table, key, row } => {
                     keys.push(key_hash(table, key.values().iter()));
                     let schema = self.schema(database, table, row)?;
                     if !schema.key_matches(row, key) {
-                        keys.push(key_hash(table, row_key(&schema, row)));
+                        keys.push(key_hash(table, row_key(schema, row)));
                     }
                 }
                 Operation::Delete { table, key } => keys.push(key_hash(table, key.values().iter())),
@@ -692,16 +692,18 @@ impl Lanes {
 
     /// The schema of `table`, if `row` fits it (None if there is no such table or
     /// the row does not fit: the transaction is then applied alone, and rejected
-    /// there).
-    fn schema(&mut self, database: &Database, table: &str, row: &[Value]) -> Option<Arc<Schema>> {
-        let schema = match self.schemas.iter().find(|(t, _)| t == table) {
-            Some((_, schema)) => schema.clone(),
+    /// there). Borrowed from the run's cache: placing an operation takes no
+    /// reference count.
+    fn schema(&mut self, database: &Database, table: &str, row: &[Value]) -> Option<&Schema> {
+        let at = match self.schemas.iter().position(|(t, _)| t == table) {
+            Some(at) => at,
             None => {
                 let schema = database.table(table).ok().map(|t| Arc::clone(t.schema()));
-                self.schemas.push((table.to_owned(), schema.clone()));
-                schema
+                self.schemas.push((table.to_owned(), schema));
+                self.schemas.len() - 1
             }
-        }?;
+        };
+        let schema = self.schemas[at].1.as_deref()?;
         (row.len() == schema.columns().len()).then_some(schema)
     }
 }
@@ -776,6 +778,12 @@ impl Hasher for PlacementHasher {
 
 impl Drop for Lanes {
     fn drop(&mut self) {
+        // Lanes dropped with a run partly handed to them (an unwinding applier):
+        // nothing could record what they applied, so they stop before their next
+        // step rather than apply work a later replay would apply again, and a lane
+        // waiting at a meeting that lane 0 will never reach stops at once rather
+        // than after `MEETING_WAIT_MAX`.
+        self.halted.store(true, Ordering::Release);
         for worker in &mut self.workers {
             drop(worker.steps.take());
         }
@@ -789,9 +797,85 @@ impl Drop for Lanes {
 
 #[cfg(test)]
 mod tests {
-    use kirikae_engine::{Column, ColumnType, Key, Schema, Value};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
-    use super::{key_hash, row_key};
+    use kirikae_engine::{
+        Column, ColumnType, Database, EngineConfig, Key, Operation, Schema, SessionInfo, Value,
+    };
+
+    use super::{key_hash, row_key, Job, Lanes};
+    use crate::seq::Seq;
+
+    fn insert(seq: u64, k: i64) -> Job {
+        Job {
+            seq: Seq(seq),
+            operations: vec![Operation::Insert {
+                table: "t".into(),
+                row: vec![Value::Int(k), Value::Int(0)].into(),
+            }],
+            verify: false,
+        }
+    }
+
+    /// Lanes dropped with a run half handed (an applier unwinding) stop before their
+    /// next step: nothing would record what they applied, and a replay would apply
+    /// it again. Lane 1 is held inside its first job by a record lock until the
+    /// drop has begun; its second job must then never be applied.
+    #[test]
+    fn lanes_dropped_with_a_run_handed_stop_before_their_next_step() {
+        let db = Database::with_config(EngineConfig {
+            // Longer than the test: lane 1 waits for the blocker, never times out.
+            lock_timeout: Duration::from_secs(120),
+        });
+        let schema = Schema::new(
+            vec![
+                Column::new("k", ColumnType::Int),
+                Column::new("v", ColumnType::Int),
+            ],
+            &["k"],
+        )
+        .expect("a valid schema");
+        db.create_table("t", schema).expect("table t");
+        let blocker = db.session(SessionInfo::new("test", "test", None));
+        let mut held = blocker.begin();
+        held.insert("t", vec![Value::Int(2), Value::Int(9)])
+            .expect("the blocker's insert");
+
+        let session = db.session(SessionInfo::new("applier", "applier", None));
+        let mut lanes = Lanes::new(&session, 2, 1).expect("lanes");
+        lanes.set_handoff(1, 1_000);
+        // Key 1 goes to lane 0, which never runs (the run is never applied); keys 2
+        // and 3 to lane 1, each handed as soon as placed.
+        for job in [insert(1, 1), insert(2, 2), insert(3, 3)] {
+            assert!(lanes.gather(&db, job).is_ok(), "placed");
+        }
+        let halted = Arc::clone(&lanes.halted);
+        let dropping = std::thread::spawn(move || drop(lanes));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !halted.load(Ordering::Acquire) {
+            assert!(
+                Instant::now() < deadline,
+                "dropping the lanes did not halt them within 30 s"
+            );
+            std::thread::yield_now();
+        }
+        held.rollback();
+        dropping
+            .join()
+            .expect("the drop returns once lane 1 is done");
+        let get = |k: i64| {
+            session
+                .get("t", &Key::single(Value::Int(k)))
+                .expect("a read")
+        };
+        assert!(
+            get(3).is_none(),
+            "lane 1 applied a step after it was halted"
+        );
+        assert!(get(1).is_none(), "lane 0's share is never applied");
+    }
 
     #[test]
     fn a_key_hashes_the_same_from_a_row_as_from_the_key_itself() {
