@@ -257,7 +257,8 @@ fn bench_replicate_prints_json_with_every_field() {
         "--loss-pct",
         "0",
         "--policies",
-        "mixed,sync",
+        // A policy by its rule file's name, as issue 13 calls it.
+        "seed000-mixed,sync",
         "--catchup-rate",
         "3000",
         "--outage",
