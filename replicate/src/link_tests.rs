@@ -46,6 +46,19 @@ fn insert(k: i64, payload: usize) -> Writes {
     }])
 }
 
+/// An async insert of key `k` submitted at `now` (the link keeps it, or spills it
+/// to the difference file if down).
+fn submit_async(link: &mut Link, now: Micros, k: i64) {
+    link.submit(
+        now,
+        Mode::Async,
+        WhenPeerDown::Continue,
+        insert(k, 8),
+        Vec::new,
+    )
+    .expect("submit");
+}
+
 fn diverged_reason(ready: &Ready) -> String {
     ready
         .events
@@ -556,14 +569,7 @@ fn a_catch_up_losing_ground_paces_commits_and_past_its_cap_chooses_a_resync() {
     let mut submit = |link: &mut Link, n: usize, now: Micros| {
         for _ in 0..n {
             k += 1;
-            link.submit(
-                now,
-                Mode::Async,
-                WhenPeerDown::Continue,
-                insert(k, 8),
-                Vec::new,
-            )
-            .expect("submit");
+            submit_async(link, now, k);
         }
         let last = link.metrics(now).last_seq.0;
         link.persisted(now, durable(last));
@@ -696,4 +702,62 @@ fn a_refusal_of_a_transaction_already_acknowledged_is_still_an_apply_error() {
         "{reason:?}"
     );
     assert_eq!(link.state(), LinkState::Duplex, "the link itself is fine");
+}
+
+/// A duplex backup that applies more slowly than the primary commits is not
+/// declared down for it: under a quarter of the link's limits nothing is held back;
+/// past it, while the backlog still grows, each commit is held back longer, up to
+/// the bound; once the backup gains, the hold eases off, and back under the quarter
+/// there is none (seed 000 §4.3).
+#[test]
+fn a_duplex_backlog_growing_past_a_quarter_of_the_limits_paces_commits() {
+    let mut link = duplex_link(LinkConfig {
+        window_txns_max: 400,
+        peer_timeout: std::time::Duration::from_secs(3600),
+        catchup_pace_max: std::time::Duration::from_millis(2),
+        ..LinkConfig::default()
+    });
+    let epoch = LinkConfig::default().epoch;
+    let mut last = 0u64;
+    let mut now: Micros = 2;
+    // Each period: `n` commits, the peer acknowledging all but `behind` of them.
+    let mut period = |link: &mut Link, n: u64, behind: u64| {
+        now += 100_000;
+        for _ in 0..n {
+            last += 1;
+            submit_async(link, now, last as i64);
+        }
+        let acked = last.saturating_sub(behind);
+        link.receive(
+            now,
+            crate::wire::Message::Ack {
+                seq: Seq(acked),
+                epoch,
+            },
+        );
+        link.tick(now);
+        let _ = link.ready();
+        assert_eq!(link.state(), LinkState::Duplex, "declared down at {now} µs");
+        link.commit_pace_us()
+    };
+    // Growing, but under a quarter of the window: no hold.
+    for behind in (10..=90).step_by(10) {
+        assert_eq!(period(&mut link, 30, behind), 0, "{behind} behind");
+    }
+    // Past it and still growing: longer each period, bounded.
+    let paces: Vec<Micros> = (0..12)
+        .map(|i| period(&mut link, 30, 120 + 10 * i))
+        .collect();
+    assert!(paces.windows(2).all(|w| w[1] >= w[0]), "{paces:?}");
+    assert!(paces[1] > 0, "held back from the second look: {paces:?}");
+    assert_eq!(*paces.last().expect("paces"), 2_000, "bounded: {paces:?}");
+    // The backup gains, still past the quarter: the hold eases off.
+    let easing: Vec<Micros> = (0..3)
+        .map(|i| period(&mut link, 30, 220 - 30 * i))
+        .collect();
+    assert!(easing.windows(2).all(|w| w[1] < w[0]), "{easing:?}");
+    assert!(easing[0] < 2_000, "{easing:?}");
+    // Back under the quarter: no hold at once.
+    assert_eq!(period(&mut link, 30, 50), 0);
+    assert_eq!(link.metrics(now).commit_pace_us, 0);
 }

@@ -34,7 +34,7 @@ pub struct LinkMetrics {
     pub resyncs: u64,
     /// Rows the current (or last) resync's copy has sent so far.
     pub copied_rows: u64,
-    /// The hold each new commit gets while a catch-up loses ground (µs; see
+    /// The hold each new commit gets while the peer's backlog grows (µs; see
     /// `LinkConfig::catchup_pace_max`).
     pub commit_pace_us: u64,
     /// The most the link held for the peer at once since the last resync began (the

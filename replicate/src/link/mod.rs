@@ -485,7 +485,8 @@ impl Link {
                 self.pump(now);
                 self.pace(now);
             }
-            LinkState::Duplex | LinkState::Resyncing => {}
+            LinkState::Duplex => self.pace(now),
+            LinkState::Resyncing => {}
         }
         if self.state == LinkState::Degraded {
             return;
