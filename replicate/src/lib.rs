@@ -97,6 +97,7 @@ mod backup_reader;
 mod backup_serve;
 mod backup_session;
 mod checkpoint;
+mod commit_hold;
 mod commit_policy;
 mod copied_rows;
 mod copier;

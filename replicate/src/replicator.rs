@@ -20,6 +20,7 @@ use kirikae_engine::{
     HookError, Operation, SessionInfo, TxnId,
 };
 
+use crate::commit_hold;
 use crate::commit_policy::{settle, shipment};
 use crate::ddl::{event_name, remember, CatalogChangeAt};
 use crate::difference_file::DifferenceFile;
@@ -425,12 +426,10 @@ impl Gate {
         if shipment.mode == Mode::Sync {
             freeze_point::reached(FreezePoint::BeforePrepare, None);
         }
-        // A catch-up losing ground holds each commit back a little (bounded by
-        // `catchup_pace_max`), before any lock is taken.
-        let pace_us = shared.commit_pace_us.load(Ordering::Relaxed);
-        if pace_us > 0 {
-            std::thread::sleep(Duration::from_micros(pace_us));
-        }
+        // A backlog losing ground holds each commit back a little (bounded by
+        // `catchup_pace_max`), before any lock is taken; slept in pieces (see
+        // `commit_hold.rs`).
+        commit_hold::serve(shared.commit_pace_us.load(Ordering::Relaxed));
         // Encoded here, outside the lock and while the rows are in this core's cache
         // (see `writes.rs`).
         let operations = Writes::encoded(std::mem::take(&mut shipment.operations));

@@ -11,7 +11,8 @@
 //! it still does not, up to `catchup_pace_max`; once it shrinks the hold eases off,
 //! and once a duplex one is back under the quarter there is none. If a catch-up's backlog passes
 //! `catchup_backlog_max_txns` anyway, a resync is cheaper than chasing it: the link
-//! gives up the catch-up and the next connection resyncs the peer.
+//! gives up the catch-up and the next connection resyncs the peer. A committing
+//! thread sleeps its holds in pieces of a millisecond (`commit_hold.rs`).
 
 use super::{micros, Link, LinkState, Micros};
 
