@@ -761,3 +761,40 @@ fn a_duplex_backlog_growing_past_a_quarter_of_the_limits_paces_commits() {
     assert_eq!(period(&mut link, 30, 50), 0);
     assert_eq!(link.metrics(now).commit_pace_us, 0);
 }
+
+/// A duplex peer acknowledging late is paced once its oldest unacknowledged
+/// transaction has waited half the peer timeout, not before: a slow network's
+/// round trip alone ages every transaction.
+#[test]
+fn a_duplex_peer_acknowledging_late_is_paced_from_half_the_timeout() {
+    let mut link = duplex_link(LinkConfig {
+        peer_timeout: std::time::Duration::from_secs(1),
+        catchup_pace_max: std::time::Duration::from_millis(2),
+        ..LinkConfig::default()
+    });
+    let epoch = LinkConfig::default().epoch;
+    let mut k = 0;
+    // Each period: a commit, and an answer from the peer, which has not applied it.
+    let mut period = |link: &mut Link, now: Micros| {
+        k += 1;
+        submit_async(link, now, k);
+        link.receive(
+            now,
+            crate::wire::Message::Heartbeat {
+                epoch,
+                last_seq: Seq::ZERO,
+            },
+        );
+        link.tick(now);
+        let _ = link.ready();
+        assert_eq!(link.state(), LinkState::Duplex, "declared down at {now} µs");
+        link.commit_pace_us()
+    };
+    // The first has waited 0 ... 0.4 s: no hold.
+    for now in (1..=5).map(|i| 2 + i * 100_000) {
+        assert_eq!(period(&mut link, now), 0, "at {now} µs");
+    }
+    // Past half the timeout, the backlog still growing: held back.
+    assert!(period(&mut link, 650_002) > 0);
+    assert!(period(&mut link, 750_002) > 0);
+}

@@ -53,9 +53,10 @@ pub struct LinkConfig {
     /// Commits pause when the catch-up is this few sequences from the end.
     pub pause_within_txns: u64,
     /// While a catch-up's backlog does not shrink, or a duplex peer's backlog past a
-    /// quarter of the limits above does not, each new commit is held back, longer
-    /// each 100 ms it still does not, up to this (zero: never), so that the backup
-    /// converges in bounded time instead of being declared down.
+    /// quarter of the limits above (or half of `peer_timeout` old) does not, each
+    /// new commit is held back, longer each 100 ms it still does not, up to this
+    /// (zero: never), so that the backup converges in bounded time instead of
+    /// being declared down.
     pub catchup_pace_max: Duration,
     /// A catch-up whose backlog passes this many transactions is given up for a
     /// resync.

@@ -3,16 +3,20 @@
 //!
 //! Two backlogs are watched. A catch-up's: the difference file's records not yet
 //! replayed. A duplex link's: the transactions the peer has not acknowledged, once
-//! they pass a quarter of what the link allows before it declares the peer down
-//! (`window_txns_max`, `output_bytes_max`, `peer_timeout` for the oldest) — a backup that applies more slowly than the primary commits
-//! (async and ordered commits do not wait for it) would otherwise reach those limits
-//! and be declared down, raising `Diverged` under an ordinary load. While the
-//! backlog does not shrink, each new commit is held back a little, more each period
-//! it still does not, up to `catchup_pace_max`; once it shrinks the hold eases off,
-//! and once a duplex one is back under the quarter there is none. If a catch-up's backlog passes
-//! `catchup_backlog_max_txns` anyway, a resync is cheaper than chasing it: the link
-//! gives up the catch-up and the next connection resyncs the peer. A committing
-//! thread sleeps its holds in pieces of a millisecond (`commit_hold.rs`).
+//! they pass a quarter of `window_txns_max` or `output_bytes_max`, or the oldest
+//! has waited half of `peer_timeout`: limits past which the peer is declared down.
+//! A backup that applies more slowly than the primary commits (async and ordered
+//! commits do not wait for it) would otherwise reach them and be declared down,
+//! raising `Diverged` under an ordinary load. (Half, not a quarter, of the timeout:
+//! a slow network's round trip alone ages every transaction.)
+//!
+//! While the backlog does not shrink, each new commit is held back a little, more
+//! each period it still does not, up to `catchup_pace_max`; once it shrinks the
+//! hold eases off, and once a duplex one is back under those marks there is none.
+//! If a catch-up's backlog passes `catchup_backlog_max_txns` anyway, a resync is
+//! cheaper than chasing it: the link gives up the catch-up and the next connection
+//! resyncs the peer. A committing thread sleeps its holds in pieces of a
+//! millisecond (`commit_hold.rs`).
 
 use super::{micros, Link, LinkState, Micros};
 
@@ -20,8 +24,9 @@ use super::{micros, Link, LinkState, Micros};
 const PERIOD_US: Micros = 100_000;
 /// The first hold, when a backlog starts growing.
 const FIRST_PACE_US: Micros = 20;
-/// A duplex backlog is paced once it holds more than 1/this of either limit: the
-/// rest leaves the pacing a few periods to catch a burst before the limit.
+/// A duplex backlog is paced once it holds more than 1/this of `window_txns_max`
+/// or `output_bytes_max`: the rest leaves the pacing a few periods to catch a
+/// burst before the limit.
 const DUPLEX_PACE_FROM_FRACTION: usize = 4;
 
 /// The pacing of one connection's backlog.
@@ -69,7 +74,7 @@ impl Link {
         };
         let max = micros(self.config.catchup_pace_max);
         match self.pacing.last {
-            // A duplex backlog back under the quarter has room again: no hold at all
+            // A duplex backlog back under the marks has room again: no hold at all
             // (holding on while it eases off would cost the commits of several
             // periods for nothing).
             _ if !heavy && self.state == LinkState::Duplex => self.pacing.pace_us = 0,
@@ -84,9 +89,9 @@ impl Link {
         self.metrics.commit_pace_us = self.pacing.pace_us;
     }
 
-    /// Whether a duplex peer's backlog is past a quarter of a limit that would have
-    /// it declared down: transactions held, bytes not yet written, or the age of the
-    /// oldest unacknowledged one.
+    /// Whether a duplex peer's backlog is past a mark short of a limit that would
+    /// have it declared down (see the module docs): transactions held, bytes not
+    /// yet written, or the age of the oldest unacknowledged one.
     fn duplex_heavy(&self, now: Micros) -> bool {
         let oldest_us = self
             .window
@@ -94,6 +99,6 @@ impl Link {
             .map_or(0, |e| now.saturating_sub(e.sent_at));
         self.window.len() > self.config.window_txns_max / DUPLEX_PACE_FROM_FRACTION
             || self.out_bytes > self.config.output_bytes_max / DUPLEX_PACE_FROM_FRACTION
-            || oldest_us > micros(self.io_timeout()) / DUPLEX_PACE_FROM_FRACTION as u64
+            || oldest_us > micros(self.io_timeout()) / 2
     }
 }
