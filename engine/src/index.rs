@@ -1,6 +1,7 @@
 //! The primary-key index: key to RID, in shards that each have their own lock.
 //!
-//! A key's hash picks its shard, and the shard's hash table finds the entry. Readers
+//! A key's hash picks its shard, and the shard's table ([`ProbeTable`]) finds the
+//! entry, usually in one cache line. Readers
 //! of a shard share its lock; a writer holds it only for the few instructions of one
 //! lookup and change (or, through an [`Entry`], while it latches the record the entry
 //! points at: index shard before slot latch, always).
@@ -11,13 +12,13 @@
 //! With a lock per key, each unlock waits for the entry's store to reach the cache,
 //! and inserts that miss the cache run one at a time instead of overlapping.
 
-use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockWriteGuard};
 
 use crate::key::Key;
+use crate::probe_table::ProbeTable;
 use crate::rid::Rid;
 
-type Shard = HashTable<(Key, Rid)>;
+type Shard = ProbeTable;
 
 /// One shard, alone on its cache lines so that writers of neighbouring shards do not
 /// slow each other down.
@@ -40,7 +41,7 @@ impl KeyIndex {
         KeyIndex {
             hasher: ahash::RandomState::new(),
             shards: (0..shards)
-                .map(|_| PaddedShard(RwLock::new(HashTable::with_capacity(per_shard))))
+                .map(|_| PaddedShard(RwLock::new(ProbeTable::with_capacity(per_shard))))
                 .collect(),
             shard_bits: shards.trailing_zeros(),
         }
@@ -51,13 +52,13 @@ impl KeyIndex {
         self.hasher.hash_one(key)
     }
 
-    /// The shard of a hash. Not its top 7 bits, which the shard's table keeps as a
-    /// tag per entry, nor its low bits, which pick the entry's bucket.
+    /// The shard of a hash: its top bits (the shard's table uses the low ones for
+    /// the entry's place and bits 32 to 47 as the entry's tag).
     pub fn shard_of_hash(&self, hash: u64) -> usize {
         if self.shard_bits == 0 {
             return 0;
         }
-        ((hash << 7) >> (64 - self.shard_bits)) as usize
+        (hash >> (64 - self.shard_bits)) as usize
     }
 
     /// Number of shards.
@@ -69,7 +70,7 @@ impl KeyIndex {
     pub fn get(&self, key: &Key) -> Option<Rid> {
         let hash = self.hash(key);
         let shard = self.shards[self.shard_of_hash(hash)].0.read();
-        shard.find(hash, |(k, _)| k == key).map(|&(_, rid)| rid)
+        shard.find(hash, key).map(|at| shard.rid_at(at))
     }
 
     /// Points `key` at `rid`, whatever it pointed at before.
@@ -84,12 +85,12 @@ impl KeyIndex {
     pub fn remove_if(&self, key: &Key, rid: Rid) -> bool {
         let hash = self.hash(key);
         let mut shard = self.shards[self.shard_of_hash(hash)].0.write();
-        match shard.find_entry(hash, |(k, r)| k == key && *r == rid) {
-            Ok(found) => {
-                found.remove();
+        match shard.find(hash, key) {
+            Some(at) if shard.rid_at(at) == rid => {
+                shard.remove_at(at, |k| self.hash(k));
                 true
             }
-            Err(_) => false,
+            _ => false,
         }
     }
 
@@ -98,7 +99,8 @@ impl KeyIndex {
     pub fn entry(&self, key: Key) -> Entry<'_> {
         let hash = self.hash(&key);
         let shard = self.shards[self.shard_of_hash(hash)].0.write();
-        let holder = shard.find(hash, |(k, _)| *k == key).map(|&(_, rid)| rid);
+        let found = shard.find(hash, &key);
+        let holder = found.map(|pos| (pos, shard.rid_at(pos)));
         let at = At {
             index: self,
             shard,
@@ -106,7 +108,7 @@ impl KeyIndex {
             key,
         };
         match holder {
-            Some(rid) => Entry::Occupied(OccupiedEntry { at, rid }),
+            Some((pos, rid)) => Entry::Occupied(OccupiedEntry { at, pos, rid }),
             None => Entry::Vacant(VacantEntry { at }),
         }
     }
@@ -122,7 +124,7 @@ impl KeyIndex {
         taken: &mut Vec<(Key, Rid, Rid)>,
     ) {
         let mut table = self.shards[shard].0.write();
-        table.reserve(batch.len(), |(k, _)| self.hash(k));
+        table.reserve(batch.len(), |k| self.hash(k));
         for (hash, key, rid) in batch {
             debug_assert_eq!(hash, self.hash(&key), "wrong hash for {key}");
             debug_assert_eq!(
@@ -130,11 +132,9 @@ impl KeyIndex {
                 shard,
                 "{key} is not in shard {shard}"
             );
-            match table.find(hash, |(k, _)| *k == key) {
-                Some(&(_, holder)) => taken.push((key, rid, holder)),
-                None => {
-                    table.insert_unique(hash, (key, rid), |(k, _)| self.hash(k));
-                }
+            match table.find(hash, &key) {
+                Some(at) => taken.push((key, rid, table.rid_at(at))),
+                None => table.insert_unique(hash, key, rid, |k| self.hash(k)),
             }
         }
     }
@@ -176,13 +176,15 @@ impl VacantEntry<'_> {
             hash,
             key,
         } = self.at;
-        shard.insert_unique(hash, (key, rid), |(k, _)| index.hash(k));
+        shard.insert_unique(hash, key, rid, |k| index.hash(k));
     }
 }
 
 /// A key with an entry.
 pub(crate) struct OccupiedEntry<'a> {
     at: At<'a>,
+    /// Where the entry is in the locked shard's table.
+    pos: usize,
     rid: Rid,
 }
 
@@ -199,26 +201,16 @@ impl OccupiedEntry<'_> {
 
     /// Points the entry at `rid` instead.
     pub fn insert(&mut self, rid: Rid) {
-        let At {
-            shard, hash, key, ..
-        } = &mut self.at;
-        if let Some(entry) = shard.find_mut(*hash, |(k, _)| k == key) {
-            entry.1 = rid;
-            self.rid = rid;
-        }
+        self.at.shard.set_rid(self.pos, rid);
+        self.rid = rid;
     }
 
     /// Removes the entry.
     pub fn remove(self) {
         let At {
-            mut shard,
-            hash,
-            key,
-            ..
+            index, mut shard, ..
         } = self.at;
-        if let Ok(found) = shard.find_entry(hash, |(k, _)| *k == key) {
-            found.remove();
-        }
+        shard.remove_at(self.pos, |k| index.hash(k));
     }
 }
 

@@ -71,6 +71,7 @@ mod hooks;
 mod index;
 mod key;
 mod lock;
+mod probe_table;
 mod reclaimer;
 mod record_lock;
 mod rid;
