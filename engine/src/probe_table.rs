@@ -11,6 +11,14 @@
 //!
 //! Deletion shifts the entries after the removed one back (no tombstones), so a probe
 //! stops at the first empty entry and the table never has to be cleaned.
+//!
+//! The price: a key that is absent is known absent only at an empty entry, in the
+//! array, where a map with control bytes learns it from those, which stay cached
+//! longer. Measured on a 1M-key table grown one insert at a time (3 alternating
+//! runs against hashbrown's table): found keys 218–240 ns against 303–361, absent
+//! ones 129–181 ns against 40–42, inserts even (485–707 against 504–530), deletes
+//! with reinserts 346–372 against 401–476. A subscriber store looks up keys it has
+//! far more often than keys it has not, and an insert writes the line its probe read.
 
 use crate::key::Key;
 use crate::rid::Rid;
