@@ -46,6 +46,12 @@ pub struct EngineBenchReport {
     sqlite_update_ops_per_s: f64,
     get_ratio: f64,
     update_ratio: f64,
+    /// Point reads of keys the table does not have (each sampled key with a
+    /// character added), 1 thread: kirikae's index learns a key is absent in its
+    /// entry array (`probe_table.rs`), a cost its found keys do not pay.
+    kirikae_get_absent_ops_per_s: f64,
+    sqlite_get_absent_ops_per_s: f64,
+    get_absent_ratio: f64,
     kirikae_get_ops_per_s_2t: f64,
     sqlite_get_ops_per_s_2t: f64,
     kirikae_update_ops_per_s_2t: f64,
@@ -128,6 +134,11 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
         .iter()
         .map(|k| k.values()[0].as_text().unwrap_or(""))
         .collect();
+    let absent_texts: Vec<String> = texts.iter().map(|t| format!("{t}x")).collect();
+    let absent_keys: Vec<kirikae::engine::Key> = absent_texts
+        .iter()
+        .map(|t| kirikae::engine::Key::from(t.as_str()))
+        .collect();
     let mask = keys.len() - 1;
     let pick = |t: usize, i: u64| (i as usize).wrapping_mul(31).wrapping_add(t * 7919) & mask;
     let session = db.session(SessionInfo::new("bench", "bench", None));
@@ -161,6 +172,24 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
         })
     };
     let memory_hop_ns = hop_before_ns.min(memory_hop::hop_ns(hop_lines, cell / 2));
+    let kirikae_get_absent = ops_per_s_local("kirikae get, absent keys", cell, &mut |i| {
+        let row = session.get(SUBSCRIBER_TABLE, &absent_keys[pick(0, i)]);
+        assert!(matches!(row, Ok(None)), "an absent key was found: {row:?}");
+    });
+    let sqlite_get_absent = {
+        let mut stmt = conn.prepare(SELECT)?;
+        ops_per_s_local("sqlite get, absent keys", cell, &mut |i| {
+            let found = stmt
+                .query_row(params![absent_texts[pick(0, i)]], |_| Ok(()))
+                .map(|()| true)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(false),
+                    e => Err(e),
+                })
+                .unwrap_or_else(|e| panic!("sqlite get: {e}"));
+            assert!(!found, "an absent key was found");
+        })
+    };
     let kirikae_update_1 = ops_per_s_local("kirikae update (1 thread)", cell, &mut |i| {
         kirikae_update(0, i)
     });
@@ -200,6 +229,9 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
         sqlite_update_ops_per_s: sqlite_update_1,
         get_ratio: kirikae_get_1 / sqlite_get_1,
         update_ratio: kirikae_update_1 / sqlite_update_1,
+        kirikae_get_absent_ops_per_s: kirikae_get_absent,
+        sqlite_get_absent_ops_per_s: sqlite_get_absent,
+        get_absent_ratio: kirikae_get_absent / sqlite_get_absent,
         kirikae_get_ops_per_s_2t: kirikae_get_2,
         sqlite_get_ops_per_s_2t: sqlite_get_2,
         kirikae_update_ops_per_s_2t: kirikae_update_2,
@@ -232,6 +264,11 @@ pub fn print_table(r: &EngineBenchReport) {
         "update, 1 thread",
         r.kirikae_update_ops_per_s,
         r.sqlite_update_ops_per_s,
+    );
+    line(
+        "get absent, 1 thread",
+        r.kirikae_get_absent_ops_per_s,
+        r.sqlite_get_absent_ops_per_s,
     );
     line(
         "get, 2 threads",

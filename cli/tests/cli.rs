@@ -124,10 +124,18 @@ fn bench_engine_prints_json_with_every_field() {
             }
         }
     }
-    let ratio = report["get_ratio"].as_f64().expect("get_ratio");
-    let expected = report["kirikae_get_ops_per_s"].as_f64().expect("k")
-        / report["sqlite_get_ops_per_s"].as_f64().expect("s");
-    assert!((ratio - expected).abs() < 1e-9 * expected.max(1.0));
+    for (ratio, side) in [("get_ratio", "get"), ("get_absent_ratio", "get_absent")] {
+        let r = report[ratio]
+            .as_f64()
+            .unwrap_or_else(|| panic!("missing {ratio}"));
+        let k = report[&format!("kirikae_{side}_ops_per_s")].as_f64();
+        let s = report[&format!("sqlite_{side}_ops_per_s")].as_f64();
+        let (Some(k), Some(s)) = (k, s) else {
+            panic!("missing the {side} rates");
+        };
+        assert!(k > 0.0 && s > 0.0, "{side}: {k} and {s}");
+        assert!((r - k / s).abs() < 1e-9 * (k / s).max(1.0), "{ratio} = {r}");
+    }
     let hop_ns = report["memory_hop_ns"].as_f64().expect("memory_hop_ns");
     assert!(hop_ns > 0.0 && hop_ns < 1e6, "memory_hop_ns = {hop_ns}");
     // A get's hops are its time over one hop's: the two must agree.
