@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use kirikae::engine::{Database, SessionInfo, Value};
+use kirikae::engine::{Database, Key, SessionInfo, Value};
 use kirikae_workload::workload::{self, KeyChooser, SUBSCRIBER_TABLE};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection};
@@ -135,10 +135,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
         .map(|k| k.values()[0].as_text().unwrap_or(""))
         .collect();
     let absent_texts: Vec<String> = texts.iter().map(|t| format!("{t}x")).collect();
-    let absent_keys: Vec<kirikae::engine::Key> = absent_texts
-        .iter()
-        .map(|t| kirikae::engine::Key::from(t.as_str()))
-        .collect();
+    let absent_keys: Vec<Key> = absent_texts.iter().map(|t| Key::from(t.as_str())).collect();
     let mask = keys.len() - 1;
     let pick = |t: usize, i: u64| (i as usize).wrapping_mul(31).wrapping_add(t * 7919) & mask;
     let session = db.session(SessionInfo::new("bench", "bench", None));
@@ -180,12 +177,7 @@ pub fn run(args: &EngineBenchArgs) -> Result<EngineBenchReport, CliError> {
         let mut stmt = conn.prepare(SELECT)?;
         ops_per_s_local("sqlite get, absent keys", cell, &mut |i| {
             let found = stmt
-                .query_row(params![absent_texts[pick(0, i)]], |_| Ok(()))
-                .map(|()| true)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(false),
-                    e => Err(e),
-                })
+                .exists(params![absent_texts[pick(0, i)]])
                 .unwrap_or_else(|e| panic!("sqlite get: {e}"));
             assert!(!found, "an absent key was found");
         })

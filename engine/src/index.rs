@@ -100,15 +100,14 @@ impl KeyIndex {
         let hash = self.hash(&key);
         let shard = self.shards[self.shard_of_hash(hash)].0.write();
         let found = shard.find(hash, &key);
-        let holder = found.map(|pos| (pos, shard.rid_at(pos)));
         let at = At {
             index: self,
             shard,
             hash,
             key,
         };
-        match holder {
-            Some((pos, rid)) => Entry::Occupied(OccupiedEntry { at, pos, rid }),
+        match found {
+            Some(pos) => Entry::Occupied(OccupiedEntry { at, pos }),
             None => Entry::Vacant(VacantEntry { at }),
         }
     }
@@ -185,13 +184,12 @@ pub(crate) struct OccupiedEntry<'a> {
     at: At<'a>,
     /// Where the entry is in the locked shard's table.
     pos: usize,
-    rid: Rid,
 }
 
 impl OccupiedEntry<'_> {
     /// The RID the entry points at.
     pub fn get(&self) -> Rid {
-        self.rid
+        self.at.shard.rid_at(self.pos)
     }
 
     /// The key.
@@ -202,7 +200,6 @@ impl OccupiedEntry<'_> {
     /// Points the entry at `rid` instead.
     pub fn insert(&mut self, rid: Rid) {
         self.at.shard.set_rid(self.pos, rid);
-        self.rid = rid;
     }
 
     /// Removes the entry.

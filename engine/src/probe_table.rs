@@ -60,9 +60,10 @@ fn tag(hash: u64) -> u64 {
     (hash >> 32) & 0xffff
 }
 
-fn word(hash: u64, rid: Rid) -> u64 {
+/// An entry's word: `tag` (already shifted into the top 16 bits) and `rid`.
+fn word(tag_bits: u64, rid: Rid) -> u64 {
     debug_assert!(rid.0 < RID_MASK, "{rid} does not fit an index entry");
-    (tag(hash) << RID_BITS) | rid.0
+    tag_bits | rid.0
 }
 
 /// Entries for `keys` keys at most three quarters full (a power of two, or 0).
@@ -136,8 +137,7 @@ impl ProbeTable {
     pub fn set_rid(&mut self, at: usize, rid: Rid) {
         let e = &mut self.entries[at];
         debug_assert!(!e.is_empty(), "no entry at {at}");
-        debug_assert!(rid.0 < RID_MASK, "{rid} does not fit an index entry");
-        e.word = (e.word & !RID_MASK) | rid.0;
+        e.word = word(e.word & !RID_MASK, rid);
     }
 
     /// Makes room for `additional` more keys without growing in between.
@@ -152,16 +152,23 @@ impl ProbeTable {
     pub fn insert_unique(&mut self, hash: u64, key: Key, rid: Rid, hash_of: impl Fn(&Key) -> u64) {
         debug_assert!(self.find(hash, &key).is_none(), "{key} is already indexed");
         self.reserve(1, hash_of);
+        let at = self.first_empty_from(hash);
+        self.entries[at] = Entry {
+            key,
+            word: word(tag(hash) << RID_BITS, rid),
+        };
+        self.len += 1;
+    }
+
+    /// The first empty entry from the home of `hash` on (where a key not in the
+    /// table goes).
+    fn first_empty_from(&self, hash: u64) -> usize {
         let mask = self.mask();
         let mut at = hash as usize & mask;
         while !self.entries[at].is_empty() {
             at = (at + 1) & mask;
         }
-        self.entries[at] = Entry {
-            key,
-            word: word(hash, rid),
-        };
-        self.len += 1;
+        at
     }
 
     /// Removes the key at a position from [`find`](ProbeTable::find).
@@ -191,12 +198,8 @@ impl ProbeTable {
             &mut self.entries,
             vec![Entry::empty(); entries].into_boxed_slice(),
         );
-        let mask = self.mask();
         for e in old.into_vec().into_iter().filter(|e| !e.is_empty()) {
-            let mut at = hash_of(&e.key) as usize & mask;
-            while !self.entries[at].is_empty() {
-                at = (at + 1) & mask;
-            }
+            let at = self.first_empty_from(hash_of(&e.key));
             self.entries[at] = e;
         }
     }

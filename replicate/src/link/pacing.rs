@@ -28,6 +28,8 @@ const FIRST_PACE_US: Micros = 20;
 /// or `output_bytes_max`: the rest leaves the pacing a few periods to catch a
 /// burst before the limit.
 const DUPLEX_PACE_FROM_FRACTION: usize = 4;
+/// ... or once its oldest transaction has waited 1/this of the peer timeout.
+const DUPLEX_PACE_FROM_AGE_FRACTION: u64 = 2;
 
 /// The pacing of one connection's backlog.
 #[derive(Debug, Default)]
@@ -99,6 +101,6 @@ impl Link {
             .map_or(0, |e| now.saturating_sub(e.sent_at));
         self.window.len() > self.config.window_txns_max / DUPLEX_PACE_FROM_FRACTION
             || self.out_bytes > self.config.output_bytes_max / DUPLEX_PACE_FROM_FRACTION
-            || oldest_us > micros(self.io_timeout()) / 2
+            || oldest_us > micros(self.io_timeout()) / DUPLEX_PACE_FROM_AGE_FRACTION
     }
 }
