@@ -73,6 +73,15 @@ impl KeyIndex {
         shard.find(hash, key).map(|at| shard.rid_at(at))
     }
 
+    /// Asks for the cache line where `key`'s entry is searched for.
+    pub fn prefetch(&self, key: &Key) {
+        let hash = self.hash(key);
+        self.shards[self.shard_of_hash(hash)]
+            .0
+            .read()
+            .prefetch(hash);
+    }
+
     /// Points `key` at `rid`, whatever it pointed at before.
     pub fn insert(&self, key: Key, rid: Rid) {
         match self.entry(key) {

@@ -127,6 +127,14 @@ impl ProbeTable {
         }
     }
 
+    /// Asks for the line where a search for `hash` starts (see
+    /// [`prefetch`](crate::prefetch::prefetch)).
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(e) = self.entries.get(hash as usize & self.mask()) {
+            crate::prefetch::prefetch(e);
+        }
+    }
+
     /// The RID at a position from [`find`](ProbeTable::find).
     pub fn rid_at(&self, at: usize) -> Rid {
         debug_assert!(!self.entries[at].is_empty(), "no entry at {at}");

@@ -72,6 +72,11 @@ impl Slot {
         }
     }
 
+    /// Asks for the slot's cache lines (a slot may straddle two).
+    pub fn prefetch(&self) {
+        crate::prefetch::prefetch(self);
+    }
+
     pub fn latch(&self) -> MutexGuard<'_, SlotState> {
         self.state.lock()
     }

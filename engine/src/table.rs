@@ -21,6 +21,18 @@ use crate::writer_admission::WriterAdmission;
 
 static NEXT_TABLE_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What [`Table::prefetch`] asks for: each stage needs the previous one's lines
+/// in the cache to find its own without waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchStage {
+    /// The index entry.
+    IndexEntry,
+    /// The record's slot.
+    Slot,
+    /// The record's committed image.
+    Image,
+}
+
 /// Keys per index shard a presized table aims at: a shard of 4096 keys (8192 buckets
 /// of 41 bytes for a one-column key) is about 330 KB, under a core's L2 cache.
 pub const KEYS_PER_SHARD: usize = 4096;
@@ -125,6 +137,26 @@ impl Table {
     /// Writers (transactions) currently registered on this table.
     pub fn writers_in_flight(&self) -> u64 {
         self.admission.in_flight()
+    }
+
+    /// Hints that a write or read of `key` comes soon: asks the CPU for the
+    /// cache lines of its `stage`. Changes nothing, waits for nothing.
+    pub fn prefetch(&self, key: &Key, stage: PrefetchStage) {
+        match stage {
+            PrefetchStage::IndexEntry => self.index.prefetch(key),
+            PrefetchStage::Slot => {
+                if let Some(slot) = self.index.get(key).and_then(|rid| self.slots.get(rid)) {
+                    slot.prefetch();
+                }
+            }
+            PrefetchStage::Image => {
+                if let Some(slot) = self.index.get(key).and_then(|rid| self.slots.get(rid)) {
+                    if let Some(row) = slot.latch().committed.as_ref() {
+                        crate::prefetch::prefetch(&row[0]);
+                    }
+                }
+            }
+        }
     }
 
     /// The committed record with primary key `key`.

@@ -43,7 +43,7 @@ use kirikae_engine::{Database, Operation, Schema, Session, SessionInfo, Value};
 use parking_lot::{Condvar, Mutex};
 use smallvec::SmallVec;
 
-use super::apply;
+use super::{apply, prefetch};
 use crate::error::{ReplicateError, Result};
 use crate::seq::Seq;
 
@@ -223,7 +223,16 @@ enum Step {
 /// every lane stops before its next step, and what none applied stays unresolved
 /// (the primary sends it again on the next connection).
 fn run_steps(session: &Session, steps: Vec<Step>, halted: &AtomicBool, done: &mut Vec<Done>) {
-    for step in steps {
+    let mut steps = steps.into_iter();
+    loop {
+        let upcoming = steps.as_slice();
+        prefetch::ahead(session.database(), |i| match upcoming.get(i)? {
+            Step::Apply(job, _) => Some(&job.operations),
+            Step::Meet(_) => None,
+        });
+        let Some(step) = steps.next() else {
+            break;
+        };
         if halted.load(Ordering::Acquire) {
             return;
         }
@@ -582,7 +591,13 @@ impl Lanes {
                 })
                 .collect();
             jobs.sort_unstable_by_key(|j| j.seq);
-            for job in jobs {
+            let mut jobs = jobs.into_iter();
+            loop {
+                let upcoming = jobs.as_slice();
+                prefetch::ahead(session.database(), |i| Some(&upcoming.get(i)?.operations));
+                let Some(job) = jobs.next() else {
+                    break;
+                };
                 done.push(run_job(session, job));
                 if ends_in_failure(&done) {
                     break;

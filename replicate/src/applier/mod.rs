@@ -25,6 +25,7 @@
 
 mod first_positions;
 mod lanes;
+mod prefetch;
 mod promotion;
 mod resync;
 
@@ -664,7 +665,18 @@ impl<'s> Applier<'s> {
     /// transactions open (placed, perhaps partly applied by the other lanes): the
     /// next call goes on with it, and [`apply_run`](Applier::apply_run) ends it.
     fn place_queued(&mut self, replies: &mut Vec<Message>) -> Result<()> {
-        for Work { seq, entry, verify } in std::mem::take(&mut self.queue) {
+        let mut queue = std::mem::take(&mut self.queue).into_iter();
+        loop {
+            let upcoming = queue.as_slice();
+            prefetch::ahead(self.session.database(), |i| match &upcoming.get(i)?.entry {
+                AccessEntry::Ship { operations, .. } | AccessEntry::Prepare { operations, .. } => {
+                    Some(operations)
+                }
+                _ => None,
+            });
+            let Some(Work { seq, entry, verify }) = queue.next() else {
+                break;
+            };
             let entry = match entry {
                 AccessEntry::Ship {
                     mode: Mode::Async,
